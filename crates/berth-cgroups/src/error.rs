@@ -1,0 +1,28 @@
+use std::path::PathBuf;
+
+/// Errors from cgroup operations. Each names the operation and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no cgroup hierarchy is mounted (looked in /proc/self/mountinfo)")]
+    NoHierarchy,
+    #[error("invalid cgroups path {0:?}: {1}")]
+    InvalidPath(String, &'static str),
+    #[error("cgroup {path} still has processes after {waited_ms} ms")]
+    Busy { path: PathBuf, waited_ms: u64 },
+    #[error("freezing {path} did not complete")]
+    FreezeTimeout { path: PathBuf },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { op, path, source }
+}

@@ -1,0 +1,241 @@
+//! What cgroup hierarchies the host has mounted, and where this process sits
+//! in each of them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result, io_err};
+
+/// The three layouts in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutKind {
+    /// Only v1 hierarchies.
+    V1,
+    /// Only the unified (cgroup2) hierarchy.
+    V2,
+    /// v1 hierarchies plus a cgroup2 mount (systemd's "hybrid" mode).
+    Hybrid,
+}
+
+/// One mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted, e.g. /sys/fs/cgroup/memory.
+    pub mountpoint: PathBuf,
+    /// The cgroup at the root of that mount (normally "/"; otherwise the
+    /// mount shows only a subtree, as inside a container).
+    pub mount_root: PathBuf,
+    /// v1 controllers (including "name=systemd"-style named hierarchies);
+    /// empty for the unified hierarchy.
+    pub controllers: Vec<String>,
+    /// This process's cgroup in this hierarchy, from /proc/self/cgroup.
+    pub own_path: PathBuf,
+}
+
+impl Hierarchy {
+    pub fn is_unified(&self) -> bool {
+        self.controllers.is_empty()
+    }
+
+    /// The key runc uses for this hierarchy ("cpu,cpuacct", "name=systemd"),
+    /// or "unified".
+    pub fn key(&self) -> String {
+        if self.is_unified() { "unified".to_string() } else { self.controllers.join(",") }
+    }
+
+    /// Filesystem path of the cgroup `cgroup` (absolute within the hierarchy).
+    pub fn fs_path(&self, cgroup: &Path) -> PathBuf {
+        let rel = cgroup.strip_prefix(&self.mount_root).unwrap_or(cgroup);
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        self.mountpoint.join(rel)
+    }
+}
+
+/// The host's cgroup hierarchies.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub kind: LayoutKind,
+    /// v1 hierarchies, in mountinfo order.
+    pub v1: Vec<Hierarchy>,
+    /// The cgroup2 hierarchy, if mounted.
+    pub unified: Option<Hierarchy>,
+}
+
+impl Layout {
+    /// Reads /proc/self/mountinfo and /proc/self/cgroup.
+    pub fn detect() -> Result<Layout> {
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let cgroup = read("/proc/self/cgroup")?;
+        Layout::parse(&mountinfo, &cgroup)
+    }
+
+    /// Builds the layout from the text of mountinfo and /proc/self/cgroup.
+    pub fn parse(mountinfo: &str, proc_cgroup: &str) -> Result<Layout> {
+        let own = parse_proc_cgroup(proc_cgroup);
+        let mut v1: Vec<Hierarchy> = Vec::new();
+        let mut unified: Option<Hierarchy> = None;
+        for line in mountinfo.lines() {
+            let Some(m) = MountLine::parse(line) else { continue };
+            match m.fstype {
+                "cgroup2" if unified.is_none() => {
+                    unified = Some(Hierarchy {
+                        mountpoint: m.mountpoint.into(),
+                        mount_root: m.root.into(),
+                        controllers: Vec::new(),
+                        own_path: own.get("").cloned().unwrap_or_else(|| "/".into()),
+                    });
+                }
+                "cgroup" => {
+                    let controllers = v1_controllers(m.super_options);
+                    if controllers.is_empty() || v1.iter().any(|h| h.controllers == controllers) {
+                        continue;
+                    }
+                    let own_path = own.get(&controllers.join(",")).cloned().unwrap_or_else(|| "/".into());
+                    v1.push(Hierarchy {
+                        mountpoint: m.mountpoint.into(),
+                        mount_root: m.root.into(),
+                        controllers,
+                        own_path,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let kind = match (v1.is_empty(), unified.is_some()) {
+            (true, true) => LayoutKind::V2,
+            (false, false) => LayoutKind::V1,
+            (false, true) => LayoutKind::Hybrid,
+            (true, false) => return Err(Error::NoHierarchy),
+        };
+        Ok(Layout { kind, v1, unified })
+    }
+
+    /// Every hierarchy a container's cgroup lives in: all v1 hierarchies and
+    /// the unified one.
+    pub fn hierarchies(&self) -> impl Iterator<Item = &Hierarchy> {
+        self.v1.iter().chain(self.unified.iter())
+    }
+
+    /// The v1 hierarchy holding `controller`, if any.
+    pub fn v1_hierarchy(&self, controller: &str) -> Option<&Hierarchy> {
+        self.v1.iter().find(|h| h.controllers.iter().any(|c| c == controller))
+    }
+}
+
+fn read(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(io_err("read", path))
+}
+
+/// The controllers of a v1 mount, from its super options
+/// ("rw,cpu,cpuacct" -> ["cpu", "cpuacct"], "rw,name=systemd" -> ["name=systemd"]).
+fn v1_controllers(super_options: &str) -> Vec<String> {
+    const NOT_CONTROLLERS: &[&str] = &["rw", "ro", "relatime", "noatime", "nosuid", "nodev", "noexec", "xattr"];
+    let mut out: Vec<String> = super_options
+        .split(',')
+        .filter(|o| !NOT_CONTROLLERS.contains(o))
+        .filter(|o| {
+            !o.starts_with("release_agent=") && !o.contains("clone_children") && !o.starts_with("cpuset_v2_mode")
+        })
+        .filter(|o| !o.contains('=') || o.starts_with("name="))
+        .map(str::to_string)
+        .collect();
+    // /proc/self/cgroup lists a hierarchy's controllers in the kernel's
+    // order, which is alphabetical for the built-in ones.
+    out.sort();
+    out
+}
+
+/// /proc/self/cgroup as a map from the controller list ("" for v2) to path.
+fn parse_proc_cgroup(text: &str) -> BTreeMap<String, PathBuf> {
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mut ctrls: Vec<&str> = ctrls.split(',').filter(|c| !c.is_empty()).collect();
+        ctrls.sort();
+        map.insert(ctrls.join(","), PathBuf::from(path));
+    }
+    map
+}
+
+/// The fields of a mountinfo line this crate needs.
+struct MountLine<'a> {
+    root: &'a str,
+    mountpoint: &'a str,
+    fstype: &'a str,
+    super_options: &'a str,
+}
+
+impl<'a> MountLine<'a> {
+    fn parse(line: &'a str) -> Option<Self> {
+        // id parent maj:min root mountpoint options [optional...] - fstype source super
+        let (pre, post) = line.split_once(" - ")?;
+        let mut pre = pre.split(' ');
+        let root = pre.nth(3)?;
+        let mountpoint = pre.next()?;
+        let mut post = post.split(' ');
+        let fstype = post.next()?;
+        let _source = post.next()?;
+        let super_options = post.next().unwrap_or("");
+        Some(MountLine { root, mountpoint, fstype, super_options })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+24 30 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 24 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+34 33 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 33 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 33 0:31 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/x,name=systemd
+37 33 0:32 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+38 33 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpuacct,cpu
+";
+    const HYBRID_CGROUP: &str = "\
+9:name=systemd:/
+4:memory:/session/abc
+1:cpu,cpuacct:/
+0::/
+";
+
+    #[test]
+    fn hybrid_layout_is_detected_with_own_paths() {
+        let l = Layout::parse(HYBRID_MOUNTINFO, HYBRID_CGROUP).unwrap();
+        assert_eq!(l.kind, LayoutKind::Hybrid);
+        let keys: Vec<String> = l.v1.iter().map(Hierarchy::key).collect();
+        assert_eq!(keys, ["cpu", "memory", "name=systemd", "cpu,cpuacct"]);
+        assert_eq!(l.v1_hierarchy("memory").unwrap().own_path, PathBuf::from("/session/abc"));
+        assert_eq!(l.v1_hierarchy("cpuacct").unwrap().mountpoint, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(l.unified.as_ref().unwrap().mountpoint, PathBuf::from("/sys/fs/cgroup/unified"));
+    }
+
+    #[test]
+    fn pure_v2_layout() {
+        let mi = "30 24 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let l = Layout::parse(mi, "0::/user.slice\n").unwrap();
+        assert_eq!(l.kind, LayoutKind::V2);
+        assert_eq!(l.unified.unwrap().own_path, PathBuf::from("/user.slice"));
+    }
+
+    #[test]
+    fn no_cgroups_is_an_error() {
+        assert!(matches!(Layout::parse("", ""), Err(Error::NoHierarchy)));
+    }
+
+    #[test]
+    fn fs_path_strips_the_mount_root() {
+        let h = Hierarchy {
+            mountpoint: "/sys/fs/cgroup/memory".into(),
+            mount_root: "/ctr".into(),
+            controllers: vec!["memory".into()],
+            own_path: "/ctr".into(),
+        };
+        assert_eq!(h.fs_path(Path::new("/ctr/a/b")), PathBuf::from("/sys/fs/cgroup/memory/a/b"));
+        assert_eq!(h.fs_path(Path::new("/other")), PathBuf::from("/sys/fs/cgroup/memory/other"));
+    }
+}

@@ -1,0 +1,144 @@
+//! runc's command line. Flags come from youki's liboci-cli where its
+//! definitions match runc's; `kill` is our own (see kill.rs). One file per
+//! verb, each thin: parse, call the library, print what runc prints.
+
+mod create;
+mod delete;
+mod exec;
+mod features;
+mod kill;
+mod list;
+pub mod logging;
+mod pause;
+mod ps;
+mod run;
+mod spec;
+mod start;
+mod state;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use berth_runtime::container::{Container, StateRoot};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth-runtime",
+    about = "berth-runtime: an OCI runtime with runc's command line",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: liboci_cli::GlobalOpts,
+    /// Print the version
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    /// Accepted for runc compatibility; rootless mode is detected from the caller
+    #[arg(long, value_name = "true|false|auto", hide = true)]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility (checkpointing is not supported)
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub criu: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container (its process waits for `start`)
+    Create(liboci_cli::Create),
+    /// Start a created container
+    Start(liboci_cli::Start),
+    /// Print a container's state as JSON
+    State(liboci_cli::State),
+    /// Send a signal to a container's init (default SIGTERM)
+    Kill(kill::Kill),
+    /// Delete a container and everything it holds
+    Delete(liboci_cli::Delete),
+    /// Create and start a container
+    Run(liboci_cli::Run),
+    /// Run a new process in a container
+    Exec(liboci_cli::Exec),
+    /// List containers
+    List(liboci_cli::List),
+    /// List a container's processes
+    Ps(liboci_cli::Ps),
+    /// Write a default config.json
+    Spec(liboci_cli::Spec),
+    /// Print the features this runtime supports, as JSON
+    Features(liboci_cli::Features),
+    /// Freeze every process of a container
+    Pause(liboci_cli::Pause),
+    /// Thaw a paused container
+    Resume(liboci_cli::Resume),
+}
+
+/// Global options every verb may need.
+pub struct Globals {
+    pub root: StateRoot,
+    pub systemd_cgroup: bool,
+}
+
+impl Globals {
+    fn new(g: &liboci_cli::GlobalOpts) -> Globals {
+        Globals { root: StateRoot(g.root.clone().unwrap_or_else(default_root)), systemd_cgroup: g.systemd_cgroup }
+    }
+
+    fn load(&self, id: &str) -> Result<Container> {
+        Ok(self.root.load(id)?)
+    }
+
+    /// --systemd-cgroup: there is no systemd cgroup driver (yet); say so
+    /// clearly instead of silently using cgroupfs.
+    fn refuse_systemd(&self) -> Result<()> {
+        if !self.systemd_cgroup {
+            return Ok(());
+        }
+        if !std::path::Path::new("/run/systemd/system").exists() {
+            bail!(
+                "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); drop the flag to use cgroupfs"
+            );
+        }
+        bail!(
+            "--systemd-cgroup: the systemd cgroup driver is not supported by berth-runtime yet; drop the flag to use cgroupfs"
+        )
+    }
+}
+
+/// /run/berth-runtime for root; $XDG_RUNTIME_DIR/berth-runtime otherwise.
+fn default_root() -> PathBuf {
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
+    if let (false, Some(dir)) = (nix::unistd::geteuid().is_root(), xdg) {
+        return PathBuf::from(dir).join("berth-runtime");
+    }
+    PathBuf::from("/run/berth-runtime")
+}
+
+/// Runs the command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    if cli.version {
+        println!("berth-runtime version {}", env!("CARGO_PKG_VERSION"));
+        println!("spec: {}", berth_runtime::template::OCI_VERSION);
+        return Ok(0);
+    }
+    let g = Globals::new(&cli.global);
+    let Some(command) = cli.command else {
+        bail!("no command given; see berth-runtime --help");
+    };
+    match command {
+        Command::Create(a) => create::run(&g, a),
+        Command::Start(a) => start::run(&g, a),
+        Command::State(a) => state::run(&g, a),
+        Command::Kill(a) => kill::run(&g, a),
+        Command::Delete(a) => delete::run(&g, a),
+        Command::Run(a) => run::run(&g, a),
+        Command::Exec(a) => exec::run(&g, a),
+        Command::List(a) => list::run(&g, a),
+        Command::Ps(a) => ps::run(&g, a),
+        Command::Spec(a) => spec::run(a),
+        Command::Features(_) => features::run(),
+        Command::Pause(a) => pause::pause(&g, a),
+        Command::Resume(a) => pause::resume(&g, a),
+    }
+}

@@ -1,0 +1,325 @@
+//! What happens in the container's processes, in the order it happens.
+//!
+//! `create` forks an *intermediate* process, which joins or creates the
+//! namespaces and forks the container's *init*; the intermediate then exits
+//! (a new pid namespace only applies to children, so one fork is needed
+//! after unshare). The init sets up the root filesystem and the process,
+//! reports Ready, waits for `start`, and execs the user's program.
+//!
+//! `exec` follows the same path with the container's namespaces joined
+//! instead of created, and no rootfs work.
+//!
+//! The runtime is single-threaded, so these forked processes may run
+//! ordinary Rust code until they exec (see `sys::fork`).
+
+pub mod console;
+mod devices;
+pub mod mount_opts;
+mod mounts;
+pub mod namespaces;
+mod paths;
+pub mod process;
+pub mod rootfs;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use berth_cgroups::{Cgroup, Layout};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{ForkResult, Gid, Uid, setresgid, setresuid, setsid};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::channel::{Channel, Msg};
+use crate::container::OciState;
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind};
+use crate::sys;
+use namespaces::NsPlan;
+use rootfs::Rootfs;
+
+/// Everything a container's processes need, prepared by the runtime before
+/// it forks (and so simply inherited).
+pub struct Plan {
+    pub id: String,
+    pub spec: Spec,
+    /// The process to run: config.json's for create, the exec'd one for exec.
+    pub process: Process,
+    pub rootfs: PathBuf,
+    pub ns: NsPlan,
+    pub layout: Option<Layout>,
+    pub cgroup: Option<Cgroup>,
+    /// A connected console socket: the pty master goes there.
+    pub console: Option<OwnedFd>,
+    /// create: the socket the init waits on for `start`.
+    pub start_listener: Option<OwnedFd>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    /// fds 3 .. 3+keep_fds pass to the program ($LISTEN_FDS and --preserve-fds).
+    pub keep_fds: u32,
+    /// Added to the program's environment (LISTEN_FDS, LISTEN_PID).
+    pub extra_env: Vec<String>,
+}
+
+/// Which container process the intermediate forks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Init,
+    Exec,
+}
+
+/// The intermediate process. Never returns.
+pub fn intermediate(plan: &Plan, chan: &Channel, role: Role) -> ! {
+    let code = match run_intermediate(plan, chan, role) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = chan.send(&Msg::Error(e.to_string()));
+            1
+        }
+    };
+    sys::exit_now(code)
+}
+
+fn run_intermediate(plan: &Plan, chan: &Channel, role: Role) -> Result<()> {
+    plan.ns.join_all()?;
+    plan.ns.unshare_user()?;
+    chan.send(&Msg::Hello)?;
+    chan.expect(&Msg::Proceed, "runtime")?;
+    if role == Role::Init && plan.ns.has(LinuxNamespaceType::User) {
+        // Become the namespace's root; the program's own ids come later.
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).step(|| "setgid 0 in the user namespace")?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).step(|| "setuid 0 in the user namespace")?;
+    }
+    plan.ns.unshare_rest()?;
+    match sys::fork().step(|| "fork the container process")? {
+        ForkResult::Child => match role {
+            Role::Init => init_main(plan, chan),
+            Role::Exec => exec_main(plan, chan),
+        },
+        ForkResult::Parent { child } => chan.send(&Msg::Pid(child.as_raw())),
+    }
+}
+
+/// The program to exec once the container is set up.
+struct Prepared {
+    program: PathBuf,
+    env: Vec<String>,
+    /// The state hooks get (create only).
+    state: Option<OciState>,
+}
+
+fn init_main(plan: &Plan, chan: &Channel) -> ! {
+    let prepared = match prepare_init(plan, chan) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = chan.send(&Msg::Error(e.to_string()));
+            sys::exit_now(1)
+        }
+    };
+    let Some(listener) = plan.start_listener.as_ref() else { sys::exit_now(1) };
+    let mut conn = match wait_for_start(listener) {
+        Ok(c) => c,
+        Err(_) => sys::exit_now(1),
+    };
+    let err = match start_program(plan, &prepared) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    // `start` is reading: it reports this and exits non-zero.
+    let _ = conn.write_all(err.to_string().as_bytes());
+    sys::exit_now(1)
+}
+
+/// Everything up to Ready, in order.
+fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
+    let spec = &plan.spec;
+    let process = &plan.process;
+    setsid().step(|| "setsid")?;
+    // Device nodes and files get exactly the modes config.json gives.
+    umask(Mode::empty());
+    set_names(spec)?;
+    if !plan.ns.has(LinuxNamespaceType::Mount) {
+        return Err(Error::Container("linux.namespaces: a mount namespace is required to set up the rootfs".into()));
+    }
+    let linux = spec.linux().as_ref();
+    rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    let root = Rootfs::open(&plan.rootfs)?;
+    let in_userns = plan.ns.has(LinuxNamespaceType::User);
+    let env = mounts::MountEnv {
+        rootfs: &root,
+        in_userns,
+        new_cgroupns: plan.ns.unshare.contains(namespaces::clone_flag(LinuxNamespaceType::Cgroup)),
+        layout: plan.layout.as_ref(),
+        cgroup: plan.cgroup.as_ref(),
+    };
+    mounts::mount_all(&env, spec.mounts().as_deref().unwrap_or_default())?;
+    devices::setup(&root, spec, in_userns)?;
+    let pty = if process.terminal().unwrap_or(false) { Some(console::open_in_rootfs(&root, process)?) } else { None };
+
+    // The runtime runs prestart and createRuntime hooks now, and sends the
+    // state that hooks get.
+    chan.send(&Msg::RunHooks)?;
+    let state: OciState = match chan.recv()? {
+        Some(Msg::HooksDone(json)) => {
+            serde_json::from_str(&json).map_err(|e| Error::Container(format!("bad state from the runtime: {e}")))?
+        }
+        Some(Msg::Error(e)) => return Err(Error::Container(e)),
+        _ => return Err(Error::Container("the runtime vanished while running hooks".into())),
+    };
+    hooks::run(spec, HookKind::CreateContainer, &state)?;
+
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        paths::write_sysctls(&root, sysctl)?;
+    }
+    paths::make_readonly(&root, linux.and_then(|l| l.readonly_paths().as_deref()).unwrap_or_default())?;
+    paths::mask(&root, linux.and_then(|l| l.masked_paths().as_deref()).unwrap_or_default())?;
+    ensure_cwd(&root, process.cwd())?;
+    process::apply_oom_score_adj(process)?;
+    process::apply_rlimits(process)?;
+    drop(root);
+    if plan.no_pivot {
+        rootfs::move_root(&plan.rootfs)?;
+    } else {
+        rootfs::pivot(&plan.rootfs)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        rootfs::make_root_readonly()?;
+    }
+    if let Some(pty) = pty {
+        let sock = plan
+            .console
+            .as_ref()
+            .ok_or_else(|| Error::Container("terminal requested without a console socket".into()))?;
+        console::send_master(sock, &pty.master)?;
+        console::attach_slave(&pty.slave)?;
+    }
+    if !plan.no_new_keyring {
+        join_keyring(&plan.id)?;
+    }
+    let prepared = finish_process(plan, Some(state))?;
+    chan.send(&Msg::Ready)?;
+    Ok(prepared)
+}
+
+fn set_names(spec: &Spec) -> Result<()> {
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).step(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        sys::set_domainname(d).step(|| format!("setdomainname {d:?}"))?;
+    }
+    Ok(())
+}
+
+/// runc makes process.cwd if it is missing; resolved inside the rootfs.
+fn ensure_cwd(root: &Rootfs, cwd: &Path) -> Result<()> {
+    if root.resolve_opt(cwd)?.is_none() {
+        root.mkdir(cwd)?;
+    }
+    Ok(())
+}
+
+fn join_keyring(id: &str) -> Result<()> {
+    match sys::join_session_keyring(id) {
+        Ok(()) => Ok(()),
+        // No keyrings in this kernel, or keyctl filtered by the caller's
+        // own sandbox: the container shares the caller's keyring.
+        Err(nix::errno::Errno::ENOSYS) => Ok(()),
+        Err(e @ (nix::errno::Errno::EPERM | nix::errno::Errno::EACCES)) => {
+            tracing::warn!("cannot create a session keyring ({e}); the container shares the caller's");
+            Ok(())
+        }
+        Err(e) => Err(Error::os("join a new session keyring", e)),
+    }
+}
+
+/// Identity, capabilities, no_new_privs, cwd, umask, and the program's
+/// path and environment: shared by init and exec.
+fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
+    let process = &plan.process;
+    // Enter the cwd as root first (it may be unreadable to the user but is
+    // still the place to start); if that fails, try again as the user.
+    let early_cwd = process::enter_cwd(process.cwd());
+    process::apply_identity(process)?;
+    if early_cwd.is_err() {
+        process::enter_cwd(process.cwd())?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        sys::set_no_new_privs().step(|| "prctl(PR_SET_NO_NEW_PRIVS)")?;
+    }
+    let mask = process.user().umask().unwrap_or(0o022);
+    umask(Mode::from_bits_truncate(mask));
+    let env = process::environment(process, &plan.extra_env);
+    let args = process.args().as_deref().unwrap_or_default();
+    let arg0 = args.first().ok_or_else(|| Error::Container("process.args is empty".into()))?;
+    let program = process::find_program(arg0, &env)?;
+    Ok(Prepared { program, env, state })
+}
+
+/// Blocks until `start` connects and asks for the program.
+fn wait_for_start(listener: &OwnedFd) -> Result<UnixStream> {
+    loop {
+        let fd = nix::sys::socket::accept4(listener.as_raw_fd(), nix::sys::socket::SockFlag::SOCK_CLOEXEC)
+            .step(|| "wait for start")?;
+        // SAFETY: accept4 just returned this fd; nothing else owns it.
+        let mut conn = unsafe { UnixStream::from(OwnedFd::from_raw_fd(fd)) };
+        let mut byte = [0u8; 1];
+        if conn.read_exact(&mut byte).is_ok() && byte[0] == b'S' {
+            return Ok(conn);
+        }
+    }
+}
+
+/// After `start`: startContainer hooks, then exec. Returns only on failure.
+fn start_program(plan: &Plan, p: &Prepared) -> Result<Infallible> {
+    if let Some(state) = &p.state {
+        let state = OciState { status: crate::container::Status::Created, ..state.clone() };
+        hooks::run(&plan.spec, HookKind::StartContainer, &state)?;
+    }
+    Err(exec_program(plan, p))
+}
+
+/// Leaves the program only stdio and the fds it is meant to inherit,
+/// restores signal defaults, and execs.
+fn exec_program(plan: &Plan, p: &Prepared) -> Error {
+    for fd in 3..3 + plan.keep_fds as i32 {
+        if let Err(e) = sys::clear_cloexec(fd) {
+            return Error::os(format!("keep fd {fd} for the container"), e);
+        }
+    }
+    if let Err(e) = sys::cloexec_from(3 + plan.keep_fds) {
+        return Error::os("close the runtime's fds", e);
+    }
+    if let Err(e) = sys::reset_signals() {
+        return Error::os("reset signals", e);
+    }
+    let args = plan.process.args().as_deref().unwrap_or_default();
+    process::exec(&p.program, args, &p.env)
+}
+
+fn exec_main(plan: &Plan, chan: &Channel) -> ! {
+    let err = match exec_setup(plan) {
+        Ok(p) => exec_program(plan, &p),
+        Err(e) => e,
+    };
+    let _ = chan.send(&Msg::Error(err.to_string()));
+    sys::exit_now(1)
+}
+
+/// exec's container process, up to the exec: it already runs in the
+/// container's namespaces and root.
+fn exec_setup(plan: &Plan) -> Result<Prepared> {
+    setsid().step(|| "setsid")?;
+    let process = &plan.process;
+    if process.terminal().unwrap_or(false) {
+        let pty = console::open_here(process)?;
+        let sock = plan.console.as_ref().ok_or_else(|| Error::Container("--tty needs a console socket".into()))?;
+        console::send_master(sock, &pty.master)?;
+        console::attach_slave(&pty.slave)?;
+    }
+    process::apply_oom_score_adj(process)?;
+    process::apply_rlimits(process)?;
+    finish_process(plan, None)
+}

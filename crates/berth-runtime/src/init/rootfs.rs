@@ -1,0 +1,213 @@
+//! The container's root: a handle on it that resolves every path inside it,
+//! its preparation before the mounts, and the switch into it (pivot_root).
+//!
+//! Every path under the rootfs is resolved through `pathrs` (openat2 with
+//! RESOLVE_IN_ROOT, or its emulation): a symlink `rootfs/evil -> /etc` is
+//! followed as `rootfs/etc`, never as the host's /etc. Mounts then target
+//! the resolved fd through /proc/self/fd, so a path swapped after it was
+//! resolved cannot redirect the mount (CVE-2021-30465).
+
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::Mode;
+use nix::unistd::{chdir, chroot, fchdir, pivot_root};
+use pathrs::flags::OpenFlags;
+use pathrs::{Handle, Root};
+
+use crate::error::{Context, Error, Result};
+use crate::sys::fd_path;
+
+/// The container's root filesystem, as a path on the host and a pathrs root.
+pub struct Rootfs {
+    pub path: PathBuf,
+    pub root: Root,
+}
+
+impl Rootfs {
+    pub fn open(path: &Path) -> Result<Rootfs> {
+        let root = Root::open(path).step(|| format!("open rootfs '{}'", path.display()))?;
+        Ok(Rootfs { path: path.to_path_buf(), root })
+    }
+
+    /// Resolves `dest` inside the root.
+    pub fn resolve(&self, dest: &Path) -> Result<Handle> {
+        self.root.resolve(dest).step(|| format!("resolve '{}' in the rootfs", dest.display()))
+    }
+
+    /// Resolves `dest` inside the root, `None` if it does not exist.
+    pub fn resolve_opt(&self, dest: &Path) -> Result<Option<Handle>> {
+        match self.root.resolve(dest) {
+            Ok(h) => Ok(Some(h)),
+            Err(e) if errno_of(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(Error::Path { step: format!("resolve '{}' in the rootfs", dest.display()), source: e }),
+        }
+    }
+
+    /// Makes `dest` (and its parents) a directory inside the root.
+    pub fn mkdir(&self, dest: &Path) -> Result<Handle> {
+        self.root
+            .mkdir_all(dest, &Permissions::from_mode(0o755))
+            .step(|| format!("mkdir '{}' in the rootfs", dest.display()))
+    }
+
+    /// Makes `dest` an (empty) file inside the root, unless something is
+    /// already there, and returns a handle on it.
+    pub fn mkfile(&self, dest: &Path) -> Result<Handle> {
+        if let Some(h) = self.resolve_opt(dest)? {
+            return Ok(h);
+        }
+        if let Some(parent) = dest.parent() {
+            self.mkdir(parent)?;
+        }
+        match self.root.create_file(dest, OpenFlags::O_WRONLY | OpenFlags::O_CLOEXEC, &Permissions::from_mode(0o644)) {
+            Ok(_) => {}
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::Path { step: format!("create '{}' in the rootfs", dest.display()), source: e });
+            }
+        }
+        self.resolve(dest)
+    }
+}
+
+/// The errno behind a pathrs error, if it came from a system call.
+pub fn errno_of(e: &pathrs::error::Error) -> Option<i32> {
+    match e.kind() {
+        pathrs::error::ErrorKind::OsError(errno) => errno,
+        _ => None,
+    }
+}
+
+/// Before any mount: stop mount events from leaking out to the host
+/// (rslave, or what rootfsPropagation asks), and make the rootfs a mount
+/// point of its own, as pivot_root requires.
+pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
+    let flags = match propagation {
+        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        Some(p) => root_propagation(p)
+            .ok_or_else(|| Error::Container(format!("linux.rootfsPropagation: unknown propagation {p:?}")))?,
+    };
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "make / a slave mount (rootfsPropagation)")?;
+    make_parent_mount_private(rootfs)?;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .step(|| format!("bind mount rootfs '{}' on itself", rootfs.display()))?;
+    Ok(())
+}
+
+fn root_propagation(p: &str) -> Option<MsFlags> {
+    Some(match p {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// pivot_root fails if the mount holding the new root is shared; make that
+/// one mount private (only in our mount namespace).
+fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").step(|| "read /proc/self/mountinfo")?;
+    let mut best: Option<(&str, bool)> = None;
+    for line in info.lines() {
+        let Some((pre, _)) = line.split_once(" - ") else { continue };
+        let fields: Vec<&str> = pre.split(' ').collect();
+        let Some(mp) = fields.get(4) else { continue };
+        if rootfs.starts_with(mp) && best.is_none_or(|(b, _)| mp.len() >= b.len()) {
+            let shared = fields.iter().skip(6).any(|f| f.starts_with("shared:"));
+            best = Some((mp, shared));
+        }
+    }
+    if let Some((mp, true)) = best {
+        mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .step(|| format!("make '{mp}' private for pivot_root"))?;
+    }
+    Ok(())
+}
+
+/// Switches root to `rootfs` with pivot_root and detaches the old root, so
+/// nothing of the host's mount tree stays reachable.
+pub fn pivot(rootfs: &Path) -> Result<()> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let old = open("/", flags, Mode::empty()).step(|| "open old root '/'")?;
+    let new = open(rootfs, flags, Mode::empty()).step(|| format!("open new root '{}'", rootfs.display()))?;
+    fchdir(&new).step(|| format!("chdir to '{}'", rootfs.display()))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; no
+    // directory for it is needed inside the container.
+    pivot_root(".", ".").step(|| format!("pivot_root to '{}'", rootfs.display()))?;
+    fchdir(&old).step(|| "chdir to the old root")?;
+    // Slave first, so unmounting does not propagate to the host.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .step(|| "make the old root a slave mount")?;
+    umount2(".", MntFlags::MNT_DETACH).step(|| "unmount the old root")?;
+    chdir("/").step(|| "chdir to the new root")
+}
+
+/// --no-pivot: move the rootfs over / and chroot into it (for ramdisk
+/// roots, where pivot_root is not possible). Less strict than pivot_root:
+/// the old root stays mounted underneath.
+pub fn move_root(rootfs: &Path) -> Result<()> {
+    chdir(rootfs).step(|| format!("chdir to '{}'", rootfs.display()))?;
+    mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .step(|| format!("move '{}' to /", rootfs.display()))?;
+    chroot(".").step(|| "chroot into the rootfs")?;
+    chdir("/").step(|| "chdir to the new root")
+}
+
+/// root.readonly: remount / read-only, keeping the flags the kernel locks
+/// on mounts inherited into a user namespace.
+pub fn make_root_readonly() -> Result<()> {
+    remount_keeping_locked(Path::new("/"), MsFlags::MS_RDONLY).step(|| "remount / read-only (root.readonly)")
+}
+
+/// Remounts the bind mount at `target` with `flags`. In a user namespace
+/// the kernel refuses to clear nosuid/nodev/noexec/atime flags of mounts
+/// inherited from the host; on EPERM retry with those flags kept.
+pub fn remount_keeping_locked(target: &Path, flags: MsFlags) -> nix::Result<()> {
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    match mount(None::<&str>, target, None::<&str>, base | flags, None::<&str>) {
+        Err(nix::errno::Errno::EPERM) => {
+            let locked = locked_flags(target)?;
+            mount(None::<&str>, target, None::<&str>, base | flags | locked, None::<&str>)
+        }
+        other => other,
+    }
+}
+
+fn locked_flags(target: &Path) -> nix::Result<MsFlags> {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let st = statvfs(target)?;
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            out |= ms;
+        }
+    }
+    Ok(out)
+}
+
+/// Mounts `source` (a host path or fd path) as a bind mount on `target`.
+pub fn bind(source: &Path, target: &Handle, recursive: bool) -> nix::Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(Some(source), &fd_path(target), None::<&str>, flags, None::<&str>)
+}

@@ -1,0 +1,208 @@
+//! `create`: from a bundle to a container whose init waits for `start`.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use berth_cgroups::{Cgroup, Layout};
+use nix::fcntl::{OFlag, open};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use super::{
+    check_console, console_sockets, default_cgroup_path, inherited_fds, receive_master, spawn, write_pid_file,
+};
+use crate::channel::Msg;
+use crate::config::Bundle;
+use crate::container::{CONFIG_FILE, Container, Persisted, START_SOCKET, StateRoot, Status, format_time, write_atomic};
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind};
+use crate::init::namespaces::NsPlan;
+use crate::init::{Plan, Role};
+use crate::sys::{self, fd_path};
+
+pub struct CreateOptions<'a> {
+    pub root: &'a StateRoot,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub pid_file: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// A foreground `run`: with a terminal, the pty master comes back to
+    /// the caller instead of going to a console socket.
+    pub foreground: bool,
+}
+
+pub struct Created {
+    pub container: Container,
+    pub spec: Spec,
+    /// The pty master, for a foreground `run` with a terminal.
+    pub pty_master: Option<OwnedFd>,
+}
+
+/// Creates the container: state directory, cgroup, namespaces, rootfs,
+/// hooks, then the init waits for `start`. On any failure everything made
+/// so far is undone (processes killed, cgroup and state removed).
+pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
+    StateRoot::check_id(o.id)?;
+    let bundle = Bundle::load(o.bundle)?;
+    // Relative bind-mount sources are relative to the bundle, as with runc.
+    std::env::set_current_dir(&bundle.dir).step(|| format!("chdir to bundle {}", bundle.dir.display()))?;
+    let process = bundle.spec.process().clone().ok_or_else(|| Error::config(o.bundle, "process: missing"))?;
+    let terminal = process.terminal().unwrap_or(false);
+    check_console(terminal, o.console_socket.is_some(), o.foreground)?;
+    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
+
+    let dir = o.root.create_dir(o.id)?;
+    let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, disarmed: false };
+    let (layout, cgroup, default_cgroup) = make_cgroup(&bundle.spec, o.id)?;
+    undo.cgroup = cgroup.clone().map(|c| (c, default_cgroup));
+    let (console, ours) = console_sockets(terminal, o.console_socket)?;
+    let listener = listen_for_start(&dir)?;
+    let plan = Plan {
+        id: o.id.to_string(),
+        spec: bundle.spec.clone(),
+        process,
+        rootfs: bundle.rootfs.clone(),
+        ns: NsPlan::for_create(&bundle.spec)?,
+        layout,
+        cgroup: cgroup.clone(),
+        console,
+        start_listener: Some(listener),
+        no_pivot: o.no_pivot,
+        no_new_keyring: o.no_new_keyring,
+        keep_fds,
+        extra_env,
+    };
+    let spawned = spawn(&plan, Role::Init)?;
+    undo.pid = Some(spawned.pid);
+    // The init now holds what it needs; ours can go.
+    drop(plan);
+
+    spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
+    let start_time = sys::proc_stat(spawned.pid)
+        .ok_or_else(|| Error::Container("the container's init exited during setup".into()))?
+        .start_time;
+    let container = Container {
+        dir,
+        state: Persisted {
+            id: o.id.to_string(),
+            init_pid: spawned.pid,
+            init_start_time: start_time,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: format_time(SystemTime::now()),
+            cgroup,
+            default_cgroup,
+            annotations: bundle.spec.annotations().clone(),
+        },
+    };
+    let state = container.oci_state(Status::Creating);
+    undo.poststop = Some((bundle.spec.clone(), container.oci_state(Status::Stopped)));
+    hooks::run(&bundle.spec, HookKind::Prestart, &state)?;
+    hooks::run(&bundle.spec, HookKind::CreateRuntime, &state)?;
+    spawned.chan.send(&Msg::HooksDone(state.to_json()))?;
+    spawned.chan.expect(&Msg::Ready, "the container's init")?;
+
+    let pty_master = ours.as_ref().map(receive_master).transpose()?;
+    let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
+    write_atomic(&container.dir.join(CONFIG_FILE), &spec_json)?;
+    container.save()?;
+    if let Some(p) = o.pid_file {
+        write_pid_file(p, spawned.pid)?;
+    }
+    undo.disarm();
+    Ok(Created { container, spec: bundle.spec, pty_master })
+}
+
+/// Creates (or joins) the container's cgroup. None when the host has no
+/// cgroups, or when an unprivileged caller has none delegated.
+fn make_cgroup(spec: &Spec, id: &str) -> Result<(Option<Layout>, Option<Cgroup>, bool)> {
+    let layout = match Layout::detect() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("no cgroups for container {id}: {e}");
+            return Ok((None, None, false));
+        }
+    };
+    let configured = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let default = configured.is_none();
+    let path = configured.unwrap_or_else(|| default_cgroup_path(id));
+    let cg = Cgroup::resolve(&layout, &path)?;
+    match cg.create() {
+        Ok(()) => Ok((Some(layout), Some(cg), default)),
+        Err(e) if !nix::unistd::geteuid().is_root() => {
+            tracing::warn!("container {id} runs without a cgroup: {e}");
+            Ok((Some(layout), None, false))
+        }
+        Err(e) => {
+            let _ = cg.destroy();
+            Err(e.into())
+        }
+    }
+}
+
+/// The socket the init waits on until `start` connects. Bound through the
+/// state directory's fd, so a long --root cannot overflow sun_path.
+fn listen_for_start(dir: &Path) -> Result<OwnedFd> {
+    let sock = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .step(|| "create the start socket")?;
+    let dirfd = open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .step(|| format!("open {}", dir.display()))?;
+    let addr = UnixAddr::new(&start_socket_path(&dirfd)).step(|| "start socket address")?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).step(|| format!("bind {}/{START_SOCKET}", dir.display()))?;
+    listen(&sock, Backlog::new(4).expect("4 is a valid backlog")).step(|| "listen on the start socket")?;
+    Ok(sock)
+}
+
+/// /proc/self/fd/<dir>/start.sock
+pub(crate) fn start_socket_path(dirfd: &OwnedFd) -> PathBuf {
+    fd_path(dirfd).join(START_SOCKET)
+}
+
+/// Undoes a half-made container when `create` fails.
+struct Undo {
+    dir: Option<PathBuf>,
+    cgroup: Option<(Cgroup, bool)>,
+    pid: Option<i32>,
+    /// Set once prestart/createRuntime hooks may have run: poststop hooks
+    /// then get their chance to clean up after them.
+    poststop: Option<(Spec, crate::container::OciState)>,
+    disarmed: bool,
+}
+
+impl Undo {
+    fn disarm(&mut self) {
+        self.disarmed = true;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.disarmed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some((cg, default)) = &self.cgroup {
+            if let Err(e) = cg.destroy() {
+                tracing::warn!("cleaning up after a failed create: {e}");
+            }
+            if *default {
+                cg.remove_empty_parents(1);
+            }
+        }
+        if let Some(Err(e)) = self.poststop.as_ref().map(|(spec, state)| hooks::run(spec, HookKind::Poststop, state)) {
+            tracing::warn!("{e}");
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

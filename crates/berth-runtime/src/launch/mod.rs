@@ -1,0 +1,153 @@
+//! The runtime's side of starting container processes: `create` (a new
+//! container's init) and `exec` (a process in a running container).
+
+mod create;
+mod exec;
+
+pub(crate) use create::start_socket_path;
+pub use create::{CreateOptions, Created, create};
+pub use exec::{ExecOptions, Execed, exec};
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::channel::{Channel, Msg, recv_packet};
+use crate::error::{Context, Error, Result};
+use crate::init::{self, Plan, Role, namespaces};
+use crate::sys;
+
+/// A container process that has been forked and is running its setup.
+pub(crate) struct Spawned {
+    /// Its pid, in the runtime's pid namespace.
+    pub pid: i32,
+    /// The runtime's end of the channel to it.
+    pub chan: Channel,
+}
+
+/// Forks the intermediate process and takes it through its part of the
+/// conversation (see `channel`): id maps, cgroup, then the container
+/// process's pid. The intermediate is reaped before this returns.
+pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
+    let (mine, theirs) = Channel::pair()?;
+    match sys::fork().step(|| "fork")? {
+        ForkResult::Child => {
+            drop(mine);
+            init::intermediate(plan, &theirs, role)
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let mut reaper = Reaper(Some(child));
+            mine.expect(&Msg::Hello, "the runtime's helper process")?;
+            if plan.ns.new_user {
+                namespaces::write_id_maps(child.as_raw(), &plan.spec)?;
+            }
+            if let Some(cg) = &plan.cgroup {
+                cg.add_pid(child.as_raw())?;
+            }
+            mine.send(&Msg::Proceed)?;
+            let pid = match mine.recv()? {
+                Some(Msg::Pid(pid)) => pid,
+                Some(Msg::Error(e)) => return Err(Error::Container(e)),
+                other => return Err(Error::Container(format!("the runtime's helper process ended early ({other:?})"))),
+            };
+            reaper.0 = None;
+            sys::wait_exit(child).step(|| "wait for the runtime's helper process")?;
+            Ok(Spawned { pid, chan: mine })
+        }
+    }
+}
+
+/// Kills and reaps the intermediate if setup fails half-way.
+struct Reaper(Option<Pid>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = sys::wait_exit(pid);
+        }
+    }
+}
+
+/// runc's rules for terminals: a tty needs somewhere to send the master
+/// (a console socket, or the foreground runtime itself), and a console
+/// socket is only for a tty.
+pub(crate) fn check_console(terminal: bool, has_socket: bool, foreground: bool) -> Result<()> {
+    if terminal && !has_socket && !foreground {
+        return Err(Error::Usage(
+            "cannot allocate tty if berth-runtime will detach without setting console socket".into(),
+        ));
+    }
+    if !terminal && has_socket {
+        return Err(Error::Usage("cannot use console socket if berth-runtime will not detach or allocate tty".into()));
+    }
+    Ok(())
+}
+
+/// Where the pty master goes: a connected console socket, or a socketpair
+/// whose other end the foreground runtime keeps. Returns (for the
+/// container, kept here).
+pub(crate) fn console_sockets(
+    terminal: bool,
+    console_socket: Option<&Path>,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    if let Some(path) = console_socket {
+        let s = UnixStream::connect(path).step(|| format!("connect to console socket '{}'", path.display()))?;
+        return Ok((Some(OwnedFd::from(s)), None));
+    }
+    if !terminal {
+        return Ok((None, None));
+    }
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+        .step(|| "socketpair for the terminal")?;
+    Ok((Some(theirs), Some(ours)))
+}
+
+/// Receives the pty master the container process sent to our end.
+pub(crate) fn receive_master(ours: &OwnedFd) -> Result<OwnedFd> {
+    use std::os::fd::AsFd;
+    let (_, mut fds) = recv_packet(ours.as_fd())
+        .step(|| "receive the pty master")?
+        .ok_or_else(|| Error::Container("the container sent no pty master".into()))?;
+    fds.pop().ok_or_else(|| Error::Container("the container sent no pty master".into()))
+}
+
+/// The fds the program inherits beyond stdio: systemd socket activation's
+/// (when LISTEN_PID names us) then --preserve-fds. Returns how many, and
+/// the environment that tells the program about them.
+pub(crate) fn inherited_fds(preserve: u32) -> Result<(u32, Vec<String>)> {
+    let listen = match (std::env::var("LISTEN_FDS"), std::env::var("LISTEN_PID")) {
+        (Ok(n), Ok(pid)) if pid.parse::<u32>().ok() == Some(std::process::id()) => n.parse::<u32>().unwrap_or(0),
+        _ => 0,
+    };
+    let total = listen + preserve;
+    for fd in 3..3 + total as i32 {
+        // SAFETY: only queries the flags of a possibly-open fd number.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if fcntl(bfd, FcntlArg::F_GETFD).is_err() {
+            let what = if (fd as u32) < 3 + listen { "LISTEN_FDS" } else { "--preserve-fds" };
+            return Err(Error::Usage(format!("{what}: fd {fd} is not open")));
+        }
+    }
+    let env = if listen > 0 { vec![format!("LISTEN_FDS={listen}"), "LISTEN_PID=1".to_string()] } else { Vec::new() };
+    Ok((total, env))
+}
+
+/// Writes a pid file as runc does: the number, no newline, atomically.
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).step(|| format!("pid file {}", path.display()))?;
+    crate::container::write_atomic(&path, pid.to_string().as_bytes())
+}
+
+/// The cgroup a new container gets.
+pub(crate) fn default_cgroup_path(id: &str) -> std::path::PathBuf {
+    // Relative, as runc's default is: under the caller's own cgroup, in a
+    // parent of berth's own.
+    Path::new("berth").join(id)
+}

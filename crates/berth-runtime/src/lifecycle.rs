@@ -1,0 +1,164 @@
+//! Operations on an existing container: start, kill, pause/resume, and
+//! delete, each checked against the container's current state with runc's
+//! messages.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use nix::sys::stat::Mode;
+
+use crate::container::{Container, START_SOCKET, StateRoot, Status};
+use crate::error::{Context, Error, Result};
+use crate::hooks::{self, HookKind};
+use crate::sys;
+
+/// Starts a created container: its init runs startContainer hooks and
+/// execs the program. Returns once the program is exec'd (or with the
+/// reason it was not), after poststart hooks.
+pub fn start(c: &Container) -> Result<()> {
+    let _lock = c.lock()?;
+    match c.status() {
+        Status::Created => {}
+        Status::Stopped => return Err(Error::State("cannot start a container that has stopped".into())),
+        _ => return Err(Error::State("cannot start an already running container".into())),
+    }
+    let spec = c.spec()?;
+    let mut conn = connect_start(c)?;
+    // From here on the container reads as running.
+    let _ = std::fs::remove_file(c.dir.join(START_SOCKET));
+    conn.write_all(b"S").step(|| "signal the container's init to start")?;
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    if !reply.is_empty() {
+        return Err(Error::Container(reply));
+    }
+    if let Err(e) = hooks::run(&spec, HookKind::Poststart, &c.oci_state(Status::Running)) {
+        // As runc: a failed poststart hook stops the container.
+        let _ = kill_all_now(c);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn connect_start(c: &Container) -> Result<UnixStream> {
+    let sock = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .step(|| "create a socket to start the container")?;
+    let dirfd = open(&c.dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .step(|| format!("open {}", c.dir.display()))?;
+    let addr = UnixAddr::new(&crate::launch::start_socket_path(&dirfd)).step(|| "start socket address")?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).step(|| "connect to the container's init")?;
+    Ok(UnixStream::from(sock))
+}
+
+/// Sends `sig` to the container's init, or with `all` to every process in
+/// its cgroup.
+pub fn kill(c: &Container, sig: Signal, all: bool) -> Result<()> {
+    if let (true, Some(cg)) = (all, &c.state.cgroup) {
+        return cg.signal_all(sig).map_err(Into::into);
+    }
+    let Some(pidfd) = c.init_pidfd() else {
+        return Err(Error::State("container not running".into()));
+    };
+    sys::pidfd_send_signal(pidfd.as_fd(), sig).step(|| format!("send {sig} to the container's init"))
+}
+
+/// Freezes every process of the container.
+pub fn pause(c: &Container) -> Result<()> {
+    let _lock = c.lock()?;
+    match c.status() {
+        Status::Running | Status::Created => {}
+        Status::Paused => return Err(Error::State("container already paused".into())),
+        _ => return Err(Error::State("container not running".into())),
+    }
+    let cg = c.state.cgroup.as_ref().ok_or_else(|| Error::State("container has no cgroup to freeze".into()))?;
+    Ok(cg.freeze()?)
+}
+
+/// Thaws a paused container.
+pub fn resume(c: &Container) -> Result<()> {
+    let _lock = c.lock()?;
+    if c.status() != Status::Paused {
+        return Err(Error::State("container not paused".into()));
+    }
+    let cg = c.state.cgroup.as_ref().ok_or_else(|| Error::State("container has no cgroup".into()))?;
+    Ok(cg.thaw()?)
+}
+
+/// The container's processes: its cgroup's, or just the init without one.
+pub fn pids(c: &Container) -> Result<Vec<i32>> {
+    if let Some(cg) = c.state.cgroup.as_ref().filter(|cg| cg.exists()) {
+        return Ok(cg.pids()?);
+    }
+    Ok(if c.is_alive() { vec![c.init_pid()] } else { Vec::new() })
+}
+
+/// Deletes a container: stopped ones always, created ones always (as
+/// runc), running or paused ones only with `force` (they are killed).
+/// With `force`, a container that does not exist is not an error.
+pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
+    let c = match root.load(id) {
+        Ok(c) => c,
+        Err(Error::NotExist) => {
+            // A create that died before writing its state leaves a bare
+            // directory behind; it is never a live container.
+            let dir = root.container_dir(id);
+            if StateRoot::check_id(id).is_ok() && dir.is_dir() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            return if force { Ok(()) } else { Err(Error::NotExist) };
+        }
+        Err(e) => return Err(e),
+    };
+    let _lock = c.lock()?;
+    match c.status() {
+        Status::Stopped => {}
+        Status::Created => kill_all_now(&c)?,
+        status if force => {
+            let _ = status;
+            kill_all_now(&c)?
+        }
+        status => {
+            return Err(Error::State(format!("cannot delete container {id} that is not stopped: {status}")));
+        }
+    }
+    destroy(&c)
+}
+
+/// SIGKILLs every process of the container and waits for the init to die.
+fn kill_all_now(c: &Container) -> Result<()> {
+    if let Some(cg) = c.state.cgroup.as_ref().filter(|cg| cg.exists()) {
+        cg.signal_all(Signal::SIGKILL)?;
+    }
+    if let Some(pidfd) = c.init_pidfd() {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), Signal::SIGKILL);
+        sys::pidfd_wait(pidfd.as_fd(), Some(Duration::from_secs(10)))
+            .step(|| "wait for the container's init to die")?;
+    }
+    Ok(())
+}
+
+/// Removes what is left of a stopped container: stray processes and its
+/// cgroup, then poststop hooks, then its state. A failing poststop hook is
+/// a warning (runtime-spec), not a reason to keep the container.
+pub fn destroy(c: &Container) -> Result<()> {
+    if let Some(cg) = &c.state.cgroup {
+        cg.destroy()?;
+        if c.state.default_cgroup {
+            cg.remove_empty_parents(1);
+        }
+    }
+    match c.spec() {
+        Ok(spec) => {
+            if let Err(e) = hooks::run(&spec, HookKind::Poststop, &c.oci_state(Status::Stopped)) {
+                tracing::warn!("{e}");
+            }
+        }
+        Err(e) => tracing::warn!("poststop hooks skipped: {e}"),
+    }
+    std::fs::remove_dir_all(&c.dir).step(|| format!("remove {}", c.dir.display()))
+}

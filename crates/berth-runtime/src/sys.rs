@@ -1,0 +1,258 @@
+//! Thin wrappers over the system calls that nix does not cover, and small
+//! process helpers. Every `unsafe` block in the runtime lives here or in
+//! `channel.rs`, at the syscall boundary.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+/// fork(2) for a single-threaded process.
+///
+/// berth-runtime never starts a thread (no async runtime, no logging
+/// thread), so the child may allocate and use any library code until it
+/// execs: there are no other threads whose locks it could inherit held.
+/// Debug builds check that promise.
+pub fn fork() -> nix::Result<ForkResult> {
+    // (Unknown inside a mount namespace whose /proc does not show us.)
+    debug_assert!(thread_count().is_none_or(|n| n == 1), "berth-runtime must stay single-threaded to fork safely");
+    // SAFETY: the process is single-threaded (checked above in debug
+    // builds), so the child inherits no lock held by another thread.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Number of threads of this process, from /proc/self/stat.
+pub fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(17)?.parse().ok()
+}
+
+/// What /proc/<pid>/stat says about a process: its state letter and its
+/// start time in clock ticks since boot. The start time tells a process from
+/// a later one that reused its pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after
+    // the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split(' ');
+    let state = fields.next()?.chars().next()?;
+    // starttime is field 22 of the whole line, field 20 after the name.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// True if `pid` is the process that started at `start_time` and has not
+/// exited (a zombie has exited).
+pub fn is_alive(pid: i32, start_time: u64) -> bool {
+    pid > 0 && proc_stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z' && s.state != 'X')
+}
+
+/// pidfd_open(2): a handle that names one process, immune to pid reuse.
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_send_signal(2).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: Signal) -> nix::Result<()> {
+    // SAFETY: a valid pidfd, a valid signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig as libc::c_int, std::ptr::null::<u8>(), 0)
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Waits until the process behind `pidfd` exits, or `timeout` passes.
+/// Returns true if it exited. Works for processes that are not our children.
+pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => PollTimeout::try_from(t).unwrap_or(PollTimeout::MAX),
+    };
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, timeout) {
+            Ok(n) => return Ok(n > 0),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Marks every fd from `first` up as close-on-exec, so exec leaves the new
+/// program only stdio and the fds it was meant to inherit
+/// (CVE-2024-21626: no runtime fd may reach the container).
+pub fn cloexec_from(first: u32) -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes fd flags in this process's table.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Clears close-on-exec on `fd`, so it survives exec.
+pub fn clear_cloexec(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: only used on fds the caller has checked are open.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(|_| ())
+}
+
+/// Restores default dispositions and an empty mask for every signal, so the
+/// container's program starts clean: Rust ignores SIGPIPE at start-up and
+/// `run` blocks the signals it forwards; neither may leak into the container.
+pub fn reset_signals() -> nix::Result<()> {
+    use nix::sys::signal::{SigHandler, signal};
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code of ours.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// The exit code a shell would report for a wait status: the exit status,
+/// or 128 + the signal that killed the process.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Waits for a child to end and returns its exit code.
+pub fn wait_exit(pid: Pid) -> nix::Result<i32> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s) => {
+                if let Some(code) = exit_code(s) {
+                    return Ok(code);
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Ends a forked child at once, without running exit handlers or flushing
+/// buffers it inherited from the runtime (which would print them twice).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an int and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// PR_SET_CHILD_SUBREAPER: orphaned descendants are re-parented to us, so
+/// `run` and `exec` can wait for a container process they did not fork
+/// directly.
+pub fn set_child_subreaper() -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// PR_SET_NO_NEW_PRIVS.
+pub fn set_no_new_privs() -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// PR_SET_KEEPCAPS: keep permitted capabilities across the setuid away
+/// from root, so the container's own set can be applied after it.
+pub fn set_keep_caps(on: bool) -> nix::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Joins a new session keyring named `name` (keyctl has no wrapper in nix).
+pub fn join_session_keyring(name: &str) -> nix::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: keyctl(JOIN_SESSION_KEYRING, name) reads a NUL-terminated string.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// setdomainname(2) (nix wraps only sethostname).
+pub fn set_domainname(name: &str) -> nix::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// mount_setattr(2) on a whole tree (AT_RECURSIVE), for the recursive
+/// mount options (rro, rnosuid, ...). Needs Linux 5.12.
+pub fn mount_setattr_recursive(target: BorrowedFd<'_>, set: u64, clear: u64) -> nix::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let empty = c"";
+    // SAFETY: `attr` is a valid mount_attr of the size passed; the path is
+    // an empty C string used with AT_EMPTY_PATH on a valid fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// The /proc/self/fd path of an fd: mounting on it mounts on exactly the
+/// inode the fd names, whatever has been renamed or swapped since it was
+/// resolved (how runc defeats mount-target races, CVE-2021-30465).
+pub fn fd_path(fd: &impl std::os::fd::AsFd) -> std::path::PathBuf {
+    Path::new("/proc/self/fd").join(fd.as_fd().as_raw_fd().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_stat_is_readable_and_alive() {
+        let me = std::process::id() as i32;
+        let st = proc_stat(me).unwrap();
+        assert_ne!(st.state, 'Z');
+        assert!(is_alive(me, st.start_time));
+        assert!(!is_alive(me, st.start_time + 1), "a different start time is another process");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 7)), Some(7));
+        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
+    }
+}
