@@ -118,7 +118,7 @@ pub fn wait(pid: i32, pty: Option<OwnedFd>, signals: &Signals) -> Result<i32> {
             }
             i += 1;
         }
-        if let (true, true, Some(m)) = (stdin_open, ready[i], &pty) {
+        if let (true, Some(m)) = (stdin_open && ready.get(i) == Some(&true), &pty) {
             match stdin.lock().read(&mut buf) {
                 Ok(0) | Err(_) => stdin_open = false,
                 Ok(n) => write_all_fd(m, &buf[..n]),

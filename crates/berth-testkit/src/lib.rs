@@ -1,1 +1,267 @@
-//! Test fixtures (filled in below).
+//! Test fixtures every berth layer shares.
+//!
+//! - [`Bundle`]: an OCI bundle whose rootfs is Debian's busybox-static, with
+//!   a default config.json to adjust per test;
+//! - [`Runtime`]: a runtime binary with its own temporary state root, that
+//!   force-deletes every container it still has when dropped (so a failing
+//!   test leaves nothing running);
+//! - [`leaks`]: what a container may leave behind on the host (mounts,
+//!   cgroups, processes), for tests to assert there is none.
+//!
+//! Integration tests need root and real kernel features; [`require_root`]
+//! makes that explicit instead of letting them fail obscurely.
+
+pub mod leaks;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{Value, json};
+
+/// Panics with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "berth's integration tests need root (namespaces, mounts, cgroups); run them as root");
+}
+
+/// A container id no other test (or test run) uses.
+pub fn unique_id(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A sleep duration (in seconds) no other test uses, so a leak check can
+/// find exactly this test's processes by their command line
+/// (`sleep <marker>`). Long enough to outlive any test.
+pub fn unique_sleep() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{}", 10_000_000 + (std::process::id() % 100_000) * 100 + n % 100)
+}
+
+/// Where busybox-static is (Debian's busybox-static installs /bin/busybox).
+pub fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox not found: install Debian's busybox-static");
+}
+
+/// Fills `rootfs` with a static busybox and a link for each applet.
+pub fn make_busybox_rootfs(rootfs: &Path) {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "sys", "dev", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(busybox(), bin.join("busybox")).unwrap();
+    let out = Command::new(busybox()).arg("--list").output().expect("run busybox --list");
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        // Linking `busybox` itself would overwrite the binary with a loop.
+        if applet.is_empty() || applet == "busybox" {
+            continue;
+        }
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
+}
+
+/// The default config.json: runc's `spec`, minus the terminal, running `true`.
+pub fn default_config() -> Value {
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": { "uid": 0, "gid": 0 },
+            "args": ["true"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+            "noNewPrivileges": true
+        },
+        "root": { "path": "rootfs", "readonly": true },
+        "hostname": "berth",
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] },
+            { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
+        ],
+        "linux": {
+            "resources": { "devices": [{ "allow": false, "access": "rwm" }] },
+            "namespaces": [{ "type": "pid" }, { "type": "network" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// An OCI bundle in a temporary directory, removed when dropped.
+pub struct Bundle {
+    dir: tempfile::TempDir,
+    pub config: Value,
+}
+
+impl Bundle {
+    /// A busybox bundle with [`default_config`].
+    pub fn busybox() -> Bundle {
+        let dir = tempfile::Builder::new().prefix("berth-bundle-").tempdir().unwrap();
+        make_busybox_rootfs(&dir.path().join("rootfs"));
+        let b = Bundle { dir, config: default_config() };
+        b.write();
+        b
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Sets process.args and writes config.json.
+    pub fn args(&mut self, args: &[&str]) -> &mut Self {
+        self.config["process"]["args"] = json!(args);
+        self.write();
+        self
+    }
+
+    /// Runs `sh -c script` in the container.
+    pub fn sh(&mut self, script: &str) -> &mut Self {
+        self.args(&["sh", "-c", script])
+    }
+
+    /// Changes the config with `f`, then writes it.
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) -> &mut Self {
+        f(&mut self.config);
+        self.write();
+        self
+    }
+
+    /// Appends a mount.
+    pub fn mount(&mut self, m: Value) -> &mut Self {
+        self.edit(|c| c["mounts"].as_array_mut().unwrap().push(m))
+    }
+
+    pub fn write(&self) {
+        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+    }
+}
+
+/// A runtime binary with its own state root.
+pub struct Runtime {
+    bin: PathBuf,
+    root: tempfile::TempDir,
+}
+
+impl Runtime {
+    pub fn new(bin: impl Into<PathBuf>) -> Runtime {
+        let root = tempfile::Builder::new().prefix("berth-state-").tempdir().unwrap();
+        Runtime { bin: bin.into(), root }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A command for the runtime with --root set.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    /// Runs the runtime with `args` and returns its output.
+    ///
+    /// stdout and stderr go through files, not pipes: a container started
+    /// by `create` or `run -d` inherits them (as with runc), and a pipe
+    /// would only reach end-of-file when the container exits.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let out = tempfile::tempfile().expect("temp file for stdout");
+        let err = tempfile::tempfile().expect("temp file for stderr");
+        let status = self
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(err.try_clone().expect("dup"))
+            .status()
+            .expect("run the runtime");
+        Output { status, stdout: read_all(out), stderr: read_all(err) }
+    }
+
+    /// Runs the runtime, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(out.status.success(), "{args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the runtime, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(!out.status.success(), "{args:?} should have failed; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `run --bundle B ID` in the foreground; returns (exit code, stdout, stderr).
+    pub fn run(&self, bundle: &Bundle, id: &str) -> (i32, String, String) {
+        let out = self.exec(&["run", "--bundle", bundle.path().to_str().unwrap(), id]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The container's state as JSON.
+    pub fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).expect("state prints JSON")
+    }
+
+    /// Ids of the containers in this runtime's root.
+    pub fn ids(&self) -> Vec<String> {
+        self.exec(&["list", "-q"])
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+}
+
+fn read_all(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut v = Vec::new();
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    f.read_to_end(&mut v).expect("read");
+    v
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            let _ = self.exec(&["delete", "--force", &id]);
+        }
+    }
+}

@@ -49,9 +49,67 @@ impl Rootfs {
 
     /// Makes `dest` (and its parents) a directory inside the root.
     pub fn mkdir(&self, dest: &Path) -> Result<Handle> {
-        self.root
-            .mkdir_all(dest, &Permissions::from_mode(0o755))
-            .step(|| format!("mkdir '{}' in the rootfs", dest.display()))
+        let perm = Permissions::from_mode(0o755);
+        let step = || format!("mkdir '{}' in the rootfs", dest.display());
+        match self.root.mkdir_all(dest, &perm) {
+            // pathrs will not create through a dangling symlink; runc
+            // (securejoin) follows it inside the root, and images rely on
+            // that. Resolve the links ourselves, within the root, and retry.
+            Err(e) => match self.follow_links(dest) {
+                Ok(target) if target != dest => self.root.mkdir_all(&target, &perm).step(step),
+                _ => Err(e).step(step),
+            },
+            ok => ok.step(step),
+        }
+    }
+
+    /// `path` with every symlink among its existing components replaced by
+    /// its target, read inside the root and clamped to it ("/.." is "/").
+    /// Only ever names a path inside the root; pathrs does the opening.
+    pub fn follow_links(&self, path: &Path) -> Result<PathBuf> {
+        use std::path::Component;
+        let mut todo: Vec<std::ffi::OsString> = path
+            .components()
+            .rev()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        let mut done = PathBuf::from("/");
+        let mut hops = 0;
+        while let Some(part) = todo.pop() {
+            if part == ".." {
+                done.pop();
+                continue;
+            }
+            let next = done.join(&part);
+            match self.root.readlink(&next) {
+                Ok(target) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(Error::os(
+                            format!("resolve '{}' in the rootfs", path.display()),
+                            nix::errno::Errno::ELOOP,
+                        ));
+                    }
+                    if target.is_absolute() {
+                        done = PathBuf::from("/");
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::Normal(n) => todo.push(n.to_os_string()),
+                            Component::ParentDir => todo.push("..".into()),
+                            _ => {}
+                        }
+                    }
+                }
+                // Not a symlink, or not there yet: keep it as it is.
+                Err(_) => done = next,
+            }
+        }
+        Ok(done)
     }
 
     /// Makes `dest` an (empty) file inside the root, unless something is
@@ -60,6 +118,8 @@ impl Rootfs {
         if let Some(h) = self.resolve_opt(dest)? {
             return Ok(h);
         }
+        // A dangling symlink is followed inside the root, as for mkdir.
+        let dest = &self.follow_links(dest)?;
         if let Some(parent) = dest.parent() {
             self.mkdir(parent)?;
         }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages berth's build, tests and demo need (Debian).
+# Idempotent; needs root. Rust itself comes from rustup (cargo on PATH).
+set -euo pipefail
+packages=(
+  busybox-static   # the rootfs of every test container
+  jq               # the demo and benchmarks edit config.json with it
+  procps           # `ps`, which `berth-runtime ps` runs as runc does
+  iproute2         # network namespace checks in tests
+  libseccomp-dev pkg-config  # for the seccomp work to come
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
