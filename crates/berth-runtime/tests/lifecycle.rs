@@ -208,3 +208,78 @@ fn state_survives_the_runtime_process() {
     rt.ok(&["delete", "-f", &id]);
     assert_eq!(rt.ok(&["list", "--format", "json"]).trim(), "null");
 }
+
+#[test]
+fn a_create_killed_half_way_leaves_nothing_delete_cannot_clean() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let dir = tempfile::tempdir().unwrap();
+    // The createRuntime hook's parent is the runtime: kill it mid-create.
+    let hook = dir.path().join("kill-runtime");
+    std::fs::write(&hook, "#!/bin/sh\nkill -9 $PPID\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marker = unique_sleep();
+    b.edit(|c| c["hooks"] = serde_json::json!({ "createRuntime": [{ "path": hook }] }));
+    b.args(&["sleep", &marker]);
+    let id = unique_id("killed");
+    let out = rt.exec(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), None, "the runtime was killed by a signal");
+    // The init notices its runtime is gone and exits; the container reads
+    // as stopped and still holds its cgroup.
+    wait_for_status(&rt, &id, "stopped");
+    assert!(!leaks::cgroup_dirs_named(&id).is_empty());
+    rt.ok(&["delete", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), Some(&marker));
+}
+
+#[test]
+fn deleting_a_missing_container_fails_unless_forced() {
+    let rt = runtime();
+    let err = rt.fails(&["delete", "never-existed"]);
+    assert!(err.contains("container does not exist"), "{err}");
+    rt.ok(&["delete", "--force", "never-existed"]);
+}
+
+#[test]
+fn foreground_run_forwards_signals_to_the_container() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.sh("trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done");
+    let id = unique_id("sig");
+    let out_file = tempfile::NamedTempFile::new().unwrap();
+    let mut child = rt
+        .cmd()
+        .args(["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .stdout(out_file.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(out_file.path()).unwrap().contains("ready") {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(42), "the container's trap ran and its code came back");
+    assert!(std::fs::read_to_string(out_file.path()).unwrap().contains("got-term"));
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+#[test]
+fn shared_root_propagation_does_not_leak_mounts_to_the_host() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| c["linux"]["rootfsPropagation"] = "rshared".into());
+    b.sh("mkdir -p /dev/x && mount -t tmpfs none /dev/x && grep -c ' / ' /proc/self/mountinfo");
+    b.edit(|c| c["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into()));
+    b.edit(|c| c["process"]["capabilities"]["effective"].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into()));
+    b.edit(|c| c["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into()));
+    let id = unique_id("rshared");
+    let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let (code, out, err) = rt.run(&b, &id);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    assert_eq!(before, after, "the host's mount table is unchanged");
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

@@ -19,7 +19,6 @@ mod status;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +55,11 @@ pub struct Persisted {
     pub default_cgroup: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<HashMap<String, String>>,
+    /// While `create` runs (init_pid is still 0): the creating runtime
+    /// process and its start time. If it dies half-way, the container reads
+    /// as stopped and `delete` removes what it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<(i32, u64)>,
 }
 
 /// A container known to the runtime.
@@ -158,6 +162,10 @@ impl Container {
 
     /// The current status, read off the live system.
     pub fn status(&self) -> Status {
+        if self.state.init_pid == 0 {
+            let creating = self.state.creator.is_some_and(|(pid, start)| sys::is_alive(pid, start));
+            return if creating { Status::Creating } else { Status::Stopped };
+        }
         if !self.is_alive() {
             return Status::Stopped;
         }
@@ -220,8 +228,11 @@ pub fn lock_dir(dir: &Path) -> Result<Lock> {
     Ok(Lock(lock))
 }
 
-/// Writes a file atomically: temp file in the same directory, fsync,
-/// rename. Readers see the old contents or the new, never a mix.
+/// Writes a file atomically: temp file in the same directory, then rename.
+/// Readers see the old contents or the new, never a mix, and a crash of
+/// the writer leaves the old file. No fsync: runtime state lives on tmpfs
+/// (/run) and describes processes that do not survive a reboot anyway, and
+/// a sync here would sit on every container's start-up path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -229,7 +240,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
         f.write_all(bytes)?;
-        nix::unistd::fsync(f.as_fd())?;
         std::fs::rename(&tmp, path)
     };
     write().map_err(|e| {
@@ -280,6 +290,7 @@ mod tests {
                 cgroup: None,
                 default_cgroup: false,
                 annotations: None,
+                creator: None,
             },
         };
         c.save().unwrap();

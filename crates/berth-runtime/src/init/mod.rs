@@ -184,6 +184,7 @@ fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
     } else {
         rootfs::pivot(&plan.rootfs)?;
     }
+    rootfs::propagate_new_root(linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         rootfs::make_root_readonly()?;
     }

@@ -172,6 +172,17 @@ fn root_propagation(p: &str) -> Option<MsFlags> {
     })
 }
 
+/// After the switch: rootfsPropagation also applies to the new root (as
+/// runc does), so a "shared" container root can propagate mounts to its own
+/// clones. Private is already the state after `prepare`.
+pub fn propagate_new_root(propagation: Option<&str>) -> Result<()> {
+    let Some(flags) = propagation.and_then(root_propagation) else { return Ok(()) };
+    if flags.contains(MsFlags::MS_PRIVATE) {
+        return Ok(());
+    }
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "apply rootfsPropagation to the new root")
+}
+
 /// pivot_root fails if the mount holding the new root is shared; make that
 /// one mount private (only in our mount namespace).
 fn make_parent_mount_private(rootfs: &Path) -> Result<()> {

@@ -62,6 +62,27 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, disarmed: false };
     let (layout, cgroup, default_cgroup) = make_cgroup(&bundle.spec, o.id)?;
     undo.cgroup = cgroup.clone().map(|c| (c, default_cgroup));
+    // Saved now, so a create killed half-way leaves a container that reads
+    // as stopped and that `delete` can clean up (its cgroup included).
+    let me = std::process::id() as i32;
+    let mut container = Container {
+        dir: dir.clone(),
+        state: Persisted {
+            id: o.id.to_string(),
+            init_pid: 0,
+            init_start_time: 0,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: format_time(SystemTime::now()),
+            cgroup: cgroup.clone(),
+            default_cgroup,
+            annotations: bundle.spec.annotations().clone(),
+            creator: sys::proc_stat(me).map(|s| (me, s.start_time)),
+        },
+    };
+    let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
+    write_atomic(&dir.join(CONFIG_FILE), &spec_json)?;
+    container.save()?;
     let (console, ours) = console_sockets(terminal, o.console_socket)?;
     let listener = listen_for_start(&dir)?;
     let plan = Plan {
@@ -88,20 +109,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let start_time = sys::proc_stat(spawned.pid)
         .ok_or_else(|| Error::Container("the container's init exited during setup".into()))?
         .start_time;
-    let container = Container {
-        dir,
-        state: Persisted {
-            id: o.id.to_string(),
-            init_pid: spawned.pid,
-            init_start_time: start_time,
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            created: format_time(SystemTime::now()),
-            cgroup,
-            default_cgroup,
-            annotations: bundle.spec.annotations().clone(),
-        },
-    };
+    container.state.init_pid = spawned.pid;
+    container.state.init_start_time = start_time;
     let state = container.oci_state(Status::Creating);
     undo.poststop = Some((bundle.spec.clone(), container.oci_state(Status::Stopped)));
     hooks::run(&bundle.spec, HookKind::Prestart, &state)?;
@@ -110,8 +119,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     spawned.chan.expect(&Msg::Ready, "the container's init")?;
 
     let pty_master = ours.as_ref().map(receive_master).transpose()?;
-    let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
-    write_atomic(&container.dir.join(CONFIG_FILE), &spec_json)?;
+    container.state.creator = None;
     container.save()?;
     if let Some(p) = o.pid_file {
         write_pid_file(p, spawned.pid)?;
