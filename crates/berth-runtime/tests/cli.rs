@@ -1,10 +1,9 @@
 //! The command line as tools see it: `spec`, `features`, log formats, and
 //! errors for bad input that name what was wrong.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_testkit::{Bundle, Runtime, leaks, make_busybox_rootfs, require_root, unique_id};
+use berth_testkit::{Bundle, Runtime, leaks, make_busybox_rootfs, require_root, run_on_pty, unique_id};
 use serde_json::Value;
 
 fn runtime() -> Runtime {
@@ -85,42 +84,13 @@ fn spec_then_run_gives_an_interactive_shell_on_a_pty() {
     let dir = tempfile::tempdir().unwrap();
     make_busybox_rootfs(&dir.path().join("rootfs"));
     rt.ok(&["spec", "--bundle", dir.path().to_str().unwrap()]);
-    let pty = nix::pty::openpty(None, None).unwrap();
     let id = unique_id("demo");
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = rt
-        .cmd()
-        .args(["run", "--bundle", dir.path().to_str().unwrap(), &id])
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
-    let mut master = std::fs::File::from(pty.master);
-    master.write_all(b"echo hello-$((6*7)); hostname; tty; exit 3\n").unwrap();
-    // Read until the shell has answered; the pty returns EIO once closed.
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
-    loop {
-        let mut buf = [0u8; 4096];
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Some(status) = child.try_wait().unwrap() {
-                    assert_eq!(status.code(), Some(3), "run exits with the shell's code");
-                    break;
-                }
-                assert!(Instant::now() < deadline, "no exit; output so far: {}", String::from_utf8_lossy(&got));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(_) => break,
-        }
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(3));
-    let text = String::from_utf8_lossy(&got);
+    let (code, text) = run_on_pty(
+        rt.cmd().args(["run", "--bundle", dir.path().to_str().unwrap(), &id]),
+        b"echo hello-$((6*7)); hostname; tty; exit 3\n",
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(3), "run exits with the shell's code: {text}");
     assert!(text.contains("hello-42"), "{text}");
     assert!(text.contains("\nberth"), "the default hostname: {text}");
     assert!(text.contains("/dev/pts/0"), "{text}");

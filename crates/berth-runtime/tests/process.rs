@@ -7,7 +7,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use berth_testkit::{Bundle, Runtime, leaks, require_root, unique_id};
+use berth_testkit::{Bundle, Runtime, leaks, require_root, run_on_pty, unique_id};
 use serde_json::json;
 
 fn runtime() -> Runtime {
@@ -402,45 +402,17 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
 
 #[test]
 fn exec_with_a_tty_in_the_foreground_relays_the_terminal() {
-    use std::io::Write;
     let rt = runtime();
     let mut b = Bundle::busybox();
     b.args(&["sleep", "1000"]);
     let id = unique_id("exectty");
     rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = rt
-        .cmd()
-        .args(["exec", "-t", &id, "sh"])
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave)
-        .spawn()
-        .unwrap();
-    let mut master = std::fs::File::from(pty.master);
-    master.write_all(b"tty; echo answer-$((40+2)); exit 6\n").unwrap();
-    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut got = Vec::new();
-    let code = loop {
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = master.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "exec never ended: {}", String::from_utf8_lossy(&got));
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    while let Ok(n) = master.read(&mut [0u8; 4096][..]) {
-        if n == 0 {
-            break;
-        }
-    }
+    let (code, text) = run_on_pty(
+        rt.cmd().args(["exec", "-t", &id, "sh"]),
+        b"tty; echo answer-$((40+2)); exit 6\n",
+        Duration::from_secs(15),
+    );
     assert_eq!(code, Some(6));
-    let text = String::from_utf8_lossy(&got);
     assert!(text.contains("answer-42"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     rt.ok(&["delete", "-f", &id]);

@@ -265,3 +265,50 @@ impl Drop for Runtime {
         }
     }
 }
+
+/// Runs `cmd` with a new pty as its stdin, stdout and stderr, types
+/// `input`, and collects what it prints until it exits. Returns (exit
+/// code, output).
+pub fn run_on_pty(cmd: &mut Command, input: &[u8], timeout: std::time::Duration) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = cmd
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave)
+        .spawn()
+        .expect("spawn on the pty");
+    // Release the Command's copies of the slave, so only the child holds it.
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(input).expect("type into the pty");
+    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let code = loop {
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no exit within {timeout:?}; output so far: {}", String::from_utf8_lossy(&got));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    (code, String::from_utf8_lossy(&got).into_owned())
+}

@@ -51,11 +51,15 @@ pub struct Created {
 pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     StateRoot::check_id(o.id)?;
     let bundle = Bundle::load(o.bundle)?;
+    // Paths from the command line are the caller's, not the bundle's.
+    let absolute = |p: &Path| std::path::absolute(p).step(|| format!("resolve {}", p.display()));
+    let pid_file = o.pid_file.map(absolute).transpose()?;
+    let console_socket = o.console_socket.map(absolute).transpose()?;
     // Relative bind-mount sources are relative to the bundle, as with runc.
     std::env::set_current_dir(&bundle.dir).step(|| format!("chdir to bundle {}", bundle.dir.display()))?;
     let process = bundle.spec.process().clone().ok_or_else(|| Error::config(o.bundle, "process: missing"))?;
     let terminal = process.terminal().unwrap_or(false);
-    check_console(terminal, o.console_socket.is_some(), o.foreground)?;
+    check_console(terminal, console_socket.is_some(), o.foreground)?;
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
 
     let dir = o.root.create_dir(o.id)?;
@@ -83,7 +87,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
     write_atomic(&dir.join(CONFIG_FILE), &spec_json)?;
     container.save()?;
-    let (console, ours) = console_sockets(terminal, o.console_socket)?;
+    let (console, ours) = console_sockets(terminal, console_socket.as_deref())?;
     let listener = listen_for_start(&dir)?;
     let plan = Plan {
         id: o.id.to_string(),
@@ -121,7 +125,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let pty_master = ours.as_ref().map(receive_master).transpose()?;
     container.state.creator = None;
     container.save()?;
-    if let Some(p) = o.pid_file {
+    if let Some(p) = &pid_file {
         write_pid_file(p, spawned.pid)?;
     }
     undo.disarm();
