@@ -24,6 +24,8 @@
 #   CSV=PATH       also write every raw sample (iteration,runtime,op,usec)
 #   OPS="run lifecycle"  what to measure; "lifecycle" = create+start+delete
 #   RUNTIMES="berth runc crun"   which runtimes, in this order
+#   SETTLE=0.05    seconds of (untimed) quiet before every timed operation;
+#                  0 runs them back to back (see "Settling" below)
 #   KEEP_GOING=1   when an operation fails, report that runtime/op as FAILED,
 #                  keep measuring the rest, and exit non-zero at the end
 #                  (default: stop at the first failure)
@@ -31,6 +33,8 @@
 #                  of this workspace; built with `cargo build --release -p
 #                  berth-runtime` when missing)
 #   BUNDLE=DIR     reuse an existing bundle instead of building a temporary one
+#   WARM_RCU=1     keep the kernel's cgroup fast path armed for the whole run
+#                  (see "Settling"), to measure the runtimes' own work
 #
 # The bundle: rootfs from Debian's busybox-static (/bin/busybox plus one
 # symlink per applet), config.json from `berth-runtime spec` with
@@ -51,6 +55,17 @@
 # so loudly, and left in place), before any measurement, so all runtimes are
 # measured in the same layout. If crun still cannot run, it is left out.
 #
+# Settling: on cgroup v1 the first write to cgroup.procs after a quiet spell
+# waits for an RCU grace period (the kernel's cgroup_threadgroup_rwsem);
+# writes soon after another migration skip that wait. Back to back, a
+# runtime's `create` would then be ~10 ms faster or slower depending on what
+# the previous runtime just did, which is noise that depends on the order.
+# Every timed operation therefore starts after the same short pause, so
+# every runtime pays the wait alike, as a container started on a quiet host
+# does ("cold"). With WARM_RCU=1 a keeper process instead moves a sleeping
+# process between two cgroups of its own every 2 ms for the whole run, so no
+# runtime waits at all ("warm"): that isolates the runtimes' own work.
+#
 # Needs: bash 5 (for $EPOCHREALTIME), jq (installed with apt-get if missing),
 # /bin/busybox (package busybox-static), runc and/or crun.
 
@@ -64,6 +79,8 @@ CSV=${CSV:-}
 OPS=${OPS:-run lifecycle}
 RUNTIMES=${RUNTIMES:-berth runc crun}
 KEEP_GOING=${KEEP_GOING:-0}
+SETTLE=${SETTLE:-0.05}
+WARM_RCU=${WARM_RCU:-0}
 BUNDLE=${BUNDLE:-}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BERTH=${BERTH:-$REPO/target/release/berth-runtime}
@@ -76,6 +93,8 @@ while (($#)); do
         --ops) OPS=$2; shift 2 ;;
         --runtimes) RUNTIMES=$2; shift 2 ;;
         --keep-going) KEEP_GOING=1; shift ;;
+        --settle) SETTLE=$2; shift 2 ;;
+        --warm-rcu) WARM_RCU=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -86,6 +105,7 @@ die() { printf 'runtime-lifecycle: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not '$RUNS'"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '$WARMUP'"
+[[ $SETTLE =~ ^[0-9]*\.?[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
 for op in $OPS; do
     [[ $op == run || $op == lifecycle ]] || die "OPS may hold 'run' and 'lifecycle', not '$op'"
 done
@@ -165,6 +185,7 @@ cleanup() {
             rtcmd "$rt" delete --force "$id" >/dev/null 2>&1 || say "cleanup: WARNING: $rt could not delete $id"
         done
     done
+    stop_keeper
     rm -rf "$WORK"
     left=$(find /sys/fs/cgroup -name "$PREFIX-*" 2>/dev/null || true)
     [[ -z $left ]] || printf 'cleanup: WARNING: cgroups left behind:\n%s\n' "$left" >&2
@@ -172,6 +193,41 @@ cleanup() {
     [[ -z $left ]] || printf 'cleanup: WARNING: mounts left behind:\n%s\n' "$left" >&2
     exit "$rc"
 }
+# ---------------------------------------------------------------- warm RCU keeper
+
+KEEPER='' KEEP_SLEEPER='' KEEP_DIR=''
+start_keeper() {
+    local hier
+    for hier in /sys/fs/cgroup/pids /sys/fs/cgroup/unified /sys/fs/cgroup; do
+        [[ -f $hier/cgroup.procs ]] && break
+    done
+    KEEP_DIR=$hier/$PREFIX-keeper
+    mkdir -p "$KEEP_DIR/a" "$KEEP_DIR/b"
+    sleep 1000000 &
+    KEEP_SLEEPER=$!
+    cat >"$WORK/keeper.py" <<'PY'
+import sys, time
+d, pid = sys.argv[1], sys.argv[2]
+while True:
+    for sub in ("a", "b"):
+        with open(f"{d}/{sub}/cgroup.procs", "w") as f:
+            f.write(pid)
+        time.sleep(0.002)
+PY
+    python3 "$WORK/keeper.py" "$KEEP_DIR" "$KEEP_SLEEPER" &
+    KEEPER=$!
+}
+stop_keeper() {
+    local pid
+    for pid in $KEEPER $KEEP_SLEEPER; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ -n $KEEP_DIR ]] && rmdir "$KEEP_DIR/a" "$KEEP_DIR/b" "$KEEP_DIR" 2>/dev/null
+    KEEPER='' KEEP_SLEEPER='' KEEP_DIR=''
+    return 0
+}
+
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -223,6 +279,7 @@ fail() {
 timed() {
     local rt=$1 op=$2 t0 t1 rc=0
     shift 2
+    sleep "$SETTLE"
     t0=$EPOCHREALTIME
     rtcmd "$rt" "$@" </dev/null >"$LOG" 2>&1 || rc=$?
     t1=$EPOCHREALTIME
@@ -339,12 +396,13 @@ if [[ -n ${BIN[crun]:-} ]] && ! probe crun; then
         say ">>> CHANGING THE HOST'S CGROUP MOUNTS: mounting hugetlb as its own v1 hierarchy"
         say ">>>   mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb"
         say ">>> (left mounted; no other cgroup hierarchy is touched)"
-        mkdir -p /sys/fs/cgroup/hugetlb
+        mkdir -p /sys/fs/cgroup/hugetlb || die "cannot create /sys/fs/cgroup/hugetlb"
         mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || die "mounting the hugetlb hierarchy failed"
     fi
     if ! probe crun; then
         say "crun cannot run containers here, leaving it out: $(head -n1 "$LOG")"
         drop_runtime crun
+        ((${#RTS[@]} > 0)) || die "no runtime left to measure"
     fi
 fi
 
@@ -352,7 +410,11 @@ fi
 
 version() { "${BIN[$1]}" --version 2>/dev/null | head -n1 || true; }
 
-say "runtime lifecycle benchmark: $RUNS iterations (+$WARMUP warm-up), ops: $OPS"
+say "runtime lifecycle benchmark: $RUNS iterations (+$WARMUP warm-up), ops: $OPS, ${SETTLE}s pause before each"
+if ((WARM_RCU)); then
+    start_keeper
+    say "warm mode: a keeper moves a sleeper between $KEEP_DIR/{a,b} every 2 ms (no RCU waits on cgroup attach)"
+fi
 say "kernel $(uname -r), $(nproc) CPUs, cgroups $(cgroup_layout)"
 for rt in "${RTS[@]}"; do
     printf '  %-6s %s (%s)\n' "$rt" "${BIN[$rt]}" "$(version "$rt")"
