@@ -16,6 +16,8 @@ pub enum Error {
     InvalidPath(String, &'static str),
     #[error("cgroup {path} still has processes after {waited_ms} ms")]
     Busy { path: PathBuf, waited_ms: u64 },
+    #[error("{what} are not supported here ({path})")]
+    Unsupported { what: &'static str, path: PathBuf },
     #[error("freezing {path} did not complete")]
     FreezeTimeout { path: PathBuf },
 }

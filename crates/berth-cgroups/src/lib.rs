@@ -10,8 +10,10 @@
 //! it is asked for.
 
 mod cgroup;
+pub mod devices;
 mod error;
 mod layout;
+pub mod v2;
 
 pub use cgroup::{Cgroup, FreezerState};
 pub use error::{Error, Result};

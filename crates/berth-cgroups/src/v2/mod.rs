@@ -1,0 +1,3 @@
+//! cgroup v2 (unified hierarchy) specifics.
+
+pub mod device_filter;
