@@ -55,6 +55,9 @@ impl Cgroup {
     pub fn create(&self) -> Result<()> {
         for (key, dir) in &self.dirs {
             mkdir_all(dir)?;
+            if key == UNIFIED {
+                enable_v2_controllers(dir);
+            }
             if key.split(',').any(|c| c == "cpuset") {
                 init_cpuset(dir)?;
             }
@@ -255,6 +258,36 @@ fn mkdir_all(dir: &Path) -> Result<()> {
         match std::fs::create_dir_all(dir) {
             Err(e) if e.kind() == ErrorKind::NotFound && tries < 5 => tries += 1,
             r => return r.map_err(io_err("mkdir", dir)),
+        }
+    }
+}
+
+/// v2 hands a controller to a cgroup only if every ancestor enables it in
+/// cgroup.subtree_control. Enable what is available on each ancestor below
+/// the hierarchy's root, top down (the root's own setting belongs to the
+/// host and is left alone). An ancestor that holds processes cannot enable
+/// controllers ("no internal processes"); the container then simply lacks
+/// them, and a limit that needs one is refused when applied.
+fn enable_v2_controllers(dir: &Path) {
+    let mut chain: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|p| p.parent().is_some_and(|pp| pp.join("cgroup.controllers").exists()))
+        .collect();
+    chain.reverse();
+    for ancestor in chain {
+        let available = std::fs::read_to_string(ancestor.join("cgroup.controllers")).unwrap_or_default();
+        let enabled = std::fs::read_to_string(ancestor.join("cgroup.subtree_control")).unwrap_or_default();
+        let missing: Vec<String> = available
+            .split_whitespace()
+            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        if let Err(e) = std::fs::write(ancestor.join("cgroup.subtree_control"), missing.join(" ")) {
+            tracing::warn!("enable {} in {}: {e}", missing.join(" "), ancestor.display());
         }
     }
 }

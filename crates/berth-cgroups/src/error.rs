@@ -16,6 +16,21 @@ pub enum Error {
     InvalidPath(String, &'static str),
     #[error("cgroup {path} still has processes after {waited_ms} ms")]
     Busy { path: PathBuf, waited_ms: u64 },
+    #[error("write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {0} controller is not available for this cgroup, so its limits cannot be applied")]
+    NoController(&'static str),
+    #[error("{0} need cgroup v2")]
+    NeedsV2(&'static str),
+    #[error("{0} need cgroup v1")]
+    NeedsV1(&'static str),
+    #[error("{0}")]
+    InvalidValue(String),
     #[error("{what} are not supported here ({path})")]
     Unsupported { what: &'static str, path: PathBuf },
     #[error("freezing {path} did not complete")]

@@ -12,9 +12,14 @@
 mod cgroup;
 pub mod devices;
 mod error;
+mod fs;
 mod layout;
+pub mod oom;
+pub mod resources;
+pub mod stats;
+mod v1;
 pub mod v2;
 
-pub use cgroup::{Cgroup, FreezerState};
+pub use cgroup::{Cgroup, FreezerState, UNIFIED};
 pub use error::{Error, Result};
 pub use layout::{Hierarchy, Layout, LayoutKind};

@@ -49,6 +49,9 @@ pub enum Error {
     Hook { kind: &'static str, path: PathBuf, reason: String },
     #[error(transparent)]
     Cgroup(#[from] berth_cgroups::Error),
+    /// linux.resources could not be applied.
+    #[error("linux.resources: {0}")]
+    Resources(#[source] berth_cgroups::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -11,6 +11,7 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 use nix::sys::stat::Mode;
+use oci_spec::runtime::LinuxResources;
 
 use crate::container::{Container, START_SOCKET, StateRoot, Status};
 use crate::error::{Context, Error, Result};
@@ -87,6 +88,54 @@ pub fn resume(c: &Container) -> Result<()> {
     }
     let cg = c.state.cgroup.as_ref().ok_or_else(|| Error::State("container has no cgroup".into()))?;
     Ok(cg.thaw()?)
+}
+
+/// Applies new resource limits to a container and records them in its
+/// spec. Only the fields given change. With memory.checkBeforeUpdate, a
+/// memory limit below the current usage is refused instead of making the
+/// kernel reclaim (or OOM-kill) to meet it.
+pub fn update(c: &Container, r: &LinuxResources) -> Result<()> {
+    let _lock = c.lock()?;
+    if c.status() == Status::Stopped {
+        return Err(Error::State("cannot update a stopped container".into()));
+    }
+    let cg = c.state.cgroup.as_ref().ok_or_else(|| Error::State("container has no cgroup to update".into()))?;
+    let mut spec = c.spec()?;
+    let current = spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+    let merged = merge_resources(&current, r)?;
+    let check = merged.memory().as_ref().and_then(|m| m.check_before_update()).unwrap_or(false);
+    if let (true, Some(limit)) = (check, r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0)) {
+        let usage = cg.stats().memory.usage.usage;
+        if usage > limit as u64 {
+            return Err(Error::State(format!(
+                "memory limit {limit} is below the container's current usage {usage} (checkBeforeUpdate)"
+            )));
+        }
+    }
+    cg.apply(r).map_err(Error::Resources)?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_resources(Some(merged));
+    spec.set_linux(Some(linux));
+    let bytes = serde_json::to_vec(&spec).expect("a parsed spec serializes");
+    crate::container::write_atomic(&c.dir.join(crate::container::CONFIG_FILE), &bytes)
+}
+
+/// `new` over `old`, field by field (objects merge, everything else is
+/// replaced), through their JSON form.
+fn merge_resources(old: &LinuxResources, new: &LinuxResources) -> Result<LinuxResources> {
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let mut base = serde_json::to_value(old).expect("resources serialize");
+    merge(&mut base, serde_json::to_value(new).expect("resources serialize"));
+    serde_json::from_value(base).map_err(|e| Error::Usage(format!("resources: {e}")))
 }
 
 /// The container's processes: its cgroup's, or just the init without one.

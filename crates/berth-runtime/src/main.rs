@@ -18,7 +18,7 @@ fn main() {
     let code = match cli::dispatch(args) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = render(&e);
             tracing::error!("{msg}");
             if !logging.to_stderr {
                 eprintln!("{msg}");
@@ -27,4 +27,21 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The error and its causes, "outer: inner", without repeating a cause
+/// whose text an outer message already carries.
+fn render(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }

@@ -4,6 +4,7 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod features;
 mod kill;
@@ -15,6 +16,7 @@ mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use std::path::PathBuf;
 
@@ -72,6 +74,10 @@ pub enum Command {
     Pause(liboci_cli::Pause),
     /// Thaw a paused container
     Resume(liboci_cli::Resume),
+    /// Change a container's resource limits
+    Update(update::Update),
+    /// Print a container's stats (and OOM events) as JSON lines
+    Events(events::Events),
 }
 
 /// Global options every verb may need.
@@ -140,5 +146,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Features(_) => features::run(),
         Command::Pause(a) => pause::pause(&g, a),
         Command::Resume(a) => pause::resume(&g, a),
+        Command::Update(a) => update::run(&g, a),
+        Command::Events(a) => events::run(&g, a),
     }
 }

@@ -146,7 +146,13 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<(Option<Layout>, Option<Cgroup>,
     let default = configured.is_none();
     let path = configured.unwrap_or_else(|| default_cgroup_path(id));
     let cg = Cgroup::resolve(&layout, &path)?;
-    match cg.create() {
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    // Limits go in before any process of the container joins the cgroup.
+    let made = cg
+        .create()
+        .map_err(Error::Cgroup)
+        .and_then(|()| resources.map_or(Ok(()), |r| cg.apply(r).map_err(Error::Resources)));
+    match made {
         Ok(()) => Ok((Some(layout), Some(cg), default)),
         Err(e) if !nix::unistd::geteuid().is_root() => {
             tracing::warn!("container {id} runs without a cgroup: {e}");
@@ -154,7 +160,10 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<(Option<Layout>, Option<Cgroup>,
         }
         Err(e) => {
             let _ = cg.destroy();
-            Err(e.into())
+            if default {
+                cg.remove_empty_parents(1);
+            }
+            Err(e)
         }
     }
 }
