@@ -180,7 +180,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
 
 /// SIGKILLs every process of the container and waits for the init to die.
 fn kill_all_now(c: &Container) -> Result<()> {
-    if let Some(cg) = c.state.cgroup.as_ref().filter(|cg| cg.exists()) {
+    if let Some(cg) = c.state.cgroup.as_ref().filter(|cg| !c.state.joined_cgroup && cg.exists()) {
         cg.signal_all(Signal::SIGKILL)?;
     }
     if let Some(pidfd) = c.init_pidfd() {
@@ -195,7 +195,7 @@ fn kill_all_now(c: &Container) -> Result<()> {
 /// cgroup, then poststop hooks, then its state. A failing poststop hook is
 /// a warning (runtime-spec), not a reason to keep the container.
 pub fn destroy(c: &Container) -> Result<()> {
-    if let Some(cg) = &c.state.cgroup {
+    if let Some(cg) = c.state.cgroup.as_ref().filter(|_| !c.state.joined_cgroup) {
         cg.destroy()?;
         if c.state.default_cgroup {
             cg.remove_empty_parents(1);

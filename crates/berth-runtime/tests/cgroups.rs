@@ -297,3 +297,29 @@ fn a_limit_the_host_cannot_apply_fails_create_clearly() {
     assert_eq!(err.matches("linux.resources").count(), 1, "said once: {err}");
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+#[test]
+fn a_joined_cgroup_is_not_emptied_or_removed_by_the_joiner() {
+    let rt = runtime();
+    let parent = CgParent::new();
+    let shared = unique_id("shared");
+    let path = parent.path_for(&shared);
+    let mut first = Bundle::busybox();
+    first.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    first.args(&["sleep", "1000"]);
+    let a = unique_id("owner");
+    rt.ok(&["run", "-d", "--bundle", first.path().to_str().unwrap(), &a]);
+    let mut second = Bundle::busybox();
+    second.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    second.args(&["sleep", "1000"]);
+    let b = unique_id("joiner");
+    rt.ok(&["run", "-d", "--bundle", second.path().to_str().unwrap(), &b]);
+    let ps: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &b])).unwrap();
+    assert_eq!(ps.len(), 2, "both containers share the cgroup: {ps:?}");
+
+    rt.ok(&["delete", "--force", &b]);
+    assert_eq!(rt.state(&a)["status"], "running", "the owner's process was not killed");
+    assert!(parent.dir("pids", &shared).exists(), "the joiner did not remove the cgroup");
+    rt.ok(&["delete", "--force", &a]);
+    assert!(!parent.dir("pids", &shared).exists(), "the owner removed it");
+}

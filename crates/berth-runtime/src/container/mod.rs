@@ -53,6 +53,10 @@ pub struct Persisted {
     /// config.json), so it may remove the parent it made too.
     #[serde(default)]
     pub default_cgroup: bool,
+    /// True when cgroupsPath named a cgroup that already existed (runc
+    /// joins it, as sandboxes share one): it is not ours to empty or remove.
+    #[serde(default)]
+    pub joined_cgroup: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<HashMap<String, String>>,
     /// While `create` runs (init_pid is still 0): the creating runtime
@@ -289,6 +293,7 @@ mod tests {
                 created: format_time(std::time::SystemTime::now()),
                 cgroup: None,
                 default_cgroup: false,
+                joined_cgroup: false,
                 annotations: None,
                 creator: None,
             },

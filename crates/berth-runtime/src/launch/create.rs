@@ -64,8 +64,9 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
 
     let dir = o.root.create_dir(o.id)?;
     let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, disarmed: false };
-    let (layout, cgroup, default_cgroup) = make_cgroup(&bundle.spec, o.id)?;
-    undo.cgroup = cgroup.clone().map(|c| (c, default_cgroup));
+    let cgs = make_cgroup(&bundle.spec, o.id)?;
+    let (layout, cgroup) = (cgs.layout, cgs.cgroup);
+    undo.cgroup = cgroup.clone().filter(|_| !cgs.joined).map(|c| (c, cgs.default_path));
     // Saved now, so a create killed half-way leaves a container that reads
     // as stopped and that `delete` can clean up (its cgroup included).
     let me = std::process::id() as i32;
@@ -79,7 +80,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             rootfs: bundle.rootfs.clone(),
             created: format_time(SystemTime::now()),
             cgroup: cgroup.clone(),
-            default_cgroup,
+            default_cgroup: cgs.default_path,
+            joined_cgroup: cgs.joined,
             annotations: bundle.spec.annotations().clone(),
             creator: sys::proc_stat(me).map(|s| (me, s.start_time)),
         },
@@ -132,20 +134,33 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     Ok(Created { container, spec: bundle.spec, pty_master })
 }
 
-/// Creates (or joins) the container's cgroup. None when the host has no
-/// cgroups, or when an unprivileged caller has none delegated.
-fn make_cgroup(spec: &Spec, id: &str) -> Result<(Option<Layout>, Option<Cgroup>, bool)> {
+/// The container's cgroup, as `create` set it up.
+struct CgroupSetup {
+    layout: Option<Layout>,
+    cgroup: Option<Cgroup>,
+    /// The path is berth's default (berth/<id>), not config.json's.
+    default_path: bool,
+    /// The cgroup existed before: joined, not made.
+    joined: bool,
+}
+
+/// Creates (or joins) the container's cgroup and applies its limits. No
+/// cgroup when the host has none, or when an unprivileged caller has none
+/// delegated.
+fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
+    let none = |layout| CgroupSetup { layout, cgroup: None, default_path: false, joined: false };
     let layout = match Layout::detect() {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("no cgroups for container {id}: {e}");
-            return Ok((None, None, false));
+            return Ok(none(None));
         }
     };
     let configured = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     let default = configured.is_none();
     let path = configured.unwrap_or_else(|| default_cgroup_path(id));
     let cg = Cgroup::resolve(&layout, &path)?;
+    let joined = cg.exists();
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     // Limits go in before any process of the container joins the cgroup.
     let made = cg
@@ -153,15 +168,17 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<(Option<Layout>, Option<Cgroup>,
         .map_err(Error::Cgroup)
         .and_then(|()| resources.map_or(Ok(()), |r| cg.apply(r).map_err(Error::Resources)));
     match made {
-        Ok(()) => Ok((Some(layout), Some(cg), default)),
+        Ok(()) => Ok(CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined }),
         Err(e) if !nix::unistd::geteuid().is_root() => {
             tracing::warn!("container {id} runs without a cgroup: {e}");
-            Ok((Some(layout), None, false))
+            Ok(none(Some(layout)))
         }
         Err(e) => {
-            let _ = cg.destroy();
-            if default {
-                cg.remove_empty_parents(1);
+            if !joined {
+                let _ = cg.destroy();
+                if default {
+                    cg.remove_empty_parents(1);
+                }
             }
             Err(e)
         }
