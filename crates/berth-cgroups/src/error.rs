@@ -35,6 +35,17 @@ pub enum Error {
     Unsupported { what: &'static str, path: PathBuf },
     #[error("freezing {path} did not complete")]
     FreezeTimeout { path: PathBuf },
+    /// A bpf(2) call for the v2 device filter failed. `detail` is empty or
+    /// starts with a separator: the verifier's log, or a hint on what the
+    /// errno means here (missing capabilities, not a cgroup2 directory).
+    #[error("bpf({op}) for the device filter of {path}: {source}{detail}")]
+    Bpf {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        detail: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
