@@ -63,15 +63,23 @@ pub fn of(spec: &Spec, kind: HookKind) -> Vec<Hook> {
     list.clone().unwrap_or_default()
 }
 
-/// Runs the hooks of `kind` in order; the first failure stops the rest.
+/// Runs the hooks of `kind` in order. Before the program runs, the first
+/// failure stops the rest and fails the operation. poststart and poststop
+/// failures are logged and the rest still run: the runtime spec says the
+/// lifecycle MUST go on as if they had succeeded.
 pub fn run(spec: &Spec, kind: HookKind, state: &OciState) -> Result<()> {
     let hooks = of(spec, kind);
     if hooks.is_empty() {
         return Ok(());
     }
     let input = state.to_json();
+    let fatal = !matches!(kind, HookKind::Poststart | HookKind::Poststop);
     for hook in &hooks {
-        run_one(kind, hook, &input)?;
+        match run_one(kind, hook, &input) {
+            Err(e) if fatal => return Err(e),
+            Err(e) => tracing::warn!("{e}"),
+            Ok(()) => {}
+        }
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod init;
 pub mod launch;
 pub mod lifecycle;
+pub mod lsm;
 pub mod sys;
 pub mod template;
 

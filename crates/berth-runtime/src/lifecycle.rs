@@ -38,12 +38,9 @@ pub fn start(c: &Container) -> Result<()> {
     if !reply.is_empty() {
         return Err(Error::Container(reply));
     }
-    if let Err(e) = hooks::run(&spec, HookKind::Poststart, &c.oci_state(Status::Running)) {
-        // As runc: a failed poststart hook stops the container.
-        let _ = kill_all_now(c);
-        return Err(e);
-    }
-    Ok(())
+    // A failing poststart hook is logged, not fatal (runtime-spec; runc
+    // instead kills the container).
+    hooks::run(&spec, HookKind::Poststart, &c.oci_state(Status::Running))
 }
 
 fn connect_start(c: &Container) -> Result<UnixStream> {
@@ -202,11 +199,7 @@ pub fn destroy(c: &Container) -> Result<()> {
         }
     }
     match c.spec() {
-        Ok(spec) => {
-            if let Err(e) = hooks::run(&spec, HookKind::Poststop, &c.oci_state(Status::Stopped)) {
-                tracing::warn!("{e}");
-            }
-        }
+        Ok(spec) => hooks::run(&spec, HookKind::Poststop, &c.oci_state(Status::Stopped))?,
         Err(e) => tracing::warn!("poststop hooks skipped: {e}"),
     }
     std::fs::remove_dir_all(&c.dir).step(|| format!("remove {}", c.dir.display()))

@@ -151,3 +151,26 @@ fn a_failing_start_container_hook_fails_start() {
     rt.ok(&["delete", &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+#[test]
+fn a_failing_poststart_hook_is_logged_and_the_rest_still_run() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "#!/bin/sh\necho poststart-broke >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let good = recorder(dir.path(), "poststart", dir.path().to_str().unwrap());
+    b.edit(|c| c["hooks"] = json!({ "poststart": [{ "path": bad }, { "path": good }] }));
+    b.args(&["sleep", &unique_sleep()]);
+    let id = unique_id("poststart");
+    rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let out = rt.exec(&["start", &id]);
+    assert!(out.status.success(), "runtime-spec: the lifecycle goes on");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("level=warning") && err.contains("poststart-broke"), "{err}");
+    assert!(dir.path().join("poststart.json").exists(), "the next poststart hook still ran");
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.ok(&["delete", "-f", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

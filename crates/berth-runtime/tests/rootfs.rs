@@ -278,3 +278,59 @@ fn time_namespace_offsets_apply() {
     let uptime: u64 = out.trim().parse().unwrap();
     assert!(uptime >= 86_400_000, "uptime {uptime} carries the boottime offset");
 }
+
+#[test]
+fn without_namespaces_the_container_shares_the_hosts_and_mounts_nothing() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| {
+        c["linux"]["namespaces"] = json!([]);
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    b.args(&["sleep", "1000"]);
+    let id = unique_id("nons");
+    let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let out = rt.exec(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(warning.contains("no mount namespace") && warning.contains("mounts"), "says what it skipped: {warning}");
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    for ns in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(ours, theirs, "the container inherits the {ns} namespace");
+    }
+    // Chrooted into the rootfs, with the host's mount table untouched.
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/root")).unwrap(), b.rootfs());
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    assert_eq!(before, after, "no mount was made on the host");
+    rt.ok(&["delete", "-f", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+#[test]
+fn lsm_labels_the_host_cannot_apply_are_refused_by_name() {
+    if berth_runtime::lsm::apparmor_enabled() || berth_runtime::lsm::selinux_enabled() {
+        eprintln!("SKIPPED: this host has AppArmor or SELinux; the refusal path needs a host without");
+        return;
+    }
+    let rt = runtime();
+    for (edit, field) in [
+        (json!({ "process": { "apparmorProfile": "docker-default" } }), "process.apparmorProfile"),
+        (json!({ "process": { "selinuxLabel": "system_u:system_r:container_t:s0" } }), "process.selinuxLabel"),
+        (json!({ "linux": { "mountLabel": "system_u:object_r:container_file_t:s0" } }), "linux.mountLabel"),
+    ] {
+        let mut b = Bundle::busybox();
+        b.edit(|c| {
+            for (section, values) in edit.as_object().unwrap() {
+                for (k, v) in values.as_object().unwrap() {
+                    c[section][k] = v.clone();
+                }
+            }
+        });
+        let id = unique_id("lsm");
+        let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+        assert!(err.contains(field) && err.contains("not enabled on this host"), "{err}");
+        leaks::assert_none(&id, b.path(), rt.root(), None);
+    }
+}

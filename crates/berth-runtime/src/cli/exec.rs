@@ -37,9 +37,6 @@ pub fn run(g: &Globals, a: liboci_cli::Exec) -> Result<i32> {
 /// The process to exec: --process as given, or the container's process
 /// with the command line's arguments and overrides, as runc builds it.
 fn build_process(a: &liboci_cli::Exec, spec: &Spec) -> Result<Process> {
-    if a.apparmor.is_some() || a.process_label.is_some() {
-        bail!("--apparmor and --process-label need AppArmor or SELinux, which this host does not have");
-    }
     if let Some(file) = &a.process {
         return Ok(load_json(file)?);
     }
@@ -72,6 +69,13 @@ fn build_process(a: &liboci_cli::Exec, spec: &Spec) -> Result<Process> {
     }
     if a.no_new_privs {
         p.set_no_new_privileges(Some(true));
+    }
+    // Checked against the host's LSMs with the rest of the process.
+    if let Some(profile) = &a.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &a.process_label {
+        p.set_selinux_label(Some(label.clone()));
     }
     if !a.cap.is_empty() {
         add_caps(&mut p, &a.cap)?;

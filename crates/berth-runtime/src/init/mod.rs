@@ -134,15 +134,29 @@ fn init_main(plan: &Plan, chan: &Channel) -> ! {
 
 /// Everything up to Ready, in order.
 fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
-    let spec = &plan.spec;
-    let process = &plan.process;
     setsid().step(|| "setsid")?;
     // Device nodes and files get exactly the modes config.json gives.
     umask(Mode::empty());
-    set_names(spec)?;
-    if !plan.ns.has(LinuxNamespaceType::Mount) {
-        return Err(Error::Container("linux.namespaces: a mount namespace is required to set up the rootfs".into()));
+    set_names(&plan.spec)?;
+    let state = if plan.ns.has(LinuxNamespaceType::Mount) {
+        build_rootfs(plan, chan)?
+    } else {
+        share_host_mount_ns(plan, chan)?
+    };
+    if !plan.no_new_keyring {
+        join_keyring(&plan.id)?;
     }
+    let prepared = finish_process(plan, Some(state))?;
+    chan.send(&Msg::Ready)?;
+    Ok(prepared)
+}
+
+/// In the container's own mount namespace: the rootfs, its mounts and
+/// devices, hooks, the kernel's view (sysctl, read-only and masked paths),
+/// then pivot_root and the terminal. Returns the state hooks get.
+fn build_rootfs(plan: &Plan, chan: &Channel) -> Result<OciState> {
+    let spec = &plan.spec;
+    let process = &plan.process;
     let linux = spec.linux().as_ref();
     rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
     let root = Rootfs::open(&plan.rootfs)?;
@@ -153,23 +167,13 @@ fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
         new_cgroupns: plan.ns.unshare.contains(namespaces::clone_flag(LinuxNamespaceType::Cgroup)),
         layout: plan.layout.as_ref(),
         cgroup: plan.cgroup.as_ref(),
+        mount_label: linux.and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty()),
     };
     mounts::mount_all(&env, spec.mounts().as_deref().unwrap_or_default())?;
     devices::setup(&root, spec, in_userns)?;
     let pty = if process.terminal().unwrap_or(false) { Some(console::open_in_rootfs(&root, process)?) } else { None };
-
-    // The runtime runs prestart and createRuntime hooks now, and sends the
-    // state that hooks get.
-    chan.send(&Msg::RunHooks)?;
-    let state: OciState = match chan.recv()? {
-        Some(Msg::HooksDone(json)) => {
-            serde_json::from_str(&json).map_err(|e| Error::Container(format!("bad state from the runtime: {e}")))?
-        }
-        Some(Msg::Error(e)) => return Err(Error::Container(e)),
-        _ => return Err(Error::Container("the runtime vanished while running hooks".into())),
-    };
+    let state = runtime_hooks(chan)?;
     hooks::run(spec, HookKind::CreateContainer, &state)?;
-
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         paths::write_sysctls(&root, sysctl)?;
     }
@@ -189,19 +193,72 @@ fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
         rootfs::make_root_readonly()?;
     }
     if let Some(pty) = pty {
-        let sock = plan
-            .console
-            .as_ref()
-            .ok_or_else(|| Error::Container("terminal requested without a console socket".into()))?;
-        console::send_master(sock, &pty.master)?;
-        console::attach_slave(&pty.slave)?;
+        hand_over_terminal(plan, &pty)?;
     }
-    if !plan.no_new_keyring {
-        join_keyring(&plan.id)?;
+    Ok(state)
+}
+
+/// No mount namespace in config.json: the container shares the runtime's,
+/// as the runtime spec says it must. Mounting anything there would change
+/// the host's mount table (runc does, and leaves the mounts behind after
+/// delete), so berth only chroots into the rootfs and says what that
+/// leaves out.
+fn share_host_mount_ns(plan: &Plan, chan: &Channel) -> Result<OciState> {
+    let spec = &plan.spec;
+    let process = &plan.process;
+    let linux = spec.linux().as_ref();
+    let skipped: Vec<&str> = [
+        (spec.mounts().as_ref().is_some_and(|m| !m.is_empty()), "mounts"),
+        (linux.and_then(|l| l.devices().as_ref()).is_some_and(|d| !d.is_empty()), "linux.devices"),
+        (linux.and_then(|l| l.masked_paths().as_ref()).is_some_and(|m| !m.is_empty()), "linux.maskedPaths"),
+        (linux.and_then(|l| l.readonly_paths().as_ref()).is_some_and(|r| !r.is_empty()), "linux.readonlyPaths"),
+        (spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false), "root.readonly"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "no mount namespace in linux.namespaces: the container shares the host's, so {} are not applied \
+             (they would change the host's mounts)",
+            skipped.join(", ")
+        );
     }
-    let prepared = finish_process(plan, Some(state))?;
-    chan.send(&Msg::Ready)?;
-    Ok(prepared)
+    let state = runtime_hooks(chan)?;
+    hooks::run(spec, HookKind::CreateContainer, &state)?;
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        // The host's /proc/sys shows this process's own namespaces.
+        paths::write_sysctls(&Rootfs::open(Path::new("/"))?, sysctl)?;
+    }
+    process::apply_oom_score_adj(process)?;
+    process::apply_rlimits(process)?;
+    rootfs::chroot_into(&plan.rootfs)?;
+    if process.terminal().unwrap_or(false) {
+        hand_over_terminal(plan, &console::open_here(process)?)?;
+    }
+    Ok(state)
+}
+
+/// Asks the runtime to run prestart and createRuntime hooks; returns the
+/// state that hooks in the container get.
+fn runtime_hooks(chan: &Channel) -> Result<OciState> {
+    chan.send(&Msg::RunHooks)?;
+    match chan.recv()? {
+        Some(Msg::HooksDone(json)) => {
+            serde_json::from_str(&json).map_err(|e| Error::Container(format!("bad state from the runtime: {e}")))
+        }
+        Some(Msg::Error(e)) => Err(Error::Container(e)),
+        _ => Err(Error::Container("the runtime vanished while running hooks".into())),
+    }
+}
+
+/// Sends the pty master to whoever holds the console socket and makes the
+/// slave this process's terminal.
+fn hand_over_terminal(plan: &Plan, pty: &console::Pty) -> Result<()> {
+    let sock =
+        plan.console.as_ref().ok_or_else(|| Error::Container("terminal requested without a console socket".into()))?;
+    console::send_master(sock, &pty.master)?;
+    console::attach_slave(&pty.slave)
 }
 
 fn set_names(spec: &Spec) -> Result<()> {
@@ -243,6 +300,7 @@ fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
     // Enter the cwd as root first (it may be unreadable to the user but is
     // still the place to start); if that fails, try again as the user.
     let early_cwd = process::enter_cwd(process.cwd());
+    crate::lsm::set_exec_labels(process)?;
     process::apply_identity(process)?;
     if early_cwd.is_err() {
         process::enter_cwd(process.cwd())?;
@@ -315,10 +373,7 @@ fn exec_setup(plan: &Plan) -> Result<Prepared> {
     setsid().step(|| "setsid")?;
     let process = &plan.process;
     if process.terminal().unwrap_or(false) {
-        let pty = console::open_here(process)?;
-        let sock = plan.console.as_ref().ok_or_else(|| Error::Container("--tty needs a console socket".into()))?;
-        console::send_master(sock, &pty.master)?;
-        console::attach_slave(&pty.slave)?;
+        hand_over_terminal(plan, &console::open_here(process)?)?;
     }
     process::apply_oom_score_adj(process)?;
     process::apply_rlimits(process)?;

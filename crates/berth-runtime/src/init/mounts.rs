@@ -24,6 +24,8 @@ pub struct MountEnv<'a> {
     pub new_cgroupns: bool,
     pub layout: Option<&'a Layout>,
     pub cgroup: Option<&'a Cgroup>,
+    /// linux.mountLabel: the SELinux context of the filesystems mounted fresh.
+    pub mount_label: Option<&'a str>,
 }
 
 /// Mounts every entry of config.json's `mounts`, in order.
@@ -106,7 +108,11 @@ fn mount_fs(env: &MountEnv<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
     // tmpcopyup: keep a handle on what the tmpfs is about to cover.
     let covered = if opts.tmpcopyup { Some(target.reopen(OpenFlags::O_DIRECTORY | OpenFlags::O_RDONLY)) } else { None };
     let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
-    let data = opts.data();
+    let mut data = opts.data();
+    if let (Some(label), "tmpfs" | "devpts" | "mqueue") = (env.mount_label, typ) {
+        let context = format!("context=\"{label}\"");
+        data = Some(data.map_or(context.clone(), |d| format!("{d},{context}")));
+    }
     let flags = opts.flags & !MsFlags::MS_REMOUNT;
     match mount(Some(source.as_str()), &fd_path(&target), Some(typ), flags, data.as_deref()) {
         Ok(()) => {}

@@ -233,6 +233,13 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
     chdir("/").step(|| "chdir to the new root")
 }
 
+/// Without a mount namespace: chroot into the rootfs, touching no mount.
+pub fn chroot_into(rootfs: &Path) -> Result<()> {
+    chdir(rootfs).step(|| format!("chdir to '{}'", rootfs.display()))?;
+    chroot(".").step(|| format!("chroot into '{}'", rootfs.display()))?;
+    chdir("/").step(|| "chdir to the new root")
+}
+
 /// root.readonly: remount / read-only, keeping the flags the kernel locks
 /// on mounts inherited into a user namespace.
 pub fn make_root_readonly() -> Result<()> {

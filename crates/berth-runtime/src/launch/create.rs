@@ -58,6 +58,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     // Relative bind-mount sources are relative to the bundle, as with runc.
     std::env::set_current_dir(&bundle.dir).step(|| format!("chdir to bundle {}", bundle.dir.display()))?;
     let process = bundle.spec.process().clone().ok_or_else(|| Error::config(o.bundle, "process: missing"))?;
+    let mount_label = bundle.spec.linux().as_ref().and_then(|l| l.mount_label().clone());
+    crate::lsm::check(&bundle.dir.join("config.json"), &process, mount_label.as_deref())?;
     let terminal = process.terminal().unwrap_or(false);
     check_console(terminal, console_socket.is_some(), o.foreground)?;
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
@@ -236,8 +238,8 @@ impl Drop for Undo {
                 cg.remove_empty_parents(1);
             }
         }
-        if let Some(Err(e)) = self.poststop.as_ref().map(|(spec, state)| hooks::run(spec, HookKind::Poststop, state)) {
-            tracing::warn!("{e}");
+        if let Some((spec, state)) = &self.poststop {
+            let _ = hooks::run(spec, HookKind::Poststop, state);
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);

@@ -44,6 +44,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     }
     let spec = c.spec()?;
     validate_process(Path::new("process"), &o.process)?;
+    crate::lsm::check(Path::new("process"), &o.process, None)?;
     let terminal = o.process.terminal().unwrap_or(false);
     check_console(terminal, o.console_socket.is_some(), o.foreground)?;
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
