@@ -114,8 +114,14 @@ fn busy_cpu_seconds(rt: &Runtime, parent: &CgParent, resources: Value) -> f64 {
     let mut b = Bundle::busybox();
     let id = unique_id("cpu");
     with_resources(&mut b, parent, &id, resources);
+    // Usage before and after the loop, so the container's own start-up
+    // (slow under emulation) does not count. v2's cpu.stat starts with
+    // "usage_usec N".
     let usage_file = if v2() { "/sys/fs/cgroup/cpu.stat" } else { "/sys/fs/cgroup/cpuacct/cpuacct.usage" };
-    b.sh(&format!("timeout 1 sh -c 'while :; do :; done'; cat {usage_file} | head -1 | tr -dc '0-9'; echo"));
+    b.sh(&format!(
+        "read a < {usage_file}; timeout 1 sh -c 'while :; do :; done'; read b < {usage_file}; \
+         a=${{a#usage_usec }}; b=${{b#usage_usec }}; echo $((b - a))"
+    ));
     let (code, out, err) = rt.run(&b, &id);
     assert!(code == 0 || code == 143, "{out}{err}");
     let n: f64 = out.trim().lines().last().unwrap().parse().unwrap();
