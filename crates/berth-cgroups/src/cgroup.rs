@@ -215,8 +215,14 @@ impl Cgroup {
     /// directories (and any sub-cgroups the container made). Directories that
     /// are already gone are fine.
     pub fn destroy(&self) -> Result<()> {
+        // Usually the container is gone and its cgroup empty: one rmdir per
+        // hierarchy. Only a cgroup that refuses gets the slow path.
+        let busy: Vec<&PathBuf> = self.dirs.values().filter(|d| !try_rmdir(d)).collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
         self.kill_stragglers()?;
-        for dir in self.dirs.values() {
+        for dir in busy {
             remove_tree(dir)?;
         }
         Ok(())
@@ -332,6 +338,14 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
         .map(|e| e.path())
         .collect())
+}
+
+/// rmdir that counts "already gone" as done.
+fn try_rmdir(dir: &Path) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == ErrorKind::NotFound,
+    }
 }
 
 /// Removes a cgroup directory and its sub-cgroups, deepest first. cgroupfs

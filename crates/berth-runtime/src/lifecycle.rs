@@ -28,7 +28,6 @@ pub fn start(c: &Container) -> Result<()> {
         Status::Stopped => return Err(Error::State("cannot start a container that has stopped".into())),
         _ => return Err(Error::State("cannot start an already running container".into())),
     }
-    let spec = c.spec()?;
     let mut conn = connect_start(c)?;
     // From here on the container reads as running.
     let _ = std::fs::remove_file(c.dir.join(START_SOCKET));
@@ -40,7 +39,10 @@ pub fn start(c: &Container) -> Result<()> {
     }
     // A failing poststart hook is logged, not fatal (runtime-spec; runc
     // instead kills the container).
-    hooks::run(&spec, HookKind::Poststart, &c.oci_state(Status::Running))
+    if c.state.poststart_hooks {
+        hooks::run(&c.spec()?, HookKind::Poststart, &c.oci_state(Status::Running))?;
+    }
+    Ok(())
 }
 
 fn connect_start(c: &Container) -> Result<UnixStream> {
@@ -198,9 +200,11 @@ pub fn destroy(c: &Container) -> Result<()> {
             cg.remove_empty_parents(1);
         }
     }
-    match c.spec() {
-        Ok(spec) => hooks::run(&spec, HookKind::Poststop, &c.oci_state(Status::Stopped))?,
-        Err(e) => tracing::warn!("poststop hooks skipped: {e}"),
+    if c.state.poststop_hooks {
+        match c.spec() {
+            Ok(spec) => hooks::run(&spec, HookKind::Poststop, &c.oci_state(Status::Stopped))?,
+            Err(e) => tracing::warn!("poststop hooks skipped: {e}"),
+        }
     }
     std::fs::remove_dir_all(&c.dir).step(|| format!("remove {}", c.dir.display()))
 }

@@ -59,11 +59,22 @@ pub struct Persisted {
     pub joined_cgroup: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<HashMap<String, String>>,
+    /// Whether config.json has poststart / poststop hooks, so `start` and
+    /// `delete` read and parse the recorded spec only when they need it.
+    /// (Old state files without the field: assume there are.)
+    #[serde(default = "yes")]
+    pub poststart_hooks: bool,
+    #[serde(default = "yes")]
+    pub poststop_hooks: bool,
     /// While `create` runs (init_pid is still 0): the creating runtime
     /// process and its start time. If it dies half-way, the container reads
     /// as stopped and `delete` removes what it left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<(i32, u64)>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A container known to the runtime.
@@ -294,6 +305,8 @@ mod tests {
                 cgroup: None,
                 default_cgroup: false,
                 joined_cgroup: false,
+                poststart_hooks: false,
+                poststop_hooks: false,
                 annotations: None,
                 creator: None,
             },

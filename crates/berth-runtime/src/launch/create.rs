@@ -85,6 +85,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             default_cgroup: cgs.default_path,
             joined_cgroup: cgs.joined,
             annotations: bundle.spec.annotations().clone(),
+            poststart_hooks: !hooks::of(&bundle.spec, HookKind::Poststart).is_empty(),
+            poststop_hooks: !hooks::of(&bundle.spec, HookKind::Poststop).is_empty(),
             creator: sys::proc_stat(me).map(|s| (me, s.start_time)),
         },
     };
