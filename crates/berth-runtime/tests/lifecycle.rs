@@ -169,7 +169,9 @@ fn pause_and_resume_freeze_the_container() {
     let rt = runtime();
     let mut b = Bundle::busybox();
     b.edit(|c| c["root"]["readonly"] = false.into());
-    b.sh("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.01; done");
+    // Written then renamed, so a reader never sees a half-written file
+    // (even when the freeze lands between the two).
+    b.sh("i=0; while true; do i=$((i+1)); echo $i > /tmp/c; mv /tmp/c /tmp/count; sleep 0.01; done");
     let id = unique_id("pause");
     rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
     let count = b.rootfs().join("tmp/count");
@@ -182,7 +184,10 @@ fn pause_and_resume_freeze_the_container() {
     assert_eq!(read(), frozen, "a paused container does not count");
     rt.ok(&["resume", &id]);
     assert_eq!(rt.state(&id)["status"], "running");
-    std::thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read() <= frozen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(read() > frozen, "a resumed container counts on");
     let err = rt.fails(&["resume", &id]);
     assert!(err.contains("container not paused"), "{err}");

@@ -23,7 +23,7 @@ pub mod rootfs;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +61,13 @@ pub struct Plan {
     pub keep_fds: u32,
     /// Added to the program's environment (LISTEN_FDS, LISTEN_PID).
     pub extra_env: Vec<String>,
+    /// linux.seccomp, built and ready to load.
+    pub seccomp: Option<crate::seccomp::Filter>,
+    /// Connected to linux.seccomp.listenerPath, for a notifying filter.
+    pub seccomp_listener: Option<OwnedFd>,
+    /// exec: the container's state, sent to the seccomp listener (create
+    /// sends the state the hooks got).
+    pub exec_state: Option<OciState>,
 }
 
 /// Which container process the intermediate forks.
@@ -301,6 +308,11 @@ fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
     // still the place to start); if that fails, try again as the user.
     let early_cwd = process::enter_cwd(process.cwd());
     crate::lsm::set_exec_labels(process)?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: now,
+    // before the capabilities go. With it, just before exec.
+    if !no_new_privs(plan) {
+        load_seccomp(plan, state.as_ref())?;
+    }
     process::apply_identity(process)?;
     if early_cwd.is_err() {
         process::enter_cwd(process.cwd())?;
@@ -315,6 +327,24 @@ fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
     let arg0 = args.first().ok_or_else(|| Error::Container("process.args is empty".into()))?;
     let program = process::find_program(arg0, &env)?;
     Ok(Prepared { program, env, state })
+}
+
+fn no_new_privs(plan: &Plan) -> bool {
+    plan.process.no_new_privileges().unwrap_or(false)
+}
+
+/// Loads linux.seccomp into this process and hands a notification fd to
+/// the seccomp agent, with the container's state.
+fn load_seccomp(plan: &Plan, state: Option<&OciState>) -> Result<()> {
+    let Some(filter) = &plan.seccomp else { return Ok(()) };
+    let notify_fd = filter.load()?;
+    let (Some(fd), Some(sock)) = (notify_fd, plan.seccomp_listener.as_ref()) else { return Ok(()) };
+    let state =
+        state.or(plan.exec_state.as_ref()).ok_or_else(|| Error::Container("no state for the seccomp agent".into()))?;
+    let state = OciState { status: crate::container::Status::Created, ..state.clone() };
+    let metadata =
+        plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).and_then(|s| s.listener_metadata().clone());
+    crate::seccomp::send_to_listener(sock.as_fd(), &fd, &state, metadata.as_deref().unwrap_or(""))
 }
 
 /// Blocks until `start` connects and asks for the program.
@@ -353,6 +383,10 @@ fn exec_program(plan: &Plan, p: &Prepared) -> Error {
     }
     if let Err(e) = sys::reset_signals() {
         return Error::os("reset signals", e);
+    }
+    // As close to exec as it gets: only the exec itself runs filtered.
+    if let Err(e) = if no_new_privs(plan) { load_seccomp(plan, p.state.as_ref()) } else { Ok(()) } {
+        return e;
     }
     let args = plan.process.args().as_deref().unwrap_or_default();
     process::exec(&p.program, args, &p.env)

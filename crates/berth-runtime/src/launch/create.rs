@@ -13,7 +13,8 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use super::{
-    check_console, console_sockets, default_cgroup_path, inherited_fds, receive_master, spawn, write_pid_file,
+    check_console, console_sockets, default_cgroup_path, inherited_fds, receive_master, seccomp_for, spawn,
+    write_pid_file,
 };
 use crate::channel::Msg;
 use crate::config::Bundle;
@@ -95,6 +96,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     container.save()?;
     let (console, ours) = console_sockets(terminal, console_socket.as_deref())?;
     let listener = listen_for_start(&dir)?;
+    let (seccomp, seccomp_listener) = seccomp_for(&bundle.spec)?;
     let plan = Plan {
         id: o.id.to_string(),
         spec: bundle.spec.clone(),
@@ -109,6 +111,9 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         no_new_keyring: o.no_new_keyring,
         keep_fds,
         extra_env,
+        seccomp,
+        seccomp_listener,
+        exec_state: None,
     };
     let spawned = spawn(&plan, Role::Init)?;
     undo.pid = Some(spawned.pid);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use oci_spec::runtime::Process;
 
-use super::{check_console, console_sockets, inherited_fds, receive_master, spawn, write_pid_file};
+use super::{check_console, console_sockets, inherited_fds, receive_master, seccomp_for, spawn, write_pid_file};
 use crate::channel::Msg;
 use crate::config::validate_process;
 use crate::container::{Container, Status};
@@ -49,6 +49,9 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     check_console(terminal, o.console_socket.is_some(), o.foreground)?;
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
     let (console, ours) = console_sockets(terminal, o.console_socket)?;
+    // exec'd processes get the container's seccomp profile, as with runc.
+    let (seccomp, seccomp_listener) = seccomp_for(&spec)?;
+    let exec_state = c.oci_state(c.status());
     let plan = Plan {
         id: c.id().to_string(),
         ns: NsPlan::for_exec(&spec, c.init_pid())?,
@@ -63,6 +66,9 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
         no_new_keyring: true,
         keep_fds,
         extra_env,
+        seccomp,
+        seccomp_listener,
+        exec_state: Some(exec_state),
     };
     let spawned = spawn(&plan, Role::Exec)?;
     drop(plan);

@@ -109,6 +109,21 @@ pub(crate) fn console_sockets(
     Ok((Some(theirs), Some(ours)))
 }
 
+/// linux.seccomp, built now so a bad profile fails before anything starts,
+/// and, for a notifying filter, the connection to its agent (listenerPath
+/// is a host path the container process cannot reach).
+pub(crate) fn seccomp_for(spec: &oci_spec::runtime::Spec) -> Result<(Option<crate::seccomp::Filter>, Option<OwnedFd>)> {
+    let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else { return Ok((None, None)) };
+    let filter = crate::seccomp::build(s)?;
+    let listener = match (filter.notifies(), s.listener_path()) {
+        (true, Some(path)) => Some(OwnedFd::from(
+            UnixStream::connect(path).step(|| format!("connect to linux.seccomp.listenerPath '{}'", path.display()))?,
+        )),
+        _ => None,
+    };
+    Ok((Some(filter), listener))
+}
+
 /// Receives the pty master the container process sent to our end.
 pub(crate) fn receive_master(ours: &OwnedFd) -> Result<OwnedFd> {
     use std::os::fd::AsFd;

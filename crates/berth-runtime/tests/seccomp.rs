@@ -1,0 +1,207 @@
+//! linux.seccomp applied exactly: errno and kill actions, argument filters
+//! (masked equality included), with and without no_new_privs, for exec'd
+//! processes too, and user-space notification handed to a real agent.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use berth_testkit::{Bundle, Runtime, leaks, require_root, unique_id};
+use serde_json::{Value, json};
+
+fn runtime() -> Runtime {
+    require_root();
+    Runtime::new(env!("CARGO_BIN_EXE_berth-runtime"))
+}
+
+fn run_script(rt: &Runtime, b: &mut Bundle, seccomp: Value, script: &str) -> (i32, String, String) {
+    b.edit(|c| c["linux"]["seccomp"] = seccomp);
+    b.sh(script);
+    let id = unique_id("seccomp");
+    let r = rt.run(b, &id);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+    r
+}
+
+fn deny_mkdir(errno: u32) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{ "names": ["mkdir", "mkdirat", "no_such_call_skipped"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno }]
+    })
+}
+
+#[test]
+fn an_errno_rule_fails_exactly_that_syscall_with_and_without_no_new_privs() {
+    let rt = runtime();
+    for nnp in [true, false] {
+        let mut b = Bundle::busybox();
+        b.edit(|c| {
+            c["process"]["noNewPrivileges"] = nnp.into();
+            c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}));
+        });
+        let (code, out, err) = run_script(
+            &rt,
+            &mut b,
+            deny_mkdir(38),
+            "mkdir /scratch/d 2>&1; echo mkdir=$?; touch /scratch/f && echo touch-ok; grep Seccomp: /proc/self/status",
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("Function not implemented"), "errno 38 (ENOSYS) came back (nnp={nnp}): {out}");
+        assert!(out.contains("mkdir=1"), "{out}");
+        assert!(out.contains("touch-ok"), "other syscalls are allowed: {out}");
+        assert!(out.contains("Seccomp:\t2"), "filter mode: {out}");
+    }
+}
+
+#[test]
+fn a_non_root_user_without_no_new_privs_is_filtered_too() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| {
+        c["process"]["noNewPrivileges"] = false.into();
+        c["process"]["user"] = json!({ "uid": 1000, "gid": 1000 });
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]}));
+    });
+    let (code, out, err) = run_script(&rt, &mut b, deny_mkdir(13), "mkdir /scratch/d 2>&1; id -u");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Permission denied"), "{out}");
+    assert!(out.contains("1000"), "{out}");
+}
+
+#[test]
+fn masked_equality_filters_on_argument_bits() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}))
+    });
+    // Refuse setting the setuid bit: (mode & 04000) == 04000. chmod's mode
+    // is argument 1, fchmodat's argument 2.
+    let setuid = |name: &str, index: u32| {
+        json!({ "names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                "args": [{ "index": index, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ" }] })
+    };
+    let seccomp = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [setuid("chmod", 1), setuid("fchmodat", 2)] });
+    let (code, out, err) = run_script(
+        &rt,
+        &mut b,
+        seccomp,
+        "touch /scratch/f; chmod 755 /scratch/f && echo plain-ok; chmod 4755 /scratch/f 2>&1 || echo setuid-refused; stat -c %a /scratch/f",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("plain-ok"), "{out}");
+    assert!(out.contains("setuid-refused"), "{out}");
+    assert!(out.trim_end().ends_with("755"), "the bit was never set: {out}");
+}
+
+#[test]
+fn a_kill_rule_kills_the_caller() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    // sync: nothing calls it behind the script's back (static glibc calls
+    // uname at start-up, for one).
+    let seccomp = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{ "names": ["sync"], "action": "SCMP_ACT_KILL_PROCESS" }] });
+    let (code, out, err) = run_script(&rt, &mut b, seccomp, "sh -c sync; echo sync=$?");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sync=159"), "killed by SIGSYS (128+31): {out}");
+}
+
+#[test]
+fn exec_gets_the_containers_filter() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| {
+        c["linux"]["seccomp"] = deny_mkdir(38);
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    b.args(&["sleep", "1000"]);
+    let id = unique_id("secexec");
+    rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
+    let out = rt.exec(&["exec", &id, "sh", "-c", "mkdir /scratch/x 2>&1; true"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Function not implemented"));
+    rt.ok(&["delete", "-f", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+/// A seccomp agent: receives the notify fd with the container's state,
+/// then answers every notification with `errno`.
+fn agent(listener: UnixListener, errno: i32) -> Value {
+    use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: SCM_RIGHTS installed this fd for us.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let n = msg.bytes;
+    let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
+    let fd = fd.expect("the notify fd");
+    std::thread::spawn(move || {
+        while let Ok(req) = ScmpNotifReq::receive(fd.as_raw_fd()) {
+            let _ = ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty()).respond(fd.as_raw_fd());
+        }
+    });
+    state
+}
+
+#[test]
+fn notifications_go_to_the_listener_with_the_state() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let agent = std::thread::spawn(move || agent(listener, libc::EDQUOT));
+    let mut b = Bundle::busybox();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}))
+    });
+    let seccomp = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "agent-hint",
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }]
+    });
+    b.edit(|c| c["linux"]["seccomp"] = seccomp);
+    b.sh("mkdir /scratch/d 2>&1; echo mkdir=$?");
+    let id = unique_id("notify");
+    let (code, out, err) = rt.run(&b, &id);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Disk quota exceeded"), "the agent's answer reached the container: {out}");
+    let state = agent.join().unwrap();
+    assert_eq!(state["fds"], json!(["seccompFd"]));
+    assert_eq!(state["metadata"], "agent-hint");
+    assert_eq!(state["state"]["id"], id.as_str());
+    assert!(state["pid"].as_i64().unwrap() > 1);
+    assert_eq!(state["pid"], state["state"]["pid"]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+#[test]
+fn a_bad_profile_is_refused_before_anything_starts() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.edit(|c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{ "names": ["mkdir"], "action": "SCMP_ACT_NOTIFY" }] }));
+    let id = unique_id("badsec");
+    let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("linux.seccomp") && err.contains("listenerPath"), "{err}");
+    b.edit(|c| c["linux"]["seccomp"] = json!({ "defaultAction": "SCMP_ACT_FLY" }));
+    let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(err.contains("linux.seccomp.defaultAction"), "{err}");
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
