@@ -70,6 +70,7 @@ fn mount_one(env: &MountEnv<'_>, m: &Mount) -> Result<()> {
 fn mount_bind(rootfs: &Rootfs, source: &Path, dest: &Path, opts: &MountOpts) -> Result<()> {
     let meta = std::fs::metadata(source).step(|| "stat source")?;
     let target = if meta.is_dir() { rootfs.mkdir(dest)? } else { rootfs.mkfile(dest)? };
+    check_not_over_proc(&target, dest)?;
     bind(source, &target, opts.is_recursive_bind()).step(|| "bind")?;
     finish(rootfs, dest, opts, true)
 }
@@ -101,10 +102,16 @@ fn finish(rootfs: &Rootfs, dest: &Path, opts: &MountOpts, is_bind: bool) -> Resu
 fn mount_fs(env: &MountEnv<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("none");
-    let target = env.rootfs.mkdir(dest)?;
-    if typ == "proc" || typ == "sysfs" {
-        check_plain_directory(&target, dest)?;
-    }
+    // proc and sysfs over a symlinked target could land somewhere an LSM
+    // does not expect (CVE-2019-16884, CVE-2023-27561): no symlinks at all.
+    let target = if typ == "proc" || typ == "sysfs" {
+        let t = env.rootfs.mkdir_no_symlinks(dest)?;
+        check_plain_directory(&t, dest)?;
+        t
+    } else {
+        env.rootfs.mkdir(dest)?
+    };
+    check_not_over_proc(&target, dest)?;
     // tmpcopyup: keep a handle on what the tmpfs is about to cover.
     let covered = if opts.tmpcopyup { Some(target.reopen(OpenFlags::O_DIRECTORY | OpenFlags::O_RDONLY)) } else { None };
     let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
@@ -142,6 +149,37 @@ fn check_plain_directory(target: &Handle, dest: &Path) -> Result<()> {
     let st = nix::sys::stat::fstat(target.as_fd()).step(|| format!("stat '{}'", dest.display()))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         return Err(Error::Container(format!("'{}' is not a directory", dest.display())));
+    }
+    Ok(())
+}
+
+/// Files of /proc a mount may cover: what lxcfs and similar tools replace
+/// (runc's list). Anything else of procfs stays the kernel's, so a mount
+/// cannot hide, say, /proc/self/attr from an LSM.
+const PROC_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// Refuses a mount whose target (wherever symlinks led) is inside procfs,
+/// unless it is one of PROC_ALLOWED.
+fn check_not_over_proc(target: &Handle, dest: &Path) -> Result<()> {
+    use nix::sys::statfs::{PROC_SUPER_MAGIC, fstatfs};
+    let fs = fstatfs(target.as_fd()).step(|| format!("statfs '{}'", dest.display()))?;
+    if fs.filesystem_type() == PROC_SUPER_MAGIC && !PROC_ALLOWED.iter().any(|p| Path::new(p) == dest) {
+        return Err(Error::Container(format!(
+            "'{}' is inside /proc: only /proc itself and {} may be mounted there",
+            dest.display(),
+            PROC_ALLOWED.join(", ")
+        )));
     }
     Ok(())
 }

@@ -63,6 +63,16 @@ impl Rootfs {
         }
     }
 
+    /// Makes `dest` a directory inside the root, refusing any symlink on
+    /// the way (for proc and sysfs: CVE-2019-16884, CVE-2023-27561).
+    pub fn mkdir_no_symlinks(&self, dest: &Path) -> Result<Handle> {
+        self.root
+            .as_ref()
+            .with_resolver_flags(pathrs::flags::ResolverFlags::NO_SYMLINKS)
+            .mkdir_all(dest, &Permissions::from_mode(0o755))
+            .step(|| format!("'{}' is not a plain directory path (no symlinks allowed here)", dest.display()))
+    }
+
     /// `path` with every symlink among its existing components replaced by
     /// its target, read inside the root and clamped to it ("/.." is "/").
     /// Only ever names a path inside the root; pathrs does the opening.
