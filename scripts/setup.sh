@@ -7,7 +7,9 @@ packages=(
   jq               # the demo and benchmarks edit config.json with it
   procps           # `ps`, which `berth-runtime ps` runs as runc does
   iproute2         # network namespace checks in tests
-  libseccomp-dev pkg-config  # for the seccomp work to come
+  libseccomp-dev pkg-config  # seccomp filters (libseccomp crate)
+  uidmap           # newuidmap/newgidmap: rootless containers with id ranges
+  passwd           # useradd/userdel: the rootless tests make their own user
 )
 missing=()
 for p in "${packages[@]}"; do

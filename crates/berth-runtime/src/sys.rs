@@ -202,28 +202,78 @@ pub fn set_domainname(name: &str) -> nix::Result<()> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// mount_setattr(2) on a whole tree (AT_RECURSIVE), for the recursive
-/// mount options (rro, rnosuid, ...). Needs Linux 5.12.
-pub fn mount_setattr_recursive(target: BorrowedFd<'_>, set: u64, clear: u64) -> nix::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
-    let empty = c"";
+/// struct mount_attr (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr(target: BorrowedFd<'_>, recursive: bool, attr: &MountAttr) -> nix::Result<()> {
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: `attr` is a valid mount_attr of the size passed; the path is
     // an empty C string used with AT_EMPTY_PATH on a valid fd.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             target.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
+            c"".as_ptr(),
+            flags,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// mount_setattr(2) on a whole tree (AT_RECURSIVE), for the recursive
+/// mount options (rro, rnosuid, ...). Needs Linux 5.12.
+pub fn mount_setattr_recursive(target: BorrowedFd<'_>, set: u64, clear: u64) -> nix::Result<()> {
+    mount_setattr(target, true, &MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 })
+}
+
+/// Makes a detached mount tree idmapped through the mappings of user
+/// namespace `userns` (MOUNT_ATTR_IDMAP, Linux 5.12).
+pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, recursive: bool) -> nix::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let attr =
+        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    mount_setattr(tree, recursive, &attr)
+}
+
+/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at
+/// `path` (the whole tree under it with `recursive`), not yet attached
+/// anywhere.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> nix::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | if recursive { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+    // SAFETY: a NUL-terminated path and flags; returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// move_mount(2) of a detached tree onto the inode `target` names.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> nix::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: two valid fds, empty C-string paths used with the EMPTY_PATH flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if r < 0 { Err(Errno::last()) } else { Ok(()) }

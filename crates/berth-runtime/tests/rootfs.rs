@@ -335,3 +335,30 @@ fn lsm_labels_the_host_cannot_apply_are_refused_by_name() {
         leaks::assert_none(&id, b.path(), rt.root(), None);
     }
 }
+
+#[test]
+fn an_idmapped_bind_mount_shows_host_ids_through_its_mapping() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("owned");
+    std::fs::write(&file, "x").unwrap();
+    std::os::unix::fs::chown(&file, Some(1000), Some(1000)).unwrap();
+    // The directory too, or root inside (on-disk 0, unmapped) cannot write.
+    std::os::unix::fs::chown(host.path(), Some(1000), Some(1000)).unwrap();
+    // A mount mapping reads like a user namespace's: containerID is the id
+    // on the source filesystem, hostID the id seen through the mount. So
+    // files owned by 1000.. on disk appear as 0.. in the container.
+    b.mount(json!({
+        "destination": "/data", "type": "bind", "source": host.path(), "options": ["rbind"],
+        "uidMappings": [{ "containerID": 1000, "hostID": 0, "size": 10 }],
+        "gidMappings": [{ "containerID": 1000, "hostID": 0, "size": 10 }]
+    }));
+    let out = run_ok(&rt, &mut b, "stat -c %u:%g /data/owned; touch /data/new && stat -c %u:%g /data/new");
+    assert_eq!(out, "0:0\n0:0\n", "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&file).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1000), "the host file is untouched");
+    let created = std::fs::metadata(host.path().join("new")).unwrap();
+    assert_eq!((created.uid(), created.gid()), (1000, 1000), "root inside writes as host 1000");
+}

@@ -12,6 +12,7 @@
 //! makes that explicit instead of letting them fail obscurely.
 
 pub mod leaks;
+pub mod user;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -191,23 +192,10 @@ impl Runtime {
         c
     }
 
-    /// Runs the runtime with `args` and returns its output.
-    ///
-    /// stdout and stderr go through files, not pipes: a container started
-    /// by `create` or `run -d` inherits them (as with runc), and a pipe
-    /// would only reach end-of-file when the container exits.
+    /// Runs the runtime with `args` and returns its output (see
+    /// [`output_via_files`]).
     pub fn exec(&self, args: &[&str]) -> Output {
-        let out = tempfile::tempfile().expect("temp file for stdout");
-        let err = tempfile::tempfile().expect("temp file for stderr");
-        let status = self
-            .cmd()
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(err.try_clone().expect("dup"))
-            .status()
-            .expect("run the runtime");
-        Output { status, stdout: read_all(out), stderr: read_all(err) }
+        output_via_files(self.cmd().args(args))
     }
 
     /// Runs the runtime, asserts success, returns stdout.
@@ -248,6 +236,22 @@ impl Runtime {
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect()
     }
+}
+
+/// Like Command::output, but stdout and stderr go through files, not
+/// pipes: a container started by `create` or `run -d` inherits them (as
+/// with runc), and a pipe would only reach end-of-file when the container
+/// exits. stdin is /dev/null.
+pub fn output_via_files(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().expect("temp file for stdout");
+    let err = tempfile::tempfile().expect("temp file for stderr");
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .status()
+        .expect("run the runtime");
+    Output { status, stdout: read_all(out), stderr: read_all(err) }
 }
 
 fn read_all(mut f: std::fs::File) -> Vec<u8> {

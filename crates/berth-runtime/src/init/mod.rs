@@ -68,6 +68,8 @@ pub struct Plan {
     /// exec: the container's state, sent to the seccomp listener (create
     /// sends the state the hooks got).
     pub exec_state: Option<OciState>,
+    /// Idmapped trees for config.json's mounts, by index (create only).
+    pub idmapped: crate::launch::IdmappedTrees,
 }
 
 /// Which container process the intermediate forks.
@@ -175,6 +177,7 @@ fn build_rootfs(plan: &Plan, chan: &Channel) -> Result<OciState> {
         layout: plan.layout.as_ref(),
         cgroup: plan.cgroup.as_ref(),
         mount_label: linux.and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty()),
+        idmapped: &plan.idmapped,
     };
     mounts::mount_all(&env, spec.mounts().as_deref().unwrap_or_default())?;
     devices::setup(&root, spec, in_userns)?;

@@ -29,6 +29,9 @@ pub struct MountOpts {
     pub rec_clear: u64,
     /// Copy what the destination held into a new tmpfs (podman's tmpcopyup).
     pub tmpcopyup: bool,
+    /// runc's "idmap" / "ridmap": idmap the top mount only, or the tree.
+    pub idmap: bool,
+    pub ridmap: bool,
     /// Filesystem-specific options, comma-joined for mount(2)'s data.
     pub data: Vec<String>,
 }
@@ -41,6 +44,8 @@ impl Default for MountOpts {
             rec_set: 0,
             rec_clear: 0,
             tmpcopyup: false,
+            idmap: false,
+            ridmap: false,
             data: Vec::new(),
         }
     }
@@ -72,6 +77,10 @@ impl MountOpts {
                 }
             } else if opt == "tmpcopyup" {
                 o.tmpcopyup = true;
+            } else if opt == "idmap" {
+                o.idmap = true;
+            } else if opt == "ridmap" {
+                o.ridmap = true;
             } else {
                 o.data.push(opt.to_string());
             }
@@ -240,6 +249,8 @@ pub fn known_options() -> Vec<&'static str> {
         "rnosymfollow",
         "rsymfollow",
         "tmpcopyup",
+        "idmap",
+        "ridmap",
     ];
     all.sort_unstable();
     all

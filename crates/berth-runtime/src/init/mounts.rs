@@ -26,12 +26,14 @@ pub struct MountEnv<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// linux.mountLabel: the SELinux context of the filesystems mounted fresh.
     pub mount_label: Option<&'a str>,
+    /// Idmapped trees the runtime made, by mount index (see launch::idmap).
+    pub idmapped: &'a std::collections::HashMap<usize, std::os::fd::OwnedFd>,
 }
 
 /// Mounts every entry of config.json's `mounts`, in order.
 pub fn mount_all(env: &MountEnv<'_>, mounts: &[Mount]) -> Result<()> {
-    for m in mounts {
-        mount_one(env, m).map_err(|e| with_mount_context(m, e))?;
+    for (i, m) in mounts.iter().enumerate() {
+        mount_one(env, i, m).map_err(|e| with_mount_context(m, e))?;
     }
     Ok(())
 }
@@ -50,13 +52,13 @@ fn with_mount_context(m: &Mount, e: Error) -> Error {
     }
 }
 
-fn mount_one(env: &MountEnv<'_>, m: &Mount) -> Result<()> {
+fn mount_one(env: &MountEnv<'_>, index: usize, m: &Mount) -> Result<()> {
     let opts = MountOpts::parse(m.options().as_deref().unwrap_or_default());
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
     if opts.is_bind() || typ == "bind" {
         let source = m.source().as_deref().ok_or_else(|| Error::Container("bind mount without a source".into()))?;
-        return mount_bind(env.rootfs, source, dest, &opts);
+        return mount_bind(env.rootfs, source, dest, &opts, env.idmapped.get(&index));
     }
     match typ {
         "cgroup" | "cgroup2" => mount_cgroup(env, dest, &opts),
@@ -67,11 +69,20 @@ fn mount_one(env: &MountEnv<'_>, m: &Mount) -> Result<()> {
 /// A bind mount: the target is a directory or file to match the source,
 /// then flags are applied by remounting the new mount (a bind ignores
 /// them on the first call).
-fn mount_bind(rootfs: &Rootfs, source: &Path, dest: &Path, opts: &MountOpts) -> Result<()> {
+fn mount_bind(
+    rootfs: &Rootfs,
+    source: &Path,
+    dest: &Path,
+    opts: &MountOpts,
+    idmapped: Option<&std::os::fd::OwnedFd>,
+) -> Result<()> {
     let meta = std::fs::metadata(source).step(|| "stat source")?;
     let target = if meta.is_dir() { rootfs.mkdir(dest)? } else { rootfs.mkfile(dest)? };
     check_not_over_proc(&target, dest)?;
-    bind(source, &target, opts.is_recursive_bind()).step(|| "bind")?;
+    match idmapped {
+        Some(tree) => sys::move_mount_to(tree.as_fd(), target.as_fd()).step(|| "attach the idmapped mount")?,
+        None => bind(source, &target, opts.is_recursive_bind()).step(|| "bind")?,
+    }
     finish(rootfs, dest, opts, true)
 }
 

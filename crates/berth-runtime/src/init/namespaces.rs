@@ -7,7 +7,7 @@ use std::path::Path;
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::config::ns_name;
 use crate::error::{Context, Error, Result};
@@ -161,14 +161,62 @@ fn flag_names(f: CloneFlags) -> String {
 
 /// Writes a user namespace's uid and gid maps (from the runtime, which is
 /// outside the namespace).
+///
+/// Root writes any mapping. An unprivileged caller may write only a single
+/// line mapping its own id, and for gid_map only after setgroups is denied
+/// (the kernel's rule); wider mappings (ranges from /etc/subuid) go through
+/// the setuid helpers newuidmap and newgidmap, as runc and podman do.
 pub fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux().as_ref() else { return Ok(()) };
-    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> String {
-        maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
-    };
-    let uid = fmt(linux.uid_mappings());
-    let gid = fmt(linux.gid_mappings());
+    let uids = linux.uid_mappings().clone().unwrap_or_default();
+    let gids = linux.gid_mappings().clone().unwrap_or_default();
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return write_maps_directly(pid, &uids, &gids);
+    }
+    let own = |maps: &[LinuxIdMapping], id: u32| maps.len() == 1 && maps[0].host_id() == id && maps[0].size() == 1;
+    if own(&uids, euid.as_raw()) && own(&gids, nix::unistd::getegid().as_raw()) {
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").step(|| "write setgroups \"deny\"")?;
+        return write_maps_directly(pid, &uids, &gids);
+    }
+    run_map_helper("newuidmap", pid, &uids)?;
+    run_map_helper("newgidmap", pid, &gids)
+}
+
+fn map_lines(maps: &[LinuxIdMapping]) -> String {
+    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+}
+
+/// Writes `uids` and `gids` as the maps of process `pid`'s user namespace
+/// (the runtime as root; for idmapped mounts).
+pub fn write_maps_for(pid: i32, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
+    write_maps_directly(pid, uids, gids)
+}
+
+fn write_maps_directly(pid: i32, uids: &[LinuxIdMapping], gids: &[LinuxIdMapping]) -> Result<()> {
+    let (uid, gid) = (map_lines(uids), map_lines(gids));
     std::fs::write(format!("/proc/{pid}/uid_map"), &uid).step(|| format!("write uid_map {:?}", uid.trim()))?;
     std::fs::write(format!("/proc/{pid}/gid_map"), &gid).step(|| format!("write gid_map {:?}", gid.trim()))?;
+    Ok(())
+}
+
+/// newuidmap PID CONTAINER HOST SIZE ... (likewise newgidmap).
+fn run_map_helper(tool: &str, pid: i32, maps: &[LinuxIdMapping]) -> Result<()> {
+    let mut cmd = std::process::Command::new(tool);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.args([m.container_id().to_string(), m.host_id().to_string(), m.size().to_string()]);
+    }
+    let out = cmd.output().map_err(|e| {
+        Error::os(format!("run {tool} for the user namespace's mappings (install the uidmap package)"), e)
+    })?;
+    if !out.status.success() {
+        return Err(Error::Container(format!(
+            "{tool} {pid} {}: {} (does /etc/sub{}id give this user those ids?)",
+            map_lines(maps).trim().replace('\n', " "),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            if tool == "newuidmap" { "u" } else { "g" }
+        )));
+    }
     Ok(())
 }

@@ -114,6 +114,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         seccomp,
         seccomp_listener,
         exec_state: None,
+        idmapped: super::idmap::prepare(&bundle.spec)?,
     };
     let spawned = spawn(&plan, Role::Init)?;
     undo.pid = Some(spawned.pid);
@@ -178,8 +179,17 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
         .and_then(|()| resources.map_or(Ok(()), |r| cg.apply(r).map_err(Error::Resources)));
     match made {
         Ok(()) => Ok(CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined }),
+        // Rootless: cgroups only where delegated. Without one, say so only
+        // if limits were asked for (they cannot be applied).
         Err(e) if !nix::unistd::geteuid().is_root() => {
-            tracing::warn!("container {id} runs without a cgroup: {e}");
+            if resources.is_some_and(has_limits) {
+                tracing::warn!("container {id}: linux.resources not applied, no delegated cgroup ({e})");
+            } else {
+                tracing::debug!("container {id} runs without a cgroup: {e}");
+            }
+            if !joined {
+                let _ = cg.destroy();
+            }
             Ok(none(Some(layout)))
         }
         Err(e) => {
@@ -192,6 +202,17 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
             Err(e)
         }
     }
+}
+
+/// True if `r` limits anything (runc's default spec has only a device
+/// rule, which a rootless container gets from its user namespace anyway).
+fn has_limits(r: &oci_spec::runtime::LinuxResources) -> bool {
+    r.memory().is_some()
+        || r.cpu().is_some()
+        || r.pids().is_some()
+        || r.block_io().is_some()
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || r.unified().as_ref().is_some_and(|u| !u.is_empty())
 }
 
 /// The socket the init waits on until `start` connects. Bound through the

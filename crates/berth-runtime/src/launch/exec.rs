@@ -69,6 +69,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
         seccomp,
         seccomp_listener,
         exec_state: Some(exec_state),
+        idmapped: Default::default(),
     };
     let spawned = spawn(&plan, Role::Exec)?;
     drop(plan);

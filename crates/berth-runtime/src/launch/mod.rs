@@ -3,10 +3,12 @@
 
 mod create;
 mod exec;
+mod idmap;
 
 pub(crate) use create::start_socket_path;
 pub use create::{CreateOptions, Created, create};
 pub use exec::{ExecOptions, Execed, exec};
+pub use idmap::IdmappedTrees;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
