@@ -14,6 +14,7 @@
 //! carry the fd. The socket is connected by the runtime beforehand, since
 //! the listener's path is not reachable from inside the container.
 
+pub mod profile;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
