@@ -12,7 +12,15 @@ mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev
 	sort -u)
 ((${#bins[@]} > 0)) || { echo "no test binaries found" >&2; exit 1; }
 runtime=$repo/target/debug/berth-runtime
+# The rootless tests make a throwaway user with the host's shadow tools and
+# map ids through its setuid newuidmap/newgidmap: the guest gets them, and
+# the account files they edit (the guest's copies; the host's stay as they are).
+tools=()
+for f in /usr/sbin/useradd /usr/sbin/usermod /usr/sbin/userdel /usr/bin/newuidmap /usr/bin/newgidmap \
+	/etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/subuid /etc/subgid /etc/login.defs /etc/default/useradd; do
+	[[ -e $f ]] && tools+=("$f")
+done
 # One guest, every binary in turn; a failing binary does not stop the rest.
 # shellcheck disable=SC2016 # expanded by the guest's shell, not here
 script='fail=0; for t in "$@"; do echo "=== $t"; "$t" --test-threads=2 || fail=1; done; exit $fail'
-exec "$repo/tests/v2-guest/run.sh" --timeout 900 "$runtime" "${bins[@]}" -- /bin/sh -c "$script" sh "${bins[@]}"
+exec "$repo/tests/v2-guest/run.sh" --timeout 900 "$runtime" "${tools[@]}" "${bins[@]}" -- /bin/sh -c "$script" sh "${bins[@]}"

@@ -208,9 +208,17 @@ fn mount_cgroup(env: &MountEnv<'_>, dest: &Path, opts: &MountOpts) -> Result<()>
     if layout.kind == LayoutKind::V2 {
         let h = layout.unified.as_ref().expect("a v2 layout has a unified hierarchy");
         if env.new_cgroupns {
-            mount(Some("cgroup2"), &fd_path(&target), Some("cgroup2"), opts.flags, None::<&str>)
-                .step(|| "mount cgroup2")?;
-            return finish(env.rootfs, dest, opts, false);
+            match mount(Some("cgroup2"), &fd_path(&target), Some("cgroup2"), opts.flags, None::<&str>) {
+                Ok(()) => return finish(env.rootfs, dest, opts, false),
+                // A user namespace that does not own the cgroup hierarchy's
+                // delegation (rootless, no cgroup of its own) may not mount
+                // cgroup2: bind the cgroup the container is in instead, as
+                // runc does (its #2158).
+                Err(e @ (Errno::EPERM | Errno::EBUSY)) => {
+                    tracing::debug!("mount cgroup2 on '{}': {e}; binding the container's cgroup", dest.display())
+                }
+                Err(e) => return Err(e).step(|| "mount cgroup2"),
+            }
         }
         let src = own_dir(env.cgroup, &h.key()).unwrap_or_else(|| h.fs_path(&h.own_path));
         bind(&src, &target, false).step(|| "bind the container's cgroup")?;
