@@ -132,6 +132,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let Some(command) = cli.command else {
         bail!("no command given; see berth-runtime --help");
     };
+    if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+        berth_runtime::seal::seal()?;
+    }
     match command {
         Command::Create(a) => create::run(&g, a),
         Command::Start(a) => start::run(&g, a),

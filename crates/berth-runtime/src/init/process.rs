@@ -289,8 +289,22 @@ pub fn exec(program: &Path, args: &[String], env: &[String]) -> Error {
 /// The working directory, entered as the container's user (falling back to
 /// the check as root when the user cannot reach it, which fails later with
 /// a clear error anyway).
+///
+/// The directory must then be inside the container's root: a cwd through a
+/// magic link (`/proc/self/fd/N` of an fd the runtime still holds) could
+/// otherwise put the process in a host directory (CVE-2024-21626). The
+/// kernel's getcwd says so: it does not start with `/` (glibc turns that
+/// into ENOENT) for a directory the root cannot reach.
 pub fn enter_cwd(cwd: &Path) -> Result<()> {
-    nix::unistd::chdir(cwd).step(|| format!("chdir to cwd {:?} set in config.json", cwd.display().to_string()))
+    let what = || format!("chdir to cwd {:?} set in config.json", cwd.display().to_string());
+    nix::unistd::chdir(cwd).step(what)?;
+    match nix::unistd::getcwd() {
+        Ok(now) if now.is_absolute() => Ok(()),
+        _ => Err(Error::Container(format!(
+            "cwd {:?} is outside the container's root filesystem",
+            cwd.display().to_string()
+        ))),
+    }
 }
 
 #[cfg(test)]
