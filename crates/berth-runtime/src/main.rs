@@ -7,6 +7,12 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Seal before anything else, so the re-executed runtime is the only one
+    // that pays for parsing (a failure here is reported, with logging set
+    // up, by the same call in dispatch).
+    if cli::enters_container(std::env::args_os().skip(1)) {
+        let _ = berth_runtime::seal::seal();
+    }
     let args = cli::Cli::parse();
     let logging = match cli::logging::init(&args.global) {
         Ok(l) => l,

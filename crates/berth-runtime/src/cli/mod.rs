@@ -121,6 +121,24 @@ fn default_root() -> PathBuf {
     PathBuf::from("/run/berth-runtime")
 }
 
+/// Whether the verb in `args` (the arguments after the program name) runs
+/// a process that enters a container: `create`, `run` or `exec`. A quick
+/// look for [`berth_runtime::seal`], before clap: the verb is the first
+/// argument that is neither a flag nor a global flag's value.
+pub fn enters_container(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    const TAKE_VALUE: [&str; 5] = ["--root", "--log", "--log-format", "--rootless", "--criu"];
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        let Some(arg) = arg.to_str() else { return false };
+        if TAKE_VALUE.contains(&arg) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return matches!(arg, "create" | "run" | "exec");
+        }
+    }
+    false
+}
+
 /// Runs the command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     if cli.version {
@@ -151,5 +169,27 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Resume(a) => pause::resume(&g, a),
         Command::Update(a) => update::run(&g, a),
         Command::Events(a) => events::run(&g, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enters_container;
+
+    fn check(args: &str) -> bool {
+        enters_container(args.split_whitespace().map(Into::into))
+    }
+
+    #[test]
+    fn the_verbs_that_enter_a_container_are_found_past_global_flags() {
+        assert!(check("create --bundle b id"));
+        assert!(check("--root /r --log l --log-format json --debug run -d id"));
+        assert!(check("--rootless true exec id sh"));
+        assert!(check("--systemd-cgroup --root=/r exec id sh"));
+        assert!(!check("--root run state run"), "--root's value is not the verb");
+        assert!(!check("state id"));
+        assert!(!check("--log exec delete exec"));
+        assert!(!check("--version"));
+        assert!(!check(""));
     }
 }
