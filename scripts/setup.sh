@@ -10,6 +10,7 @@ packages=(
   libseccomp-dev pkg-config  # seccomp filters (libseccomp crate)
   uidmap           # newuidmap/newgidmap: rootless containers with id ranges
   passwd           # useradd/userdel: the rootless tests make their own user
+  containernetworking-plugins iptables  # container networks (CNI bridge, portmap, firewall)
 )
 missing=()
 for p in "${packages[@]}"; do

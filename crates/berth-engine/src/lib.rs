@@ -1,0 +1,6 @@
+//! berth's engine: what the `berth` CLI and `berthd` drive. It runs
+//! containers only through `berth-shim` and the OCI runtime's command line,
+//! keeps its records in redb, and attaches containers to networks through
+//! the standard CNI plugins.
+
+pub mod network;

@@ -1,0 +1,489 @@
+//! Container networking through the standard CNI plugins (bridge,
+//! host-local, portmap, firewall, loopback), as podman and containerd do.
+//!
+//! Each network is a CNI conflist file in the config directory, so any CNI
+//! tool can read it. The default network is docker's `bridge` (device
+//! `berth0`, 10.77.0.0/24); `berth network create` adds `berthN` bridges on
+//! 10.77.N.0/24. Addresses are private and leave the machine only through
+//! masquerading. A container's network namespace is pinned by [`netns`];
+//! ADD results are cached so DEL gets the result it expects, as libcni does.
+
+pub mod cni;
+pub mod hosts;
+pub mod netns;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+pub use cni::CniResult;
+pub use netns::NetNs;
+
+/// Docker's name for the default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// The private /16 that berth's networks are cut from, one /24 each.
+const POOL: [u8; 2] = [10, 77];
+const CNI_VERSION: &str = "1.0.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network {0} not found")]
+    NotFound(String),
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    #[error("invalid network name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    BadName(String),
+    #[error("invalid subnet {0:?}: want an IPv4 network like 10.77.5.0/24 (prefix 8 to 30)")]
+    BadSubnet(String),
+    #[error("subnet {subnet} overlaps network {other}'s {other_subnet}")]
+    Overlap { subnet: String, other: String, other_subnet: String },
+    #[error("no free subnet left in {}.{}.0.0/16", POOL[0], POOL[1])]
+    PoolExhausted,
+    #[error("network {0} has active endpoints: remove its containers first")]
+    InUse(String),
+    #[error("the default network {DEFAULT_NETWORK} cannot be removed")]
+    Default,
+    #[error("CNI configuration: {0}")]
+    BadConfig(String),
+    #[error("CNI plugin {plugin:?} not found in {dirs:?} (install containernetworking-plugins)")]
+    NoPlugin { plugin: String, dirs: Vec<PathBuf> },
+    #[error("run CNI plugin {plugin}")]
+    Exec { plugin: String, source: std::io::Error },
+    #[error("CNI plugin {plugin} {command} failed (code {code}): {msg}")]
+    Plugin { plugin: String, command: String, code: u32, msg: String },
+    #[error("CNI plugin {plugin} printed a result berth cannot read: {msg}")]
+    BadResult { plugin: String, msg: String },
+    #[error("network namespace {}: {what}", path.display())]
+    Netns { path: PathBuf, what: String, source: std::io::Error },
+    #[error("{what} {}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+/// A network as `berth network inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    /// The Linux bridge device on the host.
+    pub bridge: String,
+    /// CIDR, e.g. "10.77.0.0/24".
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+}
+
+/// A port published from the host to a container (docker's `-p`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortMapping {
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// Empty for every address of the host.
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// What attaching a container to a network gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub ifname: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: String,
+}
+
+/// The networks of one berth installation: conflists in `conf_dir`, IPAM
+/// leases and cached results under `state_dir`, plugins in `plugin_dirs`.
+#[derive(Debug, Clone)]
+pub struct Networks {
+    conf_dir: PathBuf,
+    state_dir: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+}
+
+impl Networks {
+    pub fn new(conf_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>, plugin_dirs: Vec<PathBuf>) -> Networks {
+        Networks { conf_dir: conf_dir.into(), state_dir: state_dir.into(), plugin_dirs }
+    }
+
+    /// Debian's and the upstream plugin directories.
+    pub fn default_plugin_dirs() -> Vec<PathBuf> {
+        vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
+    }
+
+    fn conf_path(&self, name: &str) -> PathBuf {
+        self.conf_dir.join(format!("{name}.conflist"))
+    }
+
+    fn results_dir(&self) -> PathBuf {
+        self.state_dir.join("results")
+    }
+
+    fn result_path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.results_dir().join(format!("{network}-{container_id}-{ifname}.json"))
+    }
+
+    /// The default network, made on first use.
+    pub fn ensure_default(&self) -> Result<Network, NetworkError> {
+        match self.get(DEFAULT_NETWORK) {
+            Err(NetworkError::NotFound(_)) => {}
+            other => return other,
+        }
+        let net = network_for(DEFAULT_NETWORK, "berth0".into(), Ipv4Addr::new(POOL[0], POOL[1], 0, 0), 24);
+        match self.write_new(&net) {
+            Err(NetworkError::Exists(_)) => self.get(DEFAULT_NETWORK),
+            other => other.map(|()| net),
+        }
+    }
+
+    /// A new bridge network; `subnet` given, or the next free /24 of the
+    /// pool. Names and subnets must not clash with existing networks.
+    pub fn create(&self, name: &str, subnet: Option<&str>) -> Result<Network, NetworkError> {
+        check_name(name)?;
+        let existing = self.list()?;
+        if existing.iter().any(|n| n.name == name) {
+            return Err(NetworkError::Exists(name.into()));
+        }
+        let (addr, len) = match subnet {
+            Some(s) => parse_subnet(s)?,
+            None => {
+                let free = (1..=255u8).find(|n| {
+                    let s = (Ipv4Addr::new(POOL[0], POOL[1], *n, 0), 24);
+                    !existing.iter().any(|e| parse_subnet(&e.subnet).is_ok_and(|o| overlaps(s, o)))
+                });
+                (Ipv4Addr::new(POOL[0], POOL[1], free.ok_or(NetworkError::PoolExhausted)?, 0), 24)
+            }
+        };
+        for e in &existing {
+            if parse_subnet(&e.subnet).is_ok_and(|o| overlaps((addr, len), o)) {
+                return Err(NetworkError::Overlap {
+                    subnet: format!("{addr}/{len}"),
+                    other: e.name.clone(),
+                    other_subnet: e.subnet.clone(),
+                });
+            }
+        }
+        let bridge =
+            (1..).map(|i| format!("berth{i}")).find(|b| !existing.iter().any(|e| &e.bridge == b)).unwrap_or_default();
+        let net = network_for(name, bridge, addr, len);
+        self.write_new(&net)?;
+        Ok(net)
+    }
+
+    fn write_new(&self, net: &Network) -> Result<(), NetworkError> {
+        fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> NetworkError + 'p {
+            move |e| NetworkError::Io { what, path: path.to_owned(), source: e }
+        }
+        std::fs::create_dir_all(&self.conf_dir).map_err(io("create", &self.conf_dir))?;
+        let path = self.conf_path(&net.name);
+        let text = serde_json::to_vec_pretty(&self.conflist(net)).unwrap_or_default();
+        let tmp = self.conf_dir.join(format!(".{}.tmp", net.name));
+        std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        // hard_link, not rename: it fails if another berth made the same
+        // network meanwhile, instead of replacing its file.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(NetworkError::Exists(net.name.clone())),
+            Err(e) => Err(io("create", &path)(e)),
+        }
+    }
+
+    /// The CNI conflist of a network.
+    fn conflist(&self, net: &Network) -> Value {
+        json!({
+            "cniVersion": CNI_VERSION,
+            "name": net.name,
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": net.bridge,
+                    "isGateway": true,
+                    "ipMasq": true,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": net.subnet, "gateway": net.gateway.to_string() }]],
+                        "routes": [{ "dst": "0.0.0.0/0" }],
+                        "dataDir": self.state_dir.join("ipam"),
+                    }
+                },
+                { "type": "portmap", "capabilities": { "portMappings": true } },
+                { "type": "firewall", "backend": "iptables" }
+            ]
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Result<Network, NetworkError> {
+        check_name(name)?;
+        let path = self.conf_path(name);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NetworkError::NotFound(name.into())),
+            Err(e) => return Err(NetworkError::Io { what: "read", path, source: e }),
+        };
+        let list: Value =
+            serde_json::from_slice(&text).map_err(|e| NetworkError::BadConfig(format!("{}: {e}", path.display())))?;
+        network_of(&list).ok_or_else(|| {
+            NetworkError::BadConfig(format!("{}: not a berth bridge network (bridge + host-local)", path.display()))
+        })
+    }
+
+    /// Every network, by name.
+    pub fn list(&self) -> Result<Vec<Network>, NetworkError> {
+        let entries = match std::fs::read_dir(&self.conf_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NetworkError::Io { what: "read", path: self.conf_dir.clone(), source: e }),
+        };
+        let mut nets: Vec<Network> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".conflist").map(str::to_owned))
+            .filter_map(|name| self.get(&name).ok())
+            .collect();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets)
+    }
+
+    /// Removes a network that no container uses, with its bridge device.
+    pub fn remove(&self, name: &str) -> Result<(), NetworkError> {
+        if name == DEFAULT_NETWORK {
+            return Err(NetworkError::Default);
+        }
+        let net = self.get(name)?;
+        if !self.endpoints(name)?.is_empty() {
+            return Err(NetworkError::InUse(name.into()));
+        }
+        let path = self.conf_path(name);
+        std::fs::remove_file(&path).map_err(|e| NetworkError::Io { what: "remove", path, source: e })?;
+        let _ = std::fs::remove_dir_all(self.state_dir.join("ipam").join(name));
+        delete_link(&net.bridge);
+        Ok(())
+    }
+
+    /// Container ids attached to `network`.
+    pub fn endpoints(&self, network: &str) -> Result<Vec<String>, NetworkError> {
+        let dir = self.results_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NetworkError::Io { what: "read", path: dir, source: e }),
+        };
+        let prefix = format!("{network}-");
+        Ok(entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|f| {
+                let rest = f.strip_prefix(&prefix)?.strip_suffix(".json")?;
+                Some(rest.rsplit_once('-').map_or(rest, |(id, _ifname)| id).to_owned())
+            })
+            .collect())
+    }
+
+    /// Brings up `lo` in the namespace (every container has it, also with
+    /// `--network none`).
+    pub fn loopback_up(&self, netns: &Path, container_id: &str) -> Result<(), NetworkError> {
+        let list = json!({ "cniVersion": CNI_VERSION, "name": "lo", "plugins": [{ "type": "loopback" }] });
+        let none = Map::new();
+        let inv = self.invocation(container_id, netns, "lo", &none);
+        cni::add(&list, &inv).map(|_| ())
+    }
+
+    fn invocation<'a>(
+        &'a self,
+        container_id: &'a str,
+        netns: &'a Path,
+        ifname: &'a str,
+        runtime_config: &'a Map<String, Value>,
+    ) -> cni::Invocation<'a> {
+        cni::Invocation { plugin_dirs: &self.plugin_dirs, container_id, netns, ifname, runtime_config }
+    }
+
+    /// Attaches the container's namespace to `network` as `ifname`, with
+    /// `ports` published. The result is cached for [`Networks::detach`].
+    pub fn attach(
+        &self,
+        network: &str,
+        container_id: &str,
+        netns: &Path,
+        ifname: &str,
+        ports: &[PortMapping],
+    ) -> Result<Attachment, NetworkError> {
+        let net = if network == DEFAULT_NETWORK { self.ensure_default()? } else { self.get(network)? };
+        let mut rc = Map::new();
+        if !ports.is_empty() {
+            rc.insert("portMappings".into(), serde_json::to_value(ports).unwrap_or(Value::Null));
+        }
+        let list = self.conflist(&net);
+        let inv = self.invocation(container_id, netns, ifname, &rc);
+        let result = cni::add(&list, &inv)?;
+        let cache = self.result_path(network, container_id, ifname);
+        let saved = std::fs::create_dir_all(self.results_dir()).and_then(|()| {
+            std::fs::write(&cache, serde_json::to_vec(&CachedAdd { result: &result, ports }).unwrap_or_default())
+        });
+        if let Err(e) = saved {
+            let _ = cni::del(&list, &inv, Some(&result));
+            return Err(NetworkError::Io { what: "write", path: cache, source: e });
+        }
+        attachment_of(network, ifname, &result)
+    }
+
+    /// Undoes [`Networks::attach`]: veth, address lease, published ports,
+    /// firewall rules. Detaching what is not attached is not an error.
+    pub fn detach(&self, network: &str, container_id: &str, netns: &Path, ifname: &str) -> Result<(), NetworkError> {
+        let cache = self.result_path(network, container_id, ifname);
+        let cached: Option<Value> = std::fs::read(&cache).ok().and_then(|t| serde_json::from_slice(&t).ok());
+        let Some(cached) = cached else { return Ok(()) };
+        let net = self.get(network)?;
+        let result: Option<CniResult> = serde_json::from_value(cached["result"].clone()).ok();
+        let mut rc = Map::new();
+        if let Some(ports) = cached.get("ports").filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
+            rc.insert("portMappings".into(), ports.clone());
+        }
+        let inv = self.invocation(container_id, netns, ifname, &rc);
+        cni::del(&self.conflist(&net), &inv, result.as_ref())?;
+        let _ = std::fs::remove_file(&cache);
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct CachedAdd<'a> {
+    result: &'a CniResult,
+    ports: &'a [PortMapping],
+}
+
+fn network_for(name: &str, bridge: String, addr: Ipv4Addr, len: u8) -> Network {
+    let gateway = Ipv4Addr::from(u32::from(addr) + 1);
+    Network { name: name.into(), bridge, subnet: format!("{addr}/{len}"), gateway }
+}
+
+/// Reads a [`Network`] back from its conflist.
+fn network_of(list: &Value) -> Option<Network> {
+    let bridge = list["plugins"].as_array()?.iter().find(|p| p["type"] == "bridge")?;
+    let range = &bridge["ipam"]["ranges"][0][0];
+    Some(Network {
+        name: list["name"].as_str()?.into(),
+        bridge: bridge["bridge"].as_str()?.into(),
+        subnet: range["subnet"].as_str()?.into(),
+        gateway: range["gateway"].as_str()?.parse().ok()?,
+    })
+}
+
+fn attachment_of(network: &str, ifname: &str, r: &CniResult) -> Result<Attachment, NetworkError> {
+    let idx = r.interfaces.iter().position(|i| i.name == ifname && !i.sandbox.is_empty());
+    let ip = r.ips.iter().find(|ip| idx.is_none() || ip.interface == idx).ok_or_else(|| NetworkError::BadResult {
+        plugin: "bridge".into(),
+        msg: "no IP address in the result".into(),
+    })?;
+    let bad = |msg: &str| NetworkError::BadResult { plugin: "bridge".into(), msg: format!("{msg}: {}", ip.address) };
+    let (addr, len) = ip.address.split_once('/').ok_or_else(|| bad("address without a prefix length"))?;
+    Ok(Attachment {
+        network: network.into(),
+        ifname: ifname.into(),
+        address: addr.parse().map_err(|_| bad("not an IPv4 address"))?,
+        prefix_len: len.parse().map_err(|_| bad("bad prefix length"))?,
+        gateway: ip.gateway.as_deref().and_then(|g| g.parse().ok()),
+        mac: idx.map(|i| r.interfaces[i].mac.clone()).unwrap_or_default(),
+    })
+}
+
+/// Docker's rule for network names.
+fn check_name(name: &str) -> Result<(), NetworkError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 64;
+    if ok { Ok(()) } else { Err(NetworkError::BadName(name.into())) }
+}
+
+/// "10.77.5.0/24" → (network address, prefix length); host bits must be 0.
+fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), NetworkError> {
+    let bad = || NetworkError::BadSubnet(s.into());
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) || u32::from(addr) & !mask(len) != 0 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+fn mask(len: u8) -> u32 {
+    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+}
+
+fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
+    let m = mask(a.1.min(b.1));
+    u32::from(a.0) & m == u32::from(b.0) & m
+}
+
+/// Deletes a network device if it exists (the bridge plugin makes bridges
+/// but, by design, never removes them). `ip` is what the plugins' hosts
+/// have; a missing device is not an error.
+fn delete_link(name: &str) {
+    let out = std::process::Command::new("ip").args(["link", "delete", name]).output();
+    if let Ok(o) = out
+        && !o.status.success()
+    {
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !err.contains("Cannot find device") {
+            tracing::warn!("delete bridge {name}: {}", err.trim());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_checked_and_compared() {
+        assert_eq!(parse_subnet("10.77.5.0/24").unwrap(), (Ipv4Addr::new(10, 77, 5, 0), 24));
+        for bad in ["10.77.5.1/24", "10.77.5.0", "10.77.5.0/31", "x/24", "10.77.5.0/4"] {
+            assert!(matches!(parse_subnet(bad), Err(NetworkError::BadSubnet(_))), "{bad}");
+        }
+        let s = |t| parse_subnet(t).unwrap();
+        assert!(overlaps(s("10.77.0.0/16"), s("10.77.9.0/24")));
+        assert!(!overlaps(s("10.77.8.0/24"), s("10.77.9.0/24")));
+    }
+
+    #[test]
+    fn names_follow_dockers_rule() {
+        for ok in ["bridge", "my-net", "a.b_c", "9lives"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "-x", "a/b", "../etc", "sp ace"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn networks_are_stored_as_conflists_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::new(dir.path().join("conf"), dir.path().join("state"), vec![]);
+        let def = nets.ensure_default().unwrap();
+        assert_eq!((def.bridge.as_str(), def.subnet.as_str()), ("berth0", "10.77.0.0/24"));
+        assert_eq!(def.gateway, Ipv4Addr::new(10, 77, 0, 1));
+        let a = nets.create("a", None).unwrap();
+        assert_eq!((a.bridge.as_str(), a.subnet.as_str()), ("berth1", "10.77.1.0/24"));
+        let b = nets.create("b", Some("10.77.9.0/24")).unwrap();
+        assert_eq!(b.bridge, "berth2");
+        assert!(matches!(nets.create("a", None), Err(NetworkError::Exists(_))));
+        assert!(matches!(nets.create("c", Some("10.77.9.128/25")), Err(NetworkError::Overlap { .. })));
+        assert_eq!(nets.create("c", None).unwrap().subnet, "10.77.2.0/24");
+        let names: Vec<_> = nets.list().unwrap().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["a", "b", "bridge", "c"]);
+        assert_eq!(nets.get("b").unwrap(), b);
+        let list: Value = serde_json::from_slice(&std::fs::read(dir.path().join("conf/a.conflist")).unwrap()).unwrap();
+        assert_eq!(list["plugins"][0]["type"], "bridge");
+        assert_eq!(list["plugins"][1]["capabilities"]["portMappings"], true);
+        assert!(matches!(nets.remove(DEFAULT_NETWORK), Err(NetworkError::Default)));
+        nets.remove("a").unwrap();
+        assert!(matches!(nets.get("a"), Err(NetworkError::NotFound(_))));
+    }
+}
