@@ -4,3 +4,4 @@
 //! the standard CNI plugins.
 
 pub mod network;
+pub mod spec;

@@ -316,3 +316,20 @@ pub fn run_on_pty(cmd: &mut Command, input: &[u8], timeout: std::time::Duration)
     }
     (code, String::from_utf8_lossy(&got).into_owned())
 }
+
+/// A binary of this workspace (e.g. "berth-runtime") for tests of another
+/// crate, which cargo does not build for them: target/debug/NAME, built
+/// with `cargo build -p NAME` (via $CARGO) if it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("debug").join(name);
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo).args(["build", "-p", name]).status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p {name} failed");
+    }
+    assert!(bin.exists(), "{} missing: build it with cargo build -p {name}", bin.display());
+    bin
+}
