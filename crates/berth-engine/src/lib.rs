@@ -5,3 +5,4 @@
 
 pub mod network;
 pub mod spec;
+pub mod store;

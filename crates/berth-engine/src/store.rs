@@ -1,0 +1,397 @@
+//! Container records in redb. berth has no daemon: several `berth`
+//! processes may use the database at once, so it is opened in redb's
+//! multi-writer mode (byte-range locks) and every change is one write
+//! transaction. Names are unique through their own table, written in the
+//! same transaction as the record, so two `run --name x` at once cannot
+//! both win. Long operations on one container (start, stop, rm) hold
+//! [`ContainerLock`] as well, a flock that dies with its process.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("container_names");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("No such container: {0}")]
+    NotFound(String),
+    #[error("multiple containers match {0:?}: give more of the id")]
+    Ambiguous(String),
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName(String),
+    #[error("container database {}: {source}", path.display())]
+    Db { path: PathBuf, source: redb::Error },
+    #[error("container record {id} is corrupt: {source}")]
+    Corrupt { id: String, source: serde_json::Error },
+    #[error("lock container {id}: {source}")]
+    Lock { id: String, source: std::io::Error },
+}
+
+/// docker's container states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+/// What the engine knows of a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// 64 hex digits.
+    pub id: String,
+    pub name: String,
+    /// The reference the user gave, and the image's config digest.
+    pub image: String,
+    pub image_id: String,
+    /// RFC 3339.
+    pub created: String,
+    pub status: Status,
+    pub pid: Option<i32>,
+    pub shim_pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub bundle: PathBuf,
+    #[serde(default)]
+    pub restart_count: u32,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Everything else `inspect` shows (the run flags, mounts, network
+    /// settings), kept as the CLI wrote it.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+pub struct ContainerStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl ContainerStore {
+    /// Opens (creating) the database at `path`, shared with other berth
+    /// processes.
+    pub fn open(path: &Path) -> Result<ContainerStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| StoreError::Db { path: path.into(), source: e.into() })?;
+        let store = ContainerStore { db, path: path.into() };
+        // Tables exist from the start, so readers never see them missing.
+        store.write(|tx| {
+            tx.open_table(CONTAINERS)?;
+            tx.open_table(NAMES)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Db { path: self.path.clone(), source: e.into() }
+    }
+
+    /// Runs `f` in one write transaction and commits it.
+    fn write<T>(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>) -> Result<T, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let out = f(&tx).map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(out)
+    }
+
+    /// Adds a new container; its name must be free.
+    pub fn insert(&self, rec: &ContainerRecord) -> Result<(), StoreError> {
+        check_name(&rec.name)?;
+        let bytes = serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt { id: rec.id.clone(), source: e })?;
+        let taken = self.write(|tx| {
+            let mut names = tx.open_table(NAMES)?;
+            if let Some(owner) = names.get(rec.name.as_str())? {
+                return Ok(Some(owner.value().to_owned()));
+            }
+            names.insert(rec.name.as_str(), rec.id.as_str())?;
+            tx.open_table(CONTAINERS)?.insert(rec.id.as_str(), bytes.as_slice())?;
+            Ok(None)
+        })?;
+        match taken {
+            Some(id) => Err(StoreError::NameInUse { name: rec.name.clone(), id }),
+            None => Ok(()),
+        }
+    }
+
+    /// A container by full id, name, or unique id prefix (docker's order).
+    pub fn get(&self, key: &str) -> Result<ContainerRecord, StoreError> {
+        let key = key.strip_prefix('/').unwrap_or(key);
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = tx.open_table(CONTAINERS).map_err(|e| self.db_err(e))?;
+        if let Some(v) = table.get(key).map_err(|e| self.db_err(e))? {
+            return decode(key, v.value());
+        }
+        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+        if let Some(id) = names.get(key).map_err(|e| self.db_err(e))? {
+            let id = id.value().to_owned();
+            if let Some(v) = table.get(id.as_str()).map_err(|e| self.db_err(e))? {
+                return decode(&id, v.value());
+            }
+        }
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::NotFound(key.into()));
+        }
+        let mut found = None;
+        for entry in table.range(key..).map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            if !k.value().starts_with(key) {
+                break;
+            }
+            if found.is_some() {
+                return Err(StoreError::Ambiguous(key.into()));
+            }
+            found = Some(decode(k.value(), v.value())?);
+        }
+        found.ok_or_else(|| StoreError::NotFound(key.into()))
+    }
+
+    /// Every container, oldest first.
+    pub fn list(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = tx.open_table(CONTAINERS).map_err(|e| self.db_err(e))?;
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            all.push(decode(k.value(), v.value())?);
+        }
+        all.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    /// Changes a record in one transaction; returns the new record.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord, StoreError> {
+        let mut rec = None;
+        let mut err = None;
+        self.write(|tx| {
+            let mut table = tx.open_table(CONTAINERS)?;
+            let Some(bytes) = table.get(id)?.map(|v| v.value().to_vec()) else { return Ok(()) };
+            match serde_json::from_slice::<ContainerRecord>(&bytes) {
+                Ok(mut r) => {
+                    f(&mut r);
+                    r.id = id.to_owned();
+                    if let Ok(b) = serde_json::to_vec(&r) {
+                        table.insert(id, b.as_slice())?;
+                    }
+                    rec = Some(r);
+                }
+                Err(e) => err = Some(StoreError::Corrupt { id: id.into(), source: e }),
+            }
+            Ok(())
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        rec.ok_or_else(|| StoreError::NotFound(id.into()))
+    }
+
+    /// Gives a container a new, free name.
+    pub fn rename(&self, id: &str, new: &str) -> Result<(), StoreError> {
+        check_name(new)?;
+        let rec = self.get(id)?;
+        let bytes = |r: &ContainerRecord| serde_json::to_vec(r).unwrap_or_default();
+        let mut renamed = rec.clone();
+        renamed.name = new.to_owned();
+        let taken = self.write(|tx| {
+            let mut names = tx.open_table(NAMES)?;
+            if let Some(owner) = names.get(new)? {
+                return Ok(Some(owner.value().to_owned()));
+            }
+            names.remove(rec.name.as_str())?;
+            names.insert(new, rec.id.as_str())?;
+            tx.open_table(CONTAINERS)?.insert(rec.id.as_str(), bytes(&renamed).as_slice())?;
+            Ok(None)
+        })?;
+        match taken {
+            Some(owner) => Err(StoreError::NameInUse { name: new.into(), id: owner }),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a container and frees its name.
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let rec = self.get(id)?;
+        self.write(|tx| {
+            tx.open_table(CONTAINERS)?.remove(rec.id.as_str())?;
+            let mut names = tx.open_table(NAMES)?;
+            let owned = names.get(rec.name.as_str())?.is_some_and(|v| v.value() == rec.id);
+            if owned {
+                names.remove(rec.name.as_str())?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<ContainerRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { id: id.into(), source: e })
+}
+
+/// docker's rule for container names.
+fn check_name(name: &str) -> Result<(), StoreError> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok { Ok(()) } else { Err(StoreError::BadName(name.into())) }
+}
+
+/// A new container id: 64 hex digits from the kernel's random source.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        // Not fatal: time and pid still make ids unique on one machine.
+        tracing::warn!("read /dev/urandom: {e}");
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes[..16].copy_from_slice(&t.to_le_bytes());
+        bytes[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A docker-style name ("brave_turing") derived from the id; the caller
+/// retries with another id's name if it is taken.
+pub fn name_for(id: &str) -> String {
+    const ADJ: [&str; 16] = [
+        "brave", "calm", "eager", "fervent", "gallant", "happy", "keen", "lucid", "mystic", "nifty", "quirky",
+        "serene", "stoic", "tender", "upbeat", "zealous",
+    ];
+    const NAMES: [&str; 16] = [
+        "babbage", "curie", "dijkstra", "euclid", "fermat", "galois", "hopper", "kepler", "lovelace", "noether",
+        "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak",
+    ];
+    let n = u32::from_str_radix(id.get(..6).unwrap_or("0"), 16).unwrap_or(0) as usize;
+    format!("{}_{}", ADJ[n % 16], NAMES[(n / 16) % 16])
+}
+
+/// An exclusive lock on one container for the length of an operation, so
+/// two `berth` processes never start and remove it at once. A flock: the
+/// kernel drops it if the holder dies.
+pub struct ContainerLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ContainerLock {
+    pub fn acquire(lock_dir: &Path, id: &str) -> Result<ContainerLock, StoreError> {
+        let err = |e: std::io::Error| StoreError::Lock { id: id.into(), source: e };
+        std::fs::create_dir_all(lock_dir).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_dir.join(format!("{id}.lock")))
+            .map_err(err)?;
+        let flock =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))?;
+        Ok(ContainerLock { _flock: flock })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            image: "busybox".into(),
+            image_id: "sha256:00".into(),
+            created: "2026-11-23T00:00:00Z".into(),
+            status: Status::Created,
+            pid: None,
+            shim_pid: None,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            bundle: "/b".into(),
+            restart_count: 0,
+            labels: BTreeMap::new(),
+            config: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn records_are_found_by_id_name_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContainerStore::open(&dir.path().join("c.redb")).unwrap();
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        s.insert(&record(&a, "web")).unwrap();
+        s.insert(&record(&b, "db")).unwrap();
+        assert_eq!(s.get(&a).unwrap().name, "web");
+        assert_eq!(s.get("db").unwrap().id, b);
+        assert_eq!(s.get("/db").unwrap().id, b);
+        assert_eq!(s.get(&a[..12]).unwrap().id, a);
+        assert!(matches!(s.get("ffff-no"), Err(StoreError::NotFound(_))));
+        assert_eq!(s.get("nothing").unwrap_err().to_string(), "No such container: nothing");
+        let err = s.insert(&record(&new_id(), "web")).unwrap_err();
+        assert!(matches!(&err, StoreError::NameInUse { id, .. } if *id == a), "{err}");
+        assert!(matches!(s.insert(&record(&new_id(), "-bad")), Err(StoreError::BadName(_))));
+        assert_eq!(s.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn prefixes_that_match_two_are_ambiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContainerStore::open(&dir.path().join("c.redb")).unwrap();
+        s.insert(&record(&format!("ab{}", "0".repeat(62)), "x")).unwrap();
+        s.insert(&record(&format!("ab{}", "1".repeat(62)), "y")).unwrap();
+        assert!(matches!(s.get("ab"), Err(StoreError::Ambiguous(_))));
+        assert_eq!(s.get("ab1").unwrap().name, "y");
+    }
+
+    #[test]
+    fn update_rename_and_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContainerStore::open(&dir.path().join("c.redb")).unwrap();
+        let id = new_id();
+        s.insert(&record(&id, "one")).unwrap();
+        let r = s
+            .update(&id, |r| {
+                r.status = Status::Exited;
+                r.exit_code = Some(3);
+            })
+            .unwrap();
+        assert_eq!((r.status, r.exit_code), (Status::Exited, Some(3)));
+        assert_eq!(s.get(&id).unwrap().exit_code, Some(3));
+        s.insert(&record(&new_id(), "two")).unwrap();
+        assert!(matches!(s.rename(&id, "two"), Err(StoreError::NameInUse { .. })));
+        s.rename(&id, "uno").unwrap();
+        assert_eq!(s.get("uno").unwrap().id, id);
+        assert!(s.get("one").is_err(), "the old name is free");
+        s.insert(&record(&new_id(), "one")).unwrap();
+        s.remove("uno").unwrap();
+        assert!(s.get(&id).is_err());
+        s.insert(&record(&new_id(), "uno")).unwrap();
+        assert!(matches!(s.update("nope", |_| {}), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn names_look_like_dockers() {
+        let n = name_for(&new_id());
+        let (adj, who) = n.split_once('_').unwrap();
+        assert!(!adj.is_empty() && !who.is_empty());
+        check_name(&n).unwrap();
+    }
+}
