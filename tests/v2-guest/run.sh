@@ -299,6 +299,18 @@ put() {
 	mkdir -p "${dst%/*}"
 	rm -f "$dst"
 	cp -L --preserve=mode,timestamps "$src" "$dst"
+	strip_debug "$dst"
+}
+
+# Debug builds of test binaries are mostly DWARF (50-80 MB each); the guest
+# holds every FILE in memory twice while it boots, so their copies lose it
+# (symbols stay, so panics still name functions). The host's files are
+# untouched.
+strip_debug() {
+	[[ ! -u $1 && ! -g $1 ]] || return 0 # strip would drop setuid (newuidmap)
+	[[ $(head -c4 "$1" 2>/dev/null) == $'\x7fELF' ]] || return 0
+	command -v strip >/dev/null || return 0
+	strip --strip-debug "$1" 2>/dev/null || true
 }
 
 for f in "${files[@]}"; do
@@ -309,6 +321,7 @@ for f in "${files[@]}"; do
 		cp -a "$f/." "$root$f/"
 		while IFS= read -r -d '' g; do
 			note_libs "$g"
+			strip_debug "$root$g"
 		done < <(find "$f" -type f -perm -u+x -print0)
 	else
 		put "$f"

@@ -6,3 +6,4 @@
 pub mod network;
 pub mod spec;
 pub mod store;
+pub mod volume;

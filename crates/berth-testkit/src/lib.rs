@@ -323,7 +323,11 @@ pub fn run_on_pty(cmd: &mut Command, input: &[u8], timeout: std::time::Duration)
 pub fn workspace_bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        // Lexically, not with "..": the v2 guest has the binaries at their
+        // host paths but not the source tree around them.
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap_or(Path::new("/")).join("target")
+        });
     let bin = target.join("debug").join(name);
     if !bin.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
