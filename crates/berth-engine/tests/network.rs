@@ -73,7 +73,15 @@ impl Env {
     }
 
     fn detach(&mut self, net: &str, id: &str) {
-        self.nets.detach(net, id, &self.netns_dir.join(id), "eth0").unwrap();
+        self.nets.detach(net, id, Some(&self.netns_dir.join(id)), "eth0").unwrap();
+        self.attached.retain(|(n, i)| !(n == net && i == id));
+    }
+
+    /// The engine's order after a container exits: the namespace goes
+    /// (and its veth with it), then DEL without a namespace.
+    fn remove_then_detach(&mut self, net: &str, id: &str) {
+        NetNs::remove(&self.netns_dir.join(id)).unwrap();
+        self.nets.detach(net, id, None, "eth0").unwrap();
         self.attached.retain(|(n, i)| !(n == net && i == id));
     }
 }
@@ -85,7 +93,7 @@ impl Drop for Env {
             let _ = c.wait();
         }
         for (net, id) in std::mem::take(&mut self.attached) {
-            let _ = self.nets.detach(&net, &id, &self.netns_dir.join(&id), "eth0");
+            let _ = self.nets.detach(&net, &id, Some(&self.netns_dir.join(&id)), "eth0");
         }
         for p in &self.pinned {
             let _ = NetNs::remove(p);
@@ -149,11 +157,26 @@ fn two_containers_on_a_network_reach_each_other_and_detach_leaves_nothing() {
         assert_eq!(env.nets.endpoints("t").unwrap().len(), 2);
         assert!(matches!(env.nets.remove("t"), Err(NetworkError::InUse(_))), "a network in use stays");
 
+        // The network's own rules: masquerading out of the subnet, and
+        // forwarding through the bridge.
+        let rules = iptables_save();
+        let masq = format!("-A BERTH-POSTROUTING -s {} ! -d {} -j MASQUERADE", net.subnet, net.subnet);
+        assert!(rules.contains(&masq), "{rules}");
+        assert!(rules.contains(&format!("-A BERTH-FORWARD -o {} -j ACCEPT", net.bridge)), "{rules}");
+
         env.detach("t", "ca");
-        env.detach("t", "cb");
-        // No veth left on the host side, no address lease, no cached result.
-        let host_links =
-            String::from_utf8_lossy(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).into_owned();
+        env.remove_then_detach("t", "cb");
+        // No veth left on the host side (the kernel removes cb's with its
+        // namespace, in the background), no lease, no cached result.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let host_links = loop {
+            let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            let links = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !links.contains("veth") || Instant::now() > deadline {
+                break links;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(!host_links.contains("veth"), "{host_links}");
         let leases: Vec<_> = std::fs::read_dir(env._dir.path().join("state/ipam/t"))
             .unwrap()
@@ -163,15 +186,24 @@ fn two_containers_on_a_network_reach_each_other_and_detach_leaves_nothing() {
         assert!(leases.is_empty(), "leases left: {leases:?}");
         assert!(env.nets.endpoints("t").unwrap().is_empty());
         // Detaching twice is fine.
-        env.nets.detach("t", "ca", &a.path, "eth0").unwrap();
+        env.nets.detach("t", "ca", Some(&a.path), "eth0").unwrap();
         env.nets.remove("t").unwrap();
         let gone = Command::new("ip").args(["link", "show", &net.bridge]).output().unwrap();
         assert!(!gone.status.success(), "bridge {} left behind", net.bridge);
-        for ns in [a, b] {
-            NetNs::remove(&ns.path).unwrap();
-            assert!(!ns.path.exists());
-        }
+        let rules = iptables_save();
+        assert!(!rules.contains(&net.subnet) && !rules.contains(&net.bridge), "rules left behind: {rules}");
+        NetNs::remove(&a.path).unwrap();
+        assert!(!a.path.exists() && !b.path.exists());
     })
+}
+
+fn iptables_save() -> String {
+    let mut all = String::new();
+    for table in ["nat", "filter"] {
+        let out = Command::new("iptables-save").args(["-t", table]).output().unwrap();
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    all
 }
 
 /// GET / from addr:port; the body.

@@ -7,10 +7,20 @@
 //! 10.77.N.0/24. Addresses are private and leave the machine only through
 //! masquerading. A container's network namespace is pinned by [`netns`];
 //! ADD results are cached so DEL gets the result it expects, as libcni does.
+//!
+//! Speed: per container, only the plugins that do per-container work run
+//! (bridge with host-local, and portmap). Masquerading and forwarding are a
+//! network's business, not a container's: [`rules`] installs them once per
+//! network, as docker does, instead of the bridge plugin's ipMasq and the
+//! firewall plugin adding and removing iptables rules for every container
+//! (measured here: attach ~40 -> ~15 ms, detach ~100 -> ~10 ms). On detach
+//! the namespace goes first and DEL runs without one (the CNI spec allows
+//! it): the kernel removes the veth with the namespace, in the background.
 
 pub mod cni;
 pub mod hosts;
 pub mod netns;
+pub mod rules;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -205,7 +215,7 @@ impl Networks {
                     "type": "bridge",
                     "bridge": net.bridge,
                     "isGateway": true,
-                    "ipMasq": true,
+                    "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
@@ -214,8 +224,7 @@ impl Networks {
                         "dataDir": self.state_dir.join("ipam"),
                     }
                 },
-                { "type": "portmap", "capabilities": { "portMappings": true } },
-                { "type": "firewall", "backend": "iptables" }
+                { "type": "portmap", "capabilities": { "portMappings": true } }
             ]
         })
     }
@@ -262,6 +271,7 @@ impl Networks {
         let path = self.conf_path(name);
         std::fs::remove_file(&path).map_err(|e| NetworkError::Io { what: "remove", path, source: e })?;
         let _ = std::fs::remove_dir_all(self.state_dir.join("ipam").join(name));
+        rules::remove(&net);
         delete_link(&net.bridge);
         Ok(())
     }
@@ -320,7 +330,14 @@ impl Networks {
         }
         let list = self.conflist(&net);
         let inv = self.invocation(container_id, netns, ifname, &rc);
+        // The bridge plugin makes the bridge on first use (since boot):
+        // that is when the network's own rules go in too.
+        let first = nix::net::if_::if_nametoindex(net.bridge.as_str()).is_err();
         let result = cni::add(&list, &inv)?;
+        if first && let Err(e) = rules::install(&net) {
+            let _ = cni::del(&list, &inv, Some(&result));
+            return Err(e);
+        }
         let cache = self.result_path(network, container_id, ifname);
         let saved = std::fs::create_dir_all(self.results_dir()).and_then(|()| {
             std::fs::write(&cache, serde_json::to_vec(&CachedAdd { result: &result, ports }).unwrap_or_default())
@@ -332,9 +349,17 @@ impl Networks {
         attachment_of(network, ifname, &result)
     }
 
-    /// Undoes [`Networks::attach`]: veth, address lease, published ports,
-    /// firewall rules. Detaching what is not attached is not an error.
-    pub fn detach(&self, network: &str, container_id: &str, netns: &Path, ifname: &str) -> Result<(), NetworkError> {
+    /// Undoes [`Networks::attach`]: address lease, published ports, and
+    /// the veth if `netns` is given (`None`: the namespace is already gone,
+    /// and the veth with it). Detaching what is not attached is not an
+    /// error.
+    pub fn detach(
+        &self,
+        network: &str,
+        container_id: &str,
+        netns: Option<&Path>,
+        ifname: &str,
+    ) -> Result<(), NetworkError> {
         let cache = self.result_path(network, container_id, ifname);
         let cached: Option<Value> = std::fs::read(&cache).ok().and_then(|t| serde_json::from_slice(&t).ok());
         let Some(cached) = cached else { return Ok(()) };
@@ -344,7 +369,7 @@ impl Networks {
         if let Some(ports) = cached.get("ports").filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
             rc.insert("portMappings".into(), ports.clone());
         }
-        let inv = self.invocation(container_id, netns, ifname, &rc);
+        let inv = self.invocation(container_id, netns.unwrap_or(Path::new("")), ifname, &rc);
         cni::del(&self.conflist(&net), &inv, result.as_ref())?;
         let _ = std::fs::remove_file(&cache);
         Ok(())
