@@ -77,6 +77,29 @@ pub struct ContainerRecord {
     pub config: serde_json::Value,
 }
 
+impl ContainerRecord {
+    /// A container just created: no process yet.
+    pub fn new(id: &str, name: &str, image: &str, image_id: &str, bundle: PathBuf) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            image: image.into(),
+            image_id: image_id.into(),
+            created: crate::volume::now_rfc3339(),
+            status: Status::Created,
+            pid: None,
+            shim_pid: None,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            bundle,
+            restart_count: 0,
+            labels: BTreeMap::new(),
+            config: serde_json::Value::Null,
+        }
+    }
+}
+
 pub struct ContainerStore {
     db: Database,
     path: PathBuf,
@@ -249,10 +272,7 @@ fn decode(id: &str, bytes: &[u8]) -> Result<ContainerRecord, StoreError> {
 
 /// docker's rule for container names.
 fn check_name(name: &str) -> Result<(), StoreError> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok { Ok(()) } else { Err(StoreError::BadName(name.into())) }
+    if crate::names::is_valid(name) { Ok(()) } else { Err(StoreError::BadName(name.into())) }
 }
 
 /// A new container id: 64 hex digits from the kernel's random source.
@@ -311,23 +331,7 @@ mod tests {
     use super::*;
 
     fn record(id: &str, name: &str) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            name: name.into(),
-            image: "busybox".into(),
-            image_id: "sha256:00".into(),
-            created: "2026-11-23T00:00:00Z".into(),
-            status: Status::Created,
-            pid: None,
-            shim_pid: None,
-            exit_code: None,
-            started_at: None,
-            finished_at: None,
-            bundle: "/b".into(),
-            restart_count: 0,
-            labels: BTreeMap::new(),
-            config: serde_json::Value::Null,
-        }
+        ContainerRecord::new(id, name, "busybox", "sha256:00", "/b".into())
     }
 
     #[test]

@@ -148,10 +148,7 @@ impl Volumes {
 }
 
 fn check_name(name: &str) -> Result<(), VolumeError> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok { Ok(()) } else { Err(VolumeError::BadName(name.into())) }
+    if crate::names::is_valid(name) { Ok(()) } else { Err(VolumeError::BadName(name.into())) }
 }
 
 /// Now, RFC 3339 UTC with seconds (what docker prints).

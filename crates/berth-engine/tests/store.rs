@@ -4,29 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use berth_engine::store::{ContainerLock, ContainerRecord, ContainerStore, Status, StoreError, new_id};
+use berth_engine::store::{ContainerLock, ContainerRecord, ContainerStore, StoreError, new_id};
 
 const ROLE: &str = "BERTH_STORE_TEST_ROLE";
 const DB: &str = "BERTH_STORE_TEST_DB";
 
 fn record(name: &str) -> ContainerRecord {
-    ContainerRecord {
-        id: new_id(),
-        name: name.into(),
-        image: "busybox".into(),
-        image_id: "sha256:00".into(),
-        created: "2026-11-23T00:00:00Z".into(),
-        status: Status::Created,
-        pid: None,
-        shim_pid: None,
-        exit_code: None,
-        started_at: None,
-        finished_at: None,
-        bundle: "/b".into(),
-        restart_count: 0,
-        labels: Default::default(),
-        config: serde_json::Value::Null,
-    }
+    ContainerRecord::new(&new_id(), name, "busybox", "sha256:00", "/b".into())
 }
 
 /// The worker's part: not a test of its own unless run by the one below.

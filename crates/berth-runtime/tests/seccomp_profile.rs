@@ -7,27 +7,11 @@
 //! container is granted CAP_SYS_ADMIN while the profile is evaluated
 //! without it: then only the filter can say no.
 
-use berth_runtime::seccomp::profile::default_profile;
+use berth_runtime::seccomp::profile::{DOCKER_DEFAULT_CAPS, default_profile};
 use berth_testkit::{Bundle, Runtime, leaks, require_root, unique_id};
 use serde_json::json;
 
-/// Docker's default capability set.
-const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+const DOCKER_CAPS: &[&str] = &DOCKER_DEFAULT_CAPS;
 
 fn runtime() -> Runtime {
     require_root();

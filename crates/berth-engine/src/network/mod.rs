@@ -419,11 +419,7 @@ fn attachment_of(network: &str, ifname: &str, r: &CniResult) -> Result<Attachmen
 
 /// Docker's rule for network names.
 fn check_name(name: &str) -> Result<(), NetworkError> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 64;
-    if ok { Ok(()) } else { Err(NetworkError::BadName(name.into())) }
+    if crate::names::is_valid(name) { Ok(()) } else { Err(NetworkError::BadName(name.into())) }
 }
 
 /// "10.77.5.0/24" → (network address, prefix length); host bits must be 0.

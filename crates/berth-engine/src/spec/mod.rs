@@ -90,23 +90,8 @@ pub enum ResolvedMount {
     Tmpfs { target: String, options: Vec<String> },
 }
 
-/// docker's default capabilities (moby's oci/caps/defaults.go).
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// docker's default capabilities.
+pub use berth_runtime::seccomp::profile::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
 const MASKED_PATHS: [&str; 11] = [
     "/proc/asound",

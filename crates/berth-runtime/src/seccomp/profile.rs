@@ -31,6 +31,25 @@ use crate::error::{Error, Result};
 
 const PROFILE_JSON: &str = include_str!("../../profiles/seccomp-default.json");
 
+/// Docker's default capability set (moby's oci/caps/defaults.go): what a
+/// container gets, and so what the default profile is usually evaluated for.
+pub const DOCKER_DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// The default profile, evaluated for a container with capabilities `caps`
 /// (names like "CAP_SYS_ADMIN") on this host's architecture.
 ///
@@ -467,23 +486,7 @@ fn normalize_cap(cap: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Docker's default capability set.
-    const DOCKER_CAPS: &[&str] = &[
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    const DOCKER_CAPS: &[&str] = &DOCKER_DEFAULT_CAPS;
 
     const NEW_KERNEL: Kernel = Kernel { major: 6, minor: 1 };
 
