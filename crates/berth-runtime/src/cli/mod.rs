@@ -1,5 +1,6 @@
 //! runc's command line. Flags come from youki's liboci-cli where its
-//! definitions match runc's; `kill` is our own (see kill.rs). One file per
+//! definitions match runc's; `kill` and `list` are our own (see kill.rs,
+//! list.rs). One file per
 //! verb, each thin: parse, call the library, print what runc prints.
 
 mod create;
@@ -63,7 +64,7 @@ pub enum Command {
     /// Run a new process in a container
     Exec(liboci_cli::Exec),
     /// List containers
-    List(liboci_cli::List),
+    List(list::List),
     /// List a container's processes
     Ps(liboci_cli::Ps),
     /// Write a default config.json
