@@ -62,6 +62,39 @@ impl Podman {
         p
     }
 
+    /// Rootless podman: a throwaway user (with subordinate ids) runs it,
+    /// with its storage, XDG_RUNTIME_DIR and HOME in the scratch dir (which
+    /// it then owns). podman runs berth-runtime as uid 0 of the user's
+    /// namespace; on this cgroup v1 host it has no cgroups (none are
+    /// delegated), so no limits, pause or stats.
+    pub fn start_rootless() -> Podman {
+        berth_testkit::require_root();
+        crate::require_program("podman", "podman");
+        crate::require_program("newuidmap", "uidmap");
+        let runtime = crate::berth_runtime();
+        let scratch = Scratch::new("podman-rootless");
+        let registry = Registry::start(&scratch);
+        let cgroup = CgroupParent::new("podman-rootless");
+        // A range per test process, clear of the rootless test's.
+        let start = 3_000_000 + (std::process::id() % 1000) * 65536;
+        let user = berth_testkit::user::TestUser::create(Some((start, 65536)));
+        let mut env = write_config(&scratch, &registry, &scratch.path().join("storage"));
+        let xdg = scratch.dir("xdg");
+        let home = scratch.dir("home");
+        std::fs::set_permissions(&xdg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).expect("chmod");
+        user.own(scratch.path());
+        // The user must reach its dirs: the scratch dir's parents are /tmp.
+        env.extend([
+            ("XDG_RUNTIME_DIR".into(), xdg),
+            ("HOME".into(), home),
+            ("USER".into(), PathBuf::from(&user.name)),
+            ("LOGNAME".into(), PathBuf::from(&user.name)),
+        ]);
+        let p = Podman { registry, cgroup, runtime, env, scratch, user: Some(user) };
+        p.cmd_ok(&["pull", "--quiet", &p.registry.image]);
+        p
+    }
+
     /// A `podman --runtime <berth-runtime>` command with this test's
     /// configuration.
     pub fn cmd(&self) -> Command {
@@ -133,11 +166,18 @@ impl Podman {
             left.push(format!("podman containers {ids:?}"));
             run(self.cmd().args(["rm", "--all", "--force", "--time", "0"]), 120);
         }
-        if self.user.is_none() {
+        let state_root = match self.env.iter().find(|(k, _)| k == "XDG_RUNTIME_DIR") {
+            Some((_, xdg)) => xdg.join("berth-runtime"),
+            None => PathBuf::from(BERTH_DEFAULT_ROOT),
+        };
+        {
             for id in &ids {
-                if std::path::Path::new(BERTH_DEFAULT_ROOT).join(id).exists() {
-                    left.push(format!("berth-runtime state {BERTH_DEFAULT_ROOT}/{id}"));
-                    let _ = run(Command::new(&self.runtime).args(["delete", "--force", id]), 60);
+                if state_root.join(id).exists() {
+                    left.push(format!("berth-runtime state {}/{id}", state_root.display()));
+                    let _ = run(
+                        Command::new(&self.runtime).arg("--root").arg(&state_root).args(["delete", "--force", id]),
+                        60,
+                    );
                 }
             }
         }
@@ -163,8 +203,9 @@ impl Drop for Podman {
         // Rootless podman leaves a "pause" process holding its user
         // namespace; it mentions nothing of ours on its command line, so
         // stop it by the pid podman recorded.
-        if let Some((_, dir)) = self.env.iter().find(|(k, _)| k == "XDG_RUNTIME_DIR") {
-            let pidfile = dir.join("libpod/tmp/pause.pid");
+        if self.user.is_some() {
+            // podman's tmp_dir (containers.conf) holds it.
+            let pidfile = self.scratch.path().join("podman/tmp/pause.pid");
             if let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
                 crate::proc::stop_pid(pid, 5, || false);
             }

@@ -47,6 +47,9 @@ pub fn run(cmd: &mut Command, secs: u64) -> Out {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    if std::env::var_os("BERTH_INTEROP_TRACE").is_some() {
+        eprintln!("[{:.1}s] {cmd:?}", (Instant::now() + Duration::from_secs(secs) - deadline).as_secs_f32());
+    }
     Out { code: status.code().unwrap_or(-1), stdout: read_all(out), stderr: read_all(err) }
 }
 
