@@ -125,6 +125,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.run_ctr(args).ok(&format!("ctr {}", args.join(" "))).stdout
     }
 
+    /// `ctr task exec --fifo-dir <scratch> ARGS...` (without --fifo-dir, ctr
+    /// makes its FIFOs under /run/containerd/fifo).
+    pub fn task_exec(&self) -> Command {
+        let mut c = self.ctr();
+        c.args(["task", "exec", "--fifo-dir"]).arg(&self.fifo_dir);
+        c
+    }
+
     /// The cgroup path for container `id`: /<parent>/<id>.
     pub fn cgroup_of(&self, id: &str) -> String {
         format!("{}/{id}", self.cgroup.path())

@@ -39,7 +39,7 @@ fn ctr_runtime_from_containerds_config() {
     let st = berth_state(&c, &c.v1_runtime_root(), &id);
     assert_eq!(st["status"], "running", "{st}");
     assert_eq!(st["pid"], c.task_pid(&id), "{st}");
-    let out = c.run_ctr(&["task", "exec", "--exec-id", "e1", &id, "echo", "exec-via-v1"]);
+    let out = run(c.task_exec().args(["--exec-id", "e1", &id, "echo", "exec-via-v1"]), 120);
     assert_eq!(out.stdout, "exec-via-v1\n", "{out:#?}");
     c.ok(&["task", "kill", "-s", "SIGKILL", &id]);
     wait_for("the task to stop", 30, || (c.task_status(&id).as_deref() == Some("STOPPED")).then_some(()));
@@ -61,9 +61,9 @@ fn ctr_task_exec_and_kill() {
     let st = berth_state(&c, &c.runc_root.join(&c.namespace), &id);
     assert_eq!(st["status"], "running", "{st}");
 
-    let out = c.run_ctr(&["task", "exec", "--exec-id", "e1", &id, "sh", "-c", "echo from-exec; exit 4"]);
+    let out = run(c.task_exec().args(["--exec-id", "e1", &id, "sh", "-c", "echo from-exec; exit 4"]), 120);
     assert_eq!((out.code, out.stdout.as_str()), (4, "from-exec\n"), "{out:#?}");
-    let out = c.run_ctr(&["task", "exec", "--exec-id", "e2", "--user", "65534", &id, "id", "-u"]);
+    let out = run(c.task_exec().args(["--exec-id", "e2", "--user", "65534", &id, "id", "-u"]), 120);
     assert_eq!(out.stdout, "65534\n", "{out:#?}");
     // The processes ps sees through the shim (berth-runtime ps --format json).
     let pid = c.task_pid(&id);
@@ -135,8 +135,8 @@ fn ctr_run_t_and_exec_t_get_a_terminal() {
 
     let id = unique("c-exec-tty");
     c.run(&["-d"], &id, &["sleep", "1000"]).ok("ctr run -d");
-    let mut cmd = c.ctr();
-    cmd.args(["task", "exec", "-t", "--exec-id", "t1", &id, "sh"]);
+    let mut cmd = c.task_exec();
+    cmd.args(["-t", "--exec-id", "t1", &id, "sh"]);
     let (code, out) = berth_testkit::run_on_pty(&mut cmd, TYPED.as_bytes(), std::time::Duration::from_secs(120));
     assert!(out.contains("/dev/pts/0") && out.contains(TYPED_ANSWER), "exec -t answered on a pty: {out}");
     assert_eq!(code, Some(7), "{out}");
