@@ -9,6 +9,10 @@
 #   start   `RT start ID` (the process is `true`, so it then exits)
 #   delete  `RT delete ID`, once `RT state ID` reports "stopped" (that wait
 #           is polled between the measurements and is not part of any time)
+#   podman  `podman --runtime RT run --rm IMG true`: a real client's whole
+#           start-up and teardown (conmon, storage, cleanup process), with
+#           the runtime swapped; shows the runtime's share of it. Measured
+#           when podman is installed (see "podman" below).
 # Runtimes alternate within every iteration (berth, runc, crun, berth, ...)
 # so drift hits all of them alike. After a few uncounted warm-up iterations
 # it prints the MEDIAN per runtime and operation, the p10-p90 spread, and
@@ -22,7 +26,9 @@
 # Environment (each also a flag, see --help):
 #   RUNS=30        counted iterations             WARMUP=3  uncounted ones
 #   CSV=PATH       also write every raw sample (iteration,runtime,op,usec)
-#   OPS="run lifecycle"  what to measure; "lifecycle" = create+start+delete
+#   OPS="run lifecycle podman"  what to measure; "lifecycle" =
+#                  create+start+delete; "podman" is left out by default
+#                  when podman is not installed
 #   RUNTIMES="berth runc crun"   which runtimes, in this order
 #   SETTLE=0.05    seconds of (untimed) quiet before every timed operation;
 #                  0 runs them back to back (see "Settling" below)
@@ -66,8 +72,20 @@
 # process between two cgroups of its own every 2 ms for the whole run, so no
 # runtime waits at all ("warm"): that isolates the runtimes' own work.
 #
+# podman: the same busybox rootfs is imported as an image (`podman import`,
+# no registry) into a podman configured entirely under the temporary dir
+# (storage, tmp dir, events log; cgroupfs; no network namespace setup;
+# default ulimits at the shell's own hard limits, since podman's default of
+# 1048576 open files needs CAP_SYS_RESOURCE), with `runtime_supports_json`
+# listing berth-runtime as podman's built-in list does runc and crun, so all
+# three get `--log-format=json`. Containers go under the cgroup parent
+# /bench-PID-podman, removed at the end. Each runtime keeps its state in its
+# own default root (podman does not pass a custom root on to its cleanup
+# process).
+#
 # Needs: bash 5 (for $EPOCHREALTIME), jq (installed with apt-get if missing),
-# /bin/busybox (package busybox-static), runc and/or crun.
+# /bin/busybox (package busybox-static), runc and/or crun; podman and conmon
+# for the podman op.
 
 set -euo pipefail
 
@@ -76,7 +94,7 @@ usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 CSV=${CSV:-}
-OPS=${OPS:-run lifecycle}
+if command -v podman >/dev/null; then OPS=${OPS:-run lifecycle podman}; else OPS=${OPS:-run lifecycle}; fi
 RUNTIMES=${RUNTIMES:-berth runc crun}
 KEEP_GOING=${KEEP_GOING:-0}
 SETTLE=${SETTLE:-0.05}
@@ -107,7 +125,8 @@ die() { printf 'runtime-lifecycle: error: %s\n' "$*" >&2; exit 1; }
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '$WARMUP'"
 [[ $SETTLE =~ ^[0-9]*\.?[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
 for op in $OPS; do
-    [[ $op == run || $op == lifecycle ]] || die "OPS may hold 'run' and 'lifecycle', not '$op'"
+    [[ $op == run || $op == lifecycle || $op == podman ]] ||
+        die "OPS may hold 'run', 'lifecycle' and 'podman', not '$op'"
 done
 ((EUID == 0)) || die "run me as root (sudo $0)"
 ((BASH_VERSINFO[0] >= 5)) || die "bash 5 is needed (for \$EPOCHREALTIME)"
@@ -186,6 +205,7 @@ cleanup() {
         done
     done
     stop_keeper
+    podman_teardown
     rm -rf "$WORK"
     left=$(find /sys/fs/cgroup -name "$PREFIX-*" 2>/dev/null || true)
     [[ -z $left ]] || printf 'cleanup: WARNING: cgroups left behind:\n%s\n' "$left" >&2
@@ -226,6 +246,75 @@ stop_keeper() {
     [[ -n $KEEP_DIR ]] && rmdir "$KEEP_DIR/a" "$KEEP_DIR/b" "$KEEP_DIR" 2>/dev/null
     KEEPER='' KEEP_SLEEPER='' KEEP_DIR=''
     return 0
+}
+
+# ---------------------------------------------------------------- podman
+
+PODMAN_CG=/$PREFIX-podman
+PODMAN_IMAGE=localhost/berth-bench-busybox:latest
+PODMAN_READY=0
+podman_cmd() {
+    CONTAINERS_CONF=$WORK/podman/containers.conf CONTAINERS_STORAGE_CONF=$WORK/podman/storage.conf \
+        CONTAINERS_REGISTRIES_CONF=$WORK/podman/registries.conf podman "$@"
+}
+podman_setup() {
+    local nofile nproc d=$WORK/podman
+    nofile=$(ulimit -Hn)
+    nproc=$(ulimit -Hu)
+    [[ $nproc == unlimited ]] || ((nproc > 32768)) && nproc=32768
+    mkdir -p "$d"
+    {
+        echo '[containers]'
+        echo 'netns = "none"'
+        echo "default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"
+        echo '[engine]'
+        echo 'cgroup_manager = "cgroupfs"'
+        echo 'events_logger = "file"'
+        echo "events_logfile_path = \"$d/events.log\""
+        echo "tmp_dir = \"$d/tmp\""
+        echo "volume_path = \"$d/volumes\""
+        echo 'runtime_supports_json = ["berth-runtime", "runc", "crun"]'
+        echo '[network]'
+        echo "network_config_dir = \"$d/net\""
+    } >"$d/containers.conf"
+    echo 'unqualified-search-registries = []' >"$d/registries.conf"
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$d/storage" "$d/run" >"$d/storage.conf"
+    PODMAN_READY=1
+    tar -C "$BUNDLE/rootfs" -c . | podman_cmd import --quiet - "$PODMAN_IMAGE" >"$LOG" 2>&1 ||
+        die "podman import failed: $(cat "$LOG")"
+}
+podman_teardown() {
+    ((PODMAN_READY)) || return 0
+    PODMAN_READY=0
+    podman_cmd rm --all --force --time 0 >/dev/null 2>&1 || true
+    local m d
+    # containers/storage keeps its overlay dir as a private bind mount.
+    while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done < <(awk -v w="$WORK/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+    for d in /sys/fs/cgroup/*/"${PODMAN_CG#/}"; do
+        [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+    return 0
+}
+
+measure_podman() {
+    local iter=$1 rt=$2 t0 t1 rc=0
+    [[ -z ${FAILED[$rt/podman]:-} ]] || return 0
+    sleep "$SETTLE"
+    t0=$EPOCHREALTIME
+    podman_cmd --runtime "${BIN[$rt]}" run --rm --cgroup-parent "$PODMAN_CG" "$PODMAN_IMAGE" true \
+        </dev/null >"$LOG" 2>&1 || rc=$?
+    t1=$EPOCHREALTIME
+    if ((rc != 0)); then
+        printf 'runtime-lifecycle: %s podman FAILED: podman run exited with status %s\n' "$rt" "$rc" >&2
+        sed 's/^/    | /' "$LOG" >&2
+        ((KEEP_GOING)) || exit 1
+        FAILED[$rt/podman]="podman run exited with status $rc"
+        return 0
+    fi
+    USEC=$((10#${t1//[!0-9]/} - 10#${t0//[!0-9]/}))
+    record "$iter" "$rt" podman
 }
 
 trap cleanup EXIT
@@ -406,6 +495,11 @@ if [[ -n ${BIN[crun]:-} ]] && ! probe crun; then
     fi
 fi
 
+if [[ " $OPS " == *" podman "* ]]; then
+    command -v podman >/dev/null || die "OPS has podman but podman is not installed (apt-get install podman)"
+    podman_setup
+fi
+
 # ---------------------------------------------------------------- go
 
 version() { "${BIN[$1]}" --version 2>/dev/null | head -n1 || true; }
@@ -451,7 +545,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2fx", a
 declare -A MED=() SPREAD=()
 ops=()
 for op in $OPS; do
-    if [[ $op == run ]]; then ops+=(run); else ops+=(create start delete); fi
+    case $op in
+        run | podman) ops+=("$op") ;;
+        *) ops+=(create start delete) ;;
+    esac
 done
 for rt in "${RTS[@]}"; do
     for op in "${ops[@]}"; do
@@ -467,7 +564,7 @@ done
 cell() {
     if [[ -n ${MED[$1/$2]:-} ]]; then ms "${MED[$1/$2]}"
     elif [[ -n ${FAILED[$1/$2]:-} ]]; then printf 'FAILED'
-    elif [[ $2 != run && -n ${FAILED[$1/create]:-}${FAILED[$1/start]:-}${FAILED[$1/delete]:-} ]]; then printf 'n/a'
+    elif [[ $2 != run && $2 != podman && -n ${FAILED[$1/create]:-}${FAILED[$1/start]:-}${FAILED[$1/delete]:-} ]]; then printf 'n/a'
     else printf -- '-'
     fi
 }

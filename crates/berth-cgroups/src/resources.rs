@@ -39,8 +39,10 @@ impl Cgroup {
         Target::Missing
     }
 
-    /// Applies every resource in `r` to the cgroup.
+    /// Applies every resource in `r` to the cgroup. A zero where runc
+    /// reads zero as "not set" is not written (see [`zero_means_unset`]).
     pub fn apply(&self, r: &LinuxResources) -> Result<()> {
+        let r = &zero_means_unset(r);
         if let Some(m) = r.memory() {
             match self.target("memory") {
                 Target::V1(d) => v1::memory(d, m)?,
@@ -121,6 +123,52 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// `r` with every zero that runc treats as "not set" removed.
+///
+/// runc converts the spec into Go structs whose zero value means "leave
+/// the kernel's default", so a 0 in these fields writes nothing. Clients
+/// rely on it: dockerd puts `"cpu":{"shares":0}` and
+/// `"blockIO":{"weight":0}` in every container's config.json, and the
+/// kernel rejects a 0 in `blkio.weight` (ERANGE) and `cpu.shares` is
+/// clamped to 2 (the lowest weight, not the default). The fields: memory
+/// limit, reservation, swap, kernel, kernelTCP; cpu shares, quota, period,
+/// realtimeRuntime, realtimePeriod; blockIO weight and leafWeight (per-device weights of 0
+/// are skipped by the writers); pids.limit.
+pub fn zero_means_unset(r: &LinuxResources) -> LinuxResources {
+    fn nz<T: PartialEq + Default>(v: Option<T>) -> Option<T> {
+        v.filter(|x| *x != T::default())
+    }
+    let mut r = r.clone();
+    if let Some(mut m) = *r.memory() {
+        let o = m;
+        m.set_limit(nz(o.limit()))
+            .set_reservation(nz(o.reservation()))
+            .set_swap(nz(o.swap()))
+            .set_kernel(nz(o.kernel()))
+            .set_kernel_tcp(nz(o.kernel_tcp()));
+        r.set_memory(Some(m));
+    }
+    if let Some(mut c) = r.cpu().clone() {
+        let o = c.clone();
+        c.set_shares(nz(o.shares()))
+            .set_quota(nz(o.quota()))
+            .set_period(nz(o.period()))
+            .set_realtime_runtime(nz(o.realtime_runtime()))
+            .set_realtime_period(nz(o.realtime_period()));
+        r.set_cpu(Some(c));
+    }
+    if let Some(mut b) = r.block_io().clone() {
+        let o = b.clone();
+        // (Per-device weights of 0 are skipped where they are written.)
+        b.set_weight(nz(o.weight())).set_leaf_weight(nz(o.leaf_weight()));
+        r.set_block_io(Some(b));
+    }
+    if r.pids().is_some_and(|p| p.limit() == 0) {
+        r.set_pids(None);
+    }
+    r
 }
 
 /// Is `controller` enabled for a v2 cgroup (listed in its cgroup.controllers)?
@@ -226,6 +274,33 @@ mod tests {
         assert_eq!(cg.target("hugetlb"), Target::V2(&uni));
         assert_eq!(cg.target("pids"), Target::Missing);
         assert_eq!(cg.target("devices"), Target::V2(&uni));
+    }
+
+    #[test]
+    fn zeros_that_runc_reads_as_unset_are_not_written() {
+        // The resources dockerd 20.10 writes for `docker run` without limits.
+        let r: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"disableOOMKiller":false},"cpu":{"shares":0},"blockIO":{"weight":0},"pids":{"limit":0}}"#,
+        )
+        .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = ["memory", "cpu", "blkio", "pids"].map(|c| (c.to_string(), tmp.path().join(c)));
+        for (_, d) in &dirs {
+            std::fs::create_dir(d).unwrap();
+        }
+        // The cgroup's files do not exist: any write would fail.
+        let cg = Cgroup { dirs: dirs.into_iter().collect() };
+        cg.apply(&r).unwrap();
+        for d in cg.dirs.values() {
+            assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "nothing written in {}", d.display());
+        }
+        let n = zero_means_unset(&r);
+        assert_eq!(n.cpu().as_ref().unwrap().shares(), None);
+        assert_eq!(n.block_io().as_ref().unwrap().weight(), None);
+        assert!(n.pids().is_none());
+        let kept: LinuxResources =
+            serde_json::from_str(r#"{"memory":{"limit":33554432,"swap":-1},"cpu":{"shares":512,"quota":-1}}"#).unwrap();
+        assert_eq!(zero_means_unset(&kept), kept);
     }
 
     #[test]

@@ -124,10 +124,11 @@ pub fn blkio(dir: &Path, b: &LinuxBlockIo) -> Result<()> {
         fs::write(dir, "blkio.leaf_weight", &w.to_string())?;
     }
     for d in b.weight_device().iter().flatten() {
-        if let Some(w) = d.weight() {
+        // A 0 is "not set" to runc (see resources::zero_means_unset).
+        if let Some(w) = d.weight().filter(|w| *w != 0) {
             fs::write(dir, "blkio.weight_device", &format!("{}:{} {w}", d.major(), d.minor()))?;
         }
-        if let Some(w) = d.leaf_weight() {
+        if let Some(w) = d.leaf_weight().filter(|w| *w != 0) {
             fs::write(dir, "blkio.leaf_weight_device", &format!("{}:{} {w}", d.major(), d.minor()))?;
         }
     }

@@ -11,6 +11,23 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
+/// Is this process in a user namespace other than the initial one? (The
+/// initial one maps every id: "0 0 4294967295".)
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !is_initial_uid_map(&m))
+}
+
+fn is_initial_uid_map(map: &str) -> bool {
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+}
+
+/// Rootless, as runc decides it: not root, or root only of a user namespace
+/// (rootless podman runs the runtime as uid 0 of the user's namespace).
+/// Cgroups are then used only where delegated.
+pub fn rootless() -> bool {
+    !nix::unistd::geteuid().is_root() || in_user_namespace()
+}
+
 /// fork(2) for a single-threaded process.
 ///
 /// berth-runtime never starts a thread (no async runtime, no logging
@@ -289,6 +306,13 @@ pub fn fd_path(fd: &impl std::os::fd::AsFd) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initial_user_namespace_maps_every_id() {
+        assert!(is_initial_uid_map("         0          0 4294967295\n"));
+        assert!(!is_initial_uid_map("         0        994          1\n         1    3000000      65536\n"));
+        assert!(!is_initial_uid_map("         0       1000          1\n"));
+    }
 
     #[test]
     fn own_stat_is_readable_and_alive() {

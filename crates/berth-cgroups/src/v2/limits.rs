@@ -95,7 +95,8 @@ pub fn io(dir: &Path, b: &LinuxBlockIo) -> Result<()> {
         }
     }
     for d in b.weight_device().iter().flatten() {
-        if let Some(w) = d.weight() {
+        // A 0 is "not set" to runc (see resources::zero_means_unset).
+        if let Some(w) = d.weight().filter(|w| *w != 0) {
             let (file, w) =
                 if bfq { ("io.bfq.weight", w as u64) } else { ("io.weight", blkio_weight_to_io_weight(w as u64)) };
             fs::write(dir, file, &format!("{}:{} {w}", d.major(), d.minor()))?;

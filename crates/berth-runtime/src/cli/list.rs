@@ -5,9 +5,21 @@ use berth_runtime::container::{OciState, Status};
 
 use super::Globals;
 
+/// runc's `list` flags. (liboci-cli's lack runc's `-f`, the short form of
+/// `--format`.)
+#[derive(clap::Args, Debug)]
+pub struct List {
+    /// select one of: table or json (default: "table")
+    #[arg(short = 'f', long, default_value = "table")]
+    pub format: String,
+    /// display only container IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 /// runc's `list`: a table (Go's tabwriter, min width 12, padding 3), JSON
 /// (`null` when empty, as Go prints a nil slice), or ids only.
-pub fn run(g: &Globals, a: liboci_cli::List) -> Result<i32> {
+pub fn run(g: &Globals, a: List) -> Result<i32> {
     let mut states = Vec::new();
     for id in g.root.ids()? {
         // A container deleted meanwhile is simply not listed.
@@ -91,6 +103,18 @@ fn user_name(uid: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn list_takes_runcs_flags() {
+        let cli = crate::cli::Cli::try_parse_from(["berth-runtime", "list", "-f", "json", "-q"]).unwrap();
+        let Some(crate::cli::Command::List(l)) = cli.command else { panic!("not list") };
+        assert_eq!(l.format, "json");
+        assert!(l.quiet);
+        let cli = crate::cli::Cli::try_parse_from(["berth-runtime", "list", "--format=json"]).unwrap();
+        let Some(crate::cli::Command::List(l)) = cli.command else { panic!("not list") };
+        assert_eq!(l.format, "json");
+    }
 
     #[test]
     fn table_matches_runc_byte_for_byte() {

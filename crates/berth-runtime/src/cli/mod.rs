@@ -1,5 +1,6 @@
 //! runc's command line. Flags come from youki's liboci-cli where its
-//! definitions match runc's; `kill` is our own (see kill.rs). One file per
+//! definitions match runc's; `kill` and `list` are our own (see kill.rs,
+//! list.rs). One file per
 //! verb, each thin: parse, call the library, print what runc prints.
 
 mod create;
@@ -63,7 +64,7 @@ pub enum Command {
     /// Run a new process in a container
     Exec(liboci_cli::Exec),
     /// List containers
-    List(liboci_cli::List),
+    List(list::List),
     /// List a container's processes
     Ps(liboci_cli::Ps),
     /// Write a default config.json
@@ -114,11 +115,28 @@ impl Globals {
 
 /// /run/berth-runtime for root; $XDG_RUNTIME_DIR/berth-runtime otherwise.
 fn default_root() -> PathBuf {
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
-    if let (false, Some(dir)) = (nix::unistd::geteuid().is_root(), xdg) {
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR");
+    let user = std::env::var("USER").ok();
+    default_root_for(nix::unistd::geteuid().is_root(), berth_runtime::sys::in_user_namespace, xdg, user.as_deref())
+}
+
+/// runc's rule (`shouldHonorXDGRuntimeDir`): $XDG_RUNTIME_DIR is used when
+/// set and the caller is not root, or is root only inside a user namespace
+/// and not $USER=root. The second case is rootless podman, which runs the
+/// runtime as uid 0 of its own user namespace with XDG_RUNTIME_DIR set to
+/// the user's directory (where /run is not writable).
+fn default_root_for(
+    euid_root: bool,
+    in_userns: impl Fn() -> bool,
+    xdg: Option<std::ffi::OsString>,
+    user: Option<&str>,
+) -> PathBuf {
+    let system = PathBuf::from("/run/berth-runtime");
+    let Some(dir) = xdg.filter(|d| !d.is_empty()) else { return system };
+    if !euid_root || (in_userns() && user != Some("root")) {
         return PathBuf::from(dir).join("berth-runtime");
     }
-    PathBuf::from("/run/berth-runtime")
+    system
 }
 
 /// Whether the verb in `args` (the arguments after the program name) runs
@@ -174,7 +192,26 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::enters_container;
+    use super::*;
+
+    #[test]
+    fn default_root_follows_runcs_xdg_rule() {
+        let xdg = || Some(std::ffi::OsString::from("/run/user/1000"));
+        let user_dir = PathBuf::from("/run/user/1000/berth-runtime");
+        let system = PathBuf::from("/run/berth-runtime");
+        // Real root ignores XDG_RUNTIME_DIR (e.g. /run/user/0).
+        assert_eq!(default_root_for(true, || false, xdg(), Some("root")), system);
+        assert_eq!(default_root_for(true, || false, xdg(), None), system);
+        // An unprivileged caller uses it.
+        assert_eq!(default_root_for(false, || false, xdg(), Some("alice")), user_dir);
+        // Root of a user namespace (rootless podman) uses it, unless USER=root.
+        assert_eq!(default_root_for(true, || true, xdg(), Some("alice")), user_dir);
+        assert_eq!(default_root_for(true, || true, xdg(), None), user_dir);
+        assert_eq!(default_root_for(true, || true, xdg(), Some("root")), system);
+        // Without XDG_RUNTIME_DIR: the system root.
+        assert_eq!(default_root_for(false, || true, None, Some("alice")), system);
+        assert_eq!(default_root_for(false, || true, Some("".into()), Some("alice")), system);
+    }
 
     fn check(args: &str) -> bool {
         enters_container(args.split_whitespace().map(Into::into))

@@ -155,8 +155,8 @@ struct CgroupSetup {
 }
 
 /// Creates (or joins) the container's cgroup and applies its limits. No
-/// cgroup when the host has none, or when an unprivileged caller has none
-/// delegated.
+/// cgroup when the host has none, or when a rootless caller (see
+/// [`crate::sys::rootless`]) has none delegated.
 fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
     let none = |layout| CgroupSetup { layout, cgroup: None, default_path: false, joined: false };
     let layout = match Layout::detect() {
@@ -181,7 +181,7 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
         Ok(()) => Ok(CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined }),
         // Rootless: cgroups only where delegated. Without one, say so only
         // if limits were asked for (they cannot be applied).
-        Err(e) if !nix::unistd::geteuid().is_root() => {
+        Err(e) if crate::sys::rootless() => {
             if resources.is_some_and(has_limits) {
                 tracing::warn!("container {id}: linux.resources not applied, no delegated cgroup ({e})");
             } else {
