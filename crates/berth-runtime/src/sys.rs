@@ -117,11 +117,42 @@ pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: Option<std::time::Duration>) -
 /// Marks every fd from `first` up as close-on-exec, so exec leaves the new
 /// program only stdio and the fds it was meant to inherit
 /// (CVE-2024-21626: no runtime fd may reach the container).
+///
+/// close_range may be refused: by a kernel older than 5.11 (ENOSYS,
+/// EINVAL), or by the container's own seccomp filter, which without
+/// no_new_privs is already loaded here, and whose allow-list may predate
+/// close_range (EPERM, or ENOSYS as runc's filters answer for calls newer
+/// than the profile). Then every fd listed in /proc/self/fd is marked one
+/// by one with fcntl, as runc does.
 pub fn cloexec_from(first: u32) -> nix::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes fd flags in this process's table.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    if r == 0 {
+        return Ok(());
+    }
+    cloexec_listed_from(first)
+}
+
+fn cloexec_listed_from(first: u32) -> nix::Result<()> {
+    use nix::dir::Dir;
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    let mut dir = Dir::open("/proc/self/fd", OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let own = dir.as_raw_fd();
+    let fds: Vec<RawFd> = dir
+        .iter()
+        .filter_map(|e| e.ok()?.file_name().to_str().ok()?.parse::<RawFd>().ok())
+        .filter(|fd| *fd >= first as RawFd && *fd != own)
+        .collect();
+    for fd in fds {
+        // SAFETY: fd was listed as open just now; only its flags change.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+            Ok(_) | Err(Errno::EBADF) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Clears close-on-exec on `fd`, so it survives exec.

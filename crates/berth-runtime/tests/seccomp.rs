@@ -205,3 +205,51 @@ fn a_bad_profile_is_refused_before_anything_starts() {
     assert!(err.contains("linux.seccomp.defaultAction"), "{err}");
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+/// A profile older than close_range (runtime-tools' is; Docker's before
+/// 2020 was), loaded before the runtime's last steps when no_new_privs is
+/// off: the runtime still closes its fds off (by /proc/self/fd and fcntl)
+/// and the container runs with only stdio, in the init and through exec.
+#[test]
+fn a_filter_without_close_range_still_leaves_the_container_only_its_stdio() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.args(&["/bin/sleep", "30"]);
+    b.edit(|c| {
+        c["process"]["noNewPrivileges"] = false.into();
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [{ "names": ["close_range"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+        });
+    });
+    b.write();
+    let id = unique_id("seccomp");
+    let extra = std::fs::File::open("/proc/self/exe").unwrap();
+    let mut cmd = rt.cmd();
+    cmd.args(["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id]);
+    let fd = extra.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; `extra` outlives the spawn.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || if libc::dup2(fd, 5) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let out = berth_testkit::output_via_files(&mut cmd);
+    assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let fds = |pid: i64| {
+        let mut v: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(fds(pid), [0, 1, 2], "the init's fds");
+    let pid_file = b.path().join("exec.pid");
+    rt.ok(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), &id, "/bin/sleep", "30"]);
+    let exec_pid: i64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(fds(exec_pid), [0, 1, 2], "the exec'd process's fds");
+    rt.ok(&["delete", "--force", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
