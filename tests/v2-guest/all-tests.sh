@@ -7,13 +7,14 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
-cargo build -p berth-runtime
+cargo build -p berth-runtime -p berth-shim
 mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev/null |
 	jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test)
 		| select(.package_id | contains("berth-interop") | not) | .executable' |
 	sort -u)
 ((${#bins[@]} > 0)) || { echo "no test binaries found" >&2; exit 1; }
 runtime=$repo/target/debug/berth-runtime
+shim=$repo/target/debug/berth-shim
 # The rootless tests make a throwaway user with the host's shadow tools and
 # map ids through its setuid newuidmap/newgidmap: the guest gets them, and
 # the account files they edit (the guest's copies; the host's stay as they are).
@@ -25,4 +26,4 @@ done
 # One guest, every binary in turn; a failing binary does not stop the rest.
 # shellcheck disable=SC2016 # expanded by the guest's shell, not here
 script='fail=0; for t in "$@"; do echo "=== $t"; "$t" --test-threads=2 || fail=1; done; exit $fail'
-exec "$repo/tests/v2-guest/run.sh" --timeout 900 "$runtime" "${tools[@]}" "${bins[@]}" -- /bin/sh -c "$script" sh "${bins[@]}"
+exec "$repo/tests/v2-guest/run.sh" --timeout 900 "$runtime" "$shim" "${tools[@]}" "${bins[@]}" -- /bin/sh -c "$script" sh "${bins[@]}"

@@ -1,0 +1,49 @@
+//! berth-shim: one small supervisor per container, as conmon and
+//! containerd-shim-runc-v2 are. It creates and starts the container
+//! through the OCI runtime's command line (berth-runtime, runc or crun),
+//! holds its stdio, writes docker's json-file log, serves an attach
+//! socket, forwards signals, reaps the container as its subreaper, records
+//! the exit in exit.json and applies the restart policy. It runs detached
+//! from whoever started it, so containers outlive the engine and the CLI.
+//!
+//! Single-threaded, no async runtime, no flag parser, no serde in the
+//! binary: its memory is paid once per running container.
+//!
+//! The engine's side is [`client`].
+
+pub mod client;
+pub mod config;
+pub mod json;
+pub mod logfile;
+pub mod protocol;
+pub mod supervisor;
+pub mod time;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Sys { what: &'static str, source: nix::errno::Errno },
+    /// The OCI runtime refused (its own message).
+    #[error("{0}")]
+    Runtime(String),
+    #[error("start berth-shim {}: {source}", path.display())]
+    Spawn { path: PathBuf, source: std::io::Error },
+    #[error("berth-shim ended without reporting the start{0}")]
+    NoReport(String),
+}
+
+impl ShimError {
+    pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> ShimError {
+        ShimError::Io { what, path: path.into(), source }
+    }
+
+    pub fn sys(what: &'static str, source: nix::errno::Errno) -> ShimError {
+        ShimError::Sys { what, source }
+    }
+}

@@ -1,0 +1,167 @@
+//! docker's json-file log driver: one JSON object per line,
+//! `{"log":"hi\n","stream":"stdout","time":"2026-...Z"}`, rotated by size
+//! (`max-size`) into at most `max-file` files: LOG, LOG.1, LOG.2, ...
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{json, time};
+
+/// Output that has no newline yet is held back up to this much, then
+/// written as a partial line (docker splits at 16 KiB too).
+const MAX_PARTIAL: usize = 16 * 1024;
+
+pub struct JsonFileLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: Option<u64>,
+    max_files: u32,
+    partial: [Vec<u8>; 2],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+impl JsonFileLog {
+    pub fn open(path: &Path, max_size: Option<u64>, max_files: u32) -> std::io::Result<JsonFileLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(JsonFileLog {
+            path: path.into(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+            partial: [vec![], vec![]],
+        })
+    }
+
+    /// Takes a chunk of a stream's output; whole lines are written now.
+    pub fn write(&mut self, stream: Stream, mut data: &[u8]) -> std::io::Result<()> {
+        while let Some(nl) = data.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial[stream as usize]);
+            line.extend_from_slice(&data[..=nl]);
+            self.entry(stream, &line)?;
+            data = &data[nl + 1..];
+        }
+        self.partial[stream as usize].extend_from_slice(data);
+        if self.partial[stream as usize].len() >= MAX_PARTIAL {
+            let line = std::mem::take(&mut self.partial[stream as usize]);
+            self.entry(stream, &line)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is held back (the stream ended without a newline).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let line = std::mem::take(&mut self.partial[stream as usize]);
+            if !line.is_empty() {
+                self.entry(stream, &line)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, stream: Stream, line: &[u8]) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(line);
+        let entry = format!(
+            "{{\"log\":{},\"stream\":\"{}\",\"time\":\"{}\"}}\n",
+            json::string(&text),
+            stream.name(),
+            time::now()
+        );
+        if let Some(max) = self.max_size
+            && self.size > 0
+            && self.size + entry.len() as u64 > max
+        {
+            self.rotate()?;
+        }
+        self.file.write_all(entry.as_bytes())?;
+        self.size += entry.len() as u64;
+        Ok(())
+    }
+
+    /// LOG.(n-1) -> LOG.n, ..., LOG -> LOG.1, and a new LOG; with
+    /// max-file 1 the log is just started over.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let name = |i: u32| {
+            if i == 0 { self.path.clone() } else { PathBuf::from(format!("{}.{i}", self.path.display())) }
+        };
+        if self.max_files > 1 {
+            for i in (0..self.max_files - 1).rev() {
+                let from = name(i);
+                if from.exists() {
+                    std::fs::rename(&from, name(i + 1))?;
+                }
+            }
+        }
+        self.file = OpenOptions::new().create(true).write(true).truncate(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn lines_become_entries_with_stream_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut log = JsonFileLog::open(&p, None, 1).unwrap();
+        log.write(Stream::Stdout, b"hel").unwrap();
+        log.write(Stream::Stderr, b"oops\n").unwrap();
+        log.write(Stream::Stdout, b"lo\nwor").unwrap();
+        log.flush().unwrap();
+        let e = entries(&p);
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0]["log"].as_str(), e[0]["stream"].as_str()), (Some("oops\n"), Some("stderr")));
+        assert_eq!((e[1]["log"].as_str(), e[1]["stream"].as_str()), (Some("hello\n"), Some("stdout")));
+        assert_eq!(e[2]["log"], "wor", "a last line without newline is kept as is");
+        assert!(e[0]["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn rotation_keeps_max_file_files_of_at_most_max_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut log = JsonFileLog::open(&p, Some(300), 3).unwrap();
+        for i in 0..40 {
+            log.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["c.log", "c.log.1", "c.log.2"]);
+        for n in &names {
+            assert!(std::fs::metadata(dir.path().join(n)).unwrap().len() <= 300, "{n} too big");
+        }
+        let newest = entries(&p);
+        assert_eq!(newest.last().unwrap()["log"], "line 39\n", "the newest lines are in the live file");
+        let older = entries(&dir.path().join("c.log.1"));
+        let last_older: String = older.last().unwrap()["log"].as_str().unwrap().into();
+        let first_newest: String = newest[0]["log"].as_str().unwrap().into();
+        let n = |s: &str| s.trim().trim_start_matches("line ").parse::<u32>().unwrap();
+        assert_eq!(n(&last_older) + 1, n(&first_newest), "no line lost between files");
+    }
+}

@@ -1,0 +1,470 @@
+//! The shim's life: create and start the container through the runtime's
+//! command line, then one poll(2) loop over the container's output, the
+//! attach socket and a signalfd, until the container has exited (and has
+//! been restarted as often as its policy says).
+//!
+//! The shim is the container's child subreaper: the runtime's init
+//! process is reparented to it when the runtime exits, so the shim reaps
+//! it and has its real exit status, as conmon and containerd's shim do.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::logfile::{JsonFileLog, Stream};
+use crate::{ShimError, json, protocol, time};
+
+/// Signals the shim passes on to the container's init.
+const FORWARDED: [Signal; 6] =
+    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+
+/// How long output is still collected after the init has exited (its
+/// children may hold the pipes a little longer).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The container's stdio as the shim holds it.
+struct Io {
+    /// stdout, or the terminal.
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// Where stdin input goes: a pipe, or the terminal.
+    stdin: Option<OwnedFd>,
+    /// The terminal, for resizes.
+    pty: Option<RawFd>,
+}
+
+struct Client {
+    stream: UnixStream,
+    decoder: protocol::Decoder,
+}
+
+/// Runs the container to its end. Returns the last exit code.
+pub fn run(cfg: &Config) -> Result<i32, ShimError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| ShimError::io("create", &cfg.state_dir, e))?;
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| ShimError::sys("block signals", e))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| ShimError::sys("signalfd", e))?;
+    let listener = bind_attach(&cfg.state_dir)?;
+    let mut log = match &cfg.log_path {
+        Some(p) => {
+            Some(JsonFileLog::open(p, cfg.log_max_size, cfg.log_max_files).map_err(|e| ShimError::io("open", p, e))?)
+        }
+        None => None,
+    };
+    let mut sync = cfg.sync_fd.map(|fd| {
+        // SAFETY: the engine passed this fd to us for the start report;
+        // nothing else in the shim uses it.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    });
+    let mut clients: Vec<Client> = Vec::new();
+    let mut restarts = 0u32;
+    loop {
+        let (pid, mut io) = match start_container(cfg) {
+            Ok(started) => started,
+            Err(msg) => {
+                if let Some(mut s) = sync.take() {
+                    let _ = writeln!(s, "{{\"error\":{}}}", json::string(&msg));
+                    return Err(ShimError::Runtime(msg));
+                }
+                // A restart that failed: the container stays exited.
+                write_exit(cfg, 127, restarts, Some(&msg));
+                return Err(ShimError::Runtime(msg));
+            }
+        };
+        if let Some(mut s) = sync.take() {
+            let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{}}}", std::process::id());
+        }
+        let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+        let code = supervise(pid, &mut io, &sigfd, &listener, &mut clients, log.as_mut())?;
+        if let Some(l) = log.as_mut() {
+            let _ = l.flush();
+        }
+        write_exit(cfg, code, restarts, None);
+        let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
+        clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
+        if !cfg.no_delete {
+            let _ =
+                runtime(cfg).args(["delete", "--force", &cfg.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        let stopped = cfg.state_dir.join("stopped").exists();
+        if !cfg.restart.again(code, restarts, stopped) {
+            return Ok(code);
+        }
+        restarts += 1;
+        // docker's back-off: 100 ms, doubling, at most a minute.
+        std::thread::sleep(Duration::from_millis(100u64.saturating_mul(1 << restarts.min(10)).min(60_000)));
+    }
+}
+
+fn runtime(cfg: &Config) -> Command {
+    let mut c = Command::new(&cfg.runtime);
+    if let Some(root) = &cfg.runtime_root {
+        c.arg("--root").arg(root);
+    }
+    c
+}
+
+fn bind_attach(dir: &Path) -> Result<UnixListener, ShimError> {
+    let path = dir.join("attach.sock");
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).map_err(|e| ShimError::io("bind", &path, e))?;
+    l.set_nonblocking(true).map_err(|e| ShimError::io("set non-blocking", &path, e))?;
+    Ok(l)
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// `runtime create` + `runtime start`; the init's pid and its stdio, or
+/// the runtime's error text.
+fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
+    let pid_file = cfg.state_dir.join("container.pid");
+    let runtime_log = cfg.state_dir.join("runtime.log");
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&runtime_log);
+    let mut create = runtime(cfg);
+    create.arg("--log").arg(&runtime_log).args(["--log-format", "json", "create", "--bundle"]);
+    create.arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+    let mut io = Io { out: None, err: None, stdin: None, pty: None };
+    let console = if cfg.terminal {
+        let path = cfg.state_dir.join("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        create.arg("--console-socket").arg(&path);
+        create.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        Some((l, path))
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        io.out = Some(out_r);
+        io.err = Some(err_r);
+        if cfg.stdin {
+            let (in_r, in_w) = pipe()?;
+            io.stdin = Some(in_w);
+            create.stdin(Stdio::from(in_r));
+        } else {
+            create.stdin(Stdio::null());
+        }
+        create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        None
+    };
+    create.arg(&cfg.id);
+    let mut child = create.spawn().map_err(|e| format!("run {}: {e}", cfg.runtime.display()))?;
+    if let Some((listener, path)) = console {
+        let master = receive_console(&listener, &mut child).map_err(|e| {
+            let _ = child.wait();
+            runtime_error(&runtime_log).unwrap_or(e)
+        })?;
+        let _ = std::fs::remove_file(path);
+        io.pty = Some(master.as_raw_fd());
+        io.stdin = Some(master.try_clone().map_err(|e| e.to_string())?);
+        io.out = Some(master);
+    }
+    // Our copies of the container's ends are gone with `create` (moved
+    // into it): only the container holds them now.
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(runtime_error(&runtime_log)
+            .unwrap_or_else(|| format!("{} create failed ({status})", cfg.runtime.display())));
+    }
+    let started = runtime(cfg)
+        .arg("--log")
+        .arg(&runtime_log)
+        .args(["--log-format", "json", "start", &cfg.id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !started.success() {
+        let msg = runtime_error(&runtime_log)
+            .unwrap_or_else(|| format!("{} start failed ({started})", cfg.runtime.display()));
+        let _ = runtime(cfg).args(["delete", "--force", &cfg.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        return Err(msg);
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| format!("the runtime wrote no pid to {}", pid_file.display()))?;
+    for fd in [&io.out, &io.err].into_iter().flatten() {
+        set_nonblocking(fd.as_raw_fd());
+    }
+    Ok((pid, io))
+}
+
+/// The last error the runtime logged (runc's JSON log lines).
+fn runtime_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .next_back()
+}
+
+/// Waits for the runtime to connect to the console socket and send the
+/// pty master (SCM_RIGHTS), or to exit without doing so.
+fn receive_console(listener: &UnixListener, child: &mut std::process::Child) -> Result<OwnedFd, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("accept on the console socket: {e}")),
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the runtime exited ({status}) without sending a terminal"));
+        }
+        if Instant::now() > deadline {
+            return Err("the runtime sent no terminal within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receive the terminal: {e}"))?;
+    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this fd for us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    Err("the console socket message carried no fd".into())
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: F_GETFL/F_SETFL on an fd the shim owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+/// The poll loop for one run of the container; returns its exit code.
+fn supervise(
+    pid: i32,
+    io: &mut Io,
+    sigfd: &SignalFd,
+    listener: &UnixListener,
+    clients: &mut Vec<Client>,
+    mut log: Option<&mut JsonFileLog>,
+) -> Result<i32, ShimError> {
+    let mut exit: Option<(i32, Instant)> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some((code, at)) = exit
+            && ((io.out.is_none() && io.err.is_none()) || at.elapsed() > DRAIN)
+        {
+            return Ok(code);
+        }
+        // Fixed slots first, then one per client.
+        let out_fd = io.out.as_ref().map(|f| f.as_fd());
+        let err_fd = io.err.as_ref().map(|f| f.as_fd());
+        let mut fds =
+            vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN), PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let mut slots = vec![Slot::Signal, Slot::Listener];
+        if let Some(fd) = out_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            slots.push(Slot::Out);
+        }
+        if let Some(fd) = err_fd {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            slots.push(Slot::Err);
+        }
+        for (i, c) in clients.iter().enumerate() {
+            fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+            slots.push(Slot::Client(i));
+        }
+        let timeout = if exit.is_some() { PollTimeout::from(100u16) } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(ShimError::sys("poll", e)),
+        }
+        let ready: Vec<(Slot, bool)> = fds
+            .iter()
+            .zip(slots)
+            .map(|(f, s)| (s, f.revents().is_some_and(|r| !r.is_empty())))
+            .filter(|(_, r)| *r)
+            .collect();
+        drop(fds);
+        let mut gone = Vec::new();
+        for (slot, _) in ready {
+            match slot {
+                Slot::Signal => {
+                    while let Ok(Some(info)) = sigfd.read_signal() {
+                        let signo = info.ssi_signo as i32;
+                        if signo == libc::SIGCHLD {
+                            if let Some(code) = reap(pid) {
+                                exit.get_or_insert((code, Instant::now()));
+                            }
+                        } else if exit.is_none()
+                            && let Ok(sig) = Signal::try_from(signo)
+                        {
+                            let _ = kill(Pid::from_raw(pid), sig);
+                        }
+                    }
+                }
+                Slot::Listener => {
+                    while let Ok((stream, _)) = listener.accept() {
+                        let _ = stream.set_nonblocking(true);
+                        clients.push(Client { stream, decoder: protocol::Decoder::default() });
+                    }
+                }
+                Slot::Out | Slot::Err => {
+                    let (fd, kind, stream) = match slot {
+                        Slot::Out => (&mut io.out, protocol::STDOUT, Stream::Stdout),
+                        _ => (&mut io.err, protocol::STDERR, Stream::Stderr),
+                    };
+                    let n = match fd.as_ref().map(|f| nix::unistd::read(f, &mut buf)) {
+                        Some(Ok(n)) => n,
+                        Some(Err(Errno::EAGAIN | Errno::EINTR)) => continue,
+                        // EIO: a terminal whose last holder is gone.
+                        _ => 0,
+                    };
+                    if n == 0 {
+                        *fd = None;
+                        continue;
+                    }
+                    if let Some(l) = log.as_deref_mut() {
+                        let _ = l.write(stream, &buf[..n]);
+                    }
+                    let frame = protocol::encode(kind, &buf[..n]);
+                    clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
+                }
+                Slot::Client(i) => {
+                    if !client_input(&mut clients[i], io) {
+                        gone.push(i);
+                    }
+                }
+            }
+        }
+        for i in gone.into_iter().rev() {
+            if i < clients.len() {
+                clients.remove(i);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Signal,
+    Listener,
+    Out,
+    Err,
+    Client(usize),
+}
+
+/// Reaps every exited child; the container's exit code if it was one.
+fn reap(container: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == container => code = Some(c),
+            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == container => code = Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Handles what a client sent; false when it has gone.
+fn client_input(c: &mut Client, io: &mut Io) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    match c.stream.read(&mut buf) {
+        Ok(0) => return false,
+        Ok(n) => c.decoder.push(&buf[..n]),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+        Err(_) => return false,
+    }
+    loop {
+        match c.decoder.next_frame() {
+            Ok(Some((protocol::STDIN, data))) => {
+                if let Some(fd) = &io.stdin {
+                    let _ = write_all(fd.as_raw_fd(), &data);
+                }
+            }
+            Ok(Some((protocol::CLOSE_STDIN, _))) => {
+                // A terminal stays: closing it would hang up the container.
+                if io.pty.is_none() {
+                    io.stdin = None;
+                } else if let Some(fd) = &io.stdin {
+                    let _ = write_all(fd.as_raw_fd(), &[4]);
+                }
+            }
+            Ok(Some((protocol::RESIZE, size))) if size.len() == 4 => {
+                if let Some(pty) = io.pty {
+                    let ws = libc::winsize {
+                        ws_row: u16::from_be_bytes([size[0], size[1]]),
+                        ws_col: u16::from_be_bytes([size[2], size[3]]),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
+                    unsafe { libc::ioctl(pty, libc::TIOCSWINSZ, &ws) };
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {
+    // SAFETY: the fd is open for the duration of the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// exit.json, written whole (temp file + rename) for the engine to read.
+fn write_exit(cfg: &Config, code: i32, restarts: u32, error: Option<&str>) {
+    let mut text = format!("{{\"exitCode\":{code},\"exitedAt\":\"{}\",\"restartCount\":{restarts}", time::now());
+    if let Some(e) = error {
+        text.push_str(&format!(",\"error\":{}", json::string(e)));
+    }
+    text.push_str("}\n");
+    let path = cfg.state_dir.join("exit.json");
+    let tmp: PathBuf = cfg.state_dir.join(".exit.json.tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}

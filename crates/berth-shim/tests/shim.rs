@@ -1,0 +1,260 @@
+//! berth-shim supervising real containers: with berth-runtime, and with
+//! runc and crun where installed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_shim::client::{self, Attach, Started};
+use berth_shim::config::{Config, Restart};
+use berth_shim::{ShimError, protocol};
+use berth_testkit::{Bundle, Runtime, require_root, unique_id, workspace_bin};
+use serde_json::Value;
+
+/// A container under a shim, for one test: its bundle, state and runtime
+/// root are temporary; dropping it kills what is left (shim, container).
+struct Boxed {
+    rt: Runtime,
+    bundle: Bundle,
+    state: tempfile::TempDir,
+    cfg: Config,
+    started: Option<Started>,
+}
+
+impl Boxed {
+    fn new(runtime: PathBuf, args: &[&str]) -> Boxed {
+        require_root();
+        let rt = Runtime::new(runtime.clone());
+        let mut bundle = Bundle::busybox();
+        bundle.args(args);
+        bundle.edit(|c| c["root"]["readonly"] = false.into());
+        bundle.write();
+        let state = tempfile::Builder::new().prefix("berth-shim-").tempdir().unwrap();
+        let cfg = Config {
+            id: unique_id("shim"),
+            bundle: bundle.path().into(),
+            runtime,
+            runtime_root: Some(rt.root().into()),
+            state_dir: state.path().join("state"),
+            log_path: Some(state.path().join("container.log")),
+            log_max_size: None,
+            log_max_files: 1,
+            terminal: false,
+            stdin: false,
+            restart: Restart::No,
+            sync_fd: None,
+            no_delete: false,
+        };
+        Boxed { rt, bundle, state, cfg, started: None }
+    }
+
+    fn start(&mut self) -> Result<Started, ShimError> {
+        let s = client::spawn(Path::new(env!("CARGO_BIN_EXE_berth-shim")), &self.cfg)?;
+        self.started = Some(s);
+        Ok(s)
+    }
+
+    fn wait_exit(&self) -> client::Exit {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(e) = client::exit_status(&self.cfg.state_dir)
+                && !self.shim_alive()
+            {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "the container did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shim_alive(&self) -> bool {
+        self.started.is_some_and(|s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.shim_pid), None).is_ok())
+    }
+
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.cfg.log_path.as_ref().unwrap())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Boxed {
+    fn drop(&mut self) {
+        if let Some(s) = self.started
+            && self.shim_alive()
+        {
+            let _ = client::mark_stopped(&self.cfg.state_dir);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.shim_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.shim_pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = &self.bundle;
+        let _ = &self.state;
+        // `rt` deletes whatever container is left in its root.
+    }
+}
+
+fn berth() -> PathBuf {
+    workspace_bin("berth-runtime")
+}
+
+fn lines(log: &[Value], stream: &str) -> Vec<String> {
+    log.iter().filter(|e| e["stream"] == stream).map(|e| e["log"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn output_goes_to_the_json_file_log_and_the_exit_is_recorded() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "echo out; echo err >&2; echo more; exit 3"]);
+    let s = b.start().unwrap();
+    assert!(s.pid > 1 && s.shim_pid > 1);
+    let exit = b.wait_exit();
+    assert_eq!((exit.code, exit.restart_count), (3, 0));
+    let log = b.log();
+    assert_eq!(lines(&log, "stdout"), ["out\n", "more\n"]);
+    assert_eq!(lines(&log, "stderr"), ["err\n"]);
+    assert!(log.iter().all(|e| e["time"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert!(b.rt.ids().is_empty(), "the runtime's container is deleted after the exit");
+}
+
+#[test]
+fn the_shim_is_detached_from_its_starter_and_reaps_the_real_exit_status() {
+    let mut b = Boxed::new(berth(), &["/bin/sleep", "30"]);
+    let s = b.start().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.shim_pid)).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let (ppid, sid): (u32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
+    assert_ne!(ppid, std::process::id(), "the shim is not the starter's child");
+    assert_eq!(sid, s.shim_pid, "the shim leads a session of its own");
+    let init_ppid = std::fs::read_to_string(format!("/proc/{}/stat", s.pid)).unwrap();
+    let init_ppid: i32 = init_ppid.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(init_ppid, s.shim_pid, "the container's init is the shim's child (subreaper)");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(b.wait_exit().code, 137);
+}
+
+#[test]
+fn signals_to_the_shim_reach_the_container() {
+    let mut b = Boxed::new(
+        berth(),
+        &["/bin/sh", "-c", "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.05; done"],
+    );
+    let s = b.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines(&b.log(), "stdout").contains(&"ready\n".to_owned()) {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.shim_pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(b.wait_exit().code, 0);
+    assert!(lines(&b.log(), "stdout").contains(&"got-term\n".to_owned()));
+}
+
+#[test]
+fn stdin_through_the_attach_socket_reaches_the_container() {
+    let mut b = Boxed::new(berth(), &["/bin/cat"]);
+    b.cfg.stdin = true;
+    b.start().unwrap();
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    a.send_stdin(b"ping\n").unwrap();
+    let mut out = Vec::new();
+    let code = loop {
+        match a.next_frame().unwrap() {
+            Some((protocol::STDOUT, d)) => {
+                out.extend(d);
+                if out.ends_with(b"ping\n") {
+                    a.close_stdin().unwrap();
+                }
+            }
+            Some((protocol::EXIT, c)) => break i32::from_be_bytes(c.try_into().unwrap()),
+            Some(_) => {}
+            None => panic!("the shim hung up before the exit"),
+        }
+    };
+    assert_eq!((String::from_utf8_lossy(&out).as_ref(), code), ("ping\n", 0));
+}
+
+#[test]
+fn a_terminal_container_answers_through_attach_and_follows_resizes() {
+    let mut b = Boxed::new(berth(), &["/bin/sh"]);
+    b.cfg.terminal = true;
+    b.bundle.edit(|c| c["process"]["terminal"] = true.into());
+    b.bundle.write();
+    b.start().unwrap();
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    a.resize(33, 77).unwrap();
+    a.send_stdin(b"stty size; tty; exit 5\n").unwrap();
+    let mut out = Vec::new();
+    let code = loop {
+        match a.next_frame().unwrap() {
+            Some((protocol::STDOUT, d)) => out.extend(d),
+            Some((protocol::EXIT, c)) => break i32::from_be_bytes(c.try_into().unwrap()),
+            Some(_) => {}
+            None => panic!("the shim hung up before the exit"),
+        }
+    };
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("33 77"), "the resize reached the terminal: {text:?}");
+    assert!(text.contains("/dev/pts/"), "a real terminal: {text:?}");
+    assert_eq!(code, 5);
+}
+
+#[test]
+fn on_failure_2_restarts_exactly_twice() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "echo run >> /runs; exit 1"]);
+    b.cfg.restart = Restart::OnFailure(2);
+    b.start().unwrap();
+    let exit = b.wait_exit();
+    assert_eq!((exit.code, exit.restart_count), (1, 2));
+    let runs = std::fs::read_to_string(b.bundle.rootfs().join("runs")).unwrap();
+    assert_eq!(runs.lines().count(), 3, "the first run and two restarts");
+}
+
+#[test]
+fn the_log_is_rotated_by_size_and_count() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done"]);
+    b.cfg.log_max_size = Some(2000);
+    b.cfg.log_max_files = 3;
+    b.start().unwrap();
+    assert_eq!(b.wait_exit().code, 0);
+    let log = b.cfg.log_path.clone().unwrap();
+    let names = ["", ".1", ".2"].map(|s| PathBuf::from(format!("{}{s}", log.display())));
+    for n in &names {
+        let len = std::fs::metadata(n).unwrap().len();
+        assert!(len <= 2000 && len > 0, "{} is {len} bytes", n.display());
+    }
+    assert!(!PathBuf::from(format!("{}.3", log.display())).exists(), "at most 3 files");
+    assert_eq!(lines(&b.log(), "stdout").last().map(String::as_str), Some("line 199\n"));
+}
+
+#[test]
+fn a_runtime_error_is_the_spawn_error() {
+    let mut b = Boxed::new(berth(), &["/nonexistent-program"]);
+    match b.start() {
+        Err(ShimError::Runtime(msg)) => assert!(msg.contains("nonexistent-program"), "{msg}"),
+        other => panic!("expected the runtime's error, got {other:?}"),
+    }
+    assert!(b.rt.ids().is_empty(), "nothing left in the runtime");
+}
+
+/// The same contract with runc and crun as the runtime (skipped where the
+/// binary is not installed, e.g. in the cgroup v2 guest).
+#[test]
+fn runc_and_crun_work_under_the_shim() {
+    for name in ["runc", "crun"] {
+        let Some(bin) = ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()) else {
+            eprintln!("skipped: {name} is not installed");
+            continue;
+        };
+        let mut b = Boxed::new(bin, &["/bin/sh", "-c", "echo via-$0; exit 4"]);
+        // crun 1.8 knows runtime-spec versions up to 1.0.x.
+        b.bundle.edit(|c| c["ociVersion"] = "1.0.2".into());
+        b.bundle.write();
+        b.start().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(b.wait_exit().code, 4, "{name}");
+        assert_eq!(lines(&b.log(), "stdout"), ["via-/bin/sh\n"], "{name}");
+    }
+}
