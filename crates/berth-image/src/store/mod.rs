@@ -1,0 +1,3 @@
+//! Stores on disk: blobs by digest ([`content`]).
+
+pub mod content;
