@@ -4,6 +4,9 @@
 //! store ([`store::content`]) and untrusted layer unpacking ([`unpack`]).
 
 pub mod digest;
+pub mod pull;
 pub mod reference;
+pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -12,6 +12,7 @@
 //! makes that explicit instead of letting them fail obscurely.
 
 pub mod leaks;
+pub mod registry;
 pub mod user;
 
 use std::path::{Path, PathBuf};

@@ -92,6 +92,11 @@ impl ContentStore {
         Ok(Ingest { store: self, digest: digest.clone(), size, partial, file, hasher, offset })
     }
 
+    /// Drops what an interrupted ingest of `digest` left.
+    pub fn discard_ingest(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.root.join("ingest").join(format!("{}.partial", digest.hex())));
+    }
+
     /// Writes a whole blob from `data` (verified like any other).
     pub fn put(&self, digest: &Digest, size: u64, data: impl Read) -> Result<(), ContentError> {
         if self.contains(digest) {

@@ -33,6 +33,8 @@ use nix::unistd::{Gid, Uid, fchownat};
 use pathrs::flags::OpenFlags;
 use pathrs::{InodeType, Root};
 
+use crate::digest::Digest;
+
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
@@ -46,6 +48,8 @@ pub enum UnpackError {
     TooManyEntries { limit: u64 },
     #[error("read the layer: {0}")]
     Read(std::io::Error),
+    #[error("layer content hashes to {actual}, not the diff_id {expected} the image config promises")]
+    DiffId { expected: Digest, actual: Digest },
     #[error("open the snapshot {}: {why}", path.display())]
     Root { path: PathBuf, why: String },
 }
@@ -108,12 +112,40 @@ impl<R: Read> Read for Bounded<R> {
 
 const TOO_LARGE: &str = "berth: layer size limit";
 
+/// Hashes what passes, for the layer's diff_id.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Unpacks `layer` (compressed or not) into `dest`, an existing
 /// directory that becomes the layer's snapshot.
 pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Stats, UnpackError> {
+    unpack_checked(layer, dest, limits, None)
+}
+
+/// [`unpack`], and the uncompressed stream must hash to `diff_id` (the
+/// image config's promise); the caller discards `dest` if it does not.
+pub fn unpack_checked(
+    layer: impl Read,
+    dest: &Path,
+    limits: Limits,
+    diff_id: Option<&Digest>,
+) -> Result<Stats, UnpackError> {
+    use sha2::Digest as _;
     let root = Root::open(dest).map_err(|e| UnpackError::Root { path: dest.into(), why: e.to_string() })?;
     let stream = decompress(layer).map_err(UnpackError::Read)?;
-    let bounded = Bounded { inner: stream, read: 0, limit: limits.max_bytes };
+    let hashing = Hashing { inner: stream, hasher: sha2::Sha256::new() };
+    let bounded = Bounded { inner: hashing, read: 0, limit: limits.max_bytes };
     let mut archive = tar::Archive::new(bounded);
     let mut stats = Stats::default();
     let too_large = |e: &std::io::Error| e.to_string().contains(TOO_LARGE);
@@ -135,6 +167,15 @@ pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Stats, Un
             Err(ApplyError::Io(e)) if too_large(&e) => return Err(UnpackError::TooLarge { limit: limits.max_bytes }),
             Err(ApplyError::Io(e)) => return Err(fail(e.to_string())),
             Err(ApplyError::Refused(why)) => return Err(fail(why)),
+        }
+    }
+    if let Some(expected) = diff_id {
+        // The tar's end blocks and any padding count too.
+        let mut rest = archive.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(UnpackError::Read)?;
+        let actual = Digest::from_sha256(&rest.inner.hasher.finalize());
+        if &actual != expected {
+            return Err(UnpackError::DiffId { expected: expected.clone(), actual });
         }
     }
     Ok(stats)
