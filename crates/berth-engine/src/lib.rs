@@ -3,6 +3,7 @@
 //! keeps its records in redb, and attaches containers to networks through
 //! the standard CNI plugins.
 
+pub mod engine;
 pub mod names;
 pub mod network;
 pub mod spec;

@@ -1,0 +1,411 @@
+//! The engine: images resolved (pulled when missing), a container's
+//! overlay rootfs, network namespace, config.json and record made, and
+//! the container started under berth-shim through the OCI runtime's
+//! command line. No daemon: every `berth` call opens the stores, does its
+//! work, and leaves the container to its shim.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_image::pull::pull;
+use berth_image::reference::Reference;
+use berth_image::registry::Client;
+use berth_image::snapshot::Snapshots;
+use berth_image::store::content::ContentStore;
+use berth_image::store::meta::{ImageRecord, MetaStore};
+use berth_image::unpack::Limits;
+use berth_shim::config::{Config as ShimConfig, Restart};
+
+use crate::network::{self, NetNs, Networks};
+use crate::spec::{self, ImageDefaults, Paths, RunFlags};
+use crate::store::{ContainerRecord, ContainerStore, Status, name_for, new_id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Registry(#[from] berth_image::registry::RegistryError),
+    #[error(transparent)]
+    Reference(#[from] berth_image::reference::ReferenceError),
+    #[error(transparent)]
+    Meta(#[from] berth_image::store::meta::MetaError),
+    #[error(transparent)]
+    Content(#[from] berth_image::store::content::ContentError),
+    #[error(transparent)]
+    Snapshot(#[from] berth_image::snapshot::SnapshotError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    Shim(#[from] berth_shim::ShimError),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("mount the container's root filesystem on {}: {source}", path.display())]
+    Mount { path: PathBuf, source: nix::errno::Errno },
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
+    Running(String),
+    #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
+    NetworkMode(String),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
+    move |source| EngineError::Io { what, path: path.to_owned(), source }
+}
+
+/// Where things are and which programs run containers.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub runtime: PathBuf,
+    pub shim: PathBuf,
+    pub registry: RegistryOptions,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub insecure: Vec<String>,
+}
+
+/// What `berth run` / `create` asks for beyond the spec flags.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    /// "none", "host", "bridge" (default) or a network's name.
+    pub network: String,
+    pub restart: Option<String>,
+    pub platform: Option<String>,
+}
+
+impl Engine {
+    fn images(&self) -> Result<MetaStore, EngineError> {
+        Ok(MetaStore::open(&self.root.join("images.redb"))?)
+    }
+
+    fn content(&self) -> Result<ContentStore, EngineError> {
+        Ok(ContentStore::open(self.root.join("content"))?)
+    }
+
+    pub fn containers(&self) -> Result<ContainerStore, EngineError> {
+        Ok(ContainerStore::open(&self.root.join("containers.redb"))?)
+    }
+
+    fn networks(&self) -> Networks {
+        Networks::new(self.root.join("networks"), self.runroot.join("cni"), Networks::default_plugin_dirs())
+    }
+
+    fn client(&self) -> Client {
+        self.registry.insecure.iter().fold(Client::new(), |c, h| c.insecure(h))
+    }
+
+    /// Pulls `reference` and records it; returns the image.
+    pub fn pull(&self, reference: &str, platform: Option<&str>) -> Result<ImageRecord, EngineError> {
+        let r = Reference::parse(reference)?;
+        let content = self.content()?;
+        let pulled = pull(&self.client(), &r, &content, platform)?;
+        let snaps = Snapshots::open(self.root.join("snapshots"))?;
+        snaps.prepare(&pulled, &content, Limits::default())?;
+        let rec = ImageRecord {
+            id: pulled.config_digest.to_string(),
+            repo_tags: vec![],
+            repo_digests: vec![format!("{}@{}", r.name(), pulled.manifest_digest)],
+            manifest: pulled.manifest_digest.to_string(),
+            layers: pulled.layers.iter().map(|l| l.digest.to_string()).collect(),
+            diff_ids: pulled.diff_ids.iter().map(|d| d.to_string()).collect(),
+            size: pulled.layers.iter().map(|l| l.size).sum(),
+            created: pulled.config["created"].as_str().unwrap_or_default().to_owned(),
+            config: pulled.config.clone(),
+        };
+        let tag = r.tag.as_ref().map(|t| format!("{}:{t}", r.name()));
+        Ok(self.images()?.put(rec, tag.as_deref())?)
+    }
+
+    /// An image by reference or id; pulled if it is not here.
+    pub fn image(&self, key: &str, platform: Option<&str>) -> Result<ImageRecord, EngineError> {
+        let images = self.images()?;
+        if let Ok(i) = images.get(key) {
+            return Ok(i);
+        }
+        if let Ok(r) = Reference::parse(key)
+            && let Ok(i) = images.get(&r.to_string())
+        {
+            return Ok(i);
+        }
+        self.pull(key, platform)
+    }
+
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, EngineError> {
+        Ok(self.images()?.list()?)
+    }
+
+    fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
+        (self.root.join("containers").join(id), self.runroot.join("containers").join(id))
+    }
+
+    /// Makes a container: rootfs, network, config.json and record. Undone
+    /// whole if a step fails.
+    pub fn create(
+        &self,
+        image_key: &str,
+        flags: &RunFlags,
+        opts: &CreateOptions,
+    ) -> Result<ContainerRecord, EngineError> {
+        let image = self.image(image_key, opts.platform.as_deref())?;
+        let id = new_id();
+        let store = self.containers()?;
+        let name = opts.name.clone().unwrap_or_else(|| name_for(&id));
+        let (data, run) = self.container_dirs(&id);
+        let bundle = run.clone();
+        let mut rec = ContainerRecord::new(&id, &name, image_key, &image.id, bundle.clone());
+        rec.config = serde_json::json!({ "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args });
+        store.insert(&rec)?;
+        match self.prepare(&id, &image, flags, opts, &data, &run) {
+            Ok(()) => Ok(rec),
+            Err(e) => {
+                let _ = self.cleanup(&rec);
+                let _ = store.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare(
+        &self,
+        id: &str,
+        image: &ImageRecord,
+        flags: &RunFlags,
+        opts: &CreateOptions,
+        data: &Path,
+        run: &Path,
+    ) -> Result<(), EngineError> {
+        for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
+            std::fs::create_dir_all(&d).map_err(io("create", &d))?;
+        }
+        let snaps = Snapshots::open(self.root.join("snapshots"))?;
+        let chain = berth_image::pull::chain_ids(
+            &image.diff_ids.iter().filter_map(|d| berth_image::digest::Digest::parse(d).ok()).collect::<Vec<_>>(),
+        );
+        let lowers: Vec<String> = chain.iter().rev().map(|c| snaps.fs(c).display().to_string()).collect();
+        let rootfs = run.join("rootfs");
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            data.join("upper").display(),
+            data.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| EngineError::Mount { path: rootfs.clone(), source: e })?;
+
+        let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
+        let netns = match opts.network.as_str() {
+            "host" => None,
+            mode => {
+                let ns = NetNs::create(&run.join("netns"))?;
+                let nets = self.networks();
+                nets.loopback_up(&ns.path, id)?;
+                if mode != "none" {
+                    let net = if mode.is_empty() { network::DEFAULT_NETWORK } else { mode };
+                    nets.attach(net, id, &ns.path, "eth0", &[])?;
+                }
+                Some(ns.path)
+            }
+        };
+        let hosts = run.join("hosts");
+        std::fs::write(&hosts, network::hosts::hosts_file(None, &[], &[])).map_err(io("write", &hosts))?;
+        let resolv = run.join("resolv.conf");
+        let text = network::hosts::resolv_conf(&network::hosts::host_resolv_conf(), &[], &[]);
+        std::fs::write(&resolv, text).map_err(io("write", &resolv))?;
+        let hostname_file = run.join("hostname");
+        std::fs::write(&hostname_file, format!("{hostname}\n")).map_err(io("write", &hostname_file))?;
+
+        let c = &image.config["config"];
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+        };
+        let defaults = ImageDefaults {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: c["User"].as_str().unwrap_or_default().to_owned(),
+        };
+        let paths = Paths {
+            rootfs: rootfs.clone(),
+            hosts: Some(hosts),
+            resolv_conf: Some(resolv),
+            hostname_file: Some(hostname_file),
+            netns,
+            cgroups_path: format!("/berth/{id}"),
+            mounts: vec![],
+        };
+        let spec = spec::build(id, &defaults, flags, &paths)?;
+        let config = run.join("config.json");
+        spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
+        Ok(())
+    }
+
+    fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
+        let (data, run) = self.container_dirs(&rec.id);
+        ShimConfig {
+            id: rec.id.clone(),
+            bundle: run.clone(),
+            runtime: self.runtime.clone(),
+            runtime_root: Some(self.runroot.join("runtime")),
+            // Short: unix socket paths (attach, console) must fit in 108
+            // bytes, whatever the runroot.
+            state_dir: self.runroot.join("s").join(&rec.id[..12]),
+            log_path: Some(data.join(format!("{}-json.log", rec.id))),
+            log_max_size: None,
+            log_max_files: 1,
+            terminal: rec.config["tty"].as_bool().unwrap_or(false),
+            stdin: false,
+            restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
+            sync_fd: None,
+            no_delete: false,
+        }
+    }
+
+    /// Starts a created (or exited) container under a new shim.
+    pub fn start(&self, id: &str) -> Result<ContainerRecord, EngineError> {
+        let store = self.containers()?;
+        let rec = store.get(id)?;
+        let cfg = self.shim_config(&rec);
+        let _ = std::fs::remove_file(cfg.state_dir.join("stopped"));
+        let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+        let started = berth_shim::client::spawn(&self.shim, &cfg)?;
+        Ok(store.update(&rec.id, |r| {
+            r.status = Status::Running;
+            r.pid = Some(started.pid);
+            r.shim_pid = Some(started.shim_pid);
+            r.started_at = Some(crate::volume::now_rfc3339());
+        })?)
+    }
+
+    /// The container's state now: its shim's exit.json says if it ended.
+    pub fn refresh(&self, rec: &ContainerRecord) -> ContainerRecord {
+        let mut r = rec.clone();
+        if r.status == Status::Running
+            && let Some(e) = berth_shim::client::exit_status(&self.shim_config(rec).state_dir)
+            && !r.shim_pid.is_some_and(alive)
+        {
+            r.status = Status::Exited;
+            r.exit_code = Some(e.code);
+            r.finished_at = Some(e.exited_at);
+            r.restart_count = e.restart_count;
+        }
+        r
+    }
+
+    pub fn log_path(&self, rec: &ContainerRecord) -> PathBuf {
+        self.shim_config(rec).log_path.unwrap_or_default()
+    }
+
+    /// Waits for the container to end; its exit code.
+    pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, EngineError> {
+        let rec = self.containers()?.get(id)?;
+        loop {
+            on_tick();
+            let now = self.refresh(&rec);
+            if now.status == Status::Exited {
+                let code = now.exit_code.unwrap_or(-1);
+                self.containers()?.update(&rec.id, |r| *r = now.clone())?;
+                on_tick();
+                return Ok(code);
+            }
+            if rec.shim_pid.is_some_and(|p| !alive(p)) && now.status != Status::Exited {
+                // The shim died without recording an exit.
+                return Ok(-1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops a running container: no restart, SIGTERM, SIGKILL after
+    /// `timeout`.
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+        let rec = self.refresh(&self.containers()?.get(id)?);
+        if rec.status != Status::Running {
+            return Ok(());
+        }
+        let cfg = self.shim_config(&rec);
+        let _ = berth_shim::client::mark_stopped(&cfg.state_dir);
+        let kill = |sig: &str| {
+            let mut c = std::process::Command::new(&self.runtime);
+            c.arg("--root").arg(self.runroot.join("runtime")).args(["kill", &rec.id, sig]);
+            let _ = c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+        };
+        kill("SIGTERM");
+        let deadline = Instant::now() + timeout;
+        while rec.shim_pid.is_some_and(alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if rec.shim_pid.is_some_and(alive) {
+            kill("SIGKILL");
+            while rec.shim_pid.is_some_and(alive) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let now = self.refresh(&rec);
+        self.containers()?.update(&rec.id, |r| *r = now.clone())?;
+        Ok(())
+    }
+
+    /// Removes a container (stopping it first with `force`): its network,
+    /// mounts, directories and record.
+    pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        let store = self.containers()?;
+        let rec = self.refresh(&store.get(id)?);
+        if rec.status == Status::Running {
+            if !force {
+                return Err(EngineError::Running(rec.name.clone()));
+            }
+            self.stop(&rec.id, Duration::ZERO)?;
+        }
+        self.cleanup(&rec)?;
+        store.remove(&rec.id)?;
+        Ok(())
+    }
+
+    fn cleanup(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+        let (data, run) = self.container_dirs(&rec.id);
+        let netns = run.join("netns");
+        let _ = NetNs::remove(&netns);
+        let mode = rec.config["network"].as_str().unwrap_or("");
+        if mode != "none" && mode != "host" {
+            let net = if mode.is_empty() { network::DEFAULT_NETWORK } else { mode };
+            let _ = self.networks().detach(net, &rec.id, None, "eth0");
+        }
+        let rootfs = run.join("rootfs");
+        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::process::Command::new(&self.runtime)
+            .arg("--root")
+            .arg(self.runroot.join("runtime"))
+            .args(["delete", "--force", &rec.id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let shim_state = self.shim_config(rec).state_dir;
+        for d in [&run, &data, &shim_state] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(io("remove", d))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not alive for us: /proc/PID/stat's state is Z.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|st| st != "Z"),
+        Err(_) => false,
+    }
+}

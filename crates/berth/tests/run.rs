@@ -1,0 +1,120 @@
+//! `berth` end to end: an image pushed to a real registry (started by the
+//! test), pulled, and run under berth-shim and berth-runtime, daemonless.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use berth_image::digest::Digest;
+use berth_image::reference::Reference;
+use berth_image::registry::{Client, OCI_MANIFEST};
+use berth_testkit::registry::{self, Registry};
+use berth_testkit::{require_root, workspace_bin};
+
+struct Berth {
+    dir: tempfile::TempDir,
+    _registry: Registry,
+    image: String,
+}
+
+impl Berth {
+    /// A registry holding busybox, and berth's own root and runroot.
+    fn new() -> Option<Berth> {
+        require_root();
+        if registry::binary().is_none() {
+            eprintln!("skipped: docker-registry is not installed");
+            return None;
+        }
+        let reg = Registry::start();
+        let img = berth_testkit::image::busybox();
+        let image = format!("{}/test/busybox:1", reg.host());
+        let r = Reference::parse(&image).unwrap();
+        let c = Client::new();
+        for blob in [&img.layer, &img.config] {
+            c.push_blob(&r, &Digest::of(blob), blob).unwrap();
+        }
+        c.push_manifest(&r, "1", &img.manifest, OCI_MANIFEST).unwrap();
+        let dir = tempfile::Builder::new().prefix("berth-cli-").tempdir().unwrap();
+        Some(Berth { dir, _registry: reg, image })
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--root").arg(self.dir.path().join("root")).arg("--runroot").arg(self.dir.path().join("run"));
+        c.arg("--runtime").arg(workspace_bin("berth-runtime"));
+        c.args(args).env("BERTH_SHIM", workspace_bin("berth-shim"));
+        berth_testkit::output_via_files(&mut c)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let ids = self.cmd(&["ps", "-a", "-q"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.cmd(&["rm", "-f", id]);
+        }
+        for m in leftovers(self.dir.path()).iter().rev() {
+            if let Some(point) = m.split_whitespace().nth(4) {
+                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
+}
+
+#[test]
+fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
+    let Some(b) = Berth::new() else { return };
+    let out = b.cmd(&["run", "--rm", "--network", "none", &b.image, "sh", "-c", "echo hi; echo err >&2; exit 3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "", "--rm removed the container");
+    assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
+    let images = b.ok(&["images"]);
+    assert!(images.contains("test/busybox"), "the image was pulled: {images}");
+}
+
+#[test]
+fn detached_containers_outlive_the_cli_and_are_stopped_and_removed() {
+    let Some(b) = Berth::new() else { return };
+    let id = b.ok(&["run", "-d", "--name", "web", "--network", "none", &b.image, "sh", "-c", "echo started; sleep 60"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    let ps = b.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.ok(&["logs", "web"]).contains("started") {
+        assert!(Instant::now() < deadline, "no log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.ok(&["stop", "-t", "1", "web"]);
+    let ps = b.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "sh ignores TERM as pid 1, so it was killed: {ps}");
+    let err = b.cmd(&["run", "--name", "web", "--network", "none", &b.image, "true"]);
+    assert_eq!(err.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("already in use"));
+    b.ok(&["rm", "web"]);
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+    assert!(leftovers(b.dir.path()).is_empty());
+}
+
+#[test]
+fn an_unknown_image_is_a_125_naming_the_registry() {
+    let Some(b) = Berth::new() else { return };
+    let missing = b.image.replace(":1", ":nope");
+    let out = b.cmd(&["run", "--rm", "--network", "none", &missing, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("127.0.0.1:") && err.contains("manifest unknown"), "{err}");
+}
