@@ -121,7 +121,9 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     // The init now holds what it needs; ours can go.
     drop(plan);
 
-    spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
+    if spawned.early != Some(Msg::RunHooks) {
+        spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
+    }
     let start_time = sys::proc_stat(spawned.pid)
         .ok_or_else(|| Error::Container("the container's init exited during setup".into()))?
         .start_time;

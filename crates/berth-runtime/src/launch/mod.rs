@@ -30,6 +30,10 @@ pub(crate) struct Spawned {
     pub pid: i32,
     /// The runtime's end of the channel to it.
     pub chan: Channel,
+    /// A message the container process sent before the intermediate's
+    /// `Pid` arrived: both write to one socket, and a fast init can be
+    /// first (its RunHooks overtaking the Pid).
+    pub early: Option<Msg>,
 }
 
 /// Forks the intermediate process and takes it through its part of the
@@ -53,14 +57,20 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
                 cg.add_pid(child.as_raw())?;
             }
             mine.send(&Msg::Proceed)?;
-            let pid = match mine.recv()? {
-                Some(Msg::Pid(pid)) => pid,
-                Some(Msg::Error(e)) => return Err(Error::Container(e)),
-                other => return Err(Error::Container(format!("the runtime's helper process ended early ({other:?})"))),
+            let mut early = None;
+            let pid = loop {
+                match mine.recv()? {
+                    Some(Msg::Pid(pid)) => break pid,
+                    Some(Msg::Error(e)) => return Err(Error::Container(e)),
+                    Some(Msg::RunHooks) if early.is_none() => early = Some(Msg::RunHooks),
+                    other => {
+                        return Err(Error::Container(format!("the runtime's helper process ended early ({other:?})")));
+                    }
+                }
             };
             reaper.0 = None;
             sys::wait_exit(child).step(|| "wait for the runtime's helper process")?;
-            Ok(Spawned { pid, chan: mine })
+            Ok(Spawned { pid, chan: mine, early })
         }
     }
 }
