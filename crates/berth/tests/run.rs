@@ -118,3 +118,30 @@ fn an_unknown_image_is_a_125_naming_the_registry() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:") && err.contains("manifest unknown"), "{err}");
 }
+
+/// The engine depends only on the OCI runtime's command line: runc and
+/// crun run its containers too (skipped where not installed).
+#[test]
+fn runc_and_crun_can_be_the_runtime() {
+    let Some(b) = Berth::new() else { return };
+    for name in ["runc", "crun"] {
+        let Some(bin) = ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()) else {
+            eprintln!("skipped: {name} is not installed");
+            continue;
+        };
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+        c.arg("--runtime").arg(&bin).env("BERTH_SHIM", workspace_bin("berth-shim"));
+        c.args(["run", "--rm", "--network", "none", &b.image, "sh", "-c", "echo via-runtime; exit 7"]);
+        let out = berth_testkit::output_via_files(&mut c);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "via-runtime\n",
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(7), "{name}");
+    }
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+    assert!(leftovers(b.dir.path()).is_empty());
+}

@@ -350,7 +350,9 @@ pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -
         flags.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
 
     let spec = json!({
-        "ociVersion": "1.2.0",
+        // 1.0.2, as docker writes it: every field used here is in it, and
+        // older runtimes (crun 1.8) refuse versions they do not know.
+        "ociVersion": "1.0.2",
         "process": {
             "terminal": flags.tty,
             "user": { "uid": ident.uid, "gid": ident.gid, "additionalGids": ident.additional_gids },
