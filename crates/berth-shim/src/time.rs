@@ -11,6 +11,12 @@ pub fn now() -> String {
 }
 
 pub fn format_nanos(secs: u64, nanos: u32) -> String {
+    let s = format_secs(secs);
+    format!("{}.{nanos:09}Z", &s[..s.len() - 1])
+}
+
+/// Seconds since the epoch as "2026-11-23T01:02:03Z".
+pub fn format_secs(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant).
@@ -23,7 +29,7 @@ pub fn format_nanos(secs: u64, nanos: u32) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
