@@ -36,6 +36,22 @@ impl CgroupParent {
         pids
     }
 
+    /// The processes still in the parent after up to `secs` seconds, each
+    /// as "pid cmdline". Supervisors (conmon, shims) finish their exit work
+    /// a moment after the client returns: a leak is a process that stays.
+    pub fn lingering(&self, secs: u64) -> Vec<String> {
+        if crate::wait_for_opt(secs, || self.procs().is_empty().then_some(())).is_some() {
+            return Vec::new();
+        }
+        self.procs()
+            .into_iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " ").trim_end())
+            })
+            .collect()
+    }
+
     /// Removes the parent and everything below it. Processes still in it
     /// (only ever ones this test started, in its uniquely named parent)
     /// are killed first. Returns what was left to clean.

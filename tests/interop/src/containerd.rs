@@ -133,6 +133,25 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         c
     }
 
+    /// `ctr task exec --exec-id NAME-N [FLAGS] ID ARGS...`, its output.
+    ///
+    /// ctr can drop the output of an exec that exits right after printing,
+    /// with runc as with berth (containerd#5741: its fifo copier races the
+    /// exit). A dropped output is retried under a new exec id, up to three
+    /// times; a process that never prints still fails the caller's check.
+    pub fn exec(&self, id: &str, name: &str, flags: &[&str], args: &[&str]) -> Out {
+        let mut last = None;
+        for n in 1..=3 {
+            let exec_id = format!("{name}-{n}");
+            let out = run(self.task_exec().args(["--exec-id", &exec_id]).args(flags).arg(id).args(args), 120);
+            if !out.stdout.is_empty() {
+                return out;
+            }
+            last = Some(out);
+        }
+        last.expect("three attempts")
+    }
+
     /// The cgroup path for container `id`: /<parent>/<id>.
     pub fn cgroup_of(&self, id: &str) -> String {
         format!("{}/{id}", self.cgroup.path())
@@ -220,7 +239,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 }
             }
         }
-        let procs = self.cgroup.procs();
+        let procs = self.cgroup.lingering(20);
         if !procs.is_empty() {
             left.push(format!("processes in the cgroup parent: {procs:?}"));
         }

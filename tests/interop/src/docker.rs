@@ -119,7 +119,7 @@ impl Docker {
                 run(&mut rm, 120);
             }
         }
-        let procs = self.cgroup.procs();
+        let procs = self.cgroup.lingering(20);
         if !procs.is_empty() {
             left.push(format!("processes in the cgroup parent: {procs:?}"));
         }

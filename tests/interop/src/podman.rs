@@ -181,7 +181,9 @@ impl Podman {
                 }
             }
         }
-        let procs = self.cgroup.procs();
+        // conmon outlives an attached `podman run --rm` by the time its
+        // exit command takes.
+        let procs = self.cgroup.lingering(20);
         if !procs.is_empty() {
             left.push(format!("processes in the cgroup parent: {procs:?}"));
         }

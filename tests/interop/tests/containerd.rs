@@ -39,7 +39,7 @@ fn ctr_runtime_from_containerds_config() {
     let st = berth_state(&c, &c.v1_runtime_root(), &id);
     assert_eq!(st["status"], "running", "{st}");
     assert_eq!(st["pid"], c.task_pid(&id), "{st}");
-    let out = run(c.task_exec().args(["--exec-id", "e1", &id, "echo", "exec-via-v1"]), 120);
+    let out = c.exec(&id, "e1", &[], &["echo", "exec-via-v1"]);
     assert_eq!(out.stdout, "exec-via-v1\n", "{out:#?}");
     c.ok(&["task", "kill", "-s", "SIGKILL", &id]);
     wait_for("the task to stop", 30, || (c.task_status(&id).as_deref() == Some("STOPPED")).then_some(()));
@@ -61,9 +61,9 @@ fn ctr_task_exec_and_kill() {
     let st = berth_state(&c, &c.runc_root.join(&c.namespace), &id);
     assert_eq!(st["status"], "running", "{st}");
 
-    let out = run(c.task_exec().args(["--exec-id", "e1", &id, "sh", "-c", "echo from-exec; exit 4"]), 120);
+    let out = c.exec(&id, "e1", &[], &["sh", "-c", "echo from-exec; exit 4"]);
     assert_eq!((out.code, out.stdout.as_str()), (4, "from-exec\n"), "{out:#?}");
-    let out = run(c.task_exec().args(["--exec-id", "e2", "--user", "65534", &id, "id", "-u"]), 120);
+    let out = c.exec(&id, "e2", &["--user", "65534"], &["id", "-u"]);
     assert_eq!(out.stdout, "65534\n", "{out:#?}");
     // The processes ps sees through the shim (berth-runtime ps --format json).
     let pid = c.task_pid(&id);
