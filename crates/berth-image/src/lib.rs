@@ -1,0 +1,21 @@
+//! berth-image: everything between an image reference and a rootfs.
+//!
+//! - [`reference`]: docker-normalized image references;
+//! - [`media`], [`platform`]: manifests, indexes, media types, platform choice;
+//! - [`store`]: the content store (blobs by digest) and the metadata
+//!   database (images, tags, references) in redb;
+//! - [`registry`]: a client for the OCI distribution spec (pull, push, auth);
+//! - [`unpack`]: layers into snapshots, safely (untrusted input);
+//! - [`snapshot`]: overlay mounts of snapshot chains, and a copying fallback;
+//! - [`spec`]: image config to OCI runtime spec pieces.
+
+pub mod digest;
+pub mod error;
+pub mod media;
+pub mod platform;
+pub mod reference;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use platform::Platform;
+pub use reference::Reference;
