@@ -14,6 +14,7 @@ pub mod error;
 pub mod media;
 pub mod platform;
 pub mod reference;
+pub mod store;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
