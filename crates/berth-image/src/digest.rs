@@ -128,6 +128,9 @@ impl<R> HashingReader<R> {
     pub fn new(inner: R) -> Self {
         HashingReader { inner, hasher: Hasher::new() }
     }
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
     /// The digest and length of everything read so far.
     pub fn finish(self) -> (Digest, u64) {
         let len = self.hasher.len();

@@ -14,7 +14,9 @@ pub mod error;
 pub mod media;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod store;
+pub mod unpack;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
