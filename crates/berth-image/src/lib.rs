@@ -11,10 +11,16 @@
 
 pub mod digest;
 pub mod error;
+pub mod gc;
+pub mod images;
 pub mod media;
 pub mod platform;
+pub mod progress;
+pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 

@@ -13,6 +13,7 @@
 
 pub mod image;
 pub mod leaks;
+pub mod registry;
 pub mod user;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,298 @@
+//! Pull: reference → manifest (platform chosen from an index) → config →
+//! layers downloaded (verified, resumable) and unpacked (each once, into its
+//! snapshot), in parallel → recorded in the metadata database.
+
+use std::sync::Arc;
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result, json_err};
+use crate::media::{self, Document};
+use crate::platform::Platform;
+use crate::progress::Progress;
+use crate::reference::Reference;
+use crate::registry::{Registry, RegistryConfig};
+use crate::snapshot::chain_ids;
+use crate::store::Store;
+use crate::store::meta::{ImageRecord, LayerRecord, SnapshotRecord};
+use crate::unpack::{UnpackOptions, unpack_layer};
+
+/// Configs bigger than this are refused (they are read whole).
+const MAX_CONFIG_SIZE: usize = 8 << 20;
+
+#[derive(Clone)]
+pub struct PullOptions {
+    pub platform: Platform,
+    pub unpack: UnpackOptions,
+    /// Layers downloaded and unpacked at once.
+    pub concurrency: usize,
+    /// syncfs each snapshot before it becomes visible.
+    pub durable: bool,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: Platform::host(),
+            unpack: UnpackOptions::default(),
+            concurrency: 4,
+            durable: true,
+            progress: Arc::new(crate::progress::NoProgress),
+        }
+    }
+}
+
+/// Pulls `reference` into `store` and returns the image's record.
+pub async fn pull(
+    store: &Store,
+    cfg: &RegistryConfig,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<ImageRecord> {
+    let span = info_span!("pull", reference = %reference);
+    async move {
+        let _guard = store.adding()?;
+        let (reg, bytes, ct) = fetch_top(cfg, reference).await?;
+        let top_digest = Digest::of(&bytes);
+        if let Some(want) = reference.digest()
+            && want != &top_digest
+        {
+            return Err(Error::DigestMismatch { expected: want.clone(), actual: top_digest });
+        }
+        let repo = reference.repository();
+        let (index, manifest_bytes, manifest_ct) = match Document::parse(&bytes, ct.as_deref())? {
+            Document::Index(idx) => {
+                store.content.write_bytes(Some(&top_digest), &bytes)?;
+                let desc = opts.platform.select(&idx, &reference.to_string())?;
+                let d = media::digest_of(desc)?;
+                let (b, ct) = reg.get_manifest(repo, &d.to_string()).await?;
+                let actual = Digest::of(&b);
+                if actual != d {
+                    return Err(Error::DigestMismatch { expected: d, actual });
+                }
+                (Some(top_digest.clone()), b, ct.or(Some(media::media_type_of(desc))))
+            }
+            Document::Manifest(_) => (None, bytes, ct),
+        };
+        let manifest_digest = Digest::of(&manifest_bytes);
+        let manifest: ImageManifest = match Document::parse(&manifest_bytes, manifest_ct.as_deref())? {
+            Document::Manifest(m) => *m,
+            Document::Index(_) => return Err(Error::Unsupported(format!("{reference}: nested index"))),
+        };
+        let manifest_media_type = manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .or(manifest_ct.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
+            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+        store.content.write_bytes(Some(&manifest_digest), &manifest_bytes)?;
+
+        let config_digest = media::digest_of(manifest.config())?;
+        let config_bytes = if store.content.contains(&config_digest) {
+            store.content.read(&config_digest)?
+        } else {
+            let b = reg.get_blob_bytes(repo, &config_digest, MAX_CONFIG_SIZE).await?;
+            store.content.write_bytes(Some(&config_digest), &b)?;
+            b
+        };
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(json_err(format!("image config {config_digest}")))?;
+        let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_>>()?;
+        let layers: Vec<_> = manifest.layers().iter().filter(|l| media::is_layer(l.media_type().as_ref())).collect();
+        if diff_ids.len() != layers.len() {
+            return Err(Error::Unsupported(format!(
+                "{reference}: {} layers but {} diff IDs in the config",
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&diff_ids);
+        info!(manifest = %manifest_digest, config = %config_digest, layers = layers.len(), "resolved");
+
+        let reg = Arc::new(reg);
+        let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, desc) in layers.iter().enumerate() {
+            let job = LayerJob {
+                digest: media::digest_of(desc)?,
+                size: desc.size(),
+                media_type: media::media_type_of(desc),
+                diff_id: diff_ids[i].clone(),
+                chain_id: chains[i].clone(),
+                parent: if i > 0 { Some(chains[i - 1].clone()) } else { None },
+            };
+            let (store, reg, sem, opts, repo) =
+                (store.clone(), reg.clone(), sem.clone(), opts.clone(), repo.to_string());
+            tasks.spawn(
+                async move {
+                    let _permit = sem.acquire_owned().await.map_err(|_| Error::Unsupported("pull cancelled".into()))?;
+                    let size = job.run(&store, &reg, &repo, &opts).await?;
+                    Ok::<_, Error>((i, job, size))
+                }
+                .in_current_span(),
+            );
+        }
+        let mut done: Vec<Option<(LayerJob, u64)>> = vec![None; layers.len()];
+        let mut first_err = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok((i, job, size))) => done[i] = Some((job, size)),
+                Ok(Err(e)) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                        // Stop the others: what they stored stays for a resume.
+                        tasks.abort_all();
+                    }
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => first_err = first_err.or(Some(Error::Unsupported(format!("layer task failed: {e}")))),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let done: Vec<(LayerJob, u64)> = done.into_iter().flatten().collect();
+        let record = ImageRecord {
+            id: config_digest.clone(),
+            manifest: manifest_digest.clone(),
+            manifest_media_type,
+            index: index.clone(),
+            config_media_type: media::media_type_of(manifest.config()),
+            layers: done
+                .iter()
+                .map(|(j, _)| LayerRecord {
+                    digest: j.digest.clone(),
+                    size: j.size,
+                    media_type: j.media_type.clone(),
+                    diff_id: j.diff_id.clone(),
+                    chain_id: j.chain_id.clone(),
+                })
+                .collect(),
+            platform: {
+                let mut p = format!("{}/{}", config.os(), config.architecture());
+                if let Some(v) = config.variant() {
+                    p = format!("{p}/{v}");
+                }
+                p
+            },
+            created: config.created().clone(),
+            size: done.iter().map(|(_, s)| s).sum(),
+        };
+        let repo_digest = reference.with_digest(index.clone().unwrap_or(manifest_digest.clone()));
+        store.meta.write(|tx| {
+            for (j, size) in &done {
+                tx.put_snapshot(&SnapshotRecord {
+                    chain_id: j.chain_id.clone(),
+                    diff_id: j.diff_id.clone(),
+                    parent: j.parent.clone(),
+                    size: *size,
+                })?;
+            }
+            tx.put_image(&record)?;
+            if reference.tag().is_some() {
+                tx.set_tag(&reference.with_tag(reference.tag().unwrap_or("latest")).to_string(), &record.id)?;
+            }
+            tx.set_digest(&repo_digest.to_string(), &record.id)
+        })?;
+        info!(id = %record.id, "pulled");
+        Ok(record)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The manifest (or index) from the first mirror that has it, else the
+/// registry itself.
+async fn fetch_top(cfg: &RegistryConfig, reference: &Reference) -> Result<(Registry, Vec<u8>, Option<String>)> {
+    let mut errors = Vec::new();
+    let mirrors = cfg.mirrors.get(reference.registry()).cloned().unwrap_or_default();
+    for endpoint in mirrors.iter().map(String::as_str).chain(std::iter::once(reference.registry())) {
+        let attempt = async {
+            let reg = Registry::connect(endpoint, cfg).await?;
+            let (b, ct) = reg.get_manifest(reference.repository(), &reference.manifest_reference()).await?;
+            Ok::<_, Error>((reg, b, ct))
+        };
+        match attempt.await {
+            Ok(r) => return Ok(r),
+            Err(e) if endpoint != reference.registry() => {
+                debug!(mirror = endpoint, error = %e, "mirror failed");
+                errors.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(errors.pop().unwrap_or_else(|| Error::NotFound(reference.to_string())))
+}
+
+#[derive(Clone)]
+struct LayerJob {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    diff_id: Digest,
+    chain_id: Digest,
+    parent: Option<Digest>,
+}
+
+impl LayerJob {
+    /// Downloads (unless stored) and unpacks (unless a snapshot exists).
+    /// Returns the unpacked size.
+    async fn run(&self, store: &Store, reg: &Registry, repo: &str, opts: &PullOptions) -> Result<u64> {
+        let id = self.digest.short().to_string();
+        let p = opts.progress.clone();
+        let have_blob = store.content.size(&self.digest) == Some(self.size);
+        if have_blob && store.snapshots.exists(&self.chain_id) {
+            p.finish(&id, "Already exists");
+            return Ok(self.known_size(store));
+        }
+        if !have_blob {
+            p.start(&id, self.size);
+            p.status(&id, "Downloading");
+            let (content, digest, size) = (store.content.clone(), self.digest.clone(), self.size);
+            let mut ingest = tokio::task::spawn_blocking(move || content.ingest(&digest, Some(size)))
+                .await
+                .map_err(|e| Error::Unsupported(format!("ingest task: {e}")))??;
+            if !ingest.is_done() {
+                let pid = id.clone();
+                let p2 = p.clone();
+                reg.fetch_blob(repo, &self.digest, &mut ingest, &move |n| p2.advance(&pid, n)).await?;
+                tokio::task::spawn_blocking(move || ingest.commit())
+                    .await
+                    .map_err(|e| Error::Unsupported(format!("commit task: {e}")))??;
+            }
+        }
+        p.status(&id, "Extracting");
+        let (store2, job, uopts, durable) = (store.clone(), self.clone(), opts.unpack.clone(), opts.durable);
+        let size = tokio::task::spawn_blocking(move || job.unpack(&store2, &uopts, durable))
+            .await
+            .map_err(|e| Error::Unsupported(format!("unpack task: {e}")))??;
+        p.finish(&id, "Pull complete");
+        Ok(size)
+    }
+
+    fn known_size(&self, store: &Store) -> u64 {
+        store.meta.read_all().ok().and_then(|s| s.snapshot(&self.chain_id).map(|r| r.size)).unwrap_or(0)
+    }
+
+    fn unpack(&self, store: &Store, opts: &UnpackOptions, durable: bool) -> Result<u64> {
+        let Some(prep) = store.snapshots.prepare(&self.chain_id)? else {
+            return Ok(self.known_size(store));
+        };
+        let blob = store.content.open_blob(&self.digest)?;
+        let u = unpack_layer(
+            std::io::BufReader::with_capacity(1 << 20, blob),
+            &prep.fs_path(),
+            &self.digest.to_string(),
+            opts,
+        )?;
+        if u.diff_id != self.diff_id {
+            return Err(Error::DigestMismatch { expected: self.diff_id.clone(), actual: u.diff_id });
+        }
+        prep.commit(durable)?;
+        Ok(u.size)
+    }
+}
