@@ -9,6 +9,7 @@
 //! - [`snapshot`]: overlay mounts of snapshot chains, and a copying fallback;
 //! - [`spec`]: image config to OCI runtime spec pieces.
 
+pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod gc;
@@ -21,6 +22,7 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
+pub mod spec;
 pub mod store;
 pub mod unpack;
 

@@ -279,20 +279,32 @@ impl LayerJob {
     }
 
     fn unpack(&self, store: &Store, opts: &UnpackOptions, durable: bool) -> Result<u64> {
-        let Some(prep) = store.snapshots.prepare(&self.chain_id)? else {
-            return Ok(self.known_size(store));
-        };
-        let blob = store.content.open_blob(&self.digest)?;
-        let u = unpack_layer(
-            std::io::BufReader::with_capacity(1 << 20, blob),
-            &prep.fs_path(),
-            &self.digest.to_string(),
-            opts,
-        )?;
-        if u.diff_id != self.diff_id {
-            return Err(Error::DigestMismatch { expected: self.diff_id.clone(), actual: u.diff_id });
+        match unpack_blob(store, &self.digest, &self.diff_id, &self.chain_id, opts, durable)? {
+            Some(size) => Ok(size),
+            None => Ok(self.known_size(store)),
         }
-        prep.commit(durable)?;
-        Ok(u.size)
     }
+}
+
+/// Unpacks the stored blob `digest` into the snapshot `chain_id`, checking
+/// that its uncompressed digest is `diff_id`. Returns the unpacked size, or
+/// None if the snapshot already existed.
+pub fn unpack_blob(
+    store: &Store,
+    digest: &Digest,
+    diff_id: &Digest,
+    chain_id: &Digest,
+    opts: &UnpackOptions,
+    durable: bool,
+) -> Result<Option<u64>> {
+    let Some(prep) = store.snapshots.prepare(chain_id)? else {
+        return Ok(None);
+    };
+    let blob = store.content.open_blob(digest)?;
+    let u = unpack_layer(std::io::BufReader::with_capacity(1 << 20, blob), &prep.fs_path(), &digest.to_string(), opts)?;
+    if &u.diff_id != diff_id {
+        return Err(Error::DigestMismatch { expected: diff_id.clone(), actual: u.diff_id });
+    }
+    prep.commit(durable)?;
+    Ok(Some(u.size))
 }
