@@ -109,6 +109,13 @@ impl Registry {
         Err(Error::Unsupported(format!("cannot reach registry {registry}: {}", errors.join("; "))))
     }
 
+    /// Checks that the registry accepts our credentials (`berth login`).
+    pub async fn check_login(&self) -> Result<()> {
+        let url = self.url("v2/")?;
+        let resp = self.send(Method::GET, url.clone(), &[], |r| r).await?;
+        if resp.status().is_success() { Ok(()) } else { Err(registry_error("GET", &url, resp.status(), resp).await) }
+    }
+
     /// The registry as named in references.
     pub fn name(&self) -> &str {
         &self.registry
