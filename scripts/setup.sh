@@ -10,6 +10,8 @@ packages=(
   libseccomp-dev pkg-config  # seccomp filters (libseccomp crate)
   uidmap           # newuidmap/newgidmap: rootless containers with id ranges
   passwd           # useradd/userdel: the rootless tests make their own user
+  docker-registry  # the image tests serve their images from a local registry
+  skopeo           # ... pushed there by the anchor tool, not by berth itself
 )
 missing=()
 for p in "${packages[@]}"; do
