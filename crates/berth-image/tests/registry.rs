@@ -353,3 +353,38 @@ fn gc_removes_exactly_what_is_unreferenced_and_push_keeps_digests() {
     assert!(e.store.content.list().unwrap().is_empty());
     assert!(e.store.snapshots.list().unwrap().is_empty());
 }
+
+#[test]
+fn mirrors_are_tried_first() {
+    let primary = Registry::start();
+    let mirror = Registry::start();
+    let img = push_busybox(&mirror, "mirrored:1", Comp::Gzip, &[]);
+    let e = env();
+    let mut cfg = e.cfg.clone();
+    cfg.mirrors.insert(primary.addr(), vec!["http://127.0.0.1:1".into(), format!("http://{}", mirror.addr())]);
+    // The primary does not have it; the first mirror is unreachable; the second has it.
+    let rec = rt()
+        .block_on(pull(&e.store, &cfg, &r(&format!("{}/mirrored:1", primary.addr())), &PullOptions::default()))
+        .unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_share_the_store() {
+    let reg = Registry::start();
+    let img = push_busybox(&reg, "twice:1", Comp::Zstd, &[]);
+    let e = env();
+    let rf = r(&format!("{}/twice:1", reg.addr()));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, cfg, rf) = (e.store.clone(), e.cfg.clone(), rf.clone());
+            std::thread::spawn(move || rt().block_on(pull(&store, &cfg, &rf, &PullOptions::default())).unwrap())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap().id.to_string(), img.config_digest);
+    }
+    assert_eq!(e.store.snapshots.list().unwrap().len(), 1);
+    assert_eq!(std::fs::read_dir(e.store.snapshots.dir().join("tmp")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(e.store.root().join("content/ingest")).unwrap().count(), 0);
+}
