@@ -56,135 +56,12 @@ pub async fn pull(
     let span = info_span!("pull", reference = %reference);
     async move {
         let _guard = store.adding()?;
-        let (reg, bytes, ct) = fetch_top(cfg, reference).await?;
-        let top_digest = Digest::of(&bytes);
-        if let Some(want) = reference.digest()
-            && want != &top_digest
-        {
-            return Err(Error::DigestMismatch { expected: want.clone(), actual: top_digest });
-        }
-        let repo = reference.repository();
-        let (index, manifest_bytes, manifest_ct) = match Document::parse(&bytes, ct.as_deref())? {
-            Document::Index(idx) => {
-                store.content.write_bytes(Some(&top_digest), &bytes)?;
-                let desc = opts.platform.select(&idx, &reference.to_string())?;
-                let d = media::digest_of(desc)?;
-                let (b, ct) = reg.get_manifest(repo, &d.to_string()).await?;
-                let actual = Digest::of(&b);
-                if actual != d {
-                    return Err(Error::DigestMismatch { expected: d, actual });
-                }
-                (Some(top_digest.clone()), b, ct.or(Some(media::media_type_of(desc))))
-            }
-            Document::Manifest(_) => (None, bytes, ct),
-        };
-        let manifest_digest = Digest::of(&manifest_bytes);
-        let manifest: ImageManifest = match Document::parse(&manifest_bytes, manifest_ct.as_deref())? {
-            Document::Manifest(m) => *m,
-            Document::Index(_) => return Err(Error::Unsupported(format!("{reference}: nested index"))),
-        };
-        let manifest_media_type = manifest
-            .media_type()
-            .as_ref()
-            .map(|m| m.to_string())
-            .or(manifest_ct.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
-            .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
-        store.content.write_bytes(Some(&manifest_digest), &manifest_bytes)?;
-
-        let config_digest = media::digest_of(manifest.config())?;
-        let config_bytes = if store.content.contains(&config_digest) {
-            store.content.read(&config_digest)?
-        } else {
-            let b = reg.get_blob_bytes(repo, &config_digest, MAX_CONFIG_SIZE).await?;
-            store.content.write_bytes(Some(&config_digest), &b)?;
-            b
-        };
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_bytes).map_err(json_err(format!("image config {config_digest}")))?;
-        let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_>>()?;
-        let layers: Vec<_> = manifest.layers().iter().filter(|l| media::is_layer(l.media_type().as_ref())).collect();
-        if diff_ids.len() != layers.len() {
-            return Err(Error::Unsupported(format!(
-                "{reference}: {} layers but {} diff IDs in the config",
-                layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let chains = chain_ids(&diff_ids);
-        info!(manifest = %manifest_digest, config = %config_digest, layers = layers.len(), "resolved");
-
-        let reg = Arc::new(reg);
-        let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (i, desc) in layers.iter().enumerate() {
-            let job = LayerJob {
-                digest: media::digest_of(desc)?,
-                size: desc.size(),
-                media_type: media::media_type_of(desc),
-                diff_id: diff_ids[i].clone(),
-                chain_id: chains[i].clone(),
-                parent: if i > 0 { Some(chains[i - 1].clone()) } else { None },
-            };
-            let (store, reg, sem, opts, repo) =
-                (store.clone(), reg.clone(), sem.clone(), opts.clone(), repo.to_string());
-            tasks.spawn(
-                async move {
-                    let _permit = sem.acquire_owned().await.map_err(|_| Error::Unsupported("pull cancelled".into()))?;
-                    let size = job.run(&store, &reg, &repo, &opts).await?;
-                    Ok::<_, Error>((i, job, size))
-                }
-                .in_current_span(),
-            );
-        }
-        let mut done: Vec<Option<(LayerJob, u64)>> = vec![None; layers.len()];
-        let mut first_err = None;
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(Ok((i, job, size))) => done[i] = Some((job, size)),
-                Ok(Err(e)) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                        // Stop the others: what they stored stays for a resume.
-                        tasks.abort_all();
-                    }
-                }
-                Err(e) if e.is_cancelled() => {}
-                Err(e) => first_err = first_err.or(Some(Error::Unsupported(format!("layer task failed: {e}")))),
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        let done: Vec<(LayerJob, u64)> = done.into_iter().flatten().collect();
-        let record = ImageRecord {
-            id: config_digest.clone(),
-            manifest: manifest_digest.clone(),
-            manifest_media_type,
-            index: index.clone(),
-            config_media_type: media::media_type_of(manifest.config()),
-            layers: done
-                .iter()
-                .map(|(j, _)| LayerRecord {
-                    digest: j.digest.clone(),
-                    size: j.size,
-                    media_type: j.media_type.clone(),
-                    diff_id: j.diff_id.clone(),
-                    chain_id: j.chain_id.clone(),
-                })
-                .collect(),
-            platform: {
-                let mut p = format!("{}/{}", config.os(), config.architecture());
-                if let Some(v) = config.variant() {
-                    p = format!("{p}/{v}");
-                }
-                p
-            },
-            created: config.created().clone(),
-            size: done.iter().map(|(_, s)| s).sum(),
-        };
-        let repo_digest = reference.with_digest(index.clone().unwrap_or(manifest_digest.clone()));
+        let (reg, image) = resolve(store, cfg, reference, &opts.platform).await?;
+        let done = fetch_layers(store, Arc::new(reg), reference.repository(), &image, opts).await?;
+        let record = image.record(&done);
+        let repo_digest = reference.with_digest(image.index.clone().unwrap_or(image.manifest_digest.clone()));
         store.meta.write(|tx| {
-            for (j, size) in &done {
+            for (j, size) in image.jobs.iter().zip(&done) {
                 tx.put_snapshot(&SnapshotRecord {
                     chain_id: j.chain_id.clone(),
                     diff_id: j.diff_id.clone(),
@@ -193,8 +70,8 @@ pub async fn pull(
                 })?;
             }
             tx.put_image(&record)?;
-            if reference.tag().is_some() {
-                tx.set_tag(&reference.with_tag(reference.tag().unwrap_or("latest")).to_string(), &record.id)?;
+            if let Some(tag) = reference.tag() {
+                tx.set_tag(&reference.with_tag(tag).to_string(), &record.id)?;
             }
             tx.set_digest(&repo_digest.to_string(), &record.id)
         })?;
@@ -203,6 +80,183 @@ pub async fn pull(
     }
     .instrument(span)
     .await
+}
+
+/// What a reference resolved to: manifest, config and the layers to fetch.
+struct Resolved {
+    index: Option<Digest>,
+    manifest_digest: Digest,
+    manifest_media_type: String,
+    config_digest: Digest,
+    config_media_type: String,
+    config: ImageConfiguration,
+    jobs: Vec<LayerJob>,
+}
+
+impl Resolved {
+    fn record(&self, sizes: &[u64]) -> ImageRecord {
+        let c = &self.config;
+        let mut platform = format!("{}/{}", c.os(), c.architecture());
+        if let Some(v) = c.variant() {
+            platform = format!("{platform}/{v}");
+        }
+        ImageRecord {
+            id: self.config_digest.clone(),
+            manifest: self.manifest_digest.clone(),
+            manifest_media_type: self.manifest_media_type.clone(),
+            index: self.index.clone(),
+            config_media_type: self.config_media_type.clone(),
+            layers: self
+                .jobs
+                .iter()
+                .map(|j| LayerRecord {
+                    digest: j.digest.clone(),
+                    size: j.size,
+                    media_type: j.media_type.clone(),
+                    diff_id: j.diff_id.clone(),
+                    chain_id: j.chain_id.clone(),
+                })
+                .collect(),
+            platform,
+            created: c.created().clone(),
+            size: sizes.iter().sum(),
+        }
+    }
+}
+
+/// Fetches (and stores, verified) the index, the platform's manifest and
+/// the config.
+async fn resolve(
+    store: &Store,
+    cfg: &RegistryConfig,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<(Registry, Resolved)> {
+    let (reg, bytes, ct) = fetch_top(cfg, reference).await?;
+    let top_digest = Digest::of(&bytes);
+    if let Some(want) = reference.digest()
+        && want != &top_digest
+    {
+        return Err(Error::DigestMismatch { expected: want.clone(), actual: top_digest });
+    }
+    let repo = reference.repository();
+    let (index, manifest_bytes, manifest_ct) = match Document::parse(&bytes, ct.as_deref())? {
+        Document::Index(idx) => {
+            store.content.write_bytes(Some(&top_digest), &bytes)?;
+            let desc = platform.select(&idx, &reference.to_string())?;
+            let d = media::digest_of(desc)?;
+            let (b, ct) = reg.get_manifest(repo, &d.to_string()).await?;
+            let actual = Digest::of(&b);
+            if actual != d {
+                return Err(Error::DigestMismatch { expected: d, actual });
+            }
+            (Some(top_digest.clone()), b, ct.or(Some(media::media_type_of(desc))))
+        }
+        Document::Manifest(_) => (None, bytes, ct),
+    };
+    let manifest_digest = Digest::of(&manifest_bytes);
+    let manifest: ImageManifest = match Document::parse(&manifest_bytes, manifest_ct.as_deref())? {
+        Document::Manifest(m) => *m,
+        Document::Index(_) => return Err(Error::Unsupported(format!("{reference}: nested index"))),
+    };
+    let manifest_media_type = manifest
+        .media_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .or(manifest_ct.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+    store.content.write_bytes(Some(&manifest_digest), &manifest_bytes)?;
+
+    let config_digest = media::digest_of(manifest.config())?;
+    let config_bytes = if store.content.contains(&config_digest) {
+        store.content.read(&config_digest)?
+    } else {
+        let b = reg.get_blob_bytes(repo, &config_digest, MAX_CONFIG_SIZE).await?;
+        store.content.write_bytes(Some(&config_digest), &b)?;
+        b
+    };
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(json_err(format!("image config {config_digest}")))?;
+    let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_>>()?;
+    let layers: Vec<_> = manifest.layers().iter().filter(|l| media::is_layer(l.media_type().as_ref())).collect();
+    if diff_ids.len() != layers.len() {
+        return Err(Error::Unsupported(format!(
+            "{reference}: {} layers but {} diff IDs in the config",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(&diff_ids);
+    let jobs = layers
+        .iter()
+        .enumerate()
+        .map(|(i, desc)| {
+            Ok(LayerJob {
+                digest: media::digest_of(desc)?,
+                size: desc.size(),
+                media_type: media::media_type_of(desc),
+                diff_id: diff_ids[i].clone(),
+                chain_id: chains[i].clone(),
+                parent: if i > 0 { Some(chains[i - 1].clone()) } else { None },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    info!(manifest = %manifest_digest, config = %config_digest, layers = jobs.len(), "resolved");
+    let resolved = Resolved {
+        index,
+        manifest_digest,
+        manifest_media_type,
+        config_digest,
+        config_media_type: media::media_type_of(manifest.config()),
+        config,
+        jobs,
+    };
+    Ok((reg, resolved))
+}
+
+/// Downloads and unpacks every layer, `opts.concurrency` at a time.
+/// Returns the unpacked sizes, in layer order. On the first failure the
+/// others stop; what they stored stays for the next pull to resume.
+async fn fetch_layers(
+    store: &Store,
+    reg: Arc<Registry>,
+    repo: &str,
+    image: &Resolved,
+    opts: &PullOptions,
+) -> Result<Vec<u64>> {
+    let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, job) in image.jobs.iter().enumerate() {
+        let (job, store, reg, sem, opts, repo) =
+            (job.clone(), store.clone(), reg.clone(), sem.clone(), opts.clone(), repo.to_string());
+        tasks.spawn(
+            async move {
+                let _permit = sem.acquire_owned().await.map_err(|_| Error::Unsupported("pull cancelled".into()))?;
+                let size = job.run(&store, &reg, &repo, &opts).await?;
+                Ok::<_, Error>((i, size))
+            }
+            .in_current_span(),
+        );
+    }
+    let mut sizes = vec![0; image.jobs.len()];
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((i, size))) => sizes[i] = size,
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    tasks.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => first_err = first_err.or(Some(Error::Unsupported(format!("layer task failed: {e}")))),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(sizes),
+    }
 }
 
 /// The manifest (or index) from the first mirror that has it, else the

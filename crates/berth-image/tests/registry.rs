@@ -307,16 +307,13 @@ fn gc_removes_exactly_what_is_unreferenced_and_push_keeps_digests() {
     // Push b elsewhere (chunked, and mounted across repositories), pull it back: same digests.
     let cfg = RegistryConfig { push_chunk_size: 64 << 10, ..e.cfg.clone() };
     let dest = r(&format!("{}/copy/app:b", reg.addr()));
+    let ev = Arc::new(Events::default());
     let pushed = rt()
-        .block_on(berth_image::push::push(
-            &e.store,
-            &cfg,
-            &format!("{}/app:b", reg.addr()),
-            &dest,
-            Arc::new(Events::default()),
-        ))
+        .block_on(berth_image::push::push(&e.store, &cfg, &format!("{}/app:b", reg.addr()), &dest, ev.clone()))
         .unwrap();
     assert_eq!(pushed.to_string(), b.manifest_digest);
+    let mounted = ev.0.lock().unwrap().iter().filter(|x| x.ends_with("Mounted from app")).count();
+    assert_eq!(mounted, 3, "layers and config mounted across repositories: {:?}", ev.0.lock().unwrap());
     let reg2 = Registry::start();
     let dest2 = r(&format!("{}/other:b", reg2.addr()));
     rt().block_on(berth_image::push::push(&e.store, &cfg, &rb.id.to_string(), &dest2, Arc::new(Events::default())))
