@@ -21,7 +21,8 @@
 #   sudo RUNS=9 TOOLS="berth ctr" bench/pull.sh
 #
 # Environment: RUNS (5), TOOLS ("berth berth-nosync skopeo+umoci ctr podman"),
-# BERTH (default target/release/berth, built when missing), SETTLE (1 s).
+# BERTH (default target/release/berth, built when missing), SETTLE (1 s),
+# FLUSH (1: sync after removing the previous store; 0: don't).
 # berth-nosync is berth with `durable_unpack = false` (no syncfs per layer,
 # as containerd, podman and umoci do not sync either).
 set -euo pipefail
@@ -197,7 +198,9 @@ prepare() { # TOOL: untimed reset
 	ctr) start_containerd ;;
 	podman) rm -rf "$tmp/podman" ;;
 	esac
-	sync
+	# FLUSH=0 skips the sync, so a run may pay for writing back the
+	# previous run's deletions (disk-bound; see shared/anchors.md).
+	[[ ${FLUSH:-1} == 0 ]] || sync
 	sleep "$SETTLE"
 }
 
