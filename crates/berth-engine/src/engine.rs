@@ -1,4 +1,4 @@
-//! The engine: images resolved (pulled when missing), a container's
+//! The engine: a local image (the CLI pulls what is missing), a container's
 //! overlay rootfs, network namespace, config.json and record made, and
 //! the container started under berth-shim through the OCI runtime's
 //! command line. No daemon: every `berth` call opens the stores, does its
@@ -7,13 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use berth_image::pull::pull;
-use berth_image::reference::Reference;
-use berth_image::registry::Client;
-use berth_image::snapshot::Snapshots;
-use berth_image::store::content::ContentStore;
-use berth_image::store::meta::{ImageRecord, MetaStore};
-use berth_image::unpack::Limits;
+use berth_image::snapshot::overlay::{Upper, mount_overlay};
+use berth_image::store::Store;
+use berth_image::store::meta::{ImageRecord, Resource};
 use berth_shim::config::{Config as ShimConfig, Restart};
 
 use crate::network::{self, NetNs, Networks};
@@ -23,15 +19,12 @@ use crate::store::{ContainerRecord, ContainerStore, Status, name_for, new_id};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Registry(#[from] berth_image::registry::RegistryError),
-    #[error(transparent)]
-    Reference(#[from] berth_image::reference::ReferenceError),
-    #[error(transparent)]
-    Meta(#[from] berth_image::store::meta::MetaError),
-    #[error(transparent)]
-    Content(#[from] berth_image::store::content::ContentError),
-    #[error(transparent)]
-    Snapshot(#[from] berth_image::snapshot::SnapshotError),
+    Image(#[from] berth_image::Error),
+    /// The CLI pulls and tries again, as `docker run` does.
+    #[error("Unable to find image '{0}' locally")]
+    NoSuchImage(String),
+    #[error("image {id}: config is not JSON: {source}")]
+    ImageConfig { id: String, source: serde_json::Error },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -42,8 +35,6 @@ pub enum EngineError {
     Shim(#[from] berth_shim::ShimError),
     #[error("{what} {}: {source}", path.display())]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("mount the container's root filesystem on {}: {source}", path.display())]
-    Mount { path: PathBuf, source: nix::errno::Errno },
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
     Running(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
@@ -54,6 +45,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     move |source| EngineError::Io { what, path: path.to_owned(), source }
 }
 
+/// A local image: its record and its config (the JSON docker shows as
+/// `.Config`, `.Created`, ...).
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub record: ImageRecord,
+    pub config: serde_json::Value,
+}
+
 /// Where things are and which programs run containers.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -61,12 +60,6 @@ pub struct Engine {
     pub runroot: PathBuf,
     pub runtime: PathBuf,
     pub shim: PathBuf,
-    pub registry: RegistryOptions,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RegistryOptions {
-    pub insecure: Vec<String>,
 }
 
 /// What `berth run` / `create` asks for beyond the spec flags.
@@ -76,16 +69,12 @@ pub struct CreateOptions {
     /// "none", "host", "bridge" (default) or a network's name.
     pub network: String,
     pub restart: Option<String>,
-    pub platform: Option<String>,
 }
 
 impl Engine {
-    fn images(&self) -> Result<MetaStore, EngineError> {
-        Ok(MetaStore::open(&self.root.join("images.redb"))?)
-    }
-
-    fn content(&self) -> Result<ContentStore, EngineError> {
-        Ok(ContentStore::open(self.root.join("content"))?)
+    /// The image store (content, metadata, snapshots) under the root.
+    pub fn store(&self) -> Result<Store, EngineError> {
+        Ok(Store::open(&self.root)?)
     }
 
     pub fn containers(&self) -> Result<ContainerStore, EngineError> {
@@ -96,48 +85,21 @@ impl Engine {
         Networks::new(self.root.join("networks"), self.runroot.join("cni"), Networks::default_plugin_dirs())
     }
 
-    fn client(&self) -> Client {
-        self.registry.insecure.iter().fold(Client::new(), |c, h| c.insecure(h))
-    }
-
-    /// Pulls `reference` and records it; returns the image.
-    pub fn pull(&self, reference: &str, platform: Option<&str>) -> Result<ImageRecord, EngineError> {
-        let r = Reference::parse(reference)?;
-        let content = self.content()?;
-        let pulled = pull(&self.client(), &r, &content, platform)?;
-        let snaps = Snapshots::open(self.root.join("snapshots"))?;
-        snaps.prepare(&pulled, &content, Limits::default())?;
-        let rec = ImageRecord {
-            id: pulled.config_digest.to_string(),
-            repo_tags: vec![],
-            repo_digests: vec![format!("{}@{}", r.name(), pulled.manifest_digest)],
-            manifest: pulled.manifest_digest.to_string(),
-            layers: pulled.layers.iter().map(|l| l.digest.to_string()).collect(),
-            diff_ids: pulled.diff_ids.iter().map(|d| d.to_string()).collect(),
-            size: pulled.layers.iter().map(|l| l.size).sum(),
-            created: pulled.config["created"].as_str().unwrap_or_default().to_owned(),
-            config: pulled.config.clone(),
+    /// A local image by reference, ID or ID prefix, with its config.
+    /// [`EngineError::NoSuchImage`] if there is none: the caller pulls.
+    pub fn image(&self, key: &str) -> Result<Image, EngineError> {
+        let store = self.store()?;
+        let all = store.meta.read_all()?;
+        let id = match berth_image::images::find(&all, key) {
+            Ok(id) => id,
+            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(e) => return Err(e.into()),
         };
-        let tag = r.tag.as_ref().map(|t| format!("{}:{t}", r.name()));
-        Ok(self.images()?.put(rec, tag.as_deref())?)
-    }
-
-    /// An image by reference or id; pulled if it is not here.
-    pub fn image(&self, key: &str, platform: Option<&str>) -> Result<ImageRecord, EngineError> {
-        let images = self.images()?;
-        if let Ok(i) = images.get(key) {
-            return Ok(i);
-        }
-        if let Ok(r) = Reference::parse(key)
-            && let Ok(i) = images.get(&r.to_string())
-        {
-            return Ok(i);
-        }
-        self.pull(key, platform)
-    }
-
-    pub fn list_images(&self) -> Result<Vec<ImageRecord>, EngineError> {
-        Ok(self.images()?.list()?)
+        let record = all.image(&id).cloned().ok_or_else(|| EngineError::NoSuchImage(key.to_owned()))?;
+        let config = store.content.read(&id)?;
+        let config = serde_json::from_slice(&config)
+            .map_err(|source| EngineError::ImageConfig { id: id.to_string(), source })?;
+        Ok(Image { record, config })
     }
 
     fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
@@ -152,13 +114,13 @@ impl Engine {
         flags: &RunFlags,
         opts: &CreateOptions,
     ) -> Result<ContainerRecord, EngineError> {
-        let image = self.image(image_key, opts.platform.as_deref())?;
+        let image = self.image(image_key)?;
         let id = new_id();
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_else(|| name_for(&id));
         let (data, run) = self.container_dirs(&id);
         let bundle = run.clone();
-        let mut rec = ContainerRecord::new(&id, &name, image_key, &image.id, bundle.clone());
+        let mut rec = ContainerRecord::new(&id, &name, image_key, &image.record.id.to_string(), bundle.clone());
         rec.config = serde_json::json!({ "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args });
         store.insert(&rec)?;
         match self.prepare(&id, &image, flags, opts, &data, &run) {
@@ -174,7 +136,7 @@ impl Engine {
     fn prepare(
         &self,
         id: &str,
-        image: &ImageRecord,
+        image: &Image,
         flags: &RunFlags,
         opts: &CreateOptions,
         data: &Path,
@@ -183,26 +145,16 @@ impl Engine {
         for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
-        let snaps = Snapshots::open(self.root.join("snapshots"))?;
-        let chain = berth_image::pull::chain_ids(
-            &image.diff_ids.iter().filter_map(|d| berth_image::digest::Digest::parse(d).ok()).collect::<Vec<_>>(),
-        );
-        let lowers: Vec<String> = chain.iter().rev().map(|c| snaps.fs(c).display().to_string()).collect();
+        // The container holds its image: rmi and GC leave it (and its
+        // snapshots) alone until the container is removed.
+        let store = self.store()?;
+        store.meta.write(|tx| tx.set_refs(&holder(id), &[Resource::Image(image.record.id.clone())]))?;
+        // Topmost layer first, as overlayfs's lowerdir wants them.
+        let lowers: Vec<PathBuf> =
+            image.record.layers.iter().rev().map(|l| store.snapshots.fs_path(&l.chain_id)).collect();
         let rootfs = run.join("rootfs");
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lowers.join(":"),
-            data.join("upper").display(),
-            data.join("work").display()
-        );
-        nix::mount::mount(
-            Some("overlay"),
-            &rootfs,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(options.as_str()),
-        )
-        .map_err(|e| EngineError::Mount { path: rootfs.clone(), source: e })?;
+        let (upper, work) = (data.join("upper"), data.join("work"));
+        mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?;
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let netns = match opts.network.as_str() {
@@ -398,8 +350,14 @@ impl Engine {
                 std::fs::remove_dir_all(d).map_err(io("remove", d))?;
             }
         }
+        self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
         Ok(())
     }
+}
+
+/// The name a container holds its image under in the image metadata.
+fn holder(id: &str) -> String {
+    format!("container/{id}")
 }
 
 fn alive(pid: i32) -> bool {

@@ -1,12 +1,32 @@
-//! berth's image layer: what lies between an image reference and a
-//! container's root filesystem. So far: references as docker normalizes
-//! them ([`reference`]), digests ([`digest`]), the content-addressed blob
-//! store ([`store::content`]) and untrusted layer unpacking ([`unpack`]).
+//! berth-image: everything between an image reference and a rootfs.
+//!
+//! - [`reference`]: docker-normalized image references;
+//! - [`media`], [`platform`]: manifests, indexes, media types, platform choice;
+//! - [`store`]: the content store (blobs by digest) and the metadata
+//!   database (images, tags, references) in redb;
+//! - [`registry`]: a client for the OCI distribution spec (pull, push, auth);
+//! - [`unpack`]: layers into snapshots, safely (untrusted input);
+//! - [`snapshot`]: overlay mounts of snapshot chains, and a copying fallback;
+//! - [`spec`]: image config to OCI runtime spec pieces.
 
+pub mod archive;
 pub mod digest;
+pub mod error;
+pub mod gc;
+pub mod images;
+pub mod media;
+pub mod platform;
+pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
+pub mod spec;
 pub mod store;
 pub mod unpack;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use platform::Platform;
+pub use reference::Reference;

@@ -1,151 +1,364 @@
-//! `pull`: a reference to verified blobs in the content store, and the
-//! image's layers unpacked into snapshots.
+//! Pull: reference → manifest (platform chosen from an index) → config →
+//! layers downloaded (verified, resumable) and unpacked (each once, into its
+//! snapshot), in parallel → recorded in the metadata database.
 
-use std::thread;
+use std::sync::Arc;
 
-use serde_json::Value;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::digest::Digest;
+use crate::error::{Error, Result, json_err};
+use crate::media::{self, Document};
+use crate::platform::Platform;
+use crate::progress::Progress;
 use crate::reference::Reference;
-use crate::registry::{self, Client, RegistryError};
-use crate::store::content::ContentStore;
+use crate::registry::{Registry, RegistryConfig};
+use crate::snapshot::chain_ids;
+use crate::store::Store;
+use crate::store::meta::{ImageRecord, LayerRecord, SnapshotRecord};
+use crate::unpack::{UnpackOptions, unpack_layer};
 
-/// A layer as the manifest describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Layer {
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
+/// Configs bigger than this are refused (they are read whole).
+const MAX_CONFIG_SIZE: usize = 8 << 20;
+
+#[derive(Clone)]
+pub struct PullOptions {
+    pub platform: Platform,
+    pub unpack: UnpackOptions,
+    /// Layers downloaded and unpacked at once.
+    pub concurrency: usize,
+    /// syncfs each snapshot before it becomes visible.
+    pub durable: bool,
+    pub progress: Arc<dyn Progress>,
 }
 
-/// What a pull brought.
-#[derive(Debug, Clone)]
-pub struct Pulled {
-    pub reference: Reference,
-    pub manifest_digest: Digest,
-    pub config_digest: Digest,
-    pub config: Value,
-    pub layers: Vec<Layer>,
-    /// The uncompressed layers' digests, from the config.
-    pub diff_ids: Vec<Digest>,
-}
-
-fn bad(d: &Digest, why: &str) -> RegistryError {
-    RegistryError::BadManifest { digest: d.to_string(), why: why.into() }
-}
-
-fn descriptor(v: &Value, owner: &Digest) -> Result<(Digest, u64, String), RegistryError> {
-    let d = v["digest"]
-        .as_str()
-        .and_then(|s| Digest::parse(s).ok())
-        .ok_or_else(|| bad(owner, "a descriptor without a sha256 digest"))?;
-    let size = v["size"].as_u64().ok_or_else(|| bad(owner, "a descriptor without a size"))?;
-    Ok((d, size, v["mediaType"].as_str().unwrap_or_default().to_owned()))
-}
-
-/// Pulls `r` for this machine's platform (or `platform`: os/arch[/variant]).
-pub fn pull(
-    client: &Client,
-    r: &Reference,
-    store: &ContentStore,
-    platform: Option<&str>,
-) -> Result<Pulled, RegistryError> {
-    let by = r.digest.as_ref().map(|d| d.to_string()).or(r.tag.clone()).unwrap_or_else(|| "latest".into());
-    let (mut bytes, mut media, mut digest) = client.manifest(r, &by)?;
-    let mut v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&digest, &e.to_string()))?;
-    if media.is_empty() || media == "application/json" {
-        media = v["mediaType"].as_str().unwrap_or_default().to_owned();
-    }
-    if media == registry::OCI_INDEX || media == registry::DOCKER_LIST || v["manifests"].is_array() {
-        let (host_os, host_arch) = registry::host_platform();
-        let mut parts = platform.unwrap_or("").split('/');
-        let os = parts.next().filter(|s| !s.is_empty()).unwrap_or(host_os);
-        let arch = parts.next().unwrap_or(host_arch);
-        let variant = parts.next();
-        let chosen = registry::select_platform(&v, os, arch, variant).ok_or_else(|| RegistryError::NoPlatform {
-            reference: r.to_string(),
-            platform: format!("{os}/{arch}{}", variant.map(|v| format!("/{v}")).unwrap_or_default()),
-            available: v["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| {
-                    format!(
-                        "{}/{}",
-                        m["platform"]["os"].as_str().unwrap_or("?"),
-                        m["platform"]["architecture"].as_str().unwrap_or("?")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
-        store.put(&digest, bytes.len() as u64, &bytes[..])?;
-        let (d, _, _) = descriptor(&chosen, &digest)?;
-        (bytes, media, digest) = client.manifest(r, &d.to_string())?;
-        v = serde_json::from_slice(&bytes).map_err(|e| bad(&digest, &e.to_string()))?;
-    }
-    let _ = media;
-    store.put(&digest, bytes.len() as u64, &bytes[..])?;
-    let (config_digest, config_size, _) = descriptor(&v["config"], &digest)?;
-    let config_bytes = client.blob_bytes(r, &config_digest, config_size, store)?;
-    let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| bad(&config_digest, &e.to_string()))?;
-    let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| d.as_str().and_then(|s| Digest::parse(s).ok()).ok_or_else(|| bad(&config_digest, "a bad diff_id")))
-        .collect::<Result<_, _>>()?;
-    let mut layers = Vec::new();
-    for l in v["layers"].as_array().into_iter().flatten() {
-        let (d, size, media_type) = descriptor(l, &digest)?;
-        // Non-distributable layers are not fetched (image-spec: they come
-        // from elsewhere); berth does not run such images.
-        if media_type.contains("nondistributable") || media_type.contains("foreign") {
-            return Err(bad(&digest, "non-distributable layers are not supported"));
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: Platform::host(),
+            unpack: UnpackOptions::default(),
+            concurrency: 4,
+            durable: true,
+            progress: Arc::new(crate::progress::NoProgress),
         }
-        layers.push(Layer { digest: d, size, media_type });
     }
-    if layers.len() != diff_ids.len() {
-        return Err(bad(&digest, "the number of layers and of diff_ids differ"));
-    }
-    // Layers download in parallel (a few at a time), each verified.
-    let results: Vec<Result<(), RegistryError>> = thread::scope(|s| {
-        layers
-            .chunks(4.max(layers.len().div_ceil(4)))
-            .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|l| client.fetch_blob(r, &l.digest, l.size, store))))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(bad(&digest, "a download thread panicked"))))
-            .collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
-    Ok(Pulled { reference: r.clone(), manifest_digest: digest, config_digest, config, layers, diff_ids })
 }
 
-/// Chain IDs (image-spec): the first layer's diff_id, then
-/// sha256(parent + " " + diff_id): the key of a snapshot.
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(parent) => Digest::of(format!("{parent} {d}").as_bytes()),
+/// Pulls `reference` into `store` and returns the image's record.
+pub async fn pull(
+    store: &Store,
+    cfg: &RegistryConfig,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<ImageRecord> {
+    let span = info_span!("pull", reference = %reference);
+    async move {
+        let _guard = store.adding()?;
+        let (reg, image) = resolve(store, cfg, reference, &opts.platform).await?;
+        let done = fetch_layers(store, Arc::new(reg), reference.repository(), &image, opts).await?;
+        let record = image.record(&done);
+        let repo_digest = reference.with_digest(image.index.clone().unwrap_or(image.manifest_digest.clone()));
+        store.meta.write(|tx| {
+            for (j, size) in image.jobs.iter().zip(&done) {
+                tx.put_snapshot(&SnapshotRecord {
+                    chain_id: j.chain_id.clone(),
+                    diff_id: j.diff_id.clone(),
+                    parent: j.parent.clone(),
+                    size: *size,
+                })?;
+            }
+            tx.put_image(&record)?;
+            if let Some(tag) = reference.tag() {
+                tx.set_tag(&reference.with_tag(tag).to_string(), &record.id)?;
+            }
+            tx.set_digest(&repo_digest.to_string(), &record.id)
+        })?;
+        info!(id = %record.id, "pulled");
+        Ok(record)
+    }
+    .instrument(span)
+    .await
+}
+
+/// What a reference resolved to: manifest, config and the layers to fetch.
+struct Resolved {
+    index: Option<Digest>,
+    manifest_digest: Digest,
+    manifest_media_type: String,
+    config_digest: Digest,
+    config_media_type: String,
+    config: ImageConfiguration,
+    jobs: Vec<LayerJob>,
+}
+
+impl Resolved {
+    fn record(&self, sizes: &[u64]) -> ImageRecord {
+        let c = &self.config;
+        let mut platform = format!("{}/{}", c.os(), c.architecture());
+        if let Some(v) = c.variant() {
+            platform = format!("{platform}/{v}");
+        }
+        ImageRecord {
+            id: self.config_digest.clone(),
+            manifest: self.manifest_digest.clone(),
+            manifest_media_type: self.manifest_media_type.clone(),
+            index: self.index.clone(),
+            config_media_type: self.config_media_type.clone(),
+            layers: self
+                .jobs
+                .iter()
+                .map(|j| LayerRecord {
+                    digest: j.digest.clone(),
+                    size: j.size,
+                    media_type: j.media_type.clone(),
+                    diff_id: j.diff_id.clone(),
+                    chain_id: j.chain_id.clone(),
+                })
+                .collect(),
+            platform,
+            created: c.created().clone(),
+            size: sizes.iter().sum(),
+        }
+    }
+}
+
+/// Fetches (and stores, verified) the index, the platform's manifest and
+/// the config.
+async fn resolve(
+    store: &Store,
+    cfg: &RegistryConfig,
+    reference: &Reference,
+    platform: &Platform,
+) -> Result<(Registry, Resolved)> {
+    let (reg, bytes, ct) = fetch_top(cfg, reference).await?;
+    let top_digest = Digest::of(&bytes);
+    if let Some(want) = reference.digest()
+        && want != &top_digest
+    {
+        return Err(Error::DigestMismatch { expected: want.clone(), actual: top_digest });
+    }
+    let repo = reference.repository();
+    let (index, manifest_bytes, manifest_ct) = match Document::parse(&bytes, ct.as_deref())? {
+        Document::Index(idx) => {
+            store.content.write_bytes(Some(&top_digest), &bytes)?;
+            let desc = platform.select(&idx, &reference.to_string())?;
+            let d = media::digest_of(desc)?;
+            let (b, ct) = reg.get_manifest(repo, &d.to_string()).await?;
+            let actual = Digest::of(&b);
+            if actual != d {
+                return Err(Error::DigestMismatch { expected: d, actual });
+            }
+            (Some(top_digest.clone()), b, ct.or(Some(media::media_type_of(desc))))
+        }
+        Document::Manifest(_) => (None, bytes, ct),
+    };
+    let manifest_digest = Digest::of(&manifest_bytes);
+    let manifest: ImageManifest = match Document::parse(&manifest_bytes, manifest_ct.as_deref())? {
+        Document::Manifest(m) => *m,
+        Document::Index(_) => return Err(Error::Unsupported(format!("{reference}: nested index"))),
+    };
+    let manifest_media_type = manifest
+        .media_type()
+        .as_ref()
+        .map(|m| m.to_string())
+        .or(manifest_ct.map(|c| c.split(';').next().unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
+    store.content.write_bytes(Some(&manifest_digest), &manifest_bytes)?;
+
+    let config_digest = media::digest_of(manifest.config())?;
+    let config_bytes = if store.content.contains(&config_digest) {
+        store.content.read(&config_digest)?
+    } else {
+        let b = reg.get_blob_bytes(repo, &config_digest, MAX_CONFIG_SIZE).await?;
+        store.content.write_bytes(Some(&config_digest), &b)?;
+        b
+    };
+    let config: ImageConfiguration =
+        serde_json::from_slice(&config_bytes).map_err(json_err(format!("image config {config_digest}")))?;
+    let diff_ids: Vec<Digest> = config.rootfs().diff_ids().iter().map(|d| d.parse()).collect::<Result<_>>()?;
+    let layers: Vec<_> = manifest.layers().iter().filter(|l| media::is_layer(l.media_type().as_ref())).collect();
+    if diff_ids.len() != layers.len() {
+        return Err(Error::Unsupported(format!(
+            "{reference}: {} layers but {} diff IDs in the config",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(&diff_ids);
+    let jobs = layers
+        .iter()
+        .enumerate()
+        .map(|(i, desc)| {
+            Ok(LayerJob {
+                digest: media::digest_of(desc)?,
+                size: desc.size(),
+                media_type: media::media_type_of(desc),
+                diff_id: diff_ids[i].clone(),
+                chain_id: chains[i].clone(),
+                parent: if i > 0 { Some(chains[i - 1].clone()) } else { None },
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    info!(manifest = %manifest_digest, config = %config_digest, layers = jobs.len(), "resolved");
+    let resolved = Resolved {
+        index,
+        manifest_digest,
+        manifest_media_type,
+        config_digest,
+        config_media_type: media::media_type_of(manifest.config()),
+        config,
+        jobs,
+    };
+    Ok((reg, resolved))
+}
+
+/// Downloads and unpacks every layer, `opts.concurrency` at a time.
+/// Returns the unpacked sizes, in layer order. On the first failure the
+/// others stop; what they stored stays for the next pull to resume.
+async fn fetch_layers(
+    store: &Store,
+    reg: Arc<Registry>,
+    repo: &str,
+    image: &Resolved,
+    opts: &PullOptions,
+) -> Result<Vec<u64>> {
+    let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, job) in image.jobs.iter().enumerate() {
+        let (job, store, reg, sem, opts, repo) =
+            (job.clone(), store.clone(), reg.clone(), sem.clone(), opts.clone(), repo.to_string());
+        tasks.spawn(
+            async move {
+                let _permit = sem.acquire_owned().await.map_err(|_| Error::Unsupported("pull cancelled".into()))?;
+                let size = job.run(&store, &reg, &repo, &opts).await?;
+                Ok::<_, Error>((i, size))
+            }
+            .in_current_span(),
+        );
+    }
+    let mut sizes = vec![0; image.jobs.len()];
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok((i, size))) => sizes[i] = size,
+            Ok(Err(e)) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                    tasks.abort_all();
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => first_err = first_err.or(Some(Error::Unsupported(format!("layer task failed: {e}")))),
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(sizes),
+    }
+}
+
+/// The manifest (or index) from the first mirror that has it, else the
+/// registry itself.
+async fn fetch_top(cfg: &RegistryConfig, reference: &Reference) -> Result<(Registry, Vec<u8>, Option<String>)> {
+    let mut errors = Vec::new();
+    let mirrors = cfg.mirrors.get(reference.registry()).cloned().unwrap_or_default();
+    for endpoint in mirrors.iter().map(String::as_str).chain(std::iter::once(reference.registry())) {
+        let attempt = async {
+            let reg = Registry::connect(endpoint, cfg).await?;
+            let (b, ct) = reg.get_manifest(reference.repository(), &reference.manifest_reference()).await?;
+            Ok::<_, Error>((reg, b, ct))
         };
-        out.push(next);
+        match attempt.await {
+            Ok(r) => return Ok(r),
+            Err(e) if endpoint != reference.registry() => {
+                debug!(mirror = endpoint, error = %e, "mirror failed");
+                errors.push(e);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    out
+    Err(errors.pop().unwrap_or_else(|| Error::NotFound(reference.to_string())))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[derive(Clone)]
+struct LayerJob {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+    diff_id: Digest,
+    chain_id: Digest,
+    parent: Option<Digest>,
+}
 
-    #[test]
-    fn chain_ids_follow_the_image_spec() {
-        let a = Digest::of(b"a");
-        let b = Digest::of(b"b");
-        let ids = chain_ids(&[a.clone(), b.clone()]);
-        assert_eq!(ids[0], a);
-        assert_eq!(ids[1], Digest::of(format!("{a} {b}").as_bytes()));
+impl LayerJob {
+    /// Downloads (unless stored) and unpacks (unless a snapshot exists).
+    /// Returns the unpacked size.
+    async fn run(&self, store: &Store, reg: &Registry, repo: &str, opts: &PullOptions) -> Result<u64> {
+        let id = self.digest.short().to_string();
+        let p = opts.progress.clone();
+        let have_blob = store.content.size(&self.digest) == Some(self.size);
+        if have_blob && store.snapshots.exists(&self.chain_id) {
+            p.finish(&id, "Already exists");
+            return Ok(self.known_size(store));
+        }
+        if !have_blob {
+            p.start(&id, self.size);
+            p.status(&id, "Downloading");
+            let (content, digest, size) = (store.content.clone(), self.digest.clone(), self.size);
+            let mut ingest = tokio::task::spawn_blocking(move || content.ingest(&digest, Some(size)))
+                .await
+                .map_err(|e| Error::Unsupported(format!("ingest task: {e}")))??;
+            if !ingest.is_done() {
+                let pid = id.clone();
+                let p2 = p.clone();
+                reg.fetch_blob(repo, &self.digest, &mut ingest, &move |n| p2.advance(&pid, n)).await?;
+                tokio::task::spawn_blocking(move || ingest.commit())
+                    .await
+                    .map_err(|e| Error::Unsupported(format!("commit task: {e}")))??;
+            }
+        }
+        p.status(&id, "Extracting");
+        let (store2, job, uopts, durable) = (store.clone(), self.clone(), opts.unpack.clone(), opts.durable);
+        let size = tokio::task::spawn_blocking(move || job.unpack(&store2, &uopts, durable))
+            .await
+            .map_err(|e| Error::Unsupported(format!("unpack task: {e}")))??;
+        p.finish(&id, "Pull complete");
+        Ok(size)
     }
+
+    fn known_size(&self, store: &Store) -> u64 {
+        store.meta.read_all().ok().and_then(|s| s.snapshot(&self.chain_id).map(|r| r.size)).unwrap_or(0)
+    }
+
+    fn unpack(&self, store: &Store, opts: &UnpackOptions, durable: bool) -> Result<u64> {
+        match unpack_blob(store, &self.digest, &self.diff_id, &self.chain_id, opts, durable)? {
+            Some(size) => Ok(size),
+            None => Ok(self.known_size(store)),
+        }
+    }
+}
+
+/// Unpacks the stored blob `digest` into the snapshot `chain_id`, checking
+/// that its uncompressed digest is `diff_id`. Returns the unpacked size, or
+/// None if the snapshot already existed.
+pub fn unpack_blob(
+    store: &Store,
+    digest: &Digest,
+    diff_id: &Digest,
+    chain_id: &Digest,
+    opts: &UnpackOptions,
+    durable: bool,
+) -> Result<Option<u64>> {
+    let Some(prep) = store.snapshots.prepare(chain_id)? else {
+        return Ok(None);
+    };
+    let blob = store.content.open_blob(digest)?;
+    let u = unpack_layer(std::io::BufReader::with_capacity(1 << 20, blob), &prep.fs_path(), &digest.to_string(), opts)?;
+    if &u.diff_id != diff_id {
+        return Err(Error::DigestMismatch { expected: diff_id.clone(), actual: u.diff_id });
+    }
+    prep.commit(durable)?;
+    Ok(Some(u.size))
 }

@@ -1,133 +1,203 @@
-//! Image references as docker reads them: `busybox` is
-//! `docker.io/library/busybox:latest`; a first component with a dot, a
-//! colon or `localhost` is a registry host (with its port); a tag follows
-//! the last `:` of the path, a digest follows `@`.
+//! Image references, normalized as docker does: `busybox` is
+//! `docker.io/library/busybox:latest`, `localhost:5000/a/b@sha256:…` keeps
+//! its host, port and digest.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::digest::Digest;
+use crate::error::{Error, Result};
 
+/// The registry a name without a host refers to.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
+/// The host that actually serves docker.io's registry API.
+pub const DEFAULT_REGISTRY_API_HOST: &str = "registry-1.docker.io";
 pub const DEFAULT_TAG: &str = "latest";
+const MAX_NAME_LEN: usize = 255;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A fully normalized image reference.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
-    /// "docker.io", "127.0.0.1:5000", "registry.example.com".
-    pub registry: String,
-    /// "library/busybox".
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<Digest>,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ReferenceError {
-    #[error("invalid reference format: {0:?}: {1}")]
-    Invalid(String, &'static str),
-    #[error("invalid reference format: repository name {0:?} must be lowercase")]
-    Uppercase(String),
+    registry: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<Digest>,
 }
 
 impl Reference {
-    pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
-        let bad = |why| ReferenceError::Invalid(s.into(), why);
-        if s.is_empty() || s.len() > 4096 {
-            return Err(bad("empty or too long"));
+    /// Parses and normalizes `s`. A reference with neither tag nor digest
+    /// gets the tag `latest`.
+    pub fn parse(s: &str) -> Result<Reference> {
+        let bad = |reason: &str| Error::InvalidReference { reference: s.to_string(), reason: reason.to_string() };
+        if s.is_empty() {
+            return Err(bad("empty"));
         }
-        let (name, digest) = match s.split_once('@') {
-            Some((n, d)) => (n, Some(Digest::parse(d).map_err(|_| bad("bad digest"))?)),
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|_| bad("invalid digest"))?)),
             None => (s, None),
         };
-        // A tag is after the last ':' that comes after the last '/'.
-        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match name[last_slash..].rfind(':') {
-            Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
-            None => (name, None),
+        // A tag is after the last ':' that comes after the last '/', so a
+        // host's port is never taken for a tag.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
         };
         if let Some(t) = tag
             && !valid_tag(t)
         {
-            return Err(bad("bad tag (letters, digits, '_', '.', '-'; at most 128)"));
+            return Err(bad("invalid tag"));
         }
-        let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-                (first.to_owned(), rest.to_owned())
-            }
-            _ => (DEFAULT_REGISTRY.to_owned(), name.to_owned()),
-        };
-        let path = if registry == DEFAULT_REGISTRY && !path.contains('/') { format!("library/{path}") } else { path };
-        if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase(path));
+        let (registry, path) = split_registry(name);
+        if !valid_host(registry) {
+            return Err(bad("invalid registry host"));
         }
-        if path.is_empty() || !path.split('/').all(valid_component) {
-            return Err(bad("bad repository name"));
+        let mut repository = path.to_string();
+        if registry == DEFAULT_REGISTRY && !repository.contains('/') {
+            repository = format!("library/{repository}");
         }
-        if registry.is_empty() || !registry.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) {
-            return Err(bad("bad registry host"));
+        if repository.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(bad("repository name must be lowercase"));
+        }
+        if !repository.split('/').all(valid_path_component) {
+            return Err(bad("invalid repository name"));
+        }
+        if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
+            return Err(bad("repository name too long"));
         }
         let tag = match (tag, &digest) {
-            (Some(t), _) => Some(t.to_owned()),
-            (None, None) => Some(DEFAULT_TAG.to_owned()),
+            (Some(t), _) => Some(t.to_string()),
             (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_TAG.to_string()),
         };
-        Ok(Reference { registry, repository: path, tag, digest })
+        Ok(Reference { registry: registry.to_string(), repository, tag, digest })
     }
 
-    /// The name without tag or digest: "docker.io/library/busybox".
+    /// `docker.io`, `localhost:5000`, `[::1]:5000`.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The host (and port) that serves the registry API.
+    pub fn api_host(&self) -> &str {
+        if self.registry == DEFAULT_REGISTRY { DEFAULT_REGISTRY_API_HOST } else { &self.registry }
+    }
+
+    /// `library/busybox`.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// `docker.io/library/busybox`.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
 
-    /// As `docker images` shows it: "busybox", "127.0.0.1:5000/x".
+    /// The name as docker shows it: `busybox`, `user/app`,
+    /// `localhost:5000/app`.
     pub fn familiar_name(&self) -> String {
         if self.registry == DEFAULT_REGISTRY {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
+            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
         } else {
             self.name()
         }
     }
 
-    /// Where the registry API is: docker.io's is registry-1.docker.io.
-    pub fn api_host(&self) -> &str {
-        if self.registry == DEFAULT_REGISTRY { "registry-1.docker.io" } else { &self.registry }
+    /// The same repository with another tag and no digest.
+    pub fn with_tag(&self, tag: &str) -> Reference {
+        Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() }
+    }
+
+    /// The same repository pinned to `digest`, without a tag
+    /// (`name@sha256:…`, docker's RepoDigests form).
+    pub fn with_digest(&self, digest: Digest) -> Reference {
+        Reference { tag: None, digest: Some(digest), ..self.clone() }
+    }
+
+    /// What to ask the registry for: the digest when there is one, else the tag.
+    pub fn manifest_reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => DEFAULT_TAG.to_string(),
+        }
     }
 }
 
-impl fmt::Display for Reference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name())?;
-        if let Some(t) = &self.tag {
-            write!(f, ":{t}")?;
+fn split_registry(name: &str) -> (&str, &str) {
+    match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
+            if first == "index.docker.io" || first == "registry-1.docker.io" {
+                (DEFAULT_REGISTRY, rest)
+            } else {
+                (first, rest)
+            }
         }
-        if let Some(d) = &self.digest {
-            write!(f, "@{d}")?;
-        }
-        Ok(())
+        // docker: a first component with uppercase letters is a host too.
+        Some((first, rest)) if first.chars().any(|c| c.is_ascii_uppercase()) => (first, rest),
+        _ => (DEFAULT_REGISTRY, name),
     }
 }
 
-fn valid_tag(t: &str) -> bool {
-    let mut c = t.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && c.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && t.len() <= 128
+fn valid_host(h: &str) -> bool {
+    if h.is_empty() {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) => {
+                if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+                    return false;
+                }
+                match tail.strip_prefix(':') {
+                    Some(p) => return !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()),
+                    None => return tail.is_empty(),
+                }
+            }
+            None => return false,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return false;
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
-/// A path component: lowercase alphanumerics separated by '.', '_', '__'
-/// or runs of '-'.
-fn valid_component(c: &str) -> bool {
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();
-    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
         return false;
     }
     let mut i = 0;
     while i < b.len() {
-        if b[i].is_ascii_alphanumeric() {
+        if is_alnum(b[i]) {
             i += 1;
             continue;
         }
         let start = i;
-        while i < b.len() && !b[i].is_ascii_alphanumeric() {
+        while i < b.len() && !is_alnum(b[i]) {
             i += 1;
         }
         let sep = &c[start..i];
@@ -138,43 +208,137 @@ fn valid_component(c: &str) -> bool {
     true
 }
 
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// `[\w][\w.-]{0,127}`
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+}
+
+impl FromStr for Reference {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Reference> {
+        Reference::parse(s)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Reference({self})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn full(s: &str) -> String {
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn norm(s: &str) -> String {
         Reference::parse(s).unwrap().to_string()
     }
 
     #[test]
-    fn normalizes_like_docker() {
-        assert_eq!(full("busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(full("busybox:1.36"), "docker.io/library/busybox:1.36");
-        assert_eq!(full("user/app"), "docker.io/user/app:latest");
-        assert_eq!(full("docker.io/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(full("127.0.0.1:5000/busybox"), "127.0.0.1:5000/busybox:latest");
-        assert_eq!(full("localhost/x/y:v1"), "localhost/x/y:v1");
-        assert_eq!(full("localhost:5000/x:v1"), "localhost:5000/x:v1");
-        assert_eq!(full("registry.example.com/a/b-c__d.e:1.0-rc"), "registry.example.com/a/b-c__d.e:1.0-rc");
-        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(full(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(full(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
-        let r = Reference::parse("127.0.0.1:5000/team/app:v2").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
-            ("127.0.0.1:5000", "team/app", Some("v2"))
-        );
+    fn short_names_get_docker_io_library_and_latest() {
+        assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
+        assert_eq!(norm("user/app"), "docker.io/user/app:latest");
+        assert_eq!(norm("docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+    }
+
+    #[test]
+    fn hosts_with_ports_are_not_tags() {
+        let r = Reference::parse("localhost:5000/app").unwrap();
+        assert_eq!(r.registry(), "localhost:5000");
+        assert_eq!(r.repository(), "app");
+        assert_eq!(r.tag(), Some("latest"));
+        let r = Reference::parse("127.0.0.1:35001/a/b/c:v1.2-rc_3").unwrap();
+        assert_eq!(r.registry(), "127.0.0.1:35001");
+        assert_eq!(r.repository(), "a/b/c");
+        assert_eq!(r.tag(), Some("v1.2-rc_3"));
+        assert_eq!(norm("[::1]:5000/app:1"), "[::1]:5000/app:1");
+        assert_eq!(norm("localhost/app"), "localhost/app:latest");
+        assert_eq!(norm("registry.example.com/app"), "registry.example.com/app:latest");
+    }
+
+    #[test]
+    fn digests_are_kept_and_imply_no_tag() {
+        let r = Reference::parse(&format!("busybox@{D}")).unwrap();
+        assert_eq!(r.tag(), None);
+        assert_eq!(r.digest().unwrap().to_string(), D);
+        assert_eq!(r.to_string(), format!("docker.io/library/busybox@{D}"));
+        assert_eq!(r.manifest_reference(), D);
+        let r = Reference::parse(&format!("localhost:5000/app:v1@{D}")).unwrap();
+        assert_eq!(r.tag(), Some("v1"));
+        assert_eq!(r.manifest_reference(), D);
+    }
+
+    #[test]
+    fn familiar_names_strip_the_defaults() {
         assert_eq!(Reference::parse("busybox").unwrap().familiar_name(), "busybox");
+        assert_eq!(Reference::parse("user/app").unwrap().familiar_name(), "user/app");
+        assert_eq!(Reference::parse("localhost:5000/app").unwrap().familiar_name(), "localhost:5000/app");
         assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
     }
 
     #[test]
-    fn refuses_what_docker_refuses() {
-        for bad in
-            ["", "Busybox", "a//b", "a/-b", "busybox:", "busybox:-x", "busybox@sha256:xyz", "a/b_", "a..b", ":tag"]
-        {
-            assert!(Reference::parse(bad).is_err(), "{bad:?}");
+    fn invalid_references_are_refused() {
+        for bad in [
+            "",
+            "Busybox",
+            "busybox:",
+            "busybox:-tag",
+            "busy box",
+            "a//b",
+            "a/",
+            "/a",
+            "app@sha256:123",
+            "app@md5:abc",
+            "-app",
+            "app-",
+            "a..b",
+            "localhost:port/app",
+            &format!("busybox:{}", "t".repeat(129)),
+            &format!("example.com/{}", "a".repeat(250)),
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(matches!(Reference::parse("Foo/Bar"), Err(ReferenceError::Uppercase(_))));
+    }
+
+    #[test]
+    fn separators_follow_the_distribution_grammar() {
+        for ok in ["a_b", "a__b", "a.b", "a-b", "a---b", "a1/b2/c3"] {
+            assert!(Reference::parse(ok).is_ok(), "{ok:?} refused");
+        }
+        for bad in ["a___b", "a._b", "a-.b"] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn with_tag_and_digest() {
+        let r = Reference::parse("busybox").unwrap();
+        assert_eq!(r.with_tag("x").to_string(), "docker.io/library/busybox:x");
+        assert_eq!(r.with_digest(D.parse().unwrap()).to_string(), format!("docker.io/library/busybox@{D}"));
     }
 }

@@ -1,211 +1,221 @@
-//! Layers unpacked as overlayfs reads them, and hostile layers (one per
-//! way out) leaving the host untouched.
+//! Layer unpacking: overlay form of whiteouts, metadata kept, and a corpus
+//! of hostile layers, one per escape, each showing the host untouched.
 
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use berth_image::unpack::{Limits, UnpackError, unpack};
+use berth_image::Error;
+use berth_image::unpack::{UnpackOptions, unpack_layer};
+use berth_testkit::image::{Layer, gzip, sha256, zstd};
 
-/// A tar entry with a name written as is (tar's own setters refuse `..`,
-/// which is the point here).
-fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>, mode: u32) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_size(data.len() as u64);
-    h.set_mode(mode);
-    h.set_uid(1234);
-    h.set_gid(5678);
-    h.set_mtime(1_000_000_000);
-    if kind == tar::EntryType::Char || kind == tar::EntryType::Block {
-        h.set_device_major(1).unwrap();
-        h.set_device_minor(3).unwrap();
+/// A host directory with a victim file, and an empty snapshot inside it.
+struct Scene {
+    _tmp: tempfile::TempDir,
+    host: PathBuf,
+    snap: PathBuf,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        berth_testkit::require_root();
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        std::fs::create_dir_all(host.join("dir")).unwrap();
+        std::fs::write(host.join("victim"), "original").unwrap();
+        let snap = tmp.path().join("host/snapshots/1/fs");
+        std::fs::create_dir_all(&snap).unwrap();
+        Scene { _tmp: tmp, host, snap }
     }
-    let gnu = h.as_gnu_mut().unwrap();
-    gnu.name[..name.len()].copy_from_slice(name.as_bytes());
-    if let Some(l) = link {
-        gnu.linkname[..l.len()].copy_from_slice(l.as_bytes());
+
+    fn unpack(&self, tar: &[u8]) -> Result<berth_image::unpack::Unpacked, Error> {
+        unpack_layer(tar, &self.snap, "test", &UnpackOptions::default())
     }
-    h.set_cksum();
-    b.append(&h, data).unwrap();
-}
 
-fn layer(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    build(&mut b);
-    b.into_inner().unwrap()
-}
+    /// The host part (everything but the snapshot) is exactly as made.
+    fn assert_host_untouched(&self) {
+        let mut names: Vec<String> = std::fs::read_dir(&self.host)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["dir", "snapshots", "victim"], "new entries on the host");
+        assert_eq!(std::fs::read_to_string(self.host.join("victim")).unwrap(), "original");
+        let m = std::fs::symlink_metadata(self.host.join("victim")).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.nlink(), 1, "victim was hardlinked");
+        assert_eq!(std::fs::read_dir(self.host.join("dir")).unwrap().count(), 0, "host dir written");
+        assert!(xattr_of(&self.host.join("dir"), "trusted.overlay.opaque").is_none());
+        assert_eq!(std::fs::read_dir(self.host.join("snapshots")).unwrap().count(), 1);
+    }
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "unpack tests need root (owners, devices, trusted xattrs)");
-}
-
-fn snapshot() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("berth-snap-").tempdir().unwrap()
-}
-
-fn xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let k = std::ffi::CString::new(key).unwrap();
-    let mut buf = [0u8; 64];
-    // SAFETY: valid strings and buffer for the call.
-    let n = unsafe { libc::lgetxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (n >= 0).then(|| buf[..n as usize].to_vec())
-}
-
-#[test]
-fn a_layer_keeps_owners_modes_times_links_devices_and_whiteouts() {
-    require_root();
-    let tar = layer(|b| {
-        entry(b, "etc/", tar::EntryType::Directory, b"", None, 0o755);
-        entry(b, "etc/conf", tar::EntryType::Regular, b"key=value\n", None, 0o4750);
-        entry(b, "etc/link", tar::EntryType::Symlink, b"", Some("/etc/conf"), 0o777);
-        entry(b, "etc/hard", tar::EntryType::Link, b"", Some("etc/conf"), 0o644);
-        entry(b, "dev/null", tar::EntryType::Char, b"", None, 0o666);
-        entry(b, "run/fifo", tar::EntryType::Fifo, b"", None, 0o600);
-        entry(b, "gone/.wh.old", tar::EntryType::Regular, b"", None, 0o644);
-        entry(b, "opaque/.wh..wh..opq", tar::EntryType::Regular, b"", None, 0o644);
-    });
-    let snap = snapshot();
-    let stats = unpack(&tar[..], snap.path(), Limits::default()).unwrap();
-    assert_eq!(stats.entries, 8);
-    let conf = snap.path().join("etc/conf");
-    let m = std::fs::metadata(&conf).unwrap();
-    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "key=value\n");
-    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o7777, m.mtime()), (1234, 5678, 0o4750, 1_000_000_000));
-    assert_eq!(std::fs::read_link(snap.path().join("etc/link")).unwrap(), Path::new("/etc/conf"));
-    assert_eq!(std::fs::metadata(snap.path().join("etc/hard")).unwrap().ino(), m.ino(), "a hard link");
-    let null = std::fs::metadata(snap.path().join("dev/null")).unwrap();
-    assert!(null.file_type().is_char_device());
-    assert!(std::fs::metadata(snap.path().join("run/fifo")).unwrap().file_type().is_fifo());
-    let wh = std::fs::symlink_metadata(snap.path().join("gone/old")).unwrap();
-    assert!(wh.file_type().is_char_device() && wh.rdev() == 0, "a whiteout is a 0:0 device");
-    assert!(!snap.path().join("gone/.wh.old").exists());
-    assert_eq!(xattr(&snap.path().join("opaque"), "trusted.overlay.opaque"), Some(b"y".to_vec()));
-}
-
-#[test]
-fn gzip_and_zstd_layers_unpack_the_same() {
-    require_root();
-    let tar = layer(|b| entry(b, "hello", tar::EntryType::Regular, b"hi\n", None, 0o644));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    let zst = zstd::encode_all(&tar[..], 3).unwrap();
-    for data in [gz.finish().unwrap(), zst] {
-        let snap = snapshot();
-        unpack(&data[..], snap.path(), Limits::default()).unwrap();
-        assert_eq!(std::fs::read_to_string(snap.path().join("hello")).unwrap(), "hi\n");
+    fn host_str(&self) -> String {
+        self.host.to_str().unwrap().to_string()
     }
 }
 
-/// A directory on the host that hostile layers aim at.
-fn host_target() -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix("berth-host-").tempdir().unwrap();
-    std::fs::write(d.path().join("precious"), "host data").unwrap();
-    d
-}
-
-fn untouched(host: &Path) {
-    let names: Vec<String> =
-        std::fs::read_dir(host).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert_eq!(names, ["precious"], "the host directory gained files");
-    assert_eq!(std::fs::read_to_string(host.join("precious")).unwrap(), "host data");
-}
-
-#[test]
-fn dot_dot_and_absolute_names_stay_inside() {
-    require_root();
-    let host = host_target();
-    let h = host.path().display().to_string();
-    let tar = layer(|b| {
-        entry(b, &format!("../../../../../../..{h}/dotdot"), tar::EntryType::Regular, b"x", None, 0o644);
-        entry(b, &format!("{h}/absolute"), tar::EntryType::Regular, b"x", None, 0o644);
-        entry(b, &format!("{h}/precious"), tar::EntryType::Regular, b"overwritten", None, 0o644);
-    });
-    let snap = snapshot();
-    unpack(&tar[..], snap.path(), Limits::default()).unwrap();
-    untouched(host.path());
-    let inside = snap.path().join(host.path().strip_prefix("/").unwrap());
-    assert!(inside.join("dotdot").is_file() && inside.join("absolute").is_file(), "they land in the snapshot");
-}
-
-#[test]
-fn writing_through_a_planted_symlink_stays_inside() {
-    require_root();
-    let host = host_target();
-    let h = host.path().display().to_string();
-    let layers = [
-        layer(|b| {
-            entry(b, "evil", tar::EntryType::Symlink, b"", Some(&h), 0o777);
-            entry(b, "evil/pwned", tar::EntryType::Regular, b"x", None, 0o644);
-        }),
-        layer(|b| {
-            entry(b, "rel", tar::EntryType::Symlink, b"", Some(&format!("../../../../../../../..{h}")), 0o777);
-            entry(b, "rel/pwned2", tar::EntryType::Regular, b"x", None, 0o644);
-        }),
-        layer(|b| {
-            entry(b, "file", tar::EntryType::Symlink, b"", Some(&format!("{h}/precious")), 0o777);
-            // A regular file over the symlink replaces the link, never
-            // writes through it.
-            entry(b, "file", tar::EntryType::Regular, b"overwritten", None, 0o644);
-        }),
-    ];
-    for (i, tar) in layers.iter().enumerate() {
-        let snap = snapshot();
-        // Refused (a directory to be made through a dangling link) or
-        // placed inside: either way, never on the host.
-        let r = unpack(&tar[..], snap.path(), Limits::default());
-        untouched(host.path());
-        if i == 2 {
-            r.unwrap();
-            assert!(std::fs::symlink_metadata(snap.path().join("file")).unwrap().is_file());
-        }
+fn xattr_of(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::lgetxattr(p, name, &mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
     }
 }
 
 #[test]
-fn hard_links_out_of_the_layer_are_refused() {
-    require_root();
-    let host = host_target();
-    let h = host.path().display().to_string();
-    for (name, tar) in [
-        ("absolute", layer(|b| entry(b, "steal", tar::EntryType::Link, b"", Some(&format!("{h}/precious")), 0o644))),
-        (
-            "through a symlink",
-            layer(|b| {
-                entry(b, "dir", tar::EntryType::Symlink, b"", Some(&h), 0o777);
-                entry(b, "steal", tar::EntryType::Link, b"", Some("dir/precious"), 0o644);
-            }),
-        ),
-    ] {
-        let snap = snapshot();
-        let err = unpack(&tar[..], snap.path(), Limits::default()).unwrap_err();
-        assert!(matches!(&err, UnpackError::Entry { entry, .. } if entry == "steal"), "{name}: {err}");
-        assert!(!snap.path().join("steal").exists(), "{name}");
-        let m = std::fs::metadata(host.path().join("precious")).unwrap();
-        assert_eq!(m.nlink(), 1, "{name}: the host file got a link");
-    }
-    untouched(host.path());
+fn whiteouts_become_overlay_form_and_metadata_is_kept() {
+    let s = Scene::new();
+    let tar = Layer::new()
+        .dir("etc", 0o755)
+        .file_with(
+            "etc/secret",
+            b"x",
+            0o4750,
+            1000,
+            1001,
+            &[("user.test", b"value"), ("trusted.overlay.redirect", b"/x")],
+        )
+        .hardlink("etc/secret-link", "etc/secret")
+        .symlink("etc/link", "/etc/secret")
+        .char_dev("dev-null", 1, 3)
+        .fifo("pipe")
+        .whiteout("etc", "gone")
+        .dir("opq", 0o700)
+        .opaque("opq")
+        .whiteout("", "top")
+        .tar();
+    let u = s.unpack(&tar).unwrap();
+    assert_eq!(u.diff_id.to_string(), sha256(&tar));
+    let fs = &s.snap;
+    let m = std::fs::metadata(fs.join("etc/secret")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o4750));
+    assert_eq!(m.mtime(), 1_700_000_000);
+    assert_eq!(m.nlink(), 2);
+    assert_eq!(xattr_of(&fs.join("etc/secret"), "user.test").as_deref(), Some(&b"value"[..]));
+    assert!(xattr_of(&fs.join("etc/secret"), "trusted.overlay.redirect").is_none(), "trusted xattr kept");
+    assert_eq!(std::fs::read_link(fs.join("etc/link")).unwrap(), Path::new("/etc/secret"));
+    let gone = std::fs::symlink_metadata(fs.join("etc/gone")).unwrap();
+    assert!(gone.file_type().is_char_device() && gone.rdev() == 0, "whiteout is a 0:0 char device");
+    assert!(std::fs::symlink_metadata(fs.join("top")).unwrap().file_type().is_char_device());
+    assert_eq!(xattr_of(&fs.join("opq"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert!(!fs.join("opq/.wh..wh..opq").exists());
+    let dev = std::fs::symlink_metadata(fs.join("dev-null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), rustix::fs::makedev(1, 3));
+    assert!(std::fs::symlink_metadata(fs.join("pipe")).unwrap().file_type().is_fifo());
+    assert_eq!(std::fs::metadata(fs.join("etc")).unwrap().mtime(), 1_700_000_000, "dir mtime set last");
+    assert_eq!(std::fs::metadata(fs.join("opq")).unwrap().permissions().mode() & 0o777, 0o700);
 }
 
 #[test]
-fn a_decompression_bomb_stops_at_the_limit() {
-    require_root();
-    let big = vec![0u8; 8 << 20];
-    let tar = layer(|b| entry(b, "zeros", tar::EntryType::Regular, &big, None, 0o644));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    let gz = gz.finish().unwrap();
-    assert!(gz.len() < 256 << 10, "8 MiB of zeros compress to {} bytes", gz.len());
-    let snap = snapshot();
-    let err = unpack(&gz[..], snap.path(), Limits { max_bytes: 1 << 20, max_entries: 100 }).unwrap_err();
-    assert!(matches!(err, UnpackError::TooLarge { limit } if limit == 1 << 20), "{err}");
-    let many = layer(|b| {
-        for i in 0..50 {
-            entry(b, &format!("f{i}"), tar::EntryType::Regular, b"", None, 0o644);
-        }
-    });
-    let err = unpack(&many[..], snapshot().path(), Limits { max_bytes: 1 << 30, max_entries: 10 }).unwrap_err();
-    assert!(matches!(err, UnpackError::TooManyEntries { limit: 10 }), "{err}");
+fn gzip_and_zstd_layers_give_the_same_tree_and_diff_id() {
+    let tar = Layer::new().dir("a", 0o755).file("a/b", b"hello").tar();
+    for data in [tar.clone(), gzip(&tar), zstd(&tar)] {
+        let s = Scene::new();
+        let u = s.unpack(&data).unwrap();
+        assert_eq!(u.diff_id.to_string(), sha256(&tar));
+        assert_eq!(u.size, 5);
+        assert_eq!(std::fs::read(s.snap.join("a/b")).unwrap(), b"hello");
+    }
+}
+
+#[test]
+fn hostile_layer_cannot_escape_with_dotdot() {
+    let s = Scene::new();
+    s.unpack(&Layer::new().file("../../../escaped", b"x").file("a/../../../../escaped2", b"x").tar()).unwrap();
+    assert!(s.snap.join("escaped").exists() && s.snap.join("escaped2").exists());
+    s.assert_host_untouched();
+}
+
+#[test]
+fn hostile_layer_absolute_names_stay_inside() {
+    let s = Scene::new();
+    let abs = format!("{}/victim", s.host_str());
+    s.unpack(&Layer::new().file(&abs, b"pwned").file(&format!("{}/dir/new", s.host_str()), b"x").tar()).unwrap();
+    assert_eq!(std::fs::read(s.snap.join(abs.trim_start_matches('/'))).unwrap(), b"pwned");
+    s.assert_host_untouched();
+}
+
+#[test]
+fn hostile_layer_cannot_write_through_symlink() {
+    let s = Scene::new();
+    let tar = Layer::new()
+        .symlink("out", &s.host_str())
+        .file("out/victim", b"pwned")
+        .file("out/dir/new", b"x")
+        .symlink("rel", "../../../../../../../../..")
+        .file(&format!("rel{}/dir/new2", s.host_str()), b"x")
+        .tar();
+    s.unpack(&tar).unwrap();
+    s.assert_host_untouched();
+}
+
+#[test]
+fn hostile_layer_cannot_replace_a_file_through_a_final_symlink() {
+    let s = Scene::new();
+    let victim = format!("{}/victim", s.host_str());
+    let tar = Layer::new().symlink("f", &victim).file("f", b"pwned").symlink("g", &victim).dir("g", 0o755).tar();
+    s.unpack(&tar).unwrap();
+    assert_eq!(std::fs::read(s.snap.join("f")).unwrap(), b"pwned");
+    assert!(s.snap.join("g").is_dir());
+    s.assert_host_untouched();
+}
+
+#[test]
+fn hostile_layer_cannot_hardlink_outside() {
+    for target in [format!("{}/victim", "HOST"), "../../../victim".to_string(), "out/victim".to_string()] {
+        let s = Scene::new();
+        let target = target.replace("HOST", &s.host_str());
+        let tar = Layer::new().symlink("out", &s.host_str()).hardlink("stolen", &target).tar();
+        let r = s.unpack(&tar);
+        assert!(matches!(r, Err(Error::Io { .. })), "hardlink to {target} accepted: {r:?}");
+        assert!(r.unwrap_err().to_string().contains("stolen"));
+        s.assert_host_untouched();
+    }
+}
+
+#[test]
+fn hostile_layer_whiteouts_and_opaque_dirs_stay_inside() {
+    let s = Scene::new();
+    let tar = Layer::new()
+        .file("../.wh.victim", b"")
+        .symlink("out", &s.host_str())
+        .whiteout("out", "victim")
+        .opaque("out/dir")
+        .whiteout("..", "dir")
+        .tar();
+    s.unpack(&tar).unwrap();
+    s.assert_host_untouched();
+}
+
+#[test]
+fn hostile_layer_device_and_fifo_names_stay_inside() {
+    let s = Scene::new();
+    let tar = Layer::new().char_dev("../../devnode", 1, 3).fifo(&format!("{}/fifo", s.host_str())).tar();
+    s.unpack(&tar).unwrap();
+    assert!(s.snap.join("devnode").exists());
+    s.assert_host_untouched();
+}
+
+#[test]
+fn decompression_bomb_is_stopped_at_the_limit() {
+    let s = Scene::new();
+    let big = vec![0u8; 24 << 20];
+    let tar = Layer::new().file("zeros", &big).tar();
+    let bomb = gzip(&tar);
+    assert!(bomb.len() < 1 << 20);
+    let r = unpack_layer(&bomb[..], &s.snap, "bomb", &UnpackOptions { max_size: 4 << 20 });
+    assert!(matches!(r, Err(Error::TooLarge { limit, .. }) if limit == 4 << 20), "{r:?}");
+    let written = std::fs::metadata(s.snap.join("zeros")).map(|m| m.len()).unwrap_or(0);
+    assert!(written <= 4 << 20, "wrote {written} bytes");
+    s.assert_host_untouched();
+}
+
+#[test]
+fn corrupt_layers_fail_cleanly() {
+    let s = Scene::new();
+    let mut gz = gzip(&Layer::new().file("a", &[7u8; 10000]).tar());
+    let n = gz.len();
+    gz.truncate(n / 2);
+    assert!(s.unpack(&gz).is_err());
+    s.assert_host_untouched();
 }

@@ -5,11 +5,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use berth_image::digest::Digest;
-use berth_image::reference::Reference;
-use berth_image::registry::{Client, OCI_MANIFEST};
-use berth_testkit::registry::{self, Registry};
+use berth_testkit::image::{Comp, Layer, OciLayout};
+use berth_testkit::registry::Registry;
 use berth_testkit::{require_root, workspace_bin};
+use serde_json::json;
 
 struct Berth {
     dir: tempfile::TempDir,
@@ -19,23 +18,22 @@ struct Berth {
 
 impl Berth {
     /// A registry holding busybox, and berth's own root and runroot.
-    fn new() -> Option<Berth> {
+    fn new() -> Berth {
         require_root();
-        if registry::binary().is_none() {
-            eprintln!("skipped: docker-registry is not installed");
-            return None;
-        }
         let reg = Registry::start();
-        let img = berth_testkit::image::busybox();
-        let image = format!("{}/test/busybox:1", reg.host());
-        let r = Reference::parse(&image).unwrap();
-        let c = Client::new();
-        for blob in [&img.layer, &img.config] {
-            c.push_blob(&r, &Digest::of(blob), blob).unwrap();
-        }
-        c.push_manifest(&r, "1", &img.manifest, OCI_MANIFEST).unwrap();
+        // busybox with every applet linked, as the runtime tests use it.
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        berth_testkit::make_busybox_rootfs(&rootfs);
+        let mut layout = OciLayout::new(&tmp.path().join("layout"));
+        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        let img =
+            layout.image(&[Layer::new().tree(".", &rootfs).tar()], Comp::Gzip, json!({"Cmd": ["sh"], "Env": [env]}), "amd64");
+        layout.tag(&img, "1");
+        let image = format!("{}/test/busybox:1", reg.addr());
+        layout.push("1", &image, &[]);
         let dir = tempfile::Builder::new().prefix("berth-cli-").tempdir().unwrap();
-        Some(Berth { dir, _registry: reg, image })
+        Berth { dir, _registry: reg, image }
     }
 
     fn cmd(&self, args: &[&str]) -> Output {
@@ -74,10 +72,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
-    let Some(b) = Berth::new() else { return };
+    let b = Berth::new();
     let out = b.cmd(&["run", "--rm", "--network", "none", &b.image, "sh", "-c", "echo hi; echo err >&2; exit 3"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // docker's pull lines first (the image was not here), then the container's stderr.
+    assert!(err.starts_with(&format!("Unable to find image '{}' locally\n", b.image)), "{err}");
+    assert!(err.contains("Status: Downloaded newer image for") && err.ends_with("\nerr\n"), "{err}");
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(b.ok(&["ps", "-a", "-q"]), "", "--rm removed the container");
     assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
@@ -87,7 +88,7 @@ fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
 
 #[test]
 fn detached_containers_outlive_the_cli_and_are_stopped_and_removed() {
-    let Some(b) = Berth::new() else { return };
+    let b = Berth::new();
     let id = b.ok(&["run", "-d", "--name", "web", "--network", "none", &b.image, "sh", "-c", "echo started; sleep 60"]);
     let id = id.trim();
     assert_eq!(id.len(), 64);
@@ -111,19 +112,19 @@ fn detached_containers_outlive_the_cli_and_are_stopped_and_removed() {
 
 #[test]
 fn an_unknown_image_is_a_125_naming_the_registry() {
-    let Some(b) = Berth::new() else { return };
+    let b = Berth::new();
     let missing = b.image.replace(":1", ":nope");
     let out = b.cmd(&["run", "--rm", "--network", "none", &missing, "true"]);
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("127.0.0.1:") && err.contains("manifest unknown"), "{err}");
+    assert!(err.contains("manifest test/busybox:nope on 127.0.0.1:") && err.contains("not found"), "{err}");
 }
 
 /// The engine depends only on the OCI runtime's command line: runc and
 /// crun run its containers too (skipped where not installed).
 #[test]
 fn runc_and_crun_can_be_the_runtime() {
-    let Some(b) = Berth::new() else { return };
+    let b = Berth::new();
     for name in ["runc", "crun"] {
         let Some(bin) = ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()) else {
             eprintln!("skipped: {name} is not installed");
@@ -143,5 +144,27 @@ fn runc_and_crun_can_be_the_runtime() {
         assert_eq!(out.status.code(), Some(7), "{name}");
     }
     assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+    assert!(leftovers(b.dir.path()).is_empty());
+}
+
+/// A container holds its image: rmi and prune leave it, and the snapshots
+/// under its rootfs, until the container is removed.
+#[test]
+fn an_image_in_use_is_kept_until_its_container_is_removed() {
+    let b = Berth::new();
+    let id = b.ok(&["run", "-d", "--network", "none", &b.image, "sleep", "60"]);
+    let id = id.trim();
+    let err = b.cmd(&["rmi", &b.image]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stderr).contains(&format!("container/{id}")), "{err:?}");
+    b.ok(&["image", "prune", "-a"]);
+    assert!(b.ok(&["images"]).contains("test/busybox"), "prune kept the image in use");
+    let snapshots = b.dir.path().join("root/snapshots");
+    let count = || std::fs::read_dir(&snapshots).unwrap().filter(|e| e.as_ref().unwrap().path().join("fs").exists()).count();
+    assert_eq!(count(), 1, "the layer's snapshot stays");
+    b.ok(&["rm", "-f", id]);
+    b.ok(&["rmi", &b.image]);
+    assert!(!b.ok(&["images"]).contains("test/busybox"));
+    assert_eq!(count(), 0, "and goes with the image");
     assert!(leftovers(b.dir.path()).is_empty());
 }

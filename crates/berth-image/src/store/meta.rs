@@ -1,153 +1,271 @@
-//! Image metadata in redb: images by id (their config digest, as docker
-//! names them) and tags ("registry/repo:tag") pointing at ids. Opened in
-//! redb's multi-writer mode, since several daemonless `berth` processes
-//! may pull at once; a tag moves in the same transaction that records its
-//! image.
+//! The metadata database (redb): images, tags, repo digests, snapshots and
+//! explicit references held by others (the engine's containers), which the
+//! garbage collector treats as roots.
+//!
+//! redb allows one open handle per file across processes, so each
+//! operation opens the database, runs one transaction and closes it again,
+//! waiting (bounded) while another berth process holds it. The long parts of
+//! a pull (downloads, unpacking) never hold the database.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// image id (config digest) → [`ImageRecord`] as JSON.
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// `registry/repo:tag` → image id.
 const TAGS: TableDefinition<&str, &str> = TableDefinition::new("tags");
+/// `registry/repo@sha256:…` (manifest or index digest) → image id.
+const DIGESTS: TableDefinition<&str, &str> = TableDefinition::new("repo_digests");
+/// chain id → [`SnapshotRecord`] as JSON.
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// holder (e.g. `container/<id>`) → JSON list of [`Resource`]s it uses.
+const REFS: TableDefinition<&str, &[u8]> = TableDefinition::new("refs");
 
-#[derive(Debug, thiserror::Error)]
-pub enum MetaError {
-    #[error("No such image: {0}")]
-    NotFound(String),
-    #[error("image database {}: {source}", path.display())]
-    Db { path: PathBuf, source: redb::Error },
-    #[error("image record {0} is corrupt")]
-    Corrupt(String),
-}
+const LOCK_WAIT: Duration = Duration::from_secs(120);
 
-/// What `berth images` and `image inspect` show.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    /// "sha256:<config digest hex>".
-    pub id: String,
-    pub repo_tags: Vec<String>,
-    pub repo_digests: Vec<String>,
-    pub manifest: String,
-    pub layers: Vec<String>,
-    pub diff_ids: Vec<String>,
-    /// Bytes of the compressed layers.
+/// A layer of an image as recorded.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayerRecord {
+    pub digest: Digest,
     pub size: u64,
-    pub created: String,
-    /// The image config (docker's "Config" is its `config` object).
-    pub config: serde_json::Value,
+    pub media_type: String,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
 }
 
-pub struct MetaStore {
-    db: Database,
+/// One image: a config and the manifest (and index) it came with.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    /// The config digest: docker's image ID.
+    pub id: Digest,
+    pub manifest: Digest,
+    pub manifest_media_type: String,
+    /// The index the manifest was chosen from, when there was one.
+    pub index: Option<Digest>,
+    pub config_media_type: String,
+    pub layers: Vec<LayerRecord>,
+    pub platform: String,
+    /// From the config, RFC 3339.
+    pub created: Option<String>,
+    /// Sum of the layers' unpacked sizes.
+    pub size: u64,
+}
+
+/// An unpacked layer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRecord {
+    pub chain_id: Digest,
+    pub diff_id: Digest,
+    pub parent: Option<Digest>,
+    pub size: u64,
+}
+
+/// What a holder can reference.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum Resource {
+    Image(Digest),
+    Snapshot(Digest),
+    Blob(Digest),
+}
+
+#[derive(Clone, Debug)]
+pub struct Meta {
     path: PathBuf,
 }
 
-impl MetaStore {
-    pub fn open(path: &Path) -> Result<MetaStore, MetaError> {
-        if let Some(d) = path.parent() {
-            let _ = std::fs::create_dir_all(d);
+fn db_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
+    move |e| Error::Db { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Everything in the database, read in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub images: Vec<ImageRecord>,
+    pub tags: Vec<(String, Digest)>,
+    pub digests: Vec<(String, Digest)>,
+    pub snapshots: Vec<SnapshotRecord>,
+    pub refs: Vec<(String, Vec<Resource>)>,
+}
+
+/// The operations of one write transaction.
+pub struct Tx<'a> {
+    tx: &'a redb::WriteTransaction,
+    path: &'a Path,
+}
+
+macro_rules! e {
+    ($p:expr) => {
+        |e| db_err($p)(&e)
+    };
+}
+
+impl Tx<'_> {
+    pub fn put_image(&self, rec: &ImageRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(crate::error::json_err("image record"))?;
+        let mut t = self.tx.open_table(IMAGES).map_err(e!(self.path))?;
+        t.insert(rec.id.to_string().as_str(), v.as_slice()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn remove_image(&self, id: &Digest) -> Result<()> {
+        let mut t = self.tx.open_table(IMAGES).map_err(e!(self.path))?;
+        t.remove(id.to_string().as_str()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn set_tag(&self, name: &str, id: &Digest) -> Result<()> {
+        let mut t = self.tx.open_table(TAGS).map_err(e!(self.path))?;
+        t.insert(name, id.to_string().as_str()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn remove_tag(&self, name: &str) -> Result<bool> {
+        let mut t = self.tx.open_table(TAGS).map_err(e!(self.path))?;
+        Ok(t.remove(name).map_err(e!(self.path))?.is_some())
+    }
+    pub fn set_digest(&self, name: &str, id: &Digest) -> Result<()> {
+        let mut t = self.tx.open_table(DIGESTS).map_err(e!(self.path))?;
+        t.insert(name, id.to_string().as_str()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn remove_digest(&self, name: &str) -> Result<bool> {
+        let mut t = self.tx.open_table(DIGESTS).map_err(e!(self.path))?;
+        Ok(t.remove(name).map_err(e!(self.path))?.is_some())
+    }
+    pub fn put_snapshot(&self, rec: &SnapshotRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(crate::error::json_err("snapshot record"))?;
+        let mut t = self.tx.open_table(SNAPSHOTS).map_err(e!(self.path))?;
+        t.insert(rec.chain_id.to_string().as_str(), v.as_slice()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn remove_snapshot(&self, chain_id: &Digest) -> Result<()> {
+        let mut t = self.tx.open_table(SNAPSHOTS).map_err(e!(self.path))?;
+        t.remove(chain_id.to_string().as_str()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    /// Records that `holder` uses `resources` (replacing what it had).
+    pub fn set_refs(&self, holder: &str, resources: &[Resource]) -> Result<()> {
+        let v = serde_json::to_vec(resources).map_err(crate::error::json_err("refs"))?;
+        let mut t = self.tx.open_table(REFS).map_err(e!(self.path))?;
+        t.insert(holder, v.as_slice()).map_err(e!(self.path))?;
+        Ok(())
+    }
+    pub fn remove_refs(&self, holder: &str) -> Result<()> {
+        let mut t = self.tx.open_table(REFS).map_err(e!(self.path))?;
+        t.remove(holder).map_err(e!(self.path))?;
+        Ok(())
+    }
+}
+
+impl Meta {
+    pub fn open(path: &Path) -> Result<Meta> {
+        let m = Meta { path: path.to_path_buf() };
+        // Create the file and every table once, so readers never meet a
+        // missing table.
+        m.write(|_| Ok(()))?;
+        Ok(m)
+    }
+
+    fn db(&self) -> Result<Database> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match Database::create(&self.path) {
+                Ok(db) => return Ok(db),
+                Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(db_err(&self.path)(&e)),
+            }
         }
-        let err = |e: redb::Error| MetaError::Db { path: path.into(), source: e };
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| err(e.into()))?;
-        let tx = db.begin_write().map_err(|e| err(e.into()))?;
-        tx.open_table(IMAGES).map_err(|e| err(e.into()))?;
-        tx.open_table(TAGS).map_err(|e| err(e.into()))?;
-        tx.commit().map_err(|e| err(e.into()))?;
-        Ok(MetaStore { db, path: path.into() })
     }
 
-    fn err(&self, e: impl Into<redb::Error>) -> MetaError {
-        MetaError::Db { path: self.path.clone(), source: e.into() }
-    }
-
-    /// Records an image and points `tag` (if any) at it; the tag leaves
-    /// the image it named before.
-    pub fn put(&self, mut rec: ImageRecord, tag: Option<&str>) -> Result<ImageRecord, MetaError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+    /// Runs `f` in one write transaction, committed if it returns Ok.
+    pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(e!(&self.path))?;
         {
-            let mut images = tx.open_table(IMAGES).map_err(|e| self.err(e))?;
-            let mut tags = tx.open_table(TAGS).map_err(|e| self.err(e))?;
-            if let Some(old) = images.get(rec.id.as_str()).map_err(|e| self.err(e))? {
-                let old: ImageRecord =
-                    serde_json::from_slice(old.value()).map_err(|_| MetaError::Corrupt(rec.id.clone()))?;
-                for t in old.repo_tags {
-                    if !rec.repo_tags.contains(&t) {
-                        rec.repo_tags.push(t);
-                    }
-                }
-                for d in old.repo_digests {
-                    if !rec.repo_digests.contains(&d) {
-                        rec.repo_digests.push(d);
-                    }
-                }
-            }
-            if let Some(tag) = tag {
-                let previous = tags.get(tag).map_err(|e| self.err(e))?.map(|v| v.value().to_owned());
-                if let Some(prev) = previous.filter(|p| *p != rec.id) {
-                    let bytes = images.get(prev.as_str()).map_err(|e| self.err(e))?.map(|v| v.value().to_vec());
-                    if let Some(bytes) = bytes {
-                        let mut p: ImageRecord =
-                            serde_json::from_slice(&bytes).map_err(|_| MetaError::Corrupt(prev.clone()))?;
-                        p.repo_tags.retain(|t| t != tag);
-                        images
-                            .insert(prev.as_str(), serde_json::to_vec(&p).unwrap_or_default().as_slice())
-                            .map_err(|e| self.err(e))?;
-                    }
-                }
-                tags.insert(tag, rec.id.as_str()).map_err(|e| self.err(e))?;
-                if !rec.repo_tags.iter().any(|t| t == tag) {
-                    rec.repo_tags.push(tag.to_owned());
-                }
-            }
-            images
-                .insert(rec.id.as_str(), serde_json::to_vec(&rec).unwrap_or_default().as_slice())
-                .map_err(|e| self.err(e))?;
+            // Touch every table so it exists.
+            tx.open_table(IMAGES).map_err(e!(&self.path))?;
+            tx.open_table(TAGS).map_err(e!(&self.path))?;
+            tx.open_table(DIGESTS).map_err(e!(&self.path))?;
+            tx.open_table(SNAPSHOTS).map_err(e!(&self.path))?;
+            tx.open_table(REFS).map_err(e!(&self.path))?;
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(rec)
-    }
-
-    /// By tag ("docker.io/library/busybox:latest"), full id, or id prefix.
-    pub fn get(&self, key: &str) -> Result<ImageRecord, MetaError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let images = tx.open_table(IMAGES).map_err(|e| self.err(e))?;
-        let tags = tx.open_table(TAGS).map_err(|e| self.err(e))?;
-        let id = match tags.get(key).map_err(|e| self.err(e))? {
-            Some(id) => id.value().to_owned(),
-            None => {
-                let want = if key.starts_with("sha256:") { key.to_owned() } else { format!("sha256:{key}") };
-                let mut found = None;
-                for entry in images.range(want.as_str()..).map_err(|e| self.err(e))? {
-                    let (k, _) = entry.map_err(|e| self.err(e))?;
-                    if !k.value().starts_with(&want) {
-                        break;
-                    }
-                    if found.is_some() || want.len() < "sha256:".len() + 4 {
-                        return Err(MetaError::NotFound(key.into()));
-                    }
-                    found = Some(k.value().to_owned());
-                }
-                found.ok_or_else(|| MetaError::NotFound(key.into()))?
-            }
-        };
-        let bytes = images.get(id.as_str()).map_err(|e| self.err(e))?.ok_or_else(|| MetaError::NotFound(key.into()))?;
-        serde_json::from_slice(bytes.value()).map_err(|_| MetaError::Corrupt(id))
-    }
-
-    pub fn list(&self) -> Result<Vec<ImageRecord>, MetaError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let images = tx.open_table(IMAGES).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for entry in images.iter().map_err(|e| self.err(e))? {
-            let (k, v) = entry.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_slice(v.value()).map_err(|_| MetaError::Corrupt(k.value().to_owned()))?);
-        }
+        let out = f(&Tx { tx: &tx, path: &self.path })?;
+        tx.commit().map_err(e!(&self.path))?;
         Ok(out)
+    }
+
+    /// Reads everything in one consistent view.
+    pub fn read_all(&self) -> Result<Snapshot> {
+        let db = self.db()?;
+        let rx = db.begin_read().map_err(e!(&self.path))?;
+        let p = &self.path;
+        let mut s = Snapshot::default();
+        macro_rules! table {
+            ($def:expr) => {
+                match rx.open_table($def) {
+                    Ok(t) => Some(t),
+                    Err(TableError::TableDoesNotExist(_)) => None,
+                    Err(e) => return Err(db_err(p)(&e)),
+                }
+            };
+        }
+        let bad = |what: &str, k: &str| Error::Db { path: p.clone(), reason: format!("corrupt {what} entry {k}") };
+        if let Some(t) = table!(IMAGES) {
+            for row in t.iter().map_err(e!(p))? {
+                let (k, v) = row.map_err(e!(p))?;
+                let rec: ImageRecord = serde_json::from_slice(v.value()).map_err(|_| bad("image", k.value()))?;
+                s.images.push(rec);
+            }
+        }
+        if let Some(t) = table!(TAGS) {
+            for row in t.iter().map_err(e!(p))? {
+                let (k, v) = row.map_err(e!(p))?;
+                s.tags.push((k.value().to_string(), v.value().parse().map_err(|_| bad("tag", k.value()))?));
+            }
+        }
+        if let Some(t) = table!(DIGESTS) {
+            for row in t.iter().map_err(e!(p))? {
+                let (k, v) = row.map_err(e!(p))?;
+                s.digests.push((k.value().to_string(), v.value().parse().map_err(|_| bad("digest", k.value()))?));
+            }
+        }
+        if let Some(t) = table!(SNAPSHOTS) {
+            for row in t.iter().map_err(e!(p))? {
+                let (k, v) = row.map_err(e!(p))?;
+                s.snapshots.push(serde_json::from_slice(v.value()).map_err(|_| bad("snapshot", k.value()))?);
+            }
+        }
+        if let Some(t) = table!(REFS) {
+            for row in t.iter().map_err(e!(p))? {
+                let (k, v) = row.map_err(e!(p))?;
+                let r: Vec<Resource> = serde_json::from_slice(v.value()).map_err(|_| bad("ref", k.value()))?;
+                s.refs.push((k.value().to_string(), r));
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Snapshot {
+    pub fn image(&self, id: &Digest) -> Option<&ImageRecord> {
+        self.images.iter().find(|i| &i.id == id)
+    }
+    pub fn tags_of(&self, id: &Digest) -> Vec<&str> {
+        self.tags.iter().filter(|(_, i)| i == id).map(|(t, _)| t.as_str()).collect()
+    }
+    pub fn digests_of(&self, id: &Digest) -> Vec<&str> {
+        self.digests.iter().filter(|(_, i)| i == id).map(|(t, _)| t.as_str()).collect()
+    }
+    pub fn snapshot(&self, chain_id: &Digest) -> Option<&SnapshotRecord> {
+        self.snapshots.iter().find(|s| &s.chain_id == chain_id)
     }
 }
 
@@ -155,33 +273,41 @@ impl MetaStore {
 mod tests {
     use super::*;
 
-    fn rec(id: &str) -> ImageRecord {
-        ImageRecord {
-            id: id.into(),
-            repo_tags: vec![],
-            repo_digests: vec![],
-            manifest: "m".into(),
-            layers: vec![],
-            diff_ids: vec![],
-            size: 1,
-            created: "2026-11-23T00:00:00Z".into(),
-            config: serde_json::Value::Null,
-        }
-    }
-
     #[test]
-    fn tags_move_between_images() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = MetaStore::open(&dir.path().join("meta.redb")).unwrap();
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        m.put(rec(&a), Some("docker.io/library/x:latest")).unwrap();
-        assert_eq!(m.get("docker.io/library/x:latest").unwrap().id, a);
-        assert_eq!(m.get("aaaaaa").unwrap().id, a, "by id prefix");
-        m.put(rec(&b), Some("docker.io/library/x:latest")).unwrap();
-        assert_eq!(m.get("docker.io/library/x:latest").unwrap().id, b);
-        assert!(m.get(&a).unwrap().repo_tags.is_empty(), "the old image lost the tag");
-        assert_eq!(m.list().unwrap().len(), 2);
-        assert!(matches!(m.get("nope:1"), Err(MetaError::NotFound(_))));
+    fn records_round_trip_and_concurrent_openers_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = Meta::open(&tmp.path().join("meta.redb")).unwrap();
+        let id = Digest::of(b"config");
+        let rec = ImageRecord {
+            id: id.clone(),
+            manifest: Digest::of(b"m"),
+            manifest_media_type: "x".into(),
+            index: None,
+            config_media_type: "y".into(),
+            layers: vec![],
+            platform: "linux/amd64".into(),
+            created: None,
+            size: 0,
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (m, rec) = (m.clone(), rec.clone());
+                std::thread::spawn(move || {
+                    m.write(|tx| {
+                        tx.put_image(&rec)?;
+                        tx.set_tag(&format!("docker.io/library/t:{i}"), &rec.id)
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = m.read_all().unwrap();
+        assert_eq!(s.images, vec![rec]);
+        assert_eq!(s.tags_of(&id).len(), 4);
+        m.write(|tx| tx.remove_tag("docker.io/library/t:0").map(|_| ())).unwrap();
+        assert_eq!(m.read_all().unwrap().tags_of(&id).len(), 3);
     }
 }

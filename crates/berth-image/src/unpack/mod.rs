@@ -1,353 +1,344 @@
-//! Unpacking an image layer, an untrusted tar (plain, gzip or zstd), into
-//! a snapshot directory in overlayfs form.
+//! Layer unpacking into a snapshot directory: untrusted input.
 //!
-//! Every entry lands inside the snapshot, whatever the archive says:
-//!
-//! - names are cleaned lexically as containerd does (`/a/../../b` is `b`),
-//!   so `..` and absolute names cannot climb out;
-//! - parents are resolved inside the snapshot with pathrs (openat2
-//!   RESOLVE_IN_ROOT), so a symlink the layer planted (`evil -> /etc`)
-//!   cannot carry a later entry (`evil/passwd`) onto the host;
-//! - the entry itself is created and changed relative to its parent's fd,
-//!   never followed if it is a symlink;
-//! - hard links must point at a file this layer already holds;
-//! - the uncompressed size and the entry count are bounded, so a
-//!   decompression bomb stops with an error instead of filling the disk.
-//!
-//! Whiteouts become what overlayfs reads: `.wh.NAME` a 0:0 character
-//! device NAME, `.wh..wh..opq` the `trusted.overlay.opaque` xattr on its
-//! directory. Owners, modes, mtimes, xattrs (PAX `SCHILY.xattr.*`), hard
-//! links, devices and fifos are kept.
+//! Each layer goes into its own empty directory (as docker's overlay2 does),
+//! whiteouts in overlay form: `.wh.NAME` becomes a 0:0 character device
+//! NAME, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its
+//! directory. Ownership, modes (incl. setuid), xattrs, hardlinks, device
+//! nodes and mtimes are kept. Paths are resolved with [`safe`]; the
+//! decompressed stream is bounded, and its sha256 is the layer's diff ID.
 
-use std::ffi::CString;
-use std::fs::Permissions;
-use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+pub mod safe;
 
-use nix::fcntl::AtFlags;
-use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmodat, utimensat};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, fchownat};
-use pathrs::flags::OpenFlags;
-use pathrs::{InodeType, Root};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-use crate::digest::Digest;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use tar::EntryType;
+use tracing::debug;
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::media::Compression;
+use safe::{CleanPath, mkdir_all_in, name, open_dir_in, remove_at};
 
-#[derive(Debug, thiserror::Error)]
-pub enum UnpackError {
-    #[error("layer entry {entry:?}: {why}")]
-    Entry { entry: String, why: String },
-    #[error("layer is larger than the limit of {limit} bytes uncompressed (a decompression bomb?)")]
-    TooLarge { limit: u64 },
-    #[error("layer has more than {limit} entries")]
-    TooManyEntries { limit: u64 },
-    #[error("read the layer: {0}")]
-    Read(std::io::Error),
-    #[error("layer content hashes to {actual}, not the diff_id {expected} the image config promises")]
-    DiffId { expected: Digest, actual: Digest },
-    #[error("open the snapshot {}: {why}", path.display())]
-    Root { path: PathBuf, why: String },
+/// Default bound on one layer's decompressed size: far above any real
+/// layer, far below a disk-filling bomb.
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+#[derive(Clone, Debug)]
+pub struct UnpackOptions {
+    /// Decompressed bytes allowed for one layer.
+    pub max_size: u64,
 }
 
-/// Bounds on what one layer may unpack to.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_bytes: u64,
-    pub max_entries: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits { max_bytes: 64 << 30, max_entries: 10_000_000 }
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions { max_size: DEFAULT_MAX_LAYER_SIZE }
     }
 }
 
-/// What an unpack wrote.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Stats {
-    pub entries: u64,
-    pub bytes: u64,
+/// What unpacking a layer found out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpacked {
+    /// sha256 of the uncompressed tar stream.
+    pub diff_id: Digest,
+    /// Sum of the regular files' sizes.
+    pub size: u64,
 }
 
-/// Wraps `layer` in the decompressor its first bytes call for.
-pub fn decompress<'a>(mut layer: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
-    let mut magic = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match layer.read(&mut magic[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    let head = std::io::Cursor::new(magic[..got].to_vec()).chain(layer);
-    Ok(match &magic[..got] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(head)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::Decoder::new(head)?),
-        _ => Box::new(head),
-    })
-}
-
-/// Counts what passes and fails once `limit` is crossed.
-struct Bounded<R> {
+/// Counts decompressed bytes and stops at the limit.
+struct Limit<R> {
     inner: R,
-    read: u64,
-    limit: u64,
+    left: u64,
+    hit: bool,
 }
 
-impl<R: Read> Read for Bounded<R> {
+impl<R: Read> Read for Limit<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        if self.read > self.limit {
-            return Err(std::io::Error::other(TOO_LARGE));
+        if n as u64 > self.left {
+            self.hit = true;
+            return Err(std::io::Error::other("decompressed size limit exceeded"));
         }
+        self.left -= n as u64;
         Ok(n)
     }
 }
 
-const TOO_LARGE: &str = "berth: layer size limit";
-
-/// Hashes what passes, for the layer's diff_id.
-struct Hashing<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest as _;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Unpacks `layer` (compressed or not) into `dest`, an existing
-/// directory that becomes the layer's snapshot.
-pub fn unpack(layer: impl Read, dest: &Path, limits: Limits) -> Result<Stats, UnpackError> {
-    unpack_checked(layer, dest, limits, None)
-}
-
-/// [`unpack`], and the uncompressed stream must hash to `diff_id` (the
-/// image config's promise); the caller discards `dest` if it does not.
-pub fn unpack_checked(
-    layer: impl Read,
-    dest: &Path,
-    limits: Limits,
-    diff_id: Option<&Digest>,
-) -> Result<Stats, UnpackError> {
-    use sha2::Digest as _;
-    let root = Root::open(dest).map_err(|e| UnpackError::Root { path: dest.into(), why: e.to_string() })?;
-    let stream = decompress(layer).map_err(UnpackError::Read)?;
-    let hashing = Hashing { inner: stream, hasher: sha2::Sha256::new() };
-    let bounded = Bounded { inner: hashing, read: 0, limit: limits.max_bytes };
-    let mut archive = tar::Archive::new(bounded);
-    let mut stats = Stats::default();
-    let too_large = |e: &std::io::Error| e.to_string().contains(TOO_LARGE);
-    for entry in archive.entries().map_err(UnpackError::Read)? {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(e) if too_large(&e) => return Err(UnpackError::TooLarge { limit: limits.max_bytes }),
-            Err(e) => return Err(UnpackError::Read(e)),
-        };
-        stats.entries += 1;
-        if stats.entries > limits.max_entries {
-            return Err(UnpackError::TooManyEntries { limit: limits.max_entries });
+/// Unpacks the (possibly compressed) layer `blob` into the empty directory
+/// `dest`. `layer` names it in errors.
+pub fn unpack_layer(blob: impl Read, dest: &Path, layer: &str, opts: &UnpackOptions) -> Result<Unpacked> {
+    let root = rustix::fs::open(dest, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .ctx(|| format!("open {}", dest.display()))?;
+    let mut buffered = BufReader::with_capacity(1 << 16, blob);
+    let head = buffered.fill_buf().ctx(|| format!("layer {layer}: read"))?;
+    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).ctx(|| format!("layer {layer}: zstd"))?)
         }
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let fail = |why: String| UnpackError::Entry { entry: raw.clone(), why };
-        let Some(path) = clean(Path::new(&raw)) else { continue };
-        match apply(&root, &path, &mut entry) {
-            Ok(n) => stats.bytes += n,
-            Err(ApplyError::Io(e)) if too_large(&e) => return Err(UnpackError::TooLarge { limit: limits.max_bytes }),
-            Err(ApplyError::Io(e)) => return Err(fail(e.to_string())),
-            Err(ApplyError::Refused(why)) => return Err(fail(why)),
-        }
-    }
-    if let Some(expected) = diff_id {
-        // The tar's end blocks and any padding count too.
-        let mut rest = archive.into_inner();
-        std::io::copy(&mut rest, &mut std::io::sink()).map_err(UnpackError::Read)?;
-        let actual = Digest::from_sha256(&rest.inner.hasher.finalize());
-        if &actual != expected {
-            return Err(UnpackError::DiffId { expected: expected.clone(), actual });
-        }
-    }
-    Ok(stats)
-}
-
-/// The entry's path relative to the snapshot root, cleaned lexically
-/// (`None` for the root itself).
-pub fn clean(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    (!out.as_os_str().is_empty()).then_some(out)
-}
-
-enum ApplyError {
-    Io(std::io::Error),
-    Refused(String),
-}
-
-impl From<std::io::Error> for ApplyError {
-    fn from(e: std::io::Error) -> ApplyError {
-        ApplyError::Io(e)
-    }
-}
-
-impl From<pathrs::error::Error> for ApplyError {
-    fn from(e: pathrs::error::Error) -> ApplyError {
-        ApplyError::Io(std::io::Error::other(e.to_string()))
-    }
-}
-
-impl From<nix::errno::Errno> for ApplyError {
-    fn from(e: nix::errno::Errno) -> ApplyError {
-        ApplyError::Io(e.into())
-    }
-}
-
-/// Creates one entry; returns the bytes of file data written.
-fn apply<R: Read>(root: &Root, path: &Path, entry: &mut tar::Entry<'_, R>) -> Result<u64, ApplyError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-    let parent_path = path.parent().unwrap_or(Path::new(""));
-    let parent = root.mkdir_all(parent_path, &Permissions::from_mode(0o755))?;
-    let parent = parent.reopen(OpenFlags::O_DIRECTORY | OpenFlags::O_RDONLY)?;
-    let parent: OwnedFd = parent.into();
-    if name == OPAQUE {
-        setxattr_at(&parent, None, "trusted.overlay.opaque", b"y")?;
-        return Ok(0);
-    }
-    if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-        let target = parent_path.join(hidden);
-        if hidden.is_empty() || hidden.contains('/') {
-            return Err(ApplyError::Refused("a whiteout without a name".into()));
-        }
-        let _ = root.remove_all(&target);
-        root.create(&target, &InodeType::CharacterDevice(Permissions::from_mode(0o000), 0))?;
-        return Ok(0);
-    }
-    let header = entry.header().clone();
-    let mode = header.mode().unwrap_or(0o644) & 0o7777;
-    let kind = header.entry_type();
-    // What is there already is replaced (a later entry wins), except a
-    // directory by a directory, which keeps its contents.
-    let existing = nix::sys::stat::fstatat(&parent, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
-    let existing_dir = existing.is_some_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR);
-    if existing.is_some() && !(kind.is_dir() && existing_dir) {
-        root.remove_all(path)?;
-    }
-    let mut written = 0;
-    match kind {
-        tar::EntryType::Directory => {
-            if !existing_dir {
-                root.create(path, &InodeType::Directory(Permissions::from_mode(0o700)))?;
-            }
-        }
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
-            let flags = OpenFlags::O_WRONLY | OpenFlags::O_CREAT | OpenFlags::O_EXCL | OpenFlags::O_NOFOLLOW;
-            let mut f = root.create_file(path, flags, &Permissions::from_mode(0o600))?;
-            written = std::io::copy(entry, &mut f)?;
-        }
-        tar::EntryType::Symlink => {
-            let target = entry.link_name()?.ok_or_else(|| ApplyError::Refused("a symlink without a target".into()))?;
-            root.create(path, &InodeType::Symlink(target.into_owned()))?;
-        }
-        tar::EntryType::Link => {
-            let target =
-                entry.link_name()?.ok_or_else(|| ApplyError::Refused("a hard link without a target".into()))?;
-            let target = clean(&target).ok_or_else(|| ApplyError::Refused("a hard link to the root".into()))?;
-            // The target must be a non-directory this layer already holds;
-            // resolved without following a final symlink.
-            let h = root.resolve_nofollow(&target).map_err(|e| {
-                ApplyError::Refused(format!("hard link to {:?}, which is not in this layer ({e})", target.display()))
-            })?;
-            let st = nix::sys::stat::fstat(&h)?;
-            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                return Err(ApplyError::Refused(format!("hard link to the directory {:?}", target.display())));
-            }
-            root.create(path, &InodeType::Hardlink(target))?;
-            // A hard link shares its target's metadata.
-            return Ok(0);
-        }
-        tar::EntryType::Char | tar::EntryType::Block => {
-            let dev = libc::makedev(header.device_major()?.unwrap_or(0), header.device_minor()?.unwrap_or(0));
-            let perm = Permissions::from_mode(mode);
-            let t = if kind == tar::EntryType::Char {
-                InodeType::CharacterDevice(perm, dev)
-            } else {
-                InodeType::BlockDevice(perm, dev)
-            };
-            root.create(path, &t)?;
-        }
-        tar::EntryType::Fifo => root.create(path, &InodeType::Fifo(Permissions::from_mode(mode)))?,
-        tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => return Ok(0),
-        other => return Err(ApplyError::Refused(format!("unsupported entry type {other:?}"))),
-    }
-    let is_link = kind == tar::EntryType::Symlink;
-    // Owner first: chown clears set-id bits, which the mode then restores.
-    let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
-    fchownat(&parent, name.as_str(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if !is_link {
-        fchmodat(&parent, name.as_str(), Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink)?;
-    }
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts.flatten() {
-            if let Some(key) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                setxattr_at(&parent, Some(&name), key, ext.value_bytes())?;
-            }
-        }
-    }
-    let mtime = TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0);
-    utimensat(&parent, name.as_str(), &mtime, &mtime, UtimensatFlags::NoFollowSymlink)?;
-    Ok(written)
-}
-
-/// Sets an xattr on `dir` itself (fsetxattr), or on `name` in it by its
-/// /proc/self/fd path with lsetxattr: nothing on the way is followed but
-/// the directory's own fd, and a final symlink is not followed.
-fn setxattr_at(dir: &OwnedFd, name: Option<&str>, key: &str, value: &[u8]) -> Result<(), ApplyError> {
-    let Ok(k) = CString::new(key) else { return Err(ApplyError::Refused(format!("xattr {key:?}: NUL in name"))) };
-    let rc = match name {
-        // SAFETY: a valid fd, NUL-terminated key, valid value slice.
-        None => unsafe { libc::fsetxattr(dir.as_fd().as_raw_fd(), k.as_ptr(), value.as_ptr().cast(), value.len(), 0) },
-        Some(n) => {
-            let p = format!("/proc/self/fd/{}/{n}", dir.as_fd().as_raw_fd());
-            let Ok(p) = CString::new(p) else { return Err(ApplyError::Refused(format!("{n:?}: NUL in name"))) };
-            // SAFETY: both strings are NUL-terminated; the value slice is valid.
-            unsafe { libc::lsetxattr(p.as_ptr(), k.as_ptr(), value.as_ptr().cast(), value.len(), 0) }
-        }
+        Compression::None => Box::new(buffered),
     };
-    if rc != 0 {
-        return Err(ApplyError::Io(std::io::Error::last_os_error()));
+    let limited = Limit { inner: decompressed, left: opts.max_size, hit: false };
+    let hashing = HashingReader::new(limited);
+    let mut archive = tar::Archive::new(hashing);
+    let mut u = Unpacker { root: root.as_fd(), layer, dirs: Vec::new(), size: 0 };
+    let result = (|| -> Result<()> {
+        let entries = archive.entries().ctx(|| format!("layer {layer}: read tar"))?;
+        for entry in entries {
+            let entry = entry.ctx(|| format!("layer {layer}: read tar"))?;
+            u.entry(entry)?;
+        }
+        Ok(())
+    })();
+    let mut hashing = archive.into_inner();
+    // The diff ID covers the whole stream, including what follows the
+    // end-of-archive blocks.
+    let drained =
+        result.and_then(|()| std::io::copy(&mut hashing, &mut std::io::sink()).ctx(|| format!("layer {layer}: read")));
+    if hashing.get_ref().hit {
+        return Err(Error::TooLarge { layer: layer.to_string(), limit: opts.max_size });
     }
-    Ok(())
+    drained?;
+    let (digest, _len) = hashing.finish();
+    u.finish_dirs()?;
+    Ok(Unpacked { diff_id: digest, size: u.size })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+struct Unpacker<'a> {
+    root: BorrowedFd<'a>,
+    layer: &'a str,
+    /// Directories whose mtimes are set last (creating entries in them
+    /// changes them).
+    dirs: Vec<(CleanPath, i64)>,
+    size: u64,
+}
 
-    #[test]
-    fn names_are_cleaned_like_containerd() {
-        let c = |s: &str| clean(Path::new(s)).map(|p| p.display().to_string());
-        assert_eq!(c("a/b"), Some("a/b".into()));
-        assert_eq!(c("/etc/passwd"), Some("etc/passwd".into()));
-        assert_eq!(c("../../../etc/shadow"), Some("etc/shadow".into()));
-        assert_eq!(c("a/../../b"), Some("b".into()));
-        assert_eq!(c("./"), None);
+impl Unpacker<'_> {
+    fn err(&self, path: &CleanPath, reason: impl std::fmt::Display) -> Error {
+        Error::Layer { layer: self.layer.to_string(), entry: path.display(), reason: reason.to_string() }
     }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let path = CleanPath::new(&raw);
+        let kind = entry.header().entry_type();
+        let hdr = entry.header();
+        let uid = hdr.uid().map_err(|e| self.err(&path, e))?;
+        let gid = hdr.gid().map_err(|e| self.err(&path, e))?;
+        let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
+            (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => (u, g),
+            _ => return Err(self.err(&path, "owner id out of range")),
+        };
+        let mode = hdr.mode().map_err(|e| self.err(&path, e))? & 0o7777;
+        let mtime = hdr.mtime().map_err(|e| self.err(&path, e))? as i64;
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let Some((parent_parts, base)) = path.split_last() else {
+            // "./": the layer's root directory itself.
+            if kind == EntryType::Directory {
+                rustix::fs::fchown(self.root, Some(uid_of(uid)), Some(gid_of(gid))).ctx(|| self.ctx(&path, "chown"))?;
+                rustix::fs::fchmod(self.root, Mode::from_raw_mode(mode)).ctx(|| self.ctx(&path, "chmod"))?;
+                self.dirs.push((path, mtime));
+            }
+            return Ok(());
+        };
+        let parent = mkdir_all_in(self.root, parent_parts).ctx(|| self.ctx(&path, "open parent"))?;
+
+        // Whiteouts.
+        if base == OPAQUE {
+            rustix::fs::fsetxattr(&parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .ctx(|| self.ctx(&path, "set opaque xattr"))?;
+            return Ok(());
+        }
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.starts_with(WHITEOUT_PREFIX) || hidden.is_empty() || hidden == b"." || hidden == b".." {
+                // aufs metadata (.wh..wh.plnk and the like): not for overlay.
+                debug!(layer = self.layer, entry = %path.display(), "skipping aufs metadata");
+                return Ok(());
+            }
+            remove_at(parent.as_fd(), hidden).ctx(|| self.ctx(&path, "remove before whiteout"))?;
+            rustix::fs::mknodat(&parent, name(hidden), FileType::CharacterDevice, Mode::empty(), 0)
+                .ctx(|| self.ctx(&path, "mknod whiteout"))?;
+            return Ok(());
+        }
+
+        // Replace whatever is there, unless a directory meets a directory.
+        let existing = rustix::fs::statat(&parent, name(base), AtFlags::SYMLINK_NOFOLLOW).ok();
+        let existing_dir = existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        if existing.is_some() && !(kind == EntryType::Directory && existing_dir) {
+            remove_at(parent.as_fd(), base).ctx(|| self.ctx(&path, "replace"))?;
+        }
+
+        let xattrs = self.xattrs(&mut entry)?;
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name(base),
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .ctx(|| self.ctx(&path, "create"))?;
+                let mut file = std::fs::File::from(fd);
+                let n = std::io::copy(&mut entry, &mut file).ctx(|| self.ctx(&path, "write"))?;
+                self.size += n;
+                let fd = OwnedFd::from(file);
+                self.meta_fd(&fd, &path, uid, gid, mode, &xattrs)?;
+                rustix::fs::futimens(&fd, &times(mtime)).ctx(|| self.ctx(&path, "set times"))?;
+            }
+            EntryType::Directory => {
+                if !existing_dir {
+                    rustix::fs::mkdirat(&parent, name(base), Mode::from_raw_mode(0o700))
+                        .ctx(|| self.ctx(&path, "mkdir"))?;
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name(base),
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx(|| self.ctx(&path, "open dir"))?;
+                self.meta_fd(&fd, &path, uid, gid, mode, &xattrs)?;
+                self.dirs.push((path.clone(), mtime));
+            }
+            EntryType::Symlink => {
+                let target =
+                    entry.link_name_bytes().ok_or_else(|| self.err(&path, "symlink without a target"))?.into_owned();
+                // The target is stored as is: it is only ever resolved
+                // inside a root (by us, or by the container's kernel view).
+                rustix::fs::symlinkat(name(&target), &parent, name(base)).ctx(|| self.ctx(&path, "symlink"))?;
+                rustix::fs::chownat(
+                    &parent,
+                    name(base),
+                    Some(uid_of(uid)),
+                    Some(gid_of(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ctx(|| self.ctx(&path, "chown"))?;
+                rustix::fs::utimensat(&parent, name(base), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .ctx(|| self.ctx(&path, "set times"))?;
+            }
+            EntryType::Link => {
+                let target =
+                    entry.link_name_bytes().ok_or_else(|| self.err(&path, "hardlink without a target"))?.into_owned();
+                let target = CleanPath::new(&target);
+                let Some((tparent_parts, tbase)) = target.split_last() else {
+                    return Err(self.err(&path, "hardlink to the root directory"));
+                };
+                // The target is looked up inside this layer only: a link
+                // to anything outside cannot even be named.
+                let tparent = open_dir_in(self.root, tparent_parts)
+                    .ctx(|| self.ctx(&path, &format!("hardlink target {}", target.display())))?;
+                rustix::fs::linkat(&tparent, name(tbase), &parent, name(base), AtFlags::empty())
+                    .ctx(|| self.ctx(&path, &format!("hardlink to {}", target.display())))?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let ft = match kind {
+                    EntryType::Char => FileType::CharacterDevice,
+                    EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let hdr = entry.header();
+                let major = hdr.device_major().ok().flatten().unwrap_or(0);
+                let minor = hdr.device_minor().ok().flatten().unwrap_or(0);
+                let dev = rustix::fs::makedev(major, minor);
+                rustix::fs::mknodat(&parent, name(base), ft, Mode::from_raw_mode(mode & 0o777), dev)
+                    .ctx(|| self.ctx(&path, "mknod"))?;
+                rustix::fs::chownat(
+                    &parent,
+                    name(base),
+                    Some(uid_of(uid)),
+                    Some(gid_of(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .ctx(|| self.ctx(&path, "chown"))?;
+                // Just created as a device, so the name is not a symlink.
+                rustix::fs::chmodat(&parent, name(base), Mode::from_raw_mode(mode), AtFlags::empty())
+                    .ctx(|| self.ctx(&path, "chmod"))?;
+                rustix::fs::utimensat(&parent, name(base), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .ctx(|| self.ctx(&path, "set times"))?;
+            }
+            other => {
+                debug!(layer = self.layer, entry = %path.display(), kind = ?other, "skipping unsupported entry type");
+            }
+        }
+        Ok(())
+    }
+
+    fn ctx(&self, path: &CleanPath, what: &str) -> String {
+        format!("layer {}: entry {:?}: {what}", self.layer, path.display())
+    }
+
+    /// The xattrs of an entry worth keeping. trusted.* is dropped: trusted
+    /// overlay xattrs (redirect, metacopy, opaque) would steer the overlay
+    /// mount itself; opaque directories come from `.wh..wh..opq` entries.
+    fn xattrs<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let Some(exts) = entry.pax_extensions().ctx(|| format!("layer {}: pax header", self.layer))? else {
+            return Ok(out);
+        };
+        for ext in exts {
+            let ext = ext.ctx(|| format!("layer {}: pax header", self.layer))?;
+            let Ok(key) = ext.key() else { continue };
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.")
+                && (name.starts_with("user.") || name.starts_with("security.") || name.starts_with("system.posix_acl_"))
+            {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn meta_fd(
+        &self,
+        fd: &OwnedFd,
+        path: &CleanPath,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<()> {
+        rustix::fs::fchown(fd, Some(uid_of(uid)), Some(gid_of(gid))).ctx(|| self.ctx(path, "chown"))?;
+        // After chown, which clears setuid/setgid.
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).ctx(|| self.ctx(path, "chmod"))?;
+        for (k, v) in xattrs {
+            rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty())
+                .ctx(|| self.ctx(path, &format!("set xattr {k}")))?;
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<()> {
+        // Deepest first, so setting a child's time does not touch a
+        // parent's after it was set.
+        self.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.0.len()));
+        for (path, mtime) in std::mem::take(&mut self.dirs) {
+            let fd = open_dir_in(self.root, &path.0).ctx(|| self.ctx(&path, "reopen dir"))?;
+            rustix::fs::futimens(&fd, &times(mtime)).ctx(|| self.ctx(&path, "set times"))?;
+        }
+        Ok(())
+    }
+}
+
+fn uid_of(u: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw_unchecked(u)
+}
+
+fn gid_of(g: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw_unchecked(g)
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
+    Timestamps { last_access: t, last_modification: t }
 }

@@ -1,0 +1,282 @@
+//! Credentials and challenges.
+//!
+//! Credentials come from berth's own auth file (written by `berth login`;
+//! `~/.config/berth/auth.json` or `$BERTH_AUTH_FILE`) and then from
+//! docker's `~/.docker/config.json` (`$DOCKER_CONFIG/config.json`); both use
+//! docker's format: `{"auths": {"host:port": {"auth": base64(user:pass)}}}`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result, json_err};
+use crate::reference::DEFAULT_REGISTRY;
+
+/// A user name and password (or token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        write!(f, "Credentials({}, ***)", self.username)
+    }
+}
+
+impl Credentials {
+    pub fn basic_header(&self) -> String {
+        format!("Basic {}", B64.encode(format!("{}:{}", self.username, self.password)))
+    }
+}
+
+#[derive(Serialize, Deserialize, Default, Debug)]
+struct AuthFile {
+    #[serde(default)]
+    auths: BTreeMap<String, AuthEntry>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize, Default, Debug, Clone)]
+struct AuthEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+}
+
+/// The keys a registry may be stored under: docker.io is stored by docker
+/// as its v1 index URL.
+fn keys_for(registry: &str) -> Vec<String> {
+    let mut keys = vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}")];
+    if registry == DEFAULT_REGISTRY {
+        keys.extend(["https://index.docker.io/v1/".to_string(), "index.docker.io".to_string()]);
+    }
+    keys
+}
+
+/// Where credentials are looked up, in order.
+#[derive(Clone, Debug)]
+pub struct AuthStore {
+    /// berth's own file, where `login` writes.
+    pub own: PathBuf,
+    /// Read-only fallbacks (docker's config.json).
+    pub fallbacks: Vec<PathBuf>,
+}
+
+impl AuthStore {
+    /// The default locations for the current user.
+    pub fn default_paths() -> AuthStore {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let own = std::env::var_os("BERTH_AUTH_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config/berth/auth.json"));
+        let docker = std::env::var_os("DOCKER_CONFIG")
+            .map(|d| PathBuf::from(d).join("config.json"))
+            .unwrap_or_else(|| home.join(".docker/config.json"));
+        AuthStore { own, fallbacks: vec![docker] }
+    }
+
+    /// Credentials for `registry` (as in references: `host:port`), if any.
+    pub fn get(&self, registry: &str) -> Result<Option<Credentials>> {
+        for path in std::iter::once(&self.own).chain(&self.fallbacks) {
+            let Some(file) = read_file(path)? else { continue };
+            for key in keys_for(registry) {
+                if let Some(e) = file.auths.get(&key)
+                    && let Some(c) = decode(e, path)?
+                {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores credentials in berth's own file (mode 0600).
+    pub fn set(&self, registry: &str, creds: &Credentials) -> Result<()> {
+        let mut file = read_file(&self.own)?.unwrap_or_default();
+        file.auths.insert(
+            registry.to_string(),
+            AuthEntry {
+                auth: Some(B64.encode(format!("{}:{}", creds.username, creds.password))),
+                ..Default::default()
+            },
+        );
+        write_file(&self.own, &file)
+    }
+
+    /// Removes credentials from berth's own file. Returns whether there were any.
+    pub fn remove(&self, registry: &str) -> Result<bool> {
+        let Some(mut file) = read_file(&self.own)? else { return Ok(false) };
+        let mut found = false;
+        for key in keys_for(registry) {
+            found |= file.auths.remove(&key).is_some();
+        }
+        if found {
+            write_file(&self.own, &file)?;
+        }
+        Ok(found)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Option<AuthFile>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(json_err(format!("parse {}", path.display())))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io { context: format!("read {}", path.display()), source: e }),
+    }
+}
+
+fn write_file(path: &Path, file: &AuthFile) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    }
+    let data = serde_json::to_vec_pretty(file).map_err(json_err("auth file"))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .ctx(|| format!("create {}", tmp.display()))?;
+    f.write_all(&data).and_then(|_| f.sync_all()).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
+}
+
+fn decode(e: &AuthEntry, path: &Path) -> Result<Option<Credentials>> {
+    if let Some(a) = &e.auth
+        && !a.is_empty()
+    {
+        let bad = || Error::Auth { registry: path.display().to_string(), reason: "malformed auth entry".into() };
+        let raw = B64.decode(a.trim()).map_err(|_| bad())?;
+        let s = String::from_utf8(raw).map_err(|_| bad())?;
+        let (u, p) = s.split_once(':').ok_or_else(bad)?;
+        return Ok(Some(Credentials { username: u.into(), password: p.into() }));
+    }
+    if let (Some(u), Some(p)) = (&e.username, &e.password) {
+        return Ok(Some(Credentials { username: u.clone(), password: p.clone() }));
+    }
+    Ok(None)
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Basic,
+    Bearer { realm: String, service: Option<String>, scope: Option<String> },
+}
+
+/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let params = parse_params(rest);
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => Some(Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+            scope: params.get("scope").cloned(),
+        }),
+        _ => None,
+    }
+}
+
+fn parse_params(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' {
+            i += 1;
+        }
+        let key = s[ks..i].trim().to_ascii_lowercase();
+        i += 1;
+        let mut val = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                val.push(b[i] as char);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            let vs = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            val = s[vs.min(b.len())..i.min(b.len())].trim().to_string();
+        }
+        if !key.is_empty() {
+            out.insert(key, val);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_and_basic_challenges() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/busybox:pull,push".into()),
+            }
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn credentials_from_docker_config_and_own_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let docker = tmp.path().join("config.json");
+        std::fs::write(
+            &docker,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"127.0.0.1:5000":{"auth":"YTpiOmM="}},"credsStore":"none"}"#,
+        )
+        .unwrap();
+        let store = AuthStore { own: tmp.path().join("own/auth.json"), fallbacks: vec![docker] };
+        assert_eq!(store.get("docker.io").unwrap().unwrap().username, "user");
+        let c = store.get("127.0.0.1:5000").unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("a", "b:c"));
+        assert!(store.get("other.example").unwrap().is_none());
+
+        let mine = Credentials { username: "me".into(), password: "secret".into() };
+        store.set("127.0.0.1:5000", &mine).unwrap();
+        assert_eq!(store.get("127.0.0.1:5000").unwrap().unwrap(), mine);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&store.own).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(store.remove("127.0.0.1:5000").unwrap());
+        assert_eq!(store.get("127.0.0.1:5000").unwrap().unwrap().username, "a");
+        assert!(!format!("{mine:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,97 @@
+//! How to reach registries: insecure hosts, mirrors, CA directories, retries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::auth::AuthStore;
+
+/// The `[registry]` part of berth's configuration. Every key has a default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registries (`host:port`) reached over plain HTTP, or HTTPS without
+    /// certificate checks (docker's `insecure-registries`). Loopback
+    /// registries may always fall back to plain HTTP, as docker allows.
+    pub insecure: Vec<String>,
+    /// Per registry, mirrors to try first (`http://host:port` or `host:port`).
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Directories holding `<host:port>/*.crt` (extra CAs) and
+    /// `client.cert`/`client.key`, as docker's and containerd's certs.d.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Attempts for a request that fails transiently (connection errors,
+    /// 429, 5xx), with exponential backoff.
+    pub attempts: u32,
+    /// First backoff; doubled each retry.
+    #[serde(with = "millis")]
+    pub backoff: Duration,
+    /// Blobs at most this big are pushed in one request; bigger ones in chunks.
+    pub push_chunk_size: u64,
+    #[serde(skip)]
+    pub auth: Option<AuthStore>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            insecure: Vec::new(),
+            mirrors: BTreeMap::new(),
+            certs_dirs: vec![
+                PathBuf::from("/etc/berth/certs.d"),
+                PathBuf::from("/etc/docker/certs.d"),
+                PathBuf::from("/etc/containerd/certs.d"),
+            ],
+            attempts: 4,
+            backoff: Duration::from_millis(200),
+            push_chunk_size: 32 << 20,
+            auth: None,
+        }
+    }
+}
+
+impl RegistryConfig {
+    pub fn auth_store(&self) -> AuthStore {
+        self.auth.clone().unwrap_or_else(AuthStore::default_paths)
+    }
+
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.insecure.iter().any(|h| h == registry)
+    }
+}
+
+/// True for localhost and loopback addresses, where docker allows plain HTTP.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("127.1.2.3"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("example.com:5000"));
+        assert!(!is_loopback("10.0.0.1"));
+    }
+}

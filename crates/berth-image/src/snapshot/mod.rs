@@ -1,0 +1,185 @@
+//! Snapshots: one directory per unpacked layer, keyed by chain ID, under
+//! `ROOT/snapshots/<hex>/fs`. A layer is unpacked into
+//! `ROOT/snapshots/tmp/<random>/` and renamed into place only when whole
+//! and verified, so a snapshot at its final path is always complete; a
+//! per-chain-ID lock makes concurrent pulls unpack each layer once.
+//!
+//! [`overlay`] mounts a chain as a rootfs; [`copy`] is the fallback where
+//! overlay is not available.
+
+pub mod copy;
+pub mod overlay;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+
+/// The chain IDs of a list of diff IDs (image spec: ChainID(L₀) = DiffID(L₀),
+/// ChainID(L₀|…|Lₙ) = sha256(ChainID(L₀|…|Lₙ₋₁) + " " + DiffID(Lₙ))).
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+impl Snapshots {
+    pub fn open(dir: &Path) -> Result<Snapshots> {
+        for d in [dir.to_path_buf(), dir.join("tmp"), dir.join("locks")] {
+            fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
+        }
+        Ok(Snapshots { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The unpacked tree of a snapshot.
+    pub fn fs_path(&self, chain_id: &Digest) -> PathBuf {
+        self.dir.join(chain_id.hex()).join("fs")
+    }
+
+    pub fn exists(&self, chain_id: &Digest) -> bool {
+        self.fs_path(chain_id).is_dir()
+    }
+
+    /// Every complete snapshot on disk.
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).ctx(|| format!("read {}", self.dir.display()))? {
+            let e = e.ctx(|| format!("read {}", self.dir.display()))?;
+            if let Some(n) = e.file_name().to_str()
+                && let Ok(d) = Digest::from_hex(n)
+            {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Starts a snapshot. Returns None when it already exists (possibly
+    /// made by a concurrent pull we waited for).
+    pub fn prepare(&self, chain_id: &Digest) -> Result<Option<Prepared>> {
+        let lock_path = self.dir.join("locks").join(chain_id.hex());
+        let lock = File::create(&lock_path).ctx(|| format!("create {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, FlockOperation::LockExclusive).ctx(|| format!("lock {}", lock_path.display()))?;
+        if self.exists(chain_id) {
+            return Ok(None);
+        }
+        let tmp = self.dir.join("tmp").join(format!("{}-{:016x}", chain_id.short(), rand::random::<u64>()));
+        fs::create_dir_all(tmp.join("fs")).ctx(|| format!("create {}", tmp.display()))?;
+        // Held while the directory is in use, so cleanup can tell an
+        // abandoned one (pull killed) from a live one.
+        let tmp_lock = File::open(&tmp).ctx(|| format!("open {}", tmp.display()))?;
+        rustix::fs::flock(&tmp_lock, FlockOperation::LockExclusive).ctx(|| format!("lock {}", tmp.display()))?;
+        Ok(Some(Prepared { tmp, target: self.dir.join(chain_id.hex()), _lock: lock, _tmp_lock: tmp_lock, done: false }))
+    }
+
+    /// Removes a snapshot (no error if it is gone).
+    pub fn remove(&self, chain_id: &Digest) -> Result<()> {
+        let p = self.dir.join(chain_id.hex());
+        // Rename first, so a half-removed snapshot is never taken for whole.
+        let doomed = self.dir.join("tmp").join(format!("rm-{}-{:016x}", chain_id.short(), rand::random::<u64>()));
+        match fs::rename(&p, &doomed) {
+            Ok(()) => remove_tree(&doomed),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io { context: format!("remove snapshot {}", p.display()), source: e }),
+        }
+    }
+
+    /// Removes temporary directories nobody holds (left by killed pulls).
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let tmp = self.dir.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&tmp).ctx(|| format!("read {}", tmp.display()))? {
+            let e = e.ctx(|| format!("read {}", tmp.display()))?;
+            let Ok(f) = File::open(e.path()) else { continue };
+            if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                remove_tree(&e.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Removes a tree we made (snapshots hold device nodes, read-only dirs and
+/// immutable-looking modes; root bypasses those).
+pub fn remove_tree(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io { context: format!("remove {}", p.display()), source: e }),
+    }
+}
+
+/// A snapshot being unpacked. Dropped without `commit`, it is removed.
+pub struct Prepared {
+    tmp: PathBuf,
+    target: PathBuf,
+    _lock: File,
+    _tmp_lock: File,
+    done: bool,
+}
+
+impl Prepared {
+    /// Where to unpack.
+    pub fn fs_path(&self) -> PathBuf {
+        self.tmp.join("fs")
+    }
+
+    /// Makes the snapshot visible. With `durable`, its data reach the disk
+    /// first (one syncfs), so even a power loss never leaves a partial
+    /// snapshot at a final path.
+    pub fn commit(mut self, durable: bool) -> Result<()> {
+        if durable {
+            let d = File::open(&self.tmp).ctx(|| format!("open {}", self.tmp.display()))?;
+            rustix::fs::syncfs(&d).ctx(|| format!("syncfs {}", self.tmp.display()))?;
+        }
+        fs::rename(&self.tmp, &self.target)
+            .ctx(|| format!("rename {} to {}", self.tmp.display(), self.target.display()))?;
+        if let Some(parent) = self.target.parent() {
+            File::open(parent).and_then(|d| d.sync_all()).ctx(|| format!("fsync {}", parent.display()))?;
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(c[1], Digest::of(format!("{a} {b}").as_bytes()));
+    }
+}

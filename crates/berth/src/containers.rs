@@ -1,0 +1,237 @@
+//! The container commands: run, ps, logs, stop, rm. Each opens the
+//! engine's stores, does its work and leaves running containers to their
+//! berth-shim. Exit codes as docker's: 125 when berth itself fails `run`,
+//! otherwise the container's.
+
+use std::io::{BufRead, Seek, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::spec::{RunFlags, flags};
+use berth_engine::store::Status;
+use clap::Args;
+
+use crate::{Config, PullArgs};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container's ID
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    tty: bool,
+    /// none, host, bridge or a network's name
+    #[arg(long, default_value = "bridge")]
+    network: String,
+    /// no, always, unless-stopped, on-failure[:N]
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(short, long)]
+    memory: Option<String>,
+    #[arg(long)]
+    cpus: Option<String>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    read_only: bool,
+    #[arg(long)]
+    privileged: bool,
+    #[arg(long)]
+    cap_add: Vec<String>,
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Pull this platform's image if it is not here (os/arch[/variant])
+    #[arg(long)]
+    platform: Option<String>,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    #[arg(short, long)]
+    all: bool,
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait for the container to stop before SIGKILL
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Stop a running container first (SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `berth run`: create (pulling the image if it is not here), start, and
+/// unless detached follow the logs and exit with the container's code.
+pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
+    let mut f = RunFlags {
+        entrypoint: r.entrypoint,
+        args: r.command,
+        env: r.env,
+        workdir: r.workdir,
+        user: r.user,
+        hostname: r.hostname,
+        tty: r.tty,
+        read_only: r.read_only,
+        privileged: r.privileged,
+        cap_add: r.cap_add,
+        cap_drop: r.cap_drop,
+        security_opt: r.security_opt,
+        pids_limit: r.pids_limit,
+        ..Default::default()
+    };
+    if let Some(m) = &r.memory {
+        f.memory = Some(flags::parse_size("--memory", m)?);
+    }
+    if let Some(c) = &r.cpus {
+        f.cpus = Some(flags::parse_cpus(c)?);
+    }
+    if r.tty && !r.detach {
+        bail!("-t without -d is not supported yet: use berth run -d -t, or drop -t");
+    }
+    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart };
+    let rec = match engine.create(&r.image, &f, &opts) {
+        Err(EngineError::NoSuchImage(_)) => {
+            eprintln!("Unable to find image '{}' locally", r.image);
+            let store = engine.store()?;
+            let pull = PullArgs { platform: r.platform, quiet: false, max_layer_size: None, reference: r.image.clone() };
+            crate::pull_image(&store, config, pull)?;
+            engine.create(&r.image, &f, &opts)
+        }
+        other => other,
+    }
+    .context("create the container")?;
+    if let Err(e) = engine.start(&rec.id) {
+        let _ = engine.remove(&rec.id, true);
+        return Err(e).context("start the container");
+    }
+    if r.detach {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    let mut follower = LogFollower::new(engine.log_path(&rec));
+    let code = engine.wait(&rec.id, || {
+        let _ = follower.pump();
+    })?;
+    if r.rm {
+        engine.remove(&rec.id, true)?;
+    }
+    Ok(code)
+}
+
+pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
+    if !a.quiet {
+        println!("{:<14} {:<30} {:<24} {:<20} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS");
+    }
+    for rec in engine.containers()?.list()? {
+        let rec = engine.refresh(&rec);
+        if !a.all && rec.status != Status::Running {
+            continue;
+        }
+        if a.quiet {
+            println!("{}", &rec.id[..12]);
+            continue;
+        }
+        let status = match rec.status {
+            Status::Running => "Up".to_owned(),
+            Status::Exited => format!("Exited ({})", rec.exit_code.unwrap_or(-1)),
+            s => format!("{s:?}"),
+        };
+        let cmd = rec.config["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        println!("{:<14} {:<30} {:<24} {:<20} {}", &rec.id[..12], rec.image, format!("\"{cmd}\""), status, rec.name);
+    }
+    Ok(())
+}
+
+pub fn logs(engine: &Engine, container: &str) -> Result<()> {
+    let rec = engine.containers()?.get(container)?;
+    LogFollower::new(engine.log_path(&rec)).pump()
+}
+
+pub fn stop(engine: &Engine, a: StopArgs) -> Result<()> {
+    for c in a.containers {
+        engine.stop(&c, Duration::from_secs(a.time))?;
+        println!("{c}");
+    }
+    Ok(())
+}
+
+pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
+    for c in a.containers {
+        engine.remove(&c, a.force)?;
+        println!("{c}");
+    }
+    Ok(())
+}
+
+/// Copies new json-file log entries to stdout and stderr.
+struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl LogFollower {
+    fn new(path: PathBuf) -> LogFollower {
+        LogFollower { path, offset: 0 }
+    }
+
+    fn pump(&mut self) -> Result<()> {
+        let Ok(mut f) = std::fs::File::open(&self.path) else { return Ok(()) };
+        f.seek(std::io::SeekFrom::Start(self.offset))?;
+        let mut r = std::io::BufReader::new(f);
+        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+        loop {
+            let mut line = String::new();
+            let n = r.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            self.offset += n as u64;
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            let text = v["log"].as_str().unwrap_or_default();
+            if v["stream"] == "stderr" {
+                err.write_all(text.as_bytes())?;
+            } else {
+                out.write_all(text.as_bytes())?;
+            }
+        }
+        out.flush()?;
+        err.flush()?;
+        Ok(())
+    }
+}
