@@ -283,17 +283,18 @@ fn enable_v2_controllers(dir: &Path) {
     chain.reverse();
     for ancestor in chain {
         let available = std::fs::read_to_string(ancestor.join("cgroup.controllers")).unwrap_or_default();
-        let enabled = std::fs::read_to_string(ancestor.join("cgroup.subtree_control")).unwrap_or_default();
-        let missing: Vec<String> = available
-            .split_whitespace()
-            .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
-            .map(|c| format!("+{c}"))
-            .collect();
-        if missing.is_empty() {
+        // Written even when subtree_control already lists them all: another
+        // container's runtime may have just enabled them, and the kernel
+        // shows them in subtree_control before it has made their files in
+        // the children. The write takes the cgroup mutex, so it returns
+        // only once that work is done (already enabled ones are a no-op);
+        // a leaf without memory.max was seen on the v2 guest without it.
+        let all: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
+        if all.is_empty() {
             continue;
         }
-        if let Err(e) = std::fs::write(ancestor.join("cgroup.subtree_control"), missing.join(" ")) {
-            tracing::warn!("enable {} in {}: {e}", missing.join(" "), ancestor.display());
+        if let Err(e) = std::fs::write(ancestor.join("cgroup.subtree_control"), all.join(" ")) {
+            tracing::warn!("enable {} in {}: {e}", all.join(" "), ancestor.display());
         }
     }
 }

@@ -126,7 +126,8 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
         Err(EngineError::NoSuchImage(_)) => {
             eprintln!("Unable to find image '{}' locally", r.image);
             let store = engine.store()?;
-            let pull = PullArgs { platform: r.platform, quiet: false, max_layer_size: None, reference: r.image.clone() };
+            let pull =
+                PullArgs { platform: r.platform, quiet: false, max_layer_size: None, reference: r.image.clone() };
             crate::pull_image(&store, config, pull)?;
             engine.create(&r.image, &f, &opts)
         }

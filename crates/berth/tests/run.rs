@@ -27,8 +27,12 @@ impl Berth {
         berth_testkit::make_busybox_rootfs(&rootfs);
         let mut layout = OciLayout::new(&tmp.path().join("layout"));
         let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        let img =
-            layout.image(&[Layer::new().tree(".", &rootfs).tar()], Comp::Gzip, json!({"Cmd": ["sh"], "Env": [env]}), "amd64");
+        let img = layout.image(
+            &[Layer::new().tree(".", &rootfs).tar()],
+            Comp::Gzip,
+            json!({"Cmd": ["sh"], "Env": [env]}),
+            "amd64",
+        );
         layout.tag(&img, "1");
         let image = format!("{}/test/busybox:1", reg.addr());
         layout.push("1", &image, &[]);
@@ -160,7 +164,8 @@ fn an_image_in_use_is_kept_until_its_container_is_removed() {
     b.ok(&["image", "prune", "-a"]);
     assert!(b.ok(&["images"]).contains("test/busybox"), "prune kept the image in use");
     let snapshots = b.dir.path().join("root/snapshots");
-    let count = || std::fs::read_dir(&snapshots).unwrap().filter(|e| e.as_ref().unwrap().path().join("fs").exists()).count();
+    let count =
+        || std::fs::read_dir(&snapshots).unwrap().filter(|e| e.as_ref().unwrap().path().join("fs").exists()).count();
     assert_eq!(count(), 1, "the layer's snapshot stays");
     b.ok(&["rm", "-f", id]);
     b.ok(&["rmi", &b.image]);
