@@ -12,7 +12,8 @@ use berth_image::store::Store;
 use berth_image::store::meta::{ImageRecord, Resource};
 use berth_shim::config::{Config as ShimConfig, Restart};
 
-use crate::network::{self, NetNs, Networks};
+use crate::network::hosts::HostEntry;
+use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::{self, ImageDefaults, Paths, RunFlags};
 use crate::store::{ContainerRecord, ContainerStore, Status, name_for, new_id};
 
@@ -37,6 +38,12 @@ pub enum EngineError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
     Running(String),
+    /// docker's words: "container X is not running".
+    #[error("{0}")]
+    NotRunning(String),
+    /// The OCI runtime's own message.
+    #[error("OCI runtime: {0}")]
+    Runtime(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
     NetworkMode(String),
 }
@@ -69,6 +76,8 @@ pub struct CreateOptions {
     /// "none", "host", "bridge" (default) or a network's name.
     pub network: String,
     pub restart: Option<String>,
+    /// Published ports (docker's `-p`); only on a bridge network.
+    pub ports: Vec<PortMapping>,
 }
 
 impl Engine {
@@ -81,7 +90,7 @@ impl Engine {
         Ok(ContainerStore::open(&self.root.join("containers.redb"))?)
     }
 
-    fn networks(&self) -> Networks {
+    pub fn networks(&self) -> Networks {
         Networks::new(self.root.join("networks"), self.runroot.join("cni"), Networks::default_plugin_dirs())
     }
 
@@ -121,10 +130,14 @@ impl Engine {
         let (data, run) = self.container_dirs(&id);
         let bundle = run.clone();
         let mut rec = ContainerRecord::new(&id, &name, image_key, &image.record.id.to_string(), bundle.clone());
-        rec.config = serde_json::json!({ "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args });
+        rec.config = serde_json::json!({
+            "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
+            "ports": opts.ports,
+        });
         store.insert(&rec)?;
-        match self.prepare(&id, &image, flags, opts, &data, &run) {
-            Ok(()) => Ok(rec),
+        match self.prepare(&rec, &image, flags, opts, &data, &run) {
+            Ok(None) => Ok(rec),
+            Ok(Some(a)) => Ok(store.update(&id, |r| r.config["address"] = a.address.to_string().into())?),
             Err(e) => {
                 let _ = self.cleanup(&rec);
                 let _ = store.remove(&id);
@@ -133,15 +146,18 @@ impl Engine {
         }
     }
 
+    /// The container's rootfs, network and config.json; what its network
+    /// gave it.
     fn prepare(
         &self,
-        id: &str,
+        rec: &ContainerRecord,
         image: &Image,
         flags: &RunFlags,
         opts: &CreateOptions,
         data: &Path,
         run: &Path,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<Attachment>, EngineError> {
+        let id = rec.id.as_str();
         for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
@@ -157,6 +173,7 @@ impl Engine {
         mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?;
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
+        let mut attachment = None;
         let netns = match opts.network.as_str() {
             "host" => None,
             mode => {
@@ -164,14 +181,22 @@ impl Engine {
                 let nets = self.networks();
                 nets.loopback_up(&ns.path, id)?;
                 if mode != "none" {
-                    let net = if mode.is_empty() { network::DEFAULT_NETWORK } else { mode };
-                    nets.attach(net, id, &ns.path, "eth0", &[])?;
+                    attachment = Some(nets.attach(network_name(mode), id, &ns.path, "eth0", &opts.ports)?);
                 }
                 Some(ns.path)
             }
         };
         let hosts = run.join("hosts");
-        std::fs::write(&hosts, network::hosts::hosts_file(None, &[], &[])).map_err(io("write", &hosts))?;
+        let own = attachment.as_ref().map(|a| HostEntry { address: a.address, names: vec![hostname.clone()] });
+        let peers = match &attachment {
+            Some(a) if a.network != network::DEFAULT_NETWORK => self.peers(&a.network, id)?,
+            _ => Vec::new(),
+        };
+        std::fs::write(&hosts, network::hosts::hosts_file(own.as_ref(), &peers, &[])).map_err(io("write", &hosts))?;
+        if let Some(a) = attachment.as_ref().filter(|a| a.network != network::DEFAULT_NETWORK) {
+            let entry = HostEntry { address: a.address, names: vec![rec.name.clone(), id[..12].to_owned()] };
+            self.announce(&peers, &entry);
+        }
         let resolv = run.join("resolv.conf");
         let text = network::hosts::resolv_conf(&network::hosts::host_resolv_conf(), &[], &[]);
         std::fs::write(&resolv, text).map_err(io("write", &resolv))?;
@@ -201,7 +226,55 @@ impl Engine {
         let spec = spec::build(id, &defaults, flags, &paths)?;
         let config = run.join("config.json");
         spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
-        Ok(())
+        Ok(attachment)
+    }
+
+    /// The other containers on a user network, by name and short id, as
+    /// their records say (docker resolves them with its embedded DNS; the
+    /// hosts files do it here, see network::hosts).
+    fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, EngineError> {
+        let store = self.containers()?;
+        let mut out = Vec::new();
+        for peer in self.networks().endpoints(network)? {
+            let Ok(r) = store.get(&peer) else { continue };
+            let Some(address) = r.config["address"].as_str().and_then(|a| a.parse().ok()) else { continue };
+            if r.id != id {
+                out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `entry` to the hosts file of each peer. In place: the file is
+    /// bind-mounted into the running container, and a rename would leave
+    /// the container with the old inode.
+    fn announce(&self, peers: &[HostEntry], entry: &HostEntry) {
+        use std::io::Write as _;
+        let line = format!("{}\t{}\n", entry.address, entry.names.join(" "));
+        for p in peers {
+            let Some(id) = p.names.get(1) else { continue };
+            let Ok(rec) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
+            let path = self.container_dirs(&rec.id).1.join("hosts");
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// Takes the container's lines out of its peers' hosts files.
+    fn withdraw(&self, network: &str, rec: &ContainerRecord) {
+        let Ok(peers) = self.peers(network, &rec.id) else { return };
+        let Some(address) = rec.config["address"].as_str() else { return };
+        let own = format!("{address}\t{} ", rec.name);
+        for p in &peers {
+            let Some(id) = p.names.get(1) else { continue };
+            let Ok(peer) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
+            let path = self.container_dirs(&peer.id).1.join("hosts");
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let kept: String = text.lines().filter(|l| !l.starts_with(&own)).map(|l| format!("{l}\n")).collect();
+            // Truncate and rewrite the same inode (see announce).
+            let _ = std::fs::write(&path, kept);
+        }
     }
 
     fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
@@ -256,6 +329,18 @@ impl Engine {
         r
     }
 
+    /// The OCI runtime's command line, with the engine's state root.
+    pub(crate) fn runtime_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.runtime);
+        c.arg("--root").arg(self.runroot.join("runtime"));
+        c
+    }
+
+    /// The container's run directory (bundle, rootfs mount, hosts files).
+    pub(crate) fn run_dir(&self, id: &str) -> PathBuf {
+        self.container_dirs(id).1
+    }
+
     pub fn log_path(&self, rec: &ContainerRecord) -> PathBuf {
         self.shim_config(rec).log_path.unwrap_or_default()
     }
@@ -290,8 +375,8 @@ impl Engine {
         let cfg = self.shim_config(&rec);
         let _ = berth_shim::client::mark_stopped(&cfg.state_dir);
         let kill = |sig: &str| {
-            let mut c = std::process::Command::new(&self.runtime);
-            c.arg("--root").arg(self.runroot.join("runtime")).args(["kill", &rec.id, sig]);
+            let mut c = self.runtime_cmd();
+            c.args(["kill", &rec.id, sig]);
             let _ = c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
         };
         kill("SIGTERM");
@@ -332,14 +417,16 @@ impl Engine {
         let _ = NetNs::remove(&netns);
         let mode = rec.config["network"].as_str().unwrap_or("");
         if mode != "none" && mode != "host" {
-            let net = if mode.is_empty() { network::DEFAULT_NETWORK } else { mode };
+            let net = network_name(mode);
+            if net != network::DEFAULT_NETWORK {
+                self.withdraw(net, rec);
+            }
             let _ = self.networks().detach(net, &rec.id, None, "eth0");
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        let _ = std::process::Command::new(&self.runtime)
-            .arg("--root")
-            .arg(self.runroot.join("runtime"))
+        let _ = self
+            .runtime_cmd()
             .args(["delete", "--force", &rec.id])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -355,12 +442,18 @@ impl Engine {
     }
 }
 
+/// `--network` to a network's name: "bridge" (or nothing) is docker's
+/// default network.
+fn network_name(mode: &str) -> &str {
+    if mode.is_empty() || mode == "bridge" { network::DEFAULT_NETWORK } else { mode }
+}
+
 /// The name a container holds its image under in the image metadata.
 fn holder(id: &str) -> String {
     format!("container/{id}")
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     // A zombie is not alive for us: /proc/PID/stat's state is Z.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|st| st != "Z"),

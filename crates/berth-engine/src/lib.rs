@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod names;
 pub mod network;
+pub mod ops;
 pub mod spec;
 pub mod store;
 pub mod volume;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::network::PortMapping;
+use berth_engine::ops::ExecOptions;
 use berth_engine::spec::{RunFlags, flags};
 use berth_engine::store::Status;
 use clap::Args;
@@ -30,8 +32,11 @@ pub struct RunArgs {
     #[arg(short, long)]
     tty: bool,
     /// none, host, bridge or a network's name
-    #[arg(long, default_value = "bridge")]
+    #[arg(long, alias = "net", default_value = "bridge")]
     network: String,
+    /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
     /// no, always, unless-stopped, on-failure[:N]
     #[arg(long)]
     restart: Option<String>,
@@ -93,6 +98,62 @@ pub struct RmArgs {
     containers: Vec<String>,
 }
 
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Run in the background
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Keep stdin open (it is always passed through)
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(short, long)]
+    tty: bool,
+    container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network (a bridge with its own subnet)
+    Create {
+        #[arg(long)]
+        subnet: Option<String>,
+        name: String,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove networks
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Display detailed information on networks
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
 /// `berth run`: create (pulling the image if it is not here), start, and
 /// unless detached follow the logs and exit with the container's code.
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
@@ -121,7 +182,11 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     if r.tty && !r.detach {
         bail!("-t without -d is not supported yet: use berth run -d -t, or drop -t");
     }
-    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart };
+    let ports = r.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    if !ports.is_empty() && matches!(r.network.as_str(), "none" | "host") {
+        bail!("-p needs a bridge network: --network {} publishes nothing", r.network);
+    }
+    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart, ports };
     let rec = match engine.create(&r.image, &f, &opts) {
         Err(EngineError::NoSuchImage(_)) => {
             eprintln!("Unable to find image '{}' locally", r.image);
@@ -196,6 +261,103 @@ pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
     for c in a.containers {
         engine.remove(&c, a.force)?;
         println!("{c}");
+    }
+    Ok(())
+}
+
+pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
+    if a.tty {
+        bail!("exec -t is not supported yet: drop -t");
+    }
+    let _ = a.interactive;
+    let o = ExecOptions { args: a.command, env: a.env, user: a.user, workdir: a.workdir, detach: a.detach };
+    Ok(engine.exec(&a.container, &o)?)
+}
+
+pub fn kill(engine: &Engine, a: KillArgs) -> Result<()> {
+    for c in a.containers {
+        engine.kill(&c, &a.signal)?;
+        println!("{c}");
+    }
+    Ok(())
+}
+
+pub fn wait(engine: &Engine, containers: &[String]) -> Result<()> {
+    for c in containers {
+        let rec = engine.containers()?.get(c)?;
+        println!("{}", engine.wait(&rec.id, || {})?);
+    }
+    Ok(())
+}
+
+/// `inspect`: containers first, then images, as docker looks them up.
+pub fn inspect(engine: &Engine, store: &berth_image::store::Store, a: crate::InspectArgs) -> Result<()> {
+    let mut out = Vec::new();
+    let mut images = Vec::new();
+    for name in &a.images {
+        match engine.inspect(name) {
+            Ok(v) => out.push(v),
+            Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => images.push(name.clone()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if images.is_empty() {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if out.is_empty() {
+        return crate::inspect(store, crate::InspectArgs { images });
+    }
+    bail!("inspect containers and images separately (berth image inspect for {})", images.join(", "))
+}
+
+pub fn network(engine: &Engine, c: NetworkCmd) -> Result<()> {
+    let nets = engine.networks();
+    match c {
+        NetworkCmd::Create { subnet, name } => {
+            nets.create(&name, subnet.as_deref())?;
+            println!("{name}");
+        }
+        NetworkCmd::Ls { quiet } => {
+            let mut all = nets.list()?;
+            if !all.iter().any(|n| n.name == berth_engine::network::DEFAULT_NETWORK) {
+                all.insert(0, nets.ensure_default()?);
+            }
+            if !quiet {
+                println!("{:<20} {:<10} {:<18} DRIVER", "NAME", "DEVICE", "SUBNET");
+            }
+            for n in all {
+                if quiet {
+                    println!("{}", n.name);
+                } else {
+                    println!("{:<20} {:<10} {:<18} bridge", n.name, n.bridge, n.subnet);
+                }
+            }
+        }
+        NetworkCmd::Rm { networks } => {
+            for n in networks {
+                let users = nets.endpoints(&n)?;
+                if !users.is_empty() {
+                    bail!("network {n} has active endpoints ({} containers): remove them first", users.len());
+                }
+                nets.remove(&n)?;
+                println!("{n}");
+            }
+        }
+        NetworkCmd::Inspect { networks } => {
+            let mut out = Vec::new();
+            for n in networks {
+                let net = nets.get(&n)?;
+                let containers = nets.endpoints(&n)?;
+                out.push(serde_json::json!({
+                    "Name": net.name, "Driver": "bridge",
+                    "IPAM": { "Config": [{ "Subnet": net.subnet, "Gateway": net.gateway.to_string() }] },
+                    "Options": { "com.docker.network.bridge.name": net.bridge },
+                    "Containers": containers,
+                }));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
     }
     Ok(())
 }

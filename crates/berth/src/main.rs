@@ -66,7 +66,7 @@ enum Cmd {
     Save(SaveArgs),
     /// Load images from a tar archive or an OCI layout directory.
     Load(LoadArgs),
-    /// Display detailed information on images.
+    /// Display detailed information on containers or images.
     Inspect(InspectArgs),
     /// Log in to a registry.
     Login(LoginArgs),
@@ -82,6 +82,18 @@ enum Cmd {
     Stop(containers::StopArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Send a signal to running containers.
+    Kill(containers::KillArgs),
+    /// Wait for containers to stop; print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(containers::NetworkCmd),
 }
 
 #[derive(Subcommand)]
@@ -177,9 +189,9 @@ struct LoadArgs {
 }
 
 #[derive(Args)]
-struct InspectArgs {
+pub struct InspectArgs {
     #[arg(required = true)]
-    images: Vec<String>,
+    pub images: Vec<String>,
 }
 
 #[derive(Args)]
@@ -295,7 +307,8 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => pull(&open()?, &config, a)?,
         Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => push(&open()?, &config, a)?,
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => list(&open()?, a)?,
-        Cmd::Inspect(a) | Cmd::Image(ImageCmd::Inspect(a)) => inspect(&open()?, a)?,
+        Cmd::Inspect(a) => containers::inspect(&engine(), &open()?, a)?,
+        Cmd::Image(ImageCmd::Inspect(a)) => inspect(&open()?, a)?,
         Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => rmi(&open()?, a)?,
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => {
             berth_image::images::tag(&open()?, &a.source, &Reference::parse(&a.target)?)?
@@ -317,6 +330,10 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Logs { container } => containers::logs(&engine(), &container)?,
         Cmd::Stop(a) => containers::stop(&engine(), a)?,
         Cmd::Rm(a) => containers::rm(&engine(), a)?,
+        Cmd::Exec(a) => return containers::exec(&engine(), a),
+        Cmd::Kill(a) => containers::kill(&engine(), a)?,
+        Cmd::Wait { containers } => containers::wait(&engine(), &containers)?,
+        Cmd::Network(c) => containers::network(&engine(), c)?,
     }
     Ok(0)
 }
@@ -474,7 +491,7 @@ fn list(store: &Store, a: ListArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(store: &Store, a: InspectArgs) -> Result<()> {
+pub fn inspect(store: &Store, a: InspectArgs) -> Result<()> {
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for name in &a.images {

@@ -173,3 +173,116 @@ fn an_image_in_use_is_kept_until_its_container_is_removed() {
     assert_eq!(count(), 0, "and goes with the image");
     assert!(leftovers(b.dir.path()).is_empty());
 }
+
+#[test]
+fn exec_runs_in_the_container_with_its_flags_and_exit_code() {
+    let b = Berth::new();
+    let id = b.ok(&["run", "-d", "--name", "box", "--network", "none", &b.image, "sleep", "60"]);
+    let id = id.trim();
+    let out = b.cmd(&["exec", "box", "sh", "-c", "echo from-exec; cat /proc/1/cmdline; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-exec\nsleep\x0060\x00", "pid 1 is the container's");
+    assert_eq!(b.ok(&["exec", "-u", "65534", "box", "id", "-u"]), "65534\n");
+    assert_eq!(b.ok(&["exec", "-e", "FOO=bar", "-w", "/tmp", "box", "sh", "-c", "echo $FOO; pwd"]), "bar\n/tmp\n");
+    b.ok(&["exec", "-d", "box", "sh", "-c", "echo detached > /tmp/d"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.cmd(&["exec", "box", "cat", "/tmp/d"]).stdout != b"detached\n" {
+        assert!(Instant::now() < deadline, "exec -d never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "box"])).unwrap();
+    assert_eq!(v[0]["Id"], id);
+    assert_eq!(v[0]["Name"], "/box");
+    assert_eq!(v[0]["State"]["Running"], true);
+    let pid = v[0]["State"]["Pid"].as_i64().unwrap();
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(), "sleep\n");
+
+    // pid 1 ignores TERM (no handler); kill sends KILL by default.
+    b.ok(&["kill", "box"]);
+    assert_eq!(b.ok(&["wait", "box"]), "137\n", "sleep died of SIGKILL");
+    let out = b.cmd(&["exec", "box", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"), "{out:?}");
+    b.ok(&["rm", "box"]);
+}
+
+/// Runs `body` on a thread in a fresh network namespace that plays the
+/// host (lo up): the bridges, veths and iptables rules berth makes live
+/// there and vanish with it. Everything `body` spawns inherits it.
+fn in_test_host(body: impl FnOnce() + Send + 'static) {
+    require_root();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
+        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        body()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn a_published_port_answers_on_the_hosts_loopback() {
+    in_test_host(|| {
+        let b = Berth::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = "echo hello from berth > /tmp/index.html; exec httpd -f -p 8080 -h /tmp";
+        let p = format!("{port}:8080");
+        b.ok(&["run", "-d", "--name", "web", "-p", &p, &b.image, "sh", "-c", script]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let body = loop {
+            match http_get(&format!("127.0.0.1:{port}")) {
+                Ok(body) if body.contains("hello") => break body,
+                other => {
+                    assert!(Instant::now() < deadline, "no answer on 127.0.0.1:{port}: {other:?}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert!(body.contains("hello from berth"), "{body}");
+        let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "web"])).unwrap();
+        assert_eq!(v[0]["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"], port.to_string());
+        b.ok(&["rm", "-f", "web"]);
+        assert!(http_get(&format!("127.0.0.1:{port}")).is_err(), "the port is withdrawn with the container");
+        let nat = Command::new("iptables-save").args(["-t", "nat"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&nat.stdout).contains(&format!("--dport {port}")), "portmap rules left");
+    });
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name() {
+    in_test_host(|| {
+        let b = Berth::new();
+        b.ok(&["network", "create", "appnet"]);
+        assert!(b.ok(&["network", "ls"]).contains("appnet"));
+        let serve = "echo i am db > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+        b.ok(&["run", "-d", "--name", "db", "--network", "appnet", &b.image, "sh", "-c", serve]);
+        b.ok(&["run", "-d", "--name", "app", "--network", "appnet", &b.image, "sleep", "60"]);
+        // Both directions: app was told of db when it joined, db of app.
+        let get = "for i in $(seq 50); do wget -q -O - http://db/ && exit 0; sleep 0.1; done; exit 1";
+        assert_eq!(b.ok(&["exec", "app", "sh", "-c", get]), "i am db\n");
+        let hosts = b.ok(&["exec", "db", "cat", "/etc/hosts"]);
+        assert!(hosts.lines().any(|l| l.split_whitespace().nth(1) == Some("app")), "{hosts}");
+        let v: serde_json::Value = serde_json::from_str(&b.ok(&["network", "inspect", "appnet"])).unwrap();
+        assert_eq!(v[0]["Containers"].as_array().unwrap().len(), 2, "{v}");
+        let err = b.cmd(&["network", "rm", "appnet"]);
+        assert_eq!(err.status.code(), Some(1), "a network in use stays");
+        b.ok(&["rm", "-f", "app"]);
+        let hosts = b.ok(&["exec", "db", "cat", "/etc/hosts"]);
+        assert!(!hosts.contains("app"), "app's line left with it: {hosts}");
+        b.ok(&["rm", "-f", "db"]);
+        b.ok(&["network", "rm", "appnet"]);
+        let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(!links.contains("veth"), "veths left: {links}");
+    });
+}

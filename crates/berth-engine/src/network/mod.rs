@@ -69,6 +69,8 @@ pub enum NetworkError {
     Netns { path: PathBuf, what: String, source: std::io::Error },
     #[error("{what} {}", path.display())]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("invalid port publication {spec:?}: {why}")]
+    BadPort { spec: String, why: String },
 }
 
 /// A network as `berth network inspect` shows it.
@@ -94,6 +96,38 @@ pub struct PortMapping {
     /// Empty for every address of the host.
     #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
     pub host_ip: String,
+}
+
+impl PortMapping {
+    /// docker's `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`. A port
+    /// the host picks (`-p 80`) is not supported: the portmap plugin
+    /// needs the host port.
+    pub fn parse(spec: &str) -> Result<PortMapping, NetworkError> {
+        let bad = |why: &str| NetworkError::BadPort { spec: spec.to_owned(), why: why.to_owned() };
+        let (rest, protocol) = match spec.rsplit_once('/') {
+            Some((r, p @ ("tcp" | "udp"))) => (r, p),
+            Some((_, p)) => return Err(bad(&format!("protocol {p:?} is not tcp or udp"))),
+            None => (spec, "tcp"),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (host_ip, host, container) = match parts[..] {
+            [h, c] => ("", h, c),
+            [ip, h, c] => (ip, h, c),
+            [_] => return Err(bad("give the host port too (HOST_PORT:CONTAINER_PORT)")),
+            _ => return Err(bad("expected [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]")),
+        };
+        if !host_ip.is_empty() && host_ip.parse::<Ipv4Addr>().is_err() {
+            return Err(bad(&format!("{host_ip:?} is not an IPv4 address")));
+        }
+        let port =
+            |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad(&format!("{p:?} is not a port")));
+        Ok(PortMapping {
+            host_port: port(host)?,
+            container_port: port(container)?,
+            protocol: protocol.to_owned(),
+            host_ip: host_ip.to_owned(),
+        })
+    }
 }
 
 /// What attaching a container to a network gave it.
@@ -506,5 +540,24 @@ mod tests {
         assert!(matches!(nets.remove(DEFAULT_NETWORK), Err(NetworkError::Default)));
         nets.remove("a").unwrap();
         assert!(matches!(nets.get("a"), Err(NetworkError::NotFound(_))));
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::PortMapping;
+
+    #[test]
+    fn publish_specs_parse_as_docker_reads_them() {
+        let p = PortMapping::parse("8080:80").unwrap();
+        assert_eq!((p.host_port, p.container_port, p.protocol.as_str(), p.host_ip.as_str()), (8080, 80, "tcp", ""));
+        let p = PortMapping::parse("127.0.0.1:53:5353/udp").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol.as_str(), p.host_ip.as_str()),
+            (53, 5353, "udp", "127.0.0.1")
+        );
+        for bad in ["80", "0:80", "a:80", "80:80/sctp", "1.2.3:80:80", "1:2:3:4"] {
+            assert!(PortMapping::parse(bad).is_err(), "{bad}");
+        }
     }
 }
