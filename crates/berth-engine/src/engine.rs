@@ -14,8 +14,10 @@ use berth_shim::config::{Config as ShimConfig, Restart};
 
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
-use crate::spec::{self, ImageDefaults, Paths, RunFlags};
+use crate::spec::flags::UserMount;
+use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
 use crate::store::{ContainerRecord, ContainerStore, Status, name_for, new_id};
+use crate::volume::{Volume, VolumeError, Volumes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -32,6 +34,8 @@ pub enum EngineError {
     Spec(#[from] spec::SpecError),
     #[error(transparent)]
     Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error(transparent)]
     Shim(#[from] berth_shim::ShimError),
     #[error("{what} {}: {source}", path.display())]
@@ -78,6 +82,8 @@ pub struct CreateOptions {
     pub restart: Option<String>,
     /// Published ports (docker's `-p`); only on a bridge network.
     pub ports: Vec<PortMapping>,
+    /// `-v`, `--mount`, `--tmpfs`.
+    pub mounts: Vec<UserMount>,
 }
 
 impl Engine {
@@ -133,7 +139,9 @@ impl Engine {
         rec.config = serde_json::json!({
             "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
             "ports": opts.ports,
+            "volumes": volume_names(&id, &opts.mounts),
         });
+        rec.labels = flags.labels.iter().cloned().collect();
         store.insert(&rec)?;
         match self.prepare(&rec, &image, flags, opts, &data, &run) {
             Ok(None) => Ok(rec),
@@ -221,12 +229,72 @@ impl Engine {
             hostname_file: Some(hostname_file),
             netns,
             cgroups_path: format!("/berth/{id}"),
-            mounts: vec![],
+            mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
         };
         let spec = spec::build(id, &defaults, flags, &paths)?;
         let config = run.join("config.json");
         spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
         Ok(attachment)
+    }
+
+    /// Named volumes under the root, `docker volume`'s.
+    pub fn volumes(&self) -> Volumes {
+        Volumes::new(self.root.join("volumes"))
+    }
+
+    /// User mounts as host paths: named volumes made on first use and,
+    /// when new, filled with what the image has at their target (as
+    /// docker does); anonymous ones named after the container.
+    fn resolve_mounts(
+        &self,
+        rec: &ContainerRecord,
+        mounts: &[UserMount],
+        rootfs: &Path,
+    ) -> Result<Vec<ResolvedMount>, EngineError> {
+        let vols = self.volumes();
+        let mut out = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let (vol, target, readonly) = match m {
+                UserMount::Bind { source, target, readonly, propagation } => {
+                    out.push(ResolvedMount::Bind {
+                        source: source.clone(),
+                        target: target.clone(),
+                        readonly: *readonly,
+                        propagation: propagation.clone(),
+                    });
+                    continue;
+                }
+                UserMount::Tmpfs { target, options } => {
+                    out.push(ResolvedMount::Tmpfs { target: target.clone(), options: options.clone() });
+                    continue;
+                }
+                UserMount::Volume { name, target, readonly } => {
+                    (vols.create(name, Default::default(), false)?, target, *readonly)
+                }
+                UserMount::Anonymous { target } => {
+                    (vols.create(&anonymous_volume(&rec.id, i), Default::default(), true)?, target, false)
+                }
+            };
+            populate(&vols, &vol, rootfs, target)?;
+            out.push(ResolvedMount::Bind {
+                source: vol.mountpoint.clone(),
+                target: target.clone(),
+                readonly,
+                propagation: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Containers whose records say they mount volume `name`.
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .containers()?
+            .list()?
+            .into_iter()
+            .filter(|r| r.config["volumes"].as_array().is_some_and(|v| v.iter().any(|n| n == name)))
+            .map(|r| r.name)
+            .collect())
     }
 
     /// The other containers on a user network, by name and short id, as
@@ -398,6 +466,12 @@ impl Engine {
     /// Removes a container (stopping it first with `force`): its network,
     /// mounts, directories and record.
     pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+        self.remove_with(id, force, false)
+    }
+
+    /// `rm [-f] [-v]`: with `volumes`, the container's anonymous volumes go
+    /// too (named ones always stay, as docker keeps them).
+    pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), EngineError> {
         let store = self.containers()?;
         let rec = self.refresh(&store.get(id)?);
         if rec.status == Status::Running {
@@ -408,6 +482,14 @@ impl Engine {
         }
         self.cleanup(&rec)?;
         store.remove(&rec.id)?;
+        if volumes {
+            let vols = self.volumes();
+            for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+                if vols.get(name).is_ok_and(|v| v.anonymous) {
+                    vols.remove(name, &self.volume_users(name)?)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -440,6 +522,40 @@ impl Engine {
         self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
         Ok(())
     }
+}
+
+/// The volumes a container's mounts name (anonymous ones by the name
+/// [`anonymous_volume`] gives them).
+fn volume_names(id: &str, mounts: &[UserMount]) -> Vec<String> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            UserMount::Volume { name, .. } => Some(name.clone()),
+            UserMount::Anonymous { .. } => Some(anonymous_volume(id, i)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An anonymous volume's name: the container's id and the mount's index
+/// (docker uses a random id; this one can be found from the record).
+fn anonymous_volume(id: &str, index: usize) -> String {
+    format!("{id}-{index}")
+}
+
+/// Copies the image's files at `target` into a new volume. `target` is
+/// resolved inside the rootfs (pathrs): a hostile image's symlink there
+/// cannot make the engine copy a host directory.
+fn populate(vols: &Volumes, vol: &Volume, rootfs: &Path, target: &str) -> Result<(), EngineError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let Ok(root) = pathrs::Root::open(rootfs) else { return Ok(()) };
+    let Ok(handle) = root.resolve(target) else { return Ok(()) };
+    // The resolved directory through our own fd: cp (run by populate)
+    // opens it by /proc/PID/fd, which does not re-resolve the path.
+    let source = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), handle.as_fd().as_raw_fd()));
+    vols.populate(vol, &source)?;
+    Ok(())
 }
 
 /// `--network` to a network's name: "bridge" (or nothing) is docker's

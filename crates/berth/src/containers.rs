@@ -37,6 +37,24 @@ pub struct RunArgs {
     /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]
     #[arg(short, long = "publish")]
     publish: Vec<String>,
+    /// Bind mount or volume: SRC:DST[:ro], NAME:DST[:ro] or DST
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// type=bind|volume|tmpfs,source=...,target=...[,readonly]
+    #[arg(long)]
+    mount: Vec<String>,
+    /// A tmpfs: DST[:OPTIONS]
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long)]
+    env_file: Vec<PathBuf>,
+    /// KEY=VALUE metadata
+    #[arg(short, long)]
+    label: Vec<String>,
+    /// Keep stdin open
+    #[arg(short, long)]
+    interactive: bool,
     /// no, always, unless-stopped, on-failure[:N]
     #[arg(long)]
     restart: Option<String>,
@@ -94,6 +112,9 @@ pub struct RmArgs {
     /// Stop a running container first (SIGKILL)
     #[arg(short, long)]
     force: bool,
+    /// Remove the container's anonymous volumes too
+    #[arg(short, long)]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -128,6 +149,33 @@ pub struct KillArgs {
 }
 
 #[derive(clap::Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume
+    Create {
+        #[arg(short, long)]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove volumes
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Display detailed information on volumes
+    Inspect {
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+}
+
+#[derive(clap::Subcommand)]
 pub enum NetworkCmd {
     /// Create a network (a bridge with its own subnet)
     Create {
@@ -157,10 +205,21 @@ pub enum NetworkCmd {
 /// `berth run`: create (pulling the image if it is not here), start, and
 /// unless detached follow the logs and exit with the container's code.
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
+    let mut env = Vec::new();
+    for file in &r.env_file {
+        env.extend(env_file(file)?);
+    }
+    env.extend(r.env);
+    let labels = r
+        .label
+        .iter()
+        .map(|l| l.split_once('=').map_or((l.clone(), String::new()), |(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
     let mut f = RunFlags {
         entrypoint: r.entrypoint,
         args: r.command,
-        env: r.env,
+        env,
+        labels,
         workdir: r.workdir,
         user: r.user,
         hostname: r.hostname,
@@ -186,7 +245,17 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     if !ports.is_empty() && matches!(r.network.as_str(), "none" | "host") {
         bail!("-p needs a bridge network: --network {} publishes nothing", r.network);
     }
-    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart, ports };
+    let mut mounts = Vec::new();
+    for v in &r.volume {
+        mounts.push(flags::parse_volume(v)?);
+    }
+    for m in &r.mount {
+        mounts.push(flags::parse_mount(m)?);
+    }
+    for t in &r.tmpfs {
+        mounts.push(flags::parse_tmpfs(t)?);
+    }
+    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart, ports, mounts };
     let rec = match engine.create(&r.image, &f, &opts) {
         Err(EngineError::NoSuchImage(_)) => {
             eprintln!("Unable to find image '{}' locally", r.image);
@@ -259,7 +328,7 @@ pub fn stop(engine: &Engine, a: StopArgs) -> Result<()> {
 
 pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
     for c in a.containers {
-        engine.remove(&c, a.force)?;
+        engine.remove_with(&c, a.force, a.volumes)?;
         println!("{c}");
     }
     Ok(())
@@ -360,6 +429,53 @@ pub fn network(engine: &Engine, c: NetworkCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn volume(engine: &Engine, c: VolumeCmd) -> Result<()> {
+    let vols = engine.volumes();
+    match c {
+        VolumeCmd::Create { label, name } => {
+            let labels = label
+                .iter()
+                .map(|l| l.split_once('=').map_or((l.clone(), String::new()), |(k, v)| (k.to_owned(), v.to_owned())))
+                .collect();
+            println!("{}", vols.create(&name, labels, false)?.name);
+        }
+        VolumeCmd::Ls { quiet } => {
+            if !quiet {
+                println!("DRIVER    VOLUME NAME");
+            }
+            for v in vols.list()? {
+                if quiet { println!("{}", v.name) } else { println!("{:<9} {}", v.driver, v.name) }
+            }
+        }
+        VolumeCmd::Rm { volumes } => {
+            for v in volumes {
+                vols.remove(&v, &engine.volume_users(&v)?)?;
+                println!("{v}");
+            }
+        }
+        VolumeCmd::Inspect { volumes } => {
+            let all = volumes.iter().map(|v| vols.get(v)).collect::<Result<Vec<_>, _>>()?;
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+    }
+    Ok(())
+}
+
+/// docker's --env-file: KEY=VALUE lines; `#` comments and blank lines
+/// skipped; a bare KEY takes this process's value (and is dropped if unset).
+fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read --env-file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| match l.split_once('=') {
+            Some(_) => Some(l.to_owned()),
+            None => std::env::var(l).ok().map(|v| format!("{l}={v}")),
+        })
+        .collect())
 }
 
 /// Copies new json-file log entries to stdout and stderr.

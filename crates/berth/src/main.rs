@@ -94,6 +94,9 @@ enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(containers::NetworkCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(containers::VolumeCmd),
 }
 
 #[derive(Subcommand)]
@@ -334,6 +337,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Kill(a) => containers::kill(&engine(), a)?,
         Cmd::Wait { containers } => containers::wait(&engine(), &containers)?,
         Cmd::Network(c) => containers::network(&engine(), c)?,
+        Cmd::Volume(c) => containers::volume(&engine(), c)?,
     }
     Ok(0)
 }

@@ -286,3 +286,149 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
         assert!(!links.contains("veth"), "veths left: {links}");
     });
 }
+
+/// What a removed container must not leave: its cgroups, its shim.
+fn assert_gone(ids: &[&str], shims: &[i64]) {
+    for id in ids {
+        for ctrl in ["memory", "pids", "freezer", "cpu,cpuacct", "unified"] {
+            let cg = Path::new("/sys/fs/cgroup").join(ctrl).join("berth").join(id);
+            assert!(!cg.exists(), "cgroup left: {}", cg.display());
+        }
+    }
+    for pid in shims {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z"), "shim {pid} still runs: {stat}");
+    }
+}
+
+fn shim_pid(b: &Berth, name: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", name])).unwrap();
+    let pid = v[0]["State"]["Pid"].as_i64().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_sigkilled_cli_loses_nothing() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let script = "echo start; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo end; exit 3";
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cli.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+    cli.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    cli.args(["run", "--name", "job", "--network", "none", &b.image, "sh", "-c", script]);
+    let mut child = cli.stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.cmd(&["logs", "job"]).stdout.starts_with(b"start\n") {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The container runs on under its shim, and a new CLI controls it.
+    assert!(b.ok(&["ps"]).contains("job"));
+    b.ok(&["exec", "job", "touch", "/tmp/go"]);
+    assert_eq!(b.ok(&["wait", "job"]), "3\n");
+    assert_eq!(b.ok(&["logs", "job"]), "start\nend\n");
+    assert!(b.ok(&["ps", "-a"]).contains("Exited (3)"));
+    let id = b.ok(&["inspect", "--", "job"]);
+    let v: serde_json::Value = serde_json::from_str(&id).unwrap();
+    b.ok(&["rm", "job"]);
+    assert_gone(&[v[0]["Id"].as_str().unwrap()], &[]);
+    assert!(leftovers(b.dir.path()).is_empty());
+}
+
+#[test]
+fn twenty_parallel_runs_all_start_are_all_listed_and_all_go() {
+    let b = std::sync::Arc::new(Berth::new());
+    b.ok(&["pull", &b.image]);
+    let runs: Vec<_> = (0..20)
+        .map(|i| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let name = format!("p{i}");
+                let out = b.cmd(&["run", "-d", "--name", &name, "--network", "none", &b.image, "sleep", "300"]);
+                assert!(out.status.success(), "run {name}: {}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    let listed = b.ok(&["ps", "-q"]);
+    for id in &ids {
+        assert!(listed.lines().any(|l| id.starts_with(l)), "{id} not in ps: {listed}");
+    }
+    assert_eq!(listed.lines().count(), 20);
+    let shims: Vec<i64> = (0..20).map(|i| shim_pid(&b, &format!("p{i}"))).collect();
+    let rms: Vec<_> = (0..20)
+        .map(|i| {
+            let b = b.clone();
+            std::thread::spawn(move || b.ok(&["rm", "-f", &format!("p{i}")]))
+        })
+        .collect();
+    for t in rms {
+        t.join().unwrap();
+    }
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_gone(&ids, &shims);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}
+
+#[test]
+fn volumes_bind_mounts_env_files_and_labels() {
+    let b = Berth::new();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "none"];
+        all.extend(args);
+        b.ok(&all)
+    };
+    // A named volume outlives its containers; a new one gets the image's files.
+    run(&["-v", "data:/data", &b.image, "sh", "-c", "echo kept > /data/f"]);
+    assert_eq!(run(&["-v", "data:/data:ro", &b.image, "cat", "/data/f"]), "kept\n");
+    run(&["-v", "etc:/etc", &b.image, "true"]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["volume", "inspect", "etc"])).unwrap();
+    let mountpoint = Path::new(v[0]["Mountpoint"].as_str().unwrap());
+    assert!(std::fs::read_to_string(mountpoint.join("passwd")).unwrap().contains("nobody"), "filled from the image");
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "data\netc\n");
+    // In use: refused; then removed.
+    b.ok(&["run", "-d", "--name", "user", "--network", "none", "-v", "data:/data", &b.image, "sleep", "60"]);
+    let err = b.cmd(&["volume", "rm", "data"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("in use by container user"), "{err:?}");
+    b.ok(&["rm", "-f", "user"]);
+    b.ok(&["volume", "rm", "data", "etc"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+
+    // A read-only bind mount: readable, not writable.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from the host\n").unwrap();
+    let bind = format!("{}:/h:ro", host.path().display());
+    let out = run(&["-v", &bind, &b.image, "sh", "-c", "cat /h/in; echo x > /h/out 2>/dev/null || echo refused"]);
+    assert_eq!(out, "from the host\nrefused\n");
+    assert!(!host.path().join("out").exists());
+    // An anonymous volume goes with rm -v.
+    b.ok(&["run", "--name", "anon", "--network", "none", "-v", "/scratch", &b.image, "true"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).lines().count(), 1);
+    b.ok(&["rm", "-v", "anon"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
+    // --tmpfs, --env-file (later -e wins), --label.
+    let envf = host.path().join("env");
+    std::fs::write(&envf, "# comment\nA=from-file\nB=also\n").unwrap();
+    let out = run(&[
+        "--tmpfs",
+        "/fast",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "-e",
+        "B=flag",
+        &b.image,
+        "sh",
+        "-c",
+        "grep -c ' /fast tmpfs ' /proc/mounts; echo $A $B",
+    ]);
+    assert_eq!(out, "1\nfrom-file flag\n");
+    b.ok(&["run", "-d", "--name", "lab", "--network", "none", "-l", "tier=web", &b.image, "sleep", "60"]);
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "lab"])).unwrap();
+    assert_eq!(v[0]["Config"]["Labels"]["tier"], "web");
+    b.ok(&["rm", "-f", "lab"]);
+}
