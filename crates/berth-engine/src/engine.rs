@@ -84,6 +84,8 @@ pub struct CreateOptions {
     pub ports: Vec<PortMapping>,
     /// `-v`, `--mount`, `--tmpfs`.
     pub mounts: Vec<UserMount>,
+    /// `-i`: the shim keeps the container's stdin for attach clients.
+    pub stdin: bool,
 }
 
 impl Engine {
@@ -140,6 +142,7 @@ impl Engine {
             "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
             "ports": opts.ports,
             "volumes": volume_names(&id, &opts.mounts),
+            "stdin": opts.stdin,
         });
         rec.labels = flags.labels.iter().cloned().collect();
         store.insert(&rec)?;
@@ -359,7 +362,7 @@ impl Engine {
             log_max_size: None,
             log_max_files: 1,
             terminal: rec.config["tty"].as_bool().unwrap_or(false),
-            stdin: false,
+            stdin: rec.config["stdin"].as_bool().unwrap_or(false),
             restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
             sync_fd: None,
             no_delete: false,
@@ -407,6 +410,11 @@ impl Engine {
     /// The container's run directory (bundle, rootfs mount, hosts files).
     pub(crate) fn run_dir(&self, id: &str) -> PathBuf {
         self.container_dirs(id).1
+    }
+
+    /// A connection to the container's shim for stdin and terminal size.
+    pub fn attach(&self, rec: &ContainerRecord) -> Result<berth_shim::client::Attach, EngineError> {
+        Ok(berth_shim::client::Attach::connect(&self.shim_config(rec).state_dir)?)
     }
 
     pub fn log_path(&self, rec: &ContainerRecord) -> PathBuf {

@@ -238,9 +238,6 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     if let Some(c) = &r.cpus {
         f.cpus = Some(flags::parse_cpus(c)?);
     }
-    if r.tty && !r.detach {
-        bail!("-t without -d is not supported yet: use berth run -d -t, or drop -t");
-    }
     let ports = r.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>, _>>()?;
     if !ports.is_empty() && matches!(r.network.as_str(), "none" | "host") {
         bail!("-p needs a bridge network: --network {} publishes nothing", r.network);
@@ -255,7 +252,8 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     for t in &r.tmpfs {
         mounts.push(flags::parse_tmpfs(t)?);
     }
-    let opts = CreateOptions { name: r.name, network: r.network, restart: r.restart, ports, mounts };
+    let opts =
+        CreateOptions { name: r.name, network: r.network, restart: r.restart, ports, mounts, stdin: r.interactive };
     let rec = match engine.create(&r.image, &f, &opts) {
         Err(EngineError::NoSuchImage(_)) => {
             eprintln!("Unable to find image '{}' locally", r.image);
@@ -276,10 +274,16 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
         println!("{}", rec.id);
         return Ok(0);
     }
+    // Output comes from the log file, which has all of it from the first
+    // byte (the attach socket only has what comes after connecting); the
+    // socket carries stdin and the terminal size.
+    let _terminal =
+        if r.interactive || r.tty { Some(crate::attach::forward_stdin(engine, &rec, r.tty)?) } else { None };
     let mut follower = LogFollower::new(engine.log_path(&rec));
     let code = engine.wait(&rec.id, || {
         let _ = follower.pump();
     })?;
+    drop(_terminal);
     if r.rm {
         engine.remove(&rec.id, true)?;
     }

@@ -4,6 +4,7 @@
 //! command opens the stores under `--root` itself and leaves running
 //! containers to their berth-shim.
 
+mod attach;
 mod containers;
 mod format;
 mod progress;

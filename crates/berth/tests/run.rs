@@ -432,3 +432,37 @@ fn volumes_bind_mounts_env_files_and_labels() {
     assert_eq!(v[0]["Config"]["Labels"]["tier"], "web");
     b.ok(&["rm", "-f", "lab"]);
 }
+
+#[test]
+fn run_it_gets_a_real_pty_and_piped_stdin_reaches_the_container() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    c.args(["run", "-it", "--rm", "--network", "none", &b.image, "sh"]);
+    let typed = b"stty size; tty; echo typed-$((6*7)); exit 7\n";
+    let (code, out) = berth_testkit::run_on_pty(&mut c, typed, Duration::from_secs(60));
+    assert!(out.contains("/dev/pts/0") && out.contains("typed-42"), "the shell answered on a pty: {out}");
+    assert_eq!(code, Some(7), "{out}");
+    // -i without -t: stdin through the shim's attach socket, to its end.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    c.args(["run", "-i", "--rm", "--network", "none", &b.image, "sh", "-c", "wc -l; exit 4"]);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+}

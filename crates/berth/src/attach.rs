@@ -1,0 +1,104 @@
+//! `run -i` / `-it`: this terminal's input to the container through its
+//! shim's attach socket, in raw mode with `-t`, and the window size with
+//! it (on start and on every SIGWINCH).
+
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use anyhow::{Context, Result};
+use berth_engine::engine::Engine;
+use berth_engine::store::ContainerRecord;
+use berth_shim::client::Attach;
+use nix::sys::termios::{self, SetArg, Termios};
+
+/// Puts the terminal back as it was when dropped.
+pub struct Terminal {
+    saved: Option<Termios>,
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, t);
+        }
+    }
+}
+
+/// Starts copying stdin to the container (a thread; it ends with stdin or
+/// the process). With `tty` and a terminal on stdin, that terminal goes
+/// raw, as docker's does, so keys reach the container's pty unchanged.
+pub fn forward_stdin(engine: &Engine, rec: &ContainerRecord, tty: bool) -> Result<Terminal> {
+    let mut attach = match engine.attach(rec) {
+        Ok(a) => a,
+        // A container that ended at once has no shim left to take input;
+        // its output and exit code still come from the log and exit file.
+        Err(e) if engine.refresh(rec).status != berth_engine::store::Status::Running => {
+            tracing::debug!("no attach: {e}");
+            return Ok(Terminal { saved: None });
+        }
+        Err(e) => return Err(e).context("attach to the container"),
+    };
+    let stdin = std::io::stdin();
+    let saved = if tty && nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        let before = termios::tcgetattr(stdin.as_fd()).context("read the terminal's settings")?;
+        let mut raw = before.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("make the terminal raw")?;
+        if let Some((rows, cols)) = window_size() {
+            let _ = attach.resize(rows, cols);
+        }
+        Some(before)
+    } else {
+        None
+    };
+    if saved.is_some() {
+        // Blocked here, before any thread starts, so every thread inherits
+        // the mask and the watcher's sigwait is the only taker.
+        let mut winch = nix::sys::signal::SigSet::empty();
+        winch.add(nix::sys::signal::Signal::SIGWINCH);
+        winch.thread_block().context("block SIGWINCH")?;
+        let mut resizer = engine.attach(rec).context("attach to the container")?;
+        std::thread::spawn(move || watch_window(&mut resizer));
+    }
+    std::thread::spawn(move || copy_stdin(&mut attach));
+    Ok(Terminal { saved })
+}
+
+fn copy_stdin(attach: &mut Attach) {
+    let mut buf = [0u8; 8192];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if attach.send_stdin(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = attach.close_stdin();
+}
+
+/// The terminal's size on stdin, if it is one.
+fn window_size() -> Option<(u16, u16)> {
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// Sends the new size on each SIGWINCH (blocked in every thread by
+/// [`forward_stdin`], taken here with sigwait).
+fn watch_window(attach: &mut Attach) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGWINCH);
+    while set.wait().is_ok() {
+        if let Some((rows, cols)) = window_size()
+            && attach.resize(rows, cols).is_err()
+        {
+            return;
+        }
+    }
+}
