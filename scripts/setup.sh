@@ -11,6 +11,7 @@ packages=(
   uidmap           # newuidmap/newgidmap: rootless containers with id ranges
   passwd           # useradd/userdel: the rootless tests make their own user
   containernetworking-plugins iptables  # container networks (CNI bridge, portmap, firewall)
+  tini             # tini-static: `berth run --init`'s pid 1 (docker's docker-init)
 )
 # tests/interop: berth-runtime under the real clients, each started by the
 # tests with its own root, state and socket (never a system-wide instance).
@@ -54,3 +55,13 @@ if [ "${#missing_interop[@]}" -gt 0 ]; then
   [ "$rc" = 0 ] || exit "$rc"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+# crun refuses a hybrid layout whose cgroup2 mount holds a controller
+# ("cgroups in hybrid mode not supported"): on the hybrid CI machines that
+# is hugetlb, which nothing uses. Mounting it as its own v1 hierarchy (the
+# one cgroup mount change allowed there, see shared/anchors.md) lets the
+# tests run crun as the engine's runtime. berth works either way.
+if [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers \
+  && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
+  mkdir -p /sys/fs/cgroup/hugetlb
+  mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || echo "setup: could not mount hugetlb as v1; crun will refuse this layout" >&2
+fi

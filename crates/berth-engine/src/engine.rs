@@ -71,6 +71,9 @@ pub struct Engine {
     pub runroot: PathBuf,
     pub runtime: PathBuf,
     pub shim: PathBuf,
+    /// The `berth` binary: a `--rm` container's shim runs its `rm` when
+    /// the container ends (the shim itself knows nothing of the stores).
+    pub cli: Option<PathBuf>,
 }
 
 /// What `berth run` / `create` asks for beyond the spec flags.
@@ -86,6 +89,11 @@ pub struct CreateOptions {
     pub mounts: Vec<UserMount>,
     /// `-i`: the shim keeps the container's stdin for attach clients.
     pub stdin: bool,
+    /// `--rm`: removed when it ends, by whoever is there (the shim's exit
+    /// command, or the CLI that waits for it).
+    pub auto_remove: bool,
+    /// `--init`: the static init binary to run as pid 1 (tini).
+    pub init: Option<PathBuf>,
 }
 
 impl Engine {
@@ -143,6 +151,8 @@ impl Engine {
             "ports": opts.ports,
             "volumes": volume_names(&id, &opts.mounts),
             "stdin": opts.stdin,
+            "init": opts.init.is_some(),
+            "autoRemove": opts.auto_remove,
         });
         rec.labels = flags.labels.iter().cloned().collect();
         store.insert(&rec)?;
@@ -233,6 +243,7 @@ impl Engine {
             netns,
             cgroups_path: format!("/berth/{id}"),
             mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
+            init: opts.init.clone(),
         };
         let spec = spec::build(id, &defaults, flags, &paths)?;
         let config = run.join("config.json");
@@ -366,7 +377,26 @@ impl Engine {
             restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
             sync_fd: None,
             no_delete: false,
+            exit_command: self.exit_command(rec),
         }
+    }
+
+    /// `berth rm -f ID` with this engine's paths, for a `--rm` container.
+    fn exit_command(&self, rec: &ContainerRecord) -> Vec<String> {
+        let Some(cli) = self.cli.as_ref().filter(|_| rec.config["autoRemove"] == true) else { return Vec::new() };
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        vec![
+            s(cli),
+            "--root".into(),
+            s(&self.root),
+            "--runroot".into(),
+            s(&self.runroot),
+            "--runtime".into(),
+            s(&self.runtime),
+            "rm".into(),
+            "-f".into(),
+            rec.id.clone(),
+        ]
     }
 
     /// Starts a created (or exited) container under a new shim.
@@ -388,7 +418,7 @@ impl Engine {
     /// The container's state now: its shim's exit.json says if it ended.
     pub fn refresh(&self, rec: &ContainerRecord) -> ContainerRecord {
         let mut r = rec.clone();
-        if r.status == Status::Running
+        if matches!(r.status, Status::Running | Status::Paused)
             && let Some(e) = berth_shim::client::exit_status(&self.shim_config(rec).state_dir)
             && !r.shim_pid.is_some_and(alive)
         {
@@ -445,11 +475,15 @@ impl Engine {
     /// `timeout`.
     pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
         let rec = self.refresh(&self.containers()?.get(id)?);
-        if rec.status != Status::Running {
+        if !matches!(rec.status, Status::Running | Status::Paused) {
             return Ok(());
         }
         let cfg = self.shim_config(&rec);
         let _ = berth_shim::client::mark_stopped(&cfg.state_dir);
+        if rec.status == Status::Paused {
+            // A frozen process takes no signal: thaw it first, as docker does.
+            self.resume(&rec.id)?;
+        }
         let kill = |sig: &str| {
             let mut c = self.runtime_cmd();
             c.args(["kill", &rec.id, sig]);
@@ -481,8 +515,13 @@ impl Engine {
     /// too (named ones always stay, as docker keeps them).
     pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), EngineError> {
         let store = self.containers()?;
-        let rec = self.refresh(&store.get(id)?);
-        if rec.status == Status::Running {
+        let id = store.get(id)?.id;
+        // One remover at a time (a `run --rm` CLI and its shim's exit
+        // command may both try): the second finds no record.
+        let locks = self.runroot.join("locks");
+        let _lock = crate::store::ContainerLock::acquire(&locks, &id)?;
+        let rec = self.refresh(&store.get(&id)?);
+        if matches!(rec.status, Status::Running | Status::Paused) {
             if !force {
                 return Err(EngineError::Running(rec.name.clone()));
             }
@@ -490,6 +529,8 @@ impl Engine {
         }
         self.cleanup(&rec)?;
         store.remove(&rec.id)?;
+        // Gone with the record: a remover waiting on it finds no record.
+        let _ = std::fs::remove_file(locks.join(format!("{}.lock", rec.id)));
         if volumes {
             let vols = self.volumes();
             for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {

@@ -1,5 +1,6 @@
 //! What the CLI does to a running container besides start and stop:
-//! `exec`, `kill` and docker's `inspect` view of a record.
+//! `exec` (with and without a terminal), `kill`, `pause`/`unpause`,
+//! `restart`, and docker's `inspect` view of a record.
 
 use std::process::Stdio;
 
@@ -9,7 +10,15 @@ use crate::engine::{Engine, EngineError};
 use crate::spec::user;
 use crate::store::{ContainerRecord, Status};
 
-/// `docker exec`'s flags (without a terminal).
+/// A process running on a pty in a container (`exec -t`): the runtime
+/// waits for it in the foreground; the master carries its I/O.
+pub struct TtyExec {
+    pub runtime: std::process::Child,
+    pub master: std::os::fd::OwnedFd,
+    _dir: tempfile::TempDir,
+}
+
+/// `docker exec`'s flags.
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
     pub args: Vec<String>,
@@ -34,12 +43,71 @@ impl Engine {
     /// Runs a process in the container through the OCI runtime, with this
     /// process's stdio; its exit code (docker's 126/127 when it cannot be
     /// run, as the runtime reports them).
-    pub fn exec(&self, key: &str, o: &ExecOptions) -> Result<i32, EngineError> {
+    pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, EngineError> {
         let rec = self.running(key)?;
+        // Names are looked up in the container's own /etc/passwd.
+        let mut c = self.exec_cmd(&rec, o)?;
+        if o.detach {
+            c.arg("--detach").stdout(Stdio::null());
+        }
+        if o.detach || !stdin {
+            // docker's exec reads no input without -i.
+            c.stdin(Stdio::null());
+        }
+        c.arg(&rec.id).args(&o.args);
+        let status = c.status().map_err(|source| EngineError::Io {
+            what: "run the OCI runtime",
+            path: self.runtime.clone(),
+            source,
+        })?;
+        Ok(status.code().unwrap_or(128 + 9))
+    }
+
+    /// `exec -t`: the process runs on a new pty whose master the runtime
+    /// sends to a console socket (runc's protocol). The runtime stays in
+    /// the foreground until the process ends; its exit status is the
+    /// process's.
+    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, EngineError> {
+        use std::os::unix::net::UnixListener;
+        let rec = self.running(key)?;
+        let dir = tempfile::Builder::new().prefix("exec-").tempdir_in(self.runroot.join("s")).map_err(|source| {
+            EngineError::Io { what: "create a console dir in", path: self.runroot.clone(), source }
+        })?;
+        let sock = dir.path().join("c.sock");
+        let listener =
+            UnixListener::bind(&sock).map_err(|source| EngineError::Io { what: "bind", path: sock.clone(), source })?;
+        listener.set_nonblocking(true).map_err(|source| EngineError::Io {
+            what: "set up",
+            path: sock.clone(),
+            source,
+        })?;
+        let mut c = self.exec_cmd(&rec, o)?;
+        c.arg("--tty").arg("--console-socket").arg(&sock);
+        if o.detach {
+            c.arg("--detach");
+        }
+        c.arg(&rec.id).args(&o.args).stdin(Stdio::null()).stdout(Stdio::null());
+        let mut child = c.spawn().map_err(|source| EngineError::Io {
+            what: "run the OCI runtime",
+            path: self.runtime.clone(),
+            source,
+        })?;
+        let master = match berth_shim::supervisor::receive_console(&listener, &mut child) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(EngineError::Runtime(e));
+            }
+        };
+        Ok(TtyExec { runtime: child, master, _dir: dir })
+    }
+
+    /// The runtime's `exec` with the options that do not depend on stdio.
+    fn exec_cmd(&self, rec: &ContainerRecord, o: &ExecOptions) -> Result<std::process::Command, EngineError> {
         let mut c = self.runtime_cmd();
-        c.args(["exec"]);
+        c.arg("exec");
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
-            // Names are looked up in the container's own /etc/passwd.
             let id = user::resolve(&self.run_dir(&rec.id).join("rootfs"), u)?;
             c.arg("--user").arg(format!("{}:{}", id.uid, id.gid));
             for g in id.additional_gids {
@@ -52,22 +120,18 @@ impl Engine {
         if let Some(w) = &o.workdir {
             c.arg("--cwd").arg(w);
         }
-        if o.detach {
-            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null());
-        }
-        c.arg(&rec.id).args(&o.args);
-        let status = c.status().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        Ok(status.code().unwrap_or(128 + 9))
+        Ok(c)
     }
 
     /// Sends `signal` (a name or number, as `kill -s` takes it).
     pub fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
         let rec = self.running(key)?;
-        let out = self.runtime_cmd().args(["kill", &rec.id, signal]).output().map_err(|source| EngineError::Io {
+        self.runtime_ok(&["kill", &rec.id, signal])
+    }
+
+    /// Runs the OCI runtime with `args`; its own message if it fails.
+    fn runtime_ok(&self, args: &[&str]) -> Result<(), EngineError> {
+        let out = self.runtime_cmd().args(args).output().map_err(|source| EngineError::Io {
             what: "run the OCI runtime",
             path: self.runtime.clone(),
             source,
@@ -76,6 +140,38 @@ impl Engine {
             return Err(EngineError::Runtime(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
         }
         Ok(())
+    }
+
+    /// `pause`: the runtime freezes the container's cgroup.
+    pub fn pause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let rec = self.running(key)?;
+        self.runtime_ok(&["pause", &rec.id])?;
+        Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
+    }
+
+    /// `unpause`.
+    pub fn unpause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+        let rec = self.refresh(&self.containers()?.get(key)?);
+        if rec.status != Status::Paused {
+            return Err(EngineError::NotRunning(format!("Container {} is not paused", rec.id)));
+        }
+        self.resume(&rec.id)?;
+        Ok(self.containers()?.get(&rec.id)?)
+    }
+
+    /// Thaws a paused container and records it running.
+    pub(crate) fn resume(&self, id: &str) -> Result<(), EngineError> {
+        self.runtime_ok(&["resume", id])?;
+        self.containers()?.update(id, |r| r.status = Status::Running)?;
+        Ok(())
+    }
+
+    /// `restart`: stop (SIGTERM, SIGKILL after `timeout`) and start again
+    /// on the same rootfs, network and log.
+    pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, EngineError> {
+        let rec = self.containers()?.get(key)?;
+        self.stop(&rec.id, timeout)?;
+        self.start(&rec.id)
     }
 
     /// docker's `inspect` shape of a container (the fields scripts use).

@@ -61,11 +61,15 @@ pub struct Config {
     /// Leave the runtime's container in place after the exit (default:
     /// `runtime delete`, so the engine can create it again).
     pub no_delete: bool,
+    /// Run after the container's last exit, as conmon's --exit-command:
+    /// the engine's `rm` for `run -d --rm`. Program, then its arguments.
+    pub exit_command: Vec<String>,
 }
 
 pub const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime PATH] [--runtime-root DIR]
        [--log-path FILE [--log-max-size BYTES] [--log-max-files N]] [--terminal] [--stdin]
-       [--restart no|on-failure[:N]|always|unless-stopped] [--sync-fd N] [--no-delete]";
+       [--restart no|on-failure[:N]|always|unless-stopped] [--sync-fd N] [--no-delete]
+       [--exit-command PATH [--exit-command-arg ARG]...]";
 
 impl Config {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Config, ShimError> {
@@ -83,6 +87,7 @@ impl Config {
             restart: Restart::No,
             sync_fd: None,
             no_delete: false,
+            exit_command: Vec::new(),
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -102,6 +107,8 @@ impl Config {
                 "--restart" => c.restart = Restart::parse(&value()?)?,
                 "--sync-fd" => c.sync_fd = Some(num(value()?)? as i32),
                 "--no-delete" => c.no_delete = true,
+                "--exit-command" => c.exit_command.insert(0, value()?),
+                "--exit-command-arg" => c.exit_command.push(value()?),
                 "-h" | "--help" => return Err(ShimError::Usage(USAGE.into())),
                 other => return Err(ShimError::Usage(format!("unknown flag {other}\n{USAGE}"))),
             }
@@ -145,6 +152,12 @@ impl Config {
         a.extend(["--restart".into(), restart]);
         if let Some(fd) = self.sync_fd {
             a.extend(["--sync-fd".into(), fd.to_string()]);
+        }
+        if let Some((prog, args)) = self.exit_command.split_first() {
+            a.extend(["--exit-command".into(), prog.clone()]);
+            for arg in args {
+                a.extend(["--exit-command-arg".into(), arg.clone()]);
+            }
         }
         a
     }
@@ -192,6 +205,12 @@ mod tests {
             "2",
             "--sync-fd",
             "3",
+            "--exit-command-arg",
+            "rm",
+            "--exit-command",
+            "/bin/berth",
+            "--exit-command-arg",
+            "x y",
         ];
         let c = Config::parse(args.iter().map(|s| s.to_string())).unwrap();
         assert_eq!(
@@ -200,6 +219,7 @@ mod tests {
         );
         let again = Config::parse(c.to_args()).unwrap();
         assert_eq!((again.log_max_files, again.sync_fd, again.restart), (2, Some(3), Restart::OnFailure(3)));
+        assert_eq!(again.exit_command, ["/bin/berth", "rm", "x y"]);
         assert!(
             Config::parse(["--id".to_string(), "x".into()]).unwrap_err().to_string().contains("--bundle is required")
         );

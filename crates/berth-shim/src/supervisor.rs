@@ -10,6 +10,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,12 +107,26 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         }
         let stopped = cfg.state_dir.join("stopped").exists();
         if !cfg.restart.again(code, restarts, stopped) {
+            run_exit_command(cfg);
             return Ok(code);
         }
         restarts += 1;
         // docker's back-off: 100 ms, doubling, at most a minute.
         std::thread::sleep(Duration::from_millis(100u64.saturating_mul(1 << restarts.min(10)).min(60_000)));
     }
+}
+
+/// Starts the exit command (if any) and leaves it running: it outlives
+/// the shim, whose exit it may wait for (the engine's `rm` does).
+fn run_exit_command(cfg: &Config) {
+    let Some((prog, args)) = cfg.exit_command.split_first() else { return };
+    let _ = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
 }
 
 fn runtime(cfg: &Config) -> Command {
@@ -224,7 +239,7 @@ fn runtime_error(log: &Path) -> Option<String> {
 
 /// Waits for the runtime to connect to the console socket and send the
 /// pty master (SCM_RIGHTS), or to exit without doing so.
-fn receive_console(listener: &UnixListener, child: &mut std::process::Child) -> Result<OwnedFd, String> {
+pub fn receive_console(listener: &UnixListener, child: &mut std::process::Child) -> Result<OwnedFd, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let conn = loop {
         match listener.accept() {

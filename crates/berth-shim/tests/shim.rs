@@ -43,6 +43,7 @@ impl Boxed {
             restart: Restart::No,
             sync_fd: None,
             no_delete: false,
+            exit_command: Vec::new(),
         };
         Boxed { rt, bundle, state, cfg, started: None }
     }
@@ -257,4 +258,22 @@ fn runc_and_crun_work_under_the_shim() {
         assert_eq!(b.wait_exit().code, 4, "{name}");
         assert_eq!(lines(&b.log(), "stdout"), ["via-/bin/sh\n"], "{name}");
     }
+}
+
+#[test]
+fn the_exit_command_runs_after_the_last_exit_only() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "exit 1"]);
+    let marker = b.state.path().join("exit-command-ran");
+    b.cfg.restart = Restart::OnFailure(1);
+    b.cfg.exit_command = vec!["/bin/sh".into(), "-c".into(), format!("echo once >> {}", marker.display())];
+    b.start().unwrap();
+    let exit = b.wait_exit();
+    assert_eq!((exit.code, exit.restart_count), (1, 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the exit command did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n", "once, after the restart, not per exit");
 }

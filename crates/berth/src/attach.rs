@@ -24,9 +24,48 @@ impl Drop for Terminal {
     }
 }
 
+impl Terminal {
+    /// Puts the terminal on stdin (if it is one) in raw mode, as docker
+    /// does for `-t`, so keys reach the container's pty unchanged.
+    pub fn enter() -> Result<Terminal> {
+        let stdin = std::io::stdin();
+        if !nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+            return Ok(Terminal { saved: None });
+        }
+        let before = termios::tcgetattr(stdin.as_fd()).context("read the terminal's settings")?;
+        let mut raw = before.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("make the terminal raw")?;
+        Ok(Terminal { saved: Some(before) })
+    }
+
+    pub fn is_raw(&self) -> bool {
+        self.saved.is_some()
+    }
+}
+
+/// Calls `f` with the new size on each SIGWINCH, from a thread. The
+/// signal is blocked here, before that thread starts: call this before
+/// starting other threads, so that all inherit the mask and the watcher's
+/// sigwait is the only taker.
+pub fn on_resize(mut f: impl FnMut(u16, u16) + Send + 'static) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut winch = SigSet::empty();
+    winch.add(Signal::SIGWINCH);
+    winch.thread_block().context("block SIGWINCH")?;
+    std::thread::spawn(move || {
+        while winch.wait().is_ok() {
+            if let Some((rows, cols)) = window_size() {
+                f(rows, cols);
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Starts copying stdin to the container (a thread; it ends with stdin or
 /// the process). With `tty` and a terminal on stdin, that terminal goes
-/// raw, as docker's does, so keys reach the container's pty unchanged.
+/// raw and its size follows to the container.
 pub fn forward_stdin(engine: &Engine, rec: &ContainerRecord, tty: bool) -> Result<Terminal> {
     let mut attach = match engine.attach(rec) {
         Ok(a) => a,
@@ -38,30 +77,18 @@ pub fn forward_stdin(engine: &Engine, rec: &ContainerRecord, tty: bool) -> Resul
         }
         Err(e) => return Err(e).context("attach to the container"),
     };
-    let stdin = std::io::stdin();
-    let saved = if tty && nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
-        let before = termios::tcgetattr(stdin.as_fd()).context("read the terminal's settings")?;
-        let mut raw = before.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("make the terminal raw")?;
+    let terminal = if tty { Terminal::enter()? } else { Terminal { saved: None } };
+    if terminal.is_raw() {
         if let Some((rows, cols)) = window_size() {
             let _ = attach.resize(rows, cols);
         }
-        Some(before)
-    } else {
-        None
-    };
-    if saved.is_some() {
-        // Blocked here, before any thread starts, so every thread inherits
-        // the mask and the watcher's sigwait is the only taker.
-        let mut winch = nix::sys::signal::SigSet::empty();
-        winch.add(nix::sys::signal::Signal::SIGWINCH);
-        winch.thread_block().context("block SIGWINCH")?;
         let mut resizer = engine.attach(rec).context("attach to the container")?;
-        std::thread::spawn(move || watch_window(&mut resizer));
+        on_resize(move |rows, cols| {
+            let _ = resizer.resize(rows, cols);
+        })?;
     }
     std::thread::spawn(move || copy_stdin(&mut attach));
-    Ok(Terminal { saved })
+    Ok(terminal)
 }
 
 fn copy_stdin(attach: &mut Attach) {
@@ -81,24 +108,9 @@ fn copy_stdin(attach: &mut Attach) {
 }
 
 /// The terminal's size on stdin, if it is one.
-fn window_size() -> Option<(u16, u16)> {
+pub fn window_size() -> Option<(u16, u16)> {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
     let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
-}
-
-/// Sends the new size on each SIGWINCH (blocked in every thread by
-/// [`forward_stdin`], taken here with sigwait).
-fn watch_window(attach: &mut Attach) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGWINCH);
-    while set.wait().is_ok() {
-        if let Some((rows, cols)) = window_size()
-            && attach.resize(rows, cols).is_err()
-        {
-            return;
-        }
-    }
 }

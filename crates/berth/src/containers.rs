@@ -3,7 +3,6 @@
 //! berth-shim. Exit codes as docker's: 125 when berth itself fails `run`,
 //! otherwise the container's.
 
-use std::io::{BufRead, Seek, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,9 +11,10 @@ use berth_engine::engine::{CreateOptions, Engine, EngineError};
 use berth_engine::network::PortMapping;
 use berth_engine::ops::ExecOptions;
 use berth_engine::spec::{RunFlags, flags};
-use berth_engine::store::Status;
+use berth_engine::store::{ContainerRecord, Status};
 use clap::Args;
 
+use crate::logs::LogFollower;
 use crate::{Config, PullArgs};
 
 #[derive(Args)]
@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Pull this platform's image if it is not here (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
+    /// Pull the image before creating: always, missing or never
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    /// Run an init (tini) as pid 1 that forwards signals and reaps zombies
+    #[arg(long)]
+    init: bool,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -92,19 +98,36 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct PsArgs {
+    /// Show all containers (default shows just running)
     #[arg(short, long)]
     all: bool,
+    /// Only display container IDs
     #[arg(short, long)]
     quiet: bool,
+    /// Filter: id, name, label, status, exited, ancestor (key=value)
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// table, json, or a Go template ({{.ID}} {{.Names}} ...)
+    #[arg(long)]
+    format: Option<String>,
+    /// Do not truncate IDs and commands
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show the n last created containers
+    #[arg(short = 'n', long)]
+    last: Option<usize>,
+    /// Show the latest created container
+    #[arg(short, long)]
+    latest: bool,
 }
 
 #[derive(Args)]
 pub struct StopArgs {
     /// Seconds to wait for the container to stop before SIGKILL
     #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    pub time: u64,
     #[arg(required = true)]
-    containers: Vec<String>,
+    pub containers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -130,9 +153,10 @@ pub struct ExecArgs {
     user: Option<String>,
     #[arg(short, long)]
     workdir: Option<String>,
-    /// Keep stdin open (it is always passed through)
+    /// Keep stdin open
     #[arg(short, long)]
     interactive: bool,
+    /// Allocate a pseudo-TTY
     #[arg(short, long)]
     tty: bool,
     container: String,
@@ -205,6 +229,66 @@ pub enum NetworkCmd {
 /// `berth run`: create (pulling the image if it is not here), start, and
 /// unless detached follow the logs and exit with the container's code.
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
+    let (detach, rm, interactive, tty) = (r.detach, r.rm, r.interactive, r.tty);
+    let rec = create_container(engine, config, r)?;
+    if let Err(e) = engine.start(&rec.id) {
+        let _ = engine.remove(&rec.id, true);
+        return start_failed(e);
+    }
+    if detach {
+        println!("{}", rec.id);
+        return Ok(0);
+    }
+    // Output comes from the log file, which has all of it from the first
+    // byte (the attach socket only has what comes after connecting); the
+    // socket carries stdin and the terminal size.
+    let code = follow(engine, &rec, interactive, tty, LogFollower::new(engine.log_path(&rec)))?;
+    if rm {
+        match engine.remove(&rec.id, true) {
+            // The shim's exit command (`rm -f`) was first.
+            Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => {}
+            other => other?,
+        }
+    }
+    Ok(code)
+}
+
+/// Copies the container's output (and with `stdin` this terminal's input)
+/// until it ends; its exit code.
+pub(crate) fn follow(
+    engine: &Engine,
+    rec: &ContainerRecord,
+    stdin: bool,
+    tty: bool,
+    mut follower: LogFollower,
+) -> Result<i32> {
+    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
+    let code = engine.wait(&rec.id, || {
+        let _ = follower.pump();
+    })?;
+    Ok(code)
+}
+
+/// docker's exit codes for a container that could not start: 127 when
+/// its command (or a path it needs) does not exist, 126 when it cannot be
+/// run; 125 (an error) for anything else. The runtime's message is
+/// printed either way, as docker prints it.
+pub(crate) fn start_failed(e: EngineError) -> Result<i32> {
+    let msg = e.to_string();
+    let code = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
+        127
+    } else if msg.contains("permission denied") || msg.contains("exec format error") {
+        126
+    } else {
+        return Err(e).context("start the container");
+    };
+    eprintln!("Error: start the container: {msg}");
+    Ok(code)
+}
+
+/// `berth create` (and the first half of `run`): the container made, not
+/// started; the image pulled first as `--pull` says.
+pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<ContainerRecord> {
     let mut env = Vec::new();
     for file in &r.env_file {
         env.extend(env_file(file)?);
@@ -252,74 +336,195 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     for t in &r.tmpfs {
         mounts.push(flags::parse_tmpfs(t)?);
     }
-    let opts =
-        CreateOptions { name: r.name, network: r.network, restart: r.restart, ports, mounts, stdin: r.interactive };
+    let init = if r.init { Some(init_binary(config)?) } else { None };
+    let opts = CreateOptions {
+        name: r.name,
+        network: r.network,
+        restart: r.restart,
+        ports,
+        mounts,
+        stdin: r.interactive,
+        // Detached, the shim removes it (its exit command); attached, this
+        // process does once it has copied the last output from the log.
+        auto_remove: r.rm && r.detach,
+        init,
+    };
+    let pull = |store: &berth_image::store::Store| {
+        let args =
+            PullArgs { platform: r.platform.clone(), quiet: false, max_layer_size: None, reference: r.image.clone() };
+        crate::pull_image(store, config, args)
+    };
+    match r.pull.as_str() {
+        "missing" | "never" => {}
+        "always" => {
+            pull(&engine.store()?)?;
+        }
+        other => bail!("--pull {other:?}: use always, missing or never"),
+    }
     let rec = match engine.create(&r.image, &f, &opts) {
+        Err(EngineError::NoSuchImage(_)) if r.pull == "never" => {
+            bail!("No such image: {} (--pull never: pull it first, or load it with berth load)", r.image)
+        }
         Err(EngineError::NoSuchImage(_)) => {
             eprintln!("Unable to find image '{}' locally", r.image);
-            let store = engine.store()?;
-            let pull =
-                PullArgs { platform: r.platform, quiet: false, max_layer_size: None, reference: r.image.clone() };
-            crate::pull_image(&store, config, pull)?;
+            pull(&engine.store()?)?;
             engine.create(&r.image, &f, &opts)
         }
         other => other,
     }
     .context("create the container")?;
-    if let Err(e) = engine.start(&rec.id) {
-        let _ = engine.remove(&rec.id, true);
-        return Err(e).context("start the container");
-    }
-    if r.detach {
-        println!("{}", rec.id);
-        return Ok(0);
-    }
-    // Output comes from the log file, which has all of it from the first
-    // byte (the attach socket only has what comes after connecting); the
-    // socket carries stdin and the terminal size.
-    let _terminal =
-        if r.interactive || r.tty { Some(crate::attach::forward_stdin(engine, &rec, r.tty)?) } else { None };
-    let mut follower = LogFollower::new(engine.log_path(&rec));
-    let code = engine.wait(&rec.id, || {
-        let _ = follower.pump();
-    })?;
-    drop(_terminal);
-    if r.rm {
-        engine.remove(&rec.id, true)?;
-    }
-    Ok(code)
+    Ok(rec)
 }
 
+/// `--init`'s binary: the configured one, else the first static init
+/// installed.
+fn init_binary(config: &Config) -> Result<PathBuf> {
+    if let Some(p) = &config.containers.init_path {
+        if !p.exists() {
+            bail!("--init: containers.init_path {} does not exist", p.display());
+        }
+        return Ok(p.clone());
+    }
+    crate::INIT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).with_context(|| {
+        format!(
+            "--init needs a static init (tini): install Debian's tini (apt-get install tini) or set \
+             containers.init_path in the config; looked for {}",
+            crate::INIT_CANDIDATES.join(", ")
+        )
+    })
+}
+
+/// `berth ps`: docker's columns, `--filter`, `--format`, `--no-trunc`.
 pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
-    if !a.quiet {
-        println!("{:<14} {:<30} {:<24} {:<20} NAMES", "CONTAINER ID", "IMAGE", "COMMAND", "STATUS");
-    }
-    for rec in engine.containers()?.list()? {
-        let rec = engine.refresh(&rec);
-        if !a.all && rec.status != Status::Running {
-            continue;
+    let filters = a.filter.iter().map(|f| PsFilter::parse(f)).collect::<Result<Vec<_>>>()?;
+    let mut recs: Vec<ContainerRecord> = engine.containers()?.list()?.iter().map(|r| engine.refresh(r)).collect();
+    // Newest first, as docker lists them.
+    recs.sort_by(|x, y| y.created.cmp(&x.created));
+    let show_all =
+        a.all || a.last.is_some() || a.latest || filters.iter().any(|f| f.key == "status" || f.key == "exited");
+    let recs: Vec<ContainerRecord> = recs
+        .into_iter()
+        .filter(|r| show_all || matches!(r.status, Status::Running | Status::Paused | Status::Restarting))
+        .filter(|r| filters_match(&filters, r))
+        .take(if a.latest { 1 } else { a.last.unwrap_or(usize::MAX) })
+        .collect();
+    if a.quiet {
+        for r in &recs {
+            println!("{}", if a.no_trunc { &r.id[..] } else { &r.id[..12] });
         }
-        if a.quiet {
-            println!("{}", &rec.id[..12]);
-            continue;
-        }
-        let status = match rec.status {
-            Status::Running => "Up".to_owned(),
-            Status::Exited => format!("Exited ({})", rec.exit_code.unwrap_or(-1)),
-            s => format!("{s:?}"),
-        };
-        let cmd = rec.config["args"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default();
-        println!("{:<14} {:<30} {:<24} {:<20} {}", &rec.id[..12], rec.image, format!("\"{cmd}\""), status, rec.name);
+        return Ok(());
     }
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = recs.iter().map(|r| ps_row(r, a.no_trunc)).collect();
+    let template = match a.format.as_deref() {
+        None | Some("table") => {
+            "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Ports}}\\t{{.Names}}"
+        }
+        Some("json") => "{{json .}}",
+        Some(t) => t,
+    };
+    let heads = [("ID", "CONTAINER ID"), ("RunningFor", "CREATED")];
+    print!("{}", crate::format::Template::parse(template).headers(&heads).render(&rows)?);
     Ok(())
 }
 
-pub fn logs(engine: &Engine, container: &str) -> Result<()> {
-    let rec = engine.containers()?.get(container)?;
-    LogFollower::new(engine.log_path(&rec)).pump()
+/// One container as docker's `ps --format` fields.
+fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_json::Value> {
+    let cmd = r.config["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let cmd = if no_trunc || cmd.chars().count() <= 20 {
+        format!("\"{cmd}\"")
+    } else {
+        format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
+    };
+    let status = match r.status {
+        Status::Running => format!("Up {}", up_for(r.started_at.as_deref())),
+        Status::Paused => format!("Up {} (Paused)", up_for(r.started_at.as_deref())),
+        Status::Exited => {
+            format!("Exited ({}) {}", r.exit_code.unwrap_or(-1), crate::format::since(r.finished_at.as_deref()))
+        }
+        Status::Created => "Created".into(),
+        s => format!("{s:?}"),
+    };
+    let state = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let ports: Vec<String> = r.config["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["hostIP"].as_str().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0"),
+                p["hostPort"],
+                p["containerPort"],
+                p["protocol"].as_str().unwrap_or("tcp")
+            )
+        })
+        .collect();
+    let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let v = serde_json::json!({
+        "ID": if no_trunc { &r.id[..] } else { &r.id[..12] },
+        "Image": r.image,
+        "Command": cmd,
+        "CreatedAt": r.created,
+        "RunningFor": crate::format::since(Some(&r.created)),
+        "Ports": ports.join(", "),
+        "State": state,
+        "Status": status,
+        "Names": r.name,
+        "Labels": labels.join(","),
+        "Mounts": r.config["volumes"].as_array().map(|v| v.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+        "Networks": r.config["network"].as_str().unwrap_or_default(),
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// "5 seconds" since `started`.
+fn up_for(started: Option<&str>) -> String {
+    crate::format::since(started).trim_end_matches(" ago").to_owned()
+}
+
+/// One `--filter key=value`.
+struct PsFilter {
+    key: String,
+    value: String,
+}
+
+impl PsFilter {
+    fn parse(s: &str) -> Result<PsFilter> {
+        let (k, v) = s.split_once('=').with_context(|| format!("--filter {s:?}: want key=value"))?;
+        if !["id", "name", "label", "status", "exited", "ancestor"].contains(&k) {
+            bail!("--filter {k:?}: berth filters on id, name, label, status, exited and ancestor");
+        }
+        Ok(PsFilter { key: k.to_owned(), value: v.to_owned() })
+    }
+
+    fn matches(&self, r: &ContainerRecord) -> bool {
+        let v = self.value.as_str();
+        match self.key.as_str() {
+            "id" => r.id.starts_with(v),
+            "name" => r.name.contains(v.trim_start_matches('/')),
+            "label" => match v.split_once('=') {
+                Some((k, want)) => r.labels.get(k).is_some_and(|have| have == want),
+                None => r.labels.contains_key(v),
+            },
+            "status" => serde_json::to_value(r.status).is_ok_and(|s| s == v),
+            "exited" => r.status == Status::Exited && r.exit_code.is_some_and(|c| c.to_string() == v),
+            "ancestor" => {
+                r.image == v || r.image_id.trim_start_matches("sha256:").starts_with(v.trim_start_matches("sha256:"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// docker's rule: filters with the same key are alternatives; different
+/// keys must all hold.
+fn filters_match(filters: &[PsFilter], r: &ContainerRecord) -> bool {
+    let mut keys: Vec<&str> = filters.iter().map(|f| f.key.as_str()).collect();
+    keys.dedup();
+    keys.iter().all(|k| filters.iter().filter(|f| f.key == *k).any(|f| f.matches(r)))
 }
 
 pub fn stop(engine: &Engine, a: StopArgs) -> Result<()> {
@@ -338,13 +543,14 @@ pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
     Ok(())
 }
 
+/// `berth exec`: without `-t` the process shares this one's stdio
+/// (stdin only with `-i`); with `-t` it gets a pty of its own.
 pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
-    if a.tty {
-        bail!("exec -t is not supported yet: drop -t");
-    }
-    let _ = a.interactive;
     let o = ExecOptions { args: a.command, env: a.env, user: a.user, workdir: a.workdir, detach: a.detach };
-    Ok(engine.exec(&a.container, &o)?)
+    if a.tty {
+        return crate::lifecycle::exec_tty(engine, &a.container, &o, a.interactive);
+    }
+    Ok(engine.exec(&a.container, &o, a.interactive)?)
 }
 
 pub fn kill(engine: &Engine, a: KillArgs) -> Result<()> {
@@ -480,41 +686,4 @@ fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
             None => std::env::var(l).ok().map(|v| format!("{l}={v}")),
         })
         .collect())
-}
-
-/// Copies new json-file log entries to stdout and stderr.
-struct LogFollower {
-    path: PathBuf,
-    offset: u64,
-}
-
-impl LogFollower {
-    fn new(path: PathBuf) -> LogFollower {
-        LogFollower { path, offset: 0 }
-    }
-
-    fn pump(&mut self) -> Result<()> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return Ok(()) };
-        f.seek(std::io::SeekFrom::Start(self.offset))?;
-        let mut r = std::io::BufReader::new(f);
-        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-        loop {
-            let mut line = String::new();
-            let n = r.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            self.offset += n as u64;
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let text = v["log"].as_str().unwrap_or_default();
-            if v["stream"] == "stderr" {
-                err.write_all(text.as_bytes())?;
-            } else {
-                out.write_all(text.as_bytes())?;
-            }
-        }
-        out.flush()?;
-        err.flush()?;
-        Ok(())
-    }
 }

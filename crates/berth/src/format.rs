@@ -68,6 +68,117 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A Go template as docker's `--format` takes them, for the forms
+/// scripts use: `{{.Field}}`, `{{json .}}`, `{{json .Field}}`,
+/// `{{.Field}}\t{{.Other}}`, and a leading `table ` for a header row and
+/// aligned columns. Written here because no crate renders Go templates.
+pub struct Template {
+    table: bool,
+    text: String,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Template {
+        let (table, text) = match s.strip_prefix("table") {
+            Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => (true, rest.trim_start()),
+            _ => (false, s),
+        };
+        Template { table, text: text.replace("\\t", "\t").replace("\\n", "\n"), headers: Vec::new() }
+    }
+
+    /// Column heads that are not the field's name in capitals (docker's
+    /// `ps` heads ID "CONTAINER ID").
+    pub fn headers(mut self, h: &[(&'static str, &'static str)]) -> Template {
+        self.headers = h.to_vec();
+        self
+    }
+
+    /// Renders every row; with `table`, a header of the field names first
+    /// and the columns aligned.
+    pub fn render(&self, rows: &[serde_json::Map<String, serde_json::Value>]) -> anyhow::Result<String> {
+        let lines: Vec<String> = rows.iter().map(|r| self.line(r)).collect::<anyhow::Result<_>>()?;
+        if !self.table {
+            return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+        }
+        let header = self.header();
+        let cells: Vec<Vec<String>> =
+            std::iter::once(header).chain(lines).map(|l| l.split('\t').map(str::to_owned).collect()).collect();
+        Ok(table(&cells))
+    }
+
+    fn header(&self) -> String {
+        let mut out = String::new();
+        let mut rest = self.text.as_str();
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let Some(end) = rest[start..].find("}}") else { break };
+            let action = rest[start + 2..start + end].trim();
+            let field = action.trim_start_matches("json").trim().trim_start_matches('.');
+            match self.headers.iter().find(|(f, _)| *f == field) {
+                Some((_, h)) => out.push_str(h),
+                None => out.push_str(&upper_words(field)),
+            }
+            rest = &rest[start + end + 2..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn line(&self, row: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<String> {
+        let mut out = String::new();
+        let mut rest = self.text.as_str();
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find("}}")
+                .ok_or_else(|| anyhow::anyhow!("--format: unclosed {{{{ in {:?}", self.text))?;
+            let action = rest[start + 2..start + end].trim();
+            out.push_str(&eval(action, row)?);
+            rest = &rest[start + end + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+fn eval(action: &str, row: &serde_json::Map<String, serde_json::Value>) -> anyhow::Result<String> {
+    let (json, expr) = match action.strip_prefix("json") {
+        Some(e) => (true, e.trim()),
+        None => (false, action),
+    };
+    let value = if expr == "." {
+        serde_json::Value::Object(row.clone())
+    } else {
+        let field =
+            expr.strip_prefix('.').ok_or_else(|| anyhow::anyhow!("--format: cannot evaluate {{{{{action}}}}}"))?;
+        row.get(field).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--format: no field {field:?} (have {})",
+                row.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?
+    };
+    Ok(match (json, value) {
+        (true, v) => serde_json::to_string(&v)?,
+        (false, serde_json::Value::String(s)) => s,
+        (false, serde_json::Value::Null) => String::new(),
+        (false, v) => v.to_string(),
+    })
+}
+
+/// `CreatedAt` to `CREATED AT`, as docker heads its columns.
+fn upper_words(field: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in field.char_indices() {
+        if i > 0 && c.is_uppercase() && !field[..i].ends_with(|p: char| p.is_uppercase()) {
+            out.push(' ');
+        }
+        out.extend(c.to_uppercase());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +202,19 @@ mod tests {
     fn tables_align() {
         let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
         assert_eq!(t, "A     BB\nCCC   D\n");
+    }
+
+    #[test]
+    fn templates_render_as_go_would() {
+        let mut row = serde_json::Map::new();
+        row.insert("ID".into(), "abc".into());
+        row.insert("Names".into(), "web".into());
+        row.insert("CreatedAt".into(), "now".into());
+        let t = Template::parse("{{.ID}} {{.Names}}");
+        assert_eq!(t.render(&[row.clone()]).unwrap(), "abc web\n");
+        let t = Template::parse("table {{.ID}}\\t{{.CreatedAt}}");
+        assert_eq!(t.render(&[row.clone()]).unwrap(), "ID    CREATED AT\nabc   now\n");
+        assert_eq!(Template::parse("{{json .Names}}").render(&[row.clone()]).unwrap(), "\"web\"\n");
+        assert!(Template::parse("{{.Nope}}").render(&[row]).is_err());
     }
 }

@@ -7,6 +7,8 @@
 mod attach;
 mod containers;
 mod format;
+mod lifecycle;
+mod logs;
 mod progress;
 
 use std::io::{IsTerminal, Read};
@@ -75,10 +77,29 @@ enum Cmd {
     Logout(LogoutArgs),
     /// Run a command in a new container.
     Run(Box<containers::RunArgs>),
+    /// Create a new container (without starting it).
+    Create(Box<containers::RunArgs>),
+    /// Start stopped or created containers.
+    Start(lifecycle::StartArgs),
+    /// Restart containers.
+    Restart(containers::StopArgs),
+    /// Pause all processes within containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Attach this terminal's input and output to a running container.
+    Attach(lifecycle::AttachArgs),
     /// List containers.
+    #[command(alias = "list")]
     Ps(containers::PsArgs),
-    /// Print a container's logs.
-    Logs { container: String },
+    /// Fetch a container's logs.
+    Logs(logs::LogsArgs),
     /// Stop running containers.
     Stop(containers::StopArgs),
     /// Remove containers.
@@ -226,13 +247,27 @@ struct LogoutArgs {
     server: Option<String>,
 }
 
-/// /etc/berth/config.toml (the parts the image commands read).
+/// /etc/berth/config.toml.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct Config {
     registry: RegistryConfig,
     images: ImagesConfig,
+    pub containers: ContainersConfig,
 }
+
+/// `[containers]`: what `run` uses beyond its flags.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainersConfig {
+    /// `--init`'s binary: a static init such as tini-static (docker's
+    /// docker-init). Unset: the first of [`INIT_CANDIDATES`] present.
+    pub init_path: Option<PathBuf>,
+}
+
+/// Where Debian's tini and docker.io put a static init.
+pub const INIT_CANDIDATES: &[&str] =
+    &["/usr/bin/tini-static", "/usr/libexec/docker/docker-init", "/usr/sbin/docker-init", "/usr/bin/docker-init"];
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -273,7 +308,7 @@ fn main() {
         .init();
     // docker's codes: `run` fails with 125 when the engine does (the
     // container's own code otherwise); the other commands with 1.
-    let failed = if matches!(cli.cmd, Cmd::Run(_)) { 125 } else { 1 };
+    let failed = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_) | Cmd::Start(_)) { 125 } else { 1 };
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -306,6 +341,7 @@ fn run(cli: Cli) -> Result<i32> {
         runroot: cli.runroot.clone(),
         runtime: cli.runtime.clone().unwrap_or_else(|| sibling("berth-runtime")),
         shim: std::env::var_os("BERTH_SHIM").map(PathBuf::from).unwrap_or_else(|| sibling("berth-shim")),
+        cli: std::env::current_exe().ok(),
     };
     match cli.cmd {
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => pull(&open()?, &config, a)?,
@@ -330,8 +366,14 @@ fn run(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Run(a) => return containers::run(&engine(), &config, *a),
+        Cmd::Create(a) => lifecycle::create(&engine(), &config, *a)?,
+        Cmd::Start(a) => return lifecycle::start(&engine(), a),
+        Cmd::Restart(a) => lifecycle::restart(&engine(), a)?,
+        Cmd::Pause { containers } => lifecycle::pause(&engine(), &containers, true)?,
+        Cmd::Unpause { containers } => lifecycle::pause(&engine(), &containers, false)?,
+        Cmd::Attach(a) => return lifecycle::attach(&engine(), a),
         Cmd::Ps(a) => containers::ps(&engine(), a)?,
-        Cmd::Logs { container } => containers::logs(&engine(), &container)?,
+        Cmd::Logs(a) => logs::logs(&engine(), a)?,
         Cmd::Stop(a) => containers::stop(&engine(), a)?,
         Cmd::Rm(a) => containers::rm(&engine(), a)?,
         Cmd::Exec(a) => return containers::exec(&engine(), a),

@@ -134,6 +134,13 @@ fn runc_and_crun_can_be_the_runtime() {
             eprintln!("skipped: {name} is not installed");
             continue;
         };
+        let unified = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+        if name == "crun" && !unified.trim().is_empty() {
+            // crun 1.8 refuses hybrid layouts with controllers on cgroup2;
+            // scripts/setup.sh moves hugetlb to v1 where it may.
+            eprintln!("skipped: crun refuses this hybrid layout (cgroup2 holds {unified:?}); run scripts/setup.sh");
+            continue;
+        }
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
         c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
         c.arg("--runtime").arg(&bin).env("BERTH_SHIM", workspace_bin("berth-shim"));
@@ -465,4 +472,215 @@ fn run_it_gets_a_real_pty_and_piped_stdin_reaches_the_container() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{out:?}");
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+}
+
+fn berth_cmd(b: &Berth) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    c
+}
+
+fn inspect(b: &Berth, name: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn create_start_attach_restart_pause_and_unpause() {
+    let b = Berth::new();
+    let id = b.ok(&["create", "--name", "once", "--network", "none", &b.image, "sh", "-c", "echo started; exit 3"]);
+    assert_eq!(id.trim().len(), 64);
+    assert!(b.ok(&["ps", "-a"]).contains("Created"), "{}", b.ok(&["ps", "-a"]));
+    assert_eq!(inspect(&b, "once")["State"]["Status"], "created");
+    for _ in 0..2 {
+        // Each start -a shows that start's output only, and its code.
+        let out = b.cmd(&["start", "-a", "once"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+        assert_eq!(out.status.code(), Some(3));
+    }
+    assert_eq!(b.ok(&["logs", "once"]), "started\nstarted\n", "the log keeps both runs");
+
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--network",
+        "none",
+        &b.image,
+        "sh",
+        "-c",
+        "while true; do echo x >> /tmp/n; sleep 0.05; done",
+    ]);
+    let pid = inspect(&b, "counter")["State"]["Pid"].as_i64().unwrap();
+    let count =
+        |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/root/tmp/n")).map(|s| s.lines().count()).unwrap_or(0);
+    wait_for("the counter to count", || count(pid) > 2);
+    b.ok(&["pause", "counter"]);
+    assert_eq!(inspect(&b, "counter")["State"]["Paused"], true);
+    assert!(b.ok(&["ps"]).contains("(Paused)"));
+    let frozen = count(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(pid), frozen, "a paused container does not run");
+    let out = b.cmd(&["exec", "counter", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("paused"), "exec into a paused container is refused");
+    b.ok(&["unpause", "counter"]);
+    wait_for("the counter to go on", || count(pid) > frozen + 2);
+    assert!(!b.cmd(&["unpause", "counter"]).status.success(), "unpause of a running container fails");
+
+    let started = inspect(&b, "counter")["State"]["StartedAt"].clone();
+    b.ok(&["restart", "-t", "1", "counter"]);
+    let after = inspect(&b, "counter");
+    assert_eq!(after["State"]["Running"], true);
+    assert_ne!(after["State"]["Pid"].as_i64(), Some(pid), "a new process");
+    assert_ne!(after["State"]["StartedAt"], started);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || count(pid) == 0, "the old process is gone");
+    // A paused container stops too.
+    b.ok(&["pause", "counter"]);
+    b.ok(&["stop", "-t", "1", "counter"]);
+    assert_eq!(inspect(&b, "counter")["State"]["Status"], "exited");
+    b.ok(&["rm", "once", "counter"]);
+    assert!(leftovers(b.dir.path()).is_empty());
+}
+
+#[test]
+fn logs_tail_since_timestamps_and_follow() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "lines",
+        "--network",
+        "none",
+        &b.image,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; done; echo oops >&2",
+    ]);
+    let out = b.cmd(&["logs", "lines"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "line1\nline2\nline3\nline4\nline5\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "stderr stays stderr");
+    assert_eq!(b.ok(&["logs", "--tail", "2", "lines"]), "line5\n", "the last two entries are line5 and oops");
+    let stamped = b.ok(&["logs", "-t", "--tail", "3", "lines"]);
+    for l in stamped.lines() {
+        let (t, rest) = l.split_once(' ').unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok() && rest.starts_with("line"), "{l}");
+    }
+    assert_eq!(b.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "lines"]), "");
+    assert_eq!(b.ok(&["logs", "--since", "10m", "lines"]).lines().count(), 5);
+    // -f follows until the container ends.
+    b.ok(&["run", "-d", "--name", "slow", "--network", "none", &b.image, "sh", "-c", "echo a; sleep 1; echo b"]);
+    let out = b.cmd(&["logs", "-f", "slow"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\n");
+    b.ok(&["rm", "lines", "slow"]);
+}
+
+#[test]
+fn ps_filters_formats_and_full_ids() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "--name", "web1", "--label", "tier=web", "--network", "none", &b.image, "sleep", "1000"]);
+    let out =
+        b.cmd(&["run", "--name", "job1", "--label", "tier=batch", "--network", "none", &b.image, "sh", "-c", "exit 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(b.ok(&["ps", "--format", "{{.Names}}"]), "web1\n", "running only by default");
+    let all = b.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+    assert!(all.contains("web1 running\n") && all.contains("job1 exited\n"), "{all}");
+    assert_eq!(b.ok(&["ps", "--filter", "status=exited", "--format", "{{.Names}}"]), "job1\n");
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "label=tier=web", "--format", "{{.Names}}"]), "web1\n");
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "exited=2", "-q"]).trim().len(), 12);
+    assert_eq!(b.ok(&["ps", "-a", "--filter", "name=job", "-q", "--no-trunc"]).trim().len(), 64);
+    let table = b.ok(&["ps"]);
+    let header = table.lines().next().unwrap();
+    for col in ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(table.contains("Up "), "{table}");
+    let json: serde_json::Value = serde_json::from_str(b.ok(&["ps", "--format", "json"]).trim()).unwrap();
+    assert_eq!(json["Names"], "web1");
+    assert!(!b.cmd(&["ps", "--filter", "bogus=1"]).status.success());
+    b.ok(&["rm", "-f", "web1", "job1"]);
+}
+
+#[test]
+fn commands_that_cannot_run_exit_126_and_127_and_leave_nothing() {
+    let b = Berth::new();
+    let out = b.cmd(&["run", "--rm", "--network", "none", &b.image, "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
+    let out = b.cmd(&["run", "--rm", "--network", "none", &b.image, "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+    assert!(leftovers(b.dir.path()).is_empty());
+    // --pull never does not pull; --pull always does.
+    b.ok(&["rmi", &b.image]);
+    let out = b.cmd(&["run", "--rm", "--pull", "never", "--network", "none", &b.image, "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+    let out = b.cmd(&["run", "--rm", "--pull", "always", "--network", "none", &b.image, "true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn init_is_pid_one_and_detached_rm_removes_itself() {
+    let b = Berth::new();
+    if Path::new("/usr/bin/tini-static").exists() {
+        let out = b.ok(&[
+            "run",
+            "--rm",
+            "--init",
+            "--network",
+            "none",
+            &b.image,
+            "sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$",
+        ]);
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("/sbin/docker-init -- sh"), "{out}");
+        assert_ne!(lines.next(), Some("1"), "the command is not pid 1 under --init");
+    } else {
+        eprintln!("skipped --init: tini-static is not installed (scripts/setup.sh installs it)");
+    }
+    let id = b.ok(&["run", "-d", "--rm", "--network", "none", &b.image, "sh", "-c", "sleep 0.3"]);
+    wait_for("the --rm container to remove itself", || b.ok(&["ps", "-a", "-q", "--no-trunc"]).trim().is_empty());
+    assert!(!b.dir.path().join("run/containers").join(id.trim()).exists());
+    assert!(leftovers(b.dir.path()).is_empty());
+}
+
+#[test]
+fn exec_t_gets_its_own_pty_and_exec_i_and_attach_take_stdin() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "-i", "--name", "box", "--network", "none", &b.image, "sh", "-c", "read line; echo got-$line"]);
+    let mut c = berth_cmd(&b);
+    c.args(["exec", "-it", "box", "sh"]);
+    let (code, out) = berth_testkit::run_on_pty(&mut c, b"tty; echo pty-$((6*7)); exit 5\n", Duration::from_secs(60));
+    assert!(out.contains("/dev/pts/") && out.contains("pty-42"), "exec -it answered on a pty: {out}");
+    assert_eq!(code, Some(5), "{out}");
+    // -i: stdin reaches the process; without -i it does not.
+    let piped = |args: &[&str]| {
+        let mut c = berth_cmd(&b);
+        c.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"a\nb\n").unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&piped(&["exec", "-i", "box", "wc", "-l"]).stdout).trim(), "2");
+    assert_eq!(String::from_utf8_lossy(&piped(&["exec", "box", "wc", "-l"]).stdout).trim(), "0");
+    // attach: this stdin to the container's, its output and exit code back.
+    let out = piped(&["attach", "box"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-a\n");
+    assert_eq!(out.status.code(), Some(0));
+    b.ok(&["rm", "box"]);
 }

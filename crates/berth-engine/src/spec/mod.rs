@@ -81,7 +81,14 @@ pub struct Paths {
     pub cgroups_path: String,
     /// Resolved mounts (volumes already turned into host directories).
     pub mounts: Vec<ResolvedMount>,
+    /// `--init`: a static init (tini) on the host, bound read-only at
+    /// [`INIT_PATH`] and run as the container's pid 1 in front of the
+    /// command, as docker runs docker-init.
+    pub init: Option<PathBuf>,
 }
+
+/// Where `--init`'s binary appears in the container (docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
 
 /// A user mount as it goes into config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,6 +301,9 @@ pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -
             mounts.push(bind(f, target, false, None));
         }
     }
+    if let Some(init) = &paths.init {
+        mounts.push(bind(init, INIT_PATH, true, None));
+    }
     for m in &paths.mounts {
         mounts.push(match m {
             ResolvedMount::Bind { source, target, readonly, propagation } => {
@@ -356,7 +366,10 @@ pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -
         "process": {
             "terminal": flags.tty,
             "user": { "uid": ident.uid, "gid": ident.gid, "additionalGids": ident.additional_gids },
-            "args": command(image, flags)?,
+            "args": match &paths.init {
+                Some(_) => [INIT_PATH.to_owned(), "--".to_owned()].into_iter().chain(command(image, flags)?).collect(),
+                None => command(image, flags)?,
+            },
             "env": environment(image, flags, &hostname, ident.home.as_deref()),
             "cwd": cwd,
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },

@@ -138,3 +138,14 @@ fn privileged_gets_everything_and_bad_flags_are_named() {
     );
     assert!(err(RunFlags { workdir: Some("rel".into()), ..Default::default() }).contains("absolute"));
 }
+
+#[test]
+fn init_runs_in_front_of_the_command() {
+    let r = rootfs();
+    let paths = Paths { rootfs: r.path().into(), init: Some("/usr/bin/tini-static".into()), ..Default::default() };
+    let s = spec_json(&RunFlags { args: vec!["sleep".into(), "9".into()], ..Default::default() }, &paths);
+    assert_eq!(s["process"]["args"], json!(["/sbin/docker-init", "--", "/entry", "sleep", "9"]));
+    let m = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == INIT_PATH).expect("init mount");
+    assert_eq!(m["source"], "/usr/bin/tini-static");
+    assert!(m["options"].as_array().unwrap().contains(&json!("ro")), "{m}");
+}

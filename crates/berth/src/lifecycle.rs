@@ -1,0 +1,168 @@
+//! A container's life after `create`: start (-a, -i), restart, pause,
+//! unpause, attach, and `exec -t` on a pty of its own.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use berth_engine::engine::Engine;
+use berth_engine::ops::ExecOptions;
+use berth_engine::store::Status;
+use clap::Args;
+
+use crate::containers::{RunArgs, create_container, follow, start_failed};
+use crate::logs::LogFollower;
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and exit with the container's code
+    #[arg(short, long)]
+    attach: bool,
+    /// Attach stdin
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct AttachArgs {
+    /// Do not attach stdin
+    #[arg(long)]
+    no_stdin: bool,
+    container: String,
+}
+
+/// `berth create`: prints the new container's ID.
+pub fn create(engine: &Engine, config: &crate::Config, r: RunArgs) -> Result<()> {
+    let rec = create_container(engine, config, r)?;
+    println!("{}", rec.id);
+    Ok(())
+}
+
+/// `berth start`: each container under a new shim; with `-a` (one
+/// container) its output is followed and its exit code returned.
+pub fn start(engine: &Engine, a: StartArgs) -> Result<i32> {
+    if (a.attach || a.interactive) && a.containers.len() > 1 {
+        bail!("you cannot start and attach multiple containers at once");
+    }
+    for c in &a.containers {
+        let rec = engine.refresh(&engine.containers()?.get(c)?);
+        if matches!(rec.status, Status::Running | Status::Paused) {
+            if a.attach || a.interactive {
+                return attach_to(engine, &rec.id, a.interactive);
+            }
+            println!("{c}");
+            continue;
+        }
+        let log = engine.log_path(&rec);
+        // Only this start's output: what an earlier run logged stays out.
+        let follower = LogFollower::at_end(log);
+        if let Err(e) = engine.start(&rec.id) {
+            return start_failed(e);
+        }
+        if a.attach || a.interactive {
+            let rec = engine.containers()?.get(&rec.id)?;
+            let tty = rec.config["tty"].as_bool().unwrap_or(false);
+            return follow(engine, &rec, a.interactive, tty, follower);
+        }
+        println!("{c}");
+    }
+    Ok(0)
+}
+
+/// `berth attach`: this terminal to a running container's stdio until it
+/// ends; its exit code.
+pub fn attach(engine: &Engine, a: AttachArgs) -> Result<i32> {
+    attach_to(engine, &a.container, !a.no_stdin)
+}
+
+fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
+    let rec = engine.refresh(&engine.containers()?.get(key)?);
+    if !matches!(rec.status, Status::Running | Status::Paused) {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    let tty = rec.config["tty"].as_bool().unwrap_or(false);
+    let stdin = stdin && rec.config["stdin"].as_bool().unwrap_or(false);
+    follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)))
+}
+
+pub fn restart(engine: &Engine, a: crate::containers::StopArgs) -> Result<()> {
+    for c in a.containers {
+        engine.restart(&c, Duration::from_secs(a.time))?;
+        println!("{c}");
+    }
+    Ok(())
+}
+
+pub fn pause(engine: &Engine, containers: &[String], on: bool) -> Result<()> {
+    for c in containers {
+        if on {
+            engine.pause(c)?;
+        } else {
+            engine.unpause(c)?;
+        }
+        println!("{c}");
+    }
+    Ok(())
+}
+
+/// `exec -t`: the process on its own pty; this terminal raw while it
+/// runs, its size passed on (and on SIGWINCH); the process's exit code.
+pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32> {
+    let terminal = crate::attach::Terminal::enter()?;
+    let mut session = engine.exec_tty(key, o)?;
+    if o.detach {
+        let status = session.runtime.wait().context("wait for the OCI runtime")?;
+        return Ok(status.code().unwrap_or(1));
+    }
+    let master = session.master;
+    if let Some((rows, cols)) = crate::attach::window_size() {
+        set_size(&master, rows, cols);
+    }
+    if terminal.is_raw() {
+        let m = master.try_clone().context("dup the pty master")?;
+        crate::attach::on_resize(move |rows, cols| set_size(&m, rows, cols))?;
+    }
+    if stdin {
+        let mut to = std::fs::File::from(master.try_clone().context("dup the pty master")?);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut input = std::io::stdin().lock();
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut from = std::fs::File::from(master);
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _done = done_tx;
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout();
+        // EIO once the process and every holder of the pty's slave end are
+        // gone: that is the end of the output.
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || stdout.write_all(&buf[..n]).and_then(|_| stdout.flush()).is_err() {
+                break;
+            }
+        }
+    });
+    let status = session.runtime.wait().context("wait for the OCI runtime")?;
+    // The output ends with the process unless something it started still
+    // holds the pty: then stop copying shortly after, as docker does.
+    let _ = done.recv_timeout(Duration::from_secs(1));
+    drop(terminal);
+    Ok(status.code().unwrap_or(1))
+}
+
+fn set_size(master: &OwnedFd, rows: u16, cols: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    use std::os::fd::AsRawFd;
+    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass; the fd
+    // is a pty master we own.
+    unsafe { libc::ioctl(master.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
