@@ -7,6 +7,7 @@
 mod attach;
 mod containers;
 mod format;
+mod import;
 mod lifecycle;
 mod logs;
 mod progress;
@@ -69,6 +70,8 @@ enum Cmd {
     Save(SaveArgs),
     /// Load images from a tar archive or an OCI layout directory.
     Load(LoadArgs),
+    /// Import a root filesystem tarball as a one-layer image.
+    Import(import::ImportArgs),
     /// Display detailed information on containers or images.
     Inspect(InspectArgs),
     /// Log in to a registry.
@@ -133,6 +136,7 @@ enum ImageCmd {
     Tag(TagArgs),
     Save(SaveArgs),
     Load(LoadArgs),
+    Import(import::ImportArgs),
     /// Remove unused images and collect garbage.
     Prune(PruneArgs),
 }
@@ -356,6 +360,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => save(&open()?, a)?,
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => load(&open()?, &config, a)?,
         Cmd::Image(ImageCmd::Prune(a)) => prune(&open()?, a)?,
+        Cmd::Import(a) | Cmd::Image(ImageCmd::Import(a)) => import::import(&open()?, config.images.max_layer_size, a)?,
         Cmd::Login(a) => login(&config, a)?,
         Cmd::Logout(a) => {
             let server = registry_name(a.server.as_deref());

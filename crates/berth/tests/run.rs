@@ -684,3 +684,30 @@ fn exec_t_gets_its_own_pty_and_exec_i_and_attach_take_stdin() {
     assert_eq!(out.status.code(), Some(0));
     b.ok(&["rm", "box"]);
 }
+
+#[test]
+fn an_imported_rootfs_tarball_runs_offline() {
+    let b = Berth::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    berth_testkit::make_busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("greeting"), "imported\n").unwrap();
+    let tar = tmp.path().join("rootfs.tar.gz");
+    let st = Command::new("tar").arg("-C").arg(&rootfs).arg("-czf").arg(&tar).arg(".").status().unwrap();
+    assert!(st.success());
+    let id = b.ok(&[
+        "import",
+        "--change",
+        r#"CMD ["cat", "/greeting"]"#,
+        "--change",
+        "ENV PATH=/bin",
+        tar.to_str().unwrap(),
+        "local/imported:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let cfg: serde_json::Value = serde_json::from_str(&b.ok(&["image", "inspect", "local/imported:1"])).unwrap();
+    assert_eq!(cfg[0]["Config"]["Cmd"], json!(["cat", "/greeting"]));
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "local/imported:1"]), "imported\n");
+    let out = b.cmd(&["import", "--change", "RUN make", tar.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("RUN"));
+}
