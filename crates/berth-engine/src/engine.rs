@@ -198,9 +198,9 @@ impl Engine {
         let netns = match opts.network.as_str() {
             "host" => None,
             mode => {
+                // NetNs::create brings up lo (docker's `none` has it too).
                 let ns = NetNs::create(&run.join("netns"))?;
                 let nets = self.networks();
-                nets.loopback_up(&ns.path, id)?;
                 if mode != "none" {
                     attachment = Some(nets.attach(network_name(mode), id, &ns.path, "eth0", &opts.ports)?);
                 }
@@ -467,7 +467,8 @@ impl Engine {
                 // The shim died without recording an exit.
                 return Ok(-1);
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // Short: `run --rm` of a short command is mostly this wait.
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -556,12 +557,17 @@ impl Engine {
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
-        let _ = self
-            .runtime_cmd()
-            .args(["delete", "--force", &rec.id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        // The shim deletes the runtime's container when it ends; only one
+        // it left (killed, or a container never started) needs the runtime.
+        // runc, crun and berth-runtime all keep their state in ROOT/ID.
+        if self.runroot.join("runtime").join(&rec.id).exists() {
+            let _ = self
+                .runtime_cmd()
+                .args(["delete", "--force", &rec.id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let shim_state = self.shim_config(rec).state_dir;
         for d in [&run, &data, &shim_state] {
             if d.exists() {

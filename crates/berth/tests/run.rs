@@ -88,6 +88,18 @@ fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
     assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
     let images = b.ok(&["images"]);
     assert!(images.contains("test/busybox"), "the image was pulled: {images}");
+    // --network none still has a loopback that is up, as docker's does.
+    let lo = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &b.image,
+        "sh",
+        "-c",
+        "ip link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok",
+    ]);
+    assert!(lo.contains(",UP") && lo.contains("ping-ok"), "{lo}");
 }
 
 #[test]

@@ -96,7 +96,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     container.save()?;
     let (console, ours) = console_sockets(terminal, console_socket.as_deref())?;
     let listener = listen_for_start(&dir)?;
-    let (seccomp, seccomp_listener) = seccomp_for(&bundle.spec)?;
+    let (seccomp, seccomp_listener) = seccomp_for(&bundle.spec, dir.parent())?;
     let plan = Plan {
         id: o.id.to_string(),
         spec: bundle.spec.clone(),

@@ -50,7 +50,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
     let (console, ours) = console_sockets(terminal, o.console_socket)?;
     // exec'd processes get the container's seccomp profile, as with runc.
-    let (seccomp, seccomp_listener) = seccomp_for(&spec)?;
+    let (seccomp, seccomp_listener) = seccomp_for(&spec, c.dir.parent())?;
     let exec_state = c.oci_state(c.status());
     let plan = Plan {
         id: c.id().to_string(),

@@ -124,9 +124,14 @@ pub(crate) fn console_sockets(
 /// linux.seccomp, built now so a bad profile fails before anything starts,
 /// and, for a notifying filter, the connection to its agent (listenerPath
 /// is a host path the container process cannot reach).
-pub(crate) fn seccomp_for(spec: &oci_spec::runtime::Spec) -> Result<(Option<crate::seccomp::Filter>, Option<OwnedFd>)> {
+/// `state_root` holds the compiled-filter cache.
+pub(crate) fn seccomp_for(
+    spec: &oci_spec::runtime::Spec,
+    state_root: Option<&std::path::Path>,
+) -> Result<(Option<crate::seccomp::Filter>, Option<OwnedFd>)> {
     let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else { return Ok((None, None)) };
-    let filter = crate::seccomp::build(s)?;
+    let cache = state_root.map(|r| r.join(crate::seccomp::CACHE_DIR));
+    let filter = crate::seccomp::build_cached(s, cache.as_deref())?;
     let listener = match (filter.notifies(), s.listener_path()) {
         (true, Some(path)) => Some(OwnedFd::from(
             UnixStream::connect(path).step(|| format!("connect to linux.seccomp.listenerPath '{}'", path.display()))?,
