@@ -128,7 +128,7 @@ fn store(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) {
 
 /// The program in `bytes` (struct sock_filter, 8 bytes each), if it is one.
 fn program_of(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
-    if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > u16::MAX as usize {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > u16::MAX as usize {
         return None;
     }
     Some(
