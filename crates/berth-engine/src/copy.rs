@@ -123,7 +123,10 @@ impl Engine {
                 (rootfs, "open the rootfs of")
             }
         };
-        pathrs::Root::open(&path).map_err(|e| io_std(what, &path)(std::io::Error::other(e.to_string())))
+        let fd =
+            openat(nix::fcntl::AT_FDCWD, &path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(io(what, &path))?;
+        Ok(pathrs::Root::from_fd(fd))
     }
 }
 
