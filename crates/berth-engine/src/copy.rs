@@ -109,24 +109,28 @@ impl Engine {
         copy(&source, &target, if archive { Owner::Keep } else { Owner::Fixed(0, 0) }, src)
     }
 
-    /// The container's `/`: as its init process sees it while it runs,
-    /// else its overlay rootfs (which must be mounted: an empty directory
-    /// there is not the container's).
+    /// The container's `/`: as its init process sees it while it runs
+    /// (with its volumes and tmpfs mounts), else its overlay rootfs, which
+    /// must be mounted (an empty directory there is not the container's).
     fn copy_root(&self, rec: &ContainerRecord) -> Result<pathrs::Root, CopyError> {
-        let (path, what) = match rec.pid.filter(|_| rec.status == Status::Running) {
-            Some(pid) => (PathBuf::from(format!("/proc/{pid}/root")), "open the root of"),
-            None => {
-                let rootfs = self.run_dir(&rec.id).join("rootfs");
-                if !is_mountpoint(&rootfs) {
-                    return Err(CopyError::NotMounted(rec.id.clone()));
-                }
-                (rootfs, "open the rootfs of")
-            }
+        let rootfs = self.run_dir(&rec.id).join("rootfs");
+        if !is_mountpoint(&rootfs) {
+            return Err(CopyError::NotMounted(rec.id.clone()));
+        }
+        let open = |p: &Path| {
+            openat(nix::fcntl::AT_FDCWD, p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         };
-        let fd =
-            openat(nix::fcntl::AT_FDCWD, &path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(io(what, &path))?;
-        Ok(pathrs::Root::from_fd(fd))
+        if let Some(pid) = rec.pid.filter(|_| rec.status == Status::Running) {
+            // Only if it is the container's root: the pid may have ended
+            // and been reused by a host process since the record was read.
+            let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+            if let (Ok(fd), Ok(overlay)) = (open(&proc_root), std::fs::metadata(&rootfs))
+                && fstat(&fd).is_ok_and(|st| st.st_dev == overlay.dev() && st.st_ino == overlay.ino())
+            {
+                return Ok(pathrs::Root::from_fd(fd));
+            }
+        }
+        Ok(pathrs::Root::from_fd(open(&rootfs).map_err(io("open the rootfs of", &rootfs))?))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Looking at running containers: `top` (their processes) and `stats`
 //! (their resource use). Both ask the OCI runtime through its command line
-//! only (`ps --format json`, `events --stats`), so they work the same under
-//! berth-runtime, runc and crun; what the runtime does not report (a
-//! process's details, network counters) is read from /proc.
+//! (`ps --format json`, `events --stats`), so they work the same under
+//! berth-runtime and runc; what the runtime does not report (a process's
+//! details, network counters) is read from /proc. crun has no `events`:
+//! then the container's cgroup (config.json's cgroupsPath) is read directly.
 
 use std::time::Instant;
 
@@ -144,13 +145,21 @@ impl Engine {
         if !s.running {
             return Ok(s);
         }
-        let out = self.runtime_output(&["events", "--stats", &rec.id])?;
+        let data = match self.runtime_output(&["events", "--stats", &rec.id]) {
+            Ok(out) => {
+                let what = || format!("events --stats {}", rec.id);
+                let line = out.split(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default();
+                let mut event: Value =
+                    serde_json::from_slice(line).map_err(|source| ObserveError::Output { what: what(), source })?;
+                event["data"].take()
+            }
+            // crun has no `events`: the container's cgroup, read as
+            // berth-runtime reads it for its own `events --stats`.
+            Err(e @ ObserveError::Runtime { .. }) => self.cgroup_stats(&rec.id).ok_or(e)?,
+            Err(e) => return Err(e),
+        };
         s.at = Instant::now();
-        let what = || format!("events --stats {}", rec.id);
-        let line = out.split(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default();
-        let event: Value =
-            serde_json::from_slice(line).map_err(|source| ObserveError::Output { what: what(), source })?;
-        read_stats(&event["data"], &mut s);
+        read_stats(&data, &mut s);
         s.mem_limit = match host_memory() {
             Some(host) if s.mem_limit == 0 || s.mem_limit > host => host,
             _ => s.mem_limit,
@@ -161,6 +170,23 @@ impl Engine {
             (s.net_rx, s.net_tx) = net_totals(&dev);
         }
         Ok(s)
+    }
+}
+
+impl Engine {
+    /// The stats of the cgroup the container's config.json names, in the
+    /// shape of runc's `events --stats` data; None if there is no such
+    /// cgroup.
+    fn cgroup_stats(&self, id: &str) -> Option<Value> {
+        let config = std::fs::read(self.run_dir(id).join("config.json")).ok()?;
+        let spec: Value = serde_json::from_slice(&config).ok()?;
+        let path = std::path::Path::new(spec["linux"]["cgroupsPath"].as_str()?);
+        let layout = berth_cgroups::Layout::detect().ok()?;
+        let cg = berth_cgroups::Cgroup::resolve(&layout, path).ok()?;
+        if !cg.exists() {
+            return None;
+        }
+        serde_json::to_value(cg.stats()).ok()
     }
 }
 

@@ -179,7 +179,7 @@ fn stats_report_the_memory_limit_and_the_pids() {
 #[test]
 fn cp_copies_files_and_trees_both_ways_running_or_stopped() {
     let b = Berth::new();
-    b.detached("box", &[], &["sleep", "1000"]);
+    b.detached("box", &["--tmpfs", "/fast"], &["sleep", "1000"]);
     let host = tempfile::tempdir().unwrap();
     let h = |p: &str| host.path().join(p);
     let hs = |p: &str| h(p).display().to_string();
@@ -194,6 +194,10 @@ fn cp_copies_files_and_trees_both_ways_running_or_stopped() {
     // Into an existing directory: under the source's name.
     b.ok(&["cp", "box:/etc/hostname", &hs("")]);
     assert_eq!(std::fs::read_to_string(h("hostname")).unwrap(), b.ok(&["exec", "box", "cat", "/etc/hostname"]));
+
+    // A running container is seen with its mounts, as it sees itself.
+    b.ok(&["cp", &hs("in.txt"), "box:/fast/"]);
+    assert_eq!(b.ok(&["exec", "box", "cat", "/fast/in.txt"]), "from the host\n", "into the tmpfs");
 
     // A tree out (symlinks stay symlinks, modes kept) and in again.
     b.ok(&[
@@ -395,6 +399,46 @@ fn system_prune() {
     let out = b.ok(&["system", "prune", "-a", "-f"]);
     assert!(out.contains("Deleted Images:\ndeleted: sha256:"), "{out}");
     assert!(!b.ok(&["images"]).contains("test/busybox"));
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}
+
+/// top and stats use only the OCI runtime's command line (ps, events
+/// --stats): runc and crun serve them too (skipped where not installed).
+#[test]
+fn top_stats_and_cp_work_under_runc_and_crun() {
+    let b = Berth::new();
+    for name in ["runc", "crun"] {
+        let Some(bin) = ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()) else {
+            eprintln!("skipped: {name} is not installed");
+            continue;
+        };
+        let berth = |args: &[&str]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+            c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+            c.arg("--runtime").arg(&bin).env("BERTH_SHIM", workspace_bin("berth-shim")).args(args);
+            let out = berth_testkit::output_via_files(&mut c);
+            assert!(out.status.success(), "{name}: berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let id =
+            berth(&["run", "-d", "--name", name, "--network", "none", "--memory", "64m", &b.image, "sleep", "1000"]);
+        // Removed with its own runtime whatever happens (the harness's
+        // cleanup uses berth-runtime, which does not know this container).
+        let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let top = berth(&["top", name]);
+            assert!(top.lines().nth(1).is_some_and(|l| l.ends_with(" sleep 1000")), "{name}: {top}");
+            let stats = berth(&["stats", "--no-stream", name]);
+            let r = row(&stats, &id[..12]);
+            assert!(r[3].ends_with(" / 64MiB") && r[7] == "1", "{name}: {stats}");
+            let host = tempfile::tempdir().unwrap();
+            berth(&["cp", &format!("{name}:/etc/passwd"), host.path().to_str().unwrap()]);
+            assert!(std::fs::read_to_string(host.path().join("passwd")).unwrap().contains("root:"), "{name}");
+        }));
+        berth(&["rm", "-f", name]);
+        if let Err(e) = checks {
+            std::panic::resume_unwind(e);
+        }
+    }
     assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
 }
 
