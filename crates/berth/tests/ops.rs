@@ -174,6 +174,19 @@ fn stats_report_the_memory_limit_and_the_pids() {
     assert_eq!(v["PIDs"], "2");
     assert!(v["MemUsage"].as_str().unwrap().ends_with(" / 64MiB"), "{v}");
     assert!(b.fails(&["stats", "--no-stream", "nosuch"]).contains("No such container"));
+
+    // Streaming: the screen redrawn about every second until interrupted.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
+    c.arg("--runtime").arg(workspace_bin("berth-runtime")).args(["stats", "lim"]);
+    let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.matches("\x1b[2J\x1b[H").count();
+    assert!((2..=4).contains(&frames), "{frames} frames in 3.5 s: {text:?}");
+    assert_eq!(text.matches(" / 64MiB").count(), frames, "{text:?}");
 }
 
 #[test]
