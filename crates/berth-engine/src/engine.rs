@@ -497,7 +497,31 @@ impl Engine {
         }
         if rec.shim_pid.is_some_and(alive) {
             kill("SIGKILL");
+            // The runtime may not know the container (another runtime
+            // created it, or its state is gone): then the process itself.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while rec.shim_pid.is_some_and(alive) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Only while it is still the shim's child: a recorded pid may be
+            // stale after a restart, and pids are reused.
+            let ppid = |pid: i32| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
+                    s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+                })
+            };
+            if let Some(pid) = rec.pid.filter(|p| rec.shim_pid.is_some_and(alive) && ppid(*p) == rec.shim_pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
             while rec.shim_pid.is_some_and(alive) {
+                if Instant::now() > deadline {
+                    return Err(EngineError::Runtime(format!(
+                        "container {} did not stop: its shim (pid {}) still runs after SIGKILL",
+                        rec.id,
+                        rec.shim_pid.unwrap_or(0)
+                    )));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

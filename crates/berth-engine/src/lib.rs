@@ -3,10 +3,13 @@
 //! keeps its records in redb, and attaches containers to networks through
 //! the standard CNI plugins.
 
+pub mod copy;
 pub mod engine;
 pub mod names;
 pub mod network;
+pub mod observe;
 pub mod ops;
+pub mod prune;
 pub mod spec;
 pub mod store;
 pub mod volume;

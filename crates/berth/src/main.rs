@@ -1,6 +1,8 @@
 //! `berth`: docker's commands and flags, no daemon (like podman). Images:
 //! pull, push, images, image inspect/ls/rm/prune/tag/save/load, rmi, tag,
-//! save, load, login, logout. Containers: run, ps, logs, stop, rm. Each
+//! save, load, login, logout. Containers: run, ps, logs, stop, rm, exec,
+//! kill, wait, top, stats, cp, port, rename, container prune. The machine:
+//! system df/prune/info, info, version. Each
 //! command opens the stores under `--root` itself and leaves running
 //! containers to their berth-shim.
 
@@ -10,7 +12,9 @@ mod format;
 mod import;
 mod lifecycle;
 mod logs;
+mod observe;
 mod progress;
+mod system;
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use berth_image::store::Store;
 use berth_image::unpack::UnpackOptions;
 use berth_image::{Platform, Reference};
 use clap::{Args, Parser, Subcommand};
+use observe::ContainerCmd;
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -122,6 +127,26 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(containers::VolumeCmd),
+    /// Display the running processes of a container.
+    Top(observe::TopArgs),
+    /// Display containers' resource usage.
+    Stats(observe::StatsArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(observe::CpArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(observe::PortArgs),
+    /// Rename a container.
+    Rename(observe::RenameArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(observe::ContainerCmd),
+    /// Manage berth.
+    #[command(subcommand)]
+    System(system::SystemCmd),
+    /// Display system-wide information.
+    Info(system::InfoArgs),
+    /// Show the berth version information.
+    Version(system::VersionArgs),
 }
 
 #[derive(Subcommand)]
@@ -312,7 +337,17 @@ fn main() {
         .init();
     // docker's codes: `run` fails with 125 when the engine does (the
     // container's own code otherwise); the other commands with 1.
-    let failed = if matches!(cli.cmd, Cmd::Run(_) | Cmd::Create(_) | Cmd::Start(_)) { 125 } else { 1 };
+    let failed = if matches!(
+        cli.cmd,
+        Cmd::Run(_)
+            | Cmd::Create(_)
+            | Cmd::Start(_)
+            | Cmd::Container(ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_))
+    ) {
+        125
+    } else {
+        1
+    };
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -386,6 +421,30 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Wait { containers } => containers::wait(&engine(), &containers)?,
         Cmd::Network(c) => containers::network(&engine(), c)?,
         Cmd::Volume(c) => containers::volume(&engine(), c)?,
+        Cmd::Top(a) | Cmd::Container(ContainerCmd::Top(a)) => observe::top(&engine(), a)?,
+        Cmd::Stats(a) | Cmd::Container(ContainerCmd::Stats(a)) => observe::stats(&engine(), a)?,
+        Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => observe::cp(&engine(), a)?,
+        Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => observe::port(&engine(), a)?,
+        Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => observe::rename(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Prune(a)) => system::container_prune(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Ls(a)) => containers::ps(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Run(a)) => return containers::run(&engine(), &config, *a),
+        Cmd::Container(ContainerCmd::Create(a)) => lifecycle::create(&engine(), &config, *a)?,
+        Cmd::Container(ContainerCmd::Start(a)) => return lifecycle::start(&engine(), a),
+        Cmd::Container(ContainerCmd::Stop(a)) => containers::stop(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Restart(a)) => lifecycle::restart(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Kill(a)) => containers::kill(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Rm(a)) => containers::rm(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Exec(a)) => return containers::exec(&engine(), a),
+        Cmd::Container(ContainerCmd::Logs(a)) => logs::logs(&engine(), a)?,
+        Cmd::Container(ContainerCmd::Attach(a)) => return lifecycle::attach(&engine(), a),
+        Cmd::Container(ContainerCmd::Pause { containers }) => lifecycle::pause(&engine(), &containers, true)?,
+        Cmd::Container(ContainerCmd::Unpause { containers }) => lifecycle::pause(&engine(), &containers, false)?,
+        Cmd::Container(ContainerCmd::Wait { containers }) => containers::wait(&engine(), &containers)?,
+        Cmd::Container(ContainerCmd::Inspect(a)) => containers::inspect(&engine(), &open()?, a)?,
+        Cmd::System(c) => system::system(&engine(), c)?,
+        Cmd::Info(a) => system::info(&engine(), a)?,
+        Cmd::Version(a) => system::version(&engine(), a)?,
     }
     Ok(0)
 }

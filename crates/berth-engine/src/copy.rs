@@ -1,0 +1,498 @@
+//! `berth cp`: files between the host and a container, both ways, with
+//! docker's rules for what lands where.
+//!
+//! The container's side is hostile ground: its symlinks may point anywhere
+//! (`/evil -> /`), and a running container may swap a directory for a
+//! symlink while we copy. So a path given for the container is resolved
+//! inside its root with pathrs (RESOLVE_IN_ROOT: an absolute symlink means
+//! the container's `/`), and from there the copy walks both trees by file
+//! descriptor: each entry is opened with `openat(dirfd, name, O_NOFOLLOW)`
+//! relative to a directory already held, never by a path string the kernel
+//! would resolve again. Symlinks are copied as symlinks, never followed.
+//!
+//! The container's root is `/proc/PID/root` while it runs (so its volumes
+//! and tmpfs mounts are seen as it sees them), else its overlay rootfs,
+//! which stays mounted until the container is removed.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags, fstat, fstatat, mkdirat, mknodat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat};
+use pathrs::flags::OpenFlags;
+
+use crate::engine::{Engine, EngineError};
+use crate::store::{ContainerRecord, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// docker's words.
+    #[error("Could not find the file {path} in container {container}")]
+    NotFound { path: String, container: String },
+    #[error("the root filesystem of container {0} is not mounted (was the host rebooted?): remove the container")]
+    NotMounted(String),
+    #[error("resolve {path} in container {container}: {source}")]
+    Resolve { path: String, container: String, source: pathrs::error::Error },
+    #[error("cannot copy a directory to a file: {0}")]
+    DirectoryToFile(String),
+    #[error("cannot overwrite {what} {path}")]
+    Overwrite { what: &'static str, path: String },
+    #[error("destination directory {0} does not exist")]
+    NoDirectory(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> CopyError + 'a {
+    move |e| CopyError::Io { what, path: path.to_owned(), source: e.into() }
+}
+
+fn io_std<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CopyError + 'a {
+    move |source| CopyError::Io { what, path: path.to_owned(), source }
+}
+
+/// What a copy reads: one entry of a directory, or (for `SRC/.`) all
+/// that a directory holds.
+struct Source {
+    dir: OwnedFd,
+    name: Option<OsString>,
+    is_dir: bool,
+}
+
+/// Where a copy writes: `name` in `dir`, or (a directory source into an
+/// existing directory with `SRC/.`) straight into `dir`.
+struct Target {
+    dir: OwnedFd,
+    name: Option<OsString>,
+}
+
+/// Who owns what a copy makes: fixed, or (`cp -a`) as the source has it.
+#[derive(Clone, Copy)]
+enum Owner {
+    Fixed(u32, u32),
+    Keep,
+}
+
+impl Engine {
+    /// `cp CONTAINER:SRC DST`.
+    pub fn copy_from_container(&self, key: &str, src: &str, dst: &Path, archive: bool) -> Result<(), CopyError> {
+        let rec = self.refresh(&self.containers()?.get(key)?);
+        let root = self.copy_root(&rec)?;
+        let source = container_source(&root, &rec, src)?;
+        let target = host_target(dst, &source)?;
+        let owner = if archive {
+            Owner::Keep
+        } else {
+            Owner::Fixed(nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        };
+        copy(&source, &target, owner, Path::new(src))
+    }
+
+    /// `cp SRC CONTAINER:DST`. What is made belongs to root in the
+    /// container, or with `archive` to the source's owner (docker's `-a`).
+    pub fn copy_into_container(&self, key: &str, src: &Path, dst: &str, archive: bool) -> Result<(), CopyError> {
+        let rec = self.refresh(&self.containers()?.get(key)?);
+        let root = self.copy_root(&rec)?;
+        let source = host_source(src)?;
+        let target = container_target(&root, &rec, dst, &source)?;
+        copy(&source, &target, if archive { Owner::Keep } else { Owner::Fixed(0, 0) }, src)
+    }
+
+    /// The container's `/`: as its init process sees it while it runs
+    /// (with its volumes and tmpfs mounts), else its overlay rootfs, which
+    /// must be mounted (an empty directory there is not the container's).
+    fn copy_root(&self, rec: &ContainerRecord) -> Result<pathrs::Root, CopyError> {
+        let rootfs = self.run_dir(&rec.id).join("rootfs");
+        if !is_mountpoint(&rootfs) {
+            return Err(CopyError::NotMounted(rec.id.clone()));
+        }
+        let open = |p: &Path| {
+            openat(nix::fcntl::AT_FDCWD, p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        };
+        if let Some(pid) = rec.pid.filter(|_| rec.status == Status::Running) {
+            // Only if it is the container's root: the pid may have ended
+            // and been reused by a host process since the record was read.
+            let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+            if let (Ok(fd), Ok(overlay)) = (open(&proc_root), std::fs::metadata(&rootfs))
+                && fstat(&fd).is_ok_and(|st| st.st_dev == overlay.dev() && st.st_ino == overlay.ino())
+            {
+                return Ok(pathrs::Root::from_fd(fd));
+            }
+        }
+        Ok(pathrs::Root::from_fd(open(&rootfs).map_err(io("open the rootfs of", &rootfs))?))
+    }
+}
+
+/// A mount's root has another device than its parent.
+fn is_mountpoint(p: &Path) -> bool {
+    match (std::fs::metadata(p), std::fs::metadata(p.join(".."))) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `SRC/.` (or `/`) means what the directory holds.
+fn wants_contents(p: &str) -> bool {
+    p.ends_with("/.") || p == "." || Path::new(p).file_name().is_none()
+}
+
+fn container_path(p: &str) -> PathBuf {
+    Path::new("/").join(p)
+}
+
+/// A directory handle as a readable directory fd.
+fn reopen_dir(h: &pathrs::Handle, path: &Path) -> Result<OwnedFd, CopyError> {
+    h.reopen(OpenFlags::O_RDONLY | OpenFlags::O_DIRECTORY | OpenFlags::O_CLOEXEC)
+        .map(OwnedFd::from)
+        .map_err(|e| io_std("open directory", path)(std::io::Error::other(e.to_string())))
+}
+
+fn is_enoent(e: &pathrs::error::Error) -> bool {
+    matches!(e.kind(), pathrs::error::ErrorKind::OsError(Some(n)) if n == libc::ENOENT || n == libc::ENOTDIR)
+}
+
+fn kind_of(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
+}
+
+fn container_source(root: &pathrs::Root, rec: &ContainerRecord, src: &str) -> Result<Source, CopyError> {
+    let path = container_path(src);
+    let not_found = || CopyError::NotFound { path: src.to_owned(), container: rec.name.clone() };
+    let resolve = |p: &Path| {
+        root.resolve(p).map_err(|e| {
+            if is_enoent(&e) {
+                not_found()
+            } else {
+                CopyError::Resolve { path: p.display().to_string(), container: rec.name.clone(), source: e }
+            }
+        })
+    };
+    if wants_contents(src) {
+        let dir = reopen_dir(&resolve(&path)?, &path).map_err(|_| not_found())?;
+        return Ok(Source { dir, name: None, is_dir: true });
+    }
+    let (parent, name) = split(&path).ok_or_else(not_found)?;
+    let dir = reopen_dir(&resolve(parent)?, parent)?;
+    let st = fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|_| not_found())?;
+    Ok(Source { dir, name: Some(name.to_owned()), is_dir: kind_of(&st) == SFlag::S_IFDIR })
+}
+
+fn host_source(src: &Path) -> Result<Source, CopyError> {
+    let contents = wants_contents(&src.to_string_lossy());
+    let open = |p: &Path| {
+        openat(nix::fcntl::AT_FDCWD, p, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io("open directory", p))
+    };
+    if contents {
+        return Ok(Source { dir: open(src)?, name: None, is_dir: true });
+    }
+    let meta = std::fs::symlink_metadata(src).map_err(io_std("read", src))?;
+    let (parent, name) = split(src).ok_or_else(|| io_std("read", src)(std::io::ErrorKind::InvalidInput.into()))?;
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    Ok(Source { dir: open(parent)?, name: Some(name.to_owned()), is_dir: meta.is_dir() })
+}
+
+/// `path`'s directory and last component.
+fn split(path: &Path) -> Option<(&Path, &OsStr)> {
+    Some((path.parent().unwrap_or(Path::new("/")), path.file_name()?))
+}
+
+/// docker's rules, on the host: into an existing directory; over an
+/// existing file (not with a directory); else as a new entry named DST.
+fn host_target(dst: &Path, src: &Source) -> Result<Target, CopyError> {
+    let open = |p: &Path| {
+        openat(nix::fcntl::AT_FDCWD, p, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(io("open directory", p))
+    };
+    match std::fs::metadata(dst) {
+        Ok(m) if m.is_dir() => Ok(Target { dir: open(dst)?, name: src.name.clone() }),
+        Ok(_) if src.is_dir => Err(CopyError::DirectoryToFile(dst.display().to_string())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_std("read", dst)(e)),
+        _ => {
+            if dst.as_os_str().as_bytes().ends_with(b"/") {
+                return Err(CopyError::NoDirectory(dst.display().to_string()));
+            }
+            let (parent, name) = split(dst).ok_or_else(|| CopyError::NoDirectory(dst.display().to_string()))?;
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            Ok(Target { dir: open(parent)?, name: Some(name.to_owned()) })
+        }
+    }
+}
+
+/// docker's rules, in the container, every lookup inside its root.
+fn container_target(root: &pathrs::Root, rec: &ContainerRecord, dst: &str, src: &Source) -> Result<Target, CopyError> {
+    let path = container_path(dst);
+    let resolve_err =
+        |p: &Path, e| CopyError::Resolve { path: p.display().to_string(), container: rec.name.clone(), source: e };
+    match root.resolve(&path) {
+        Ok(h) if fstat(&h).is_ok_and(|st| kind_of(&st) == SFlag::S_IFDIR) => {
+            Ok(Target { dir: reopen_dir(&h, &path)?, name: src.name.clone() })
+        }
+        Ok(_) if src.is_dir => Err(CopyError::DirectoryToFile(dst.to_owned())),
+        Err(e) if !is_enoent(&e) => Err(resolve_err(&path, e)),
+        _ => {
+            if dst.ends_with('/') {
+                return Err(CopyError::NoDirectory(dst.to_owned()));
+            }
+            let (parent, name) = split(&path).ok_or_else(|| CopyError::NoDirectory(dst.to_owned()))?;
+            let h = root.resolve(parent).map_err(|e| {
+                if is_enoent(&e) {
+                    CopyError::NoDirectory(parent.display().to_string())
+                } else {
+                    resolve_err(parent, e)
+                }
+            })?;
+            Ok(Target { dir: reopen_dir(&h, parent)?, name: Some(name.to_owned()) })
+        }
+    }
+}
+
+fn copy(src: &Source, dst: &Target, owner: Owner, shown: &Path) -> Result<(), CopyError> {
+    match (&src.name, &dst.name) {
+        (Some(s), Some(d)) => copy_entry(src.dir.as_fd(), s, dst.dir.as_fd(), d, owner, shown),
+        // Everything a directory holds, as a new (or existing) directory.
+        (None, Some(d)) => {
+            let st = fstat(&src.dir).map_err(io("read", shown))?;
+            let made = make_dir(dst.dir.as_fd(), d, shown)?;
+            copy_contents(&src.dir, &made, owner, shown)?;
+            finish(&made, &st, owner, shown)
+        }
+        (None, None) => copy_contents(&src.dir, &dst.dir, owner, shown),
+        // A named source always gives the target a name.
+        (Some(s), None) => copy_entry(src.dir.as_fd(), s, dst.dir.as_fd(), s, owner, shown),
+    }
+}
+
+fn copy_contents(src: &OwnedFd, dst: &OwnedFd, owner: Owner, shown: &Path) -> Result<(), CopyError> {
+    let fd = openat(src, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io("open directory", shown))?;
+    let mut dir = nix::dir::Dir::from_fd(fd).map_err(io("read directory", shown))?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(io("read directory", shown))?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name != "." && name != ".." {
+            names.push(name.to_owned());
+        }
+    }
+    for name in names {
+        copy_entry(src.as_fd(), &name, dst.as_fd(), &name, owner, &shown.join(&name))?;
+    }
+    Ok(())
+}
+
+/// Copies `name` in `src_dir` to `dst_name` in `dst_dir`, recursively,
+/// symlinks as symlinks, every lookup relative to a held directory and
+/// without following a symlink.
+fn copy_entry(
+    src_dir: BorrowedFd,
+    name: &OsStr,
+    dst_dir: BorrowedFd,
+    dst_name: &OsStr,
+    owner: Owner,
+    shown: &Path,
+) -> Result<(), CopyError> {
+    let st = fstatat(src_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io("read", shown))?;
+    let kind = kind_of(&st);
+    if kind == SFlag::S_IFDIR {
+        let src = openat(src_dir, name, nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY), Mode::empty())
+            .map_err(io("open directory", shown))?;
+        let dst = make_dir(dst_dir, dst_name, shown)?;
+        copy_contents(&src, &dst, owner, shown)?;
+        return finish(&dst, &st, owner, shown);
+    }
+    if kind == SFlag::S_IFREG {
+        let src = openat(src_dir, name, nofollow(OFlag::O_RDONLY), Mode::empty()).map_err(io("open", shown))?;
+        // Swapped for something else since the fstatat: not what we copy.
+        if fstat(&src).map(|s| kind_of(&s)) != Ok(SFlag::S_IFREG) {
+            return Err(io("open", shown)(Errno::EINVAL));
+        }
+        let dst = create_file(dst_dir, dst_name, shown)?;
+        let (mut r, mut w) = (File::from(src), File::from(dst));
+        std::io::copy(&mut r, &mut w).map_err(io_std("copy", shown))?;
+        return finish(&w.into(), &st, owner, shown);
+    }
+    let (uid, gid) = ids(&st, owner);
+    if kind == SFlag::S_IFLNK {
+        let target = readlinkat(src_dir, name).map_err(io("read link", shown))?;
+        clear(dst_dir, dst_name, shown)?;
+        symlinkat(target.as_os_str(), dst_dir, dst_name).map_err(io("make link", shown))?;
+    } else if matches!(kind, SFlag::S_IFIFO | SFlag::S_IFCHR | SFlag::S_IFBLK) {
+        clear(dst_dir, dst_name, shown)?;
+        mknodat(dst_dir, dst_name, kind, Mode::from_bits_truncate(st.st_mode & 0o7777), st.st_rdev)
+            .map_err(io("make node", shown))?;
+    } else {
+        // Sockets are not copied (nor are they by tar).
+        return Ok(());
+    }
+    fchownat(dst_dir, dst_name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(io("chown", shown))?;
+    let (a, m) = times(&st);
+    nix::sys::stat::utimensat(dst_dir, dst_name, &a, &m, UtimensatFlags::NoFollowSymlink)
+        .map_err(io("set times of", shown))
+}
+
+/// Opening flags that never follow a symlink nor block on a FIFO.
+fn nofollow(f: OFlag) -> OFlag {
+    f | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK
+}
+
+/// A directory `name` in `dir`, made if missing; an existing non-directory
+/// (a symlink included) is refused.
+fn make_dir(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd, CopyError> {
+    match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(io("make directory", shown)(e)),
+    }
+    openat(dir, name, nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY), Mode::empty()).map_err(|e| match e {
+        Errno::ENOTDIR | Errno::ELOOP => {
+            CopyError::Overwrite { what: "non-directory with directory", path: shown.display().to_string() }
+        }
+        e => io("open directory", shown)(e),
+    })
+}
+
+/// A regular file `name` in `dir` to write: an existing one truncated
+/// (its inode kept: it may be bind-mounted), anything else but a directory
+/// replaced.
+fn create_file(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd, CopyError> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| kind_of(&st)) {
+        Ok(SFlag::S_IFREG) => {
+            let fd = openat(dir, name, nofollow(OFlag::O_WRONLY | OFlag::O_TRUNC), Mode::empty())
+                .map_err(io("open", shown))?;
+            if fstat(&fd).map(|s| kind_of(&s)) != Ok(SFlag::S_IFREG) {
+                return Err(io("open", shown)(Errno::EINVAL));
+            }
+            return Ok(fd);
+        }
+        Ok(SFlag::S_IFDIR) => {
+            return Err(CopyError::Overwrite {
+                what: "directory with non-directory",
+                path: shown.display().to_string(),
+            });
+        }
+        Ok(_) => clear(dir, name, shown)?,
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(io("read", shown)(e)),
+    }
+    openat(dir, name, nofollow(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL), Mode::from_bits_truncate(0o600))
+        .map_err(io("create", shown))
+}
+
+/// Removes a non-directory `name` from `dir`, if there is one.
+fn clear(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<(), CopyError> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if kind_of(&st) == SFlag::S_IFDIR => {
+            Err(CopyError::Overwrite { what: "directory with non-directory", path: shown.display().to_string() })
+        }
+        Ok(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(io("remove", shown)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn ids(st: &FileStat, owner: Owner) -> (u32, u32) {
+    match owner {
+        Owner::Fixed(u, g) => (u, g),
+        Owner::Keep => (st.st_uid, st.st_gid),
+    }
+}
+
+fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
+    (TimeSpec::new(st.st_atime, st.st_atime_nsec), TimeSpec::new(st.st_mtime, st.st_mtime_nsec))
+}
+
+/// Owner, then mode (a chown clears set-id bits), then times.
+fn finish(fd: &OwnedFd, st: &FileStat, owner: Owner, shown: &Path) -> Result<(), CopyError> {
+    let (uid, gid) = ids(st, owner);
+    fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(io("chown", shown))?;
+    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(io("chmod", shown))?;
+    let (a, m) = times(st);
+    nix::sys::stat::futimens(fd, &a, &m).map_err(io("set times of", shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source_in(root: &pathrs::Root, path: &str) -> Source {
+        let rec = ContainerRecord::new(&"a".repeat(64), "c", "i", "sha256:0", "/b".into());
+        container_source(root, &rec, path).unwrap()
+    }
+
+    #[test]
+    fn a_tree_copies_out_with_symlinks_as_symlinks_and_no_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc/sub")).unwrap();
+        std::fs::write(rootfs.join("etc/hostname"), "box\n").unwrap();
+        std::fs::write(rootfs.join("etc/sub/f"), "deep").unwrap();
+        std::os::unix::fs::symlink("/", rootfs.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/", rootfs.join("etc/sub/up")).unwrap();
+        let root = pathrs::Root::open(&rootfs).unwrap();
+
+        // Through /evil -> / the container's own /etc is reached.
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let src = source_in(&root, "/evil/etc/hostname");
+        copy(&src, &host_target(&out.join("h"), &src).unwrap(), Owner::Keep, Path::new("x")).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("h")).unwrap(), "box\n");
+
+        let src = source_in(&root, "/etc");
+        assert!(src.is_dir);
+        copy(&src, &host_target(&out, &src).unwrap(), Owner::Keep, Path::new("x")).unwrap();
+        assert_eq!(std::fs::read_to_string(out.join("etc/sub/f")).unwrap(), "deep");
+        assert_eq!(std::fs::read_link(out.join("etc/sub/up")).unwrap(), Path::new("/"));
+
+        // SRC/. into a new directory: the contents.
+        let src = source_in(&root, "/etc/.");
+        copy(&src, &host_target(&out.join("flat"), &src).unwrap(), Owner::Keep, Path::new("x")).unwrap();
+        assert!(out.join("flat/hostname").is_file());
+        // A directory onto a file, a missing directory: docker's errors.
+        let src = source_in(&root, "/etc");
+        assert!(matches!(host_target(&out.join("h"), &src), Err(CopyError::DirectoryToFile(_))));
+        assert!(matches!(host_target(&out.join("nope/"), &src), Err(CopyError::NoDirectory(_))));
+    }
+
+    #[test]
+    fn writes_into_the_container_stay_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        let host_secret = dir.path().join("secret");
+        std::fs::write(&host_secret, "host").unwrap();
+        std::os::unix::fs::symlink("/", rootfs.join("evil")).unwrap();
+        std::os::unix::fs::symlink(&host_secret, rootfs.join("etc/x")).unwrap();
+        let root = pathrs::Root::open(&rootfs).unwrap();
+        let rec = ContainerRecord::new(&"a".repeat(64), "c", "i", "sha256:0", "/b".into());
+        let file = dir.path().join("payload");
+        std::fs::write(&file, "payload").unwrap();
+
+        let src = host_source(&file).unwrap();
+        // /evil/<host dir>/secret is the container's path of that name.
+        let through = format!("/evil{}", dir.path().display());
+        assert!(matches!(
+            container_target(&root, &rec, &format!("{through}/secret"), &src),
+            Err(CopyError::NoDirectory(_))
+        ));
+        // A symlink to a host path is replaced, the host file untouched.
+        let t = container_target(&root, &rec, "/etc/x", &src).unwrap();
+        copy(&src, &t, Owner::Fixed(0, 0), &file).unwrap();
+        assert_eq!(std::fs::read_to_string(&host_secret).unwrap(), "host");
+        assert_eq!(std::fs::read_to_string(rootfs.join("etc/x")).unwrap(), "payload");
+        assert!(!rootfs.join("etc/x").is_symlink());
+        let t = container_target(&root, &rec, "/evil/etc/", &src).unwrap();
+        copy(&src, &t, Owner::Fixed(0, 0), &file).unwrap();
+        assert_eq!(std::fs::read_to_string(rootfs.join("etc/payload")).unwrap(), "payload");
+    }
+}

@@ -1,0 +1,354 @@
+//! The machine-wide commands: `container prune`, `system df`, `system
+//! prune`, `info` and `version`, with docker's flags and output.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{Context, Result, bail};
+use berth_engine::engine::Engine;
+use berth_engine::prune::{Pruned, Usage};
+use berth_engine::store::Status;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::format::{self, human_size};
+use crate::observe::binary_size;
+
+#[derive(Subcommand)]
+pub enum SystemCmd {
+    /// Show disk usage
+    Df(DfArgs),
+    /// Remove unused data
+    Prune(SystemPruneArgs),
+    /// Display system-wide information
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct DfArgs {
+    /// `table` (default) or `json` (one object per line)
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images, not only dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Prune volumes too
+    #[arg(long)]
+    volumes: bool,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// `json` for the whole record as one object
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct VersionArgs {
+    /// `json` for the whole record as one object
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+/// docker's "Are you sure" (skipped with -f); false when the answer is
+/// not yes.
+fn confirm(warning: &str) -> Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("read the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+fn print_deleted(title: &str, p: &Pruned) {
+    if p.removed.is_empty() {
+        return;
+    }
+    println!("{title}:");
+    for r in &p.removed {
+        println!("{r}");
+    }
+    println!();
+}
+
+/// `berth container prune`.
+pub fn container_prune(engine: &Engine, a: PruneArgs) -> Result<()> {
+    if !a.force && !confirm("WARNING! This will remove all stopped containers.")? {
+        return Ok(());
+    }
+    let pruned = engine.prune_containers()?;
+    print_deleted("Deleted Containers", &pruned);
+    println!("Total reclaimed space: {}", human_size(pruned.bytes));
+    Ok(())
+}
+
+pub fn system(engine: &Engine, c: SystemCmd) -> Result<()> {
+    match c {
+        SystemCmd::Df(a) => df(engine, a),
+        SystemCmd::Prune(a) => prune(engine, a),
+        SystemCmd::Info(a) => info(engine, a),
+    }
+}
+
+/// `berth system df`.
+fn df(engine: &Engine, a: DfArgs) -> Result<()> {
+    let u = engine.disk_usage()?;
+    let rows = [
+        ("Images", &u.images, true),
+        ("Containers", &u.containers, true),
+        ("Local Volumes", &u.volumes, true),
+        ("Build Cache", &u.build_cache, false),
+    ];
+    let reclaimable = |x: &Usage, pct: bool| {
+        if pct && x.size > 0 {
+            format!("{} ({}%)", human_size(x.reclaimable), x.reclaimable * 100 / x.size)
+        } else {
+            human_size(x.reclaimable)
+        }
+    };
+    match a.format.as_deref() {
+        Some("json") | Some("{{json .}}") => {
+            for (kind, x, pct) in rows {
+                let v = json!({
+                    "Active": x.active.to_string(), "Reclaimable": reclaimable(x, pct),
+                    "Size": human_size(x.size), "TotalCount": x.total.to_string(), "Type": kind,
+                });
+                println!("{v}");
+            }
+        }
+        None | Some("table") => {
+            let mut t = vec![["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"].map(String::from).to_vec()];
+            for (kind, x, pct) in rows {
+                t.push(vec![
+                    kind.into(),
+                    x.total.to_string(),
+                    x.active.to_string(),
+                    human_size(x.size),
+                    reclaimable(x, pct),
+                ]);
+            }
+            print!("{}", format::table(&t));
+        }
+        Some(other) => bail!("unsupported --format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+/// `berth system prune`: stopped containers, networks nothing uses,
+/// dangling (with -a: unused) images, and with --volumes unused volumes.
+fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
+    let mut what = vec!["  - all stopped containers", "  - all networks not used by at least one container"];
+    if a.volumes {
+        what.push("  - all anonymous volumes not used by at least one container");
+    }
+    what.push(if a.all {
+        "  - all images without at least one container associated to them"
+    } else {
+        "  - all dangling images"
+    });
+    what.push("  - unused build cache");
+    if !a.force && !confirm(&format!("WARNING! This will remove:\n{}", what.join("\n")))? {
+        return Ok(());
+    }
+    let containers = engine.prune_containers()?;
+    print_deleted("Deleted Containers", &containers);
+    let networks = engine.prune_networks()?;
+    print_deleted("Deleted Networks", &networks);
+    let volumes = if a.volumes { engine.prune_volumes()? } else { Pruned::default() };
+    print_deleted("Deleted Volumes", &volumes);
+    let store = engine.store()?;
+    let images = berth_image::images::prune(&store, a.all)?;
+    if !images.is_empty() {
+        println!("Deleted Images:");
+        for id in &images {
+            println!("deleted: {id}");
+        }
+        println!();
+    }
+    let gc = berth_image::gc::collect(&store)?;
+    println!("Total reclaimed space: {}", human_size(containers.bytes + volumes.bytes + gc.bytes));
+    Ok(())
+}
+
+/// "linux/amd64"'s second half for this build.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// 2 when /sys/fs/cgroup is the unified hierarchy (cgroup2fs), else 1
+/// (v1 and hybrid hosts have a tmpfs of v1 hierarchies there).
+fn cgroup_version() -> &'static str {
+    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => "2",
+        _ => "1",
+    }
+}
+
+fn os_name() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// `berth info` as docker's /info fields.
+fn info_record(engine: &Engine) -> Result<Value> {
+    let containers = engine.current_containers()?;
+    let count = |f: &dyn Fn(Status) -> bool| containers.iter().filter(|c| f(c.status)).count();
+    let running = count(&|s| s == Status::Running);
+    let paused = count(&|s| s == Status::Paused);
+    let images = engine.store()?.meta.read_all()?.images.len();
+    let uts = nix::sys::utsname::uname().context("uname")?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let runtime = engine.runtime.display().to_string();
+    let runtime_name = engine.runtime.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(runtime.clone());
+    Ok(json!({
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": images,
+        "Driver": "overlay2",
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version(),
+        "Runtimes": { runtime_name.clone(): { "path": runtime } },
+        "DefaultRuntime": runtime_name,
+        "KernelVersion": uts.release().to_string_lossy(),
+        "OperatingSystem": os_name(),
+        "OSType": "linux",
+        "Architecture": uts.machine().to_string_lossy(),
+        "NCPU": cpus,
+        "MemTotal": berth_engine::observe::host_memory().unwrap_or(0),
+        "Name": uts.nodename().to_string_lossy(),
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "DockerRootDir": engine.root,
+        "RunRoot": engine.runroot,
+    }))
+}
+
+/// `berth info`.
+pub fn info(engine: &Engine, a: InfoArgs) -> Result<()> {
+    let v = info_record(engine)?;
+    match a.format.as_deref() {
+        Some("json") | Some("{{json .}}") => {
+            println!("{v}");
+            return Ok(());
+        }
+        None => {}
+        Some(other) => bail!("unsupported --format {other:?}: use json"),
+    }
+    let s = |k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let runtime = v["Runtimes"][s("DefaultRuntime")]["path"].as_str().unwrap_or_default().to_owned();
+    let text = format!(
+        "Client:\n Version:    {version}\n Context:    default (daemonless)\n\n\
+         Server:\n Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n Images: {}\n \
+         Server Version: {version}\n Storage Driver: {}\n Logging Driver: {}\n Cgroup Driver: {}\n \
+         Cgroup Version: {}\n Runtimes: {}\n Default Runtime: {}\n Runtime Path: {runtime}\n \
+         Kernel Version: {}\n Operating System: {}\n OSType: {}\n Architecture: {}\n CPUs: {}\n \
+         Total Memory: {}\n Name: {}\n Docker Root Dir: {}\n Run Root: {}\n",
+        s("Containers"),
+        s("ContainersRunning"),
+        s("ContainersPaused"),
+        s("ContainersStopped"),
+        s("Images"),
+        s("Driver"),
+        s("LoggingDriver"),
+        s("CgroupDriver"),
+        s("CgroupVersion"),
+        s("DefaultRuntime"),
+        s("DefaultRuntime"),
+        s("KernelVersion"),
+        s("OperatingSystem"),
+        s("OSType"),
+        s("Architecture"),
+        s("NCPU"),
+        binary_size(v["MemTotal"].as_u64().unwrap_or(0)),
+        s("Name"),
+        s("DockerRootDir"),
+        s("RunRoot"),
+        version = s("ServerVersion"),
+    );
+    print!("{text}");
+    Ok(())
+}
+
+/// The OCI runtime's `--version` output, or why there is none.
+fn runtime_version(engine: &Engine) -> String {
+    match std::process::Command::new(&engine.runtime).arg("--version").output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(o) => format!("unknown ({})", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => format!("unknown ({}: {e})", engine.runtime.display()),
+    }
+}
+
+/// The minimum Rust the crate declares (docker shows its Go version).
+fn rust_version() -> &'static str {
+    match env!("CARGO_PKG_RUST_VERSION") {
+        "" => "n/a",
+        v => v,
+    }
+}
+
+/// `berth version`: this build, and the OCI runtime it drives.
+pub fn version(engine: &Engine, a: VersionArgs) -> Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let os_arch = format!("linux/{}", arch());
+    let runtime = runtime_version(engine);
+    match a.format.as_deref() {
+        Some("json") | Some("{{json .}}") => {
+            let v = json!({
+                "Client": { "Version": version, "ApiVersion": "n/a", "RustVersion": rust_version(),
+                            "Os": "linux", "Arch": arch() },
+                "Server": { "Version": version, "Daemonless": true,
+                            "Components": [{ "Name": "OCI runtime", "Path": engine.runtime, "Version": runtime }] },
+            });
+            println!("{v}");
+            return Ok(());
+        }
+        None => {}
+        Some(other) => bail!("unsupported --format {other:?}: use json"),
+    }
+    println!("Client:");
+    println!(" Version:           {version}");
+    println!(" API version:       n/a (daemonless)");
+    println!(" Rust version:      {}", rust_version());
+    println!(" OS/Arch:           {os_arch}");
+    println!();
+    println!("Server: berth engine (in-process, no daemon)");
+    println!(" Engine:");
+    println!("  Version:          {version}");
+    println!("  OS/Arch:          {os_arch}");
+    println!(" OCI runtime:");
+    println!("  Path:             {}", engine.runtime.display());
+    let mut lines = runtime.lines();
+    println!("  Version:          {}", lines.next().unwrap_or_default());
+    for l in lines {
+        println!("                    {l}");
+    }
+    Ok(())
+}
