@@ -463,8 +463,10 @@ impl Engine {
                 on_tick();
                 return Ok(code);
             }
-            if rec.shim_pid.is_some_and(|p| !alive(p)) && now.status != Status::Exited {
-                // The shim died without recording an exit.
+            // The shim may have written its exit and ended since `now` was
+            // read: only an exit.json still missing after its end means it
+            // died without recording one.
+            if rec.shim_pid.is_some_and(|p| !alive(p)) && self.refresh(&rec).status != Status::Exited {
                 return Ok(-1);
             }
             // Short: `run --rm` of a short command is mostly this wait.

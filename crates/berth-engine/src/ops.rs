@@ -2,20 +2,29 @@
 //! `exec` (with and without a terminal), `kill`, `pause`/`unpause`,
 //! `restart`, and docker's `inspect` view of a record.
 
-use std::process::Stdio;
-
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineError};
 use crate::spec::user;
 use crate::store::{ContainerRecord, Status};
 
-/// A process running on a pty in a container (`exec -t`): the runtime
-/// waits for it in the foreground; the master carries its I/O.
+/// A process running on a pty in a container (`exec -t`), an exec session
+/// of the container's shim; the master carries its I/O.
 pub struct TtyExec {
-    pub runtime: std::process::Child,
+    attach: berth_shim::client::Attach,
     pub master: std::os::fd::OwnedFd,
     _dir: tempfile::TempDir,
+}
+
+impl TtyExec {
+    /// Waits for the process to end; its exit code.
+    pub fn wait(mut self) -> Result<i32, EngineError> {
+        Ok(self.attach.exec_exit()?)
+    }
+}
+
+fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
+    move |source| EngineError::Io { what, path: path.into(), source }
 }
 
 /// `docker exec`'s flags.
@@ -40,34 +49,35 @@ impl Engine {
         }
     }
 
-    /// Runs a process in the container through the OCI runtime, with this
-    /// process's stdio; its exit code (docker's 126/127 when it cannot be
-    /// run, as the runtime reports them).
+    /// Runs a process in the container as an exec session of its shim
+    /// (the shim runs the runtime's `exec`, reaps the process and reports
+    /// its exit), with this process's stdout and stderr, and stdin with
+    /// `stdin`; its exit code. An error the runtime gives (a command that
+    /// is not there) is [`EngineError::Shim`] with the runtime's words.
     pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, EngineError> {
+        use std::os::fd::AsFd;
         let rec = self.running(key)?;
-        // Names are looked up in the container's own /etc/passwd.
-        let mut c = self.exec_cmd(&rec, o)?;
-        if o.detach {
-            c.arg("--detach").stdout(Stdio::null());
-        }
-        if o.detach || !stdin {
+        let args = self.exec_args(&rec, o, &[])?;
+        let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+        let (i, out, err) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+        let stdio = if o.detach {
+            [null.as_fd(), null.as_fd(), null.as_fd()]
+        } else {
             // docker's exec reads no input without -i.
-            c.stdin(Stdio::null());
+            [if stdin { i.as_fd() } else { null.as_fd() }, out.as_fd(), err.as_fd()]
+        };
+        let mut a = self.attach(&rec)?;
+        a.exec(&args, stdio)?;
+        if o.detach {
+            return Ok(0);
         }
-        c.arg(&rec.id).args(&o.args);
-        let status = c.status().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        Ok(status.code().unwrap_or(128 + 9))
+        Ok(a.exec_exit()?)
     }
 
-    /// `exec -t`: the process runs on a new pty whose master the runtime
-    /// sends to a console socket (runc's protocol). The runtime stays in
-    /// the foreground until the process ends; its exit status is the
-    /// process's.
+    /// `exec -t`: an exec session on a new pty, whose master the runtime
+    /// sends to a console socket of ours (runc's protocol).
     pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, EngineError> {
+        use std::os::fd::AsFd;
         use std::os::unix::net::UnixListener;
         let rec = self.running(key)?;
         let dir = tempfile::Builder::new().prefix("exec-").tempdir_in(self.runroot.join("s")).map_err(|source| {
@@ -81,46 +91,40 @@ impl Engine {
             path: sock.clone(),
             source,
         })?;
-        let mut c = self.exec_cmd(&rec, o)?;
-        c.arg("--tty").arg("--console-socket").arg(&sock);
-        if o.detach {
-            c.arg("--detach");
-        }
-        c.arg(&rec.id).args(&o.args).stdin(Stdio::null()).stdout(Stdio::null());
-        let mut child = c.spawn().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        let master = match berth_shim::supervisor::receive_console(&listener, &mut child) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(EngineError::Runtime(e));
-            }
-        };
-        Ok(TtyExec { runtime: child, master, _dir: dir })
+        let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
+        let args = self.exec_args(&rec, o, &tty)?;
+        let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+        let mut attach = self.attach(&rec)?;
+        // The runtime has sent the master (it waits in our backlog) by the
+        // time the shim reports the start.
+        attach.exec(&args, [null.as_fd(), null.as_fd(), null.as_fd()])?;
+        let master = berth_shim::supervisor::receive_console_within(&listener, std::time::Duration::from_secs(10))
+            .map_err(EngineError::Runtime)?;
+        Ok(TtyExec { attach, master, _dir: dir })
     }
 
-    /// The runtime's `exec` with the options that do not depend on stdio.
-    fn exec_cmd(&self, rec: &ContainerRecord, o: &ExecOptions) -> Result<std::process::Command, EngineError> {
-        let mut c = self.runtime_cmd();
-        c.arg("exec");
+    /// The runtime's `exec` arguments after `exec`: options, `extra`, the
+    /// container's ID and the command.
+    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, EngineError> {
+        let mut a = Vec::new();
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
+            // Names are looked up in the container's own /etc/passwd.
             let id = user::resolve(&self.run_dir(&rec.id).join("rootfs"), u)?;
-            c.arg("--user").arg(format!("{}:{}", id.uid, id.gid));
+            a.extend(["--user".to_owned(), format!("{}:{}", id.uid, id.gid)]);
             for g in id.additional_gids {
-                c.arg("--additional-gids").arg(g.to_string());
+                a.extend(["--additional-gids".to_owned(), g.to_string()]);
             }
         }
         for e in &o.env {
-            c.arg("--env").arg(e);
+            a.extend(["--env".to_owned(), e.clone()]);
         }
         if let Some(w) = &o.workdir {
-            c.arg("--cwd").arg(w);
+            a.extend(["--cwd".to_owned(), w.clone()]);
         }
-        Ok(c)
+        a.extend(extra.iter().cloned());
+        a.push(rec.id.clone());
+        a.extend(o.args.iter().cloned());
+        Ok(a)
     }
 
     /// Sends `signal` (a name or number, as `kill -s` takes it).

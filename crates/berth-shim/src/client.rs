@@ -109,6 +109,65 @@ impl Attach {
         protocol::write_frame(&mut self.stream, protocol::RESIZE, &p)
     }
 
+    /// Asks the shim for an exec session: `args` are the runtime's `exec`
+    /// arguments after `exec` (options, container ID, argv); `stdio` the
+    /// process's stdin, stdout and stderr (sent with SCM_RIGHTS). Returns
+    /// the process's pid once it runs, or the runtime's message.
+    pub fn exec(&mut self, args: &[String], stdio: [std::os::fd::BorrowedFd<'_>; 3]) -> Result<i32, ShimError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        if args.iter().any(|a| a.contains('\0')) {
+            return Err(ShimError::Usage("exec arguments cannot hold NUL bytes".into()));
+        }
+        let frame = protocol::encode(protocol::EXEC, args.join("\0").as_bytes());
+        let fds = stdio.map(|f| f.as_raw_fd());
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(&frame)];
+        let sent = sendmsg::<()>(self.stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+            .map_err(|e| ShimError::sys("send the exec request", e))?;
+        if sent < frame.len() {
+            use std::io::Write;
+            self.stream
+                .write_all(&frame[sent..])
+                .map_err(|e| ShimError::io("send the exec request to", Path::new("the shim"), e))?;
+        }
+        // A shim that predates exec sessions would never answer.
+        let _ = self.stream.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+        let answer = self.exec_answer();
+        let _ = self.stream.set_read_timeout(None);
+        answer
+    }
+
+    fn exec_answer(&mut self) -> Result<i32, ShimError> {
+        loop {
+            match self.next_frame() {
+                Ok(Some((protocol::EXEC_STARTED, p))) if p.len() == 4 => {
+                    return Ok(i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                }
+                Ok(Some((protocol::EXEC_FAILED, msg))) => {
+                    return Err(ShimError::Runtime(String::from_utf8_lossy(&msg).into_owned()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ShimError::NoReport(": the shim closed the connection".into())),
+                Err(e) => return Err(ShimError::io("read from", Path::new("the shim"), e)),
+            }
+        }
+    }
+
+    /// After [`Attach::exec`]: waits for the session's process to exit;
+    /// its code (128+N for a signal).
+    pub fn exec_exit(&mut self) -> Result<i32, ShimError> {
+        loop {
+            match self.next_frame() {
+                Ok(Some((protocol::EXEC_EXIT, p))) if p.len() == 4 => {
+                    return Ok(i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ShimError::NoReport(": the shim ended before the exec session".into())),
+                Err(e) => return Err(ShimError::io("read from", Path::new("the shim"), e)),
+            }
+        }
+    }
+
     /// The next frame from the shim: output, or the exit; `None` when the
     /// shim has closed the connection.
     pub fn next_frame(&mut self) -> std::io::Result<Option<(u8, Vec<u8>)>> {

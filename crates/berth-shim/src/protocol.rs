@@ -9,6 +9,15 @@
 //! | 3    | client -> shim | terminal size: rows u16 BE, cols u16 BE  |
 //! | 4    | client -> shim | close the container's stdin              |
 //! | 5    | shim -> client | the container exited: code i32 BE        |
+//! | 6    | client -> shim | run an exec session: the runtime's `exec` arguments (options, ID, argv), NUL-separated; SCM_RIGHTS carries the process's stdin, stdout, stderr |
+//! | 7    | shim -> client | the exec session started: pid i32 BE     |
+//! | 8    | shim -> client | the exec session could not start: the runtime's message |
+//! | 9    | shim -> client | the exec session's process exited: code i32 BE |
+//!
+//! An exec session's process is the shim's (the runtime runs it with
+//! `--detach` and it is reparented to the shim, the subreaper), so the shim
+//! reaps it and reports its exit, and stays until its sessions have ended.
+//! A client that asked for a session gets no container output.
 //!
 //! A client may connect at any time; it sees output from then on (the
 //! log file has what came before). Closing the connection detaches.
@@ -21,6 +30,10 @@ pub const STDERR: u8 = 2;
 pub const RESIZE: u8 = 3;
 pub const CLOSE_STDIN: u8 = 4;
 pub const EXIT: u8 = 5;
+pub const EXEC: u8 = 6;
+pub const EXEC_STARTED: u8 = 7;
+pub const EXEC_FAILED: u8 = 8;
+pub const EXEC_EXIT: u8 = 9;
 
 /// Largest payload accepted: a client cannot make the shim allocate more.
 pub const MAX_PAYLOAD: u32 = 1 << 20;

@@ -7,7 +7,7 @@
 //! process is reparented to it when the runtime exits, so the shim reaps
 //! it and has its real exit status, as conmon and containerd's shim do.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -48,7 +48,23 @@ struct Io {
 struct Client {
     stream: UnixStream,
     decoder: protocol::Decoder,
+    /// Names the client in exec sessions (indexes shift as clients go).
+    id: u64,
+    /// Fds received with the bytes not yet decoded (SCM_RIGHTS).
+    fds: Vec<OwnedFd>,
+    /// Asked for an exec session: gets its frames, not container output.
+    exec: bool,
 }
+
+/// A process started by an exec session, and the client to tell.
+struct Session {
+    pid: i32,
+    client: u64,
+}
+
+/// How long exec sessions may outlive the container's init before they
+/// are killed (with a pid namespace, the kernel has killed them already).
+const SESSION_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the container to its end. Returns the last exit code.
 pub fn run(cfg: &Config) -> Result<i32, ShimError> {
@@ -94,7 +110,7 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
             let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{}}}", std::process::id());
         }
         let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
-        let code = supervise(pid, &mut io, &sigfd, &listener, &mut clients, log.as_mut())?;
+        let code = supervise(cfg, pid, &mut io, &sigfd, &listener, &mut clients, log.as_mut())?;
         if let Some(l) = log.as_mut() {
             let _ = l.flush();
         }
@@ -141,6 +157,9 @@ fn bind_attach(dir: &Path) -> Result<UnixListener, ShimError> {
     let path = dir.join("attach.sock");
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).map_err(|e| ShimError::io("bind", &path, e))?;
+    // Only the shim's owner may connect: a client can run exec sessions.
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| ShimError::io("chmod", &path, e))?;
     l.set_nonblocking(true).map_err(|e| ShimError::io("set non-blocking", &path, e))?;
     Ok(l)
 }
@@ -255,6 +274,29 @@ pub fn receive_console(listener: &UnixListener, child: &mut std::process::Child)
         }
         std::thread::sleep(Duration::from_millis(2));
     };
+    recv_fd(&conn)
+}
+
+/// Accepts one connection on a console socket and takes the pty master
+/// it carries, within `timeout` (for a client whose runtime is run by
+/// someone else, e.g. an exec session's by the shim).
+pub fn receive_console_within(listener: &UnixListener, timeout: Duration) -> Result<OwnedFd, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((c, _)) => return recv_fd(&c),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("accept on the console socket: {e}")),
+        }
+        if Instant::now() > deadline {
+            return Err("the runtime sent no terminal".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The fd a console-socket message carries (SCM_RIGHTS).
+fn recv_fd(conn: &UnixStream) -> Result<OwnedFd, String> {
     conn.set_nonblocking(false).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
@@ -287,6 +329,7 @@ fn set_nonblocking(fd: RawFd) {
 
 /// The poll loop for one run of the container; returns its exit code.
 fn supervise(
+    cfg: &Config,
     pid: i32,
     io: &mut Io,
     sigfd: &SignalFd,
@@ -296,11 +339,20 @@ fn supervise(
 ) -> Result<i32, ShimError> {
     let mut exit: Option<(i32, Instant)> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut next_client = clients.iter().map(|c| c.id + 1).max().unwrap_or(0);
     loop {
         if let Some((code, at)) = exit
             && ((io.out.is_none() && io.err.is_none()) || at.elapsed() > DRAIN)
         {
-            return Ok(code);
+            if sessions.is_empty() {
+                return Ok(code);
+            }
+            if at.elapsed() > SESSION_GRACE {
+                for s in &sessions {
+                    let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+                }
+            }
         }
         // Fixed slots first, then one per client.
         let out_fd = io.out.as_ref().map(|f| f.as_fd());
@@ -339,8 +391,16 @@ fn supervise(
                     while let Ok(Some(info)) = sigfd.read_signal() {
                         let signo = info.ssi_signo as i32;
                         if signo == libc::SIGCHLD {
-                            if let Some(code) = reap(pid) {
-                                exit.get_or_insert((code, Instant::now()));
+                            for (p, code) in reap() {
+                                if p == pid {
+                                    exit.get_or_insert((code, Instant::now()));
+                                } else if let Some(i) = sessions.iter().position(|s| s.pid == p) {
+                                    let s = sessions.remove(i);
+                                    let frame = protocol::encode(protocol::EXEC_EXIT, &code.to_be_bytes());
+                                    if let Some(c) = clients.iter_mut().find(|c| c.id == s.client) {
+                                        let _ = c.stream.write_all(&frame);
+                                    }
+                                }
                             }
                         } else if exit.is_none()
                             && let Ok(sig) = Signal::try_from(signo)
@@ -352,7 +412,15 @@ fn supervise(
                 Slot::Listener => {
                     while let Ok((stream, _)) = listener.accept() {
                         let _ = stream.set_nonblocking(true);
-                        clients.push(Client { stream, decoder: protocol::Decoder::default() });
+                        let id = next_client;
+                        next_client += 1;
+                        clients.push(Client {
+                            stream,
+                            decoder: protocol::Decoder::default(),
+                            id,
+                            fds: Vec::new(),
+                            exec: false,
+                        });
                     }
                 }
                 Slot::Out | Slot::Err => {
@@ -374,10 +442,15 @@ fn supervise(
                         let _ = l.write(stream, &buf[..n]);
                     }
                     let frame = protocol::encode(kind, &buf[..n]);
-                    clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
+                    clients.retain_mut(|c| c.exec || c.stream.write_all(&frame).is_ok());
                 }
                 Slot::Client(i) => {
-                    if !client_input(&mut clients[i], io) {
+                    let running = exit.is_none();
+                    if !client_input(&mut clients[i], io, &mut |c: &mut Client, args: Vec<u8>| {
+                        if let Some(s) = start_session(cfg, c, &args, running) {
+                            sessions.push(s);
+                        }
+                    }) {
                         gone.push(i);
                     }
                 }
@@ -400,30 +473,81 @@ enum Slot {
     Client(usize),
 }
 
-/// Reaps every exited child; the container's exit code if it was one.
-fn reap(container: i32) -> Option<i32> {
-    let mut code = None;
+/// Reaps every exited child: (pid, exit code as a shell reports it).
+fn reap() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(p, c)) if p.as_raw() == container => code = Some(c),
-            Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == container => code = Some(128 + s as i32),
-            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(WaitStatus::Exited(p, c)) => out.push((p.as_raw(), c)),
+            Ok(WaitStatus::Signaled(p, s, _)) => out.push((p.as_raw(), 128 + s as i32)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return out,
             Ok(_) => {}
         }
     }
 }
 
-/// Handles what a client sent; false when it has gone.
-fn client_input(c: &mut Client, io: &mut Io) -> bool {
+/// Runs an exec session's process through the runtime (`exec --detach`,
+/// so it becomes the shim's child) with the client's fds as its stdio;
+/// tells the client its pid or the runtime's error.
+fn start_session(cfg: &Config, c: &mut Client, args: &[u8], running: bool) -> Option<Session> {
+    c.exec = true;
+    let fds: Vec<OwnedFd> = std::mem::take(&mut c.fds);
+    let result = if !running {
+        Err("the container is not running".to_owned())
+    } else if fds.len() != 3 {
+        Err(format!("an exec session needs 3 fds (stdin, stdout, stderr), got {}", fds.len()))
+    } else {
+        run_exec(cfg, c.id, args, fds)
+    };
+    let frame = match &result {
+        Ok(pid) => protocol::encode(protocol::EXEC_STARTED, &pid.to_be_bytes()),
+        Err(msg) => protocol::encode(protocol::EXEC_FAILED, msg.as_bytes()),
+    };
+    let _ = c.stream.write_all(&frame);
+    result.ok().map(|pid| Session { pid, client: c.id })
+}
+
+fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32, String> {
+    let pid_file = cfg.state_dir.join(format!("exec-{n}.pid"));
+    let log = cfg.state_dir.join(format!("exec-{n}.log"));
+    let args: Vec<&std::ffi::OsStr> = args.split(|b| *b == 0).map(std::os::unix::ffi::OsStrExt::from_bytes).collect();
+    let mut fds = fds.into_iter();
+    let (stdin, stdout, stderr) = (fds.next(), fds.next(), fds.next());
+    let mut cmd = runtime(cfg);
+    cmd.arg("--log").arg(&log).args(["--log-format", "json", "exec", "--detach", "--pid-file"]);
+    cmd.arg(&pid_file).args(args);
+    if let (Some(i), Some(o), Some(e)) = (stdin, stdout, stderr) {
+        cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o)).stderr(Stdio::from(e));
+    }
+    // Waited for here, by pid: the reaper's waitpid(-1) only runs between
+    // polls, so it cannot take this status.
+    let status = cmd.status().map_err(|e| format!("run {}: {e}", cfg.runtime.display()));
+    let result = match status {
+        Ok(s) if s.success() => std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .ok_or_else(|| format!("the runtime wrote no pid to {}", pid_file.display())),
+        Ok(s) => Err(runtime_error(&log).unwrap_or_else(|| format!("{} exec failed ({s})", cfg.runtime.display()))),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(&log);
+    result
+}
+
+/// Handles what a client sent; false when it has gone. `exec` starts an
+/// exec session for the client.
+fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, Vec<u8>)) -> bool {
     let mut buf = [0u8; 16 * 1024];
-    match c.stream.read(&mut buf) {
+    match receive(c, &mut buf) {
         Ok(0) => return false,
         Ok(n) => c.decoder.push(&buf[..n]),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+        Err(Errno::EAGAIN) => return true,
         Err(_) => return false,
     }
     loop {
         match c.decoder.next_frame() {
+            Ok(Some((protocol::EXEC, args))) => exec(c, args),
             Ok(Some((protocol::STDIN, data))) => {
                 if let Some(fd) = &io.stdin {
                     let _ = write_all(fd.as_raw_fd(), &data);
@@ -454,6 +578,23 @@ fn client_input(c: &mut Client, io: &mut Io) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Reads from a client, keeping any fds it sent (SCM_RIGHTS) for the
+/// frame they came with.
+fn receive(c: &mut Client, buf: &mut [u8]) -> nix::Result<usize> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let msg = recvmsg::<()>(c.stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let n = msg.bytes;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these fds for us.
+            c.fds.extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok(n)
 }
 
 fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {

@@ -277,3 +277,43 @@ fn the_exit_command_runs_after_the_last_exit_only() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n", "once, after the restart, not per exit");
 }
+
+#[test]
+fn exec_sessions_run_as_the_shims_children_and_report_their_exit() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut b = Boxed::new(berth(), &["/bin/sleep", "30"]);
+    let s = b.start().unwrap();
+    let id = b.cfg.id.clone();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // Output through a pipe the test holds: the process writes to it.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    let args: Vec<String> = [&id, "sh", "-c", "echo in-exec $(cat /proc/self/stat | cut -d' ' -f4); sleep 0.3; exit 4"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let pid = a.exec(&args, [null.as_fd(), w.as_fd(), w.as_fd()]).unwrap();
+    drop(w);
+    assert!(pid > 1);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(ppid, s.shim_pid, "the session's process is the shim's child");
+    assert_eq!(a.exec_exit().unwrap(), 4);
+    let mut out = String::new();
+    std::fs::File::from(r).read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("in-exec "), "{out}");
+    // The runtime's own error comes back for a command that is not there.
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    let bad: Vec<String> = vec![id.clone(), "no-such-program".into()];
+    let err = a.exec(&bad, [null.as_fd(), null.as_fd(), null.as_fd()]).unwrap_err().to_string();
+    assert!(err.contains("executable file not found"), "{err}");
+    // The shim stays while a session runs after the init ended, and
+    // reports it; here the pid namespace ends it with the init.
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    let long: Vec<String> = vec![id.clone(), "sleep".into(), "60".into()];
+    a.exec(&long, [null.as_fd(), null.as_fd(), null.as_fd()]).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(a.exec_exit().unwrap(), 128 + 9, "killed with the pid namespace");
+    assert_eq!(b.wait_exit().code, 137);
+}

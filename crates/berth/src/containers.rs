@@ -274,15 +274,20 @@ pub(crate) fn follow(
 /// run; 125 (an error) for anything else. The runtime's message is
 /// printed either way, as docker prints it.
 pub(crate) fn start_failed(e: EngineError) -> Result<i32> {
+    cannot_run(e, "start the container")
+}
+
+/// [`start_failed`] for `what` (start, exec).
+pub(crate) fn cannot_run(e: EngineError, what: &'static str) -> Result<i32> {
     let msg = e.to_string();
     let code = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
         127
     } else if msg.contains("permission denied") || msg.contains("exec format error") {
         126
     } else {
-        return Err(e).context("start the container");
+        return Err(e).context(what);
     };
-    eprintln!("Error: start the container: {msg}");
+    eprintln!("Error: {what}: {msg}");
     Ok(code)
 }
 
@@ -550,7 +555,11 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
     if a.tty {
         return crate::lifecycle::exec_tty(engine, &a.container, &o, a.interactive);
     }
-    Ok(engine.exec(&a.container, &o, a.interactive)?)
+    match engine.exec(&a.container, &o, a.interactive) {
+        Ok(code) => Ok(code),
+        Err(e @ EngineError::Shim(_)) => crate::lifecycle::exec_failed(e),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn kill(engine: &Engine, a: KillArgs) -> Result<()> {

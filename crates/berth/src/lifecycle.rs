@@ -112,12 +112,17 @@ pub fn pause(engine: &Engine, containers: &[String], on: bool) -> Result<()> {
 /// runs, its size passed on (and on SIGWINCH); the process's exit code.
 pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32> {
     let terminal = crate::attach::Terminal::enter()?;
-    let mut session = engine.exec_tty(key, o)?;
+    let session = match engine.exec_tty(key, o) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(terminal);
+            return exec_failed(e);
+        }
+    };
     if o.detach {
-        let status = session.runtime.wait().context("wait for the OCI runtime")?;
-        return Ok(status.code().unwrap_or(1));
+        return Ok(0);
     }
-    let master = session.master;
+    let master = session.master.try_clone().context("dup the pty master")?;
     if let Some((rows, cols)) = crate::attach::window_size() {
         set_size(&master, rows, cols);
     }
@@ -151,12 +156,18 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
             }
         }
     });
-    let status = session.runtime.wait().context("wait for the OCI runtime")?;
+    let code = session.wait()?;
     // The output ends with the process unless something it started still
     // holds the pty: then stop copying shortly after, as docker does.
     let _ = done.recv_timeout(Duration::from_secs(1));
     drop(terminal);
-    Ok(status.code().unwrap_or(1))
+    Ok(code)
+}
+
+/// docker's codes for an exec that could not start: 126/127 with the
+/// runtime's message, else an error.
+pub fn exec_failed(e: berth_engine::engine::EngineError) -> Result<i32> {
+    crate::containers::cannot_run(e, "exec in the container")
 }
 
 fn set_size(master: &OwnedFd, rows: u16, cols: u16) {

@@ -209,6 +209,24 @@ fn exec_runs_in_the_container_with_its_flags_and_exit_code() {
         assert!(Instant::now() < deadline, "exec -d never ran");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Exec sessions belong to the container's shim: it is their parent.
+    b.ok(&["exec", "-d", "box", "sleep", "77"]);
+    let parent_of_sleep = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).find_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            if cmd != b"sleep\x0077\x00" {
+                return None;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.to_owned();
+            std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).ok()
+        })
+    };
+    let parent = parent_of_sleep().expect("the exec'd sleep runs");
+    assert!(parent.contains("berth-shim"), "parent: {parent:?}");
+    let out = b.cmd(&["exec", "box", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("executable file not found"));
     let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "box"])).unwrap();
     assert_eq!(v[0]["Id"], id);
     assert_eq!(v[0]["Name"], "/box");
