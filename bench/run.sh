@@ -124,8 +124,15 @@ pm() {
 ct() { ctr -a "$W/containerd/ctrd.sock" -n bench "$@"; }
 dk() { DOCKER_CONFIG=$W/docker/cli docker -H "unix://$W/docker/sock" "$@"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-# ms CMD...: wall-clock milliseconds of CMD (its output in $W/cmd.log).
-ms() { local s=$EPOCHREALTIME; "$@" >"$W/cmd.log" 2>&1 || return 1; echo "$(((${EPOCHREALTIME/./} - ${s/./}) / 10))" | awk '{ printf "%.2f\n", $1 / 100 }'; }
+# ms CMD...: wall-clock milliseconds of CMD (its output in $W/cmd.log, and
+# its exit status there too when it fails).
+ms() {
+	local s=$EPOCHREALTIME e rc=0
+	"$@" >"$W/cmd.log" 2>&1 || rc=$?
+	e=$EPOCHREALTIME
+	((rc == 0)) || { echo "(exit status $rc)" >>"$W/cmd.log"; return 1; }
+	echo "$(((${e/./} - ${s/./}) / 10))" | awk '{ printf "%.2f\n", $1 / 100 }'
+}
 is_mountpoint() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
 
 say "building berth (release)"
