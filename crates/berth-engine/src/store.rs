@@ -117,12 +117,17 @@ impl ContainerStore {
             .create(path)
             .map_err(|e| StoreError::Db { path: path.into(), source: e.into() })?;
         let store = ContainerStore { db, path: path.into() };
-        // Tables exist from the start, so readers never see them missing.
-        store.write(|tx| {
-            tx.open_table(CONTAINERS)?;
-            tx.open_table(NAMES)?;
-            Ok(())
-        })?;
+        // Tables exist from the start, so readers never see them missing;
+        // made (a commit, with its fsyncs) only when they are not there.
+        let present =
+            store.db.begin_read().is_ok_and(|r| r.open_table(CONTAINERS).is_ok() && r.open_table(NAMES).is_ok());
+        if !present {
+            store.write(|tx| {
+                tx.open_table(CONTAINERS)?;
+                tx.open_table(NAMES)?;
+                Ok(())
+            })?;
+        }
         Ok(store)
     }
 

@@ -164,9 +164,12 @@ impl Tx<'_> {
 impl Meta {
     pub fn open(path: &Path) -> Result<Meta> {
         let m = Meta { path: path.to_path_buf() };
-        // Create the file and every table once, so readers never meet a
-        // missing table.
-        m.write(|_| Ok(()))?;
+        // Create the file and every table once. Only when there is no file
+        // yet: a commit costs fsyncs on every command otherwise, and the
+        // readers take a missing table as an empty one.
+        if !path.exists() {
+            m.write(|_| Ok(()))?;
+        }
         Ok(m)
     }
 
