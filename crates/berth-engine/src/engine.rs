@@ -139,6 +139,7 @@ impl Engine {
         flags: &RunFlags,
         opts: &CreateOptions,
     ) -> Result<ContainerRecord, EngineError> {
+        prime_cgroup_moves();
         let image = self.image(image_key)?;
         let id = new_id();
         let store = self.containers()?;
@@ -403,6 +404,7 @@ impl Engine {
     pub fn start(&self, id: &str) -> Result<ContainerRecord, EngineError> {
         let store = self.containers()?;
         let rec = store.get(id)?;
+        prime_cgroup_moves();
         let cfg = self.shim_config(&rec);
         let _ = std::fs::remove_file(cfg.state_dir.join("stopped"));
         let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
@@ -655,5 +657,51 @@ pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|st| st != "Z"),
         Err(_) => false,
+    }
+}
+
+/// Starts, in the background, the RCU grace period that the container's
+/// first cgroup move will need on cgroup v1 (and hybrid), so that it runs
+/// while the rootfs, network and shim are set up instead of after.
+///
+/// Why: moving a task between cgroups takes the kernel's global
+/// cgroup_threadgroup_rwsem for writing, and a writer after a quiet spell
+/// first waits for an RCU grace period (rcu_sync; ~20 ms here) — the
+/// largest single cost of `runtime create` on this host. A writer within
+/// a grace period of the last one does not wait. So a throwaway process
+/// moves itself into berth's own parent cgroup (`/berth` in the pids
+/// hierarchy, ours to use) and exits; the runtime's move of the container
+/// ~20 ms later finds the lock warm. Nothing is moved but that process.
+/// Pure cgroup v2 hosts are left alone (no pids v1 mount).
+pub fn prime_cgroup_moves() {
+    use std::os::fd::AsRawFd;
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let Ok(procs) = std::fs::OpenOptions::new().write(true).open("/sys/fs/cgroup/pids/berth/cgroup.procs") else {
+        return;
+    };
+    let fd = procs.as_raw_fd();
+    // SAFETY: fork in a process that may have threads: the children only
+    // make async-signal-safe calls (fork, write, _exit). The middle child
+    // exits at once, so the grandchild (the one that waits) is reparented
+    // and reaped by init, and we only wait for the middle one.
+    unsafe {
+        match libc::fork() {
+            0 => {
+                if libc::fork() == 0 {
+                    // "0": move the writing process itself.
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+                libc::_exit(0);
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+            _ => {}
+        }
     }
 }
