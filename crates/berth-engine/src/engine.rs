@@ -102,8 +102,23 @@ impl Engine {
         Ok(Store::open(&self.root)?)
     }
 
-    pub fn containers(&self) -> Result<ContainerStore, EngineError> {
-        Ok(ContainerStore::open(&self.root.join("containers.redb"))?)
+    /// The container records. Opened once per process and root: the
+    /// database is shared between processes (redb's multi-writer mode), so
+    /// holding it open keeps no other `berth` out, and each open costs
+    /// several fdatasyncs (most of a short command's time).
+    pub fn containers(&self) -> Result<std::sync::Arc<ContainerStore>, EngineError> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        static OPEN: Mutex<Option<HashMap<PathBuf, Arc<ContainerStore>>>> = Mutex::new(None);
+        let path = self.root.join("containers.redb");
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        let map = open.get_or_insert_with(HashMap::new);
+        if let Some(s) = map.get(&path) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(ContainerStore::open(&path)?);
+        map.insert(path, s.clone());
+        Ok(s)
     }
 
     pub fn networks(&self) -> Networks {
@@ -420,6 +435,19 @@ impl Engine {
     /// The container's state now: its shim's exit.json says if it ended.
     pub fn refresh(&self, rec: &ContainerRecord) -> ContainerRecord {
         let mut r = rec.clone();
+        if r.status == Status::Created {
+            // A start whose CLI died (SIGKILL) between starting the shim and
+            // recording it: the shim's files say what runs.
+            let state = self.shim_config(rec).state_dir;
+            let pid = std::fs::read_to_string(state.join("container.pid")).ok().and_then(|p| p.trim().parse().ok());
+            if let Some(pid) = pid.filter(|p| alive(*p)) {
+                r.status = Status::Running;
+                r.pid = Some(pid);
+                r.shim_pid = parent_of(pid);
+            } else if pid.is_some() && berth_shim::client::exit_status(&state).is_some() {
+                r.status = Status::Running;
+            }
+        }
         if matches!(r.status, Status::Running | Status::Paused)
             && let Some(e) = berth_shim::client::exit_status(&self.shim_config(rec).state_dir)
             && !r.shim_pid.is_some_and(alive)
@@ -650,6 +678,12 @@ fn network_name(mode: &str) -> &str {
 /// The name a container holds its image under in the image metadata.
 fn holder(id: &str) -> String {
     format!("container/{id}")
+}
+
+/// The parent of `pid` (for a container's init, its shim: the subreaper).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub(crate) fn alive(pid: i32) -> bool {

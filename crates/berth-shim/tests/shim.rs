@@ -317,3 +317,34 @@ fn exec_sessions_run_as_the_shims_children_and_report_their_exit() {
     assert_eq!(a.exec_exit().unwrap(), 128 + 9, "killed with the pid namespace");
     assert_eq!(b.wait_exit().code, 137);
 }
+
+#[test]
+fn clients_that_come_and_go_during_output_never_take_the_shim_down() {
+    let mut b = Boxed::new(
+        berth(),
+        &["/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line$i; i=$((i+1)); done; sleep 0.3; exit 6"],
+    );
+    b.start().unwrap();
+    let state = b.cfg.state_dir.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn: Vec<_> = (0..8)
+        .map(|_| {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Connect, read a little, hang up mid-stream.
+                    if let Ok(mut a) = Attach::connect(&state) {
+                        let _ = a.next_frame();
+                    }
+                }
+            })
+        })
+        .collect();
+    let exit = b.wait_exit();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in churn {
+        t.join().unwrap();
+    }
+    assert_eq!(exit.code, 6, "the shim recorded the exit");
+    assert_eq!(lines(&b.log(), "stdout").len(), 20000, "and logged every line");
+}

@@ -205,9 +205,28 @@ impl Meta {
         Ok(out)
     }
 
+    /// The database for reading only: a shared lock and no writes, so no
+    /// fdatasync (a writable open syncs several times, which is most of a
+    /// short command's time). Falls back to [`Meta::db`] when the file
+    /// cannot be opened so (it needs repair, or does not exist yet).
+    fn db_read(&self) -> Result<Box<dyn ReadableDatabase>> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match redb::ReadOnlyDatabase::open(&self.path) {
+                Ok(db) => return Ok(Box::new(db)),
+                Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(_) => return Ok(Box::new(self.db()?)),
+            }
+        }
+    }
+
     /// Reads everything in one consistent view.
     pub fn read_all(&self) -> Result<Snapshot> {
-        let db = self.db()?;
+        let db = self.db_read()?;
         let rx = db.begin_read().map_err(e!(&self.path))?;
         let p = &self.path;
         let mut s = Snapshot::default();
