@@ -47,10 +47,10 @@ REG_PID= CTRD_PID= DOCKERD_PID=
 PODMAN_READY=
 say() { printf 'run-bench: %s\n' "$*" >&2; }
 
-# podman, ctr and dockerd put their containers' cgroups under one parent of
-# this script's own, /$CG (depth 2, as their defaults /libpod_parent/ID,
-# /NAMESPACE/ID, /docker/ID), removed at the end in every hierarchy; berth
-# keeps its default /berth/ID.
+# berth, podman, ctr and dockerd put their containers' cgroups under one
+# parent of this script's own, /$CG (depth 2, as their defaults /berth/ID,
+# /libpod_parent/ID, /NAMESPACE/ID, /docker/ID), removed at the end in
+# every hierarchy.
 CG=berth-run-bench-$$
 
 # PIDs of the containerd shims serving the containerd at socket $1.
@@ -137,7 +137,7 @@ is_mountpoint() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /pro
 
 say "building berth (release)"
 (cd "$repo" && cargo build --release -q -p berth -p berth-shim -p berth-runtime)
-BERTH="$repo/target/release/berth --root $W/berth --runroot $W/berth-run"
+BERTH="$repo/target/release/berth --root $W/berth --runroot $W/berth-run --cgroup-parent /$CG"
 
 # A registry with busybox in it.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -74,6 +74,9 @@ pub struct Engine {
     /// The `berth` binary: a `--rm` container's shim runs its `rm` when
     /// the container ends (the shim itself knows nothing of the stores).
     pub cli: Option<PathBuf>,
+    /// The cgroup every container goes under (`PARENT/ID`), as dockerd's
+    /// `--cgroup-parent`; berth's own, `/berth` by default.
+    pub cgroup_parent: String,
 }
 
 /// What `berth run` / `create` asks for beyond the spec flags.
@@ -257,7 +260,7 @@ impl Engine {
             resolv_conf: Some(resolv),
             hostname_file: Some(hostname_file),
             netns,
-            cgroups_path: format!("/berth/{id}"),
+            cgroups_path: format!("{}/{id}", self.cgroup_parent.trim_end_matches('/')),
             mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
             init: opts.init.clone(),
         };
@@ -703,19 +706,20 @@ pub(crate) fn alive(pid: i32) -> bool {
 /// first waits for an RCU grace period (rcu_sync; ~20 ms here) — the
 /// largest single cost of `runtime create` on this host. A writer within
 /// a grace period of the last one does not wait. So a throwaway process
-/// moves itself into berth's own parent cgroup (`/berth` in the pids
-/// hierarchy, ours to use) and exits; the runtime's move of the container
-/// ~20 ms later finds the lock warm. Nothing is moved but that process.
-/// Pure cgroup v2 hosts are left alone (no pids v1 mount).
+/// "moves" itself into the pids cgroup it is already in (writing 0 to its
+/// cgroup.procs: no cgroup is made or changed) and exits; the runtime's
+/// move of the container ~20 ms later finds the lock warm. Pure cgroup v2
+/// hosts are left alone (no pids v1 mount).
 pub fn prime_cgroup_moves() {
     use std::os::fd::AsRawFd;
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
         return;
     }
-    let Ok(procs) = std::fs::OpenOptions::new().write(true).open("/sys/fs/cgroup/pids/berth/cgroup.procs") else {
-        return;
-    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_owned())) else { return };
+    let procs = Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/')).join("cgroup.procs");
+    let Ok(procs) = std::fs::OpenOptions::new().write(true).open(procs) else { return };
     let fd = procs.as_raw_fd();
     // SAFETY: fork in a process that may have threads: the children only
     // make async-signal-safe calls (fork, write, _exit). The middle child
@@ -725,7 +729,7 @@ pub fn prime_cgroup_moves() {
         match libc::fork() {
             0 => {
                 if libc::fork() == 0 {
-                    // "0": move the writing process itself.
+                    // "0": the writing process itself.
                     libc::write(fd, b"0".as_ptr().cast(), 1);
                     libc::_exit(0);
                 }

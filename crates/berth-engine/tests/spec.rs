@@ -14,7 +14,9 @@ fn run(flags: RunFlags, image: ImageDefaults) -> (i32, String, String) {
         .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:101:\nstaff:x:50:app\n").unwrap();
     let id = unique_id("spec");
-    let paths = Paths { rootfs: rootfs.clone(), cgroups_path: format!("/berth/{id}"), ..Default::default() };
+    // A parent of this test's own, removed when it ends.
+    let parent = berth_testkit::cgroup::CgroupParent::new("spec");
+    let paths = Paths { rootfs: rootfs.clone(), cgroups_path: format!("{}/{id}", parent.path()), ..Default::default() };
     let s = spec::build(&format!("{id}0123456789"), &image, &flags, &paths).unwrap();
     s.save(bundle.path().join("config.json")).unwrap();
     let out = rt.exec(&["run", "--bundle", bundle.path().to_str().unwrap(), &id]);

@@ -11,6 +11,7 @@
 //! Integration tests need root and real kernel features; [`require_root`]
 //! makes that explicit instead of letting them fail obscurely.
 
+pub mod cgroup;
 pub mod image;
 pub mod leaks;
 pub mod registry;

@@ -48,6 +48,10 @@ struct Cli {
     /// The OCI runtime (runc's command line): berth-runtime, runc, crun.
     #[arg(long, global = true)]
     runtime: Option<PathBuf>,
+    /// The cgroup containers go under (PARENT/ID), as dockerd's
+    /// --cgroup-parent.
+    #[arg(long, global = true, env = "BERTH_CGROUP_PARENT", default_value = "/berth")]
+    cgroup_parent: String,
     /// A registry reached over plain HTTP, or HTTPS without certificate
     /// checks (added to the config's `registry.insecure`).
     #[arg(long = "insecure-registry", global = true)]
@@ -381,6 +385,7 @@ fn run(cli: Cli) -> Result<i32> {
         runtime: cli.runtime.clone().unwrap_or_else(|| sibling("berth-runtime")),
         shim: std::env::var_os("BERTH_SHIM").map(PathBuf::from).unwrap_or_else(|| sibling("berth-shim")),
         cli: std::env::current_exe().ok(),
+        cgroup_parent: cli.cgroup_parent.clone(),
     };
     match cli.cmd {
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => pull(&open()?, &config, a)?,

@@ -3,59 +3,29 @@
 //! real containers under berth-shim and berth-runtime.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_testkit::image::{Comp, Layer, OciLayout};
-use berth_testkit::registry::Registry;
-use berth_testkit::{require_root, workspace_bin};
-use serde_json::json;
+mod common;
 
-struct Berth {
-    dir: tempfile::TempDir,
-    _registry: Registry,
-    image: String,
+use berth_testkit::require_root;
+use common::{Berth, leftovers};
+
+/// What ops tests add to the shared harness.
+trait Ops {
+    fn fails(&self, args: &[&str]) -> String;
+    fn detached(&self, name: &str, extra: &[&str], args: &[&str]) -> String;
+    fn exited(&self, name: &str, args: &[&str]) -> String;
 }
 
-impl Berth {
-    /// A registry holding busybox, and berth's own root and runroot.
-    fn new() -> Berth {
-        require_root();
-        let reg = Registry::start();
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        berth_testkit::make_busybox_rootfs(&rootfs);
-        let mut layout = OciLayout::new(&tmp.path().join("layout"));
-        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        let img = layout.image(
-            &[Layer::new().tree(".", &rootfs).tar()],
-            Comp::Gzip,
-            json!({"Cmd": ["sh"], "Env": [env]}),
-            "amd64",
-        );
-        layout.tag(&img, "1");
-        let image = format!("{}/test/busybox:1", reg.addr());
-        layout.push("1", &image, &[]);
-        let dir = tempfile::Builder::new().prefix("berth-ops-").tempdir().unwrap();
-        let b = Berth { dir, _registry: reg, image };
-        b.ok(&["pull", "-q", &b.image]);
-        b
-    }
+/// The shared harness with the image already pulled.
+fn berth() -> Berth {
+    let b = Berth::new();
+    b.ok(&["pull", "-q", &b.image]);
+    b
+}
 
-    fn cmd(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg("--root").arg(self.dir.path().join("root")).arg("--runroot").arg(self.dir.path().join("run"));
-        c.arg("--runtime").arg(workspace_bin("berth-runtime"));
-        c.args(args).env("BERTH_SHIM", workspace_bin("berth-shim"));
-        berth_testkit::output_via_files(&mut c)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
+impl Ops for Berth {
     /// Fails with docker's exit code 1; its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd(args);
@@ -78,29 +48,6 @@ impl Berth {
         self.ok(&["wait", name]);
         id
     }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        serde_json::from_str::<serde_json::Value>(&self.ok(&["inspect", name])).unwrap()[0].clone()
-    }
-}
-
-impl Drop for Berth {
-    fn drop(&mut self) {
-        let ids = self.cmd(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.cmd(&["rm", "-f", id]);
-        }
-        for m in leftovers(self.dir.path()).iter().rev() {
-            if let Some(point) = m.split_whitespace().nth(4) {
-                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
 }
 
 /// The table's row whose first column starts with `key`, split on runs
@@ -112,7 +59,7 @@ fn row(table: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn top_lists_the_containers_processes_with_their_commands() {
-    let b = Berth::new();
+    let b = berth();
     b.detached("box", &[], &["sh", "-c", "sleep 1001 & exec sleep 1000"]);
     let pid = b.inspect("box")["State"]["Pid"].as_i64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -141,7 +88,7 @@ fn top_lists_the_containers_processes_with_their_commands() {
 
 #[test]
 fn stats_report_the_memory_limit_and_the_pids() {
-    let b = Berth::new();
+    let b = berth();
     let id = b.detached("lim", &["--memory", "64m"], &["sh", "-c", "sleep 1000 & exec sleep 1001"]);
     b.exited("gone", &["true"]);
     // The shell forks the first sleep before it becomes the second.
@@ -176,9 +123,8 @@ fn stats_report_the_memory_limit_and_the_pids() {
     assert!(b.fails(&["stats", "--no-stream", "nosuch"]).contains("No such container"));
 
     // Streaming: the screen redrawn about every second until interrupted.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-    c.arg("--runtime").arg(workspace_bin("berth-runtime")).args(["stats", "lim"]);
+    let mut c = b.command();
+    c.args(["stats", "lim"]);
     let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(3500));
     child.kill().unwrap();
@@ -191,7 +137,7 @@ fn stats_report_the_memory_limit_and_the_pids() {
 
 #[test]
 fn cp_copies_files_and_trees_both_ways_running_or_stopped() {
-    let b = Berth::new();
+    let b = berth();
     b.detached("box", &["--tmpfs", "/fast"], &["sleep", "1000"]);
     let host = tempfile::tempdir().unwrap();
     let h = |p: &str| host.path().join(p);
@@ -249,7 +195,7 @@ fn cp_copies_files_and_trees_both_ways_running_or_stopped() {
 /// `/etc/x -> <a host file>` neither read nor write host files.
 #[test]
 fn cp_through_container_symlinks_never_touches_the_host() {
-    let b = Berth::new();
+    let b = berth();
     let host = tempfile::tempdir().unwrap();
     let secret = host.path().join("secret");
     std::fs::write(&secret, "host secret\n").unwrap();
@@ -295,7 +241,7 @@ fn cp_through_container_symlinks_never_touches_the_host() {
 #[test]
 fn port_prints_the_published_mappings() {
     in_test_host(|| {
-        let b = Berth::new();
+        let b = berth();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let p = format!("{port}:8080");
         b.ok(&["run", "-d", "--name", "web", "-p", &p, "-p", "127.0.0.1:5353:53/udp", &b.image, "sleep", "1000"]);
@@ -311,7 +257,7 @@ fn port_prints_the_published_mappings() {
 
 #[test]
 fn rename_moves_the_name_and_names_stay_unique() {
-    let b = Berth::new();
+    let b = berth();
     let one = b.detached("one", &[], &["sleep", "1000"]);
     let two = b.detached("two", &[], &["sleep", "1000"]);
     b.ok(&["rename", "one", "uno"]);
@@ -332,7 +278,7 @@ fn rename_moves_the_name_and_names_stay_unique() {
 
 #[test]
 fn container_prune_removes_the_stopped_and_keeps_the_running() {
-    let b = Berth::new();
+    let b = berth();
     let up = b.detached("up", &[], &["sleep", "1000"]);
     let done = b.exited("done", &["sh", "-c", "head -c 5000 /dev/zero > /big"]);
     let failed = b.exited("failed", &["false"]);
@@ -353,7 +299,7 @@ fn container_prune_removes_the_stopped_and_keeps_the_running() {
 
 #[test]
 fn system_df_info_and_version_count_what_is_there() {
-    let b = Berth::new();
+    let b = berth();
     b.detached("up", &[], &["sleep", "1000"]);
     b.exited("done", &["true"]);
     b.ok(&["volume", "create", "data"]);
@@ -393,7 +339,7 @@ fn system_prune_takes_what_nothing_uses_and_leaves_the_running() {
 }
 
 fn system_prune() {
-    let b = Berth::new();
+    let b = berth();
     let up = b.detached("up", &[], &["sleep", "1000"]);
     let done = b.exited("done", &["true"]);
     b.ok(&["network", "create", "unused"]);
@@ -419,16 +365,15 @@ fn system_prune() {
 /// --stats): runc and crun serve them too (skipped where not installed).
 #[test]
 fn top_stats_and_cp_work_under_runc_and_crun() {
-    let b = Berth::new();
+    let b = berth();
     for name in ["runc", "crun"] {
         let Some(bin) = ["/usr/sbin", "/usr/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()) else {
             eprintln!("skipped: {name} is not installed");
             continue;
         };
         let berth = |args: &[&str]| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-            c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-            c.arg("--runtime").arg(&bin).env("BERTH_SHIM", workspace_bin("berth-shim")).args(args);
+            let mut c = b.command_with_runtime(&bin);
+            c.args(args);
             let out = berth_testkit::output_via_files(&mut c);
             assert!(out.status.success(), "{name}: berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8_lossy(&out.stdout).into_owned()

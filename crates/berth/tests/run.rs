@@ -2,77 +2,14 @@
 //! test), pulled, and run under berth-shim and berth-runtime, daemonless.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_testkit::image::{Comp, Layer, OciLayout};
-use berth_testkit::registry::Registry;
-use berth_testkit::{require_root, workspace_bin};
+mod common;
+
+use berth_testkit::require_root;
+use common::{Berth, leftovers};
 use serde_json::json;
-
-struct Berth {
-    dir: tempfile::TempDir,
-    _registry: Registry,
-    image: String,
-}
-
-impl Berth {
-    /// A registry holding busybox, and berth's own root and runroot.
-    fn new() -> Berth {
-        require_root();
-        let reg = Registry::start();
-        // busybox with every applet linked, as the runtime tests use it.
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        berth_testkit::make_busybox_rootfs(&rootfs);
-        let mut layout = OciLayout::new(&tmp.path().join("layout"));
-        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        let img = layout.image(
-            &[Layer::new().tree(".", &rootfs).tar()],
-            Comp::Gzip,
-            json!({"Cmd": ["sh"], "Env": [env]}),
-            "amd64",
-        );
-        layout.tag(&img, "1");
-        let image = format!("{}/test/busybox:1", reg.addr());
-        layout.push("1", &image, &[]);
-        let dir = tempfile::Builder::new().prefix("berth-cli-").tempdir().unwrap();
-        Berth { dir, _registry: reg, image }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg("--root").arg(self.dir.path().join("root")).arg("--runroot").arg(self.dir.path().join("run"));
-        c.arg("--runtime").arg(workspace_bin("berth-runtime"));
-        c.args(args).env("BERTH_SHIM", workspace_bin("berth-shim"));
-        berth_testkit::output_via_files(&mut c)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Berth {
-    fn drop(&mut self) {
-        let ids = self.cmd(&["ps", "-a", "-q"]);
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            let _ = self.cmd(&["rm", "-f", id]);
-        }
-        for m in leftovers(self.dir.path()).iter().rev() {
-            if let Some(point) = m.split_whitespace().nth(4) {
-                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
-}
 
 #[test]
 fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
@@ -153,9 +90,7 @@ fn runc_and_crun_can_be_the_runtime() {
             eprintln!("skipped: crun refuses this hybrid layout (cgroup2 holds {unified:?}); run scripts/setup.sh");
             continue;
         }
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-        c.arg("--runtime").arg(&bin).env("BERTH_SHIM", workspace_bin("berth-shim"));
+        let mut c = b.command_with_runtime(&bin);
         c.args(["run", "--rm", "--network", "none", &b.image, "sh", "-c", "echo via-runtime; exit 7"]);
         let out = berth_testkit::output_via_files(&mut c);
         assert_eq!(
@@ -350,9 +285,7 @@ fn a_sigkilled_cli_loses_nothing() {
     let b = Berth::new();
     b.ok(&["pull", &b.image]);
     let script = "echo start; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo end; exit 3";
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_berth"));
-    cli.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-    cli.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    let mut cli = b.command();
     cli.args(["run", "--name", "job", "--network", "none", &b.image, "sh", "-c", script]);
     let mut child = cli.stdout(std::process::Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -474,18 +407,14 @@ fn volumes_bind_mounts_env_files_and_labels() {
 fn run_it_gets_a_real_pty_and_piped_stdin_reaches_the_container() {
     let b = Berth::new();
     b.ok(&["pull", &b.image]);
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    let mut c = b.command();
     c.args(["run", "-it", "--rm", "--network", "none", &b.image, "sh"]);
     let typed = b"stty size; tty; echo typed-$((6*7)); exit 7\n";
     let (code, out) = berth_testkit::run_on_pty(&mut c, typed, Duration::from_secs(60));
     assert!(out.contains("/dev/pts/0") && out.contains("typed-42"), "the shell answered on a pty: {out}");
     assert_eq!(code, Some(7), "{out}");
     // -i without -t: stdin through the shim's attach socket, to its end.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
+    let mut c = b.command();
     c.args(["run", "-i", "--rm", "--network", "none", &b.image, "sh", "-c", "wc -l; exit 4"]);
     let mut child = c
         .stdin(std::process::Stdio::piped())
@@ -505,10 +434,7 @@ fn run_it_gets_a_real_pty_and_piped_stdin_reaches_the_container() {
 }
 
 fn berth_cmd(b: &Berth) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-    c.arg("--root").arg(b.dir.path().join("root")).arg("--runroot").arg(b.dir.path().join("run"));
-    c.arg("--runtime").arg(workspace_bin("berth-runtime")).env("BERTH_SHIM", workspace_bin("berth-shim"));
-    c
+    b.command()
 }
 
 fn inspect(b: &Berth, name: &str) -> serde_json::Value {

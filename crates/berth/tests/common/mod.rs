@@ -1,0 +1,99 @@
+//! The harness the `berth` CLI tests share: a real registry holding a
+//! busybox image, and berth's own root, runroot and cgroup parent for one
+//! test, all removed when it ends (containers, mounts, cgroups), also
+//! when it fails.
+
+#![allow(dead_code)] // each test binary uses its own part of it
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use berth_testkit::cgroup::CgroupParent;
+use berth_testkit::image::{Comp, Layer, OciLayout};
+use berth_testkit::registry::Registry;
+use berth_testkit::{require_root, workspace_bin};
+use serde_json::json;
+
+pub struct Berth {
+    pub dir: tempfile::TempDir,
+    _registry: Registry,
+    pub image: String,
+    /// Dropped after the containers are removed (fields drop after
+    /// `Drop::drop`): removes the parent's directories.
+    cgroup: CgroupParent,
+}
+
+impl Berth {
+    /// A registry holding busybox (every applet linked, as the runtime
+    /// tests use it), and berth's own root and runroot.
+    pub fn new() -> Berth {
+        require_root();
+        let reg = Registry::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        berth_testkit::make_busybox_rootfs(&rootfs);
+        let mut layout = OciLayout::new(&tmp.path().join("layout"));
+        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        let img = layout.image(
+            &[Layer::new().tree(".", &rootfs).tar()],
+            Comp::Gzip,
+            json!({"Cmd": ["sh"], "Env": [env]}),
+            "amd64",
+        );
+        layout.tag(&img, "1");
+        let image = format!("{}/test/busybox:1", reg.addr());
+        layout.push("1", &image, &[]);
+        let dir = tempfile::Builder::new().prefix("berth-cli-").tempdir().unwrap();
+        Berth { dir, _registry: reg, image, cgroup: CgroupParent::new("cli") }
+    }
+
+    /// `berth` with this test's root, runroot, cgroup parent and the
+    /// workspace's berth-runtime and berth-shim.
+    pub fn command(&self) -> Command {
+        self.command_with_runtime(&workspace_bin("berth-runtime"))
+    }
+
+    pub fn command_with_runtime(&self, runtime: &Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--root").arg(self.dir.path().join("root")).arg("--runroot").arg(self.dir.path().join("run"));
+        c.arg("--runtime").arg(runtime);
+        c.env("BERTH_SHIM", workspace_bin("berth-shim")).env("BERTH_CGROUP_PARENT", self.cgroup.path());
+        c
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let mut c = self.command();
+        c.args(args);
+        berth_testkit::output_via_files(&mut c)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args);
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&self.ok(&["inspect", name])).unwrap()[0].clone()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let ids = self.cmd(&["ps", "-a", "-q"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.cmd(&["rm", "-f", id]);
+        }
+        for m in leftovers(self.dir.path()).iter().rev() {
+            if let Some(point) = m.split_whitespace().nth(4) {
+                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Mounts under `dir` still in place.
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
+}
