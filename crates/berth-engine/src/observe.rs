@@ -70,6 +70,26 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A reading taken now with nothing counted yet.
+    fn empty(id: &str, name: &str, running: bool) -> Sample {
+        Sample {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            running,
+            at: Instant::now(),
+            cpu_ns: 0,
+            mem_usage: 0,
+            mem_limit: 0,
+            pids: 0,
+            net_rx: 0,
+            net_tx: 0,
+            blk_read: 0,
+            blk_write: 0,
+        }
+    }
+}
+
+impl Sample {
     /// CPU use between two readings, in percent of one CPU (docker's
     /// "CPU %": 200% is two CPUs busy).
     pub fn cpu_percent(&self, earlier: &Sample) -> f64 {
@@ -128,20 +148,7 @@ impl Engine {
     /// that is not running (as docker shows it with `stats -a`).
     pub fn sample(&self, rec: &ContainerRecord) -> Result<Sample, ObserveError> {
         let rec = self.refresh(rec);
-        let mut s = Sample {
-            id: rec.id.clone(),
-            name: rec.name.clone(),
-            running: rec.status == Status::Running,
-            at: Instant::now(),
-            cpu_ns: 0,
-            mem_usage: 0,
-            mem_limit: 0,
-            pids: 0,
-            net_rx: 0,
-            net_tx: 0,
-            blk_read: 0,
-            blk_write: 0,
-        };
+        let mut s = Sample::empty(&rec.id, &rec.name, rec.status == Status::Running);
         if !s.running {
             return Ok(s);
         }
@@ -355,20 +362,7 @@ mod tests {
                 {"major": 8, "op": "Total", "value": 12288}, {"major": 9, "op": "read", "value": 1}
             ]}
         });
-        let mut s = Sample {
-            id: "x".into(),
-            name: "x".into(),
-            running: true,
-            at: Instant::now(),
-            cpu_ns: 0,
-            mem_usage: 0,
-            mem_limit: 0,
-            pids: 0,
-            net_rx: 0,
-            net_tx: 0,
-            blk_read: 0,
-            blk_write: 0,
-        };
+        let mut s = Sample::empty("x", "x", true);
         let before = s.clone();
         read_stats(&data, &mut s);
         assert_eq!((s.cpu_ns, s.mem_usage, s.mem_limit, s.pids), (1_500_000_000, 4_000_000, 67_108_864, 3));

@@ -44,7 +44,7 @@ pub fn import(store: &Store, max_layer_size: u64, a: ImportArgs) -> Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let comment = a.message.unwrap_or_else(|| format!("Imported from {}", a.file));
     let image = json!({
-        "architecture": docker_arch(),
+        "architecture": berth_image::Platform::host().architecture,
         "os": "linux",
         "created": now,
         "config": config,
@@ -101,17 +101,6 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// GOARCH names, as image configs use them.
-fn docker_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
 
 /// One `--change` instruction into the image config.

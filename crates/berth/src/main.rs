@@ -27,7 +27,7 @@ use berth_image::store::Store;
 use berth_image::unpack::UnpackOptions;
 use berth_image::{Platform, Reference};
 use clap::{Args, Parser, Subcommand};
-use observe::ContainerCmd;
+use observe::{ContainerCmd, ContainerGroup};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -81,69 +81,21 @@ enum Cmd {
     Load(LoadArgs),
     /// Import a root filesystem tarball as a one-layer image.
     Import(import::ImportArgs),
-    /// Display detailed information on containers or images.
-    Inspect(InspectArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
     Logout(LogoutArgs),
-    /// Run a command in a new container.
-    Run(Box<containers::RunArgs>),
-    /// Create a new container (without starting it).
-    Create(Box<containers::RunArgs>),
-    /// Start stopped or created containers.
-    Start(lifecycle::StartArgs),
-    /// Restart containers.
-    Restart(containers::StopArgs),
-    /// Pause all processes within containers.
-    Pause {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
-    /// Unpause all processes within containers.
-    Unpause {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
-    /// Attach this terminal's input and output to a running container.
-    Attach(lifecycle::AttachArgs),
-    /// List containers.
-    #[command(alias = "list")]
-    Ps(containers::PsArgs),
-    /// Fetch a container's logs.
-    Logs(logs::LogsArgs),
-    /// Stop running containers.
-    Stop(containers::StopArgs),
-    /// Remove containers.
-    Rm(containers::RmArgs),
-    /// Run a command in a running container.
-    Exec(containers::ExecArgs),
-    /// Send a signal to running containers.
-    Kill(containers::KillArgs),
-    /// Wait for containers to stop; print their exit codes.
-    Wait {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    #[command(flatten)]
+    Containers(observe::ContainerCmd),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(observe::ContainerGroup),
     /// Manage networks.
     #[command(subcommand)]
     Network(containers::NetworkCmd),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(containers::VolumeCmd),
-    /// Display the running processes of a container.
-    Top(observe::TopArgs),
-    /// Display containers' resource usage.
-    Stats(observe::StatsArgs),
-    /// Copy files/folders between a container and the local filesystem.
-    Cp(observe::CpArgs),
-    /// List port mappings or a specific mapping for the container.
-    Port(observe::PortArgs),
-    /// Rename a container.
-    Rename(observe::RenameArgs),
-    /// Manage containers.
-    #[command(subcommand)]
-    Container(observe::ContainerCmd),
     /// Manage berth.
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -343,10 +295,10 @@ fn main() {
     // container's own code otherwise); the other commands with 1.
     let failed = if matches!(
         cli.cmd,
-        Cmd::Run(_)
-            | Cmd::Create(_)
-            | Cmd::Start(_)
-            | Cmd::Container(ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_))
+        Cmd::Containers(ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_))
+            | Cmd::Container(ContainerGroup::Cmd(
+                ContainerCmd::Run(_) | ContainerCmd::Create(_) | ContainerCmd::Start(_)
+            ))
     ) {
         125
     } else {
@@ -391,7 +343,6 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Pull(a) | Cmd::Image(ImageCmd::Pull(a)) => pull(&open()?, &config, a)?,
         Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => push(&open()?, &config, a)?,
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => list(&open()?, a)?,
-        Cmd::Inspect(a) => containers::inspect(&engine(), &open()?, a)?,
         Cmd::Image(ImageCmd::Inspect(a)) => inspect(&open()?, a)?,
         Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => rmi(&open()?, a)?,
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => {
@@ -410,46 +361,47 @@ fn run(cli: Cli) -> Result<i32> {
                 println!("Not logged in to {server}");
             }
         }
-        Cmd::Run(a) => return containers::run(&engine(), &config, *a),
-        Cmd::Create(a) => lifecycle::create(&engine(), &config, *a)?,
-        Cmd::Start(a) => return lifecycle::start(&engine(), a),
-        Cmd::Restart(a) => lifecycle::restart(&engine(), a)?,
-        Cmd::Pause { containers } => lifecycle::pause(&engine(), &containers, true)?,
-        Cmd::Unpause { containers } => lifecycle::pause(&engine(), &containers, false)?,
-        Cmd::Attach(a) => return lifecycle::attach(&engine(), a),
-        Cmd::Ps(a) => containers::ps(&engine(), a)?,
-        Cmd::Logs(a) => logs::logs(&engine(), a)?,
-        Cmd::Stop(a) => containers::stop(&engine(), a)?,
-        Cmd::Rm(a) => containers::rm(&engine(), a)?,
-        Cmd::Exec(a) => return containers::exec(&engine(), a),
-        Cmd::Kill(a) => containers::kill(&engine(), a)?,
-        Cmd::Wait { containers } => containers::wait(&engine(), &containers)?,
+        Cmd::Containers(c) | Cmd::Container(ContainerGroup::Cmd(c)) => {
+            return container(&engine(), &config, &open, c);
+        }
+        Cmd::Container(ContainerGroup::Prune(a)) => system::container_prune(&engine(), a)?,
         Cmd::Network(c) => containers::network(&engine(), c)?,
         Cmd::Volume(c) => containers::volume(&engine(), c)?,
-        Cmd::Top(a) | Cmd::Container(ContainerCmd::Top(a)) => observe::top(&engine(), a)?,
-        Cmd::Stats(a) | Cmd::Container(ContainerCmd::Stats(a)) => observe::stats(&engine(), a)?,
-        Cmd::Cp(a) | Cmd::Container(ContainerCmd::Cp(a)) => observe::cp(&engine(), a)?,
-        Cmd::Port(a) | Cmd::Container(ContainerCmd::Port(a)) => observe::port(&engine(), a)?,
-        Cmd::Rename(a) | Cmd::Container(ContainerCmd::Rename(a)) => observe::rename(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Prune(a)) => system::container_prune(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Ls(a)) => containers::ps(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Run(a)) => return containers::run(&engine(), &config, *a),
-        Cmd::Container(ContainerCmd::Create(a)) => lifecycle::create(&engine(), &config, *a)?,
-        Cmd::Container(ContainerCmd::Start(a)) => return lifecycle::start(&engine(), a),
-        Cmd::Container(ContainerCmd::Stop(a)) => containers::stop(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Restart(a)) => lifecycle::restart(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Kill(a)) => containers::kill(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Rm(a)) => containers::rm(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Exec(a)) => return containers::exec(&engine(), a),
-        Cmd::Container(ContainerCmd::Logs(a)) => logs::logs(&engine(), a)?,
-        Cmd::Container(ContainerCmd::Attach(a)) => return lifecycle::attach(&engine(), a),
-        Cmd::Container(ContainerCmd::Pause { containers }) => lifecycle::pause(&engine(), &containers, true)?,
-        Cmd::Container(ContainerCmd::Unpause { containers }) => lifecycle::pause(&engine(), &containers, false)?,
-        Cmd::Container(ContainerCmd::Wait { containers }) => containers::wait(&engine(), &containers)?,
-        Cmd::Container(ContainerCmd::Inspect(a)) => containers::inspect(&engine(), &open()?, a)?,
         Cmd::System(c) => system::system(&engine(), c)?,
         Cmd::Info(a) => system::info(&engine(), a)?,
         Cmd::Version(a) => system::version(&engine(), a)?,
+    }
+    Ok(0)
+}
+
+/// The container commands; the exit code (a container's, where it has one).
+fn container(
+    engine: &berth_engine::engine::Engine,
+    config: &Config,
+    open: &dyn Fn() -> Result<Store>,
+    c: ContainerCmd,
+) -> Result<i32> {
+    match c {
+        ContainerCmd::Run(a) => return containers::run(engine, config, *a),
+        ContainerCmd::Start(a) => return lifecycle::start(engine, a),
+        ContainerCmd::Attach(a) => return lifecycle::attach(engine, a),
+        ContainerCmd::Exec(a) => return containers::exec(engine, a),
+        ContainerCmd::Create(a) => lifecycle::create(engine, config, *a)?,
+        ContainerCmd::Restart(a) => lifecycle::restart(engine, a)?,
+        ContainerCmd::Pause { containers } => lifecycle::pause(engine, &containers, true)?,
+        ContainerCmd::Unpause { containers } => lifecycle::pause(engine, &containers, false)?,
+        ContainerCmd::Ps(a) => containers::ps(engine, a)?,
+        ContainerCmd::Logs(a) => logs::logs(engine, a)?,
+        ContainerCmd::Stop(a) => containers::stop(engine, a)?,
+        ContainerCmd::Rm(a) => containers::rm(engine, a)?,
+        ContainerCmd::Kill(a) => containers::kill(engine, a)?,
+        ContainerCmd::Wait { containers } => containers::wait(engine, &containers)?,
+        ContainerCmd::Inspect(a) => containers::inspect(engine, &open()?, a)?,
+        ContainerCmd::Top(a) => observe::top(engine, a)?,
+        ContainerCmd::Stats(a) => observe::stats(engine, a)?,
+        ContainerCmd::Cp(a) => observe::cp(engine, a)?,
+        ContainerCmd::Port(a) => observe::port(engine, a)?,
+        ContainerCmd::Rename(a) => observe::rename(engine, a)?,
     }
     Ok(0)
 }

@@ -15,11 +15,20 @@ use clap::{Args, Subcommand};
 
 use crate::format;
 
-/// `berth container ...`: the container commands by their long names.
+/// `berth container ...`: the container commands, and `prune`, which
+/// only exists under `container`.
 #[derive(Subcommand)]
-pub enum ContainerCmd {
+pub enum ContainerGroup {
+    #[command(flatten)]
+    Cmd(ContainerCmd),
     /// Remove all stopped containers
     Prune(crate::system::PruneArgs),
+}
+
+/// The container commands, at the top level (`berth run`) and under
+/// `berth container` alike, as docker has them.
+#[derive(Subcommand)]
+pub enum ContainerCmd {
     /// Display the running processes of a container
     Top(TopArgs),
     /// Display a live stream of containers' resource usage
@@ -31,8 +40,8 @@ pub enum ContainerCmd {
     /// Rename a container
     Rename(RenameArgs),
     /// List containers
-    #[command(alias = "list", alias = "ps")]
-    Ls(crate::containers::PsArgs),
+    #[command(alias = "ls", alias = "list")]
+    Ps(crate::containers::PsArgs),
     /// Run a command in a new container
     Run(Box<crate::containers::RunArgs>),
     /// Create a new container
@@ -69,7 +78,7 @@ pub enum ContainerCmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Display detailed information on containers
+    /// Display detailed information on containers (or images)
     Inspect(crate::InspectArgs),
 }
 

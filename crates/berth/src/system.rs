@@ -184,17 +184,6 @@ fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
     Ok(())
 }
 
-/// "linux/amd64"'s second half for this build.
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 /// 2 when /sys/fs/cgroup is the unified hierarchy (cgroup2fs), else 1
 /// (v1 and hybrid hosts have a tmpfs of v1 hierarchies there).
 fn cgroup_version() -> &'static str {
@@ -317,13 +306,14 @@ fn rust_version() -> &'static str {
 /// `berth version`: this build, and the OCI runtime it drives.
 pub fn version(engine: &Engine, a: VersionArgs) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
-    let os_arch = format!("linux/{}", arch());
+    let arch = berth_image::Platform::host().architecture;
+    let os_arch = format!("linux/{arch}");
     let runtime = runtime_version(engine);
     match a.format.as_deref() {
         Some("json") | Some("{{json .}}") => {
             let v = json!({
                 "Client": { "Version": version, "ApiVersion": "n/a", "RustVersion": rust_version(),
-                            "Os": "linux", "Arch": arch() },
+                            "Os": "linux", "Arch": arch },
                 "Server": { "Version": version, "Daemonless": true,
                             "Components": [{ "Name": "OCI runtime", "Path": engine.runtime, "Version": runtime }] },
             });
