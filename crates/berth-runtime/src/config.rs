@@ -49,35 +49,77 @@ impl Bundle {
         let dir = std::path::absolute(dir).map_err(|e| Error::os(format!("bundle {}", dir.display()), e))?;
         let file = dir.join("config.json");
         let mut spec: Spec = load_json(&file)?;
-        let root = spec.root().as_ref().ok_or_else(|| Error::config(&file, "root: missing (root.path is required)"))?;
-        let rootfs = dir.join(root.path());
-        match std::fs::metadata(&rootfs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(Error::config(&file, format!("root.path: {} is not a directory", rootfs.display()))),
-            Err(e) => {
-                return Err(Error::config(
-                    &file,
-                    format!("root.path: rootfs ({}) does not exist: {e}", rootfs.display()),
-                ));
-            }
-        }
-        normalize_mounts(&mut spec);
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| Error::config(&file, "root: must be specified (root.path names the root filesystem)"))?;
+        let rootfs = rootfs_of(&dir, root.path()).map_err(|msg| Error::config(&file, format!("root.path: {msg}")))?;
+        normalize_mounts(&file, &mut spec)?;
         validate(&file, &spec)?;
         Ok(Bundle { dir, rootfs, spec })
     }
 }
 
+/// root.path, taken from the bundle directory when relative. It must name
+/// a directory other than the bundle itself: runc takes an empty path as
+/// the bundle directory, so the container would run on the bundle (its
+/// config.json included) instead of failing.
+fn rootfs_of(bundle: &Path, path: &Path) -> std::result::Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    if path.as_os_str().is_empty() {
+        return Err("must not be empty (it names the root filesystem, e.g. \"rootfs\")".into());
+    }
+    let rootfs = bundle.join(path);
+    let meta = match std::fs::metadata(&rootfs) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return Err(format!("{} is not a directory", rootfs.display())),
+        Err(e) => return Err(format!("rootfs ({}) does not exist: {e}", rootfs.display())),
+    };
+    let same = std::fs::metadata(bundle).is_ok_and(|b| (b.dev(), b.ino()) == (meta.dev(), meta.ino()));
+    if same {
+        return Err(format!("{path:?} is the bundle directory itself; it must name the root filesystem"));
+    }
+    Ok(rootfs)
+}
+
 /// runc accepts relative mount destinations (taking them from "/") with a
-/// warning; so does berth, so bundles that work with runc work here.
-fn normalize_mounts(spec: &mut Spec) {
-    let Some(mounts) = spec.mounts_mut().as_mut() else { return };
-    for m in mounts.iter_mut() {
-        if !m.destination().is_absolute() {
-            tracing::warn!("mount destination {} is not absolute; using it from /", m.destination().display());
-            let abs = Path::new("/").join(m.destination());
+/// warning; so does berth, so bundles that work with runc work here. A
+/// destination that is empty or names the root itself is refused: the
+/// mount would cover the whole root filesystem (runc mounts it there).
+fn normalize_mounts(file: &Path, spec: &mut Spec) -> Result<()> {
+    let Some(mounts) = spec.mounts_mut().as_mut() else { return Ok(()) };
+    for (i, m) in mounts.iter_mut().enumerate() {
+        let dest = m.destination();
+        if dest.as_os_str().is_empty() {
+            return Err(Error::config(file, format!("mounts[{i}].destination: must not be empty")));
+        }
+        if names_root(dest) {
+            return Err(Error::config(
+                file,
+                format!(
+                    "mounts[{i}].destination: {dest:?} is the container's root; a mount there would cover the whole root filesystem (root.path sets that)"
+                ),
+            ));
+        }
+        if !dest.is_absolute() {
+            tracing::warn!("mount destination {} is not absolute; using it from /", dest.display());
+            let abs = Path::new("/").join(dest);
             m.set_destination(abs);
         }
     }
+    Ok(())
+}
+
+/// True if `p`, read lexically from a root ("/", ".", "/tmp/..", "//"),
+/// names that root itself.
+fn names_root(p: &Path) -> bool {
+    use std::path::Component;
+    let depth = p.components().fold(0usize, |depth, c| match c {
+        Component::Normal(_) => depth + 1,
+        Component::ParentDir => depth.saturating_sub(1),
+        _ => depth,
+    });
+    depth == 0
 }
 
 /// The namespaces the container gets: new ones and joined ones.
@@ -142,8 +184,37 @@ pub fn validate(file: &Path, spec: &Spec) -> Result<()> {
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         validate_mount(m).map_err(|why| bad(format!("mounts[{i}] ({}): {why}", m.destination().display())))?;
     }
+    if let Some(path) = linux.and_then(|l| l.cgroups_path().as_deref()) {
+        // "." would be the runtime's own cgroup: the container would join
+        // it and its limits would land on the caller.
+        if names_root(path) {
+            return Err(bad(format!(
+                "linux.cgroupsPath: {path:?} names no cgroup of the container's own (it would be the runtime's own cgroup or a hierarchy's root)"
+            )));
+        }
+    }
+    let masked = linux.and_then(|l| l.masked_paths().as_deref()).unwrap_or_default();
+    let readonly = linux.and_then(|l| l.readonly_paths().as_deref()).unwrap_or_default();
+    for (field, list) in [("linux.maskedPaths", masked), ("linux.readonlyPaths", readonly)] {
+        for (i, p) in list.iter().enumerate() {
+            if p.is_empty() {
+                return Err(bad(format!("{field}[{i}]: must not be empty")));
+            }
+            // Masking the root would hide the whole root filesystem.
+            if field == "linux.maskedPaths" && names_root(Path::new(p)) {
+                return Err(bad(format!(
+                    "{field}[{i}]: {p:?} is the container's root; masking it would hide everything"
+                )));
+            }
+        }
+    }
     Ok(())
 }
+
+/// The largest uid or gid a process may have (runc's limit, for 32-bit
+/// systems' sake): (uid_t)-1 = 4294967295 means "leave unchanged" to
+/// setresuid and setresgid, so the process would keep the runtime's root.
+pub const MAX_ID: u32 = i32::MAX as u32;
 
 /// Checks a process (also used for `exec --process`).
 pub fn validate_process(file: &Path, p: &Process) -> Result<()> {
@@ -164,11 +235,32 @@ pub fn validate_process(file: &Path, p: &Process) -> Result<()> {
         }
     }
     for e in p.env().iter().flatten() {
-        if !e.contains('=') {
-            return Err(bad(format!("process.env: {e:?} is not KEY=value")));
+        match e.split_once('=') {
+            None => return Err(bad(format!("process.env: {e:?} is not KEY=value"))),
+            Some(("", _)) => return Err(bad(format!("process.env: {e:?} has an empty name"))),
+            Some(_) => {}
         }
     }
-    Ok(())
+    validate_user(p.user()).map_err(bad)
+}
+
+/// Ids within runc's range, and a umask that is a mode mask.
+fn validate_user(u: &oci_spec::runtime::User) -> std::result::Result<(), String> {
+    let check = |field: String, id: u32| {
+        if id > MAX_ID {
+            return Err(format!("{field}: {id} is out of range (uids and gids must be in range 0-{MAX_ID})"));
+        }
+        Ok(())
+    };
+    check("process.user.uid".into(), u.uid())?;
+    check("process.user.gid".into(), u.gid())?;
+    for (i, g) in u.additional_gids().iter().flatten().enumerate() {
+        check(format!("process.user.additionalGids[{i}]"), *g)?;
+    }
+    match u.umask() {
+        Some(m) if m > 0o777 => Err(format!("process.user.umask: {m} is not a file mode mask (0 to 0o777)")),
+        _ => Ok(()),
+    }
 }
 
 fn validate_mount(m: &Mount) -> std::result::Result<(), String> {
@@ -308,5 +400,75 @@ mod tests {
         let spec = parse(&valid(r#","linux":{"namespaces":[{"type":"pid"},{"type":"pid"}]}"#)).unwrap();
         let msg = validate(Path::new("config.json"), &spec).unwrap_err().to_string();
         assert!(msg.contains("linux.namespaces: pid is listed twice"), "{msg}");
+    }
+
+    const ROOT: &str = r#"{"uid":0,"gid":0}"#;
+
+    /// Why a spec with this process.user, these other process fields and
+    /// these other top-level fields is refused.
+    fn refusal(user: &str, extra_process: &str, extra: &str) -> String {
+        let json = format!(
+            r#"{{"ociVersion":"1.2.0","process":{{"user":{user},"cwd":"/","args":["sh"]{extra_process}}},"root":{{"path":"rootfs"}}{extra}}}"#
+        );
+        let spec = parse(&json).unwrap();
+        validate(Path::new("config.json"), &spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ids_outside_runcs_range_are_refused_naming_the_field() {
+        let msg = refusal(r#"{"uid":4294967295,"gid":0}"#, "", "");
+        assert!(msg.contains("process.user.uid: 4294967295 is out of range"), "{msg}");
+        assert!(msg.contains("0-2147483647"), "{msg}");
+        let msg = refusal(r#"{"uid":0,"gid":2147483648}"#, "", "");
+        assert!(msg.contains("process.user.gid: 2147483648"), "{msg}");
+        let msg = refusal(r#"{"uid":0,"gid":0,"additionalGids":[1,4294967295]}"#, "", "");
+        assert!(msg.contains("process.user.additionalGids[1]: 4294967295"), "{msg}");
+        let msg = refusal(r#"{"uid":0,"gid":0,"umask":512}"#, "", "");
+        assert!(msg.contains("process.user.umask: 512"), "{msg}");
+        let msg = refusal(ROOT, r#","env":["=x"]"#, "");
+        assert!(msg.contains("process.env: \"=x\" has an empty name"), "{msg}");
+        let ok = r#"{"ociVersion":"1.2.0","process":{"user":{"uid":2147483647,"gid":2147483647,"umask":511},"cwd":"/","args":["sh"]}}"#;
+        validate(Path::new("config.json"), &parse(ok).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn paths_naming_the_root_itself_are_refused() {
+        for p in [".", "./", "/", "//", "/a/..", "a/../.."] {
+            assert!(names_root(Path::new(p)), "{p}");
+        }
+        for p in ["a", "/a", "/../a", "a/b/.."] {
+            assert!(!names_root(Path::new(p)), "{p}");
+        }
+        let msg = refusal(ROOT, "", r#","linux":{"cgroupsPath":"."}"#);
+        assert!(msg.contains("linux.cgroupsPath: \".\" names no cgroup"), "{msg}");
+        let msg = refusal(ROOT, "", r#","linux":{"maskedPaths":["/proc/kcore","/"]}"#);
+        assert!(msg.contains("linux.maskedPaths[1]"), "{msg}");
+        let msg = refusal(ROOT, "", r#","linux":{"readonlyPaths":[""]}"#);
+        assert!(msg.contains("linux.readonlyPaths[0]: must not be empty"), "{msg}");
+    }
+
+    #[test]
+    fn a_bundle_needs_a_root_of_its_own_and_mounts_off_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let load = |root: &str, mounts: &str| {
+            let json = format!(
+                r#"{{"ociVersion":"1.2.0","process":{{"user":{{"uid":0,"gid":0}},"cwd":"/","args":["sh"]}}{root},"mounts":[{mounts}]}}"#
+            );
+            std::fs::write(dir.path().join("config.json"), json).unwrap();
+            Bundle::load(dir.path()).map(|b| b.rootfs)
+        };
+        let err = |r: Result<PathBuf>| r.unwrap_err().to_string();
+        assert!(err(load("", "")).contains("root: must be specified"));
+        assert!(err(load(r#","root":{}"#, "")).contains("root.path: must not be empty"));
+        assert!(err(load(r#","root":{"path":"."}"#, "")).contains("is the bundle directory itself"));
+        assert!(err(load(r#","root":{"path":"rootfs/.."}"#, "")).contains("is the bundle directory itself"));
+        let root = r#","root":{"path":"rootfs"}"#;
+        assert_eq!(load(root, "").unwrap(), dir.path().join("rootfs"));
+        let tmpfs = |dest: &str| format!(r#"{{"destination":"{dest}","type":"tmpfs","source":"tmpfs"}}"#);
+        assert!(err(load(root, &tmpfs(""))).contains("mounts[0].destination: must not be empty"));
+        assert!(err(load(root, &tmpfs("/"))).contains("mounts[0].destination: \"/\" is the container's root"));
+        assert!(err(load(root, &tmpfs("."))).contains("mounts[0].destination"));
+        load(root, &tmpfs("tmp")).unwrap();
     }
 }

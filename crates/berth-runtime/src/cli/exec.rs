@@ -1,5 +1,5 @@
 use anyhow::{Context, Result, bail};
-use berth_runtime::config::load_json;
+use berth_runtime::config::{load_json, validate_process};
 use berth_runtime::foreground::{self, Signals};
 use berth_runtime::launch::{self, ExecOptions};
 use berth_runtime::sys;
@@ -38,7 +38,10 @@ pub fn run(g: &Globals, a: liboci_cli::Exec) -> Result<i32> {
 /// with the command line's arguments and overrides, as runc builds it.
 fn build_process(a: &liboci_cli::Exec, spec: &Spec) -> Result<Process> {
     if let Some(file) = &a.process {
-        return Ok(load_json(file)?);
+        // Checked here too, so an error names the file.
+        let p = load_json(file)?;
+        validate_process(file, &p)?;
+        return Ok(p);
     }
     if a.command.is_empty() {
         bail!("exec: no command given (pass the program and its arguments, or --process FILE)");
