@@ -1,6 +1,7 @@
 //! `exec` never gives a process more than its container has: fields a
 //! process.json leaves out come from the container's process, ids a setuid
-//! would read as "keep root" are refused, as with runc.
+//! would read as "keep root" are refused, and the environment's later
+//! values win, as with runc.
 
 use std::path::Path;
 
@@ -122,5 +123,39 @@ fn exec_refuses_ids_outside_runcs_range_and_nothing_runs_as_root() {
         assert!(stderr.contains(field) && stderr.contains("4294967295"), "{args:?}: the error names {field}: {stderr}");
     }
     rt.ok(&["delete", "--force", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+/// FOO's values in the environment the program got (no shell in between:
+/// a shell would tidy duplicates itself).
+fn foo_values(env_output: &str) -> Vec<&str> {
+    env_output.lines().filter_map(|l| l.strip_prefix("FOO=")).collect()
+}
+
+#[test]
+fn exec_env_overrides_the_containers_value_of_the_same_name() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let (id, _) = running(&rt, &mut b, |c| c["process"]["env"].as_array_mut().unwrap().push("FOO=old".into()));
+    let out = rt.ok(&["exec", "--env", "FOO=new", &id, "env"]);
+    assert_eq!(foo_values(&out), ["new"], "the later value wins, and only it is passed: {out}");
+    let out = rt.ok(&["exec", "--env", "FOO=one", "-e", "FOO=two", &id, "env"]);
+    assert_eq!(foo_values(&out), ["two"], "{out}");
+    let file = write_process(
+        b.path(),
+        json!({ "user": { "uid": 0, "gid": 0 }, "cwd": "/", "env": ["PATH=/bin", "FOO=old", "FOO=new"], "args": ["env"] }),
+    );
+    let out = rt.ok(&["exec", "--process", &file, &id]);
+    assert_eq!(foo_values(&out), ["new"], "{out}");
+    rt.ok(&["delete", "--force", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+
+    // The same rule for config.json's own env, as runc's init applies it.
+    b.edit(|c| c["process"]["env"].as_array_mut().unwrap().extend([json!("FOO=old"), json!("FOO=new")]));
+    b.args(&["env"]);
+    let id = unique_id("envinit");
+    let (code, out, err) = rt.run(&b, &id);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(foo_values(&out), ["new"], "{out}");
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }

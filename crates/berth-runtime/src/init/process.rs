@@ -246,12 +246,25 @@ fn io_message(e: &std::io::Error) -> String {
     }
 }
 
-/// process.env, plus HOME from the container's /etc/passwd when the
-/// process does not set it (as runc does), plus `extra`.
+/// process.env, plus `extra`, plus HOME from the container's /etc/passwd
+/// when neither sets it (as runc does). A name given twice keeps its first
+/// place and its last value, as runc's os.Setenv leaves it: `exec --env
+/// K=V` overrides the container's K.
 pub fn environment(process: &Process, extra: &[String]) -> Vec<String> {
-    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
-    env.extend(extra.iter().cloned());
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
+    let given = process.env().iter().flatten().chain(extra);
+    let mut env: Vec<String> = Vec::new();
+    let mut place: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for kv in given {
+        let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        match place.get(name) {
+            Some(&i) => env[i] = kv.clone(),
+            None => {
+                place.insert(name, env.len());
+                env.push(kv.clone());
+            }
+        }
+    }
+    if !place.contains_key("HOME") {
         let home = home_of(process.user().uid()).unwrap_or_else(|| "/".into());
         env.push(format!("HOME={home}"));
     }
@@ -335,5 +348,15 @@ mod tests {
         let p: Process =
             serde_json::from_str(r#"{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"env":["HOME=/x"]}"#).unwrap();
         assert_eq!(environment(&p, &[]), vec!["HOME=/x".to_string()]);
+    }
+
+    #[test]
+    fn a_later_value_replaces_an_earlier_one_in_its_place() {
+        let p: Process = serde_json::from_str(
+            r#"{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],"env":["A=1","HOME=/h","B=2","A=3","C=","C=4"]}"#,
+        )
+        .unwrap();
+        let env = environment(&p, &["B=5".into()]);
+        assert_eq!(env, ["A=3", "HOME=/h", "B=5", "C=4"]);
     }
 }
