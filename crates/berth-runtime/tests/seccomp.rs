@@ -3,7 +3,8 @@
 //! processes too, and user-space notification handed to a real agent.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 
 use berth_testkit::{Bundle, Runtime, leaks, require_root, unique_id};
 use serde_json::{Value, json};
@@ -132,16 +133,17 @@ fn exec_gets_the_containers_filter() {
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
 
-/// A seccomp agent: receives the notify fd with the container's state,
-/// then answers every notification with `errno`.
-fn agent(listener: UnixListener, errno: i32) -> Value {
-    use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+/// What a seccomp agent receives on its connection: the container's
+/// process state and the notify fd. With `dont_wait`, the message must
+/// already be there.
+fn receive_state(conn: &UnixStream, dont_wait: bool) -> (Value, OwnedFd) {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let (conn, _) = listener.accept().unwrap();
     let mut buf = vec![0u8; 65536];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+    let flags = if dont_wait { MsgFlags::MSG_DONTWAIT } else { MsgFlags::empty() };
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
+        .unwrap_or_else(|e| panic!("no process state from the runtime on the listener's connection: {e}"));
     let mut fd = None;
     for c in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -151,13 +153,35 @@ fn agent(listener: UnixListener, errno: i32) -> Value {
     }
     let n = msg.bytes;
     let state: Value = serde_json::from_slice(&buf[..n]).unwrap();
-    let fd = fd.expect("the notify fd");
+    (state, fd.expect("the notify fd"))
+}
+
+/// Answers every notification on `fd` with `errno`, in a thread.
+fn answer(fd: OwnedFd, errno: i32) {
+    use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
     std::thread::spawn(move || {
         while let Ok(req) = ScmpNotifReq::receive(fd.as_raw_fd()) {
             let _ = ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty()).respond(fd.as_raw_fd());
         }
     });
+}
+
+/// A seccomp agent: receives the notify fd with the container's state,
+/// then answers every notification with `errno`.
+fn agent(listener: UnixListener, errno: i32) -> Value {
+    let (conn, _) = listener.accept().unwrap();
+    let (state, fd) = receive_state(&conn, false);
+    answer(fd, errno);
     state
+}
+
+fn notify_mkdir(sock: &Path) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "listenerMetadata": "agent-hint",
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }]
+    })
 }
 
 #[test]
@@ -171,13 +195,7 @@ fn notifications_go_to_the_listener_with_the_state() {
     b.edit(|c| {
         c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}))
     });
-    let seccomp = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "listenerPath": sock,
-        "listenerMetadata": "agent-hint",
-        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY" }]
-    });
-    b.edit(|c| c["linux"]["seccomp"] = seccomp);
+    b.edit(|c| c["linux"]["seccomp"] = notify_mkdir(&sock));
     b.sh("mkdir /scratch/d 2>&1; echo mkdir=$?");
     let id = unique_id("notify");
     let (code, out, err) = rt.run(&b, &id);
@@ -189,6 +207,93 @@ fn notifications_go_to_the_listener_with_the_state() {
     assert_eq!(state["state"]["id"], id.as_str());
     assert!(state["pid"].as_i64().unwrap() > 1);
     assert_eq!(state["pid"], state["state"]["pid"]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+/// runc hands the notify fd over during `create` (when the init loads the
+/// filter, before it reports ready), not at `start`: an agent may wait for
+/// the fd before anyone starts the container. With no_new_privs (runc's
+/// default spec) berth used to load the filter only at start.
+#[test]
+fn the_notify_fd_and_state_reach_the_listener_during_create_before_start() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    for nnp in [true, false] {
+        let mut b = Bundle::busybox();
+        b.edit(|c| {
+            c["process"]["noNewPrivileges"] = nnp.into();
+            c["root"]["readonly"] = false.into();
+            c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}));
+            c["linux"]["seccomp"] = notify_mkdir(&sock);
+        });
+        b.sh("mkdir /scratch/d 2>/tmp/out; echo mkdir=$? >>/tmp/out");
+        let id = unique_id("notify");
+        rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+        // create has returned, start has not run: the state and the fd
+        // must be waiting on the agent's connection already.
+        listener.set_nonblocking(true).unwrap();
+        let (conn, _) = listener.accept().expect("create connected to listenerPath");
+        let (state, fd) = receive_state(&conn, true);
+        assert_eq!(state["fds"], json!(["seccompFd"]), "nnp={nnp}");
+        assert_eq!(state["metadata"], "agent-hint");
+        assert_eq!(state["state"]["id"], id.as_str());
+        assert_eq!(state["state"]["status"], "creating", "as runc sends it from create");
+        assert_eq!(state["pid"], rt.state(&id)["pid"], "the container's init");
+        assert_eq!(rt.state(&id)["status"], "created");
+        // The fd is live: the agent's answer reaches the program after start.
+        answer(fd, libc::EDQUOT);
+        rt.ok(&["start", &id]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while rt.state(&id)["status"] != "stopped" {
+            assert!(std::time::Instant::now() < deadline, "the container never exited");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = std::fs::read_to_string(b.rootfs().join("tmp/out")).unwrap();
+        assert!(out.contains("Disk quota exceeded") && out.contains("mkdir=1"), "nnp={nnp}: {out}");
+        rt.ok(&["delete", &id]);
+        leaks::assert_none(&id, b.path(), rt.root(), None);
+    }
+}
+
+/// Each exec'd process loads the container's filter and hands its own
+/// notify fd over, with the container's state as it is then.
+#[test]
+fn an_exec_process_hands_its_own_notify_fd_with_the_running_state() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut b = Bundle::busybox();
+    b.mount(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}));
+    b.edit(|c| c["linux"]["seccomp"] = notify_mkdir(&sock));
+    b.args(&["sleep", "1000"]);
+    let id = unique_id("notifyexec");
+    rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
+    let init = agent(listener.try_clone().unwrap(), libc::EDQUOT);
+    assert_eq!(init["state"]["status"], "creating");
+    let exec_agent = std::thread::spawn(move || agent(listener, libc::EROFS));
+    let pid_file = b.path().join("exec.pid");
+    let out = rt.ok(&[
+        "exec",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "sh",
+        "-c",
+        "mkdir /scratch/d 2>&1; echo mkdir=$?",
+    ]);
+    assert!(out.contains("Read-only file system") && out.contains("mkdir=1"), "the exec's agent answered: {out}");
+    let state = exec_agent.join().unwrap();
+    assert_eq!(state["state"]["status"], "running");
+    assert_eq!(state["state"]["pid"], init["pid"], "the state names the container's init");
+    let exec_pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(state["pid"], exec_pid, "the process is the exec'd one, as the host sees it");
+    rt.ok(&["delete", "--force", &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
 

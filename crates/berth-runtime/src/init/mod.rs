@@ -102,12 +102,25 @@ fn run_intermediate(plan: &Plan, chan: &Channel, role: Role) -> Result<()> {
         setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).step(|| "setuid 0 in the user namespace")?;
     }
     plan.ns.unshare_rest()?;
+    // An exec'd process cannot learn its pid in the runtime's pid namespace
+    // (its /proc is the container's), and the seccomp agent is told that
+    // pid: this process, still outside, passes it down.
+    let pid_pipe = if role == Role::Exec && plan.seccomp_listener.is_some() {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe for the process's pid")?)
+    } else {
+        None
+    };
     match sys::fork().step(|| "fork the container process")? {
         ForkResult::Child => match role {
             Role::Init => init_main(plan, chan),
-            Role::Exec => exec_main(plan, chan),
+            Role::Exec => exec_main(plan, chan, pid_pipe.map(|(r, _)| r)),
         },
-        ForkResult::Parent { child } => chan.send(&Msg::Pid(child.as_raw())),
+        ForkResult::Parent { child } => {
+            if let Some((_, w)) = &pid_pipe {
+                nix::unistd::write(w, &child.as_raw().to_ne_bytes()).step(|| "pass the process its pid")?;
+            }
+            chan.send(&Msg::Pid(child.as_raw()))
+        }
     }
 }
 
@@ -117,6 +130,9 @@ struct Prepared {
     env: Vec<String>,
     /// The state hooks get (create only).
     state: Option<OciState>,
+    /// exec: the process's pid in the runtime's pid namespace, for the
+    /// seccomp agent (an init's is in its state).
+    pid: Option<i32>,
 }
 
 fn init_main(plan: &Plan, chan: &Channel) -> ! {
@@ -155,7 +171,7 @@ fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
     if !plan.no_new_keyring {
         join_keyring(&plan.id)?;
     }
-    let prepared = finish_process(plan, Some(state))?;
+    let prepared = finish_process(plan, Some(state), None)?;
     chan.send(&Msg::Ready)?;
     Ok(prepared)
 }
@@ -305,16 +321,15 @@ fn join_keyring(id: &str) -> Result<()> {
 
 /// Identity, capabilities, no_new_privs, cwd, umask, and the program's
 /// path and environment: shared by init and exec.
-fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
+fn finish_process(plan: &Plan, state: Option<OciState>, pid: Option<i32>) -> Result<Prepared> {
     let process = &plan.process;
+    let seccomp_at = seccomp_at(plan, state.is_some());
     // Enter the cwd as root first (it may be unreadable to the user but is
     // still the place to start); if that fails, try again as the user.
     let early_cwd = process::enter_cwd(process.cwd());
     crate::lsm::set_exec_labels(process)?;
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: now,
-    // before the capabilities go. With it, just before exec.
-    if !no_new_privs(plan) {
-        load_seccomp(plan, state.as_ref())?;
+    if seccomp_at == SeccompAt::Identity {
+        load_seccomp(plan, state.as_ref(), pid)?;
     }
     process::apply_identity(process)?;
     if early_cwd.is_err() {
@@ -329,7 +344,35 @@ fn finish_process(plan: &Plan, state: Option<OciState>) -> Result<Prepared> {
     let args = process.args().as_deref().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| Error::Container("process.args is empty".into()))?;
     let program = process::find_program(arg0, &env)?;
-    Ok(Prepared { program, env, state })
+    if seccomp_at == SeccompAt::Ready {
+        load_seccomp(plan, state.as_ref(), pid)?;
+    }
+    Ok(Prepared { program, env, state, pid })
+}
+
+/// When a container process loads linux.seccomp: just before it takes
+/// its identity, reports Ready, or execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeccompAt {
+    /// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: before
+    /// the capabilities go.
+    Identity,
+    /// An init whose filter notifies: before it reports Ready, so the agent
+    /// at listenerPath gets the fd during `create`, as runc sends it (an
+    /// agent may wait for it before anyone runs `start`).
+    Ready,
+    /// Otherwise as late as it gets, so only the exec runs filtered.
+    Exec,
+}
+
+fn seccomp_at(plan: &Plan, init: bool) -> SeccompAt {
+    if !no_new_privs(plan) {
+        SeccompAt::Identity
+    } else if init && plan.seccomp.as_ref().is_some_and(|f| f.notifies()) {
+        SeccompAt::Ready
+    } else {
+        SeccompAt::Exec
+    }
 }
 
 fn no_new_privs(plan: &Plan) -> bool {
@@ -337,17 +380,19 @@ fn no_new_privs(plan: &Plan) -> bool {
 }
 
 /// Loads linux.seccomp into this process and hands a notification fd to
-/// the seccomp agent, with the container's state.
-fn load_seccomp(plan: &Plan, state: Option<&OciState>) -> Result<()> {
+/// the seccomp agent, with the container's state: "creating" from an init
+/// (as runc sends it), the container's current state from exec, whose
+/// `pid` is given.
+fn load_seccomp(plan: &Plan, state: Option<&OciState>, pid: Option<i32>) -> Result<()> {
     let Some(filter) = &plan.seccomp else { return Ok(()) };
     let notify_fd = filter.load()?;
     let (Some(fd), Some(sock)) = (notify_fd, plan.seccomp_listener.as_ref()) else { return Ok(()) };
     let state =
         state.or(plan.exec_state.as_ref()).ok_or_else(|| Error::Container("no state for the seccomp agent".into()))?;
-    let state = OciState { status: crate::container::Status::Created, ..state.clone() };
     let metadata =
         plan.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).and_then(|s| s.listener_metadata().clone());
-    crate::seccomp::send_to_listener(sock.as_fd(), &fd, &state, metadata.as_deref().unwrap_or(""))
+    let pid = pid.unwrap_or(state.pid);
+    crate::seccomp::send_to_listener(sock.as_fd(), &fd, pid, state, metadata.as_deref().unwrap_or(""))
 }
 
 /// Blocks until `start` connects and asks for the program.
@@ -387,16 +432,17 @@ fn exec_program(plan: &Plan, p: &Prepared) -> Error {
     if let Err(e) = sys::reset_signals() {
         return Error::os("reset signals", e);
     }
-    // As close to exec as it gets: only the exec itself runs filtered.
-    if let Err(e) = if no_new_privs(plan) { load_seccomp(plan, p.state.as_ref()) } else { Ok(()) } {
+    if seccomp_at(plan, p.state.is_some()) == SeccompAt::Exec
+        && let Err(e) = load_seccomp(plan, p.state.as_ref(), p.pid)
+    {
         return e;
     }
     let args = plan.process.args().as_deref().unwrap_or_default();
     process::exec(&p.program, args, &p.env)
 }
 
-fn exec_main(plan: &Plan, chan: &Channel) -> ! {
-    let err = match exec_setup(plan) {
+fn exec_main(plan: &Plan, chan: &Channel, pid_pipe: Option<OwnedFd>) -> ! {
+    let err = match exec_setup(plan, pid_pipe) {
         Ok(p) => exec_program(plan, &p),
         Err(e) => e,
     };
@@ -406,13 +452,21 @@ fn exec_main(plan: &Plan, chan: &Channel) -> ! {
 
 /// exec's container process, up to the exec: it already runs in the
 /// container's namespaces and root.
-fn exec_setup(plan: &Plan) -> Result<Prepared> {
+fn exec_setup(plan: &Plan, pid_pipe: Option<OwnedFd>) -> Result<Prepared> {
     setsid().step(|| "setsid")?;
+    let pid = pid_pipe.map(read_pid).transpose()?;
     let process = &plan.process;
     if process.terminal().unwrap_or(false) {
         hand_over_terminal(plan, &console::open_here(process)?)?;
     }
     process::apply_oom_score_adj(process)?;
     process::apply_rlimits(process)?;
-    finish_process(plan, None)
+    finish_process(plan, None, pid)
+}
+
+/// The pid the intermediate wrote (see run_intermediate).
+fn read_pid(pipe: OwnedFd) -> Result<i32> {
+    let mut bytes = [0u8; 4];
+    std::fs::File::from(pipe).read_exact(&mut bytes).step(|| "read the process's pid")?;
+    Ok(i32::from_ne_bytes(bytes))
 }

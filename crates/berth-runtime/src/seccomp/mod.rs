@@ -5,7 +5,9 @@
 //! refused before anything starts, and loaded by the container process as
 //! late as the kernel allows: right before exec when no_new_privs is set;
 //! without it, loading needs CAP_SYS_ADMIN, so it happens before the
-//! process drops its capabilities (as runc does).
+//! process drops its capabilities (as runc does). A container's init whose
+//! filter notifies loads it before it reports ready, so the notify fd
+//! reaches the agent during `create`, as with runc.
 //!
 //! libseccomp compiles a profile like docker's default (three
 //! architectures, ~350 syscalls) in about 10 ms, which is a third of a
@@ -351,15 +353,17 @@ struct ContainerProcessState<'a> {
     state: &'a OciState,
 }
 
-/// Sends the notify fd and the state to the seccomp agent.
-pub fn send_to_listener(sock: BorrowedFd<'_>, notify_fd: &OwnedFd, state: &OciState, metadata: &str) -> Result<()> {
-    let msg = ContainerProcessState {
-        oci_version: crate::template::OCI_VERSION,
-        fds: ["seccompFd"],
-        pid: state.pid,
-        metadata,
-        state,
-    };
+/// Sends the notify fd of process `pid` (in the runtime's pid namespace)
+/// and the container's state to the seccomp agent.
+pub fn send_to_listener(
+    sock: BorrowedFd<'_>,
+    notify_fd: &OwnedFd,
+    pid: i32,
+    state: &OciState,
+    metadata: &str,
+) -> Result<()> {
+    let msg =
+        ContainerProcessState { oci_version: crate::template::OCI_VERSION, fds: ["seccompFd"], pid, metadata, state };
     let bytes = serde_json::to_vec(&msg).expect("the process state serializes");
     crate::channel::send_packet(sock.as_fd(), &bytes, &[notify_fd.as_raw_fd()])
         .map_err(|e| Error::os("send the seccomp fd to listenerPath", e))
