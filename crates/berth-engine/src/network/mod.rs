@@ -5,8 +5,11 @@
 //! tool can read it. The default network is docker's `bridge` (device
 //! `berth0`, 10.77.0.0/24); `berth network create` adds `berthN` bridges on
 //! 10.77.N.0/24. Addresses are private and leave the machine only through
-//! masquerading. A container's network namespace is pinned by [`netns`];
-//! ADD results are cached so DEL gets the result it expects, as libcni does.
+//! masquerading. A container's network namespace is pinned by [`netns`].
+//! Each attachment is recorded before its ADD (the ports it publishes) and
+//! after it (the result, which DEL gets as libcni gives it), so DEL can
+//! always be run, also for an ADD killed half-way, and a host port is
+//! published once (see `endpoint`).
 //!
 //! Speed: per container, only the plugins that do per-container work run
 //! (bridge with host-local, and portmap). Masquerading and forwarding are a
