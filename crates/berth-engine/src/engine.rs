@@ -16,7 +16,7 @@ use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
 use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
-use crate::store::{ContainerRecord, ContainerStore, Status, name_for, new_id};
+use crate::store::{ContainerRecord, ContainerStore, Status, new_id};
 use crate::volume::{Volume, VolumeError, Volumes};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,11 +157,13 @@ impl Engine {
         flags: &RunFlags,
         opts: &CreateOptions,
     ) -> Result<ContainerRecord, EngineError> {
+        // Bad flags are refused before anything is made.
+        flags.validate()?;
         prime_cgroup_moves();
         let image = self.image(image_key)?;
         let id = new_id();
         let store = self.containers()?;
-        let name = opts.name.clone().unwrap_or_else(|| name_for(&id));
+        let name = opts.name.clone().unwrap_or_default();
         let (data, run) = self.container_dirs(&id);
         let bundle = run.clone();
         let mut rec = ContainerRecord::new(&id, &name, image_key, &image.record.id.to_string(), bundle.clone());
@@ -174,7 +176,10 @@ impl Engine {
             "autoRemove": opts.auto_remove,
         });
         rec.labels = flags.labels.iter().cloned().collect();
-        store.insert(&rec)?;
+        match opts.name {
+            Some(_) => store.insert(&rec)?,
+            None => crate::names::insert_with_generated_name(&store, &mut rec)?,
+        }
         match self.prepare(&rec, &image, flags, opts, &data, &run) {
             Ok(None) => Ok(rec),
             Ok(Some(a)) => Ok(store.update(&id, |r| r.config["address"] = a.address.to_string().into())?),

@@ -293,21 +293,6 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A docker-style name ("brave_turing") derived from the id; the caller
-/// retries with another id's name if it is taken.
-pub fn name_for(id: &str) -> String {
-    const ADJ: [&str; 16] = [
-        "brave", "calm", "eager", "fervent", "gallant", "happy", "keen", "lucid", "mystic", "nifty", "quirky",
-        "serene", "stoic", "tender", "upbeat", "zealous",
-    ];
-    const NAMES: [&str; 16] = [
-        "babbage", "curie", "dijkstra", "euclid", "fermat", "galois", "hopper", "kepler", "lovelace", "noether",
-        "pascal", "ritchie", "shannon", "thompson", "turing", "wozniak",
-    ];
-    let n = u32::from_str_radix(id.get(..6).unwrap_or("0"), 16).unwrap_or(0) as usize;
-    format!("{}_{}", ADJ[n % 16], NAMES[(n / 16) % 16])
-}
-
 /// An exclusive lock on one container for the length of an operation, so
 /// two `berth` processes never start and remove it at once. A flock: the
 /// kernel drops it if the holder dies.
@@ -394,13 +379,5 @@ mod tests {
         assert!(s.get(&id).is_err());
         s.insert(&record(&new_id(), "uno")).unwrap();
         assert!(matches!(s.update("nope", |_| {}), Err(StoreError::NotFound(_))));
-    }
-
-    #[test]
-    fn names_look_like_dockers() {
-        let n = name_for(&new_id());
-        let (adj, who) = n.split_once('_').unwrap();
-        assert!(!adj.is_empty() && !who.is_empty());
-        check_name(&n).unwrap();
     }
 }

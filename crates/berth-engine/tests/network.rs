@@ -278,3 +278,70 @@ fn a_missing_plugin_and_a_bad_network_are_named() {
         assert!(!Path::new(&ns.path).exists());
     })
 }
+
+/// The leases host-local holds on network `net`: lease files (named by
+/// address) with the container id each holds.
+fn leases(state: &Path, net: &str) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(state.join("ipam").join(net)) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.parse::<Ipv4Addr>().ok()?;
+            let holder = std::fs::read_to_string(e.path()).ok()?;
+            Some((name, holder.lines().next().unwrap_or("").trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn detach_releases_the_lease_even_without_a_recorded_attachment() {
+    if !have_plugins() {
+        return;
+    }
+    in_test_host(|| {
+        let mut env = Env::new();
+        let state = env._dir.path().join("state");
+        let c = env.container("lost");
+        env.attach("bridge", "lost", &c, &[]);
+        assert_eq!(leases(&state, "bridge").len(), 1);
+        // As if the record had never been written (an ADD killed before
+        // any record existed, by an older berth): DEL still runs.
+        for f in std::fs::read_dir(state.join("results")).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        env.remove_then_detach("bridge", "lost");
+        assert_eq!(leases(&state, "bridge"), [], "the lease outlived rm");
+    })
+}
+
+#[test]
+fn a_host_port_is_published_once_and_a_refused_attach_leaves_nothing() {
+    if !have_plugins() {
+        return;
+    }
+    in_test_host(|| {
+        let mut env = Env::new();
+        let state = env._dir.path().join("state");
+        let port = free_port();
+        let web =
+            |cport| PortMapping { host_port: port, container_port: cport, protocol: "tcp".into(), host_ip: "".into() };
+        let a = env.container("first");
+        env.attach("bridge", "first", &a, &[web(80)]);
+        let b = env.container("second");
+        let err = env.nets.attach("bridge", "second", &b.path, "eth0", &[web(81)]).unwrap_err();
+        assert_eq!(err.to_string(), format!("Bind for 0.0.0.0:{port} failed: port is already allocated"));
+        let held: Vec<String> = leases(&state, "bridge").into_iter().map(|(_, id)| id).collect();
+        assert_eq!(held, ["first"], "the refused attach took a lease");
+        assert_eq!(env.nets.endpoints("bridge").unwrap(), ["first"]);
+        let rules = iptables_save();
+        assert!(!rules.contains("\\\"second\\\""), "rules for the refused attach: {rules}");
+        // The same port twice in one attach.
+        let err = env.nets.attach("bridge", "second", &b.path, "eth0", &[web(1), web(2)]).unwrap_err();
+        assert!(err.to_string().ends_with("port is already allocated"), "{err}");
+        // Freed with its holder.
+        env.remove_then_detach("bridge", "first");
+        env.attach("bridge", "second", &b, &[web(81)]);
+        assert_eq!(env.nets.endpoints("bridge").unwrap(), ["second"]);
+    })
+}

@@ -66,9 +66,11 @@ pub struct RunArgs {
     user: Option<String>,
     #[arg(long)]
     hostname: Option<String>,
-    #[arg(short, long)]
+    /// Memory limit (512m, 2g; -1 or 0: none)
+    #[arg(short, long, allow_negative_numbers = true)]
     memory: Option<String>,
-    #[arg(long)]
+    /// CPUs (1.5: one and a half; 0: no limit)
+    #[arg(long, allow_negative_numbers = true)]
     cpus: Option<String>,
     #[arg(long)]
     pids_limit: Option<i64>,
@@ -298,7 +300,9 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
     for file in &r.env_file {
         env.extend(env_file(file)?);
     }
-    env.extend(r.env);
+    for kv in &r.env {
+        env.extend(flags::env_from_caller(kv, |k| std::env::var(k).ok())?);
+    }
     let labels = r
         .label
         .iter()
@@ -321,12 +325,10 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         pids_limit: r.pids_limit,
         ..Default::default()
     };
-    if let Some(m) = &r.memory {
-        f.memory = Some(flags::parse_size("--memory", m)?);
-    }
-    if let Some(c) = &r.cpus {
-        f.cpus = Some(flags::parse_cpus(c)?);
-    }
+    f.memory = r.memory.as_deref().map(flags::parse_memory).transpose()?.flatten();
+    f.cpus = r.cpus.as_deref().map(flags::parse_cpus).transpose()?.flatten();
+    // Before any pull: bad flags cost nothing.
+    f.validate()?;
     let ports = r.publish.iter().map(|p| PortMapping::parse(p)).collect::<Result<Vec<_>, _>>()?;
     if !ports.is_empty() && matches!(r.network.as_str(), "none" | "host") {
         bail!("-p needs a bridge network: --network {} publishes nothing", r.network);
@@ -686,13 +688,11 @@ pub fn volume(engine: &Engine, c: VolumeCmd) -> Result<()> {
 /// skipped; a bare KEY takes this process's value (and is dropped if unset).
 fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read --env-file {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| match l.split_once('=') {
-            Some(_) => Some(l.to_owned()),
-            None => std::env::var(l).ok().map(|v| format!("{l}={v}")),
-        })
-        .collect())
+    let mut env = Vec::new();
+    for l in text.lines().map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let kv = flags::env_from_caller(l, |k| std::env::var(k).ok())
+            .with_context(|| format!("--env-file {}", path.display()))?;
+        env.extend(kv);
+    }
+    Ok(env)
 }

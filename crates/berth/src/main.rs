@@ -283,8 +283,32 @@ fn load_config(path: &Path) -> Result<Config> {
     }
 }
 
+/// Parses the command line; on a mistake exits with docker's code for it:
+/// 125 for a flag it cannot take (unknown, missing or bad value), 1 for a
+/// wrong command or arguments, 0 for help and version.
+fn parse_args() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let code = match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+        ErrorKind::InvalidSubcommand | ErrorKind::MissingRequiredArgument | ErrorKind::MissingSubcommand => 1,
+        // An extra positional argument is "unexpected argument" too, but
+        // docker counts it as a wrong argument count, not a flag error.
+        ErrorKind::UnknownArgument => match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(arg)) if !arg.starts_with('-') => 1,
+            _ => 125,
+        },
+        _ => 125,
+    };
+    let _ = e.print();
+    std::process::exit(code);
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args();
     let level = if cli.debug { "debug" } else { "warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

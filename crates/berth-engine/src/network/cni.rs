@@ -72,31 +72,19 @@ struct PluginError {
     details: String,
 }
 
-/// ADD through every plugin of `conflist`; returns the last result. If a
-/// plugin fails, the ones before it are deleted again (best effort), so a
-/// failed attach leaves nothing behind.
+/// ADD through every plugin of `conflist`; returns the last result. A
+/// failed ADD is not undone here: as libcni leaves it to its runtime, the
+/// caller runs [`del`] over the whole list (the failed plugin may have
+/// done part of its work too).
 pub fn add(conflist: &Value, inv: &Invocation<'_>) -> Result<CniResult, NetworkError> {
-    let plugins = plugins_of(conflist)?;
     let mut prev: Option<Value> = None;
-    for (i, plugin) in plugins.iter().enumerate() {
+    for plugin in plugins_of(conflist)? {
         let conf = plugin_conf(conflist, plugin, inv, prev.as_ref())?;
-        match exec(&conf, "ADD", inv) {
-            Ok(out) => {
-                prev = Some(serde_json::from_slice(&out).map_err(|e| NetworkError::BadResult {
-                    plugin: plugin_type(plugin).to_owned(),
-                    msg: e.to_string(),
-                })?)
-            }
-            Err(e) => {
-                let done = &plugins[..i];
-                for p in done.iter().rev() {
-                    if let Ok(conf) = plugin_conf(conflist, p, inv, prev.as_ref()) {
-                        let _ = exec(&conf, "DEL", inv);
-                    }
-                }
-                return Err(e);
-            }
-        }
+        let out = exec(&conf, "ADD", inv)?;
+        prev = Some(
+            serde_json::from_slice(&out)
+                .map_err(|e| NetworkError::BadResult { plugin: plugin_type(plugin).to_owned(), msg: e.to_string() })?,
+        );
     }
     let result = prev.unwrap_or(Value::Null);
     serde_json::from_value(result).map_err(|e| NetworkError::BadResult { plugin: "(last)".into(), msg: e.to_string() })
@@ -165,7 +153,9 @@ fn exec(conf: &Value, command: &str, inv: &Invocation<'_>) -> Result<Vec<u8>, Ne
     let kind = plugin_type(conf).to_owned();
     let binary = find_plugin(&kind, inv.plugin_dirs)?;
     let path = std::env::join_paths(inv.plugin_dirs).unwrap_or_default();
-    let mut child = Command::new(&binary)
+    let mut cmd = Command::new(&binary);
+    dies_with_caller(&mut cmd);
+    let mut child = cmd
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
         .env("CNI_COMMAND", command)
@@ -194,6 +184,31 @@ fn exec(conf: &Value, command: &str, inv: &Invocation<'_>) -> Result<Vec<u8>, Ne
         _ => (0, String::from_utf8_lossy(&out.stderr).trim().to_owned()),
     };
     Err(NetworkError::Plugin { plugin: kind, command: command.into(), code, msg })
+}
+
+/// Makes the plugin die (SIGKILL) if this process dies first. A plugin
+/// left running by a killed `berth` would finish its ADD after the
+/// `rm -f` that follows has run DEL, and leave its lease and DNAT rules
+/// for good; killed with us, it leaves at most part of its work, which
+/// that DEL undoes. (The death signal follows the thread that spawns the
+/// plugin: it waits for the plugin, so it lives as long.)
+fn dies_with_caller(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Dead already, before the signal was armed.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 fn find_plugin(kind: &str, dirs: &[PathBuf]) -> Result<PathBuf, NetworkError> {

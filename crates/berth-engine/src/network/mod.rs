@@ -5,8 +5,11 @@
 //! tool can read it. The default network is docker's `bridge` (device
 //! `berth0`, 10.77.0.0/24); `berth network create` adds `berthN` bridges on
 //! 10.77.N.0/24. Addresses are private and leave the machine only through
-//! masquerading. A container's network namespace is pinned by [`netns`];
-//! ADD results are cached so DEL gets the result it expects, as libcni does.
+//! masquerading. A container's network namespace is pinned by [`netns`].
+//! Each attachment is recorded before its ADD (the ports it publishes) and
+//! after it (the result, which DEL gets as libcni gives it), so DEL can
+//! always be run, also for an ADD killed half-way, and a host port is
+//! published once (see `endpoint`).
 //!
 //! Speed: per container, only the plugins that do per-container work run
 //! (bridge with host-local, and portmap). Masquerading and forwarding are a
@@ -18,6 +21,7 @@
 //! it): the kernel removes the veth with the namespace, in the background.
 
 pub mod cni;
+mod endpoint;
 pub mod hosts;
 pub mod netns;
 pub mod rules;
@@ -71,6 +75,9 @@ pub enum NetworkError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("invalid port publication {spec:?}: {why}")]
     BadPort { spec: String, why: String },
+    /// docker's words, for scripts that look for them.
+    #[error("Bind for {addr} failed: port is already allocated")]
+    PortAllocated { addr: String },
 }
 
 /// A network as `berth network inspect` shows it.
@@ -310,20 +317,18 @@ impl Networks {
         Ok(())
     }
 
-    /// Container ids attached to `network`.
+    /// Container ids attached to `network` (or being attached: an ADD
+    /// under way, or killed, until its DEL).
     pub fn endpoints(&self, network: &str) -> Result<Vec<String>, NetworkError> {
-        let dir = self.results_dir();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(NetworkError::Io { what: "read", path: dir, source: e }),
-        };
-        let prefix = format!("{network}-");
-        Ok(entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|f| {
-                let rest = f.strip_prefix(&prefix)?.strip_suffix(".json")?;
-                Some(rest.rsplit_once('-').map_or(rest, |(id, _ifname)| id).to_owned())
+        // NETWORK-ID-IFNAME.json, read from the right: network names may
+        // hold '-', container ids and interface names do not.
+        Ok(endpoint::records(&self.results_dir())?
+            .iter()
+            .filter_map(|p| {
+                let stem = p.file_name()?.to_str()?.strip_suffix(".json")?;
+                let (rest, _ifname) = stem.rsplit_once('-')?;
+                let (net, id) = rest.rsplit_once('-')?;
+                (net == network).then(|| id.to_owned())
             })
             .collect())
     }
@@ -348,7 +353,10 @@ impl Networks {
     }
 
     /// Attaches the container's namespace to `network` as `ifname`, with
-    /// `ports` published. The result is cached for [`Networks::detach`].
+    /// `ports` published: docker's "port is already allocated" if another
+    /// attachment has one of them. The ports are recorded before ADD and
+    /// the result after it, for [`Networks::detach`]; a failed ADD is
+    /// deleted again whole.
     pub fn attach(
         &self,
         network: &str,
@@ -358,35 +366,40 @@ impl Networks {
         ports: &[PortMapping],
     ) -> Result<Attachment, NetworkError> {
         let net = if network == DEFAULT_NETWORK { self.ensure_default()? } else { self.get(network)? };
-        let mut rc = Map::new();
-        if !ports.is_empty() {
-            rc.insert("portMappings".into(), serde_json::to_value(ports).unwrap_or(Value::Null));
-        }
+        let record = self.result_path(network, container_id, ifname);
+        endpoint::reserve(&self.results_dir(), &record, ports)?;
         let list = self.conflist(&net);
+        let rc = runtime_config(ports);
         let inv = self.invocation(container_id, netns, ifname, &rc);
+        let undo = |result: Option<&CniResult>, e: NetworkError| {
+            // DEL is idempotent: whatever part of ADD happened is undone.
+            if let Err(d) = cni::del(&list, &inv, result) {
+                tracing::warn!(container_id, network, "undo a failed attach: {d}");
+            } else {
+                let _ = std::fs::remove_file(&record);
+            }
+            e
+        };
         // The bridge plugin makes the bridge on first use (since boot):
         // that is when the network's own rules go in too.
         let first = nix::net::if_::if_nametoindex(net.bridge.as_str()).is_err();
-        let result = cni::add(&list, &inv)?;
+        let result = cni::add(&list, &inv).map_err(|e| undo(None, e))?;
         if first && let Err(e) = rules::install(&net) {
-            let _ = cni::del(&list, &inv, Some(&result));
-            return Err(e);
+            return Err(undo(Some(&result), e));
         }
-        let cache = self.result_path(network, container_id, ifname);
-        let saved = std::fs::create_dir_all(self.results_dir()).and_then(|()| {
-            std::fs::write(&cache, serde_json::to_vec(&CachedAdd { result: &result, ports }).unwrap_or_default())
-        });
-        if let Err(e) = saved {
-            let _ = cni::del(&list, &inv, Some(&result));
-            return Err(NetworkError::Io { what: "write", path: cache, source: e });
+        let done = endpoint::Endpoint { result: Some(result.clone()), ports: ports.to_vec() };
+        if let Err(e) = endpoint::write(&record, &done) {
+            return Err(undo(Some(&result), e));
         }
         attachment_of(network, ifname, &result)
     }
 
     /// Undoes [`Networks::attach`]: address lease, published ports, and
     /// the veth if `netns` is given (`None`: the namespace is already gone,
-    /// and the veth with it). Detaching what is not attached is not an
-    /// error.
+    /// and the veth with it). Always runs DEL, idempotent by the CNI spec,
+    /// with the recorded ports and result when there are some: an ADD that
+    /// was killed half-way is undone too. Detaching what is not attached is
+    /// not an error.
     pub fn detach(
         &self,
         network: &str,
@@ -394,26 +407,36 @@ impl Networks {
         netns: Option<&Path>,
         ifname: &str,
     ) -> Result<(), NetworkError> {
-        let cache = self.result_path(network, container_id, ifname);
-        let cached: Option<Value> = std::fs::read(&cache).ok().and_then(|t| serde_json::from_slice(&t).ok());
-        let Some(cached) = cached else { return Ok(()) };
-        let net = self.get(network)?;
-        let result: Option<CniResult> = serde_json::from_value(cached["result"].clone()).ok();
-        let mut rc = Map::new();
-        if let Some(ports) = cached.get("ports").filter(|p| p.as_array().is_some_and(|a| !a.is_empty())) {
-            rc.insert("portMappings".into(), ports.clone());
-        }
+        let record = self.result_path(network, container_id, ifname);
+        let net = match self.get(network) {
+            Ok(n) => n,
+            // Removed with its leases (and, being removable, its rules).
+            Err(NetworkError::NotFound(_)) => {
+                let _ = std::fs::remove_file(&record);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let known = endpoint::read(&record).unwrap_or_default();
+        let rc = runtime_config(&known.ports);
         let inv = self.invocation(container_id, netns.unwrap_or(Path::new("")), ifname, &rc);
-        cni::del(&self.conflist(&net), &inv, result.as_ref())?;
-        let _ = std::fs::remove_file(&cache);
-        Ok(())
+        cni::del(&self.conflist(&net), &inv, known.result.as_ref())?;
+        match std::fs::remove_file(&record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(NetworkError::Io { what: "remove", path: record, source: e })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
-#[derive(Serialize)]
-struct CachedAdd<'a> {
-    result: &'a CniResult,
-    ports: &'a [PortMapping],
+/// The runtime values the conflist's plugins ask for: `portMappings`.
+fn runtime_config(ports: &[PortMapping]) -> Map<String, Value> {
+    let mut rc = Map::new();
+    if !ports.is_empty() {
+        rc.insert("portMappings".into(), serde_json::to_value(ports).unwrap_or(Value::Null));
+    }
+    rc
 }
 
 fn network_for(name: &str, bridge: String, addr: Ipv4Addr, len: u8) -> Network {
@@ -540,6 +563,23 @@ mod tests {
         assert!(matches!(nets.remove(DEFAULT_NETWORK), Err(NetworkError::Default)));
         nets.remove("a").unwrap();
         assert!(matches!(nets.get("a"), Err(NetworkError::NotFound(_))));
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_of_a_network_are_not_those_of_one_whose_name_extends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let nets = Networks::new(dir.path().join("conf"), dir.path().join("state"), vec![]);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        endpoint::write(&nets.result_path("my", &a, "eth0"), &Default::default()).unwrap();
+        endpoint::write(&nets.result_path("my-net", &b, "eth0"), &Default::default()).unwrap();
+        assert_eq!(nets.endpoints("my").unwrap(), [a]);
+        assert_eq!(nets.endpoints("my-net").unwrap(), [b]);
+        assert!(nets.endpoints("net").unwrap().is_empty());
     }
 }
 

@@ -58,14 +58,61 @@ pub fn parse_size(flag: &str, value: &str) -> Result<i64, SpecError> {
     Ok(bytes as i64)
 }
 
-/// `--cpus 1.5` → (quota, period) in microseconds, docker's 100 ms period.
-pub fn parse_cpus(value: &str) -> Result<(i64, u64), SpecError> {
-    let cpus: f64 = value.trim().parse().map_err(|_| bad("--cpus", value, "not a number of CPUs"))?;
-    if !(cpus > 0.0 && cpus <= 1024.0) {
-        return Err(bad("--cpus", value, "must be more than 0"));
+/// `--memory`: a size; 0 and -1 mean no limit (`None`), as docker's 0
+/// and podman's -1 do. The lower bound is [`super::RunFlags::validate`]'s.
+pub fn parse_memory(value: &str) -> Result<Option<i64>, SpecError> {
+    if value.trim() == "-1" {
+        return Ok(None);
     }
-    const PERIOD: u64 = 100_000;
-    Ok(((cpus * PERIOD as f64).round() as i64, PERIOD))
+    Ok(Some(parse_size("--memory", value)?).filter(|m| *m != 0))
+}
+
+/// docker's CFS period for `--cpus`: 100 ms, in microseconds.
+const CPU_PERIOD: u64 = 100_000;
+
+/// `--cpus 1.5` → (quota, period) in microseconds, docker's 100 ms
+/// period; 0 means no limit (`None`), as in docker. The range is checked
+/// by [`check_cpus`].
+pub fn parse_cpus(value: &str) -> Result<Option<(i64, u64)>, SpecError> {
+    let cpus: f64 = value.trim().parse().map_err(|_| bad("--cpus", value, "not a number of CPUs"))?;
+    if !cpus.is_finite() {
+        return Err(bad("--cpus", value, "not a number of CPUs"));
+    }
+    if cpus == 0.0 {
+        return Ok(None);
+    }
+    // `as` saturates: an absurd value stays absurd and fails the range check.
+    Ok(Some(((cpus * CPU_PERIOD as f64).round() as i64, CPU_PERIOD)))
+}
+
+/// docker's range for `--cpus`: 0.01 (the kernel's smallest quota, 1 ms
+/// per 100 ms) up to the CPUs the host has, with docker's message for
+/// both ends.
+pub fn check_cpus(quota: i64, period: u64, host_cpus: usize) -> Result<(), SpecError> {
+    let (quota, period) = (i128::from(quota), i128::from(period));
+    if quota * 100 < period || quota > period * host_cpus as i128 {
+        return Err(SpecError::CpuRange(host_cpus));
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on, as docker counts them
+/// (sched_getaffinity, not the cgroup's quota).
+pub fn host_cpus() -> usize {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count()).filter(|i| set.is_set(*i).unwrap_or(false)).count().max(1),
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// docker's `-e`: `KEY=VALUE` as given; a bare `KEY` takes the caller's
+/// value (`lookup`), and is left out when the caller has none.
+pub fn env_from_caller(kv: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>, SpecError> {
+    if kv.is_empty() || kv.starts_with('=') {
+        return Err(bad("-e", kv, "no variable name (want KEY=VALUE or KEY)"));
+    }
+    if kv.contains('=') { Ok(Some(kv.to_owned())) } else { Ok(lookup(kv).map(|v| format!("{kv}={v}"))) }
 }
 
 fn check_target(flag: &str, value: &str, target: &str) -> Result<(), SpecError> {
@@ -182,10 +229,48 @@ mod tests {
     }
 
     #[test]
+    fn memory_minus_one_and_zero_mean_no_limit() {
+        assert_eq!(parse_memory("-1").unwrap(), None);
+        assert_eq!(parse_memory("0").unwrap(), None);
+        assert_eq!(parse_memory("64m").unwrap(), Some(64 << 20));
+        assert!(parse_memory("-2").is_err() && parse_memory("lots").is_err());
+    }
+
+    #[test]
     fn cpus_become_a_quota_over_docker_period() {
-        assert_eq!(parse_cpus("1.5").unwrap(), (150_000, 100_000));
-        assert_eq!(parse_cpus("0.01").unwrap(), (1_000, 100_000));
-        assert!(parse_cpus("0").is_err() && parse_cpus("x").is_err());
+        assert_eq!(parse_cpus("1.5").unwrap(), Some((150_000, 100_000)));
+        assert_eq!(parse_cpus("0.01").unwrap(), Some((1_000, 100_000)));
+        assert_eq!(parse_cpus("0").unwrap(), None, "docker's 0: no limit");
+        for bad in ["x", "nan", "inf", ""] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpus_outside_dockers_range_get_dockers_message() {
+        let range = |v: &str| {
+            let (q, p) = parse_cpus(v).unwrap().unwrap();
+            check_cpus(q, p, 2).map_err(|e| e.to_string())
+        };
+        assert_eq!(range("2"), Ok(()));
+        assert_eq!(range("0.01"), Ok(()));
+        let msg = "range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available";
+        for v in ["2.01", "0.009", "0.0000001", "-1", "1e300"] {
+            assert_eq!(range(v), Err(msg.to_owned()), "{v}");
+        }
+        assert!(host_cpus() >= 1);
+    }
+
+    #[test]
+    fn bare_env_names_come_from_the_caller() {
+        let caller = |k: &str| (k == "SET").then(|| "from caller".to_owned());
+        assert_eq!(env_from_caller("A=b=c", caller).unwrap().as_deref(), Some("A=b=c"));
+        assert_eq!(env_from_caller("EMPTY=", caller).unwrap().as_deref(), Some("EMPTY="));
+        assert_eq!(env_from_caller("SET", caller).unwrap().as_deref(), Some("SET=from caller"));
+        assert_eq!(env_from_caller("UNSET", caller).unwrap(), None);
+        for bad in ["", "=x"] {
+            assert!(env_from_caller(bad, caller).unwrap_err().to_string().contains("no variable name"), "{bad}");
+        }
     }
 
     #[test]

@@ -31,7 +31,19 @@ pub enum SpecError {
     Seccomp(String),
     #[error("the generated spec does not parse (a bug): {0}")]
     Invalid(String),
+    /// docker's words.
+    #[error("Minimum memory limit allowed is 6MB")]
+    MemoryTooLow,
+    /// docker's words; the host's CPU count.
+    #[error("range of CPUs is from 0.01 to {0}.00, as there are only {0} CPUs available")]
+    CpuRange(usize),
+    #[error("invalid user {user:?}: {what} {id} is out of range (0 to {max})", max = user::MAX_ID)]
+    IdRange { user: String, what: &'static str, id: String },
 }
+
+/// The smallest memory limit docker accepts (6 MiB): below it a container
+/// cannot even start, and the runtime's error would say nothing useful.
+pub const MIN_MEMORY: i64 = 6 << 20;
 
 /// What the image says about running it (its config's `config` object).
 #[derive(Debug, Clone, Default)]
@@ -66,6 +78,25 @@ pub struct RunFlags {
     pub pids_limit: Option<i64>,
     pub shm_size: Option<i64>,
     pub labels: Vec<(String, String)>,
+}
+
+impl RunFlags {
+    /// What docker's daemon refuses before it makes anything: a memory
+    /// limit under [`MIN_MEMORY`], `--cpus` outside 0.01 to the host's
+    /// CPUs, and numeric user or group ids outside 0 to 2147483647 (as
+    /// runc: -1, 4294967295, would mean "unchanged", that is root).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.memory.is_some_and(|m| m > 0 && m < MIN_MEMORY) {
+            return Err(SpecError::MemoryTooLow);
+        }
+        if let Some((quota, period)) = self.cpus {
+            flags::check_cpus(quota, period, flags::host_cpus())?;
+        }
+        if let Some(u) = &self.user {
+            user::check_ids(u)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the engine put things for this container.
@@ -280,6 +311,7 @@ fn device_rules(privileged: bool) -> Value {
 
 /// The whole config.json for a container.
 pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -> Result<Spec, SpecError> {
+    flags.validate()?;
     let hostname = flags.hostname.clone().unwrap_or_else(|| id.chars().take(12).collect());
     let user_spec = flags.user.clone().unwrap_or_else(|| image.user.clone());
     let ident = user::resolve(&paths.rootfs, &user_spec)?;

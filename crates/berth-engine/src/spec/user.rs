@@ -21,8 +21,44 @@ pub struct Identity {
     pub home: Option<String>,
 }
 
+/// The largest user or group id a container may have, as runc allows:
+/// ids are signed 32-bit in the kernel's interfaces, and -1 (4294967295)
+/// means "leave unchanged" to setuid and friends, which would leave the
+/// process root.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Refuses numeric ids in `user` ("uid", "uid:gid", "name:gid") outside
+/// 0 to [`MAX_ID`], before anything is looked up.
+pub fn check_ids(user: &str) -> Result<(), SpecError> {
+    let (u, g) = user.split_once(':').map_or((user, ""), |(u, g)| (u, g));
+    for (what, id) in [("uid", u), ("gid", g)] {
+        let numeric = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+        if numeric && id.parse::<u32>().map_or(true, |n| n > MAX_ID) {
+            return Err(SpecError::IdRange { user: user.into(), what, id: id.into() });
+        }
+    }
+    Ok(())
+}
+
 /// `user` as docker takes it: "", "name", "uid", "name:group", "uid:gid".
+/// Ids outside 0 to [`MAX_ID`], given or found in the image's files, are
+/// refused.
 pub fn resolve(rootfs: &Path, user: &str) -> Result<Identity, SpecError> {
+    check_ids(user)?;
+    let ident = lookup(rootfs, user)?;
+    let out_of_range = |what: &'static str, id: u32| {
+        (id > MAX_ID).then(|| SpecError::IdRange { user: user.into(), what, id: id.to_string() })
+    };
+    let ids = [("uid", ident.uid), ("gid", ident.gid)].into_iter();
+    let extra = ident.additional_gids.iter().map(|g| ("supplementary gid", *g));
+    match ids.chain(extra).find_map(|(what, id)| out_of_range(what, id)) {
+        Some(e) => Err(e),
+        None => Ok(ident),
+    }
+}
+
+/// [`resolve`]'s lookup in the image's /etc/passwd and /etc/group.
+fn lookup(rootfs: &Path, user: &str) -> Result<Identity, SpecError> {
     let (u, g) = user.split_once(':').map_or((user, None), |(u, g)| (u, Some(g)));
     let u = if u.is_empty() { "0" } else { u };
     let passwd = read_in_root(rootfs, "/etc/passwd")?;
@@ -124,6 +160,24 @@ mod tests {
         assert_eq!((anon.uid, anon.gid, anon.home), (4242, 77, None));
         assert!(resolve(r.path(), "nobody").unwrap_err().to_string().contains("no such user"));
         assert!(resolve(r.path(), "bob:nogroup").is_err());
+    }
+
+    #[test]
+    fn ids_outside_runcs_range_are_refused_and_named() {
+        let r = rootfs();
+        for (user, id) in [("4294967295", "4294967295"), ("0:4294967295", "4294967295"), ("2147483648", "2147483648")] {
+            let e = resolve(r.path(), user).unwrap_err().to_string();
+            assert!(e.contains(&format!(" {id} is out of range")), "{user}: {e}");
+            assert!(check_ids(user).is_err(), "{user}");
+        }
+        assert!(check_ids("99999999999999999999").unwrap_err().to_string().contains("uid 99999999999999999999"));
+        let max = resolve(r.path(), "2147483647:2147483647").unwrap();
+        assert_eq!((max.uid, max.gid), (MAX_ID, MAX_ID));
+        // Found in the image's own files: refused as well.
+        std::fs::write(r.path().join("etc/passwd"), "evil:x:4294967295:0::/:/bin/sh\n").unwrap();
+        let e = resolve(r.path(), "evil").unwrap_err().to_string();
+        assert!(e.contains("uid 4294967295 is out of range"), "{e}");
+        check_ids("evil").unwrap();
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! registries (tried after HTTPS, as docker does). Auth: on a 401 the
 //! `WWW-Authenticate` challenge decides: Basic with stored credentials, or a
 //! Bearer token fetched from the realm for the request's scopes (cached per
-//! scope set). Transient failures are retried with exponential backoff.
+//! scope set). Transient failures are retried with exponential backoff;
+//! a connection that takes longer than `connect_timeout`, or a registry
+//! silent for `idle_timeout`, is such a failure (so no pull hangs).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -129,12 +131,7 @@ impl Registry {
     /// challenge) proves it speaks the protocol.
     async fn ping(&self) -> Result<()> {
         let url = self.url("v2/")?;
-        let resp = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| Error::Http { context: format!("GET {url}"), source: e })?;
+        let resp = self.http.get(url.clone()).send().await.map_err(self.request_err(format!("GET {url}")))?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             StatusCode::UNAUTHORIZED => {
@@ -142,6 +139,27 @@ impl Registry {
                 Ok(())
             }
             s => Err(registry_error("GET", &url, s, resp).await),
+        }
+    }
+
+    /// A failed request as an error naming it, and for a timeout, the
+    /// registry and which of the configured limits it hit.
+    fn request_err(&self, what: String) -> impl FnOnce(reqwest::Error) -> Error + '_ {
+        move |source| {
+            let context = if source.is_connect() && source.is_timeout() {
+                format!(
+                    "{what}: no connection to registry {} within {:?} (registry.connect_timeout)",
+                    self.registry, self.cfg.connect_timeout
+                )
+            } else if source.is_timeout() {
+                format!(
+                    "{what}: registry {} sent nothing for {:?} (registry.idle_timeout)",
+                    self.registry, self.cfg.idle_timeout
+                )
+            } else {
+                what
+            };
+            Error::Http { context, source }
         }
     }
 
@@ -244,7 +262,7 @@ impl Registry {
                 Err(e) if attempt < self.cfg.attempts && (e.is_connect() || e.is_timeout() || e.is_request()) => {
                     warn!(%url, error = %e, attempt, "request failed, retrying");
                 }
-                Err(e) => return Err(Error::Http { context: format!("{method} {url}"), source: e }),
+                Err(e) => return Err(self.request_err(format!("{method} {url}"))(e)),
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     self.remember_challenge(&resp);
                     self.authenticate(scopes).await?;
@@ -283,7 +301,7 @@ impl Registry {
             return Err(registry_error("GET", &url, resp.status(), resp).await);
         }
         let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
-        let body = read_limited(resp, MAX_MANIFEST_SIZE, &url).await?;
+        let body = self.read_limited(resp, MAX_MANIFEST_SIZE, &url).await?;
         Ok((body, ct))
     }
 
@@ -294,7 +312,7 @@ impl Registry {
         if !resp.status().is_success() {
             return Err(registry_error("GET", &url, resp.status(), resp).await);
         }
-        read_limited(resp, limit, &url).await
+        self.read_limited(resp, limit, &url).await
     }
 
     /// Downloads a blob into `ingest`, resuming from what it already holds
@@ -354,7 +372,7 @@ impl Registry {
                     warn!(%digest, error = %e, "download interrupted, resuming");
                     tokio::time::sleep(self.cfg.backoff * drops).await;
                 }
-                Err(e) => return Err(Error::Http { context: format!("GET {url}"), source: e }),
+                Err(e) => return Err(self.request_err(format!("GET {url}"))(e)),
             }
         }
     }
@@ -465,6 +483,18 @@ impl Registry {
         Ok(())
     }
 
+    /// A small document's body, refused past `limit` bytes.
+    async fn read_limited(&self, mut resp: reqwest::Response, limit: usize, url: &Url) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(c) = resp.chunk().await.map_err(self.request_err(format!("GET {url}")))? {
+            if out.len() + c.len() > limit {
+                return Err(Error::Unsupported(format!("GET {url}: document larger than {limit} bytes")));
+            }
+            out.extend_from_slice(&c);
+        }
+        Ok(out)
+    }
+
     /// Puts a manifest (or index) under a tag or digest.
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, data: &[u8]) -> Result<()> {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
@@ -484,17 +514,6 @@ impl Registry {
 fn location(resp: &reqwest::Response, base: &Url) -> Option<Url> {
     let l = resp.headers().get(LOCATION)?.to_str().ok()?;
     base.join(l).ok()
-}
-
-async fn read_limited(mut resp: reqwest::Response, limit: usize, url: &Url) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(c) = resp.chunk().await.map_err(http_err(format!("GET {url}")))? {
-        if out.len() + c.len() > limit {
-            return Err(Error::Unsupported(format!("GET {url}: document larger than {limit} bytes")));
-        }
-        out.extend_from_slice(&c);
-    }
-    Ok(out)
 }
 
 async fn registry_error(method: &str, url: &Url, status: StatusCode, resp: reqwest::Response) -> Error {
@@ -525,7 +544,8 @@ fn build_client(host: &str, cfg: &RegistryConfig, insecure: bool) -> Result<reqw
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(std::time::Duration::from_secs(30))
+        .connect_timeout(cfg.connect_timeout)
+        .read_timeout(cfg.idle_timeout)
         .danger_accept_invalid_certs(insecure);
     // docker names the directory host:port; containerd also allows "_default".
     for dir in &cfg.certs_dirs {

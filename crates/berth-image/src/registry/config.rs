@@ -1,4 +1,5 @@
-//! How to reach registries: insecure hosts, mirrors, CA directories, retries.
+//! How to reach registries: insecure hosts, mirrors, CA directories,
+//! timeouts, retries.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,15 @@ pub struct RegistryConfig {
     pub backoff: Duration,
     /// Blobs at most this big are pushed in one request; bigger ones in chunks.
     pub push_chunk_size: u64,
+    /// Seconds to wait for a connection (TCP, and TLS) to a registry.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Seconds a registry may send nothing (no answer yet, or a pause in
+    /// a body) before the request fails and is retried: a registry that
+    /// accepts connections and never answers cannot hang a pull. Each
+    /// byte that arrives restarts the clock, so big blobs are fine.
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
     #[serde(skip)]
     pub auth: Option<AuthStore>,
 }
@@ -46,6 +56,8 @@ impl Default for RegistryConfig {
             attempts: 4,
             backoff: Duration::from_millis(200),
             push_chunk_size: 32 << 20,
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             auth: None,
         }
     }
@@ -81,6 +93,22 @@ mod millis {
     }
 }
 
+/// A duration in seconds (integer or fractional, more than 0).
+mod secs {
+    use std::time::Duration;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = f64::deserialize(d)?;
+        if !(s.is_finite() && s > 0.0 && s < 1e9) {
+            return Err(D::Error::custom(format!("{s} is not a number of seconds above 0")));
+        }
+        Ok(Duration::from_secs_f64(s))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +121,16 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("example.com:5000"));
         assert!(!is_loopback("10.0.0.1"));
+    }
+
+    #[test]
+    fn timeouts_are_seconds_with_defaults() {
+        let d = RegistryConfig::default();
+        assert_eq!((d.connect_timeout, d.idle_timeout), (Duration::from_secs(30), Duration::from_secs(60)));
+        let c: RegistryConfig = serde_json::from_str(r#"{"connect_timeout": 2, "idle_timeout": 0.5}"#).unwrap();
+        assert_eq!((c.connect_timeout, c.idle_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
+        for bad in [r#"{"idle_timeout": 0}"#, r#"{"connect_timeout": -1}"#, r#"{"idle_timeout": "1s"}"#] {
+            assert!(serde_json::from_str::<RegistryConfig>(bad).is_err(), "{bad}");
+        }
     }
 }
