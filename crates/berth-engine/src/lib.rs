@@ -5,6 +5,7 @@
 
 pub mod copy;
 pub mod engine;
+pub mod liveness;
 pub mod names;
 pub mod network;
 pub mod observe;

@@ -231,10 +231,13 @@ pub enum NetworkCmd {
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     let (detach, rm, interactive, tty) = (r.detach, r.rm, r.interactive, r.tty);
     let rec = create_container(engine, config, r)?;
-    if let Err(e) = engine.start(&rec.id) {
-        let _ = engine.remove(&rec.id, true);
-        return start_failed(e);
-    }
+    let (rec, watch) = match engine.start_watched(&rec.id) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = engine.remove(&rec.id, true);
+            return start_failed(e);
+        }
+    };
     if detach {
         println!("{}", rec.id);
         return Ok(0);
@@ -242,30 +245,16 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     // Output comes from the log file, which has all of it from the first
     // byte (the attach socket only has what comes after connecting); the
     // socket carries stdin and the terminal size.
-    let code = follow(engine, &rec, interactive, tty, LogFollower::new(engine.log_path(&rec)))?;
+    let follower = LogFollower::new(engine.log_path(&rec));
+    let code = crate::lifecycle::follow(engine, &rec, interactive, tty, follower, Some(watch))?;
     if rm {
+        // The shim's exit command (`rm -f`) may be first: then there is
+        // nothing left to remove.
         match engine.remove(&rec.id, true) {
-            // The shim's exit command (`rm -f`) was first.
             Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => {}
             other => other?,
         }
     }
-    Ok(code)
-}
-
-/// Copies the container's output (and with `stdin` this terminal's input)
-/// until it ends; its exit code.
-pub(crate) fn follow(
-    engine: &Engine,
-    rec: &ContainerRecord,
-    stdin: bool,
-    tty: bool,
-    mut follower: LogFollower,
-) -> Result<i32> {
-    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
-    let code = engine.wait(&rec.id, || {
-        let _ = follower.pump();
-    })?;
     Ok(code)
 }
 
@@ -349,9 +338,10 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         ports,
         mounts,
         stdin: r.interactive,
-        // Detached, the shim removes it (its exit command); attached, this
-        // process does once it has copied the last output from the log.
-        auto_remove: r.rm && r.detach,
+        // The shim removes it (its exit command) once it has ended and no
+        // attached CLI still reads its log: the container goes even if the
+        // CLI is killed. An attached CLI removes it too, and waits for it.
+        auto_remove: r.rm,
         init,
     };
     let pull = |store: &berth_image::store::Store| {
