@@ -14,6 +14,7 @@ use berth_shim::client::ExitWatch;
 use berth_shim::config::{Config as ShimConfig, Restart};
 use nix::sys::signal::Signal;
 
+use crate::logconfig::{LogConfig, Rotation};
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
@@ -101,6 +102,9 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// `--init`: the static init binary to run as pid 1 (tini).
     pub init: Option<PathBuf>,
+    /// `--log-driver` and `--log-opt`, resolved against the config's
+    /// defaults (None: json-file, never rotated).
+    pub log: Option<crate::logconfig::LogConfig>,
 }
 
 impl Engine {
@@ -176,6 +180,7 @@ impl Engine {
             "stdin": opts.stdin,
             "init": opts.init.is_some(),
             "autoRemove": opts.auto_remove,
+            "log": opts.log,
         });
         rec.labels = flags.labels.iter().cloned().collect();
         store.insert(&rec)?;
@@ -384,15 +389,26 @@ impl Engine {
 
     fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
         let (data, run) = self.container_dirs(&rec.id);
+        let log = LogConfig::of_record(&rec.config);
+        // Checked when the container was made; a record edited since falls
+        // back to one file, never rotated.
+        let rotation = log.rotation().unwrap_or(Rotation { max_size: None, max_file: 1 });
+        let (log_path, rotation) = if log.readable() {
+            (data.join(format!("{}-json.log", rec.id)), rotation)
+        } else {
+            // Driver none: nothing kept, but an attached CLI reads the
+            // output from a small rotating buffer in the run directory.
+            (run.join(NONE_DRIVER_BUFFER), Rotation { max_size: Some(512 * 1024), max_file: 2 })
+        };
         ShimConfig {
             id: rec.id.clone(),
             bundle: run.clone(),
             runtime: self.runtime.clone(),
             runtime_root: Some(self.runroot.join("runtime")),
             state_dir: self.state_dir(&rec.id),
-            log_path: Some(data.join(format!("{}-json.log", rec.id))),
-            log_max_size: None,
-            log_max_files: 1,
+            log_path: Some(log_path),
+            log_max_size: rotation.max_size,
+            log_max_files: rotation.max_file,
             terminal: rec.config["tty"].as_bool().unwrap_or(false),
             stdin: rec.config["stdin"].as_bool().unwrap_or(false),
             restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
@@ -523,6 +539,10 @@ impl Engine {
         Ok(berth_shim::client::Attach::connect(&self.shim_config(rec).state_dir)?)
     }
 
+    /// The live file of the container's log (older ones are `PATH.1`,
+    /// `PATH.2`, ... as docker's json-file names them). With driver none,
+    /// the buffer an attached CLI reads; [`LogConfig::readable`] says
+    /// whether `logs` may.
     pub fn log_path(&self, rec: &ContainerRecord) -> PathBuf {
         self.shim_config(rec).log_path.unwrap_or_default()
     }
@@ -657,6 +677,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Driver none's output buffer, in the container's run directory.
+const NONE_DRIVER_BUFFER: &str = "output-json.log";
 
 /// The volumes a container's mounts name (anonymous ones by the name
 /// [`anonymous_volume`] gives them).

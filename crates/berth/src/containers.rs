@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::logconfig::LogConfig;
 use berth_engine::network::PortMapping;
 use berth_engine::ops::ExecOptions;
 use berth_engine::spec::{RunFlags, flags};
@@ -91,6 +92,12 @@ pub struct RunArgs {
     /// Run an init (tini) as pid 1 that forwards signals and reaps zombies
     #[arg(long)]
     init: bool,
+    /// Logging driver: json-file, local or none (default: the config's [logs] driver)
+    #[arg(long)]
+    log_driver: Option<String>,
+    /// Log driver options: max-size=SIZE (10m, 1g), max-file=N
+    #[arg(long)]
+    log_opt: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -331,6 +338,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         mounts.push(flags::parse_tmpfs(t)?);
     }
     let init = if r.init { Some(init_binary(config)?) } else { None };
+    let log = LogConfig::resolve(r.log_driver.as_deref(), &r.log_opt, &config.logs.defaults())?;
     let opts = CreateOptions {
         name: r.name,
         network: r.network,
@@ -343,6 +351,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         // CLI is killed. An attached CLI removes it too, and waits for it.
         auto_remove: r.rm,
         init,
+        log: Some(log),
     };
     let pull = |store: &berth_image::store::Store| {
         let args =
