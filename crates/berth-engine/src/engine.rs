@@ -550,18 +550,37 @@ impl Engine {
     /// Waits for the container to end; its exit code.
     pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, EngineError> {
         let store = self.containers()?;
-        let id = store.get(id)?.id;
+        let rec = store.get(id)?;
+        // The shim tells its clients each exit before it runs its exit
+        // command: a waiter learns the code of a `--rm` container even when
+        // the record is gone by the time it looks again.
+        let mut waiter = self.attach(&rec).ok();
+        if waiter.as_mut().is_some_and(|w| w.only_exits().is_err()) {
+            waiter = None;
+        }
+        let mut heard = None;
         // Short at first: `start -a` of a short command is mostly this wait.
         let mut pause = Duration::from_millis(2);
         loop {
             on_tick();
-            let now = self.refresh(&store.get(&id)?);
+            let rec = match store.get(&rec.id) {
+                Ok(r) => r,
+                Err(crate::store::StoreError::NotFound(_)) if let Some(code) = heard => return Ok(code),
+                Err(e) => return Err(e.into()),
+            };
+            let now = self.refresh(&rec);
             if now.status == Status::Exited {
                 self.save_state(&now);
                 on_tick();
                 return Ok(now.exit_code.unwrap_or(-1));
             }
-            std::thread::sleep(pause);
+            match waiter.as_mut().map(|w| w.exit_within(pause)) {
+                Some(Ok(Some(code))) => heard = Some(code),
+                Some(Ok(None)) => {}
+                // The shim has ended (or was killed): the files tell.
+                Some(Err(_)) => waiter = None,
+                None => std::thread::sleep(pause),
+            }
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }

@@ -256,6 +256,32 @@ impl Attach {
         }
     }
 
+    /// Makes this connection a waiter: no output comes to it, only the
+    /// exit of each run ([`Attach::exit_within`]).
+    pub fn only_exits(&mut self) -> std::io::Result<()> {
+        protocol::write_frame(&mut self.stream, protocol::WAIT, &[])
+    }
+
+    /// The next exit's code, if one comes within `timeout` (None: not
+    /// yet). An error once the shim has gone.
+    pub fn exit_within(&mut self, timeout: Duration) -> std::io::Result<Option<i32>> {
+        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        loop {
+            match self.next_frame() {
+                Ok(Some((protocol::EXIT, p))) if p.len() == 4 => {
+                    return Ok(Some(i32::from_be_bytes([p[0], p[1], p[2], p[3]])));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                // Frames are written whole: a timeout falls between them.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// After [`Attach::exec`]: waits for the session's process to exit;
     /// its code (128+N for a signal).
     pub fn exec_exit(&mut self) -> Result<i32, ShimError> {

@@ -53,8 +53,9 @@ struct Client {
     id: u64,
     /// Fds received with the bytes not yet decoded (SCM_RIGHTS).
     fds: Vec<OwnedFd>,
-    /// Asked for an exec session: gets its frames, not container output.
-    exec: bool,
+    /// Gets no container output: it asked for an exec session (and gets
+    /// that session's frames), or it only waits for the exit.
+    quiet: bool,
 }
 
 /// A process started by an exec session, and the client to tell.
@@ -455,7 +456,7 @@ fn supervise(
                             decoder: protocol::Decoder::default(),
                             id,
                             fds: Vec::new(),
-                            exec: false,
+                            quiet: false,
                         });
                     }
                 }
@@ -478,7 +479,7 @@ fn supervise(
                         let _ = l.write(stream, &buf[..n]);
                     }
                     let frame = protocol::encode(kind, &buf[..n]);
-                    clients.retain_mut(|c| c.exec || c.stream.write_all(&frame).is_ok());
+                    clients.retain_mut(|c| c.quiet || c.stream.write_all(&frame).is_ok());
                 }
                 Slot::Client(id) => {
                     // By id: output written earlier in this round may have
@@ -526,7 +527,7 @@ fn reap() -> Vec<(i32, i32)> {
 /// so it becomes the shim's child) with the client's fds as its stdio;
 /// tells the client its pid or the runtime's error.
 fn start_session(cfg: &Config, c: &mut Client, args: &[u8], running: bool) -> Option<Session> {
-    c.exec = true;
+    c.quiet = true;
     let fds: Vec<OwnedFd> = std::mem::take(&mut c.fds);
     let result = if !running {
         Err("the container is not running".to_owned())
@@ -584,6 +585,7 @@ fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, V
     loop {
         match c.decoder.next_frame() {
             Ok(Some((protocol::EXEC, args))) => exec(c, args),
+            Ok(Some((protocol::WAIT, _))) => c.quiet = true,
             Ok(Some((protocol::STDIN, data))) => {
                 if let Some(fd) = &io.stdin {
                     let _ = write_all(fd.as_raw_fd(), &data);

@@ -190,3 +190,12 @@ fn started_at_comes_from_the_shim_when_the_cli_died_after_starting_it() {
     b.ok(&["rm", "-f", "early"]);
     assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
 }
+
+#[test]
+fn wait_gets_the_code_of_a_detached_rm_container_removed_as_it_ends() {
+    let b = Berth::new();
+    let script = "sleep 0.5; exit 4";
+    let id = b.ok(&["run", "-d", "--rm", "--network", "none", &b.image, "sh", "-c", script]);
+    assert_eq!(b.ok(&["wait", id.trim()]), "4\n");
+    wait_for("the --rm container to go", || b.ok(&["ps", "-a", "-q"]).is_empty());
+}
