@@ -199,3 +199,20 @@ fn wait_gets_the_code_of_a_detached_rm_container_removed_as_it_ends() {
     assert_eq!(b.ok(&["wait", id.trim()]), "4\n");
     wait_for("the --rm container to go", || b.ok(&["ps", "-a", "-q"]).is_empty());
 }
+
+#[test]
+fn stop_reaches_sigkill_while_the_shim_is_frozen() {
+    let b = Berth::new();
+    // sh as pid 1 ignores SIGTERM: only SIGKILL ends it.
+    let script = "while true; do sleep 0.05; done";
+    b.ok(&["run", "-d", "--name", "stubborn", "--network", "none", &b.image, "sh", "-c", script]);
+    let (init, shim) = init_and_shim(&b, "stubborn");
+    kill(Pid::from_raw(shim.pid), Signal::SIGSTOP).unwrap();
+    let stopped = b.cmd(&["stop", "-t", "1", "stubborn"]);
+    // Thawed whatever stop did, so the test leaves nothing frozen.
+    kill(Pid::from_raw(shim.pid), Signal::SIGCONT).unwrap();
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    assert!(!init.alive(), "stop killed the container while its shim could do nothing");
+    wait_for("the thawed shim to record the exit", || ps_line(&b, "stubborn").contains("Exited (137)"));
+    b.ok(&["rm", "stubborn"]);
+}
