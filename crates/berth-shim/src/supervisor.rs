@@ -153,14 +153,19 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
 const WATCH_GRACE: Duration = Duration::from_secs(60);
 
 /// After the last exit: tells the engine's watch (if it still listens),
-/// waits until it lets go, then runs the exit command.
+/// waits until it lets go, then runs the exit command, unless the
+/// container was removed meanwhile (its remover took this state directory
+/// with it): an attached `run --rm` removes it before letting go, so one
+/// `rm` runs, not two.
 fn finish(cfg: &Config, watch: Option<&mut UnixStream>, code: i32) {
     if let Some(w) = watch
         && writeln!(w, "{{\"exitCode\":{code}}}").is_ok()
     {
         wait_for_close(w, WATCH_GRACE);
     }
-    run_exit_command(cfg);
+    if cfg.state_dir.exists() {
+        run_exit_command(cfg);
+    }
 }
 
 /// Until the other end of `s` is closed (read gives 0 or fails), at most

@@ -424,3 +424,40 @@ fn a_killed_shim_is_lost_to_its_watch() {
     assert!(st.init.is_alive() && !st.shim.is_alive());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(started.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
 }
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn no_exit_command_for_a_container_removed_while_the_watch_was_held() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "exit 0"]);
+    let needle = unique_id("exit-command");
+    // Still sleeping when the shim has gone, had it been started.
+    b.cfg.exit_command = vec!["/bin/sh".into(), "-c".into(), format!("sleep 5 # {needle}")];
+    let (started, mut watch) = client::spawn_watched(shim_bin(), &b.cfg).unwrap();
+    b.started = Some(started);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watch.wait(Duration::from_millis(100)) == client::Watched::Running {
+        assert!(Instant::now() < deadline, "no exit reported");
+    }
+    // What an attached `run --rm` does: remove, then let go.
+    std::fs::remove_dir_all(&b.cfg.state_dir).unwrap();
+    drop(watch);
+    while b.shim_alive() {
+        assert!(Instant::now() < deadline, "the shim did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = processes_with(&needle);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "the exit command ran for a removed container");
+}

@@ -238,7 +238,7 @@ pub enum NetworkCmd {
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     let (detach, rm, interactive, tty) = (r.detach, r.rm, r.interactive, r.tty);
     let rec = create_container(engine, config, r)?;
-    let (rec, watch) = match engine.start_watched(&rec.id) {
+    let (rec, mut watch) = match engine.start_watched(&rec.id) {
         Ok(started) => started,
         Err(e) => {
             let _ = engine.remove(&rec.id, true);
@@ -253,10 +253,11 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     // byte (the attach socket only has what comes after connecting); the
     // socket carries stdin and the terminal size.
     let follower = LogFollower::new(engine.log_path(&rec));
-    let code = crate::lifecycle::follow(engine, &rec, interactive, tty, follower, Some(watch))?;
+    let code = crate::lifecycle::follow(engine, &rec, interactive, tty, follower, Some(&mut watch))?;
     if rm {
-        // The shim's exit command (`rm -f`) may be first: then there is
-        // nothing left to remove.
+        // Removed while the shim waits on the watch: it then finds its
+        // container gone and runs no `rm` of its own. Should its exit
+        // command be first (the watch was lost), nothing is left here.
         match engine.remove(&rec.id, true) {
             Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => {}
             other => other?,

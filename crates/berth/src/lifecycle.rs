@@ -60,13 +60,13 @@ pub fn start(engine: &Engine, a: StartArgs) -> Result<i32> {
         let log = engine.log_path(&rec);
         // Only this start's output: what an earlier run logged stays out.
         let follower = LogFollower::at_end(log);
-        let (rec, watch) = match engine.start_watched(&rec.id) {
+        let (rec, mut watch) = match engine.start_watched(&rec.id) {
             Ok(started) => started,
             Err(e) => return start_failed(e),
         };
         if a.attach || a.interactive {
             let tty = rec.config["tty"].as_bool().unwrap_or(false);
-            return follow(engine, &rec, a.interactive, tty, follower, Some(watch));
+            return follow(engine, &rec, a.interactive, tty, follower, Some(&mut watch));
         }
         println!("{c}");
     }
@@ -91,20 +91,19 @@ fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
 
 /// Copies the container's output (and with `stdin` this terminal's input)
 /// until it ends; its exit code. With the shim's exit watch (the CLI
-/// started the container) the end is the shim's report, and the watch is
-/// let go only after the last output is copied: until then the shim
-/// removes nothing (`--rm`). Without it, or if the shim dies, the
-/// engine's wait.
+/// started the container) the end is the shim's report; the shim removes
+/// nothing (`--rm`) until the caller drops the watch, after the last
+/// output is copied. Without it, or if the shim dies, the engine's wait.
 pub(crate) fn follow(
     engine: &Engine,
     rec: &ContainerRecord,
     stdin: bool,
     tty: bool,
     mut follower: LogFollower,
-    watch: Option<ExitWatch>,
+    watch: Option<&mut ExitWatch>,
 ) -> Result<i32> {
     let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
-    if let Some(mut watch) = watch {
+    if let Some(watch) = watch {
         loop {
             let _ = follower.pump();
             match watch.wait(Duration::from_millis(10)) {
