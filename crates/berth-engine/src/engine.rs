@@ -751,7 +751,8 @@ pub(crate) fn parent_of(pid: i32) -> Option<i32> {
 }
 
 /// Whether some process has this pid (a zombie has ended: not alive).
-/// Only for pids whose start time is not known: see [`ProcessId`].
+/// Only for pids whose start time is not known: see
+/// [`berth_shim::process::ProcessId`].
 pub(crate) fn alive(pid: i32) -> bool {
     berth_shim::process::stat(pid).is_some_and(|s| s.state != 'Z')
 }
