@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 use berth_image::snapshot::overlay::{Upper, mount_overlay};
 use berth_image::store::Store;
 use berth_image::store::meta::{ImageRecord, Resource};
+use berth_shim::client::ExitWatch;
 use berth_shim::config::{Config as ShimConfig, Restart};
+use nix::sys::signal::Signal;
 
+use crate::logconfig::{LogConfig, Rotation};
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
@@ -48,6 +51,8 @@ pub enum EngineError {
     /// The OCI runtime's own message.
     #[error("OCI runtime: {0}")]
     Runtime(String),
+    #[error("container {0} is already running")]
+    AlreadyRunning(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
     NetworkMode(String),
 }
@@ -97,6 +102,9 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     /// `--init`: the static init binary to run as pid 1 (tini).
     pub init: Option<PathBuf>,
+    /// `--log-driver` and `--log-opt`, resolved against the config's
+    /// defaults (None: json-file, never rotated).
+    pub log: Option<crate::logconfig::LogConfig>,
 }
 
 impl Engine {
@@ -174,6 +182,7 @@ impl Engine {
             "stdin": opts.stdin,
             "init": opts.init.is_some(),
             "autoRemove": opts.auto_remove,
+            "log": opts.log,
         });
         rec.labels = flags.labels.iter().cloned().collect();
         match opts.name {
@@ -385,17 +394,26 @@ impl Engine {
 
     fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
         let (data, run) = self.container_dirs(&rec.id);
+        let log = LogConfig::of_record(&rec.config);
+        // Checked when the container was made; a record edited since falls
+        // back to one file, never rotated.
+        let rotation = log.rotation().unwrap_or(Rotation { max_size: None, max_file: 1 });
+        let (log_path, rotation) = if log.readable() {
+            (data.join(format!("{}-json.log", rec.id)), rotation)
+        } else {
+            // Driver none: nothing kept, but an attached CLI reads the
+            // output from a small rotating buffer in the run directory.
+            (run.join(NONE_DRIVER_BUFFER), Rotation { max_size: Some(512 * 1024), max_file: 2 })
+        };
         ShimConfig {
             id: rec.id.clone(),
             bundle: run.clone(),
             runtime: self.runtime.clone(),
             runtime_root: Some(self.runroot.join("runtime")),
-            // Short: unix socket paths (attach, console) must fit in 108
-            // bytes, whatever the runroot.
-            state_dir: self.runroot.join("s").join(&rec.id[..12]),
-            log_path: Some(data.join(format!("{}-json.log", rec.id))),
-            log_max_size: None,
-            log_max_files: 1,
+            state_dir: self.state_dir(&rec.id),
+            log_path: Some(log_path),
+            log_max_size: rotation.max_size,
+            log_max_files: rotation.max_file,
             terminal: rec.config["tty"].as_bool().unwrap_or(false),
             stdin: rec.config["stdin"].as_bool().unwrap_or(false),
             restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
@@ -406,7 +424,7 @@ impl Engine {
     }
 
     /// `berth rm -f ID` with this engine's paths, for a `--rm` container.
-    fn exit_command(&self, rec: &ContainerRecord) -> Vec<String> {
+    pub(crate) fn exit_command(&self, rec: &ContainerRecord) -> Vec<String> {
         let Some(cli) = self.cli.as_ref().filter(|_| rec.config["autoRemove"] == true) else { return Vec::new() };
         let s = |p: &Path| p.to_string_lossy().into_owned();
         vec![
@@ -425,45 +443,86 @@ impl Engine {
 
     /// Starts a created (or exited) container under a new shim.
     pub fn start(&self, id: &str) -> Result<ContainerRecord, EngineError> {
+        self.start_watched(id).map(|(rec, _)| rec)
+    }
+
+    /// [`Engine::start`], and the shim's [`ExitWatch`]: it reports the
+    /// container's last exit, and until it is dropped the shim holds back
+    /// its exit command (`rm` for `--rm`), so an attached client reads all
+    /// the output first. A client that dies drops it with its fds.
+    pub fn start_watched(&self, id: &str) -> Result<(ContainerRecord, ExitWatch), EngineError> {
         let store = self.containers()?;
-        let rec = store.get(id)?;
+        let id = store.get(id)?.id;
+        // Two starts at once would each clear the other's shim files.
+        let _lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), &id)?;
+        let rec = self.refresh(&store.get(&id)?);
+        if matches!(rec.status, Status::Running | Status::Paused) {
+            return Err(EngineError::AlreadyRunning(rec.name));
+        }
         prime_cgroup_moves();
         let cfg = self.shim_config(&rec);
-        let _ = std::fs::remove_file(cfg.state_dir.join("stopped"));
-        let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
-        let started = berth_shim::client::spawn(&self.shim, &cfg)?;
-        Ok(store.update(&rec.id, |r| {
+        // The last run's files go before the new shim starts: a reader in
+        // between sees the record, never a stale shim's state as if it
+        // were this run's.
+        for f in ["stopped", "exit.json", "state.json"] {
+            let _ = std::fs::remove_file(cfg.state_dir.join(f));
+        }
+        self.delete_runtime_leftover(&rec.id);
+        let (started, watch) = berth_shim::client::spawn_watched(&self.shim, &cfg)?;
+        let rec = store.update(&rec.id, |r| {
             r.status = Status::Running;
             r.pid = Some(started.pid);
             r.shim_pid = Some(started.shim_pid);
-            r.started_at = Some(crate::volume::now_rfc3339());
-        })?)
+            // The shim's time, the one its state.json keeps for `refresh`.
+            r.started_at = Some(started.started_at.clone());
+            r.exit_code = None;
+        })?;
+        Ok((rec, watch))
     }
 
-    /// The container's state now: its shim's exit.json says if it ended.
+    /// The container's state now, from its shim's files: state.json (who
+    /// runs: the init and the shim, each by pid and start time) and
+    /// exit.json (how it ended). A shim that died (SIGKILL) is noticed
+    /// here: its container is running while its init lives, and exited
+    /// (with [`crate::liveness::LOST_EXIT_CODE`]) once it does not.
     pub fn refresh(&self, rec: &ContainerRecord) -> ContainerRecord {
         let mut r = rec.clone();
-        if r.status == Status::Created {
-            // A start whose CLI died (SIGKILL) between starting the shim and
-            // recording it: the shim's files say what runs.
-            let state = self.shim_config(rec).state_dir;
-            let pid = std::fs::read_to_string(state.join("container.pid")).ok().and_then(|p| p.trim().parse().ok());
-            if let Some(pid) = pid.filter(|p| alive(*p)) {
-                r.status = Status::Running;
-                r.pid = Some(pid);
-                r.shim_pid = parent_of(pid);
-            } else if pid.is_some() && berth_shim::client::exit_status(&state).is_some() {
-                r.status = Status::Running;
-            }
+        if matches!(r.status, Status::Removing | Status::Dead) {
+            return r;
         }
+        let dir = self.state_dir(&rec.id);
+        let Some(st) = berth_shim::client::shim_state(&dir) else {
+            return self.refresh_without_state(r, &dir);
+        };
+        r.pid = Some(st.init.pid);
+        r.shim_pid = Some(st.shim.pid);
+        r.started_at = Some(st.started_at.clone());
+        let shim_alive = st.shim.is_alive();
+        // An exit counts for the init it names only (a restart's new init
+        // is written before the last one's exit goes).
+        let exit = berth_shim::client::exit_status(&dir).filter(|e| e.pid.is_none_or(|p| p == st.init.pid));
+        match exit {
+            Some(e) if e.last || !shim_alive => set_exited(&mut r, e),
+            // Between two runs of a restart policy.
+            Some(_) => r.status = Status::Running,
+            None if shim_alive || st.init.is_alive() => {
+                if r.status != Status::Paused {
+                    r.status = Status::Running;
+                }
+            }
+            None => set_exited(&mut r, self.lost_exit(rec, &dir, &st)),
+        }
+        r
+    }
+
+    /// A container whose shim wrote no state.json: never started, or
+    /// started by a shim that predates it (its exit.json alone tells).
+    fn refresh_without_state(&self, mut r: ContainerRecord, dir: &Path) -> ContainerRecord {
         if matches!(r.status, Status::Running | Status::Paused)
-            && let Some(e) = berth_shim::client::exit_status(&self.shim_config(rec).state_dir)
+            && let Some(e) = berth_shim::client::exit_status(dir)
             && !r.shim_pid.is_some_and(alive)
         {
-            r.status = Status::Exited;
-            r.exit_code = Some(e.code);
-            r.finished_at = Some(e.exited_at);
-            r.restart_count = e.restart_count;
+            set_exited(&mut r, e);
         }
         r
     }
@@ -485,88 +544,88 @@ impl Engine {
         Ok(berth_shim::client::Attach::connect(&self.shim_config(rec).state_dir)?)
     }
 
+    /// The live file of the container's log (older ones are `PATH.1`,
+    /// `PATH.2`, ... as docker's json-file names them). With driver none,
+    /// the buffer an attached CLI reads; [`LogConfig::readable`] says
+    /// whether `logs` may.
     pub fn log_path(&self, rec: &ContainerRecord) -> PathBuf {
         self.shim_config(rec).log_path.unwrap_or_default()
     }
 
     /// Waits for the container to end; its exit code.
     pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, EngineError> {
-        let rec = self.containers()?.get(id)?;
+        let store = self.containers()?;
+        let rec = store.get(id)?;
+        // The shim tells its clients each exit before it runs its exit
+        // command: a waiter learns the code of a `--rm` container even when
+        // the record is gone by the time it looks again.
+        let mut waiter = self.attach(&rec).ok();
+        if waiter.as_mut().is_some_and(|w| w.only_exits().is_err()) {
+            waiter = None;
+        }
+        let mut heard = None;
+        // Short at first: `start -a` of a short command is mostly this wait.
+        let mut pause = Duration::from_millis(2);
         loop {
             on_tick();
+            let rec = match store.get(&rec.id) {
+                Ok(r) => r,
+                Err(crate::store::StoreError::NotFound(_)) if let Some(code) = heard => return Ok(code),
+                Err(e) => return Err(e.into()),
+            };
             let now = self.refresh(&rec);
             if now.status == Status::Exited {
-                let code = now.exit_code.unwrap_or(-1);
-                self.containers()?.update(&rec.id, |r| *r = now.clone())?;
+                self.save_state(&now);
                 on_tick();
-                return Ok(code);
+                return Ok(now.exit_code.unwrap_or(-1));
             }
-            // The shim may have written its exit and ended since `now` was
-            // read: only an exit.json still missing after its end means it
-            // died without recording one.
-            if rec.shim_pid.is_some_and(|p| !alive(p)) && self.refresh(&rec).status != Status::Exited {
-                return Ok(-1);
+            match waiter.as_mut().map(|w| w.exit_within(pause)) {
+                Some(Ok(Some(code))) => heard = Some(code),
+                Some(Ok(None)) => {}
+                // The shim has ended (or was killed): the files tell.
+                Some(Err(_)) => waiter = None,
+                None => std::thread::sleep(pause),
             }
-            // Short: `run --rm` of a short command is mostly this wait.
-            std::thread::sleep(Duration::from_millis(2));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
     /// Stops a running container: no restart, SIGTERM, SIGKILL after
-    /// `timeout`.
+    /// `timeout`. Through the runtime and, should the runtime not know the
+    /// container, to its init directly (by pid and start time): the
+    /// container stops whatever became of its shim.
     pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
         let rec = self.refresh(&self.containers()?.get(id)?);
         if !matches!(rec.status, Status::Running | Status::Paused) {
             return Ok(());
         }
-        let cfg = self.shim_config(&rec);
-        let _ = berth_shim::client::mark_stopped(&cfg.state_dir);
+        let dir = self.state_dir(&rec.id);
+        let _ = berth_shim::client::mark_stopped(&dir);
         if rec.status == Status::Paused {
             // A frozen process takes no signal: thaw it first, as docker does.
             self.resume(&rec.id)?;
         }
-        let kill = |sig: &str| {
-            let mut c = self.runtime_cmd();
-            c.args(["kill", &rec.id, sig]);
-            let _ = c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
-        };
-        kill("SIGTERM");
-        let deadline = Instant::now() + timeout;
-        while rec.shim_pid.is_some_and(alive) && Instant::now() < deadline {
+        let init = self.init_of(&rec);
+        self.signal(&rec.id, init, Signal::SIGTERM);
+        if !self.wait_stopped(&rec, init, timeout) {
+            self.signal(&rec.id, init, Signal::SIGKILL);
+            if !self.wait_stopped(&rec, init, Duration::from_secs(10)) {
+                return Err(EngineError::Runtime(format!(
+                    "container {} did not stop: its init (pid {}) still runs after SIGKILL",
+                    rec.id,
+                    init.map_or(0, |p| p.pid)
+                )));
+            }
+        }
+        // The init is gone; its shim (if alive) records the exit once the
+        // output is drained.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut now = self.refresh(&rec);
+        while now.status != Status::Exited && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+            now = self.refresh(&rec);
         }
-        if rec.shim_pid.is_some_and(alive) {
-            kill("SIGKILL");
-            // The runtime may not know the container (another runtime
-            // created it, or its state is gone): then the process itself.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while rec.shim_pid.is_some_and(alive) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // Only while it is still the shim's child: a recorded pid may be
-            // stale after a restart, and pids are reused.
-            let ppid = |pid: i32| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-                    s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok())
-                })
-            };
-            if let Some(pid) = rec.pid.filter(|p| rec.shim_pid.is_some_and(alive) && ppid(*p) == rec.shim_pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while rec.shim_pid.is_some_and(alive) {
-                if Instant::now() > deadline {
-                    return Err(EngineError::Runtime(format!(
-                        "container {} did not stop: its shim (pid {}) still runs after SIGKILL",
-                        rec.id,
-                        rec.shim_pid.unwrap_or(0)
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let now = self.refresh(&rec);
-        self.containers()?.update(&rec.id, |r| *r = now.clone())?;
+        self.save_state(&now);
         Ok(())
     }
 
@@ -643,6 +702,9 @@ impl Engine {
     }
 }
 
+/// Driver none's output buffer, in the container's run directory.
+const NONE_DRIVER_BUFFER: &str = "output-json.log";
+
 /// The volumes a container's mounts name (anonymous ones by the name
 /// [`anonymous_volume`] gives them).
 fn volume_names(id: &str, mounts: &[UserMount]) -> Vec<String> {
@@ -689,17 +751,23 @@ fn holder(id: &str) -> String {
 }
 
 /// The parent of `pid` (for a container's init, its shim: the subreaper).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+    berth_shim::process::stat(pid).map(|s| s.ppid)
 }
 
+/// Whether some process has this pid (a zombie has ended: not alive).
+/// Only for pids whose start time is not known: see
+/// [`berth_shim::process::ProcessId`].
 pub(crate) fn alive(pid: i32) -> bool {
-    // A zombie is not alive for us: /proc/PID/stat's state is Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_some_and(|st| st != "Z"),
-        Err(_) => false,
-    }
+    berth_shim::process::stat(pid).is_some_and(|s| s.state != 'Z')
+}
+
+/// Takes what the shim recorded into the record.
+fn set_exited(r: &mut ContainerRecord, e: berth_shim::client::Exit) {
+    r.status = Status::Exited;
+    r.exit_code = Some(e.code);
+    r.finished_at = Some(e.exited_at);
+    r.restart_count = e.restart_count;
 }
 
 /// Starts, in the background, the RCU grace period that the container's

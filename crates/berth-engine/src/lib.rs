@@ -5,6 +5,8 @@
 
 pub mod copy;
 pub mod engine;
+pub mod liveness;
+pub mod logconfig;
 pub mod names;
 pub mod network;
 pub mod observe;

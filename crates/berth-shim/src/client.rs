@@ -1,53 +1,110 @@
 //! The engine's side of the shim: start one and learn whether the
 //! container started, attach to it, stop its restarts, read its exit.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::process::ProcessId;
 use crate::{ShimError, protocol};
 
 /// A started container.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Started {
     /// The container's init, in the host's pid namespace.
     pub pid: i32,
     pub shim_pid: i32,
+    /// When the container started, as the shim saw it (RFC 3339).
+    pub started_at: String,
 }
 
 /// Starts a shim for `cfg` and waits until the container runs (or the
 /// runtime has refused it: its message is the error).
 pub fn spawn(shim: &Path, cfg: &Config) -> Result<Started, ShimError> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::sys("pipe", e))?;
+    // The watch is dropped at once: the shim learns that nobody waits.
+    spawn_watched(shim, cfg).map(|(started, _)| started)
+}
+
+/// [`spawn`], and a line to the shim that stays open: it reports the
+/// container's last exit, and the shim holds back its exit command
+/// (`rm` for `--rm`) until the watch is dropped, so an attached client
+/// reads the whole log before anything is removed. A client that dies
+/// drops it too (the kernel closes the socket).
+pub fn spawn_watched(shim: &Path, cfg: &Config) -> Result<(Started, ExitWatch), ShimError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| ShimError::sys("socketpair", e))?;
     let mut cfg = cfg.clone();
     cfg.sync_fd = Some(3);
     let mut cmd = Command::new(shim);
     cmd.args(cfg.to_args()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let wfd = w.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; `w` stays open until spawn returns.
+    let wfd = theirs.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; `theirs` stays open until spawn
+    // returns. dup2 clears close-on-exec on fd 3 only.
     unsafe {
         cmd.pre_exec(move || if libc::dup2(wfd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
     }
     let mut child = cmd.spawn().map_err(|e| ShimError::Spawn { path: shim.into(), source: e })?;
-    drop(w);
+    drop(theirs);
     // The shim forks and its first process exits at once.
     let _ = child.wait();
+    let mut reader = BufReader::new(UnixStream::from(ours));
     let mut report = String::new();
-    std::fs::File::from(r)
-        .read_to_string(&mut report)
-        .map_err(|e| ShimError::io("read the start report of", shim, e))?;
+    reader.read_line(&mut report).map_err(|e| ShimError::io("read the start report of", shim, e))?;
     let v: serde_json::Value = serde_json::from_str(report.trim())
         .map_err(|_| ShimError::NoReport(shim_log(&cfg.state_dir).map(|l| format!(": {l}")).unwrap_or_default()))?;
     if let Some(e) = v["error"].as_str() {
         return Err(ShimError::Runtime(e.to_owned()));
     }
     match (v["pid"].as_i64(), v["shimPid"].as_i64()) {
-        (Some(pid), Some(shim_pid)) => Ok(Started { pid: pid as i32, shim_pid: shim_pid as i32 }),
+        (Some(pid), Some(shim_pid)) => {
+            let started_at = v["startedAt"].as_str().unwrap_or_default().to_owned();
+            Ok((Started { pid: pid as i32, shim_pid: shim_pid as i32, started_at }, ExitWatch { reader }))
+        }
         _ => Err(ShimError::NoReport(format!(": {report}"))),
+    }
+}
+
+/// The open line from [`spawn_watched`].
+pub struct ExitWatch {
+    reader: BufReader<UnixStream>,
+}
+
+/// What an [`ExitWatch`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    /// The container's last exit, with its code.
+    Exited(i32),
+    /// Nothing yet.
+    Running,
+    /// The shim ended without reporting an exit (it was killed).
+    Lost,
+}
+
+impl ExitWatch {
+    /// Waits up to `timeout` for the last exit.
+    pub fn wait(&mut self, timeout: Duration) -> Watched {
+        if self.reader.get_ref().set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).is_err() {
+            return Watched::Lost;
+        }
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            // One short line, written whole: a timeout never splits it.
+            Ok(_) if line.ends_with('\n') => serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["exitCode"].as_i64())
+                .map_or(Watched::Lost, |c| Watched::Exited(c as i32)),
+            Ok(_) => Watched::Lost,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Watched::Running
+            }
+            Err(_) => Watched::Lost,
+        }
     }
 }
 
@@ -61,6 +118,10 @@ pub struct Exit {
     pub code: i32,
     pub exited_at: String,
     pub restart_count: u32,
+    /// The init whose exit this is (None from shims that did not say).
+    pub pid: Option<i32>,
+    /// No restart follows: the shim is done with the container.
+    pub last: bool,
 }
 
 pub fn exit_status(state_dir: &Path) -> Option<Exit> {
@@ -69,6 +130,48 @@ pub fn exit_status(state_dir: &Path) -> Option<Exit> {
         code: v["exitCode"].as_i64()? as i32,
         exited_at: v["exitedAt"].as_str()?.to_owned(),
         restart_count: v["restartCount"].as_u64().unwrap_or(0) as u32,
+        pid: v["pid"].as_i64().map(|p| p as i32),
+        last: v["last"].as_bool().unwrap_or(false),
+    })
+}
+
+/// Records an exit that no shim saw (its shim was killed): `code` for the
+/// init `pid`. Only if there is none yet, and only in a state directory
+/// that still exists (a removed container stays removed). True if this
+/// call wrote it.
+pub fn record_lost_exit(state_dir: &Path, pid: i32, code: i32) -> bool {
+    let text = format!(
+        "{{\"exitCode\":{code},\"exitedAt\":\"{}\",\"restartCount\":0,\"pid\":{pid},\"last\":true,\"error\":\"the shim ended before the container: exit status unknown\"}}\n",
+        crate::time::now()
+    );
+    let tmp = state_dir.join(format!(".exit.json.{}", std::process::id()));
+    if std::fs::write(&tmp, text).is_err() {
+        return false;
+    }
+    // A link, not a rename: the first to record wins, the others see it.
+    let won = std::fs::hard_link(&tmp, state_dir.join("exit.json")).is_ok();
+    let _ = std::fs::remove_file(&tmp);
+    won
+}
+
+/// What the shim wrote when it started the container (state.json): who
+/// runs, since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShimState {
+    pub init: ProcessId,
+    pub shim: ProcessId,
+    pub started_at: String,
+}
+
+pub fn shim_state(state_dir: &Path) -> Option<ShimState> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).ok()?).ok()?;
+    let id = |pid: &str, start: &str| {
+        Some(ProcessId { pid: i32::try_from(v[pid].as_i64()?).ok()?, start: v[start].as_u64()? })
+    };
+    Some(ShimState {
+        init: id("pid", "pidStart")?,
+        shim: id("shimPid", "shimStart")?,
+        started_at: v["startedAt"].as_str()?.to_owned(),
     })
 }
 
@@ -149,6 +252,32 @@ impl Attach {
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(ShimError::NoReport(": the shim closed the connection".into())),
                 Err(e) => return Err(ShimError::io("read from", Path::new("the shim"), e)),
+            }
+        }
+    }
+
+    /// Makes this connection a waiter: no output comes to it, only the
+    /// exit of each run ([`Attach::exit_within`]).
+    pub fn only_exits(&mut self) -> std::io::Result<()> {
+        protocol::write_frame(&mut self.stream, protocol::WAIT, &[])
+    }
+
+    /// The next exit's code, if one comes within `timeout` (None: not
+    /// yet). An error once the shim has gone.
+    pub fn exit_within(&mut self, timeout: Duration) -> std::io::Result<Option<i32>> {
+        self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        loop {
+            match self.next_frame() {
+                Ok(Some((protocol::EXIT, p))) if p.len() == 4 => {
+                    return Ok(Some(i32::from_be_bytes([p[0], p[1], p[2], p[3]])));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                // Frames are written whole: a timeout falls between them.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod json;
 pub mod logfile;
+pub mod process;
 pub mod protocol;
 pub mod supervisor;
 pub mod time;

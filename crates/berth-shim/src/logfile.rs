@@ -97,13 +97,20 @@ impl JsonFileLog {
     }
 
     /// LOG.(n-1) -> LOG.n, ..., LOG -> LOG.1, and a new LOG; with
-    /// max-file 1 the log is just started over.
+    /// max-file 1 the log is just started over. Only the files there are
+    /// renamed: a huge max-file costs nothing until the files exist.
     fn rotate(&mut self) -> std::io::Result<()> {
         let name = |i: u32| {
             if i == 0 { self.path.clone() } else { PathBuf::from(format!("{}.{i}", self.path.display())) }
         };
         if self.max_files > 1 {
-            for i in (0..self.max_files - 1).rev() {
+            // The oldest to keep moving: LOG.(max-file - 2) at most (the
+            // rename onto LOG.(max-file - 1) drops the oldest).
+            let mut top = 0;
+            while top + 2 < self.max_files && name(top + 1).exists() {
+                top += 1;
+            }
+            for i in (0..=top).rev() {
                 let from = name(i);
                 if from.exists() {
                     std::fs::rename(&from, name(i + 1))?;
@@ -163,5 +170,21 @@ mod tests {
         let first_newest: String = newest[0]["log"].as_str().unwrap().into();
         let n = |s: &str| s.trim().trim_start_matches("line ").parse::<u32>().unwrap();
         assert_eq!(n(&last_older) + 1, n(&first_newest), "no line lost between files");
+    }
+
+    #[test]
+    fn a_huge_max_file_rotates_only_the_files_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut log = JsonFileLog::open(&p, Some(100), u32::MAX).unwrap();
+        for i in 0..10 {
+            log.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
+        }
+        // One entry per file: LOG has line 9, LOG.k line 9-k, none lost.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 10);
+        for k in 1..10 {
+            let rotated = entries(&PathBuf::from(format!("{}.{k}", p.display())));
+            assert_eq!(rotated[0]["log"], format!("line {}\n", 9 - k));
+        }
     }
 }

@@ -13,11 +13,15 @@
 //! | 7    | shim -> client | the exec session started: pid i32 BE     |
 //! | 8    | shim -> client | the exec session could not start: the runtime's message |
 //! | 9    | shim -> client | the exec session's process exited: code i32 BE |
+//! | 10   | client -> shim | a waiter: send this client no output, only exits (5) |
 //!
 //! An exec session's process is the shim's (the runtime runs it with
 //! `--detach` and it is reparented to the shim, the subreaper), so the shim
 //! reaps it and reports its exit, and stays until its sessions have ended.
-//! A client that asked for a session gets no container output.
+//! A client that asked for a session, or said it only waits, gets no
+//! container output. Every client gets the exit frame (5) of each run,
+//! before the shim runs its exit command: a waiter learns the code of a
+//! `--rm` container that is removed right after.
 //!
 //! A client may connect at any time; it sees output from then on (the
 //! log file has what came before). Closing the connection detaches.
@@ -34,6 +38,7 @@ pub const EXEC: u8 = 6;
 pub const EXEC_STARTED: u8 = 7;
 pub const EXEC_FAILED: u8 = 8;
 pub const EXEC_EXIT: u8 = 9;
+pub const WAIT: u8 = 10;
 
 /// Largest payload accepted: a client cannot make the shim allocate more.
 pub const MAX_PAYLOAD: u32 = 1 << 20;

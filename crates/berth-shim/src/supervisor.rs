@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::logfile::{JsonFileLog, Stream};
+use crate::process::ProcessId;
 use crate::{ShimError, json, protocol, time};
 
 /// Signals the shim passes on to the container's init.
@@ -52,8 +53,9 @@ struct Client {
     id: u64,
     /// Fds received with the bytes not yet decoded (SCM_RIGHTS).
     fds: Vec<OwnedFd>,
-    /// Asked for an exec session: gets its frames, not container output.
-    exec: bool,
+    /// Gets no container output: it asked for an exec session (and gets
+    /// that session's frames), or it only waits for the exit.
+    quiet: bool,
 }
 
 /// A process started by an exec session, and the client to tell.
@@ -87,48 +89,99 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         None => None,
     };
     let mut sync = cfg.sync_fd.map(|fd| {
-        // SAFETY: the engine passed this fd to us for the start report;
-        // nothing else in the shim uses it.
-        unsafe { std::fs::File::from_raw_fd(fd) }
+        // Not for the runtime, the container or the exit command: only the
+        // engine and this shim may hold the line, or its end goes unseen.
+        // SAFETY: F_SETFD on the fd the engine passed us.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the engine passed this fd to us for the start report and
+        // the exit watch; nothing else in the shim uses it.
+        unsafe { UnixStream::from_raw_fd(fd) }
     });
+    let mut reported = false;
+    let me = ProcessId::current();
     let mut clients: Vec<Client> = Vec::new();
     let mut restarts = 0u32;
     loop {
         let (pid, mut io) = match start_container(cfg) {
             Ok(started) => started,
             Err(msg) => {
-                if let Some(mut s) = sync.take() {
+                if !reported && let Some(mut s) = sync.take() {
                     let _ = writeln!(s, "{{\"error\":{}}}", json::string(&msg));
                     return Err(ShimError::Runtime(msg));
                 }
                 // A restart that failed: the container stays exited.
-                write_exit(cfg, 127, restarts, Some(&msg));
+                write_exit(cfg, &Ended { code: 127, restarts, pid: None, last: true, error: Some(&msg) });
+                finish(cfg, sync.as_mut(), 127);
                 return Err(ShimError::Runtime(msg));
             }
         };
-        if let Some(mut s) = sync.take() {
-            let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{}}}", std::process::id());
-        }
+        let started_at = time::now();
+        // state.json before exit.json goes: a reader never pairs this run's
+        // init with the last run's exit (exit.json names its init).
+        write_state(cfg, pid, me, &started_at);
         let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+        if !reported && let Some(s) = sync.as_mut() {
+            let shim_pid = std::process::id();
+            let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{shim_pid},\"startedAt\":\"{started_at}\"}}");
+            reported = true;
+        }
         let code = supervise(cfg, pid, &mut io, &sigfd, &listener, &mut clients, log.as_mut())?;
         if let Some(l) = log.as_mut() {
             let _ = l.flush();
         }
-        write_exit(cfg, code, restarts, None);
+        let stopped = cfg.state_dir.join("stopped").exists();
+        let again = cfg.restart.again(code, restarts, stopped);
+        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None });
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !cfg.no_delete {
             let _ =
                 runtime(cfg).args(["delete", "--force", &cfg.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         }
-        let stopped = cfg.state_dir.join("stopped").exists();
-        if !cfg.restart.again(code, restarts, stopped) {
-            run_exit_command(cfg);
+        if !again {
+            finish(cfg, sync.as_mut(), code);
             return Ok(code);
         }
         restarts += 1;
         // docker's back-off: 100 ms, doubling, at most a minute.
         std::thread::sleep(Duration::from_millis(100u64.saturating_mul(1 << restarts.min(10)).min(60_000)));
+    }
+}
+
+/// How long an attached client may take to read the rest of the log
+/// after the last exit before the exit command runs anyway.
+const WATCH_GRACE: Duration = Duration::from_secs(60);
+
+/// After the last exit: tells the engine's watch (if it still listens),
+/// waits until it lets go, then runs the exit command, unless the
+/// container was removed meanwhile (its remover took this state directory
+/// with it): an attached `run --rm` removes it before letting go, so one
+/// `rm` runs, not two.
+fn finish(cfg: &Config, watch: Option<&mut UnixStream>, code: i32) {
+    if let Some(w) = watch
+        && writeln!(w, "{{\"exitCode\":{code}}}").is_ok()
+    {
+        wait_for_close(w, WATCH_GRACE);
+    }
+    if cfg.state_dir.exists() {
+        run_exit_command(cfg);
+    }
+}
+
+/// Until the other end of `s` is closed (read gives 0 or fails), at most
+/// `grace`.
+fn wait_for_close(s: &mut UnixStream, grace: Duration) {
+    use std::io::Read;
+    let deadline = Instant::now() + grace;
+    let mut buf = [0u8; 64];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        if s.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
     }
 }
 
@@ -408,7 +461,7 @@ fn supervise(
                             decoder: protocol::Decoder::default(),
                             id,
                             fds: Vec::new(),
-                            exec: false,
+                            quiet: false,
                         });
                     }
                 }
@@ -431,7 +484,7 @@ fn supervise(
                         let _ = l.write(stream, &buf[..n]);
                     }
                     let frame = protocol::encode(kind, &buf[..n]);
-                    clients.retain_mut(|c| c.exec || c.stream.write_all(&frame).is_ok());
+                    clients.retain_mut(|c| c.quiet || c.stream.write_all(&frame).is_ok());
                 }
                 Slot::Client(id) => {
                     // By id: output written earlier in this round may have
@@ -479,7 +532,7 @@ fn reap() -> Vec<(i32, i32)> {
 /// so it becomes the shim's child) with the client's fds as its stdio;
 /// tells the client its pid or the runtime's error.
 fn start_session(cfg: &Config, c: &mut Client, args: &[u8], running: bool) -> Option<Session> {
-    c.exec = true;
+    c.quiet = true;
     let fds: Vec<OwnedFd> = std::mem::take(&mut c.fds);
     let result = if !running {
         Err("the container is not running".to_owned())
@@ -537,6 +590,7 @@ fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, V
     loop {
         match c.decoder.next_frame() {
             Ok(Some((protocol::EXEC, args))) => exec(c, args),
+            Ok(Some((protocol::WAIT, _))) => c.quiet = true,
             Ok(Some((protocol::STDIN, data))) => {
                 if let Some(fd) = &io.stdin {
                     let _ = write_all(fd.as_raw_fd(), &data);
@@ -600,15 +654,53 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {
     Ok(())
 }
 
+/// One end of the container, as exit.json records it.
+struct Ended<'a> {
+    code: i32,
+    restarts: u32,
+    /// The init that ended (None: none started).
+    pid: Option<i32>,
+    /// No restart follows.
+    last: bool,
+    error: Option<&'a str>,
+}
+
 /// exit.json, written whole (temp file + rename) for the engine to read.
-fn write_exit(cfg: &Config, code: i32, restarts: u32, error: Option<&str>) {
-    let mut text = format!("{{\"exitCode\":{code},\"exitedAt\":\"{}\",\"restartCount\":{restarts}", time::now());
-    if let Some(e) = error {
-        text.push_str(&format!(",\"error\":{}", json::string(e)));
+fn write_exit(cfg: &Config, e: &Ended) {
+    let mut text = format!(
+        "{{\"exitCode\":{},\"exitedAt\":\"{}\",\"restartCount\":{},\"last\":{}",
+        e.code,
+        time::now(),
+        e.restarts,
+        e.last
+    );
+    if let Some(pid) = e.pid {
+        text.push_str(&format!(",\"pid\":{pid}"));
+    }
+    if let Some(err) = e.error {
+        text.push_str(&format!(",\"error\":{}", json::string(err)));
     }
     text.push_str("}\n");
-    let path = cfg.state_dir.join("exit.json");
-    let tmp: PathBuf = cfg.state_dir.join(".exit.json.tmp");
+    write_whole(cfg, "exit.json", &text);
+}
+
+/// state.json: who runs (the init and this shim, each by pid and start
+/// time, so a reused pid is never taken for them) and since when. The
+/// engine reads it to tell a dead shim from a live one, and for StartedAt
+/// (the CLI that started the shim may have died before recording it).
+fn write_state(cfg: &Config, pid: i32, shim: Option<ProcessId>, started_at: &str) {
+    let init_start = ProcessId::of(pid).map_or(0, |p| p.start);
+    let (shim_pid, shim_start) = shim.map_or((std::process::id() as i32, 0), |s| (s.pid, s.start));
+    let text = format!(
+        "{{\"pid\":{pid},\"pidStart\":{init_start},\"shimPid\":{shim_pid},\"shimStart\":{shim_start},\"startedAt\":\"{started_at}\"}}\n"
+    );
+    write_whole(cfg, "state.json", &text);
+}
+
+/// Temp file + rename: readers see the old file or the new one.
+fn write_whole(cfg: &Config, name: &str, text: &str) {
+    let path = cfg.state_dir.join(name);
+    let tmp: PathBuf = cfg.state_dir.join(format!(".{name}.tmp"));
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, &path);
     }

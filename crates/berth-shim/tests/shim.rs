@@ -50,7 +50,7 @@ impl Boxed {
 
     fn start(&mut self) -> Result<Started, ShimError> {
         let s = client::spawn(Path::new(env!("CARGO_BIN_EXE_berth-shim")), &self.cfg)?;
-        self.started = Some(s);
+        self.started = Some(s.clone());
         Ok(s)
     }
 
@@ -68,7 +68,9 @@ impl Boxed {
     }
 
     fn shim_alive(&self) -> bool {
-        self.started.is_some_and(|s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.shim_pid), None).is_ok())
+        self.started
+            .as_ref()
+            .is_some_and(|s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.shim_pid), None).is_ok())
     }
 
     fn log(&self) -> Vec<Value> {
@@ -82,7 +84,7 @@ impl Boxed {
 
 impl Drop for Boxed {
     fn drop(&mut self) {
-        if let Some(s) = self.started
+        if let Some(s) = &self.started
             && self.shim_alive()
         {
             let _ = client::mark_stopped(&self.cfg.state_dir);
@@ -97,6 +99,10 @@ impl Drop for Boxed {
         let _ = &self.state;
         // `rt` deletes whatever container is left in its root.
     }
+}
+
+fn shim_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_berth-shim"))
 }
 
 fn berth() -> PathBuf {
@@ -347,4 +353,111 @@ fn clients_that_come_and_go_during_output_never_take_the_shim_down() {
     }
     assert_eq!(exit.code, 6, "the shim recorded the exit");
     assert_eq!(lines(&b.log(), "stdout").len(), 20000, "and logged every line");
+}
+
+#[test]
+fn state_json_names_the_init_and_the_shim_by_pid_and_start_time() {
+    let mut b = Boxed::new(berth(), &["/bin/sleep", "30"]);
+    let s = b.start().unwrap();
+    let st = client::shim_state(&b.cfg.state_dir).expect("state.json after the start");
+    assert_eq!((st.init.pid, st.shim.pid), (s.pid, s.shim_pid));
+    assert!(st.init.is_alive() && st.shim.is_alive());
+    assert_eq!(st.started_at, s.started_at, "the start time the engine was told");
+    assert!(chrono_like(&st.started_at), "{}", st.started_at);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let exit = b.wait_exit();
+    assert_eq!((exit.code, exit.pid, exit.last), (137, Some(s.pid), true), "the exit names its init");
+    assert!(!st.init.is_alive() && !st.shim.is_alive());
+}
+
+/// "2026-11-23T01:02:03.123456789Z"
+fn chrono_like(t: &str) -> bool {
+    t.len() == 30 && t.ends_with('Z') && t.as_bytes()[10] == b'T'
+}
+
+#[test]
+fn the_exit_command_waits_until_the_watch_lets_go() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "echo bye; exit 7"]);
+    let released = b.state.path().join("released");
+    let marker = b.state.path().join("exit-command-saw");
+    let script =
+        format!("if [ -e {} ]; then echo after; else echo before; fi > {}", released.display(), marker.display());
+    b.cfg.exit_command = vec!["/bin/sh".into(), "-c".into(), script];
+    let (started, mut watch) = client::spawn_watched(shim_bin(), &b.cfg).unwrap();
+    b.started = Some(started);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        match watch.wait(Duration::from_millis(100)) {
+            client::Watched::Exited(c) => break c,
+            client::Watched::Running => assert!(Instant::now() < deadline, "no exit reported"),
+            client::Watched::Lost => panic!("the shim ended without reporting the exit"),
+        }
+    };
+    assert_eq!(code, 7);
+    assert_eq!(lines(&b.log(), "stdout"), ["bye\n"], "the whole log is there when the exit is reported");
+    std::fs::write(&released, "").unwrap();
+    drop(watch);
+    while std::fs::read_to_string(&marker).map_or(true, |m| m.is_empty()) {
+        assert!(Instant::now() < deadline, "the exit command did not run after the watch let go");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "after\n", "the exit command ran before the watch let go");
+}
+
+#[test]
+fn a_killed_shim_is_lost_to_its_watch() {
+    let mut b = Boxed::new(berth(), &["/bin/sleep", "30"]);
+    let (started, mut watch) = client::spawn_watched(shim_bin(), &b.cfg).unwrap();
+    b.started = Some(started.clone());
+    assert_eq!(watch.wait(Duration::from_millis(50)), client::Watched::Running);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(started.shim_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match watch.wait(Duration::from_millis(100)) {
+            client::Watched::Lost => break,
+            client::Watched::Running => assert!(Instant::now() < deadline, "the watch never saw the shim go"),
+            client::Watched::Exited(c) => panic!("a killed shim reported an exit ({c})"),
+        }
+    }
+    // The container outlives its shim, as runc's outlive a killed conmon.
+    let st = client::shim_state(&b.cfg.state_dir).unwrap();
+    assert!(st.init.is_alive() && !st.shim.is_alive());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(started.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn no_exit_command_for_a_container_removed_while_the_watch_was_held() {
+    let mut b = Boxed::new(berth(), &["/bin/sh", "-c", "exit 0"]);
+    let needle = unique_id("exit-command");
+    // Still sleeping when the shim has gone, had it been started.
+    b.cfg.exit_command = vec!["/bin/sh".into(), "-c".into(), format!("sleep 5 # {needle}")];
+    let (started, mut watch) = client::spawn_watched(shim_bin(), &b.cfg).unwrap();
+    b.started = Some(started);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watch.wait(Duration::from_millis(100)) == client::Watched::Running {
+        assert!(Instant::now() < deadline, "no exit reported");
+    }
+    // What an attached `run --rm` does: remove, then let go.
+    std::fs::remove_dir_all(&b.cfg.state_dir).unwrap();
+    drop(watch);
+    while b.shim_alive() {
+        assert!(Instant::now() < deadline, "the shim did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = processes_with(&needle);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "the exit command ran for a removed container");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::logconfig::LogConfig;
 use berth_engine::network::PortMapping;
 use berth_engine::ops::ExecOptions;
 use berth_engine::spec::{RunFlags, flags};
@@ -93,6 +94,12 @@ pub struct RunArgs {
     /// Run an init (tini) as pid 1 that forwards signals and reaps zombies
     #[arg(long)]
     init: bool,
+    /// Logging driver: json-file, local or none (default: the config's [logs] driver)
+    #[arg(long)]
+    log_driver: Option<String>,
+    /// Log driver options: max-size=SIZE (10m, 1g), max-file=N
+    #[arg(long)]
+    log_opt: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -233,10 +240,13 @@ pub enum NetworkCmd {
 pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     let (detach, rm, interactive, tty) = (r.detach, r.rm, r.interactive, r.tty);
     let rec = create_container(engine, config, r)?;
-    if let Err(e) = engine.start(&rec.id) {
-        let _ = engine.remove(&rec.id, true);
-        return start_failed(e);
-    }
+    let (rec, mut watch) = match engine.start_watched(&rec.id) {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = engine.remove(&rec.id, true);
+            return start_failed(e);
+        }
+    };
     if detach {
         println!("{}", rec.id);
         return Ok(0);
@@ -244,30 +254,17 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
     // Output comes from the log file, which has all of it from the first
     // byte (the attach socket only has what comes after connecting); the
     // socket carries stdin and the terminal size.
-    let code = follow(engine, &rec, interactive, tty, LogFollower::new(engine.log_path(&rec)))?;
+    let follower = LogFollower::new(engine.log_path(&rec));
+    let code = crate::lifecycle::follow(engine, &rec, interactive, tty, follower, Some(&mut watch))?;
     if rm {
+        // Removed while the shim waits on the watch: it then finds its
+        // container gone and runs no `rm` of its own. Should its exit
+        // command be first (the watch was lost), nothing is left here.
         match engine.remove(&rec.id, true) {
-            // The shim's exit command (`rm -f`) was first.
             Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => {}
             other => other?,
         }
     }
-    Ok(code)
-}
-
-/// Copies the container's output (and with `stdin` this terminal's input)
-/// until it ends; its exit code.
-pub(crate) fn follow(
-    engine: &Engine,
-    rec: &ContainerRecord,
-    stdin: bool,
-    tty: bool,
-    mut follower: LogFollower,
-) -> Result<i32> {
-    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
-    let code = engine.wait(&rec.id, || {
-        let _ = follower.pump();
-    })?;
     Ok(code)
 }
 
@@ -344,6 +341,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         mounts.push(flags::parse_tmpfs(t)?);
     }
     let init = if r.init { Some(init_binary(config)?) } else { None };
+    let log = LogConfig::resolve(r.log_driver.as_deref(), &r.log_opt, &config.logs.defaults())?;
     let opts = CreateOptions {
         name: r.name,
         network: r.network,
@@ -351,10 +349,12 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         ports,
         mounts,
         stdin: r.interactive,
-        // Detached, the shim removes it (its exit command); attached, this
-        // process does once it has copied the last output from the log.
-        auto_remove: r.rm && r.detach,
+        // The shim removes it (its exit command) once it has ended and no
+        // attached CLI still reads its log: the container goes even if the
+        // CLI is killed. An attached CLI removes it too, and waits for it.
+        auto_remove: r.rm,
         init,
+        log: Some(log),
     };
     let pull = |store: &berth_image::store::Store| {
         let args =

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::Engine;
 use berth_engine::ops::ExecOptions;
-use berth_engine::store::Status;
+use berth_engine::store::{ContainerRecord, Status};
+use berth_shim::client::{ExitWatch, Watched};
 use clap::Args;
 
-use crate::containers::{RunArgs, create_container, follow, start_failed};
+use crate::containers::{RunArgs, create_container, start_failed};
 use crate::logs::LogFollower;
 
 #[derive(Args)]
@@ -59,13 +60,13 @@ pub fn start(engine: &Engine, a: StartArgs) -> Result<i32> {
         let log = engine.log_path(&rec);
         // Only this start's output: what an earlier run logged stays out.
         let follower = LogFollower::at_end(log);
-        if let Err(e) = engine.start(&rec.id) {
-            return start_failed(e);
-        }
+        let (rec, mut watch) = match engine.start_watched(&rec.id) {
+            Ok(started) => started,
+            Err(e) => return start_failed(e),
+        };
         if a.attach || a.interactive {
-            let rec = engine.containers()?.get(&rec.id)?;
             let tty = rec.config["tty"].as_bool().unwrap_or(false);
-            return follow(engine, &rec, a.interactive, tty, follower);
+            return follow(engine, &rec, a.interactive, tty, follower, Some(&mut watch));
         }
         println!("{c}");
     }
@@ -85,7 +86,39 @@ fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
     }
     let tty = rec.config["tty"].as_bool().unwrap_or(false);
     let stdin = stdin && rec.config["stdin"].as_bool().unwrap_or(false);
-    follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)))
+    follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)), None)
+}
+
+/// Copies the container's output (and with `stdin` this terminal's input)
+/// until it ends; its exit code. With the shim's exit watch (the CLI
+/// started the container) the end is the shim's report; the shim removes
+/// nothing (`--rm`) until the caller drops the watch, after the last
+/// output is copied. Without it, or if the shim dies, the engine's wait.
+pub(crate) fn follow(
+    engine: &Engine,
+    rec: &ContainerRecord,
+    stdin: bool,
+    tty: bool,
+    mut follower: LogFollower,
+    watch: Option<&mut ExitWatch>,
+) -> Result<i32> {
+    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
+    if let Some(watch) = watch {
+        loop {
+            let _ = follower.pump();
+            match watch.wait(Duration::from_millis(10)) {
+                Watched::Exited(code) => {
+                    follower.pump()?;
+                    return Ok(code);
+                }
+                Watched::Running => {}
+                Watched::Lost => break,
+            }
+        }
+    }
+    Ok(engine.wait(&rec.id, || {
+        let _ = follower.pump();
+    })?)
 }
 
 pub fn restart(engine: &Engine, a: crate::containers::StopArgs) -> Result<()> {

@@ -2,7 +2,9 @@
 //! the shim's json-file log (docker's format, one JSON object per line
 //! with `log`, `stream` and `time`) copied to stdout and stderr.
 
-use std::io::{BufRead, Seek, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub struct LogsArgs {
 
 pub fn logs(engine: &Engine, a: LogsArgs) -> Result<()> {
     let rec = engine.containers()?.get(&a.container)?;
+    if !berth_engine::logconfig::LogConfig::of_record(&rec.config).readable() {
+        bail!("configured logging driver does not support reading");
+    }
     let tail = match a.tail.as_str() {
         "all" | "-1" => None,
         n => Some(n.parse::<usize>().with_context(|| format!("--tail {n:?}: not a number of lines or \"all\""))?),
@@ -113,10 +118,17 @@ fn parse_duration(s: &str) -> Result<chrono::Duration> {
 }
 
 /// Copies new json-file log entries to stdout and stderr, from where the
-/// last call stopped.
+/// last call stopped, across rotations: the shim renames `LOG` to
+/// `LOG.1` (and `LOG.1` to `LOG.2` ...) and starts a new `LOG`, so the
+/// follower keeps the file it reads open, reads it to its end, and then
+/// goes on with the file that came after it.
 pub struct LogFollower {
     path: PathBuf,
-    offset: u64,
+    /// The file being read (positioned after what was copied), and its
+    /// inode. None until there is a log: then its oldest file.
+    file: Option<(BufReader<File>, u64)>,
+    /// The start of an entry whose end is not written yet.
+    pending: String,
     pub timestamps: bool,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
@@ -124,42 +136,141 @@ pub struct LogFollower {
 
 impl LogFollower {
     pub fn new(path: PathBuf) -> LogFollower {
-        LogFollower { path, offset: 0, timestamps: false, since: None, until: None }
+        LogFollower { path, file: None, pending: String::new(), timestamps: false, since: None, until: None }
     }
 
     /// Starts at the log's current end: only what comes next is copied.
     pub fn at_end(path: PathBuf) -> LogFollower {
-        let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        LogFollower { offset, ..LogFollower::new(path) }
+        let mut f = LogFollower::new(path);
+        if let Ok(file) = File::open(&f.path)
+            && let Ok(m) = file.metadata()
+        {
+            let mut r = BufReader::new(file);
+            if r.seek(SeekFrom::Start(m.len())).is_ok() {
+                f.file = Some((r, m.ino()));
+            }
+        }
+        f
     }
 
-    /// Moves to the start of the last `n` entries.
-    fn skip_to_last(&mut self, n: usize) -> Result<()> {
-        let Ok(f) = std::fs::File::open(&self.path) else { return Ok(()) };
-        let mut starts = vec![0u64];
-        let mut pos = 0u64;
-        for line in std::io::BufReader::new(f).split(b'\n') {
-            pos += line?.len() as u64 + 1;
-            starts.push(pos);
+    /// `LOG.N`, ..., `LOG.1`, `LOG`: the kept files, oldest first, with
+    /// their inodes.
+    fn files(&self) -> Vec<(PathBuf, u64)> {
+        let rotated = |i: u32| PathBuf::from(format!("{}.{i}", self.path.display()));
+        let mut out: Vec<(PathBuf, u64)> = Vec::new();
+        // Rotation renames from the oldest down, so for a moment a name
+        // in the middle may be missing: look a little past a gap.
+        let mut missing = 0;
+        for i in 1.. {
+            let p = rotated(i);
+            match std::fs::metadata(&p) {
+                Ok(m) => {
+                    missing = 0;
+                    out.push((p, m.ino()));
+                }
+                Err(_) if missing < 2 => missing += 1,
+                Err(_) => break,
+            }
         }
-        // `starts` ends with the offset after the last line.
-        let lines = starts.len() - 1;
-        self.offset = starts[lines.saturating_sub(n)];
+        out.reverse();
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            out.push((self.path.clone(), m.ino()));
+        }
+        out
+    }
+
+    /// Moves to the start of the last `n` entries, in whichever file they
+    /// begin.
+    fn skip_to_last(&mut self, n: usize) -> Result<()> {
+        let mut left = n;
+        let files = self.files();
+        for (path, _) in files.iter().rev() {
+            let Ok(f) = File::open(path) else { continue };
+            let ino = f.metadata()?.ino();
+            let starts = line_starts(&f)?;
+            // `starts` ends with the offset after the last line.
+            let lines = starts.len() - 1;
+            if lines >= left || Some(path) == files.first().map(|(p, _)| p) {
+                let mut r = BufReader::new(f);
+                r.seek(SeekFrom::Start(starts[lines.saturating_sub(left)]))?;
+                self.file = Some((r, ino));
+                self.pending.clear();
+                return Ok(());
+            }
+            left -= lines;
+        }
         Ok(())
     }
 
+    /// Copies what is new, from the current file and the ones after it.
     pub fn pump(&mut self) -> Result<()> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return Ok(()) };
-        f.seek(std::io::SeekFrom::Start(self.offset))?;
-        let mut r = std::io::BufReader::new(f);
-        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+        self.pump_to(&mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+    }
+
+    fn pump_to(&mut self, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+        if self.file.is_none() && !self.open_oldest() {
+            return Ok(());
+        }
         loop {
-            let mut line = String::new();
-            let n = r.read_line(&mut line)?;
-            if n == 0 || !line.ends_with('\n') {
+            self.copy_to_end(out, err)?;
+            if !self.next_file() {
                 break;
             }
-            self.offset += n as u64;
+        }
+        out.flush()?;
+        err.flush()?;
+        Ok(())
+    }
+
+    fn open_oldest(&mut self) -> bool {
+        let files = self.files();
+        let Some((path, _)) = files.first() else { return false };
+        match File::open(path).and_then(|f| Ok((f.metadata()?.ino(), f))) {
+            Ok((ino, f)) => {
+                self.file = Some((BufReader::new(f), ino));
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// After the current file's end: opens the file that followed it if
+    /// it was rotated away (false if it is still the live one).
+    fn next_file(&mut self) -> bool {
+        let Some((_, ino)) = &self.file else { return false };
+        let files = self.files();
+        if files.last().is_some_and(|(_, i)| i == ino) {
+            return false;
+        }
+        let next = match files.iter().position(|(_, i)| i == ino) {
+            Some(at) => files.get(at + 1),
+            // Rotated out of the kept files (or the log was removed): go on
+            // with the oldest one kept, if any.
+            None => files.first(),
+        };
+        let Some((path, want)) = next else { return false };
+        match File::open(path).and_then(|f| Ok((f.metadata()?.ino(), f))) {
+            // Renamed again since the listing: the next pump looks again.
+            Ok((got, _)) if got != *want => false,
+            Ok((got, f)) => {
+                self.file = Some((BufReader::new(f), got));
+                // The rotated file is whole: a partial entry at its end is
+                // not continued in the next file.
+                self.pending.clear();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn copy_to_end(&mut self, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+        let Some((r, _)) = self.file.as_mut() else { return Ok(()) };
+        loop {
+            let n = r.read_line(&mut self.pending)?;
+            if n == 0 || !self.pending.ends_with('\n') {
+                return Ok(());
+            }
+            let line = std::mem::take(&mut self.pending);
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             let time = v["time"].as_str().unwrap_or_default();
             if self.since.is_some() || self.until.is_some() {
@@ -169,16 +280,24 @@ impl LogFollower {
                 }
             }
             let text = v["log"].as_str().unwrap_or_default();
-            let w: &mut dyn Write = if v["stream"] == "stderr" { &mut err } else { &mut out };
+            let w: &mut dyn Write = if v["stream"] == "stderr" { &mut *err } else { &mut *out };
             if self.timestamps {
                 write!(w, "{time} ")?;
             }
             w.write_all(text.as_bytes())?;
         }
-        out.flush()?;
-        err.flush()?;
-        Ok(())
     }
+}
+
+/// The offset of each line's start in `f`, and the offset after the last.
+fn line_starts(f: &File) -> Result<Vec<u64>> {
+    let mut starts = vec![0u64];
+    let mut pos = 0u64;
+    for line in BufReader::new(f).split(b'\n') {
+        pos += line?.len() as u64 + 1;
+        starts.push(pos);
+    }
+    Ok(starts)
 }
 
 #[cfg(test)]
@@ -196,19 +315,85 @@ mod tests {
         assert!(parse_time("yesterday", now).is_err());
     }
 
+    fn entry(i: usize) -> String {
+        format!("{{\"log\":\"{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n")
+    }
+
+    fn append(path: &std::path::Path, range: std::ops::Range<usize>) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        for i in range {
+            f.write_all(entry(i).as_bytes()).unwrap();
+        }
+    }
+
+    /// As the shim rotates: LOG.(n-1) -> LOG.n, ..., LOG -> LOG.1.
+    fn rotate(path: &std::path::Path, max_file: u32) {
+        let name = |i: u32| if i == 0 { path.to_owned() } else { PathBuf::from(format!("{}.{i}", path.display())) };
+        for i in (0..max_file - 1).rev() {
+            if name(i).exists() {
+                std::fs::rename(name(i), name(i + 1)).unwrap();
+            }
+        }
+    }
+
+    fn pumped(f: &mut LogFollower) -> String {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        f.pump_to(&mut out, &mut err).unwrap();
+        String::from_utf8(out).unwrap().replace('\n', " ")
+    }
+
     #[test]
-    fn tail_starts_at_the_last_entries() {
+    fn tail_starts_at_the_last_entries_in_whichever_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("l.log");
-        let lines: String =
-            (0..5).map(|i| format!("{{\"log\":\"{i}\\n\",\"stream\":\"stdout\",\"time\":\"t\"}}\n")).collect();
-        std::fs::write(&p, &lines).unwrap();
+        append(&p, 0..5);
+        rotate(&p, 3);
+        append(&p, 5..7);
+        let tail = |n| {
+            let mut f = LogFollower::new(p.clone());
+            f.skip_to_last(n).unwrap();
+            pumped(&mut f)
+        };
+        assert_eq!(tail(1), "6 ");
+        assert_eq!(tail(2), "5 6 ");
+        assert_eq!(tail(4), "3 4 5 6 ", "into the rotated file and on");
+        assert_eq!(tail(10), "0 1 2 3 4 5 6 ");
+        assert_eq!(pumped(&mut LogFollower::new(p.clone())), "0 1 2 3 4 5 6 ", "all files, oldest first");
+    }
+
+    #[test]
+    fn following_goes_on_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.log");
         let mut f = LogFollower::new(p.clone());
-        f.skip_to_last(2).unwrap();
-        let rest = &lines.as_bytes()[f.offset as usize..];
-        assert_eq!(String::from_utf8_lossy(rest).lines().count(), 2);
-        assert!(String::from_utf8_lossy(rest).starts_with("{\"log\":\"3"));
-        f.skip_to_last(10).unwrap();
-        assert_eq!(f.offset, 0);
+        assert_eq!(pumped(&mut f), "", "no log yet");
+        append(&p, 0..2);
+        assert_eq!(pumped(&mut f), "0 1 ");
+        // Written, then rotated before the follower looked again.
+        append(&p, 2..3);
+        rotate(&p, 3);
+        append(&p, 3..4);
+        assert_eq!(pumped(&mut f), "2 3 ");
+        // Two rotations between two looks.
+        append(&p, 4..5);
+        rotate(&p, 3);
+        append(&p, 5..6);
+        rotate(&p, 3);
+        append(&p, 6..7);
+        assert_eq!(pumped(&mut f), "4 5 6 ");
+        // More rotations than files kept: the open file is read to its
+        // end, then the oldest one kept.
+        append(&p, 7..8);
+        for i in 8..12 {
+            rotate(&p, 3);
+            append(&p, i..i + 1);
+        }
+        assert_eq!(pumped(&mut f), "7 9 10 11 ", "8 was rotated out unread");
+        let mut end = LogFollower::at_end(p.clone());
+        append(&p, 12..13);
+        rotate(&p, 3);
+        append(&p, 13..14);
+        assert_eq!(pumped(&mut end), "12 13 ", "at_end: only what came after");
     }
 }

@@ -239,6 +239,36 @@ pub struct Config {
     registry: RegistryConfig,
     images: ImagesConfig,
     pub containers: ContainersConfig,
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: what containers log when `run` names no `--log-driver` /
+/// `--log-opt` (each `--log-opt` overrides its key). By default capped
+/// as docker's local driver is: 20 MB x 5 files.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// json-file, local or none.
+    pub driver: String,
+    /// docker's max-size syntax (`20m`, `1g`); "" for no cap.
+    pub max_size: String,
+    pub max_file: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            driver: "json-file".into(),
+            max_size: berth_engine::logconfig::DEFAULT_MAX_SIZE.into(),
+            max_file: berth_engine::logconfig::DEFAULT_MAX_FILE,
+        }
+    }
+}
+
+impl LogsConfig {
+    pub fn defaults(&self) -> berth_engine::logconfig::LogConfig {
+        berth_engine::logconfig::LogConfig::defaults(&self.driver, &self.max_size, self.max_file)
+    }
 }
 
 /// `[containers]`: what `run` uses beyond its flags.
