@@ -135,6 +135,24 @@ impl fmt::Display for Proc {
 }
 
 impl Scope {
+    /// The scope a `berth` command works in: its `--root`, `--runroot`
+    /// and `BERTH_CGROUP_PARENT` (all three must be set).
+    pub fn of_command(cmd: &Command, private_netns: bool) -> Scope {
+        let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+        let flag = |name: &str| {
+            let i = args.iter().position(|a| *a == name).unwrap_or_else(|| panic!("the command has no {name}"));
+            PathBuf::from(args[i + 1])
+        };
+        let parent = cmd.get_envs().find(|(k, _)| *k == "BERTH_CGROUP_PARENT").and_then(|(_, v)| v);
+        let parent = parent.expect("the command sets BERTH_CGROUP_PARENT").to_string_lossy();
+        Scope {
+            root: flag("--root"),
+            runroot: flag("--runroot"),
+            cgroup_parent: parent.trim_start_matches('/').to_owned(),
+            private_netns,
+        }
+    }
+
     /// Every blob under `content/sha256` hashes to its name.
     pub fn corrupt_blobs(&self) -> Vec<Violation> {
         let dir = self.root.join("content/sha256");

@@ -106,25 +106,13 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
 }
 
-/// The cgroup parent the harness gives berth (without the leading '/').
-fn cgroup_parent_of(b: &Berth) -> String {
-    let cmd = b.command();
-    let parent = cmd.get_envs().find(|(k, _)| *k == "BERTH_CGROUP_PARENT").and_then(|(_, v)| v);
-    parent.expect("the harness sets BERTH_CGROUP_PARENT").to_string_lossy().trim_start_matches('/').to_owned()
-}
-
 impl Harness {
     /// A fresh berth (root, registry, cgroup parent) for one scenario in
     /// this thread's network namespace, and the scenario's seed and
     /// iteration count (`ci` unless BERTH_CRASH_ITERATIONS says).
     fn new(scenario: &'static str, test: &'static str, ci: u64) -> Harness {
         let b = Berth::new();
-        let scope = Scope {
-            root: b.dir.path().join("root"),
-            runroot: b.dir.path().join("run"),
-            cgroup_parent: cgroup_parent_of(&b),
-            private_netns: true,
-        };
+        let scope = Scope::of_command(&b.command(), true);
         let base_seed = env_u64("BERTH_CRASH_SEED").unwrap_or_else(|| {
             let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32)
