@@ -210,8 +210,10 @@ impl Scope {
         for f in self.network_state().into_iter().filter(|(_, text)| text.contains(id)) {
             out.push(Violation::new(Invariant::NetworkState, format!("container {id}: {} left", f.0.display())));
         }
-        for r in firewall_rules().into_iter().filter(|r| r.contains(id)) {
-            out.push(Violation::new(Invariant::Firewall, format!("container {id}: rule left: {r}")));
+        let rules: Vec<String> = firewall_rules().into_iter().filter(|r| r.contains(id)).collect();
+        if let Some(r) = rules.first() {
+            let detail = format!("container {id}: {} firewall rule(s) name it, e.g. {r}", rules.len());
+            out.push(Violation::new(Invariant::Firewall, detail));
         }
         out
     }
@@ -263,8 +265,10 @@ impl Scope {
         }
         if self.private_netns {
             out.extend(veths().into_iter().map(|v| Violation::new(Invariant::Veths, format!("veth left: {v}"))));
-            for r in firewall_rules().into_iter().filter(|r| is_port_forward(r)) {
-                out.push(Violation::new(Invariant::Firewall, format!("port forwarding left: {r}")));
+            let rules: Vec<String> = firewall_rules().into_iter().filter(|r| is_port_forward(r)).collect();
+            if !rules.is_empty() {
+                let detail = format!("{} port-forwarding rule(s) or chain(s) left: {}", rules.len(), rules.join(" | "));
+                out.push(Violation::new(Invariant::Firewall, detail));
             }
         }
         out

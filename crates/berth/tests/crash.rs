@@ -559,7 +559,7 @@ fn describe(args: &[&str], kill: Kill, killed: &Option<String>) -> String {
 #[test]
 fn killed_run_d_leaves_each_container_usable_or_removable_and_nothing_behind() {
     inv::in_private_netns(|| {
-        let mut h = Harness::new("run-d", "killed_run_d", 14);
+        let mut h = Harness::new("run-d", "killed_run_d", 20);
         let image = h.b.image.clone();
         h.ok(&["pull", &image]);
         h.ok(&["network", "create", "crashnet"]);
@@ -590,7 +590,7 @@ fn killed_run_d_leaves_each_container_usable_or_removable_and_nothing_behind() {
 #[test]
 fn killed_rm_f_leaves_the_container_removable_and_nothing_behind() {
     inv::in_private_netns(|| {
-        let mut h = Harness::new("rm-f", "killed_rm_f", 10);
+        let mut h = Harness::new("rm-f", "killed_rm_f", 12);
         let image = h.b.image.clone();
         h.ok(&["pull", &image]);
         let id = h.ok(&run_args(&image, "bridge", "18000:80")).trim().to_owned();
@@ -624,7 +624,7 @@ fn killed_rm_f_leaves_the_container_removable_and_nothing_behind() {
 #[test]
 fn killed_pulls_leave_a_verified_store_and_resume() {
     inv::in_private_netns(|| {
-        let mut h = Harness::new("pull", "killed_pulls", 8);
+        let mut h = Harness::new("pull", "killed_pulls", 10);
         let image = h.b.image.clone();
         let nominal = h.calibrate(&["pull", &image]);
         for i in 0..h.iterations {
@@ -667,7 +667,7 @@ fn pull_and_run(h: &Harness, image: &str) -> Vec<Violation> {
 #[test]
 fn killed_rmi_and_prunes_never_take_layers_from_containers() {
     inv::in_private_netns(|| {
-        let mut h = Harness::new("rmi-prune", "killed_rmi_and_prunes", 6);
+        let mut h = Harness::new("rmi-prune", "killed_rmi_and_prunes", 8);
         let image = h.b.image.clone();
         h.ok(&["pull", &image]);
         let ops: [&[&str]; 4] = [
