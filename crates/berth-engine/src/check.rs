@@ -655,9 +655,14 @@ fn remove_orphan(engine: &Engine, store: &Store, left: &Leftovers, id: &str) -> 
     for f in left.id_files.get(id).into_iter().flatten() {
         let _ = std::fs::remove_file(f);
     }
+    // A shim whose container the runtime just killed ends a moment later.
     let shim_state = engine.runroot.join("s").join(&id[..12]);
-    if processes_mentioning(&shim_state) {
-        return Err(format!("its shim (state {}) still runs", shim_state.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while processes_mentioning(&shim_state) {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("its shim (state {}) still runs", shim_state.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     for d in [engine.root.join("containers").join(id), engine.run_dir(id), shim_state] {
         match std::fs::remove_dir_all(&d) {
