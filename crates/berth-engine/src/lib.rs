@@ -3,6 +3,7 @@
 //! keeps its records in redb, and attaches containers to networks through
 //! the standard CNI plugins.
 
+pub mod check;
 pub mod copy;
 pub mod engine;
 pub mod liveness;

@@ -6,13 +6,16 @@
 //!   force-deletes every container it still has when dropped (so a failing
 //!   test leaves nothing running);
 //! - [`leaks`]: what a container may leave behind on the host (mounts,
-//!   cgroups, processes), for tests to assert there is none.
+//!   cgroups, processes), for tests to assert there is none;
+//! - [`invariants`]: what must hold of a whole berth root after any kill or
+//!   race (the crash harness and the race tests check it).
 //!
 //! Integration tests need root and real kernel features; [`require_root`]
 //! makes that explicit instead of letting them fail obscurely.
 
 pub mod cgroup;
 pub mod image;
+pub mod invariants;
 pub mod leaks;
 pub mod registry;
 pub mod user;
@@ -22,6 +25,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Value, json};
+
+/// Seeded randomness for tests that must be replayable (the crash harness).
+pub use rand;
 
 /// Panics with a clear message unless running as root.
 pub fn require_root() {

@@ -1,5 +1,6 @@
 //! The machine-wide commands: `container prune`, `system df`, `system
-//! prune`, `info` and `version`, with docker's flags and output.
+//! prune`, `system check`, `info` and `version`, with docker's flags and
+//! output (podman's for `system check`, which docker lacks).
 
 use std::io::{BufRead, Write};
 
@@ -21,6 +22,20 @@ pub enum SystemCmd {
     Prune(SystemPruneArgs),
     /// Display system-wide information
     Info(InfoArgs),
+    /// Check the stores and containers for consistency (and repair)
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Fix what is safe to fix: remove corrupt blobs, damaged unused
+    /// images and what containers without a record left; mark containers
+    /// whose process is gone exited
+    #[arg(short, long)]
+    repair: bool,
+    /// Skip the slow checks (hashing every blob)
+    #[arg(short, long)]
+    quick: bool,
 }
 
 #[derive(Args)]
@@ -101,7 +116,30 @@ pub fn system(engine: &Engine, c: SystemCmd) -> Result<()> {
         SystemCmd::Df(a) => df(engine, a),
         SystemCmd::Prune(a) => prune(engine, a),
         SystemCmd::Info(a) => info(engine, a),
+        SystemCmd::Check(a) => check(engine, a),
     }
+}
+
+/// `berth system check`: one line per problem (and what was done about
+/// it), a summary; fails (exit 1) while problems remain.
+fn check(engine: &Engine, a: CheckArgs) -> Result<()> {
+    let opts = berth_engine::check::CheckOptions { repair: a.repair, quick: a.quick };
+    let report = engine.check(opts)?;
+    for f in &report.findings {
+        println!("{f}");
+    }
+    let (found, left) = (report.findings.len(), report.remaining());
+    match (found, left) {
+        (0, _) => println!("No problems found"),
+        (n, 0) => println!("{n} problem{} found, all repaired", plural(n)),
+        (n, left) if a.repair => bail!("{n} problem{} found, {left} not repaired", plural(n)),
+        (n, _) => bail!("{n} problem{} found (berth system check --repair fixes what is safe to fix)", plural(n)),
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// `berth system df`.
