@@ -177,7 +177,7 @@ impl Engine {
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_else(|| name_for(&id));
         let (data, run) = self.container_dirs(&id);
-        claim(&run)?;
+        claim(&self.creating_lock(&id))?;
         let mut rec = ContainerRecord::new(&id, &name, image_key, "", run.clone());
         rec.status = Status::Dead;
         rec.config = serde_json::json!({
@@ -190,9 +190,10 @@ impl Engine {
         });
         rec.labels = flags.labels.iter().cloned().collect();
         if let Err(e) = store.insert(&rec) {
-            let _ = std::fs::remove_dir_all(&run);
+            let _ = std::fs::remove_file(self.creating_lock(&id));
             return Err(e.into());
         }
+        kill_point("create:recorded");
         // After the record: every holder of an image has a record, so a
         // holder without one is stale (see image_user).
         let image = match self.hold_image(image_key, &id) {
@@ -200,22 +201,29 @@ impl Engine {
             Err(e) => {
                 let _ = self.store().and_then(|s| Ok(s.meta.write(|tx| tx.remove_refs(&holder(&id)))?));
                 let _ = store.remove(&id);
-                let _ = std::fs::remove_dir_all(&run);
+                let _ = std::fs::remove_file(self.creating_lock(&id));
                 return Err(e);
             }
         };
+        kill_point("create:held");
         rec.image_id = image.record.id.to_string();
         match self.prepare(&rec, &image, flags, opts, &data, &run) {
-            Ok(attachment) => Ok(store.update(&id, |r| {
-                r.status = Status::Created;
-                r.image_id = image.record.id.to_string();
-                if let Some(a) = &attachment {
-                    r.config["address"] = a.address.to_string().into();
-                }
-            })?),
+            Ok(attachment) => {
+                kill_point("create:prepared");
+                let rec = store.update(&id, |r| {
+                    r.status = Status::Created;
+                    r.image_id = image.record.id.to_string();
+                    if let Some(a) = &attachment {
+                        r.config["address"] = a.address.to_string().into();
+                    }
+                })?;
+                kill_point("create:done");
+                Ok(rec)
+            }
             Err(e) => {
                 let _ = self.cleanup(&rec);
                 let _ = store.remove(&id);
+                let _ = std::fs::remove_file(self.creating_lock(&id));
                 Err(e)
             }
         }
@@ -225,11 +233,18 @@ impl Engine {
     /// process) is still at work on it: it holds the container's creating
     /// lock until it ends.
     pub fn being_created(&self, id: &str) -> bool {
-        let p = self.run_dir(id).join(CREATING_LOCK);
-        // Never created here: a container whose run directory is gone is
-        // not being made by anyone.
-        let Ok(f) = std::fs::File::open(&p) else { return false };
+        // No lock file: made before there were any, or its creator is done
+        // and it was swept.
+        let Ok(f) = std::fs::File::open(self.creating_lock(id)) else { return false };
         nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }
+
+    /// The lock a container's creator holds (see [`Engine::being_created`]).
+    /// Outside the container's directories: it is taken before the record
+    /// exists, so a creator killed before writing the record leaves only
+    /// this file, which `container prune` sweeps.
+    pub(crate) fn creating_lock(&self, id: &str) -> PathBuf {
+        self.runroot.join("creating").join(id)
     }
 
     /// [`Engine::image`], and the container `id` recorded as its holder in
@@ -298,6 +313,7 @@ impl Engine {
         let rootfs = run.join("rootfs");
         let (upper, work) = (data.join("upper"), data.join("work"));
         mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?;
+        kill_point("create:mounted");
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let mut attachment = None;
@@ -681,10 +697,13 @@ impl Engine {
         // cannot start and that the next `rm` finishes (every step of
         // cleanup is idempotent).
         let rec = store.update(&rec.id, |r| r.status = Status::Removing)?;
+        kill_point("rm:marked");
         self.cleanup(&rec)?;
+        kill_point("rm:cleaned");
         store.remove(&rec.id)?;
         // Gone with the record: a remover waiting on it finds no record.
         let _ = std::fs::remove_file(locks.join(format!("{}.lock", rec.id)));
+        let _ = std::fs::remove_file(self.creating_lock(&rec.id));
         if volumes {
             let vols = self.volumes();
             for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
@@ -710,6 +729,7 @@ impl Engine {
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        kill_point("rm:unmounted");
         // The shim deletes the runtime's container when it ends; only one
         // it left (killed, or a container never started) needs the runtime.
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
@@ -772,20 +792,30 @@ fn network_name(mode: &str) -> &str {
     if mode.is_empty() || mode == "bridge" { network::DEFAULT_NETWORK } else { mode }
 }
 
-/// The file in a container's run directory its creator keeps locked.
-const CREATING_LOCK: &str = "creating.lock";
+/// A test hook of debug builds (release builds have none):
+/// `BERTH_KILL_AT=STEP` makes the process SIGKILL itself at STEP (the
+/// `kill_point` calls name them: create:recorded, create:held,
+/// create:mounted, create:prepared, create:done, rm:marked, rm:unmounted,
+/// rm:cleaned), so the crash tests can stop `run` and `rm` at each step
+/// that leaves a different state, not only where a random delay lands.
+fn kill_point(step: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
 
-/// Makes the container's run directory and takes its creating lock (see
+/// Takes a new container's creating lock `p` (see
 /// [`Engine::being_created`]) for as long as this process lives: a `run`
 /// keeps it through `start`, and a killed one drops it with its life. The
 /// id is new, so nobody else waits for this lock; prune only tries it.
-fn claim(run: &Path) -> Result<(), EngineError> {
+fn claim(p: &Path) -> Result<(), EngineError> {
     static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
-    std::fs::create_dir_all(run).map_err(io("create", run))?;
-    let p = run.join(CREATING_LOCK);
-    let f = std::fs::File::create(&p).map_err(io("create", &p))?;
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    let f = std::fs::File::create(p).map_err(io("create", p))?;
     let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("lock", &p)(std::io::Error::from(e)))?;
+        .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
     HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
     Ok(())
 }

@@ -79,7 +79,27 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+        self.sweep_creating_locks()?;
         Ok(out)
+    }
+
+    /// Removes the creating locks of containers that have no record and
+    /// no creator any more (killed before it wrote the record). A lock
+    /// whose record appears after the listing is held, so it stays.
+    fn sweep_creating_locks(&self) -> Result<(), EngineError> {
+        let dir = self.runroot.join("creating");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        let store = self.containers()?;
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.being_created(&id) {
+                continue;
+            }
+            if let Err(crate::store::StoreError::NotFound(_)) = store.get(&id) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// `image prune`: dangling images (with `all`, every image) that no

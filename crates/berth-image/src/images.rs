@@ -163,11 +163,12 @@ pub fn remove(store: &Store, name: &str, force: bool, users: Users<'_>) -> Resul
                 return Ok(out);
             }
         }
+        let named = !(tags.is_empty() && digests.is_empty());
         match using.first() {
             Some(Use::Running(c)) => {
                 return Err(conflict(&id, true, &format!("image is being used by running container {c}")));
             }
-            _ if !force && by_tag.is_none() && !(tags.is_empty() && digests.is_empty()) && !single_reference(&tags, &digests) => {
+            _ if !force && by_tag.is_none() && named && !single_reference(&tags, &digests) => {
                 return Err(conflict(&id, false, "image is referenced in multiple repositories"));
             }
             Some(Use::Stopped(c)) if !force => {
