@@ -183,11 +183,12 @@ impl Checker<'_> {
                 format!("image {} ({tags})", img.id.short())
             };
             let id = img.id.to_string();
+            let engine = self.engine;
             self.found(subject, format!("damaged: missing {}", missing.join(", ")), || {
                 if let Some(h) = holder {
                     return Err(format!("{h} uses it: remove that container first"));
                 }
-                berth_image::images::remove(store, &id, true).map_err(|e| e.to_string())?;
+                engine.remove_image(&id, true).map_err(|e| e.to_string())?;
                 Ok(Some("removed the image (pull it again)".into()))
             });
         }

@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_image::images::{Removed, Use};
 use berth_image::snapshot::overlay::{Upper, mount_overlay};
 use berth_image::store::Store;
-use berth_image::store::meta::{ImageRecord, Resource};
+use berth_image::store::meta::ImageRecord;
 use berth_shim::client::ExitWatch;
 use berth_shim::config::{Config as ShimConfig, Restart};
 use nix::sys::signal::Signal;
@@ -45,6 +46,12 @@ pub enum EngineError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
     Running(String),
+    /// Dead (its creation never finished) or half removed: only `rm` is
+    /// left (docker's words for its Dead and removal-in-progress ones).
+    #[error(
+        "container {0} is marked for removal and cannot be started (its creation or removal was interrupted: remove it)"
+    )]
+    Defunct(String),
     /// docker's words: "container X is not running".
     #[error("{0}")]
     NotRunning(String),
@@ -157,8 +164,16 @@ impl Engine {
         (self.root.join("containers").join(id), self.runroot.join("containers").join(id))
     }
 
-    /// Makes a container: rootfs, network, config.json and record. Undone
-    /// whole if a step fails.
+    /// Makes a container: record, image hold, rootfs, network and
+    /// config.json. Undone whole if a step fails.
+    ///
+    /// The record is written first, as `Dead`, and becomes `Created` only
+    /// when everything is in place: a creator killed in between leaves a
+    /// container that shows as dead, cannot start, and that `rm` removes
+    /// with all it had (docker's Dead: only removal is left). Until this
+    /// process ends the container is marked as being created (see
+    /// [`Engine::being_created`]), so `container prune`/`system prune`
+    /// leave it to the `run` that is still making and starting it.
     pub fn create(
         &self,
         image_key: &str,
@@ -168,13 +183,13 @@ impl Engine {
         // Bad flags are refused before anything is made.
         flags.validate()?;
         prime_cgroup_moves();
-        let image = self.image(image_key)?;
         let id = new_id();
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_default();
         let (data, run) = self.container_dirs(&id);
-        let bundle = run.clone();
-        let mut rec = ContainerRecord::new(&id, &name, image_key, &image.record.id.to_string(), bundle.clone());
+        claim(&self.creating_lock(&id))?;
+        let mut rec = ContainerRecord::new(&id, &name, image_key, "", run.clone());
+        rec.status = Status::Dead;
         rec.config = serde_json::json!({
             "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
             "ports": opts.ports,
@@ -185,18 +200,107 @@ impl Engine {
             "log": opts.log,
         });
         rec.labels = flags.labels.iter().cloned().collect();
-        match opts.name {
-            Some(_) => store.insert(&rec)?,
-            None => crate::names::insert_with_generated_name(&store, &mut rec)?,
+        let inserted = match opts.name {
+            Some(_) => store.insert(&rec),
+            None => crate::names::insert_with_generated_name(&store, &mut rec),
+        };
+        if let Err(e) = inserted {
+            let _ = std::fs::remove_file(self.creating_lock(&id));
+            return Err(e.into());
         }
+        kill_point("create:recorded");
+        // After the record: every holder of an image has a record, so a
+        // holder without one is stale (see image_user).
+        let image = match self.hold_image(image_key, &id) {
+            Ok(image) => image,
+            Err(e) => {
+                let _ = self.store().and_then(|s| Ok(s.meta.write(|tx| tx.remove_refs(&holder(&id)))?));
+                let _ = store.remove(&id);
+                let _ = std::fs::remove_file(self.creating_lock(&id));
+                return Err(e);
+            }
+        };
+        kill_point("create:held");
+        rec.image_id = image.record.id.to_string();
         match self.prepare(&rec, &image, flags, opts, &data, &run) {
-            Ok(None) => Ok(rec),
-            Ok(Some(a)) => Ok(store.update(&id, |r| r.config["address"] = a.address.to_string().into())?),
+            Ok(attachment) => {
+                kill_point("create:prepared");
+                let rec = store.update(&id, |r| {
+                    r.status = Status::Created;
+                    r.image_id = image.record.id.to_string();
+                    if let Some(a) = &attachment {
+                        r.config["address"] = a.address.to_string().into();
+                    }
+                })?;
+                kill_point("create:done");
+                Ok(rec)
+            }
             Err(e) => {
                 let _ = self.cleanup(&rec);
                 let _ = store.remove(&id);
+                let _ = std::fs::remove_file(self.creating_lock(&id));
                 Err(e)
             }
+        }
+    }
+
+    /// Whether the container's creator (a `create` or `run` of any berth
+    /// process) is still at work on it: it holds the container's creating
+    /// lock until it ends.
+    pub fn being_created(&self, id: &str) -> bool {
+        // No lock file: made before there were any, or its creator is done
+        // and it was swept.
+        let Ok(f) = std::fs::File::open(self.creating_lock(id)) else { return false };
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }
+
+    /// The lock a container's creator holds (see [`Engine::being_created`]).
+    /// Outside the container's directories: it is taken before the record
+    /// exists, so a creator killed before writing the record leaves only
+    /// this file, which `container prune` sweeps.
+    pub(crate) fn creating_lock(&self, id: &str) -> PathBuf {
+        self.runroot.join("creating").join(id)
+    }
+
+    /// [`Engine::image`], and the container `id` recorded as its holder in
+    /// the same transaction as the lookup: an `rmi` either came first (no
+    /// such image) or sees the holder.
+    fn hold_image(&self, key: &str, id: &str) -> Result<Image, EngineError> {
+        let store = self.store()?;
+        let record = match berth_image::images::hold(&store, key, &holder(id)) {
+            Ok(r) => r,
+            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(e) => return Err(e.into()),
+        };
+        let config = store.content.read(&record.id)?;
+        let config = serde_json::from_slice(&config)
+            .map_err(|source| EngineError::ImageConfig { id: record.id.to_string(), source })?;
+        Ok(Image { record, config })
+    }
+
+    /// `rmi NAME`, as docker decides it: containers that run (or are being
+    /// made) keep their image; stopped ones keep it without `force`, and
+    /// keep their layers either way.
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, EngineError> {
+        let store = self.store()?;
+        Ok(berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?)
+    }
+
+    /// What the holder `holder` of an image does with it (see
+    /// [`berth_image::images::Use`]); None when it is gone.
+    pub(crate) fn image_user(&self, holder: &str) -> Option<Use> {
+        let Some(id) = holder.strip_prefix("container/") else { return Some(Use::Running(holder.to_owned())) };
+        let short = id.get(..12).unwrap_or(id).to_owned();
+        let rec = match self.containers().map(|s| s.get(id)) {
+            Ok(Ok(rec)) if rec.id == id => rec,
+            Ok(Err(crate::store::StoreError::NotFound(_))) | Ok(Ok(_)) => return None,
+            // Unknown: keep the image, as for a running one.
+            _ => return Some(Use::Running(short)),
+        };
+        match self.refresh(&rec).status {
+            Status::Running | Status::Paused | Status::Restarting => Some(Use::Running(short)),
+            Status::Dead if self.being_created(id) => Some(Use::Running(short)),
+            _ => Some(Use::Stopped(short)),
         }
     }
 
@@ -215,16 +319,16 @@ impl Engine {
         for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
-        // The container holds its image: rmi and GC leave it (and its
-        // snapshots) alone until the container is removed.
+        // The container holds its image (taken in create): rmi and GC leave
+        // it (and its snapshots) alone until the container is removed.
         let store = self.store()?;
-        store.meta.write(|tx| tx.set_refs(&holder(id), &[Resource::Image(image.record.id.clone())]))?;
         // Topmost layer first, as overlayfs's lowerdir wants them.
         let lowers: Vec<PathBuf> =
             image.record.layers.iter().rev().map(|l| store.snapshots.fs_path(&l.chain_id)).collect();
         let rootfs = run.join("rootfs");
         let (upper, work) = (data.join("upper"), data.join("work"));
         mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?;
+        kill_point("create:mounted");
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let mut attachment = None;
@@ -456,6 +560,9 @@ impl Engine {
         // Two starts at once would each clear the other's shim files.
         let _lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), &id)?;
         let rec = self.refresh(&store.get(&id)?);
+        if matches!(rec.status, Status::Dead | Status::Removing) {
+            return Err(EngineError::Defunct(rec.id));
+        }
         if matches!(rec.status, Status::Running | Status::Paused) {
             return Err(EngineError::AlreadyRunning(rec.name));
         }
@@ -651,10 +758,17 @@ impl Engine {
             }
             self.stop(&rec.id, Duration::ZERO)?;
         }
+        // Marked first: a remover killed midway leaves a container that
+        // cannot start and that the next `rm` finishes (every step of
+        // cleanup is idempotent).
+        let rec = store.update(&rec.id, |r| r.status = Status::Removing)?;
+        kill_point("rm:marked");
         self.cleanup(&rec)?;
+        kill_point("rm:cleaned");
         store.remove(&rec.id)?;
         // Gone with the record: a remover waiting on it finds no record.
         let _ = std::fs::remove_file(locks.join(format!("{}.lock", rec.id)));
+        let _ = std::fs::remove_file(self.creating_lock(&rec.id));
         if volumes {
             let vols = self.volumes();
             for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
@@ -680,6 +794,7 @@ impl Engine {
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        kill_point("rm:unmounted");
         // The shim deletes the runtime's container when it ends; only one
         // it left (killed, or a container never started) needs the runtime.
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
@@ -743,6 +858,34 @@ fn populate(vols: &Volumes, vol: &Volume, rootfs: &Path, target: &str) -> Result
 /// default network.
 fn network_name(mode: &str) -> &str {
     if mode.is_empty() || mode == "bridge" { network::DEFAULT_NETWORK } else { mode }
+}
+
+/// A test hook of debug builds (release builds have none):
+/// `BERTH_KILL_AT=STEP` makes the process SIGKILL itself at STEP (the
+/// `kill_point` calls name them: create:recorded, create:held,
+/// create:mounted, create:prepared, create:done, rm:marked, rm:unmounted,
+/// rm:cleaned), so the crash tests can stop `run` and `rm` at each step
+/// that leaves a different state, not only where a random delay lands.
+fn kill_point(step: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Takes a new container's creating lock `p` (see
+/// [`Engine::being_created`]) for as long as this process lives: a `run`
+/// keeps it through `start`, and a killed one drops it with its life. The
+/// id is new, so nobody else waits for this lock; prune only tries it.
+fn claim(p: &Path) -> Result<(), EngineError> {
+    static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    }
+    let f = std::fs::File::create(p).map_err(io("create", p))?;
+    let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+    Ok(())
 }
 
 /// The name a container holds its image under in the image metadata.

@@ -5,6 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use berth_image::Digest;
+use berth_image::gc::GcReport;
+
 use crate::engine::{Engine, EngineError};
 use crate::network::DEFAULT_NETWORK;
 use crate::store::{ContainerRecord, Status};
@@ -54,10 +57,16 @@ impl Engine {
     }
 
     /// Removes every container that is not running, with its mounts and
-    /// network; the ids and the space their writable layers took.
+    /// network; the ids and the space their writable layers took. Not one
+    /// that a `create`/`run` is still making or starting.
     pub fn prune_containers(&self) -> Result<Pruned, EngineError> {
         let mut out = Pruned::default();
         for rec in self.current_containers()?.into_iter().filter(stopped) {
+            // Checked after the state: a creator that has ended since
+            // either started it (remove then refuses) or left it stopped.
+            if self.being_created(&rec.id) {
+                continue;
+            }
             let size = self.container_size(&rec.id);
             match self.remove(&rec.id, false) {
                 Ok(()) => {
@@ -70,7 +79,41 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+        self.sweep_creating_locks()?;
         Ok(out)
+    }
+
+    /// Removes the creating locks of containers that have no record and
+    /// no creator any more (killed before it wrote the record). A lock
+    /// whose record appears after the listing is held, so it stays.
+    fn sweep_creating_locks(&self) -> Result<(), EngineError> {
+        let dir = self.runroot.join("creating");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        let store = self.containers()?;
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.being_created(&id) {
+                continue;
+            }
+            if let Err(crate::store::StoreError::NotFound(_)) = store.get(&id) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// `image prune`: dangling images (with `all`, every image) that no
+    /// container uses; their IDs.
+    pub fn prune_images(&self, all: bool) -> Result<Vec<Digest>, EngineError> {
+        Ok(berth_image::images::prune(&self.store()?, all, &|h| self.image_user(h))?)
+    }
+
+    /// Garbage collection of the image store, after dropping the image
+    /// holds of containers that are gone.
+    pub fn collect_garbage(&self) -> Result<GcReport, EngineError> {
+        let store = self.store()?;
+        berth_image::images::release_stale(&store, &|h| self.image_user(h))?;
+        Ok(berth_image::gc::collect(&store)?)
     }
 
     /// Removes the user networks no container is on (never the default).

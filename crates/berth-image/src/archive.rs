@@ -331,7 +331,7 @@ fn load_manifest(
         let d = blob(&media::digest_of(desc)?)?;
         let size = match unpack_blob(store, &d, &diff_ids[i], &chains[i], opts, true)? {
             Some(s) => s,
-            None => store.meta.read_all()?.snapshot(&chains[i]).map(|r| r.size).unwrap_or(0),
+            None => store.snapshots.size(&chains[i]),
         };
         sizes.push(size);
         layers.push(LayerRecord {

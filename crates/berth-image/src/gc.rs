@@ -5,7 +5,13 @@
 //! (the engine's containers). From an image: its index, manifest, config
 //! and layer blobs, and its layers' snapshots. Everything else in the
 //! content store and the snapshot directory is swept, as are partial
-//! downloads and temporary snapshots nobody holds.
+//! downloads, temporary snapshots nobody holds (killed pulls) and the lock
+//! files of snapshots that are gone.
+//!
+//! Holds taken while a collection runs are safe: a holder references an
+//! image that exists when it takes the hold (one transaction), and what an
+//! existing image needs is live in this collection's view; pulls, which
+//! add what no view has yet, wait for the collection (and it for them).
 
 use std::collections::BTreeSet;
 
@@ -88,6 +94,7 @@ pub fn collect(store: &Store) -> Result<GcReport> {
         let _ = std::fs::remove_file(p);
     }
     store.snapshots.clean_tmp()?;
+    store.snapshots.clean_locks()?;
     info!(blobs = report.blobs.len(), snapshots = report.snapshots.len(), bytes = report.bytes, "garbage collected");
     Ok(report)
 }

@@ -4,7 +4,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::store::Store;
-use crate::store::meta::{Resource, Snapshot};
+use crate::store::meta::{ImageRecord, Resource, Snapshot, Tx};
 
 /// Finds an image by reference (`busybox`, `name@sha256:…`), full ID
 /// (`sha256:…`) or unique ID prefix (at least 4 hex digits).
@@ -39,10 +39,12 @@ pub fn find(s: &Snapshot, name: &str) -> Result<Digest> {
 
 /// Tags the image `source` as `target`.
 pub fn tag(store: &Store, source: &str, target: &Reference) -> Result<()> {
-    let s = store.meta.read_all()?;
-    let id = find(&s, source)?;
     let t = target.with_tag(target.tag().unwrap_or("latest"));
-    store.meta.write(|tx| tx.set_tag(&t.to_string(), &id))
+    // One transaction: a concurrent rmi cannot leave the tag naming nothing.
+    store.meta.write(|tx| {
+        let id = find(&tx.read_all()?, source)?;
+        tx.set_tag(&t.to_string(), &id)
+    })
 }
 
 /// What `rmi` did, in docker's words.
@@ -52,69 +54,169 @@ pub enum Removed {
     Deleted(Digest),
 }
 
-fn in_use(s: &Snapshot, id: &Digest) -> Option<String> {
-    s.refs.iter().find(|(_, rs)| rs.contains(&Resource::Image(id.clone()))).map(|(h, _)| h.clone())
+/// What a holder (the engine's container) is doing with an image, as
+/// docker tells them apart: a running one's image cannot be deleted even
+/// with force, a stopped one's only with force. The string names the
+/// holder in messages (docker: the container's short ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Use {
+    Running(String),
+    Stopped(String),
 }
 
-/// Removes `name`: a tag is untagged, and the image deleted when nothing
-/// names it any more; an ID deletes the image (with `force` even when
-/// several tags name it). Images a holder references are refused.
-pub fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<Removed>> {
-    let s = store.meta.read_all()?;
-    let id = find(&s, name)?;
-    let by_tag = Reference::parse(name).ok().filter(|r| s.tags.iter().any(|(k, _)| *k == r.to_string()));
-    let tags: Vec<String> = s.tags_of(&id).into_iter().map(String::from).collect();
-    let digests: Vec<String> = s.digests_of(&id).into_iter().map(String::from).collect();
-    let mut out = Vec::new();
-    let delete_image = match &by_tag {
-        Some(_) => tags.len() <= 1,
-        None => {
-            if tags.len() > 1 && !force {
+/// Tells what a holder of the `refs` table does with its image; None for
+/// a holder that is gone (its references are stale and count for nothing).
+pub type Users<'a> = &'a dyn Fn(&str) -> Option<Use>;
+
+/// The holders of image `id` that are still there, running ones first.
+fn users_of(s: &Snapshot, id: &Digest, users: Users<'_>) -> Vec<Use> {
+    let mut out: Vec<Use> = s
+        .refs
+        .iter()
+        .filter(|(_, rs)| rs.contains(&Resource::Image(id.clone())))
+        .filter_map(|(h, _)| users(h))
+        .collect();
+    out.sort_by_key(|u| matches!(u, Use::Stopped(_)));
+    out
+}
+
+/// What a holder of an image references: the image (so rmi and prune see
+/// it), and what its rootfs and config need whether or not the image
+/// record stays (`rmi -f` of a stopped container's image deletes the
+/// record; the container must still start).
+pub fn holds(img: &ImageRecord) -> Vec<Resource> {
+    let mut out = vec![Resource::Image(img.id.clone()), Resource::Blob(img.id.clone())];
+    // A snapshot keeps its parents (see gc): the top one is the whole chain.
+    out.extend(img.layers.last().map(|l| Resource::Snapshot(l.chain_id.clone())));
+    out
+}
+
+/// Finds the image `key` and records that `holder` uses it, in one
+/// transaction: an `rmi` either ran before (the image is not found) or
+/// after (it sees the holder), never in between.
+pub fn hold(store: &Store, key: &str, holder: &str) -> Result<ImageRecord> {
+    store.meta.write(|tx| {
+        let s = tx.read_all()?;
+        let id = find(&s, key)?;
+        let img = s.image(&id).cloned().ok_or_else(|| Error::NotFound(format!("image {key}")))?;
+        tx.set_refs(holder, &holds(&img))?;
+        Ok(img)
+    })
+}
+
+/// docker's isSingleReference: at most one tag, and every digest
+/// reference in that tag's repository.
+fn single_reference(tags: &[&str], digests: &[&str]) -> bool {
+    let repo_of = |r: &str| Reference::parse(r).map(|r| r.name().to_string()).unwrap_or_default();
+    match (tags, digests) {
+        ([], []) => false,
+        ([], [d, rest @ ..]) => rest.iter().all(|x| repo_of(x) == repo_of(d)),
+        ([t], ds) => ds.iter().all(|d| repo_of(d) == repo_of(t)),
+        _ => false,
+    }
+}
+
+fn conflict(id: &Digest, hard: bool, why: &str) -> Error {
+    let force = if hard { "cannot be forced" } else { "must be forced" };
+    Error::Conflict(format!("conflict: unable to delete {} ({force}) - {why}", id.short()))
+}
+
+/// Removes `name` as docker's `rmi` does. By tag: the tag goes (without
+/// force, not while a container uses an image no other tag names); the
+/// image is deleted with its last tag unless a container uses it (then it
+/// stays, dangling). By ID: the image and all its names are deleted,
+/// refused while a running container uses it (even with force) and,
+/// without force, while a stopped one does or several repositories name
+/// it. The decision and the change are one transaction, so a container
+/// that takes its hold at the same time is either seen or finds no image.
+pub fn remove(store: &Store, name: &str, force: bool, users: Users<'_>) -> Result<Vec<Removed>> {
+    store.meta.write(|tx| {
+        let s = tx.read_all()?;
+        let id = find(&s, name)?;
+        let tags = s.tags_of(&id);
+        let digests = s.digests_of(&id);
+        let using = users_of(&s, &id, users);
+        let by_tag = Reference::parse(name).ok().filter(|r| tags.contains(&r.to_string().as_str()));
+        let mut out = Vec::new();
+        if let Some(r) = &by_tag {
+            if !force
+                && single_reference(&tags, &digests)
+                && let Some(Use::Running(c) | Use::Stopped(c)) = using.first()
+            {
                 return Err(Error::Conflict(format!(
-                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    "conflict: unable to remove repository reference {name:?} (must force) - container {c} is using its referenced image {}",
                     id.short()
                 )));
             }
-            true
-        }
-    };
-    if delete_image
-        && let Some(holder) = in_use(&s, &id)
-        && !force
-    {
-        return Err(Error::Conflict(format!("conflict: unable to remove image {} - used by {holder}", id.short())));
-    }
-    store.meta.write(|tx| {
-        if let (Some(r), false) = (&by_tag, delete_image) {
             tx.remove_tag(&r.to_string())?;
             out.push(Removed::Untagged(r.to_string()));
-            return Ok(());
+            if tags.len() > 1 {
+                return Ok(out);
+            }
+            // The last tag gone: its repository's digests go with it.
+            for d in digests.iter().filter(|d| Reference::parse(d).is_ok_and(|x| x.name() == r.name())) {
+                tx.remove_digest(d)?;
+                out.push(Removed::Untagged(d.to_string()));
+            }
+            // Left dangling while a container uses it (docker's "quiet" delete).
+            if !using.is_empty() {
+                return Ok(out);
+            }
         }
-        for t in &tags {
+        let named = !(tags.is_empty() && digests.is_empty());
+        match using.first() {
+            Some(Use::Running(c)) => {
+                return Err(conflict(&id, true, &format!("image is being used by running container {c}")));
+            }
+            _ if !force && by_tag.is_none() && named && !single_reference(&tags, &digests) => {
+                return Err(conflict(&id, false, "image is referenced in multiple repositories"));
+            }
+            Some(Use::Stopped(c)) if !force => {
+                return Err(conflict(&id, false, &format!("image is being used by stopped container {c}")));
+            }
+            _ => {}
+        }
+        let s = tx.read_all()?;
+        for t in s.tags_of(&id) {
             tx.remove_tag(t)?;
-            out.push(Removed::Untagged(t.clone()));
+            out.push(Removed::Untagged(t.to_string()));
         }
-        for d in &digests {
+        for d in s.digests_of(&id) {
             tx.remove_digest(d)?;
-            out.push(Removed::Untagged(d.clone()));
+            out.push(Removed::Untagged(d.to_string()));
         }
-        tx.remove_image(&id)?;
+        delete_image(tx, &s, &id)?;
         out.push(Removed::Deleted(id.clone()));
-        Ok(())
-    })?;
-    Ok(out)
+        Ok(out)
+    })
 }
 
-/// Removes dangling images (no tag) that nothing references. Returns their IDs.
-pub fn prune(store: &Store, all: bool) -> Result<Vec<Digest>> {
-    let s = store.meta.read_all()?;
-    let doomed: Vec<Digest> = s
-        .images
-        .iter()
-        .filter(|i| (all || s.tags_of(&i.id).is_empty()) && in_use(&s, &i.id).is_none())
-        .map(|i| i.id.clone())
-        .collect();
+/// Deletes an image record. Its holders (stopped containers, with force)
+/// get explicit references to what they need first, so the garbage
+/// collector keeps their layers (older holders referenced the image only).
+fn delete_image(tx: &Tx<'_>, s: &Snapshot, id: &Digest) -> Result<()> {
+    if let Some(img) = s.image(id) {
+        for (holder, rs) in s.refs.iter().filter(|(_, rs)| rs.contains(&Resource::Image(id.clone()))) {
+            let mut all: Vec<Resource> = rs.iter().cloned().chain(holds(img)).collect();
+            all.sort();
+            all.dedup();
+            tx.set_refs(holder, &all)?;
+        }
+    }
+    tx.remove_image(id)
+}
+
+/// Removes dangling images (no tag; with `all`, every image) that no
+/// container uses. Returns their IDs. One transaction, as [`remove`].
+pub fn prune(store: &Store, all: bool, users: Users<'_>) -> Result<Vec<Digest>> {
     store.meta.write(|tx| {
+        let s = tx.read_all()?;
+        let doomed: Vec<Digest> = s
+            .images
+            .iter()
+            .filter(|i| (all || s.tags_of(&i.id).is_empty()) && users_of(&s, &i.id, users).is_empty())
+            .map(|i| i.id.clone())
+            .collect();
         for id in &doomed {
             for t in s.tags_of(id) {
                 tx.remove_tag(t)?;
@@ -122,9 +224,23 @@ pub fn prune(store: &Store, all: bool) -> Result<Vec<Digest>> {
             for d in s.digests_of(id) {
                 tx.remove_digest(d)?;
             }
-            tx.remove_image(id)?;
+            delete_image(tx, &s, id)?;
         }
-        Ok(())
-    })?;
-    Ok(doomed)
+        Ok(doomed)
+    })
+}
+
+/// Forgets the references of holders that are gone (`users` says None):
+/// a container whose creator was killed before it recorded the container.
+/// Returns how many.
+pub fn release_stale(store: &Store, users: Users<'_>) -> Result<usize> {
+    store.meta.write(|tx| {
+        let s = tx.read_all()?;
+        let mut n = 0;
+        for (holder, _) in s.refs.iter().filter(|(h, _)| users(h).is_none()) {
+            tx.remove_refs(holder)?;
+            n += 1;
+        }
+        Ok(n)
+    })
 }

@@ -328,8 +328,11 @@ impl LayerJob {
         Ok(size)
     }
 
+    /// The size of a snapshot this pull did not unpack: from the snapshot
+    /// itself, since its record may not exist (yet: a concurrent pull made
+    /// it; or ever: a pull killed after unpacking it).
     fn known_size(&self, store: &Store) -> u64 {
-        store.meta.read_all().ok().and_then(|s| s.snapshot(&self.chain_id).map(|r| r.size)).unwrap_or(0)
+        store.snapshots.size(&self.chain_id)
     }
 
     fn unpack(&self, store: &Store, opts: &UnpackOptions, durable: bool) -> Result<u64> {
@@ -359,6 +362,6 @@ pub fn unpack_blob(
     if &u.diff_id != diff_id {
         return Err(Error::DigestMismatch { expected: diff_id.clone(), actual: u.diff_id });
     }
-    prep.commit(durable)?;
+    prep.commit(u.size, durable)?;
     Ok(Some(u.size))
 }

@@ -326,7 +326,7 @@ fn gc_removes_exactly_what_is_unreferenced_and_push_keeps_digests() {
     // Nothing unreferenced yet.
     assert_eq!(gc::collect(&e.store).unwrap(), gc::GcReport::default());
     // Remove a: exactly a's own blobs (manifest, config, top layer) and its top snapshot go.
-    let removed = berth_image::images::remove(&e.store, &format!("{}/app:a", reg.addr()), false).unwrap();
+    let removed = berth_image::images::remove(&e.store, &format!("{}/app:a", reg.addr()), false, &|_| None).unwrap();
     assert!(removed.contains(&berth_image::images::Removed::Deleted(ra.id.clone())));
     let report = gc::collect(&e.store).unwrap();
     let mut want_blobs = vec![ra.manifest.clone(), ra.id.clone(), ra.layers[1].digest.clone()];
@@ -342,10 +342,11 @@ fn gc_removes_exactly_what_is_unreferenced_and_push_keeps_digests() {
         .meta
         .write(|tx| tx.set_refs("container/c1", &[berth_image::store::meta::Resource::Image(rb.id.clone())]))
         .unwrap();
-    berth_image::images::prune(&e.store, true).unwrap();
+    let stopped = |h: &str| Some(berth_image::images::Use::Stopped(h.to_string()));
+    berth_image::images::prune(&e.store, true, &stopped).unwrap();
     assert!(gc::collect(&e.store).unwrap().blobs.is_empty());
     e.store.meta.write(|tx| tx.remove_refs("container/c1")).unwrap();
-    berth_image::images::prune(&e.store, true).unwrap();
+    berth_image::images::prune(&e.store, true, &stopped).unwrap();
     gc::collect(&e.store).unwrap();
     assert!(e.store.content.list().unwrap().is_empty());
     assert!(e.store.snapshots.list().unwrap().is_empty());
@@ -384,4 +385,120 @@ fn concurrent_pulls_of_one_image_share_the_store() {
     assert_eq!(e.store.snapshots.list().unwrap().len(), 1);
     assert_eq!(std::fs::read_dir(e.store.snapshots.dir().join("tmp")).unwrap().count(), 0);
     assert_eq!(std::fs::read_dir(e.store.root().join("content/ingest")).unwrap().count(), 0);
+}
+
+/// Two images sharing a base layer, pulled into one store where the base
+/// is already unpacked but not recorded (a pull killed after unpacking
+/// it), or recorded by the other image: each image's size is the sum of
+/// its own layers, the same as in a store of its own.
+#[test]
+fn image_size_is_the_sum_of_its_layers_whatever_the_store_had() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = OciLayout::new(tmp.path());
+    let base = busybox_layer();
+    let a = l.image(&[base.clone(), Layer::new().file("a", &[1u8; 5000]).tar()], Comp::Gzip, json!({}), "amd64");
+    let b = l.image(&[base, Layer::new().file("b", &[2u8; 7000]).tar()], Comp::Gzip, json!({}), "amd64");
+    l.tag(&a, "a");
+    l.tag(&b, "b");
+    l.push("a", &format!("{}/sz:a", reg.addr()), &[]);
+    l.push("b", &format!("{}/sz:b", reg.addr()), &[]);
+    let (ra, rb) = (r(&format!("{}/sz:a", reg.addr())), r(&format!("{}/sz:b", reg.addr())));
+    let alone = |rf: &Reference| {
+        let e = env();
+        rt().block_on(pull(&e.store, &e.cfg, rf, &PullOptions::default())).unwrap().size
+    };
+    let (size_a, size_b) = (alone(&ra), alone(&rb));
+    assert!(size_a > 1_000_000 && size_b - size_a == 2000, "{size_a} {size_b}");
+
+    let e = env();
+    // What a pull killed after unpacking the base leaves: its snapshot, no record.
+    let base_digest: Digest = a.layer_digests[0].parse().unwrap();
+    let diff_id: Digest = a.diff_ids[0].parse().unwrap();
+    let blob = std::fs::read(l.dir.join("blobs/sha256").join(&a.layer_digests[0][7..])).unwrap();
+    e.store.content.write_bytes(Some(&base_digest), &blob).unwrap();
+    berth_image::pull::unpack_blob(&e.store, &base_digest, &diff_id, &diff_id, &Default::default(), false).unwrap();
+    assert!(e.store.meta.read_all().unwrap().snapshots.is_empty());
+    let got_a = rt().block_on(pull(&e.store, &e.cfg, &ra, &PullOptions::default())).unwrap();
+    let got_b = rt().block_on(pull(&e.store, &e.cfg, &rb, &PullOptions::default())).unwrap();
+    assert_eq!((got_a.size, got_b.size), (size_a, size_b));
+    let s = e.store.meta.read_all().unwrap();
+    assert_eq!(s.snapshot(&got_a.layers[0].chain_id).unwrap().size, size_a - 5000, "the base's record");
+}
+
+/// A container's hold keeps its layers after `rmi -f` deleted the image
+/// record (a stopped container), and a hold taken while a collection
+/// runs is never swept.
+#[test]
+fn holds_keep_snapshots_without_the_image_record() {
+    use berth_image::images::{self, Use};
+    let reg = Registry::start();
+    let img = push_busybox(&reg, "held:1", Comp::Gzip, &[]);
+    let e = env();
+    let name = format!("{}/held:1", reg.addr());
+    rt().block_on(pull(&e.store, &e.cfg, &r(&name), &PullOptions::default())).unwrap();
+    let rec = images::hold(&e.store, &name, "container/c1").unwrap();
+    let top = rec.layers[0].chain_id.clone();
+    let stopped = |h: &str| Some(Use::Stopped(h.to_string()));
+    let err = images::remove(&e.store, &img.config_digest, false, &stopped).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "conflict: unable to delete {} (must be forced) - image is being used by stopped container container/c1",
+            &img.config_digest[7..19]
+        )
+    );
+    let running = |h: &str| Some(Use::Running(h.to_string()));
+    let err = images::remove(&e.store, &img.config_digest, true, &running).unwrap_err().to_string();
+    assert!(err.contains("(cannot be forced) - image is being used by running container container/c1"), "{err}");
+    let done = images::remove(&e.store, &img.config_digest, true, &stopped).unwrap();
+    assert!(done.contains(&images::Removed::Deleted(rec.id.clone())), "{done:?}");
+    gc::collect(&e.store).unwrap();
+    assert!(e.store.snapshots.exists(&top), "the stopped container's layer stays");
+    assert!(e.store.content.contains(&rec.id), "and its config");
+    assert!(images::hold(&e.store, &name, "container/c2").is_err(), "no image to hold any more");
+    e.store.meta.write(|tx| tx.remove_refs("container/c1")).unwrap();
+    gc::collect(&e.store).unwrap();
+    assert!(!e.store.snapshots.exists(&top));
+
+    // Holds and collections at once, many times: a hold that got its
+    // image always has its snapshot afterwards.
+    for i in 0..20 {
+        rt().block_on(pull(&e.store, &e.cfg, &r(&name), &PullOptions::default())).unwrap();
+        let holder = format!("container/race{i}");
+        let (store, h, n) = (e.store.clone(), holder.clone(), name.clone());
+        let taker = std::thread::spawn(move || images::hold(&store, &n, &h));
+        let _ = images::remove(&e.store, &name, false, &|_| None);
+        gc::collect(&e.store).unwrap();
+        if let Ok(held) = taker.join().unwrap() {
+            assert!(e.store.snapshots.exists(&held.layers[0].chain_id), "round {i}: held layer swept");
+            e.store.meta.write(|tx| tx.remove_refs(&holder)).unwrap();
+        }
+    }
+}
+
+/// What killed pulls leave (a half-unpacked snapshot directory, lock files
+/// of snapshots that are then removed) is gone after a collection.
+#[test]
+fn gc_removes_abandoned_unpacks_and_lock_files() {
+    let reg = Registry::start();
+    let _img = push_busybox(&reg, "gc:1", Comp::Gzip, &[]);
+    let e = env();
+    let name = format!("{}/gc:1", reg.addr());
+    rt().block_on(pull(&e.store, &e.cfg, &r(&name), &PullOptions::default())).unwrap();
+    let snaps = e.store.snapshots.dir().to_path_buf();
+    // A pull killed mid-unpack: its temporary directory (lock dropped with
+    // the process) and the chain's lock file.
+    let abandoned = snaps.join("tmp/0123456789ab-00000000deadbeef");
+    std::fs::create_dir_all(abandoned.join("fs/bin")).unwrap();
+    std::fs::write(abandoned.join("fs/bin/half"), b"x").unwrap();
+    std::fs::write(snaps.join("locks").join("ab".repeat(32)), b"").unwrap();
+    gc::collect(&e.store).unwrap();
+    assert_eq!(std::fs::read_dir(snaps.join("tmp")).unwrap().count(), 0);
+    let locks = || std::fs::read_dir(snaps.join("locks")).unwrap().count();
+    assert_eq!(locks(), 1, "only the lock of the snapshot that exists");
+    berth_image::images::remove(&e.store, &name, false, &|_| None).unwrap();
+    gc::collect(&e.store).unwrap();
+    assert_eq!(locks(), 0, "a removed snapshot's lock goes with it");
+    assert!(e.store.snapshots.list().unwrap().is_empty());
 }

@@ -398,13 +398,13 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Push(a) | Cmd::Image(ImageCmd::Push(a)) => push(&open()?, &config, a)?,
         Cmd::Images(a) | Cmd::Image(ImageCmd::Ls(a)) => list(&open()?, a)?,
         Cmd::Image(ImageCmd::Inspect(a)) => inspect(&open()?, a)?,
-        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => rmi(&open()?, a)?,
+        Cmd::Rmi(a) | Cmd::Image(ImageCmd::Rm(a)) => rmi(&engine(), a)?,
         Cmd::Tag(a) | Cmd::Image(ImageCmd::Tag(a)) => {
             berth_image::images::tag(&open()?, &a.source, &Reference::parse(&a.target)?)?
         }
         Cmd::Save(a) | Cmd::Image(ImageCmd::Save(a)) => save(&open()?, a)?,
         Cmd::Load(a) | Cmd::Image(ImageCmd::Load(a)) => load(&open()?, &config, a)?,
-        Cmd::Image(ImageCmd::Prune(a)) => prune(&open()?, a)?,
+        Cmd::Image(ImageCmd::Prune(a)) => prune(&engine(), a)?,
         Cmd::Import(a) | Cmd::Image(ImageCmd::Import(a)) => import::import(&open()?, config.images.max_layer_size, a)?,
         Cmd::Login(a) => login(&config, a)?,
         Cmd::Logout(a) => {
@@ -630,10 +630,11 @@ pub fn inspect(store: &Store, a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn rmi(store: &Store, a: RmiArgs) -> Result<()> {
+/// `rmi`: through the engine, which knows which containers use an image.
+fn rmi(engine: &berth_engine::engine::Engine, a: RmiArgs) -> Result<()> {
     let mut failed = false;
     for name in &a.images {
-        match berth_image::images::remove(store, name, a.force) {
+        match engine.remove_image(name, a.force) {
             Ok(done) => {
                 for d in done {
                     match d {
@@ -651,16 +652,16 @@ fn rmi(store: &Store, a: RmiArgs) -> Result<()> {
             }
         }
     }
-    berth_image::gc::collect(store)?;
+    engine.collect_garbage()?;
     if failed {
         bail!("some images were not removed");
     }
     Ok(())
 }
 
-fn prune(store: &Store, a: PruneArgs) -> Result<()> {
+fn prune(engine: &berth_engine::engine::Engine, a: PruneArgs) -> Result<()> {
     let _ = a.force;
-    let removed = berth_image::images::prune(store, a.all)?;
+    let removed = engine.prune_images(a.all)?;
     if !removed.is_empty() {
         println!("Deleted Images:");
         for id in &removed {
@@ -668,7 +669,7 @@ fn prune(store: &Store, a: PruneArgs) -> Result<()> {
         }
         println!();
     }
-    let report = berth_image::gc::collect(store)?;
+    let report = engine.collect_garbage()?;
     println!("Total reclaimed space: {}", format::human_size(report.bytes));
     Ok(())
 }

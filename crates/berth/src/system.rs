@@ -208,8 +208,7 @@ fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
     print_deleted("Deleted Networks", &networks);
     let volumes = if a.volumes { engine.prune_volumes()? } else { Pruned::default() };
     print_deleted("Deleted Volumes", &volumes);
-    let store = engine.store()?;
-    let images = berth_image::images::prune(&store, a.all)?;
+    let images = engine.prune_images(a.all)?;
     if !images.is_empty() {
         println!("Deleted Images:");
         for id in &images {
@@ -217,7 +216,7 @@ fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
         }
         println!();
     }
-    let gc = berth_image::gc::collect(&store)?;
+    let gc = engine.collect_garbage()?;
     println!("Total reclaimed space: {}", human_size(containers.bytes + volumes.bytes + gc.bytes));
     Ok(())
 }

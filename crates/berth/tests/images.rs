@@ -263,3 +263,64 @@ fn a_pull_killed_with_sigkill_leaves_a_consistent_store_and_the_next_pull_comple
     let layer = b.root().join("content/sha256").join(&img.layer_digests[1][7..]);
     assert_eq!(berth_testkit::image::sha256(&std::fs::read(layer).unwrap()), img.layer_digests[1]);
 }
+
+/// A pull killed while it unpacks: after `image prune` no half-unpacked
+/// directory and no lock file of a snapshot that does not exist remain,
+/// and the next pull records the image's whole size (what a store of its
+/// own says), although a layer it needs was unpacked by the killed pull
+/// and never recorded.
+#[test]
+fn a_pull_killed_mid_unpack_leaves_no_temp_dirs_or_locks_and_the_size_stays_right() {
+    let reg = Registry::start();
+    let mut noise = vec![0u8; 48 << 20];
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l = OciLayout::new(tmp.path());
+    let img = l.image(&[busybox_layer(), Layer::new().file("noise", &noise).tar()], Comp::None, json!({}), "amd64");
+    l.tag(&img, "t");
+    let name = format!("{}/unpack:1", reg.addr());
+    l.push("t", &name, &[]);
+    let size = |b: &Berth| {
+        let i: Value = serde_json::from_str(&b.ok(&["image", "inspect", &name])).unwrap();
+        i[0]["Size"].as_u64().unwrap()
+    };
+    let alone = Berth::new();
+    alone.ok(&["pull", "-q", &name]);
+    let want = size(&alone);
+
+    let b = Berth::new();
+    let snaps = b.root().join("snapshots");
+    let mut child = b.cmd(&["pull", "-q", &name]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Kill once the small base layer is unpacked and the big one is being unpacked.
+    let unpacking = || {
+        let done = std::fs::read_dir(&snaps).into_iter().flatten().flatten().any(|e| e.path().join("fs").is_dir());
+        let busy = std::fs::read_dir(snaps.join("tmp")).is_ok_and(|mut d| d.next().is_some());
+        done && busy
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !unpacking() {
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended before it was caught unpacking");
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Pulled again before anything collects the unrecorded base snapshot.
+    b.ok(&["pull", "-q", &name]);
+    assert_eq!(size(&b), want, "size after a killed pull");
+    b.ok(&["image", "prune", "-f"]);
+    assert_eq!(std::fs::read_dir(snaps.join("tmp")).unwrap().count(), 0, "half-unpacked directories left");
+    for lock in std::fs::read_dir(snaps.join("locks")).unwrap() {
+        let lock = lock.unwrap().file_name();
+        assert!(snaps.join(&lock).join("fs").is_dir(), "lock of a snapshot that is not there: {lock:?}");
+    }
+    b.ok(&["rmi", &name]);
+    assert_eq!(std::fs::read_dir(snaps.join("locks")).unwrap().count(), 0, "locks of removed snapshots");
+}

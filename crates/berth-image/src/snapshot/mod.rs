@@ -103,6 +103,39 @@ impl Snapshots {
         }
     }
 
+    /// The unpacked size of a snapshot (its regular files' bytes, as the
+    /// unpack counted them): from the `size` file its commit wrote, else
+    /// (a snapshot made before there was one) counted on disk.
+    pub fn size(&self, chain_id: &Digest) -> u64 {
+        let dir = self.dir.join(chain_id.hex());
+        match fs::read_to_string(dir.join(SIZE_FILE)).ok().and_then(|s| s.trim().parse().ok()) {
+            Some(n) => n,
+            None => tree_size(&dir.join("fs"), &mut std::collections::HashSet::new()),
+        }
+    }
+
+    /// Removes the per-chain-ID lock files of snapshots that are not on
+    /// disk (removed ones, and those of pulls that never finished). Only
+    /// the garbage collector calls it, while no pull runs; a lock someone
+    /// still holds is left all the same.
+    pub fn clean_locks(&self) -> Result<usize> {
+        let locks = self.dir.join("locks");
+        let mut n = 0;
+        for e in fs::read_dir(&locks).ctx(|| format!("read {}", locks.display()))? {
+            let e = e.ctx(|| format!("read {}", locks.display()))?;
+            let live = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()).is_some_and(|d| self.exists(&d));
+            if live {
+                continue;
+            }
+            let Ok(f) = File::open(e.path()) else { continue };
+            if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                fs::remove_file(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes temporary directories nobody holds (left by killed pulls).
     pub fn clean_tmp(&self) -> Result<usize> {
         let tmp = self.dir.join("tmp");
@@ -117,6 +150,26 @@ impl Snapshots {
         }
         Ok(n)
     }
+}
+
+/// The file beside a snapshot's `fs` that holds its unpacked size.
+const SIZE_FILE: &str = "size";
+
+/// Bytes of the regular files under `dir`, each inode once (hardlinks
+/// were unpacked once).
+fn tree_size(dir: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            n += tree_size(&e.path(), seen);
+        } else if m.is_file() && seen.insert((m.dev(), m.ino())) {
+            n += m.len();
+        }
+    }
+    n
 }
 
 /// Removes a tree we made (snapshots hold device nodes, read-only dirs and
@@ -144,10 +197,14 @@ impl Prepared {
         self.tmp.join("fs")
     }
 
-    /// Makes the snapshot visible. With `durable`, its data reach the disk
+    /// Makes the snapshot visible, with its unpacked `size` recorded in it
+    /// (so whoever finds the snapshot later, a pull that did not unpack it
+    /// included, knows its size). With `durable`, its data reach the disk
     /// first (one syncfs), so even a power loss never leaves a partial
     /// snapshot at a final path.
-    pub fn commit(mut self, durable: bool) -> Result<()> {
+    pub fn commit(mut self, size: u64, durable: bool) -> Result<()> {
+        let size_file = self.tmp.join(SIZE_FILE);
+        fs::write(&size_file, size.to_string()).ctx(|| format!("write {}", size_file.display()))?;
         if durable {
             let d = File::open(&self.tmp).ctx(|| format!("open {}", self.tmp.display()))?;
             rustix::fs::syncfs(&d).ctx(|| format!("syncfs {}", self.tmp.display()))?;

@@ -107,6 +107,11 @@ macro_rules! e {
 }
 
 impl Tx<'_> {
+    /// Everything, as this transaction sees it: a decision made on it and
+    /// written in the same transaction cannot race another berth process.
+    pub fn read_all(&self) -> Result<Snapshot> {
+        load(self.tx, self.path)
+    }
     pub fn put_image(&self, rec: &ImageRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(crate::error::json_err("image record"))?;
         let mut t = self.tx.open_table(IMAGES).map_err(e!(self.path))?;
@@ -228,52 +233,80 @@ impl Meta {
     pub fn read_all(&self) -> Result<Snapshot> {
         let db = self.db_read()?;
         let rx = db.begin_read().map_err(e!(&self.path))?;
-        let p = &self.path;
-        let mut s = Snapshot::default();
-        macro_rules! table {
-            ($def:expr) => {
-                match rx.open_table($def) {
-                    Ok(t) => Some(t),
-                    Err(TableError::TableDoesNotExist(_)) => None,
-                    Err(e) => return Err(db_err(p)(&e)),
-                }
-            };
-        }
-        let bad = |what: &str, k: &str| Error::Db { path: p.clone(), reason: format!("corrupt {what} entry {k}") };
-        if let Some(t) = table!(IMAGES) {
-            for row in t.iter().map_err(e!(p))? {
-                let (k, v) = row.map_err(e!(p))?;
-                let rec: ImageRecord = serde_json::from_slice(v.value()).map_err(|_| bad("image", k.value()))?;
-                s.images.push(rec);
-            }
-        }
-        if let Some(t) = table!(TAGS) {
-            for row in t.iter().map_err(e!(p))? {
-                let (k, v) = row.map_err(e!(p))?;
-                s.tags.push((k.value().to_string(), v.value().parse().map_err(|_| bad("tag", k.value()))?));
-            }
-        }
-        if let Some(t) = table!(DIGESTS) {
-            for row in t.iter().map_err(e!(p))? {
-                let (k, v) = row.map_err(e!(p))?;
-                s.digests.push((k.value().to_string(), v.value().parse().map_err(|_| bad("digest", k.value()))?));
-            }
-        }
-        if let Some(t) = table!(SNAPSHOTS) {
-            for row in t.iter().map_err(e!(p))? {
-                let (k, v) = row.map_err(e!(p))?;
-                s.snapshots.push(serde_json::from_slice(v.value()).map_err(|_| bad("snapshot", k.value()))?);
-            }
-        }
-        if let Some(t) = table!(REFS) {
-            for row in t.iter().map_err(e!(p))? {
-                let (k, v) = row.map_err(e!(p))?;
-                let r: Vec<Resource> = serde_json::from_slice(v.value()).map_err(|_| bad("ref", k.value()))?;
-                s.refs.push((k.value().to_string(), r));
-            }
-        }
-        Ok(s)
+        load(&rx, &self.path)
     }
+}
+
+/// The raw rows of a table, from a read or a write transaction.
+trait Rows {
+    fn bytes(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, redb::Error>;
+    fn strs(&self, def: TableDefinition<&str, &str>) -> Result<Vec<(String, String)>, redb::Error>;
+}
+
+fn rows<K, V, T, F>(t: &T, f: F) -> Result<Vec<(String, V)>, redb::Error>
+where
+    K: redb::Value + 'static,
+    T: ReadableTable<&'static str, K>,
+    F: Fn(K::SelfType<'_>) -> V,
+{
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        out.push((k.value().to_string(), f(v.value())));
+    }
+    Ok(out)
+}
+
+impl Rows for redb::ReadTransaction {
+    fn bytes(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+        match self.open_table(def) {
+            Ok(t) => rows(&t, |v: &[u8]| v.to_vec()),
+            // Readers take a missing table as an empty one (see Meta::open).
+            Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    fn strs(&self, def: TableDefinition<&str, &str>) -> Result<Vec<(String, String)>, redb::Error> {
+        match self.open_table(def) {
+            Ok(t) => rows(&t, |v: &str| v.to_string()),
+            Err(TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Rows for redb::WriteTransaction {
+    fn bytes(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+        rows(&self.open_table(def)?, |v: &[u8]| v.to_vec())
+    }
+    fn strs(&self, def: TableDefinition<&str, &str>) -> Result<Vec<(String, String)>, redb::Error> {
+        rows(&self.open_table(def)?, |v: &str| v.to_string())
+    }
+}
+
+/// Everything in the database as one transaction sees it.
+fn load(tx: &impl Rows, p: &Path) -> Result<Snapshot> {
+    let bad = |what: &str, k: &str| Error::Db { path: p.to_path_buf(), reason: format!("corrupt {what} entry {k}") };
+    let mut s = Snapshot::default();
+    for (k, v) in tx.bytes(IMAGES).map_err(e!(p))? {
+        s.images.push(serde_json::from_slice(&v).map_err(|_| bad("image", &k))?);
+    }
+    for (k, v) in tx.strs(TAGS).map_err(e!(p))? {
+        let id = v.parse().map_err(|_| bad("tag", &k))?;
+        s.tags.push((k, id));
+    }
+    for (k, v) in tx.strs(DIGESTS).map_err(e!(p))? {
+        let id = v.parse().map_err(|_| bad("digest", &k))?;
+        s.digests.push((k, id));
+    }
+    for (k, v) in tx.bytes(SNAPSHOTS).map_err(e!(p))? {
+        s.snapshots.push(serde_json::from_slice(&v).map_err(|_| bad("snapshot", &k))?);
+    }
+    for (k, v) in tx.bytes(REFS).map_err(e!(p))? {
+        let r: Vec<Resource> = serde_json::from_slice(&v).map_err(|_| bad("ref", &k))?;
+        s.refs.push((k, r));
+    }
+    Ok(s)
 }
 
 impl Snapshot {
