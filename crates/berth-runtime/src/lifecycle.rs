@@ -163,6 +163,8 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let _lock = c.lock()?;
+    // Before the init dies: a namespace of its own dies with it.
+    return_net_devices(&c);
     match c.status() {
         Status::Stopped => {}
         Status::Created => kill_all_now(&c)?,
@@ -175,6 +177,34 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         }
     }
     destroy(&c)
+}
+
+/// Moves linux.netDevices back to the runtime's network namespace, if the
+/// container's still exists: the init's while it runs, or one named by
+/// path in config.json. Otherwise the kernel already dealt with them (a
+/// physical device went back to the initial namespace, a virtual one is
+/// gone).
+fn return_net_devices(c: &Container) {
+    if c.state.net_devices.is_empty() {
+        return;
+    }
+    let from_init =
+        c.init_pidfd().and_then(|_pinned| std::fs::File::open(format!("/proc/{}/ns/net", c.init_pid())).ok());
+    let from_path = || {
+        let spec = c.spec().ok()?;
+        let ns = spec
+            .linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?;
+        std::fs::File::open(ns.path().as_ref()?).ok()
+    };
+    match from_init.or_else(from_path) {
+        Some(netns) => crate::netdev::move_back(&c.state.net_devices, netns.as_fd()),
+        None => tracing::debug!("container {}: its network namespace is gone with its devices", c.id()),
+    }
 }
 
 /// SIGKILLs every process of the container and waits for the init to die.

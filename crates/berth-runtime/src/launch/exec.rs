@@ -51,7 +51,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     crate::lsm::check(Path::new("process"), &process, None)?;
     let terminal = process.terminal().unwrap_or(false);
     check_console(terminal, o.console_socket.is_some(), o.foreground)?;
-    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
+    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds);
     let (console, ours) = console_sockets(terminal, o.console_socket)?;
     // exec'd processes get the container's seccomp profile, as with runc.
     let (seccomp, seccomp_listener) = seccomp_for(&spec, c.dir.parent())?;
