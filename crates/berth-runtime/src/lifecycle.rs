@@ -163,18 +163,18 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let _lock = c.lock()?;
-    // Before the init dies: a namespace of its own dies with it.
-    return_net_devices(&c);
-    match c.status() {
-        Status::Stopped => {}
-        Status::Created => kill_all_now(&c)?,
-        status if force => {
-            let _ = status;
-            kill_all_now(&c)?
-        }
+    let kill = match c.status() {
+        Status::Stopped => false,
+        Status::Created => true,
+        _ if force => true,
         status => {
             return Err(Error::State(format!("cannot delete container {id} that is not stopped: {status}")));
         }
+    };
+    // Before the init dies: a namespace of its own dies with it.
+    return_net_devices(&c);
+    if kill {
+        kill_all_now(&c)?;
     }
     destroy(&c)
 }

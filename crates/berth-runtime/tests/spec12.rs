@@ -257,8 +257,10 @@ fn in_netns(rt: &Runtime, ns: &NetNs, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn net_devices_move_in_renamed_with_their_address_and_back_on_delete() {
-    if tool("ip").is_none() || tool("nsenter").is_none() {
-        eprintln!("SKIPPED: needs ip (iproute2) and nsenter");
+    let netns_works = tool("ip")
+        .is_some_and(|ip| Command::new(ip).args(["netns", "list"]).output().is_ok_and(|o| o.status.success()));
+    if !netns_works || tool("nsenter").is_none() {
+        eprintln!("SKIPPED: needs ip (iproute2, with netns) and nsenter");
         return;
     }
     let rt = runtime();
@@ -282,6 +284,7 @@ fn net_devices_move_in_renamed_with_their_address_and_back_on_delete() {
     let out = in_netns(&rt, &host, &["create", "--bundle", b.path().to_str().unwrap(), &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!host.has_link(&dev), "moved out of the host: {}", host.links());
+    assert!(in_netns(&rt, &host, &["start", &id]).status.success());
     let out = in_netns(
         &rt,
         &host,
@@ -292,6 +295,9 @@ fn net_devices_move_in_renamed_with_their_address_and_back_on_delete() {
     assert!(text.lines().any(|l| l == "ctr0"), "{text}");
     assert!(text.contains("inet 169.254.169.13/32"), "the permanent address came along: {text}");
     assert!(!text.contains(&dev), "{text}");
+    // A refused delete (the container runs) moves nothing.
+    assert!(!in_netns(&rt, &host, &["delete", &id]).status.success());
+    assert!(!host.has_link(&dev), "still in the container: {}", host.links());
     let out = in_netns(&rt, &host, &["delete", "--force", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let links = host.links();

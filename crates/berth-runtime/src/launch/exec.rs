@@ -104,7 +104,8 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
 /// | rlimits (missing or [])      | meant to be the container's; the caller's in practice | the container's     |
 /// | oomScoreAdj                  | always the container's (p.json's ignored)   | the container's               |
 /// | user.umask                   | the caller's (exec never sets one)          | the container's               |
-/// | scheduler, ioPriority        | not known to 1.1.5 (1.2+: the container's)  | the container's (not applied yet) |
+/// | scheduler, ioPriority        | not known to 1.1.5 (1.2+: the container's)  | the container's               |
+/// | execCPUAffinity              | not known to 1.1.5 (1.3: p.json's own only) | p.json's own only             |
 /// | user.uid/gid, cwd, args      | 0:0, refused, refused                       | required: refused             |
 /// | user.additionalGids          | none                                        | none                          |
 /// | env                          | empty                                       | empty                         |
