@@ -350,20 +350,22 @@ const ROOT_PROPAGATION: &str =
     "awk '$5==\"/\" { s=\"\"; for (i=7; $i!=\"-\"; i++) s=s\" \"$i; print \"root:\"s }' /proc/self/mountinfo";
 
 /// Runs the bundle with `rt` as a systemd host would (its "/" shared):
-/// in a mount namespace of its own, made rshared by unshare(1). With
-/// `own_mount`, the rootfs is a mount of its own there (an engine's overlay).
+/// in a mount namespace of its own, cut off from the host's mounts
+/// (private) and then made rshared, so nothing done there reaches the real
+/// host even when its "/" is shared. With `own_mount`, the rootfs is a
+/// mount of its own there (as an engine's overlay is).
 fn root_propagation(rt: &Runtime, b: &Bundle, own_mount: bool) -> Result<String, String> {
     let id = unique_id("prop");
     let rootfs = b.rootfs();
     let bind = if own_mount { format!("mount --bind {0} {0} && ", rootfs.display()) } else { String::new() };
     let script = format!(
-        "{bind}exec {} --root {} run --bundle {} {id}",
+        "mount --make-rshared / && {bind}exec {} --root {} run --bundle {} {id}",
         rt.bin().display(),
         rt.root().display(),
         b.path().display()
     );
     let mut cmd = Command::new(tool("unshare").unwrap());
-    cmd.args(["--mount", "--propagation", "shared", "sh", "-c", &script]);
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
     let out = output_via_files(&mut cmd);
     leaks::assert_none(&id, b.path(), rt.root(), None);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
