@@ -122,16 +122,26 @@ pub fn default_allowed() -> Vec<DeviceRule> {
 }
 
 /// The full rule list for a container: config.json's rules with the
-/// default allows inserted after its leading deny-all (see module docs).
+/// default allows after its leading deny-all (see module docs).
 /// An empty list means "no device restrictions": nothing is added.
+///
+/// The order written is: the leading deny-all, the user's rules, the
+/// defaults, then the user's rules again. Decisions are those of
+/// "deny-all, defaults, user's rules" (the last pass of the user's rules
+/// comes after the defaults), but v1's devices.list, which lists entries
+/// in the order they were first added, starts with the user's rules in
+/// their order, as runtime-tools' validation (and youki) expect, not with
+/// berth's defaults.
 pub fn effective_rules(spec_rules: &[DeviceRule]) -> Vec<DeviceRule> {
     if spec_rules.is_empty() {
         return Vec::new();
     }
     let lead = spec_rules.iter().take_while(|r| !r.allow && r.is_all()).count();
+    let user = &spec_rules[lead..];
     let mut out = spec_rules[..lead].to_vec();
+    out.extend_from_slice(user);
     out.extend(default_allowed());
-    out.extend_from_slice(&spec_rules[lead..]);
+    out.extend_from_slice(user);
     out
 }
 
@@ -167,6 +177,17 @@ mod tests {
         assert!(!allowed(&rules, Char, 1, 9, "rw"), "an O_RDWR open needs read too");
         assert!(!allowed(&rules, Block, 8, 0, "r"), "everything else is denied");
         assert!(allowed(&rules, Block, 8, 0, "m"), "mknod is allowed, as with runc");
+    }
+
+    #[test]
+    fn the_users_rules_come_first_and_still_decide_over_the_defaults() {
+        let fuse = DeviceRule::allow(Char, Some(10), Some(229), "rwm");
+        let deny_null = DeviceRule { allow: false, kind: Char, major: Some(1), minor: Some(3), access: "rwm".into() };
+        let rules = effective_rules(&[deny_all(), fuse.clone(), deny_null.clone()]);
+        assert_eq!(rules[1..3], [fuse, deny_null], "the user's rules right after the deny-all");
+        assert!(allowed(&rules, Char, 10, 229, "rw"));
+        assert!(!allowed(&rules, Char, 1, 3, "r"), "a user's deny still takes a default away");
+        assert!(allowed(&rules, Char, 1, 5, "rw"), "zero is still allowed");
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub fn validate(file: &Path, spec: &Spec) -> Result<()> {
             )));
         }
     }
+    validate_linux_attrs(linux, &ns).map_err(bad)?;
     let masked = linux.and_then(|l| l.masked_paths().as_deref()).unwrap_or_default();
     let readonly = linux.and_then(|l| l.readonly_paths().as_deref()).unwrap_or_default();
     for (field, list) in [("linux.maskedPaths", masked), ("linux.readonlyPaths", readonly)] {
@@ -241,7 +242,48 @@ pub fn validate_process(file: &Path, p: &Process) -> Result<()> {
             Some(_) => {}
         }
     }
+    validate_process_attrs(p).map_err(bad)?;
     validate_user(p.user()).map_err(bad)
+}
+
+/// linux.personality, linux.memoryPolicy (against the host's NUMA nodes)
+/// and linux.netDevices.
+fn validate_linux_attrs(
+    linux: Option<&oci_spec::runtime::Linux>,
+    ns: &HashSet<LinuxNamespaceType>,
+) -> std::result::Result<(), String> {
+    use crate::init::attrs;
+    let Some(linux) = linux else { return Ok(()) };
+    if let Some(p) = linux.personality() {
+        attrs::check_personality(p)?;
+    }
+    if let Some(m) = linux.memory_policy() {
+        attrs::check_memory_policy(m)?;
+    }
+    if let Some(devices) = linux.net_devices() {
+        crate::netdev::check(devices, ns.contains(&LinuxNamespaceType::Network))?;
+    }
+    Ok(())
+}
+
+/// process.scheduler, process.ioPriority, process.execCPUAffinity.
+fn validate_process_attrs(p: &Process) -> std::result::Result<(), String> {
+    use crate::init::attrs;
+    if let Some(s) = p.scheduler() {
+        attrs::check_scheduler(s)?;
+    }
+    if let Some(io) = p.io_priority() {
+        attrs::check_io_priority(io)?;
+    }
+    if let Some(a) = p.exec_cpu_affinity() {
+        if let Some(l) = a.initial() {
+            attrs::check_cpu_list("process.execCPUAffinity.initial", l)?;
+        }
+        if let Some(l) = a.cpu_affinity_final() {
+            attrs::check_cpu_list("process.execCPUAffinity.final", l)?;
+        }
+    }
+    Ok(())
 }
 
 /// Ids within runc's range, and a umask that is a mode mask.

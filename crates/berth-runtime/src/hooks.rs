@@ -68,6 +68,12 @@ pub fn of(spec: &Spec, kind: HookKind) -> Vec<Hook> {
 /// failures are logged and the rest still run: the runtime spec says the
 /// lifecycle MUST go on as if they had succeeded.
 pub fn run(spec: &Spec, kind: HookKind, state: &OciState) -> Result<()> {
+    run_with_env(spec, kind, state, None)
+}
+
+/// [`run`], where a hook without an `env` of its own gets `default_env`
+/// (when given) instead of the runtime's environment.
+pub fn run_with_env(spec: &Spec, kind: HookKind, state: &OciState, default_env: Option<&[String]>) -> Result<()> {
     let hooks = of(spec, kind);
     if hooks.is_empty() {
         return Ok(());
@@ -75,7 +81,7 @@ pub fn run(spec: &Spec, kind: HookKind, state: &OciState) -> Result<()> {
     let input = state.to_json();
     let fatal = !matches!(kind, HookKind::Poststart | HookKind::Poststop);
     for hook in &hooks {
-        match run_one(kind, hook, &input) {
+        match run_one(kind, hook, &input, default_env) {
             Err(e) if fatal => return Err(e),
             Err(e) => tracing::warn!("{e}"),
             Ok(()) => {}
@@ -84,14 +90,16 @@ pub fn run(spec: &Spec, kind: HookKind, state: &OciState) -> Result<()> {
     Ok(())
 }
 
-fn run_one(kind: HookKind, hook: &Hook, input: &str) -> Result<()> {
+fn run_one(kind: HookKind, hook: &Hook, input: &str, default_env: Option<&[String]>) -> Result<()> {
     let fail = |reason: String| Error::Hook { kind: kind.name(), path: hook.path().clone(), reason };
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args().as_ref().filter(|a| !a.is_empty()) {
         cmd.arg0(&args[0]).args(&args[1..]);
     }
-    // As runc (Go's exec.Cmd): no env in the hook means the runtime's own.
-    if let Some(env) = hook.env() {
+    // As runc (Go's exec.Cmd): no env in the hook means the environment of
+    // the process that runs it: the runtime's, or in the container's init
+    // (startContainer) the container process's, as runc's init has it.
+    if let Some(env) = hook.env().as_deref().or(default_env) {
         cmd.env_clear();
         for kv in env {
             let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));

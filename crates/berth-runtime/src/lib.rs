@@ -23,6 +23,7 @@ pub mod init;
 pub mod launch;
 pub mod lifecycle;
 pub mod lsm;
+pub mod netdev;
 pub mod seal;
 pub mod seccomp;
 pub mod sys;

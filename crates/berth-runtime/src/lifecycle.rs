@@ -163,18 +163,48 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let _lock = c.lock()?;
-    match c.status() {
-        Status::Stopped => {}
-        Status::Created => kill_all_now(&c)?,
-        status if force => {
-            let _ = status;
-            kill_all_now(&c)?
-        }
+    let kill = match c.status() {
+        Status::Stopped => false,
+        Status::Created => true,
+        _ if force => true,
         status => {
             return Err(Error::State(format!("cannot delete container {id} that is not stopped: {status}")));
         }
+    };
+    // Before the init dies: a namespace of its own dies with it.
+    return_net_devices(&c);
+    if kill {
+        kill_all_now(&c)?;
     }
     destroy(&c)
+}
+
+/// Moves linux.netDevices back to the runtime's network namespace, if the
+/// container's still exists: the init's while it runs, or one named by
+/// path in config.json. Otherwise the kernel already dealt with them (a
+/// physical device went back to the initial namespace, a virtual one is
+/// gone).
+fn return_net_devices(c: &Container) {
+    if c.state.net_devices.is_empty() {
+        return;
+    }
+    let from_init =
+        c.init_pidfd().and_then(|_pinned| std::fs::File::open(format!("/proc/{}/ns/net", c.init_pid())).ok());
+    let from_path = || {
+        let spec = c.spec().ok()?;
+        let ns = spec
+            .linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?;
+        std::fs::File::open(ns.path().as_ref()?).ok()
+    };
+    match from_init.or_else(from_path) {
+        Some(netns) => crate::netdev::move_back(&c.state.net_devices, netns.as_fd()),
+        None => tracing::debug!("container {}: its network namespace is gone with its devices", c.id()),
+    }
 }
 
 /// SIGKILLs every process of the container and waits for the init to die.

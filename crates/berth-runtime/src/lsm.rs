@@ -1,7 +1,8 @@
 //! AppArmor and SELinux labels. Applied when the host has the LSM; when
-//! config.json asks for one the host lacks, create fails with an error
-//! naming the field, rather than running the container unconfined in
-//! silence.
+//! config.json asks for a process label the host lacks, create fails with
+//! an error naming the field, rather than running the container unconfined
+//! in silence. linux.mountLabel without SELinux is ignored with a warning
+//! (it labels files, and no label is checked without SELinux).
 
 use std::path::Path;
 
@@ -34,7 +35,12 @@ pub fn check(file: &Path, process: &Process, mount_label: Option<&str>) -> Resul
         return Err(Error::config(file, format!("process.selinuxLabel {l:?}: SELinux is not enabled on this host")));
     }
     if let (Some(l), false) = (mount_label.filter(|l| !l.is_empty()), selinux_enabled()) {
-        return Err(Error::config(file, format!("linux.mountLabel {l:?}: SELinux is not enabled on this host")));
+        // A mount label is only SELinux's context= for the container's
+        // filesystems: without SELinux no file carries a label and none is
+        // checked, so there is nothing to apply or to enforce. runc and crun
+        // ignore it too; a process label is different (above), since the
+        // process would run unconfined.
+        tracing::warn!("{}: linux.mountLabel {l:?} ignored: SELinux is not enabled on this host", file.display());
     }
     Ok(())
 }

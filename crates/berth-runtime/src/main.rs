@@ -7,6 +7,8 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Before the runtime opens anything of its own (--preserve-fds).
+    berth_runtime::launch::note_inherited_fds();
     // Seal before anything else, so the re-executed runtime is the only one
     // that pays for parsing (a failure here is reported, with logging set
     // up, by the same call in dispatch).

@@ -163,6 +163,15 @@ pub fn clear_cloexec(fd: RawFd) -> nix::Result<()> {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map(|_| ())
 }
 
+/// Marks `fd` close-on-exec (EBADF if it is not open).
+pub fn set_cloexec(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    // SAFETY: only changes the flags of an fd number; an unopened one
+    // gives EBADF.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(|_| ())
+}
+
 /// Restores default dispositions and an empty mask for every signal, so the
 /// container's program starts clean: Rust ignores SIGPIPE at start-up and
 /// `run` blocks the signals it forwards; neither may leak into the container.

@@ -310,7 +310,7 @@ fn without_namespaces_the_container_shares_the_hosts_and_mounts_nothing() {
 }
 
 #[test]
-fn lsm_labels_the_host_cannot_apply_are_refused_by_name() {
+fn lsm_process_labels_the_host_cannot_apply_are_refused_by_name() {
     if berth_runtime::lsm::apparmor_enabled() || berth_runtime::lsm::selinux_enabled() {
         eprintln!("SKIPPED: this host has AppArmor or SELinux; the refusal path needs a host without");
         return;
@@ -319,7 +319,6 @@ fn lsm_labels_the_host_cannot_apply_are_refused_by_name() {
     for (edit, field) in [
         (json!({ "process": { "apparmorProfile": "docker-default" } }), "process.apparmorProfile"),
         (json!({ "process": { "selinuxLabel": "system_u:system_r:container_t:s0" } }), "process.selinuxLabel"),
-        (json!({ "linux": { "mountLabel": "system_u:object_r:container_file_t:s0" } }), "linux.mountLabel"),
     ] {
         let mut b = Bundle::busybox();
         b.edit(|c| {

@@ -17,7 +17,9 @@ fn supported_flags() -> Vec<&'static str> {
 
 /// The runtime-spec features document (features-linux.md), in runc's key
 /// order and four-space indentation. It says only what berth-runtime
-/// really does on this build.
+/// really does on this build. The schema has no entry for
+/// process.scheduler, ioPriority, execCPUAffinity or linux.personality;
+/// they are applied all the same (see init::attrs).
 pub fn run() -> Result<i32> {
     let mut caps: Vec<caps::Capability> = caps::all().into_iter().collect();
     caps.sort_by_key(|c| c.index());
@@ -50,7 +52,13 @@ pub fn run() -> Result<i32> {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": true } }
+            "mountExtensions": { "idmap": { "enabled": true } },
+            "netDevices": { "enabled": true },
+            "memoryPolicy": {
+                "modes": ["MPOL_DEFAULT", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+                          "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
+                "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
+            }
         },
         "annotations": {
             "io.github.seccomp.libseccomp.version": berth_runtime::seccomp::libseccomp_version(),

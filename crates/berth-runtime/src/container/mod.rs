@@ -66,6 +66,9 @@ pub struct Persisted {
     pub poststart_hooks: bool,
     #[serde(default = "yes")]
     pub poststop_hooks: bool,
+    /// linux.netDevices that `create` moved in, for `delete` to move back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_devices: Vec<crate::netdev::Moved>,
     /// While `create` runs (init_pid is still 0): the creating runtime
     /// process and its start time. If it dies half-way, the container reads
     /// as stopped and `delete` removes what it left.
@@ -307,6 +310,7 @@ mod tests {
                 joined_cgroup: false,
                 poststart_hooks: false,
                 poststop_hooks: false,
+                net_devices: Vec::new(),
                 annotations: None,
                 creator: None,
             },

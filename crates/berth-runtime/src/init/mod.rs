@@ -12,6 +12,7 @@
 //! The runtime is single-threaded, so these forked processes may run
 //! ordinary Rust code until they exec (see `sys::fork`).
 
+pub mod attrs;
 pub mod console;
 mod devices;
 pub mod mount_opts;
@@ -57,8 +58,9 @@ pub struct Plan {
     pub start_listener: Option<OwnedFd>,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
-    /// fds 3 .. 3+keep_fds pass to the program ($LISTEN_FDS and --preserve-fds).
-    pub keep_fds: u32,
+    /// The fds (3 and up, ascending) that pass to the program ($LISTEN_FDS
+    /// and --preserve-fds); every other fd closes at exec.
+    pub keep_fds: Vec<i32>,
     /// Added to the program's environment (LISTEN_FDS, LISTEN_PID).
     pub extra_env: Vec<String>,
     /// linux.seccomp, built and ready to load.
@@ -192,7 +194,9 @@ fn build_rootfs(plan: &Plan, chan: &Channel) -> Result<OciState> {
         new_cgroupns: plan.ns.unshare.contains(namespaces::clone_flag(LinuxNamespaceType::Cgroup)),
         layout: plan.layout.as_ref(),
         cgroup: plan.cgroup.as_ref(),
-        mount_label: linux.and_then(|l| l.mount_label().as_deref()).filter(|l| !l.is_empty()),
+        mount_label: linux
+            .and_then(|l| l.mount_label().as_deref())
+            .filter(|l| !l.is_empty() && crate::lsm::selinux_enabled()),
         idmapped: &plan.idmapped,
     };
     mounts::mount_all(&env, spec.mounts().as_deref().unwrap_or_default())?;
@@ -324,6 +328,9 @@ fn join_keyring(id: &str) -> Result<()> {
 fn finish_process(plan: &Plan, state: Option<OciState>, pid: Option<i32>) -> Result<Prepared> {
     let process = &plan.process;
     let seccomp_at = seccomp_at(plan, state.is_some());
+    // Before seccomp (a profile may filter these calls) and while the
+    // capabilities a real-time policy or a raised priority needs are held.
+    apply_attrs(plan)?;
     // Enter the cwd as root first (it may be unreadable to the user but is
     // still the place to start); if that fails, try again as the user.
     let early_cwd = process::enter_cwd(process.cwd());
@@ -348,6 +355,26 @@ fn finish_process(plan: &Plan, state: Option<OciState>, pid: Option<i32>) -> Res
         load_seccomp(plan, state.as_ref(), pid)?;
     }
     Ok(Prepared { program, env, state, pid })
+}
+
+/// process.scheduler and process.ioPriority (the process's own),
+/// linux.personality and linux.memoryPolicy (the container's, so exec'd
+/// processes get them too): all kept across exec.
+fn apply_attrs(plan: &Plan) -> Result<()> {
+    if let Some(s) = plan.process.scheduler() {
+        attrs::apply_scheduler(s)?;
+    }
+    if let Some(io) = plan.process.io_priority() {
+        attrs::apply_io_priority(io)?;
+    }
+    let linux = plan.spec.linux().as_ref();
+    if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
+        attrs::apply_personality(p)?;
+    }
+    if let Some(m) = linux.and_then(|l| l.memory_policy().as_ref()) {
+        attrs::apply_memory_policy(m)?;
+    }
+    Ok(())
 }
 
 /// When a container process loads linux.seccomp: just before it takes
@@ -413,7 +440,10 @@ fn wait_for_start(listener: &OwnedFd) -> Result<UnixStream> {
 fn start_program(plan: &Plan, p: &Prepared) -> Result<Infallible> {
     if let Some(state) = &p.state {
         let state = OciState { status: crate::container::Status::Created, ..state.clone() };
-        hooks::run(&plan.spec, HookKind::StartContainer, &state)?;
+        // A hook without an env of its own sees the program's (runc and crun
+        // run it from an init whose environment is already the program's),
+        // never the caller's of `create`.
+        hooks::run_with_env(&plan.spec, HookKind::StartContainer, &state, Some(&p.env))?;
     }
     Err(exec_program(plan, p))
 }
@@ -421,12 +451,16 @@ fn start_program(plan: &Plan, p: &Prepared) -> Result<Infallible> {
 /// Leaves the program only stdio and the fds it is meant to inherit,
 /// restores signal defaults, and execs.
 fn exec_program(plan: &Plan, p: &Prepared) -> Error {
-    for fd in 3..3 + plan.keep_fds as i32 {
-        if let Err(e) = sys::clear_cloexec(fd) {
-            return Error::os(format!("keep fd {fd} for the container"), e);
+    let end = plan.keep_fds.last().map_or(3, |fd| fd + 1);
+    for fd in 3..end {
+        // A gap in the kept range may hold one of the runtime's own fds.
+        let r = if plan.keep_fds.contains(&fd) { sys::clear_cloexec(fd) } else { sys::set_cloexec(fd) };
+        match r {
+            Ok(()) | Err(nix::errno::Errno::EBADF) => {}
+            Err(e) => return Error::os(format!("keep fd {fd} for the container"), e),
         }
     }
-    if let Err(e) = sys::cloexec_from(3 + plan.keep_fds) {
+    if let Err(e) = sys::cloexec_from(end as u32) {
         return Error::os("close the runtime's fds", e);
     }
     if let Err(e) = sys::reset_signals() {

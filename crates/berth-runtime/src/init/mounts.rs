@@ -116,8 +116,10 @@ fn mount_fs(env: &MountEnv<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
     // proc and sysfs over a symlinked target could land somewhere an LSM
     // does not expect (CVE-2019-16884, CVE-2023-27561): no symlinks at all.
     let target = if typ == "proc" || typ == "sysfs" {
-        let t = env.rootfs.mkdir_no_symlinks(dest)?;
-        check_plain_directory(&t, dest)?;
+        // runc's words: tools match on them.
+        let why = || format!("filesystem {typ:?} must be mounted on ordinary directory");
+        let t = env.rootfs.mkdir_no_symlinks(dest, why)?;
+        check_plain_directory(&t, dest, why)?;
         t
     } else {
         env.rootfs.mkdir(dest)?
@@ -156,10 +158,10 @@ fn mount_fs(env: &MountEnv<'_>, m: &Mount, opts: &MountOpts) -> Result<()> {
 
 /// proc and sysfs may only go on a real directory: mounting them over a
 /// symlink or a file would let the container redirect them (CVE-2019-16884).
-fn check_plain_directory(target: &Handle, dest: &Path) -> Result<()> {
+fn check_plain_directory(target: &Handle, dest: &Path, why: impl FnOnce() -> String) -> Result<()> {
     let st = nix::sys::stat::fstat(target.as_fd()).step(|| format!("stat '{}'", dest.display()))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(Error::Container(format!("'{}' is not a directory", dest.display())));
+        return Err(Error::Container(format!("mount on '{}': {}", dest.display(), why())));
     }
     Ok(())
 }

@@ -64,13 +64,14 @@ impl Rootfs {
     }
 
     /// Makes `dest` a directory inside the root, refusing any symlink on
-    /// the way (for proc and sysfs: CVE-2019-16884, CVE-2023-27561).
-    pub fn mkdir_no_symlinks(&self, dest: &Path) -> Result<Handle> {
+    /// the way (for proc and sysfs: CVE-2019-16884, CVE-2023-27561). `why`
+    /// is the error's text when that fails.
+    pub fn mkdir_no_symlinks(&self, dest: &Path, why: impl FnOnce() -> String) -> Result<Handle> {
         self.root
             .as_ref()
             .with_resolver_flags(pathrs::flags::ResolverFlags::NO_SYMLINKS)
             .mkdir_all(dest, &Permissions::from_mode(0o755))
-            .step(|| format!("'{}' is not a plain directory path (no symlinks allowed here)", dest.display()))
+            .step(why)
     }
 
     /// `path` with every symlink among its existing components replaced by
@@ -156,16 +157,29 @@ pub fn errno_of(e: &pathrs::error::Error) -> Option<i32> {
 /// (rslave, or what rootfsPropagation asks), and make the rootfs a mount
 /// point of its own, as pivot_root requires.
 pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
-    let flags = match propagation {
-        None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        Some(p) => root_propagation(p)
-            .ok_or_else(|| Error::Container(format!("linux.rootfsPropagation: unknown propagation {p:?}")))?,
-    };
+    let flags = initial_propagation(propagation)?;
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "make / a slave mount (rootfsPropagation)")?;
     make_parent_mount_private(rootfs)?;
     mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .step(|| format!("bind mount rootfs '{}' on itself", rootfs.display()))?;
     Ok(())
+}
+
+/// The propagation the whole tree gets before the rootfs is bound, so the
+/// rootfs's own mount (an engine's overlay is one) has it too, not only
+/// "/". unbindable starts as rslave (an unbindable source cannot be bound
+/// onto itself) and becomes unbindable after the switch, as with crun and
+/// youki.
+fn initial_propagation(propagation: Option<&str>) -> Result<MsFlags> {
+    let flags = match propagation {
+        None | Some("") => MsFlags::MS_SLAVE,
+        Some(p) => {
+            let f = root_propagation(p)
+                .ok_or_else(|| Error::Container(format!("linux.rootfsPropagation: unknown propagation {p:?}")))?;
+            if f.contains(MsFlags::MS_UNBINDABLE) { MsFlags::MS_SLAVE } else { f - MsFlags::MS_REC }
+        }
+    };
+    Ok(flags | MsFlags::MS_REC)
 }
 
 fn root_propagation(p: &str) -> Option<MsFlags> {
@@ -182,12 +196,12 @@ fn root_propagation(p: &str) -> Option<MsFlags> {
     })
 }
 
-/// After the switch: rootfsPropagation also applies to the new root (as
-/// runc does), so a "shared" container root can propagate mounts to its own
-/// clones. Private is already the state after `prepare`.
+/// After the switch: shared and unbindable apply to the new root itself (as
+/// runtime-spec describes them: a new peer group, a private mount that
+/// cannot be bound). slave and private are already so after `prepare`.
 pub fn propagate_new_root(propagation: Option<&str>) -> Result<()> {
     let Some(flags) = propagation.and_then(root_propagation) else { return Ok(()) };
-    if flags.contains(MsFlags::MS_PRIVATE) {
+    if !flags.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
         return Ok(());
     }
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "apply rootfsPropagation to the new root")

@@ -63,10 +63,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     crate::lsm::check(&bundle.dir.join("config.json"), &process, mount_label.as_deref())?;
     let terminal = process.terminal().unwrap_or(false);
     check_console(terminal, console_socket.is_some(), o.foreground)?;
-    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
+    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds);
 
     let dir = o.root.create_dir(o.id)?;
-    let mut undo = Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, disarmed: false };
+    let mut undo =
+        Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, net_devices: None, disarmed: false };
     let cgs = make_cgroup(&bundle.spec, o.id)?;
     let (layout, cgroup) = (cgs.layout, cgs.cgroup);
     undo.cgroup = cgroup.clone().filter(|_| !cgs.joined).map(|c| (c, cgs.default_path));
@@ -88,6 +89,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             annotations: bundle.spec.annotations().clone(),
             poststart_hooks: !hooks::of(&bundle.spec, HookKind::Poststart).is_empty(),
             poststop_hooks: !hooks::of(&bundle.spec, HookKind::Poststop).is_empty(),
+            net_devices: Vec::new(),
             creator: sys::proc_stat(me).map(|s| (me, s.start_time)),
         },
     };
@@ -120,6 +122,16 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     undo.pid = Some(spawned.pid);
     // The init now holds what it needs; ours can go.
     drop(plan);
+    // Before any hook runs, so hooks and the program see the devices.
+    if let Some(devices) = bundle.spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()).filter(|d| !d.is_empty())
+    {
+        let netns = std::fs::File::open(format!("/proc/{}/ns/net", spawned.pid))
+            .step(|| "open the container's network namespace")?;
+        let moved = crate::netdev::move_in(devices, std::os::fd::AsFd::as_fd(&netns))?;
+        container.state.net_devices = moved.clone();
+        undo.net_devices = Some((moved, OwnedFd::from(netns)));
+        container.save()?;
+    }
 
     if spawned.early != Some(Msg::RunHooks) {
         spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
@@ -243,6 +255,8 @@ struct Undo {
     /// Set once prestart/createRuntime hooks may have run: poststop hooks
     /// then get their chance to clean up after them.
     poststop: Option<(Spec, crate::container::OciState)>,
+    /// linux.netDevices moved in so far, and the namespace they are in.
+    net_devices: Option<(Vec<crate::netdev::Moved>, OwnedFd)>,
     disarmed: bool,
 }
 
@@ -256,6 +270,10 @@ impl Drop for Undo {
     fn drop(&mut self) {
         if self.disarmed {
             return;
+        }
+        // While the namespace still lives (a new one dies with the init).
+        if let Some((moved, netns)) = &self.net_devices {
+            crate::netdev::move_back(moved, std::os::fd::AsFd::as_fd(netns));
         }
         if let Some(pid) = self.pid {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

@@ -51,7 +51,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     crate::lsm::check(Path::new("process"), &process, None)?;
     let terminal = process.terminal().unwrap_or(false);
     check_console(terminal, o.console_socket.is_some(), o.foreground)?;
-    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds)?;
+    let (keep_fds, extra_env) = inherited_fds(o.preserve_fds);
     let (console, ours) = console_sockets(terminal, o.console_socket)?;
     // exec'd processes get the container's seccomp profile, as with runc.
     let (seccomp, seccomp_listener) = seccomp_for(&spec, c.dir.parent())?;
@@ -104,7 +104,8 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
 /// | rlimits (missing or [])      | meant to be the container's; the caller's in practice | the container's     |
 /// | oomScoreAdj                  | always the container's (p.json's ignored)   | the container's               |
 /// | user.umask                   | the caller's (exec never sets one)          | the container's               |
-/// | scheduler, ioPriority        | not known to 1.1.5 (1.2+: the container's)  | the container's (not applied yet) |
+/// | scheduler, ioPriority        | not known to 1.1.5 (1.2+: the container's)  | the container's               |
+/// | execCPUAffinity              | not known to 1.1.5 (1.3: p.json's own only) | p.json's own only             |
 /// | user.uid/gid, cwd, args      | 0:0, refused, refused                       | required: refused             |
 /// | user.additionalGids          | none                                        | none                          |
 /// | env                          | empty                                       | empty                         |

@@ -53,8 +53,16 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
             if plan.ns.new_user {
                 namespaces::write_id_maps(child.as_raw(), &plan.spec)?;
             }
+            let affinity = exec_cpu_affinity(plan, role);
+            if let Some(initial) = affinity.and_then(|a| a.initial().as_deref()) {
+                crate::init::attrs::set_affinity(child.as_raw(), initial, "process.execCPUAffinity.initial")?;
+            }
             if let Some(cg) = &plan.cgroup {
                 cg.add_pid(child.as_raw())?;
+            }
+            // After the move: joining a cpuset resets the affinity.
+            if let Some(last) = affinity.and_then(|a| a.cpu_affinity_final().as_deref()) {
+                crate::init::attrs::set_affinity(child.as_raw(), last, "process.execCPUAffinity.final")?;
             }
             mine.send(&Msg::Proceed)?;
             let mut early = None;
@@ -73,6 +81,14 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
             Ok(Spawned { pid, chan: mine, early })
         }
     }
+}
+
+/// process.execCPUAffinity, which runtime-spec applies to exec'd processes
+/// only ("not applicable to the container's init process"). `exec`
+/// without --process copies config.json's process, so its setting applies
+/// there, as with runc.
+fn exec_cpu_affinity(plan: &Plan, role: Role) -> Option<&oci_spec::runtime::ExecCPUAffinity> {
+    (role == Role::Exec).then(|| plan.process.exec_cpu_affinity().as_ref()).flatten()
 }
 
 /// Kills and reaps the intermediate if setup fails half-way.
@@ -150,25 +166,53 @@ pub(crate) fn receive_master(ours: &OwnedFd) -> Result<OwnedFd> {
     fds.pop().ok_or_else(|| Error::Container("the container sent no pty master".into()))
 }
 
+/// The fds above stdio this process was started with, noted by
+/// [`note_inherited_fds`] before the runtime opens any of its own.
+static INHERITED: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+
+/// Notes which fds the caller handed over. Call first thing in main: an
+/// fd the runtime opens later (its signalfd, sockets) may take a number in
+/// the --preserve-fds range and must not pass to the container.
+pub fn note_inherited_fds() {
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|fd| *fd >= 3).collect())
+        .unwrap_or_default();
+    // The listing's own directory fd is closed by now: probing drops it.
+    let open = listed.into_iter().filter(|&fd| is_open(fd)).collect();
+    let _ = INHERITED.set(open);
+}
+
+fn is_open(fd: i32) -> bool {
+    // SAFETY: only queries the flags of a possibly-open fd number.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(bfd, FcntlArg::F_GETFD).is_ok()
+}
+
 /// The fds the program inherits beyond stdio: systemd socket activation's
-/// (when LISTEN_PID names us) then --preserve-fds. Returns how many, and
-/// the environment that tells the program about them.
-pub(crate) fn inherited_fds(preserve: u32) -> Result<(u32, Vec<String>)> {
+/// (when LISTEN_PID names us) then --preserve-fds. Returns those of them
+/// that the caller handed over, and the environment that tells the
+/// program about them.
+///
+/// A number in the range that the caller did not hand over is skipped, not
+/// an error: runc and crun start the container all the same
+/// (`--preserve-fds 5` from a shell that holds fewer is common), and crun
+/// passes exactly the open ones, as berth does.
+pub(crate) fn inherited_fds(preserve: u32) -> (Vec<i32>, Vec<String>) {
     let listen = match (std::env::var("LISTEN_FDS"), std::env::var("LISTEN_PID")) {
         (Ok(n), Ok(pid)) if pid.parse::<u32>().ok() == Some(std::process::id()) => n.parse::<u32>().unwrap_or(0),
         _ => 0,
     };
-    let total = listen + preserve;
-    for fd in 3..3 + total as i32 {
-        // SAFETY: only queries the flags of a possibly-open fd number.
-        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if fcntl(bfd, FcntlArg::F_GETFD).is_err() {
-            let what = if (fd as u32) < 3 + listen { "LISTEN_FDS" } else { "--preserve-fds" };
-            return Err(Error::Usage(format!("{what}: fd {fd} is not open")));
-        }
+    let total = listen.saturating_add(preserve).min(i32::MAX as u32 - 3) as i32;
+    let handed_over = |fd: &i32| INHERITED.get().is_none_or(|fds| fds.contains(fd));
+    let open: Vec<i32> = (3..3 + total).filter(|fd| handed_over(fd) && is_open(*fd)).collect();
+    if open.len() < total as usize {
+        tracing::debug!(
+            "of fds 3-{} (LISTEN_FDS/--preserve-fds) only {open:?} are open; the rest are skipped",
+            2 + total
+        );
     }
     let env = if listen > 0 { vec![format!("LISTEN_FDS={listen}"), "LISTEN_PID=1".to_string()] } else { Vec::new() };
-    Ok((total, env))
+    (open, env)
 }
 
 /// Writes a pid file as runc does: the number, no newline, atomically.
