@@ -12,6 +12,7 @@
 //! makes that explicit instead of letting them fail obscurely.
 
 pub mod cgroup;
+pub mod cri;
 pub mod image;
 pub mod leaks;
 pub mod registry;
