@@ -111,3 +111,32 @@ fn a_broken_hosts_file_fails_the_pull_naming_it() {
     assert!(matches!(err, Error::Unsupported(_)), "{msg}");
     assert!(msg.contains("registry.k8s.io/hosts.toml") && msg.contains("unknown capability \"pul\""), "{msg}");
 }
+
+#[test]
+fn a_tls_mirror_is_trusted_through_its_ca_or_skip_verify_only() {
+    use berth_testkit::registry::{Registry, RegistryOptions};
+    berth_testkit::require_root();
+    let reg = Registry::start_with(RegistryOptions { tls: true, ..Default::default() });
+    berth_testkit::cri::push_stand_in("registry.k8s.io/pause:3.10", &format!("{}/pause:3.10", reg.addr()));
+    let reference = Reference::parse("registry.k8s.io/pause:3.10").unwrap();
+    let attempt = |host_settings: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("certs.d/registry.k8s.io")).unwrap();
+        std::fs::write(tmp.path().join("certs.d/registry.k8s.io/mirror-ca.crt"), reg.ca_pem().unwrap()).unwrap();
+        let hosts = format!(
+            "server = \"http://127.0.0.1:1\"\n[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{host_settings}",
+            reg.addr()
+        );
+        let certs_d = write_hosts(tmp.path(), &hosts);
+        let store = Store::open(&tmp.path().join("root")).unwrap();
+        rt().block_on(pull(&store, &config(tmp.path(), &certs_d), &reference, &PullOptions::default()))
+            .map(|r| r.manifest)
+    };
+    let want = stand_in_digest("registry.k8s.io/pause:3.10");
+    // The CA, relative to the hosts.toml's directory, as containerd reads it.
+    assert_eq!(attempt("  ca = \"mirror-ca.crt\"\n").unwrap().to_string(), want);
+    assert_eq!(attempt("  skip_verify = true\n").unwrap().to_string(), want);
+    // Neither: the certificate is refused and the (dead) server is what is left.
+    let err = attempt("").unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
