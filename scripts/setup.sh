@@ -12,6 +12,7 @@ packages=(
   passwd           # useradd/userdel: the rootless tests make their own user
   containernetworking-plugins iptables  # container networks (CNI bridge, portmap, firewall)
   tini             # tini-static: `berth run --init`'s pid 1 (docker's docker-init)
+  protobuf-compiler  # protoc: the CRI bindings (k8s-cri) are generated from its protos at build time
 )
 # tests/interop: berth-runtime under the real clients, each started by the
 # tests with its own root, state and socket (never a system-wide instance).

@@ -260,26 +260,23 @@ async fn fetch_layers(
 }
 
 /// The manifest (or index) from the first mirror that has it, else the
-/// registry itself.
+/// upstream (the registry itself, or a hosts.toml's `server`).
 async fn fetch_top(cfg: &RegistryConfig, reference: &Reference) -> Result<(Registry, Vec<u8>, Option<String>)> {
-    let mut errors = Vec::new();
-    let mirrors = cfg.mirrors.get(reference.registry()).cloned().unwrap_or_default();
-    for endpoint in mirrors.iter().map(String::as_str).chain(std::iter::once(reference.registry())) {
+    let endpoints = cfg.endpoints(reference)?;
+    let last = endpoints.len().saturating_sub(1);
+    for (i, endpoint) in endpoints.iter().enumerate() {
         let attempt = async {
-            let reg = Registry::connect(endpoint, cfg).await?;
+            let reg = Registry::connect_endpoint(endpoint, cfg).await?;
             let (b, ct) = reg.get_manifest(reference.repository(), &reference.manifest_reference()).await?;
             Ok::<_, Error>((reg, b, ct))
         };
         match attempt.await {
             Ok(r) => return Ok(r),
-            Err(e) if endpoint != reference.registry() => {
-                debug!(mirror = endpoint, error = %e, "mirror failed");
-                errors.push(e);
-            }
+            Err(e) if i < last => debug!(mirror = %endpoint, error = %e, "mirror failed"),
             Err(e) => return Err(e),
         }
     }
-    Err(errors.pop().unwrap_or_else(|| Error::NotFound(reference.to_string())))
+    Err(Error::NotFound(reference.to_string()))
 }
 
 #[derive(Clone)]

@@ -14,6 +14,7 @@
 //! makes that explicit instead of letting them fail obscurely.
 
 pub mod cgroup;
+pub mod cri;
 pub mod image;
 pub mod invariants;
 pub mod leaks;

@@ -15,13 +15,15 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
+    RANGE, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode, Url};
 use tracing::{debug, warn};
 
 use super::auth::{Challenge, Credentials, parse_challenge};
 use super::config::{RegistryConfig, is_loopback};
+use super::hosts::{Endpoint, HostConfig};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::media::MANIFEST_ACCEPT;
@@ -45,6 +47,9 @@ pub struct Registry {
     creds: Option<Credentials>,
     auth: Mutex<AuthState>,
     cfg: RegistryConfig,
+    /// The base URL is the API root itself (hosts.toml `override_path`):
+    /// requests leave out the `v2/` prefix.
+    override_path: bool,
 }
 
 /// The access a request needs, for Bearer token scopes.
@@ -99,6 +104,7 @@ impl Registry {
                 creds: creds.clone(),
                 auth: Mutex::new(AuthState::default()),
                 cfg: cfg.clone(),
+                override_path: false,
             };
             match reg.ping().await {
                 Ok(()) => return Ok(reg),
@@ -109,6 +115,33 @@ impl Registry {
             }
         }
         Err(Error::Unsupported(format!("cannot reach registry {registry}: {}", errors.join("; "))))
+    }
+
+    /// Connects to an endpoint of [`RegistryConfig::endpoints`].
+    pub async fn connect_endpoint(endpoint: &Endpoint, cfg: &RegistryConfig) -> Result<Registry> {
+        match endpoint {
+            Endpoint::Named(name) => Registry::connect(name, cfg).await,
+            Endpoint::Host(h) => Registry::connect_host(h, cfg).await,
+        }
+    }
+
+    /// Connects to a host of a hosts.toml: its scheme as written (plain
+    /// HTTP when it says `http://`), its TLS settings, headers and proxy.
+    pub async fn connect_host(h: &HostConfig, cfg: &RegistryConfig) -> Result<Registry> {
+        let host = h.host();
+        let mut b = client_builder(&host, cfg, h.skip_verify || cfg.is_insecure(&host))?;
+        b = add_host_settings(b, h)?;
+        let reg = Registry {
+            registry: host.clone(),
+            base: h.url.clone(),
+            http: b.build().map_err(http_err(format!("HTTP client for {}", h.url)))?,
+            creds: cfg.auth_store().get(&host)?,
+            auth: Mutex::new(AuthState::default()),
+            cfg: cfg.clone(),
+            override_path: h.override_path,
+        };
+        reg.ping().await.map_err(|e| Error::Unsupported(format!("cannot reach registry host {}: {e}", h.url)))?;
+        Ok(reg)
     }
 
     /// Checks that the registry accepts our credentials (`berth login`).
@@ -164,6 +197,7 @@ impl Registry {
     }
 
     fn url(&self, path: &str) -> Result<Url> {
+        let path = if self.override_path { path.strip_prefix("v2/").unwrap_or(path) } else { path };
         self.base.join(path).map_err(|e| Error::Unsupported(format!("bad URL path {path}: {e}")))
     }
 
@@ -541,6 +575,46 @@ async fn registry_error(method: &str, url: &Url, status: StatusCode, resp: reqwe
 
 /// An HTTP client with the system CAs plus the registry's certs.d files.
 fn build_client(host: &str, cfg: &RegistryConfig, insecure: bool) -> Result<reqwest::Client> {
+    client_builder(host, cfg, insecure)?.build().map_err(http_err("build HTTP client"))
+}
+
+/// A hosts.toml host's own CAs, client certificates, headers, dial
+/// timeout and proxy, on top of [`client_builder`]'s.
+fn add_host_settings(mut b: reqwest::ClientBuilder, h: &HostConfig) -> Result<reqwest::ClientBuilder> {
+    let read = |p: &Path| std::fs::read(p).ctx(|| format!("read {} (hosts.toml of {})", p.display(), h.url));
+    for ca in &h.ca {
+        for c in reqwest::Certificate::from_pem_bundle(&read(ca)?)
+            .map_err(http_err(format!("CA certificates in {}", ca.display())))?
+        {
+            b = b.add_root_certificate(c);
+        }
+    }
+    for (cert, key) in &h.client {
+        let mut pem = read(cert)?;
+        if let Some(k) = key {
+            pem.push(b'\n');
+            pem.extend_from_slice(&read(k)?);
+        }
+        b = b.identity(reqwest::Identity::from_pem(&pem).map_err(http_err(format!("client key {}", cert.display())))?);
+    }
+    let mut headers = HeaderMap::new();
+    for (k, v) in &h.headers {
+        let bad = |e: String| Error::Unsupported(format!("hosts.toml of {}: header {k:?}: {e}", h.url));
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        headers.append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
+    }
+    b = b.default_headers(headers);
+    if let Some(t) = h.dial_timeout {
+        b = b.connect_timeout(t);
+    }
+    if let Some(p) = &h.proxy {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(http_err(format!("proxy {p}")))?);
+    }
+    Ok(b)
+}
+
+/// [`build_client`]'s settings, before building.
+fn client_builder(host: &str, cfg: &RegistryConfig, insecure: bool) -> Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
@@ -575,5 +649,5 @@ fn build_client(host: &str, cfg: &RegistryConfig, insecure: bool) -> Result<reqw
                 .identity(reqwest::Identity::from_pem(&c).map_err(http_err(format!("client key in {}", d.display())))?);
         }
     }
-    b.build().map_err(http_err("build HTTP client"))
+    Ok(b)
 }

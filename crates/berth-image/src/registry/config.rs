@@ -39,6 +39,12 @@ pub struct RegistryConfig {
     /// byte that arrives restarts the clock, so big blobs are fine.
     #[serde(with = "secs")]
     pub idle_timeout: Duration,
+    /// Directories (a `:`-separated list, as containerd's `config_path`)
+    /// holding `<registry>/hosts.toml`: per-registry mirrors and TLS
+    /// settings in containerd's format (see [`super::hosts`]). A registry
+    /// with a hosts.toml ignores `mirrors`. Empty: none.
+    #[serde(deserialize_with = "path_list::deserialize")]
+    pub config_path: Vec<PathBuf>,
     #[serde(skip)]
     pub auth: Option<AuthStore>,
 }
@@ -58,6 +64,7 @@ impl Default for RegistryConfig {
             push_chunk_size: 32 << 20,
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            config_path: Vec::new(),
             auth: None,
         }
     }
@@ -81,6 +88,18 @@ pub fn is_loopback(registry: &str) -> bool {
         registry.rsplit_once(':').map_or(registry, |(h, _)| h)
     };
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A `:`-separated list of directories (empty entries skipped).
+mod path_list {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect())
+    }
 }
 
 mod millis {
@@ -121,6 +140,14 @@ mod tests {
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("example.com:5000"));
         assert!(!is_loopback("10.0.0.1"));
+    }
+
+    #[test]
+    fn config_path_is_a_colon_separated_list() {
+        assert!(RegistryConfig::default().config_path.is_empty());
+        let c: RegistryConfig =
+            serde_json::from_str(r#"{"config_path": "/etc/berth/certs.d::/etc/containerd/certs.d"}"#).unwrap();
+        assert_eq!(c.config_path, [PathBuf::from("/etc/berth/certs.d"), PathBuf::from("/etc/containerd/certs.d")]);
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! `/etc/berth/berthd.toml`: every key has a default, so no file is needed.
+//!
+//! ```toml
+//! cgroup_driver = "cgroupfs"                    # "systemd" is refused
+//! sandbox_image = "registry.k8s.io/pause:3.10"
+//! default_runtime = "berth"                     # the handler for RuntimeClass ""
+//! [runtimes.runc]                               # RuntimeClass handler "runc"
+//!   path = "/usr/sbin/runc"
+//!   root = "/run/berth/runc"                    # its --root (default: RUNROOT/runtimes/NAME)
+//! [cni]
+//!   conf_dir = "/etc/cni/net.d"
+//!   bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
+//! [stream]                                      # exec/attach/port-forward server (not yet served)
+//!   address = "127.0.0.1"
+//!   port = 0
+//! [registry]                                    # berth-image's RegistryConfig
+//!   config_path = "/etc/berth/certs.d"          # containerd-style <host>/hosts.toml mirrors
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_image::registry::RegistryConfig;
+use serde::{Deserialize, Serialize};
+
+/// The handler name berth-runtime is registered under by default.
+pub const BERTH_HANDLER: &str = "berth";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "{path}: cgroup_driver = \"systemd\" is not supported: berthd manages cgroups itself \
+         (cgroupfs; this host has no systemd); set cgroup_driver = \"cgroupfs\" and the kubelet's \
+         --cgroup-driver=cgroupfs"
+    )]
+    SystemdDriver { path: PathBuf },
+    #[error("{path}: default_runtime {name:?} is not a configured runtime (configured: {known})")]
+    UnknownDefault { path: PathBuf, name: String, known: String },
+    #[error("{path}: runtimes.{name}: the handler name must be a DNS label (lower-case letters, digits, '-')")]
+    BadHandlerName { path: PathBuf, name: String },
+    #[error("runtime handler {name:?}: {binary}: {reason}")]
+    RuntimeBinary { name: String, binary: PathBuf, reason: String },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub cgroup_driver: CgroupDriver,
+    /// The pause image pods are built on.
+    pub sandbox_image: String,
+    /// The handler a pod without a RuntimeClass (handler "") uses.
+    pub default_runtime: String,
+    /// RuntimeClass handlers: name → OCI runtime (runc's command line).
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+    pub cni: CniConfig,
+    pub stream: StreamConfig,
+    #[serde(skip_serializing)]
+    pub registry: RegistryConfig,
+}
+
+/// `[runtimes.NAME]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The binary. Default (the "berth" handler only): berth-runtime next
+    /// to berthd, or `--runtime`.
+    pub path: Option<PathBuf>,
+    /// Its state directory (`--root`). Default: RUNROOT/runtimes/NAME.
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Network configuration lists (`*.conflist`, `*.conf`, `*.json`).
+    pub conf_dir: PathBuf,
+    /// Where the plugin binaries are, searched in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+        }
+    }
+}
+
+/// The streaming server (exec, attach, port-forward): not served yet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    pub address: String,
+    /// 0: a free port.
+    pub port: u16,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { address: "127.0.0.1".into(), port: 0 }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            default_runtime: BERTH_HANDLER.into(),
+            runtimes: BTreeMap::new(),
+            cni: CniConfig::default(),
+            stream: StreamConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (a missing file means every default), then checks it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut cfg = match std::fs::read_to_string(path) {
+            Ok(s) => {
+                toml::from_str(&s).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+        };
+        cfg.runtimes.entry(BERTH_HANDLER.into()).or_default();
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.cgroup_driver == CgroupDriver::Systemd {
+            return Err(ConfigError::SystemdDriver { path: path.into() });
+        }
+        for name in self.runtimes.keys() {
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
+                return Err(ConfigError::BadHandlerName { path: path.into(), name: name.clone() });
+            }
+        }
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            let known = self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(ConfigError::UnknownDefault { path: path.into(), name: self.default_runtime.clone(), known });
+        }
+        Ok(())
+    }
+
+    /// The handler a RuntimeClass name means ("" is the default one).
+    pub fn handler(&self, name: &str) -> Option<(&str, &RuntimeHandler)> {
+        let name = if name.is_empty() { self.default_runtime.as_str() } else { name };
+        self.runtimes.get_key_value(name).map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// A runtime handler with its binary and state root found.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolvedHandler {
+    pub name: String,
+    pub path: PathBuf,
+    pub root: PathBuf,
+}
+
+/// Finds each handler's binary (`--runtime`, else berth-runtime next to
+/// berthd, for handlers without a path) and state root; a binary that is
+/// missing or not executable is an error naming the handler.
+pub fn resolve_handlers(
+    cfg: &Config,
+    runroot: &Path,
+    runtime_flag: Option<&Path>,
+) -> Result<Vec<ResolvedHandler>, ConfigError> {
+    let next_to_us = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("berth-runtime")));
+    let mut out = Vec::new();
+    for (name, h) in &cfg.runtimes {
+        let path = match (&h.path, name.as_str()) {
+            (Some(p), _) => p.clone(),
+            (None, BERTH_HANDLER) => runtime_flag
+                .map(Path::to_path_buf)
+                .or_else(|| next_to_us.clone())
+                .unwrap_or_else(|| PathBuf::from("berth-runtime")),
+            (None, _) => {
+                return Err(ConfigError::RuntimeBinary {
+                    name: name.clone(),
+                    binary: PathBuf::new(),
+                    reason: format!("runtimes.{name}.path is not set"),
+                });
+            }
+        };
+        check_executable(name, &path)?;
+        let root = h.root.clone().unwrap_or_else(|| runroot.join("runtimes").join(name));
+        out.push(ResolvedHandler { name: name.clone(), path, root });
+    }
+    Ok(out)
+}
+
+fn check_executable(name: &str, path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: String| ConfigError::RuntimeBinary { name: name.into(), binary: path.into(), reason };
+    if !path.is_absolute() {
+        return Err(err("must be an absolute path".into()));
+    }
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(err("not an executable file".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("berthd.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn a_missing_file_is_every_default() {
+        let c = Config::load(Path::new("/nonexistent/berthd.toml")).unwrap();
+        assert_eq!(c.cgroup_driver, CgroupDriver::Cgroupfs);
+        assert_eq!(c.sandbox_image, "registry.k8s.io/pause:3.10");
+        assert_eq!(c.handler("").map(|(n, _)| n), Some("berth"));
+        assert_eq!(c.cni.conf_dir, Path::new("/etc/cni/net.d"));
+        assert_eq!(c.cni.bin_dirs, [Path::new("/usr/lib/cni"), Path::new("/opt/cni/bin")]);
+        assert!(c.registry.config_path.is_empty());
+        // An empty file is the same.
+        assert_eq!(load_str("").unwrap().sandbox_image, c.sandbox_image);
+    }
+
+    #[test]
+    fn every_section_is_read() {
+        let c = load_str(
+            r#"
+sandbox_image = "registry.k8s.io/pause:3.9"
+default_runtime = "runc"
+[runtimes.runc]
+path = "/usr/sbin/runc"
+[cni]
+conf_dir = "/tmp/net.d"
+[stream]
+port = 10010
+[registry]
+config_path = "/etc/berth/certs.d"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.sandbox_image, "registry.k8s.io/pause:3.9");
+        assert_eq!(c.handler("").map(|(n, _)| n), Some("runc"));
+        assert_eq!(c.handler("berth").map(|(n, _)| n), Some("berth"));
+        assert!(c.handler("kata").is_none());
+        assert_eq!(c.cni.conf_dir, Path::new("/tmp/net.d"));
+        assert_eq!(c.cni.bin_dirs.len(), 2);
+        assert_eq!((c.stream.address.as_str(), c.stream.port), ("127.0.0.1", 10010));
+        assert_eq!(c.registry.config_path, [Path::new("/etc/berth/certs.d")]);
+    }
+
+    #[test]
+    fn bad_configs_name_what_is_wrong() {
+        let cases = [
+            ("cgroup_driver = \"systemd\"", "cgroup_driver = \"systemd\" is not supported"),
+            ("cgroup_driver = \"cgroupv3\"", "unknown variant `cgroupv3`"),
+            ("default_runtime = \"kata\"", "default_runtime \"kata\" is not a configured runtime (configured: berth)"),
+            ("[runtimes.Bad_Name]\npath = \"/bin/true\"", "runtimes.Bad_Name"),
+            ("sandbox_imag = \"x\"", "unknown field `sandbox_imag`"),
+            ("[cni]\nconfdir = \"/x\"", "unknown field `confdir`"),
+        ];
+        for (text, want) in cases {
+            let err = load_str(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn handlers_resolve_to_executables_with_their_own_roots() {
+        let c =
+            load_str("[runtimes.sh]\npath = \"/bin/sh\"\n[runtimes.missing]\npath = \"/nonexistent/runc\"").unwrap();
+        let err = resolve_handlers(&c, Path::new("/run/b"), Some(Path::new("/bin/sh"))).unwrap_err().to_string();
+        assert!(err.contains("runtime handler \"missing\": /nonexistent/runc"), "{err}");
+        let c = load_str("[runtimes.sh]\npath = \"/bin/sh\"").unwrap();
+        let h = resolve_handlers(&c, Path::new("/run/b"), Some(Path::new("/bin/true"))).unwrap();
+        let got: Vec<(&str, &Path, &Path)> = h.iter().map(|h| (h.name.as_str(), &*h.path, &*h.root)).collect();
+        assert_eq!(
+            got,
+            [
+                ("berth", Path::new("/bin/true"), Path::new("/run/b/runtimes/berth")),
+                ("sh", Path::new("/bin/sh"), Path::new("/run/b/runtimes/sh"))
+            ]
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! berthd: the CRI server. Thin: flags, logging, config, then the library
+//! serves until SIGTERM or SIGINT, and the socket is removed. Pods and
+//! containers are left as they are (their shims hold them).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use berthd::config::{Config, resolve_handlers};
+use berthd::runtime::Daemon;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(name = "berthd", version, about = "berth's daemon: a Kubernetes CRI server (runtime.v1) on a unix socket")]
+struct Cli {
+    /// Where images, snapshots and the metadata database live (shared with `berth`).
+    #[arg(long, default_value = "/var/lib/berth")]
+    root: PathBuf,
+    /// Runtime state (locks, sockets, container state).
+    #[arg(long, default_value = "/run/berth")]
+    runroot: PathBuf,
+    /// Configuration file (every key has a default; a missing file is fine).
+    #[arg(long, env = "BERTHD_CONFIG", default_value = "/etc/berth/berthd.toml")]
+    config: PathBuf,
+    /// The OCI runtime of the default "berth" handler (runc's command
+    /// line); default: berth-runtime next to berthd.
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// The cgroup pods go under, unless the kubelet names one.
+    #[arg(long, env = "BERTH_CGROUP_PARENT", default_value = "/berth")]
+    cgroup_parent: String,
+    /// The unix socket to serve the CRI on.
+    #[arg(long, default_value = "/run/berth/berthd.sock")]
+    listen: PathBuf,
+    /// Append logs to this file instead of stderr.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("berthd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> Result<()> {
+    let builder = tracing_subscriber::fmt().with_max_level(cli.log_level).with_ansi(false);
+    match &cli.log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("open log file {}", p.display()))?;
+            builder.with_writer(std::sync::Mutex::new(f)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn absolute(p: &Path, flag: &str) -> Result<()> {
+    anyhow::ensure!(p.is_absolute(), "--{flag} {}: must be an absolute path", p.display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    init_logging(&cli)?;
+    for (p, flag) in [(&cli.root, "root"), (&cli.runroot, "runroot"), (&cli.listen, "listen")] {
+        absolute(p, flag)?;
+    }
+    anyhow::ensure!(cli.cgroup_parent.starts_with('/'), "--cgroup-parent {}: must start with /", cli.cgroup_parent);
+    let config = Config::load(&cli.config)?;
+    let handlers = resolve_handlers(&config, &cli.runroot, cli.runtime.as_deref())?;
+    let daemon = Daemon::new(config, handlers, cli.root.clone(), cli.runroot.clone(), cli.cgroup_parent.clone());
+    // Held until exit: one berthd per state directory.
+    let _lock = berthd::socket::lock(&daemon.state_dir.join("berthd.lock"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(serve(Arc::new(daemon), &cli.listen))
+}
+
+async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handle SIGINT")?;
+    let (listener, socket) = berthd::socket::bind(listen)?;
+    tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving the CRI");
+    let shutdown = async {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down; pods and containers keep running");
+    };
+    let served = berthd::serve::serve(daemon, listener, shutdown).await;
+    socket.remove();
+    served.context("serve the CRI")?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The CRI RuntimeService. Served now: `Version`, `Status`,
+//! `RuntimeConfig` and `UpdateRuntimeConfig`; pods and containers come
+//! once the engine owns them (every other RPC answers UNIMPLEMENTED).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_cri_api::v1;
+use serde_json::json;
+use tonic::{Request, Response, Status};
+
+use crate::config::{Config, ResolvedHandler};
+use crate::not_yet;
+
+/// The kubelet runtime API version berthd speaks (as containerd answers).
+pub const KUBELET_API_VERSION: &str = "0.1.0";
+/// `VersionResponse.runtime_name`.
+pub const RUNTIME_NAME: &str = "berth";
+
+/// What the services share.
+pub struct Daemon {
+    pub config: Config,
+    pub handlers: Vec<ResolvedHandler>,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub cgroup_parent: String,
+    /// berthd's own state: RUNROOT/berthd.
+    pub state_dir: PathBuf,
+    /// The pod CIDR(s) the kubelet gave in UpdateRuntimeConfig, also kept
+    /// in STATE_DIR/pod-cidr so a restarted berthd knows it.
+    pod_cidr: Mutex<String>,
+}
+
+impl Daemon {
+    pub fn new(
+        config: Config,
+        handlers: Vec<ResolvedHandler>,
+        root: PathBuf,
+        runroot: PathBuf,
+        cgroup_parent: String,
+    ) -> Daemon {
+        let state_dir = runroot.join("berthd");
+        let pod_cidr = std::fs::read_to_string(state_dir.join("pod-cidr")).unwrap_or_default();
+        Daemon { config, handlers, root, runroot, cgroup_parent, state_dir, pod_cidr: Mutex::new(pod_cidr) }
+    }
+
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn set_pod_cidr(&self, cidr: &str) -> std::io::Result<()> {
+        let mut held = self.pod_cidr.lock().map_err(|_| std::io::Error::other("pod CIDR lock poisoned"))?;
+        write_atomic(&self.state_dir.join("pod-cidr"), cidr.as_bytes())?;
+        *held = cidr.to_string();
+        Ok(())
+    }
+
+    /// The effective configuration, as `crictl info` shows it.
+    fn info_json(&self) -> serde_json::Value {
+        json!({
+            "root": self.root,
+            "runroot": self.runroot,
+            "cgroupParent": self.cgroup_parent,
+            "cgroupDriver": self.config.cgroup_driver,
+            "sandboxImage": self.config.sandbox_image,
+            "defaultRuntime": self.config.default_runtime,
+            "runtimes": self.handlers,
+            "cni": self.config.cni,
+            "stream": self.config.stream,
+            "registryConfigPath": self.config.registry.config_path,
+            "podCIDR": self.pod_cidr(),
+        })
+    }
+}
+
+/// Writes `data` to `path` through a temp file and a rename, so a kill
+/// leaves the old content or the new, never a torn one.
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Whether the CNI config dir holds a usable network config: `Err` says
+/// why not. Like libcni, `*.conflist`, `*.conf` and `*.json` files count
+/// when they parse as JSON objects with a name.
+pub fn network_config_status(conf_dir: &Path) -> Result<PathBuf, String> {
+    let entries = std::fs::read_dir(conf_dir).map_err(|e| format!("cannot read {}: {e}", conf_dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json")))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .find(|p| {
+            std::fs::read(p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v.get("name").and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty()))
+        })
+        .ok_or_else(|| format!("no network config found in {}", conf_dir.display()))
+}
+
+/// Checks a pod CIDR list as the kubelet sends it ("10.0.0.0/24" or
+/// dual-stack "10.0.0.0/24,fd00::/64").
+pub fn parse_pod_cidrs(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .map(|c| {
+            let (addr, len) = c.split_once('/').ok_or_else(|| format!("{c:?} is not a CIDR (address/length)"))?;
+            let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("{c:?}: {addr:?} is not an IP address"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            match len.parse::<u8>() {
+                Ok(n) if n <= max => Ok(c.to_string()),
+                _ => Err(format!("{c:?}: prefix length must be 0-{max}")),
+            }
+        })
+        .collect()
+}
+
+fn condition(kind: &str, ok: Result<(), String>, reason: &str) -> v1::RuntimeCondition {
+    let (status, reason, message) = match ok {
+        Ok(()) => (true, String::new(), String::new()),
+        Err(m) => (false, reason.to_string(), m),
+    };
+    v1::RuntimeCondition { r#type: kind.into(), status, reason, message }
+}
+
+pub struct RuntimeService(pub Arc<Daemon>);
+
+impl RuntimeService {
+    fn status_response(&self, verbose: bool) -> v1::StatusResponse {
+        let d = &self.0;
+        let cni = network_config_status(&d.config.cni.conf_dir);
+        let conditions = vec![
+            condition("RuntimeReady", Ok(()), ""),
+            condition("NetworkReady", cni.as_ref().map(|_| ()).map_err(Clone::clone), "NetworkPluginNotReady"),
+        ];
+        let features = Some(v1::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false });
+        // The default handler is listed under "" too: that is the name a
+        // pod without a RuntimeClass asks for.
+        let runtime_handlers = std::iter::once(String::new())
+            .chain(d.handlers.iter().map(|h| h.name.clone()))
+            .map(|name| v1::RuntimeHandler { name, features })
+            .collect();
+        let mut info = HashMap::new();
+        if verbose {
+            info.insert("config".to_string(), d.info_json().to_string());
+            let cni_status = match &cni {
+                Ok(p) => format!("OK ({})", p.display()),
+                Err(e) => e.clone(),
+            };
+            info.insert("lastCNILoadStatus".to_string(), serde_json::Value::String(cni_status).to_string());
+        }
+        v1::StatusResponse {
+            status: Some(v1::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers,
+            features: Some(v1::RuntimeFeatures { supplemental_groups_policy: false }),
+        }
+    }
+}
+
+crate::cri_service! {
+    impl v1::runtime_service_server::RuntimeService for RuntimeService {
+        type GetContainerEventsStream =
+            tokio_stream::Empty<Result<v1::ContainerEventResponse, Status>>;
+
+        async fn get_container_events(
+            &self,
+            _req: Request<v1::GetEventsRequest>,
+        ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+            Err(not_yet("GetContainerEvents"))
+        }
+
+        async fn version(&self, _req: Request<v1::VersionRequest>) -> Result<Response<v1::VersionResponse>, Status> {
+            Ok(Response::new(v1::VersionResponse {
+                version: KUBELET_API_VERSION.into(),
+                runtime_name: RUNTIME_NAME.into(),
+                runtime_version: env!("CARGO_PKG_VERSION").into(),
+                runtime_api_version: "v1".into(),
+            }))
+        }
+
+        async fn status(&self, req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+            Ok(Response::new(self.status_response(req.get_ref().verbose)))
+        }
+
+        async fn runtime_config(
+            &self,
+            _req: Request<v1::RuntimeConfigRequest>,
+        ) -> Result<Response<v1::RuntimeConfigResponse>, Status> {
+            // Config::load refuses "systemd": cgroupfs is the only driver.
+            let linux = v1::LinuxRuntimeConfiguration { cgroup_driver: v1::CgroupDriver::Cgroupfs as i32 };
+            Ok(Response::new(v1::RuntimeConfigResponse { linux: Some(linux) }))
+        }
+
+        async fn update_runtime_config(
+            &self,
+            req: Request<v1::UpdateRuntimeConfigRequest>,
+        ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
+            let cidr = req
+                .into_inner()
+                .runtime_config
+                .and_then(|c| c.network_config)
+                .map(|n| n.pod_cidr)
+                .unwrap_or_default();
+            // The kubelet sends an empty CIDR before it knows one: nothing to change.
+            if cidr.is_empty() {
+                return Ok(Response::new(v1::UpdateRuntimeConfigResponse {}));
+            }
+            let cidrs = parse_pod_cidrs(&cidr).map_err(|e| Status::invalid_argument(format!("pod CIDR: {e}")))?;
+            let cidr = cidrs.join(",");
+            if cidr != self.0.pod_cidr() {
+                self.0.set_pod_cidr(&cidr).map_err(|e| Status::internal(format!("record pod CIDR: {e}")))?;
+                tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            }
+            Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
+        }
+    }
+    not_yet {
+        "RunPodSandbox" run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
+        "StopPodSandbox" stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
+        "RemovePodSandbox" remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
+        "PodSandboxStatus" pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
+        "ListPodSandbox" list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
+        "CreateContainer" create_container(CreateContainerRequest) -> CreateContainerResponse;
+        "StartContainer" start_container(StartContainerRequest) -> StartContainerResponse;
+        "StopContainer" stop_container(StopContainerRequest) -> StopContainerResponse;
+        "RemoveContainer" remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
+        "ListContainers" list_containers(ListContainersRequest) -> ListContainersResponse;
+        "ContainerStatus" container_status(ContainerStatusRequest) -> ContainerStatusResponse;
+        "UpdateContainerResources" update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
+        "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
+        "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
+        "Exec" exec(ExecRequest) -> ExecResponse;
+        "Attach" attach(AttachRequest) -> AttachResponse;
+        "PortForward" port_forward(PortForwardRequest) -> PortForwardResponse;
+        "ContainerStats" container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
+        "ListContainerStats" list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
+        "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
+        "ListPodSandboxStats" list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
+        "CheckpointContainer" checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
+        "ListMetricDescriptors" list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
+        "ListPodSandboxMetrics" list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_cidrs() {
+        assert_eq!(parse_pod_cidrs("10.0.0.0/24, fd00::/64").unwrap(), ["10.0.0.0/24", "fd00::/64"]);
+        for (bad, want) in [
+            ("10.0.0.0", "not a CIDR"),
+            ("10.0.0/24", "not an IP address"),
+            ("10.0.0.0/33", "0-32"),
+            ("fd00::/129", "0-128"),
+        ] {
+            let e = parse_pod_cidrs(bad).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn network_needs_a_named_config() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(network_config_status(&d.path().join("none")).unwrap_err().contains("cannot read"));
+        assert!(network_config_status(d.path()).unwrap_err().contains("no network config found"));
+        std::fs::write(d.path().join("10-x.conflist"), "{ not json").unwrap();
+        std::fs::write(d.path().join("README"), r#"{"name": "x"}"#).unwrap();
+        assert!(network_config_status(d.path()).is_err());
+        std::fs::write(d.path().join("20-y.conflist"), r#"{"cniVersion": "1.0.0", "name": "y", "plugins": []}"#)
+            .unwrap();
+        assert_eq!(network_config_status(d.path()).unwrap(), d.path().join("20-y.conflist"));
+    }
+}
