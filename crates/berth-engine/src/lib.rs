@@ -16,3 +16,12 @@ pub mod prune;
 pub mod spec;
 pub mod store;
 pub mod volume;
+
+impl engine::Engine {
+    /// The OCI runtime's command line with the engine's state root: the
+    /// one way the engine runs the runtime (the shim uses the same
+    /// wrapper).
+    pub fn oci_runtime(&self) -> berth_oci_cli::Runtime {
+        berth_oci_cli::Runtime::new(&self.runtime).root(self.runroot.join("runtime"))
+    }
+}

@@ -21,13 +21,10 @@ pub enum ObserveError {
     /// docker's words: "container X is not running".
     #[error("container {0} is not running")]
     NotRunning(String),
-    #[error("run the OCI runtime {runtime}: {source}")]
-    Spawn { runtime: String, source: std::io::Error },
-    /// The OCI runtime failed: its command and its own message.
-    #[error("OCI runtime {what}: {message}")]
-    Runtime { what: String, message: String },
-    #[error("OCI runtime {what}: output is not what runc prints: {source}")]
-    Output { what: String, source: serde_json::Error },
+    /// The OCI runtime failed (its own message), could not be run, or
+    /// printed what runc would not.
+    #[error("OCI runtime {what}: {source}")]
+    Runtime { what: String, source: berth_oci_cli::Error },
 }
 
 /// One process of a container, as `ps -ef` describes it.
@@ -115,29 +112,13 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Runs the OCI runtime with `args`; its stdout.
-    fn runtime_output(&self, args: &[&str]) -> Result<Vec<u8>, ObserveError> {
-        let out = self
-            .runtime_cmd()
-            .args(args)
-            .output()
-            .map_err(|source| ObserveError::Spawn { runtime: self.runtime.display().to_string(), source })?;
-        if !out.status.success() {
-            return Err(ObserveError::Runtime {
-                what: args.join(" "),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        Ok(out.stdout)
-    }
-
     /// The container's processes (docker's `top`), in pid order.
     pub fn top(&self, key: &str) -> Result<Vec<Process>, ObserveError> {
         let rec = self.running_container(key)?;
-        let out = self.runtime_output(&["ps", "--format", "json", &rec.id])?;
-        let what = || format!("ps --format json {}", rec.id);
-        let mut pids: Vec<i32> =
-            serde_json::from_slice(&out).map_err(|source| ObserveError::Output { what: what(), source })?;
+        let mut pids = self
+            .oci_runtime()
+            .ps(&rec.id)
+            .map_err(|source| ObserveError::Runtime { what: format!("ps {}", rec.id), source })?;
         pids.sort_unstable();
         let clock = Clock::read();
         // A process that ended since the runtime listed it is left out.
@@ -152,18 +133,15 @@ impl Engine {
         if !s.running {
             return Ok(s);
         }
-        let data = match self.runtime_output(&["events", "--stats", &rec.id]) {
-            Ok(out) => {
-                let what = || format!("events --stats {}", rec.id);
-                let line = out.split(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap_or_default();
-                let mut event: Value =
-                    serde_json::from_slice(line).map_err(|source| ObserveError::Output { what: what(), source })?;
-                event["data"].take()
-            }
+        let data = match self.oci_runtime().stats(&rec.id) {
+            Ok(event) => event.data,
             // crun has no `events`: the container's cgroup, read as
             // berth-runtime reads it for its own `events --stats`.
-            Err(e @ ObserveError::Runtime { .. }) => self.cgroup_stats(&rec.id).ok_or(e)?,
-            Err(e) => return Err(e),
+            Err(source @ berth_oci_cli::Error::Failed { .. }) => {
+                let what = format!("events --stats {}", rec.id);
+                self.cgroup_stats(&rec.id).ok_or(ObserveError::Runtime { what, source })?
+            }
+            Err(source) => return Err(ObserveError::Runtime { what: format!("events --stats {}", rec.id), source }),
         };
         s.at = Instant::now();
         read_stats(&data, &mut s);

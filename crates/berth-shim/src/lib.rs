@@ -6,8 +6,10 @@
 //! the exit in exit.json and applies the restart policy. It runs detached
 //! from whoever started it, so containers outlive the engine and the CLI.
 //!
-//! Single-threaded, no async runtime, no flag parser, no serde in the
-//! binary: its memory is paid once per running container.
+//! Single-threaded, no async runtime, no flag parser; the two JSON shapes
+//! it writes are written by hand (see [`json`]), and serde only reads the
+//! runtime's log lines (through berth-oci-cli): its memory is paid once
+//! per running container.
 //!
 //! The engine's side is [`client`].
 

@@ -22,6 +22,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use berth_oci_cli::{self as oci, CreateOpts, ExecOpts, LogFormat, Runtime};
+use std::os::unix::ffi::OsStrExt;
+
 use crate::config::Config;
 use crate::logfile::{JsonFileLog, Stream};
 use crate::process::ProcessId;
@@ -135,8 +138,7 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !cfg.no_delete {
-            let _ =
-                runtime(cfg).args(["delete", "--force", &cfg.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = runtime(cfg).delete(&cfg.id, true);
         }
         if !again {
             finish(cfg, sync.as_mut(), code);
@@ -198,12 +200,12 @@ fn run_exit_command(cfg: &Config) {
         .spawn();
 }
 
-fn runtime(cfg: &Config) -> Command {
-    let mut c = Command::new(&cfg.runtime);
-    if let Some(root) = &cfg.runtime_root {
-        c.arg("--root").arg(root);
+fn runtime(cfg: &Config) -> Runtime {
+    let rt = Runtime::new(&cfg.runtime);
+    match &cfg.runtime_root {
+        Some(root) => rt.root(root),
+        None => rt,
     }
-    c
 }
 
 fn bind_attach(dir: &Path) -> Result<UnixListener, ShimError> {
@@ -228,79 +230,64 @@ fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
     let runtime_log = cfg.state_dir.join("runtime.log");
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&runtime_log);
-    let mut create = runtime(cfg);
+    // The container's stdio is the runtime's: its errors come from the log.
+    let rt = runtime(cfg).log(&runtime_log).log_format(LogFormat::Json);
     // `run --detach`: create and start in one runtime process (one exec
     // less than `create` + `start`, a few ms of every start).
-    create.arg("--log").arg(&runtime_log).args(["--log-format", "json", "run", "--detach", "--bundle"]);
-    create.arg(&cfg.bundle).arg("--pid-file").arg(&pid_file);
+    let mut opts =
+        CreateOpts { bundle: cfg.bundle.clone(), pid_file: Some(pid_file.clone()), detach: true, ..Default::default() };
     let mut io = Io { out: None, err: None, stdin: None, pty: None };
-    let console = if cfg.terminal {
+    let (console, stdio) = if cfg.terminal {
         let path = cfg.state_dir.join("console.sock");
         let _ = std::fs::remove_file(&path);
         let l = UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        create.arg("--console-socket").arg(&path);
-        create.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        Some((l, path))
+        opts.console_socket = Some(path.clone());
+        let null = || Some(Stdio::null());
+        (Some((l, path)), oci::Io { stdin: null(), stdout: null(), stderr: null() })
     } else {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         io.out = Some(out_r);
         io.err = Some(err_r);
-        if cfg.stdin {
+        let stdin = if cfg.stdin {
             let (in_r, in_w) = pipe()?;
             io.stdin = Some(in_w);
-            create.stdin(Stdio::from(in_r));
+            Stdio::from(in_r)
         } else {
-            create.stdin(Stdio::null());
-        }
-        create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-        None
+            Stdio::null()
+        };
+        (None, oci::Io { stdin: Some(stdin), stdout: Some(Stdio::from(out_w)), stderr: Some(Stdio::from(err_w)) })
     };
-    create.arg(&cfg.id);
-    let mut child = create.spawn().map_err(|e| format!("run {}: {e}", cfg.runtime.display()))?;
+    let mut child = rt.spawn_run(&cfg.id, &opts, stdio).map_err(|e| e.to_string())?;
     if let Some((listener, path)) = console {
-        let master = receive_console(&listener, &mut child).map_err(|e| {
-            let _ = child.wait();
-            runtime_error(&runtime_log).unwrap_or(e)
-        })?;
+        let master = match receive_console(&listener, &mut child) {
+            Ok(m) => m,
+            // The runtime's own words, when it failed; else why no
+            // terminal came.
+            Err(e) => return Err(child.wait().err().map_or(e, |failed| failed.to_string())),
+        };
         let _ = std::fs::remove_file(path);
         io.pty = Some(master.as_raw_fd());
         io.stdin = Some(master.try_clone().map_err(|e| e.to_string())?);
         io.out = Some(master);
     }
-    // Our copies of the container's ends are gone with `create` (moved
-    // into it): only the container holds them now.
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        let msg =
-            runtime_error(&runtime_log).unwrap_or_else(|| format!("{} run failed ({status})", cfg.runtime.display()));
-        let _ = runtime(cfg).args(["delete", "--force", &cfg.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        return Err(msg);
+    // Our copies of the container's ends went with the runtime's command
+    // (moved into it): only the container holds them now.
+    if let Err(e) = child.wait() {
+        let _ = runtime(cfg).delete(&cfg.id, true);
+        return Err(e.to_string());
     }
-    let pid = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .ok_or_else(|| format!("the runtime wrote no pid to {}", pid_file.display()))?;
+    let pid = oci::read_pid_file(&pid_file).map_err(|e| e.to_string())?;
     for fd in [&io.out, &io.err].into_iter().flatten() {
         set_nonblocking(fd.as_raw_fd());
     }
     Ok((pid, io))
 }
 
-/// The last error the runtime logged (runc's JSON log lines).
-fn runtime_error(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
-        .next_back()
-}
-
 /// Waits for the runtime to connect to the console socket and send the
 /// pty master (SCM_RIGHTS), or to exit without doing so.
-pub fn receive_console(listener: &UnixListener, child: &mut std::process::Child) -> Result<OwnedFd, String> {
+pub fn receive_console(listener: &UnixListener, child: &mut oci::Pending) -> Result<OwnedFd, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let conn = loop {
         match listener.accept() {
@@ -308,7 +295,7 @@ pub fn receive_console(listener: &UnixListener, child: &mut std::process::Child)
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(format!("accept on the console socket: {e}")),
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = child.try_exited() {
             return Err(format!("the runtime exited ({status}) without sending a terminal"));
         }
         if Instant::now() > deadline {
@@ -552,26 +539,19 @@ fn start_session(cfg: &Config, c: &mut Client, args: &[u8], running: bool) -> Op
 fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32, String> {
     let pid_file = cfg.state_dir.join(format!("exec-{n}.pid"));
     let log = cfg.state_dir.join(format!("exec-{n}.log"));
-    let args: Vec<&std::ffi::OsStr> = args.split(|b| *b == 0).map(std::os::unix::ffi::OsStrExt::from_bytes).collect();
-    let mut fds = fds.into_iter();
-    let (stdin, stdout, stderr) = (fds.next(), fds.next(), fds.next());
-    let mut cmd = runtime(cfg);
-    cmd.arg("--log").arg(&log).args(["--log-format", "json", "exec", "--detach", "--pid-file"]);
-    cmd.arg(&pid_file).args(args);
-    if let (Some(i), Some(o), Some(e)) = (stdin, stdout, stderr) {
-        cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o)).stderr(Stdio::from(e));
-    }
+    let args: Vec<std::ffi::OsString> =
+        args.split(|b| *b == 0).map(|a| std::ffi::OsStr::from_bytes(a).to_owned()).collect();
+    let mut fds = fds.into_iter().map(|fd| Some(Stdio::from(fd)));
+    let stdio = oci::Io { stdin: fds.next().flatten(), stdout: fds.next().flatten(), stderr: fds.next().flatten() };
+    let opts = ExecOpts { detach: true, pid_file: Some(pid_file.clone()), ..Default::default() };
     // Waited for here, by pid: the reaper's waitpid(-1) only runs between
     // polls, so it cannot take this status.
-    let status = cmd.status().map_err(|e| format!("run {}: {e}", cfg.runtime.display()));
-    let result = match status {
-        Ok(s) if s.success() => std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .ok_or_else(|| format!("the runtime wrote no pid to {}", pid_file.display())),
-        Ok(s) => Err(runtime_error(&log).unwrap_or_else(|| format!("{} exec failed ({s})", cfg.runtime.display()))),
-        Err(e) => Err(e),
-    };
+    let result = runtime(cfg)
+        .log(&log)
+        .log_format(LogFormat::Json)
+        .exec_prepared(&args, &opts, stdio)
+        .and_then(|()| oci::read_pid_file(&pid_file))
+        .map_err(|e| e.to_string());
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&log);
     result
