@@ -129,7 +129,7 @@ pub enum ResolvedMount {
 }
 
 /// docker's default capabilities.
-pub use berth_runtime::seccomp::profile::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
+pub use berth_profiles::DOCKER_DEFAULT_CAPS as DEFAULT_CAPS;
 
 const MASKED_PATHS: [&str; 11] = [
     "/proc/asound",
@@ -267,8 +267,7 @@ fn security(flags: &RunFlags, caps: &[String]) -> Result<Security, SpecError> {
     } else if unconfined {
         None
     } else {
-        let profile =
-            berth_runtime::seccomp::profile::default_profile(caps).map_err(|e| SpecError::Seccomp(e.to_string()))?;
+        let profile = berth_profiles::seccomp::default_profile(caps).map_err(|e| SpecError::Seccomp(e.to_string()))?;
         Some(serde_json::to_value(profile).map_err(|e| SpecError::Seccomp(e.to_string()))?)
     };
     Ok(Security { seccomp, no_new_privileges })

@@ -26,7 +26,9 @@
 //! carry the fd. The socket is connected by the runtime beforehand, since
 //! the listener's path is not reachable from inside the container.
 
-pub mod profile;
+/// Docker's default profile lives in berth-profiles (the engine uses it
+/// too); re-exported where the runtime's users found it.
+pub use berth_profiles::seccomp as profile;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -449,5 +451,38 @@ mod tests {
         let again = build_cached(&profile, Some(dir.path())).unwrap();
         assert_eq!(words(&again), words(&fresh));
         assert_eq!(std::fs::read(&entries[0]).unwrap().len(), fresh.program.len() * 8);
+    }
+
+    /// Whether this host's libseccomp knows every ABI of `abis`
+    /// (2.5 predates loongarch64, for one).
+    fn libseccomp_knows(abis: &[Arch]) -> bool {
+        abis.iter().all(|a| {
+            let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).unwrap();
+            let a = arch(*a).unwrap();
+            a == ScmpArch::native() || ctx.add_arch(a).is_ok()
+        })
+    }
+
+    /// libseccomp takes every evaluation of the default profile: each
+    /// architecture with an entry, with no, Docker's, each single extra,
+    /// and all capabilities.
+    #[test]
+    fn every_evaluation_of_the_default_profile_builds_a_filter() {
+        let arches = profile::architectures().unwrap();
+        let known = |name: &str| arches.iter().any(|(n, abis)| *n == name && libseccomp_knows(abis));
+        assert!(known("x86_64") && known("aarch64"));
+        let with = |extra: Option<String>| -> Vec<String> {
+            profile::DOCKER_DEFAULT_CAPS.iter().map(|c| c.to_string()).chain(extra).collect()
+        };
+        let mut capsets = vec![Vec::new(), with(None), caps::all().iter().map(|c| c.to_string()).collect()];
+        capsets.extend(caps::all().iter().map(|c| with(Some(c.to_string()))));
+        for (name, _) in arches.iter().filter(|(_, abis)| libseccomp_knows(abis)) {
+            for caps in &capsets {
+                let s = profile::default_profile_for(caps, name).unwrap();
+                if let Err(e) = build(&s) {
+                    panic!("{name} {caps:?}: {e}");
+                }
+            }
+        }
     }
 }
