@@ -200,9 +200,9 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
 }
 
 fn copy_winsize(master: &OwnedFd) {
-    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes a winsize to a valid pointer.
-    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0 {
-        let _ = set_winsize(master.as_raw_fd(), ws.ws_row, ws.ws_col);
+    if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdin())
+        && ws.ws_row > 0
+    {
+        let _ = set_winsize(master, ws.ws_row, ws.ws_col);
     }
 }

@@ -153,10 +153,8 @@ fn readonly_exe_in_userns() -> Result<OwnedFd> {
 fn reexec(exe: &OwnedFd) -> Error {
     let cstr = |v: Vec<u8>| CString::new(v).expect("argv and environ hold no NUL");
     let args: Vec<CString> = std::env::args_os().map(|a| cstr(a.into_vec())).collect();
-    let mut name = [0u8; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
-    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
-    let name = CStr::from_bytes_until_nul(&name).map(CStr::to_bytes).unwrap_or_default();
+    let name = rustix::thread::name().unwrap_or_default();
+    let name = name.to_bytes();
     let mut env: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.into_vec();
@@ -190,7 +188,7 @@ fn restore_name(name: OsString) {
     // reads the environment concurrently.
     unsafe { std::env::remove_var(MARK) };
     if let Ok(name) = CString::new(name.into_vec()) {
-        // SAFETY: PR_SET_NAME reads a NUL-terminated string (truncated to 16 bytes).
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        // Truncated to 15 bytes by the kernel, as comm always is.
+        let _ = rustix::thread::set_name(&name);
     }
 }

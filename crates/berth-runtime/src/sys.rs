@@ -223,24 +223,24 @@ pub fn exit_now(code: i32) -> ! {
 /// `run` and `exec` can wait for a container process they did not fork
 /// directly.
 pub fn set_child_subreaper() -> nix::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(errno)
 }
 
 /// PR_SET_NO_NEW_PRIVS.
 pub fn set_no_new_privs() -> nix::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    rustix::thread::set_no_new_privs(true).map_err(errno)
 }
 
 /// PR_SET_KEEPCAPS: keep permitted capabilities across the setuid away
 /// from root, so the container's own set can be applied after it.
 pub fn set_keep_caps(on: bool) -> nix::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    rustix::thread::set_keep_capabilities(on).map_err(errno)
+}
+
+/// rustix's errno as nix's (the runtime's errors carry nix's). rustix
+/// makes the raw system call, so these are safe between fork and exec.
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// Joins a new session keyring named `name` (keyctl has no wrapper in nix).

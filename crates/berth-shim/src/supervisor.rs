@@ -45,8 +45,9 @@ struct Io {
     err: Option<OwnedFd>,
     /// Where stdin input goes: a pipe, or the terminal.
     stdin: Option<OwnedFd>,
-    /// The terminal, for resizes.
-    pty: Option<RawFd>,
+    /// The terminal, for resizes: a copy of its own, so it stays open
+    /// when the output side is dropped at EOF.
+    pty: Option<OwnedFd>,
 }
 
 struct Client {
@@ -74,8 +75,8 @@ const SESSION_GRACE: Duration = Duration::from_secs(10);
 /// Runs the container to its end. Returns the last exit code.
 pub fn run(cfg: &Config) -> Result<i32, ShimError> {
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| ShimError::io("create", &cfg.state_dir, e))?;
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| ShimError::sys("become the child subreaper", Errno::from_raw(e.raw_os_error())))?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     for s in FORWARDED {
@@ -268,7 +269,7 @@ fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
             Err(e) => return Err(child.wait().err().map_or(e, |failed| failed.to_string())),
         };
         let _ = std::fs::remove_file(path);
-        io.pty = Some(master.as_raw_fd());
+        io.pty = Some(master.try_clone().map_err(|e| e.to_string())?);
         io.stdin = Some(master.try_clone().map_err(|e| e.to_string())?);
         io.out = Some(master);
     }
@@ -585,15 +586,14 @@ fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, V
                 }
             }
             Ok(Some((protocol::RESIZE, size))) if size.len() == 4 => {
-                if let Some(pty) = io.pty {
-                    let ws = libc::winsize {
+                if let Some(pty) = &io.pty {
+                    let ws = rustix::termios::Winsize {
                         ws_row: u16::from_be_bytes([size[0], size[1]]),
                         ws_col: u16::from_be_bytes([size[2], size[3]]),
                         ws_xpixel: 0,
                         ws_ypixel: 0,
                     };
-                    // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
-                    unsafe { libc::ioctl(pty, libc::TIOCSWINSZ, &ws) };
+                    let _ = rustix::termios::tcsetwinsize(pty, ws);
                 }
             }
             Ok(Some(_)) => {}

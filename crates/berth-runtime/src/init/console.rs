@@ -2,7 +2,7 @@
 //! master handed out over the console socket exactly as runc does it, its
 //! slave made the process's controlling terminal and stdio.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -26,20 +26,17 @@ pub struct Pty {
 /// Opens a new pty through `ptmx` (an open /dev/ptmx of the container's
 /// devpts) and its peer, without looking the slave up by path.
 pub fn open_pty(ptmx: OwnedFd) -> Result<Pty> {
-    let fd = ptmx.as_raw_fd();
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int from the pointer, which is valid.
-    if unsafe { libc::ioctl(fd, libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(Error::os("unlock pty", Errno::last()));
-    }
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
-    let slave = unsafe { libc::ioctl(fd, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if slave < 0 {
-        return Err(Error::os("open pty peer (TIOCGPTPEER)", Errno::last()));
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave as RawFd) };
+    use rustix::pty::OpenptFlags;
+    rustix::pty::unlockpt(&ptmx).map_err(|e| Error::os("unlock pty", errno(e)))?;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let slave =
+        rustix::pty::ioctl_tiocgptpeer(&ptmx, flags).map_err(|e| Error::os("open pty peer (TIOCGPTPEER)", errno(e)))?;
     Ok(Pty { master: ptmx, slave })
+}
+
+/// rustix's errno as the runtime's errors carry it (nix's).
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// A pty of the container's devpts, opened through its /dev/ptmx, with the
@@ -51,7 +48,7 @@ pub fn open_in_rootfs(rootfs: &Rootfs, process: &Process) -> Result<Pty> {
         .step(|| "open /dev/ptmx in the container")?;
     let pty = open_pty(OwnedFd::from(ptmx))?;
     if let Some(size) = process.console_size() {
-        set_winsize(pty.master.as_raw_fd(), size.height() as u16, size.width() as u16)?;
+        set_winsize(&pty.master, size.height() as u16, size.width() as u16)?;
     }
     let console = rootfs.mkfile(Path::new("/dev/console"))?;
     bind(&crate::sys::fd_path(&pty.slave), &console, false).step(|| "bind the pty on /dev/console")?;
@@ -69,7 +66,7 @@ pub fn open_here(process: &Process) -> Result<Pty> {
     .step(|| "open /dev/ptmx in the container")?;
     let pty = open_pty(ptmx)?;
     if let Some(size) = process.console_size() {
-        set_winsize(pty.master.as_raw_fd(), size.height() as u16, size.width() as u16)?;
+        set_winsize(&pty.master, size.height() as u16, size.width() as u16)?;
     }
     Ok(pty)
 }
@@ -86,18 +83,11 @@ pub fn attach_slave(slave: &OwnedFd) -> Result<()> {
     dup2_stdin(slave).step(|| "dup the pty to stdin")?;
     nix::unistd::dup2_stdout(slave).step(|| "dup the pty to stdout")?;
     nix::unistd::dup2_stderr(slave).step(|| "dup the pty to stderr")?;
-    // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
-    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-        return Err(Error::os("make the pty the controlling terminal", Errno::last()));
-    }
-    Ok(())
+    rustix::process::ioctl_tiocsctty(std::io::stdin())
+        .map_err(|e| Error::os("make the pty the controlling terminal", errno(e)))
 }
 
-pub fn set_winsize(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
-        return Err(Error::os("set the terminal size", Errno::last()));
-    }
-    Ok(())
+pub fn set_winsize(fd: impl AsFd, rows: u16, cols: u16) -> Result<()> {
+    let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    rustix::termios::tcsetwinsize(fd, ws).map_err(|e| Error::os("set the terminal size", errno(e)))
 }
