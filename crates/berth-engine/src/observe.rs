@@ -254,34 +254,26 @@ fn process(pid: i32, clock: &Clock) -> Option<Process> {
 }
 
 fn parse_process(pid: i32, stat: &str, status: &str, cmdline: &[u8], clock: &Clock) -> Option<Process> {
-    // The command name is in parentheses and may hold spaces and ')'.
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1;
-    // Fields after the name, numbered from 3 (state) as proc(5) does.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let ppid = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let tty_nr = field(7);
-    let cpu_ticks = field(14) + field(15);
-    let start_ticks = field(22);
+    let stat = berth_proc::parse_stat(stat)?;
+    let cpu_ticks = stat.utime + stat.stime;
     let uid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     let hz = clock.ticks_per_sec;
-    let age = clock.uptime - start_ticks as f64 / hz as f64;
+    let age = clock.uptime - stat.start as f64 / hz as f64;
     let cpu_percent = if age > 0.0 { (cpu_ticks as f64 / hz as f64 / age * 100.0) as u64 } else { 0 };
     let args: Vec<String> =
         cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    let cmd = if args.is_empty() { format!("[{comm}]") } else { args.join(" ") };
+    let cmd = if args.is_empty() { format!("[{}]", stat.comm) } else { args.join(" ") };
     Some(Process {
         uid,
         pid,
-        ppid,
+        ppid: stat.ppid,
         cpu_percent,
-        start_time: clock.boot_time + start_ticks / hz,
-        tty: tty_name(tty_nr),
+        start_time: clock.boot_time + stat.start / hz,
+        tty: tty_name(stat.tty_nr),
         cpu_seconds: cpu_ticks / hz,
         cmd,
     })
@@ -325,7 +317,8 @@ mod tests {
         assert_eq!(p.cpu_seconds, 5);
         assert_eq!(p.start_time, 1_000_500);
         assert_eq!(p.cpu_percent, 1, "5 s of CPU in 500 s");
-        let p = parse_process(2, "2 (kworker/0:1) I 0 0 0 0 -1 0", "", b"", &clock()).unwrap();
+        let kthread = "2 (kworker/0:1) I 0 0 0 0 -1 69238880 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0";
+        let p = parse_process(2, kthread, "", b"", &clock()).unwrap();
         assert_eq!((p.cmd.as_str(), p.tty.as_str()), ("[kworker/0:1]", "?"));
     }
 

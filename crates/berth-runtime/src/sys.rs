@@ -44,36 +44,19 @@ pub fn fork() -> nix::Result<ForkResult> {
 
 /// Number of threads of this process, from /proc/self/stat.
 pub fn thread_count() -> Option<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(17)?.parse().ok()
+    berth_proc::own_stat().map(|s| s.num_threads as usize)
 }
 
-/// What /proc/<pid>/stat says about a process: its state letter and its
-/// start time in clock ticks since boot. The start time tells a process from
-/// a later one that reused its pid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    pub state: char,
-    pub start_time: u64,
-}
-
-pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after
-    // the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after.split(' ');
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 of the whole line, field 20 after the name.
-    let start_time = fields.nth(18)?.parse().ok()?;
-    Some(ProcStat { state, start_time })
+/// The start time of `pid` in clock ticks since boot: with the pid, it
+/// tells a process from a later one that reused its pid.
+pub fn start_time(pid: i32) -> Option<u64> {
+    berth_proc::stat(pid).map(|s| s.start)
 }
 
 /// True if `pid` is the process that started at `start_time` and has not
 /// exited (a zombie has exited).
 pub fn is_alive(pid: i32, start_time: u64) -> bool {
-    pid > 0 && proc_stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z' && s.state != 'X')
+    berth_proc::ProcessId { pid, start: start_time }.is_alive()
 }
 
 /// pidfd_open(2): a handle that names one process, immune to pid reuse.
@@ -357,10 +340,9 @@ mod tests {
     #[test]
     fn own_stat_is_readable_and_alive() {
         let me = std::process::id() as i32;
-        let st = proc_stat(me).unwrap();
-        assert_ne!(st.state, 'Z');
-        assert!(is_alive(me, st.start_time));
-        assert!(!is_alive(me, st.start_time + 1), "a different start time is another process");
+        let start = start_time(me).unwrap();
+        assert!(is_alive(me, start));
+        assert!(!is_alive(me, start + 1), "a different start time is another process");
     }
 
     #[test]

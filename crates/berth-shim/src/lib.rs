@@ -17,8 +17,9 @@ pub mod client;
 pub mod config;
 pub mod json;
 pub mod logfile;
-pub mod process;
 pub mod protocol;
+/// A process by pid and start time (berth-proc, shared with the runtime).
+pub use berth_proc as process;
 pub mod supervisor;
 pub mod time;
 

@@ -295,7 +295,7 @@ mod tests {
         let root = StateRoot(tmp.path().to_path_buf());
         let dir = root.create_dir("c1").unwrap();
         let me = std::process::id() as i32;
-        let start = sys::proc_stat(me).unwrap().start_time;
+        let start = sys::start_time(me).unwrap();
         let c = Container {
             dir: dir.clone(),
             state: Persisted {

@@ -90,7 +90,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             poststart_hooks: !hooks::of(&bundle.spec, HookKind::Poststart).is_empty(),
             poststop_hooks: !hooks::of(&bundle.spec, HookKind::Poststop).is_empty(),
             net_devices: Vec::new(),
-            creator: sys::proc_stat(me).map(|s| (me, s.start_time)),
+            creator: sys::start_time(me).map(|s| (me, s)),
         },
     };
     let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
@@ -136,9 +136,8 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     if spawned.early != Some(Msg::RunHooks) {
         spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
     }
-    let start_time = sys::proc_stat(spawned.pid)
-        .ok_or_else(|| Error::Container("the container's init exited during setup".into()))?
-        .start_time;
+    let start_time = sys::start_time(spawned.pid)
+        .ok_or_else(|| Error::Container("the container's init exited during setup".into()))?;
     container.state.init_pid = spawned.pid;
     container.state.init_start_time = start_time;
     let state = container.oci_state(Status::Creating);
