@@ -6,6 +6,9 @@
 //!
 //! A crate of its own, with no dependencies: the runtime uses it and must
 //! not link the shim; the shim re-exports it as `berth_shim::process`.
+//! [`time`] formats the timestamps berth records for processes.
+
+pub mod time;
 
 /// A process as it was when recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,8 @@ pub mod protocol;
 /// A process by pid and start time (berth-proc, shared with the runtime).
 pub use berth_proc as process;
 pub mod supervisor;
-pub mod time;
+/// RFC 3339 timestamps (berth-proc's, shared with the runtime).
+pub use berth_proc::time;
 
 use std::path::{Path, PathBuf};
 

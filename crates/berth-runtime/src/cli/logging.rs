@@ -116,10 +116,6 @@ fn quote(s: &str) -> String {
     out
 }
 
-fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 impl LogrusLayer {
     fn write(&self, line: &str) {
         match &self.sink {
@@ -139,7 +135,8 @@ impl<S: Subscriber> Layer<S> for LogrusLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut v = MessageVisitor::default();
         event.record(&mut v);
-        let line = format_line(self.format, level_name(event.metadata().level()), &v.text, &now());
+        let line =
+            format_line(self.format, level_name(event.metadata().level()), &v.text, &berth_proc::time::now_secs());
         self.write(&line);
     }
 }

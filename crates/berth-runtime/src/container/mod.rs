@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Context, Error, Result};
 use crate::sys;
 
-pub use status::{OciState, Status, format_time};
+pub use status::{OciState, Status};
 
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.json";
@@ -304,7 +304,7 @@ mod tests {
                 init_start_time: start,
                 bundle: "/b".into(),
                 rootfs: "/b/rootfs".into(),
-                created: format_time(std::time::SystemTime::now()),
+                created: berth_proc::time::format_go(std::time::SystemTime::now()),
                 cgroup: None,
                 default_cgroup: false,
                 joined_cgroup: false,

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,33 +58,9 @@ impl OciState {
     }
 }
 
-/// RFC 3339 in UTC with nanoseconds and trailing zeros trimmed, which is how
-/// Go (and so runc) writes a time.Time: "2026-11-23T19:40:55.751764629Z".
-pub fn format_time(t: SystemTime) -> String {
-    let dt: chrono::DateTime<chrono::Utc> = t.into();
-    let base = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-    let nanos = dt.timestamp_subsec_nanos();
-    if nanos == 0 {
-        return format!("{base}Z");
-    }
-    let frac = format!("{nanos:09}");
-    format!("{base}.{}Z", frac.trim_end_matches('0'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn time_is_formatted_like_go() {
-        let t = UNIX_EPOCH + Duration::new(1_795_463_255, 751_764_629);
-        assert_eq!(format_time(t), "2026-11-23T19:47:35.751764629Z");
-        let t = UNIX_EPOCH + Duration::new(1_795_463_255, 500_000_000);
-        assert_eq!(format_time(t), "2026-11-23T19:47:35.5Z");
-        let t = UNIX_EPOCH + Duration::new(1_795_463_255, 0);
-        assert_eq!(format_time(t), "2026-11-23T19:47:35Z");
-    }
 
     #[test]
     fn state_json_has_runc_shape() {

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::channel::Msg;
 use crate::config::Bundle;
-use crate::container::{CONFIG_FILE, Container, Persisted, START_SOCKET, StateRoot, Status, format_time, write_atomic};
+use crate::container::{CONFIG_FILE, Container, Persisted, START_SOCKET, StateRoot, Status, write_atomic};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
 use crate::init::namespaces::NsPlan;
@@ -82,7 +82,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             init_start_time: 0,
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
-            created: format_time(SystemTime::now()),
+            created: berth_proc::time::format_go(SystemTime::now()),
             cgroup: cgroup.clone(),
             default_cgroup: cgs.default_path,
             joined_cgroup: cgs.joined,
