@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde_json::{Value, json};
 
+use crate::decompress::Compression;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result, json_err};
-use crate::media::{self, Compression, Document};
+use crate::media::{self, Document};
 use crate::platform::Platform;
 use crate::pull::unpack_blob;
 use crate::reference::Reference;
@@ -103,13 +104,7 @@ pub fn save(store: &Store, names: &[String], out: impl Write) -> Result<()> {
 /// tame relative names are taken: the archive is untrusted.
 fn extract(input: &Path, dir: &Path) -> Result<()> {
     let f = File::open(input).ctx(|| format!("open {}", input.display()))?;
-    let mut reader = std::io::BufReader::new(f);
-    let head = std::io::BufRead::fill_buf(&mut reader).ctx(|| format!("read {}", input.display()))?.to_vec();
-    let r: Box<dyn Read> = match Compression::sniff(&head) {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(reader).ctx(|| "zstd".to_string())?),
-        Compression::None => Box::new(reader),
-    };
+    let r = crate::decompress::decompress(f).ctx(|| format!("read {}", input.display()))?;
     let mut a = tar::Archive::new(r);
     for e in a.entries().ctx(|| format!("read {}", input.display()))? {
         let mut e = e.ctx(|| format!("read {}", input.display()))?;
@@ -200,10 +195,13 @@ pub fn load(store: &Store, input: &Path, opts: &UnpackOptions) -> Result<Vec<(Im
     let dir: PathBuf = if input.is_dir() {
         input.to_path_buf()
     } else {
-        tmp = TmpDir(store.root().join(format!("load-{:016x}", rand::random::<u64>())));
-        fs::create_dir_all(&tmp.0).ctx(|| format!("create {}", tmp.0.display()))?;
-        extract(input, &tmp.0)?;
-        tmp.0.clone()
+        // Removed when dropped: on every way out of here.
+        tmp = tempfile::Builder::new()
+            .prefix("load-")
+            .tempdir_in(store.root())
+            .ctx(|| format!("create a directory in {}", store.root().display()))?;
+        extract(input, tmp.path())?;
+        tmp.path().to_path_buf()
     };
     let mut out = Vec::new();
     if dir.join("index.json").is_file() {
@@ -279,13 +277,6 @@ pub fn load(store: &Store, input: &Path, opts: &UnpackOptions) -> Result<Vec<(Im
         return Ok(out);
     }
     Err(Error::Archive("neither index.json nor manifest.json: not an image archive".into()))
-}
-
-struct TmpDir(PathBuf);
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Imports (from `dir`'s blobs/ when not stored yet) and records the image

@@ -5,11 +5,14 @@
 //! - [`store`]: the content store (blobs by digest) and the metadata
 //!   database (images, tags, references) in redb;
 //! - [`registry`]: a client for the OCI distribution spec (pull, push, auth);
+//! - [`decompress`]: the one gzip/zstd/plain sniffer for every reader of
+//!   layers and archives (pull, load, import);
 //! - [`unpack`]: layers into snapshots, safely (untrusted input);
-//! - [`snapshot`]: overlay mounts of snapshot chains, and a copying fallback;
+//! - [`snapshot`]: overlay mounts of snapshot chains;
 //! - [`spec`]: image config to OCI runtime spec pieces.
 
 pub mod archive;
+pub mod decompress;
 pub mod digest;
 pub mod error;
 pub mod gc;

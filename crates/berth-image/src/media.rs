@@ -26,39 +26,6 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// From the media type; unknown types are taken as plain tar and the
-    /// content's magic bytes decide at unpack time (as docker does).
-    pub fn from_media_type(mt: &str) -> Compression {
-        if mt.ends_with("+gzip") || mt.ends_with(".gzip") {
-            Compression::Gzip
-        } else if mt.ends_with("+zstd") {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    /// From the first bytes of the content.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
-
 /// Layers the image spec marks non-distributable: not pushed (registries
 /// refuse or skip them), fetched only where the registry has them.
 pub fn is_non_distributable(mt: &str) -> bool {
@@ -126,11 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compression_from_media_types() {
-        assert_eq!(Compression::from_media_type(OCI_LAYER_GZIP), Compression::Gzip);
-        assert_eq!(Compression::from_media_type(DOCKER_LAYER_GZIP), Compression::Gzip);
-        assert_eq!(Compression::from_media_type(OCI_LAYER_ZSTD), Compression::Zstd);
-        assert_eq!(Compression::from_media_type(OCI_LAYER), Compression::None);
+    fn non_distributable_media_types() {
         assert!(is_non_distributable(DOCKER_FOREIGN_LAYER_GZIP));
         assert!(is_non_distributable("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"));
         assert!(!is_non_distributable(OCI_LAYER_GZIP));

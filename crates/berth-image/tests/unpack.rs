@@ -118,6 +118,30 @@ fn gzip_and_zstd_layers_give_the_same_tree_and_diff_id() {
     }
 }
 
+/// A blob stream that hands out one byte per read, as a slow registry
+/// connection may: the first read holds less than the compression magic.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+        buf[0] = *first;
+        self.0 = rest;
+        Ok(1)
+    }
+}
+
+#[test]
+fn a_compressed_layer_arriving_a_byte_at_a_time_is_still_decompressed() {
+    let tar = Layer::new().dir("a", 0o755).file("a/b", b"hello").tar();
+    for data in [gzip(&tar), zstd(&tar)] {
+        let s = Scene::new();
+        let u = unpack_layer(Trickle(&data), &s.snap, "test", &UnpackOptions::default()).unwrap();
+        assert_eq!(u.diff_id.to_string(), sha256(&tar));
+        assert_eq!(std::fs::read(s.snap.join("a/b")).unwrap(), b"hello");
+    }
+}
+
 #[test]
 fn hostile_layer_cannot_escape_with_dotdot() {
     let s = Scene::new();

@@ -4,10 +4,9 @@
 //! and verified, so a snapshot at its final path is always complete; a
 //! per-chain-ID lock makes concurrent pulls unpack each layer once.
 //!
-//! [`overlay`] mounts a chain as a rootfs; [`copy`] is the fallback where
-//! overlay is not available.
+//! [`overlay`] mounts a chain as a rootfs (berth needs overlayfs: there is
+//! no copying fallback).
 
-pub mod copy;
 pub mod overlay;
 
 use std::fs::{self, File};
@@ -82,8 +81,14 @@ impl Snapshots {
         if self.exists(chain_id) {
             return Ok(None);
         }
-        let tmp = self.dir.join("tmp").join(format!("{}-{:016x}", chain_id.short(), rand::random::<u64>()));
-        fs::create_dir_all(tmp.join("fs")).ctx(|| format!("create {}", tmp.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-", chain_id.short()))
+            // What a committed snapshot's directory has, whatever the umask.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .tempdir_in(self.dir.join("tmp"))
+            .ctx(|| format!("create a directory in {}", self.dir.join("tmp").display()))?
+            .keep();
+        fs::create_dir(tmp.join("fs")).ctx(|| format!("create {}", tmp.display()))?;
         // Held while the directory is in use, so cleanup can tell an
         // abandoned one (pull killed) from a live one.
         let tmp_lock = File::open(&tmp).ctx(|| format!("open {}", tmp.display()))?;
@@ -95,9 +100,12 @@ impl Snapshots {
     pub fn remove(&self, chain_id: &Digest) -> Result<()> {
         let p = self.dir.join(chain_id.hex());
         // Rename first, so a half-removed snapshot is never taken for whole.
-        let doomed = self.dir.join("tmp").join(format!("rm-{}-{:016x}", chain_id.short(), rand::random::<u64>()));
-        match fs::rename(&p, &doomed) {
-            Ok(()) => remove_tree(&doomed),
+        let doomed = tempfile::Builder::new()
+            .prefix(&format!("rm-{}-", chain_id.short()))
+            .disable_cleanup(true)
+            .make_in(self.dir.join("tmp"), |name| fs::rename(&p, name));
+        match doomed {
+            Ok(doomed) => remove_tree(doomed.path()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::Io { context: format!("remove snapshot {}", p.display()), source: e }),
         }

@@ -4,12 +4,13 @@
 //! whiteouts in overlay form: `.wh.NAME` becomes a 0:0 character device
 //! NAME, `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its
 //! directory. Ownership, modes (incl. setuid), xattrs, hardlinks, device
-//! nodes and mtimes are kept. Paths are resolved with [`safe`]; the
-//! decompressed stream is bounded, and its sha256 is the layer's diff ID.
+//! nodes and mtimes are kept. Paths are cleaned and resolved inside the
+//! snapshot by berth-fs (the fd-confined layer `cp` and volumes use too);
+//! the decompressed stream is bounded, and its sha256 is the layer's diff
+//! ID.
 
-pub mod safe;
-
-use std::io::{BufRead, BufReader, Read};
+use std::ffi::OsStr;
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
@@ -19,8 +20,7 @@ use tracing::debug;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::media::Compression;
-use safe::{CleanPath, mkdir_all_in, name, open_dir_in, remove_at};
+use berth_fs::{CleanPath, mkdir_all_in, open_dir_in, remove_at};
 
 /// Default bound on one layer's decompressed size: far above any real
 /// layer, far below a disk-filling bomb.
@@ -75,15 +75,7 @@ impl<R: Read> Read for Limit<R> {
 pub fn unpack_layer(blob: impl Read, dest: &Path, layer: &str, opts: &UnpackOptions) -> Result<Unpacked> {
     let root = rustix::fs::open(dest, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .ctx(|| format!("open {}", dest.display()))?;
-    let mut buffered = BufReader::with_capacity(1 << 16, blob);
-    let head = buffered.fill_buf().ctx(|| format!("layer {layer}: read"))?;
-    let decompressed: Box<dyn Read> = match Compression::sniff(head) {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).ctx(|| format!("layer {layer}: zstd"))?)
-        }
-        Compression::None => Box::new(buffered),
-    };
+    let decompressed = crate::decompress::decompress(blob).ctx(|| format!("layer {layer}: read"))?;
     let limited = Limit { inner: decompressed, left: opts.max_size, hit: false };
     let hashing = HashingReader::new(limited);
     let mut archive = tar::Archive::new(hashing);
@@ -166,7 +158,7 @@ impl Unpacker<'_> {
                 debug!(layer = self.layer, entry = %path.display(), "skipping aufs metadata");
                 return Ok(());
             }
-            remove_at(parent.as_fd(), hidden).ctx(|| self.ctx(&path, "remove before whiteout"))?;
+            remove_at(parent.as_fd(), name(hidden)).ctx(|| self.ctx(&path, "remove before whiteout"))?;
             rustix::fs::mknodat(&parent, name(hidden), FileType::CharacterDevice, Mode::empty(), 0)
                 .ctx(|| self.ctx(&path, "mknod whiteout"))?;
             return Ok(());
@@ -176,7 +168,7 @@ impl Unpacker<'_> {
         let existing = rustix::fs::statat(&parent, name(base), AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_dir = existing.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
         if existing.is_some() && !(kind == EntryType::Directory && existing_dir) {
-            remove_at(parent.as_fd(), base).ctx(|| self.ctx(&path, "replace"))?;
+            remove_at(parent.as_fd(), name(base)).ctx(|| self.ctx(&path, "replace"))?;
         }
 
         let xattrs = self.xattrs(&mut entry)?;
@@ -237,7 +229,7 @@ impl Unpacker<'_> {
                 };
                 // The target is looked up inside this layer only: a link
                 // to anything outside cannot even be named.
-                let tparent = open_dir_in(self.root, tparent_parts)
+                let tparent = open_dir_in(self.root, &CleanPath::path_of(tparent_parts))
                     .ctx(|| self.ctx(&path, &format!("hardlink target {}", target.display())))?;
                 rustix::fs::linkat(&tparent, name(tbase), &parent, name(base), AtFlags::empty())
                     .ctx(|| self.ctx(&path, &format!("hardlink to {}", target.display())))?;
@@ -323,11 +315,15 @@ impl Unpacker<'_> {
         // parent's after it was set.
         self.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.0.len()));
         for (path, mtime) in std::mem::take(&mut self.dirs) {
-            let fd = open_dir_in(self.root, &path.0).ctx(|| self.ctx(&path, "reopen dir"))?;
+            let fd = open_dir_in(self.root, &CleanPath::path_of(&path.0)).ctx(|| self.ctx(&path, "reopen dir"))?;
             rustix::fs::futimens(&fd, &times(mtime)).ctx(|| self.ctx(&path, "set times"))?;
         }
         Ok(())
     }
+}
+
+fn name(b: &[u8]) -> &OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(b)
 }
 
 fn uid_of(u: u32) -> rustix::fs::Uid {
