@@ -5,27 +5,27 @@
 //! (`/evil -> /`), and a running container may swap a directory for a
 //! symlink while we copy. So a path given for the container is resolved
 //! inside its root with pathrs (RESOLVE_IN_ROOT: an absolute symlink means
-//! the container's `/`), and from there the copy walks both trees by file
-//! descriptor: each entry is opened with `openat(dirfd, name, O_NOFOLLOW)`
-//! relative to a directory already held, never by a path string the kernel
-//! would resolve again. Symlinks are copied as symlinks, never followed.
+//! the container's `/`), and from there berth-fs's copy walks both trees
+//! by file descriptor: each entry is opened with `openat(dirfd, name,
+//! O_NOFOLLOW)` relative to a directory already held, never by a path
+//! string the kernel would resolve again. Symlinks are copied as symlinks,
+//! never followed; hard links within the copy stay links (as docker's tar
+//! stream keeps them).
 //!
 //! The container's root is `/proc/PID/root` while it runs (so its volumes
 //! and tmpfs mounts are seen as it sees them), else its overlay rootfs,
 //! which stays mounted until the container is removed.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use berth_fs::copy::{self as walk, Owner};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
-use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags, fstat, fstatat, mkdirat, mknodat};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use pathrs::flags::OpenFlags;
 
 use crate::engine::{Engine, EngineError};
@@ -46,8 +46,9 @@ pub enum CopyError {
     Resolve { path: String, container: String, source: pathrs::error::Error },
     #[error("cannot copy a directory to a file: {0}")]
     DirectoryToFile(String),
-    #[error("cannot overwrite {what} {path}")]
-    Overwrite { what: &'static str, path: String },
+    /// The copy itself (berth-fs): the entry and what failed.
+    #[error(transparent)]
+    Copy(#[from] walk::Error),
     #[error("destination directory {0} does not exist")]
     NoDirectory(String),
     #[error("{what} {}: {source}", path.display())]
@@ -75,13 +76,6 @@ struct Source {
 struct Target {
     dir: OwnedFd,
     name: Option<OsString>,
-}
-
-/// Who owns what a copy makes: fixed, or (`cp -a`) as the source has it.
-#[derive(Clone, Copy)]
-enum Owner {
-    Fixed(u32, u32),
-    Keep,
 }
 
 impl Engine {
@@ -259,166 +253,16 @@ fn container_target(root: &pathrs::Root, rec: &ContainerRecord, dst: &str, src: 
 }
 
 fn copy(src: &Source, dst: &Target, owner: Owner, shown: &Path) -> Result<(), CopyError> {
+    let (from, to) = (src.dir.as_fd(), dst.dir.as_fd());
     match (&src.name, &dst.name) {
-        (Some(s), Some(d)) => copy_entry(src.dir.as_fd(), s, dst.dir.as_fd(), d, owner, shown),
+        (Some(s), Some(d)) => walk::copy_entry(from, s, to, d, owner, shown)?,
         // Everything a directory holds, as a new (or existing) directory.
-        (None, Some(d)) => {
-            let st = fstat(&src.dir).map_err(io("read", shown))?;
-            let made = make_dir(dst.dir.as_fd(), d, shown)?;
-            copy_contents(&src.dir, &made, owner, shown)?;
-            finish(&made, &st, owner, shown)
-        }
-        (None, None) => copy_contents(&src.dir, &dst.dir, owner, shown),
+        (None, Some(d)) => walk::copy_dir(from, walk::make_dir(to, d, shown)?.as_fd(), owner, shown)?,
+        (None, None) => walk::copy_contents(from, to, owner, shown)?,
         // A named source always gives the target a name.
-        (Some(s), None) => copy_entry(src.dir.as_fd(), s, dst.dir.as_fd(), s, owner, shown),
-    }
-}
-
-fn copy_contents(src: &OwnedFd, dst: &OwnedFd, owner: Owner, shown: &Path) -> Result<(), CopyError> {
-    let fd = openat(src, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(io("open directory", shown))?;
-    let mut dir = nix::dir::Dir::from_fd(fd).map_err(io("read directory", shown))?;
-    let mut names = Vec::new();
-    for entry in dir.iter() {
-        let entry = entry.map_err(io("read directory", shown))?;
-        let name = OsStr::from_bytes(entry.file_name().to_bytes());
-        if name != "." && name != ".." {
-            names.push(name.to_owned());
-        }
-    }
-    for name in names {
-        copy_entry(src.as_fd(), &name, dst.as_fd(), &name, owner, &shown.join(&name))?;
+        (Some(s), None) => walk::copy_entry(from, s, to, s, owner, shown)?,
     }
     Ok(())
-}
-
-/// Copies `name` in `src_dir` to `dst_name` in `dst_dir`, recursively,
-/// symlinks as symlinks, every lookup relative to a held directory and
-/// without following a symlink.
-fn copy_entry(
-    src_dir: BorrowedFd,
-    name: &OsStr,
-    dst_dir: BorrowedFd,
-    dst_name: &OsStr,
-    owner: Owner,
-    shown: &Path,
-) -> Result<(), CopyError> {
-    let st = fstatat(src_dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io("read", shown))?;
-    let kind = kind_of(&st);
-    if kind == SFlag::S_IFDIR {
-        let src = openat(src_dir, name, nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY), Mode::empty())
-            .map_err(io("open directory", shown))?;
-        let dst = make_dir(dst_dir, dst_name, shown)?;
-        copy_contents(&src, &dst, owner, shown)?;
-        return finish(&dst, &st, owner, shown);
-    }
-    if kind == SFlag::S_IFREG {
-        let src = openat(src_dir, name, nofollow(OFlag::O_RDONLY), Mode::empty()).map_err(io("open", shown))?;
-        // Swapped for something else since the fstatat: not what we copy.
-        if fstat(&src).map(|s| kind_of(&s)) != Ok(SFlag::S_IFREG) {
-            return Err(io("open", shown)(Errno::EINVAL));
-        }
-        let dst = create_file(dst_dir, dst_name, shown)?;
-        let (mut r, mut w) = (File::from(src), File::from(dst));
-        std::io::copy(&mut r, &mut w).map_err(io_std("copy", shown))?;
-        return finish(&w.into(), &st, owner, shown);
-    }
-    let (uid, gid) = ids(&st, owner);
-    if kind == SFlag::S_IFLNK {
-        let target = readlinkat(src_dir, name).map_err(io("read link", shown))?;
-        clear(dst_dir, dst_name, shown)?;
-        symlinkat(target.as_os_str(), dst_dir, dst_name).map_err(io("make link", shown))?;
-    } else if matches!(kind, SFlag::S_IFIFO | SFlag::S_IFCHR | SFlag::S_IFBLK) {
-        clear(dst_dir, dst_name, shown)?;
-        mknodat(dst_dir, dst_name, kind, Mode::from_bits_truncate(st.st_mode & 0o7777), st.st_rdev)
-            .map_err(io("make node", shown))?;
-    } else {
-        // Sockets are not copied (nor are they by tar).
-        return Ok(());
-    }
-    fchownat(dst_dir, dst_name, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
-        .map_err(io("chown", shown))?;
-    let (a, m) = times(&st);
-    nix::sys::stat::utimensat(dst_dir, dst_name, &a, &m, UtimensatFlags::NoFollowSymlink)
-        .map_err(io("set times of", shown))
-}
-
-/// Opening flags that never follow a symlink nor block on a FIFO.
-fn nofollow(f: OFlag) -> OFlag {
-    f | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK
-}
-
-/// A directory `name` in `dir`, made if missing; an existing non-directory
-/// (a symlink included) is refused.
-fn make_dir(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd, CopyError> {
-    match mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(io("make directory", shown)(e)),
-    }
-    openat(dir, name, nofollow(OFlag::O_RDONLY | OFlag::O_DIRECTORY), Mode::empty()).map_err(|e| match e {
-        Errno::ENOTDIR | Errno::ELOOP => {
-            CopyError::Overwrite { what: "non-directory with directory", path: shown.display().to_string() }
-        }
-        e => io("open directory", shown)(e),
-    })
-}
-
-/// A regular file `name` in `dir` to write: an existing one truncated
-/// (its inode kept: it may be bind-mounted), anything else but a directory
-/// replaced.
-fn create_file(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd, CopyError> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| kind_of(&st)) {
-        Ok(SFlag::S_IFREG) => {
-            let fd = openat(dir, name, nofollow(OFlag::O_WRONLY | OFlag::O_TRUNC), Mode::empty())
-                .map_err(io("open", shown))?;
-            if fstat(&fd).map(|s| kind_of(&s)) != Ok(SFlag::S_IFREG) {
-                return Err(io("open", shown)(Errno::EINVAL));
-            }
-            return Ok(fd);
-        }
-        Ok(SFlag::S_IFDIR) => {
-            return Err(CopyError::Overwrite {
-                what: "directory with non-directory",
-                path: shown.display().to_string(),
-            });
-        }
-        Ok(_) => clear(dir, name, shown)?,
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(io("read", shown)(e)),
-    }
-    openat(dir, name, nofollow(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL), Mode::from_bits_truncate(0o600))
-        .map_err(io("create", shown))
-}
-
-/// Removes a non-directory `name` from `dir`, if there is one.
-fn clear(dir: BorrowedFd, name: &OsStr, shown: &Path) -> Result<(), CopyError> {
-    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if kind_of(&st) == SFlag::S_IFDIR => {
-            Err(CopyError::Overwrite { what: "directory with non-directory", path: shown.display().to_string() })
-        }
-        Ok(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir).map_err(io("remove", shown)),
-        Err(_) => Ok(()),
-    }
-}
-
-fn ids(st: &FileStat, owner: Owner) -> (u32, u32) {
-    match owner {
-        Owner::Fixed(u, g) => (u, g),
-        Owner::Keep => (st.st_uid, st.st_gid),
-    }
-}
-
-fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
-    (TimeSpec::new(st.st_atime, st.st_atime_nsec), TimeSpec::new(st.st_mtime, st.st_mtime_nsec))
-}
-
-/// Owner, then mode (a chown clears set-id bits), then times.
-fn finish(fd: &OwnedFd, st: &FileStat, owner: Owner, shown: &Path) -> Result<(), CopyError> {
-    let (uid, gid) = ids(st, owner);
-    fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(io("chown", shown))?;
-    nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(st.st_mode & 0o7777)).map_err(io("chmod", shown))?;
-    let (a, m) = times(st);
-    nix::sys::stat::futimens(fd, &a, &m).map_err(io("set times of", shown))
 }
 
 #[cfg(test)]
@@ -462,6 +306,23 @@ mod tests {
         let src = source_in(&root, "/etc");
         assert!(matches!(host_target(&out.join("h"), &src), Err(CopyError::DirectoryToFile(_))));
         assert!(matches!(host_target(&out.join("nope/"), &src), Err(CopyError::NoDirectory(_))));
+    }
+
+    #[test]
+    fn hard_links_copy_out_as_links_as_docker_cp_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("usr/bin")).unwrap();
+        std::fs::write(rootfs.join("usr/bin/git"), "elf").unwrap();
+        std::fs::hard_link(rootfs.join("usr/bin/git"), rootfs.join("usr/bin/git-upload-pack")).unwrap();
+        let root = pathrs::Root::open(&rootfs).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let src = source_in(&root, "/usr");
+        copy(&src, &host_target(&out, &src).unwrap(), Owner::Keep, Path::new("/usr")).unwrap();
+        let a = std::fs::metadata(out.join("usr/bin/git")).unwrap();
+        let b = std::fs::metadata(out.join("usr/bin/git-upload-pack")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "one file, two names");
     }
 
     #[test]

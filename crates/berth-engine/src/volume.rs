@@ -5,8 +5,11 @@
 //! engine refuses `rm` while one does), not kept twice.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use berth_fs::copy::Owner;
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +22,9 @@ pub enum VolumeError {
     InUse(String, String),
     #[error("{what} {}: {source}", path.display())]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// Copying the image's files into a new volume.
+    #[error("fill volume {volume} from the image: {source}")]
+    Fill { volume: String, source: berth_fs::copy::Error },
 }
 
 /// `berth volume inspect`, shaped like docker's.
@@ -78,9 +84,8 @@ impl Volumes {
             anonymous,
         };
         let meta = vdir.join("volume.json");
-        let tmp = vdir.join(".volume.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&vol).unwrap_or_default()).map_err(io("write", &tmp))?;
-        std::fs::rename(&tmp, &meta).map_err(io("write", &meta))?;
+        let json = serde_json::to_vec_pretty(&vol).unwrap_or_default();
+        berth_fs::write_atomic(&meta, &json, 0o644).map_err(io("write", &meta))?;
         Ok(vol)
     }
 
@@ -122,29 +127,51 @@ impl Volumes {
     }
 
     /// Docker copies what the image has at a volume's mount point into a
-    /// new, empty volume: `source` is that directory in the container's
-    /// rootfs (already resolved inside it by the caller).
-    pub fn populate(&self, vol: &Volume, source: &Path) -> Result<(), VolumeError> {
-        let empty = std::fs::read_dir(&vol.mountpoint).map_err(io("read", &vol.mountpoint))?.next().is_none();
-        if !empty || !source.is_dir() {
-            return Ok(());
-        }
-        // cp -a (GNU or busybox) copies symlinks as links and keeps owners,
-        // modes, times and hard links; it is on every host the engine runs on.
-        let out = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", source.display()))
-            .arg(&vol.mountpoint)
-            .output()
-            .map_err(io("copy into", &vol.mountpoint))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io("copy into", &vol.mountpoint)(std::io::Error::other(
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )))
+    /// new, empty volume: `target` is that path in the container, resolved
+    /// inside `rootfs` (pathrs), so a hostile image's symlink there cannot
+    /// make the engine copy a host directory. Nothing at `target`, or no
+    /// directory: nothing to copy.
+    pub fn populate_from(&self, vol: &Volume, rootfs: &Path, target: &str) -> Result<(), VolumeError> {
+        let root = pathrs::Root::open(rootfs).map_err(|e| io("open", rootfs)(berth_fs::io_error(e)))?;
+        match berth_fs::open_dir_in(root.as_fd(), Path::new(target)) {
+            Ok(dir) => self.fill(vol, dir.as_fd(), Path::new(target)),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(io("open", &rootfs.join(target.trim_start_matches('/')))(e)),
         }
     }
+
+    /// As [`Volumes::populate_from`], from a directory the caller has
+    /// resolved already (e.g. `/proc/self/fd/N` of a pathrs handle): it is
+    /// opened as given.
+    pub fn populate(&self, vol: &Volume, source: &Path) -> Result<(), VolumeError> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        match rustix::fs::open(source, flags, Mode::empty()) {
+            Ok(dir) => self.fill(vol, dir.as_fd(), source),
+            Err(e) if is_missing(&e.into()) => Ok(()),
+            Err(e) => Err(io("open", source)(e.into())),
+        }
+    }
+
+    /// Copies what `source` holds into the volume if it is empty, as
+    /// `cp -a` would (owners, modes, times, xattrs, hard links; the
+    /// volume's directory takes the source's owner and mode) but by file
+    /// descriptor, never following a symlink.
+    fn fill(&self, vol: &Volume, source: BorrowedFd<'_>, shown: &Path) -> Result<(), VolumeError> {
+        let empty = std::fs::read_dir(&vol.mountpoint).map_err(io("read", &vol.mountpoint))?.next().is_none();
+        if !empty {
+            return Ok(());
+        }
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let data = rustix::fs::open(&vol.mountpoint, flags, Mode::empty())
+            .map_err(|e| io("open", &vol.mountpoint)(e.into()))?;
+        berth_fs::copy::copy_dir(source, data.as_fd(), Owner::Keep, shown)
+            .map_err(|source| VolumeError::Fill { volume: vol.name.clone(), source })
+    }
+}
+
+/// Nothing there, or not a directory: nothing to copy.
+fn is_missing(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
 }
 
 fn check_name(name: &str) -> Result<(), VolumeError> {
@@ -153,25 +180,12 @@ fn check_name(name: &str) -> Result<(), VolumeError> {
 
 /// Now, RFC 3339 UTC with seconds (what docker prints).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    rfc3339(secs)
-}
-
-/// Seconds since the epoch as "YYYY-MM-DDTHH:MM:SSZ".
-pub fn rfc3339(secs: u64) -> String {
-    berth_shim::time::format_secs(secs)
+    berth_proc::time::now_secs()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_format_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_392_000 + 3_661), "2026-11-23T01:01:01Z");
-    }
 
     #[test]
     fn volumes_are_created_once_listed_populated_and_removed() {
@@ -204,5 +218,42 @@ mod tests {
         assert!(matches!(vols.get("data"), Err(VolumeError::NotFound(_))));
         assert!(!dir.path().join("volumes/data").exists());
         assert!(matches!(vols.create("../x", BTreeMap::new(), false), Err(VolumeError::BadName(_))));
+    }
+
+    #[test]
+    fn a_new_volume_is_filled_as_cp_a_would_and_only_from_inside_the_rootfs() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        let data = rootfs.join("var/lib/db");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("table"), "rows").unwrap();
+        std::fs::hard_link(data.join("table"), data.join("table.bak")).unwrap();
+        std::os::unix::fs::chown(&data, Some(999), Some(998)).unwrap();
+        std::os::unix::fs::chown(data.join("table"), Some(999), Some(998)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let host = dir.path().join("host-secrets");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("key"), "host").unwrap();
+        std::os::unix::fs::symlink(&host, rootfs.join("evil")).unwrap();
+        std::os::unix::fs::symlink("/var/lib/db", rootfs.join("db")).unwrap();
+        let vols = Volumes::new(dir.path().join("volumes"));
+
+        let v = vols.create("db", BTreeMap::new(), false).unwrap();
+        vols.populate_from(&v, &rootfs, "/db").unwrap();
+        let top = std::fs::metadata(&v.mountpoint).unwrap();
+        assert_eq!((top.uid(), top.gid(), top.mode() & 0o7777), (999, 998, 0o700), "the volume takes the dir's owner");
+        let (a, b) = (v.mountpoint.join("table"), v.mountpoint.join("table.bak"));
+        assert_eq!(std::fs::read_to_string(&a).unwrap(), "rows");
+        assert_eq!(std::fs::metadata(&a).unwrap().uid(), 999);
+        assert_eq!(std::fs::metadata(&a).unwrap().ino(), std::fs::metadata(&b).unwrap().ino(), "hard link kept");
+
+        // `evil` points at a host directory: inside the rootfs it names
+        // nothing, so nothing is copied.
+        let e = vols.create("evil", BTreeMap::new(), false).unwrap();
+        vols.populate_from(&e, &rootfs, "/evil").unwrap();
+        assert_eq!(std::fs::read_dir(&e.mountpoint).unwrap().count(), 0, "a host directory was copied");
+        vols.populate_from(&e, &rootfs, "/var/lib/db/table").unwrap();
+        assert_eq!(std::fs::read_dir(&e.mountpoint).unwrap().count(), 0, "a file is not a directory to copy");
     }
 }

@@ -341,20 +341,19 @@ mod tests {
     fn sample(src: &Path) {
         std::fs::create_dir_all(src.join("sub")).unwrap();
         std::fs::write(src.join("sub/f"), "data").unwrap();
+        rustix::fs::chown(src.join("sub/f"), Some(Uid::from_raw(1000)), Some(Gid::from_raw(1001))).unwrap();
         std::fs::set_permissions(src.join("sub/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
-        rustix::fs::chown(&src.join("sub/f"), Some(Uid::from_raw(1000)), Some(Gid::from_raw(1001))).unwrap();
-        std::fs::set_permissions(src.join("sub/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
-        rustix::fs::setxattr(&src.join("sub/f"), "user.k", b"v", XattrFlags::empty()).unwrap();
-        rustix::fs::setxattr(&src.join("sub/f"), "trusted.overlay.redirect", b"/x", XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(src.join("sub/f"), "user.k", b"v", XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(src.join("sub/f"), "trusted.overlay.redirect", b"/x", XattrFlags::empty()).unwrap();
         std::fs::hard_link(src.join("sub/f"), src.join("twin")).unwrap();
         std::os::unix::fs::symlink("/etc", src.join("sub/evil")).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &src.join("pipe"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, src.join("pipe"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
         let old = Timestamps {
             last_access: rustix::fs::Timespec { tv_sec: 1_600_000_000, tv_nsec: 5 },
             last_modification: rustix::fs::Timespec { tv_sec: 1_700_000_000, tv_nsec: 7 },
         };
         for p in ["sub/f", "sub", ""] {
-            rustix::fs::utimensat(rustix::fs::CWD, &src.join(p), &old, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+            rustix::fs::utimensat(rustix::fs::CWD, src.join(p), &old, AtFlags::SYMLINK_NOFOLLOW).unwrap();
         }
         rustix::fs::chown(src, Some(Uid::from_raw(999)), Some(Gid::from_raw(998))).unwrap();
         std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o750)).unwrap();
