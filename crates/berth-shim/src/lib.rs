@@ -6,16 +6,15 @@
 //! the exit in exit.json and applies the restart policy. It runs detached
 //! from whoever started it, so containers outlive the engine and the CLI.
 //!
-//! Single-threaded, no async runtime, no flag parser; the two JSON shapes
-//! it writes are written by hand (see [`json`]), and serde only reads the
-//! runtime's log lines (through berth-oci-cli): its memory is paid once
-//! per running container.
+//! Single-threaded, no async runtime, no flag parser: its memory is paid
+//! once per running container. The two flat JSON shapes it writes (log
+//! lines, exit.json) are formatted in place, their strings escaped by
+//! serde_json, which the runtime wrapper (berth-oci-cli) links anyway.
 //!
 //! The engine's side is [`client`].
 
 pub mod client;
 pub mod config;
-pub mod json;
 pub mod logfile;
 pub mod protocol;
 /// A process by pid and start time (berth-proc, shared with the runtime).

@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::{json, time};
+use crate::time;
 
 /// Output that has no newline yet is held back up to this much, then
 /// written as a partial line (docker splits at 16 KiB too).
@@ -81,7 +81,7 @@ impl JsonFileLog {
         let text = String::from_utf8_lossy(line);
         let entry = format!(
             "{{\"log\":{},\"stream\":\"{}\",\"time\":\"{}\"}}\n",
-            json::string(&text),
+            crate::supervisor::json_string(&text),
             stream.name(),
             time::now()
         );

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use crate::config::Config;
 use crate::logfile::{JsonFileLog, Stream};
 use crate::process::ProcessId;
-use crate::{ShimError, json, protocol, time};
+use crate::{ShimError, protocol, time};
 
 /// Signals the shim passes on to the container's init.
 const FORWARDED: [Signal; 6] =
@@ -110,7 +110,7 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
             Ok(started) => started,
             Err(msg) => {
                 if !reported && let Some(mut s) = sync.take() {
-                    let _ = writeln!(s, "{{\"error\":{}}}", json::string(&msg));
+                    let _ = writeln!(s, "{{\"error\":{}}}", json_string(&msg));
                     return Err(ShimError::Runtime(msg));
                 }
                 // A restart that failed: the container stays exited.
@@ -658,7 +658,7 @@ fn write_exit(cfg: &Config, e: &Ended) {
         text.push_str(&format!(",\"pid\":{pid}"));
     }
     if let Some(err) = e.error {
-        text.push_str(&format!(",\"error\":{}", json::string(err)));
+        text.push_str(&format!(",\"error\":{}", json_string(err)));
     }
     text.push_str("}\n");
     write_whole(cfg, "exit.json", &text);
@@ -677,11 +677,15 @@ fn write_state(cfg: &Config, pid: i32, shim: Option<ProcessId>, started_at: &str
     write_whole(cfg, "state.json", &text);
 }
 
-/// Temp file + rename: readers see the old file or the new one.
+/// Temp file + rename (berth-fs): readers see the old file or the new
+/// one. A failure leaves the old file: the engine then reads the exit
+/// from the container's state, as for a killed shim.
 fn write_whole(cfg: &Config, name: &str, text: &str) {
-    let path = cfg.state_dir.join(name);
-    let tmp: PathBuf = cfg.state_dir.join(format!(".{name}.tmp"));
-    if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    let _ = berth_fs::write_atomic(&cfg.state_dir.join(name), text.as_bytes(), 0o644);
+}
+
+/// `s` as a JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    // Serializing a str cannot fail.
+    serde_json::to_string(s).unwrap_or_default()
 }

@@ -136,22 +136,13 @@ fn read_file(path: &Path) -> Result<Option<AuthFile>> {
 }
 
 fn write_file(path: &Path, file: &AuthFile) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     }
     let data = serde_json::to_vec_pretty(file).map_err(json_err("auth file"))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(&data).and_then(|_| f.sync_all()).ctx(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
+    // Credentials: private, on disk before they replace the old file, and
+    // never half-written when two logins race.
+    berth_fs::write_atomic_durable(path, &data, 0o600).ctx(|| format!("write {}", path.display()))
 }
 
 fn decode(e: &AuthEntry, path: &Path) -> Result<Option<Credentials>> {
@@ -278,5 +269,19 @@ mod tests {
         assert!(store.remove("127.0.0.1:5000").unwrap());
         assert_eq!(store.get("127.0.0.1:5000").unwrap().unwrap().username, "a");
         assert!(!format!("{mine:?}").contains("secret"));
+    }
+
+    #[test]
+    fn credentials_are_never_written_through_a_planted_temp_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("own/auth.json");
+        std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+        // Where a fixed temp name (auth.tmp) would have been opened.
+        let leak = tmp.path().join("world-readable");
+        std::os::unix::fs::symlink(&leak, own.with_extension("tmp")).unwrap();
+        let store = AuthStore { own: own.clone(), fallbacks: vec![] };
+        store.set("127.0.0.1:5000", &Credentials { username: "me".into(), password: "secret".into() }).unwrap();
+        assert!(!leak.exists(), "the credentials went through the symlink");
+        assert_eq!(store.get("127.0.0.1:5000").unwrap().unwrap().username, "me");
     }
 }

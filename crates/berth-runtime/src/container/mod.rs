@@ -18,8 +18,8 @@ mod status;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_cgroups::{Cgroup, FreezerState};
@@ -246,24 +246,14 @@ pub fn lock_dir(dir: &Path) -> Result<Lock> {
     Ok(Lock(lock))
 }
 
-/// Writes a file atomically: temp file in the same directory, then rename.
-/// Readers see the old contents or the new, never a mix, and a crash of
-/// the writer leaves the old file. No fsync: runtime state lives on tmpfs
-/// (/run) and describes processes that do not survive a reboot anyway, and
-/// a sync here would sit on every container's start-up path.
+/// Writes a file atomically (berth-fs: temp file in the same directory,
+/// then rename). Readers see the old contents or the new, never a mix,
+/// and a crash of the writer leaves the old file. No fsync: runtime state
+/// lives on tmpfs (/run) and describes processes that do not survive a
+/// reboot anyway, and a sync here would sit on every container's start-up
+/// path.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::os(format!("write {}", path.display()), e)
-    })
+    berth_fs::write_atomic(path, bytes, 0o644).map_err(|e| Error::os(format!("write {}", path.display()), e))
 }
 
 #[cfg(test)]

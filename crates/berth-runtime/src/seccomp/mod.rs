@@ -123,11 +123,7 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>> {
 fn store(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) {
     use std::os::unix::fs::DirBuilderExt;
     let _ = std::fs::DirBuilder::new().mode(0o700).recursive(true).create(dir);
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_ok() {
-        return;
-    }
-    let _ = std::fs::remove_file(&tmp);
+    let _ = berth_fs::write_atomic(path, bytes, 0o600);
 }
 
 /// The program in `bytes` (struct sock_filter, 8 bytes each), if it is one.
