@@ -25,3 +25,58 @@ impl engine::Engine {
         berth_oci_cli::Runtime::new(&self.runtime).root(self.runroot.join("runtime"))
     }
 }
+
+/// Sizes as docker prints them (go-units), for every front end: one
+/// implementation of `%.Ng` with a unit.
+pub mod units {
+    const DECIMAL: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    const BINARY: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+    /// docker's HumanSizeWithPrecision(n, 3), as `images`, `system df` and
+    /// `stats`' I/O columns print: "4.26MB", "123MB", "0B".
+    pub fn human_size(n: u64) -> String {
+        custom_size(n, 1000.0, &DECIMAL, 3)
+    }
+
+    /// docker's BytesSize (binary units, four digits), as `stats`' memory
+    /// and `info` print: "64MiB", "1.066MiB".
+    pub fn bytes_size(n: u64) -> String {
+        custom_size(n, 1024.0, &BINARY, 4)
+    }
+
+    /// `%.{digits}g` with a unit from `units`, each `base` times the last
+    /// (go-units' CustomSize).
+    fn custom_size(n: u64, base: f64, units: &[&str], digits: usize) -> String {
+        let mut v = n as f64;
+        let mut i = 0;
+        while v >= base && i < units.len() - 1 {
+            v /= base;
+            i += 1;
+        }
+        let int_digits = if v < 1.0 { 1 } else { (v.log10().floor() as usize) + 1 };
+        let decimals = digits.saturating_sub(int_digits);
+        let mut s = format!("{v:.decimals$}");
+        if s.contains('.') {
+            s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
+        }
+        format!("{s}{}", units[i])
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sizes_print_as_docker_prints_them() {
+            assert_eq!(human_size(0), "0B");
+            assert_eq!(human_size(999), "999B");
+            assert_eq!(human_size(4_261_000), "4.26MB");
+            assert_eq!(human_size(12_300_000), "12.3MB");
+            assert_eq!(human_size(123_400_000), "123MB");
+            assert_eq!(human_size(1_000_000_000), "1GB");
+            assert_eq!(bytes_size(64 * 1024 * 1024), "64MiB");
+            assert_eq!(bytes_size(1_117_388), "1.066MiB");
+            assert_eq!(bytes_size(512), "512B");
+        }
+    }
+}
