@@ -115,7 +115,7 @@ impl Cgroup {
     pub fn apply_devices(&self, rules: &[devices::DeviceRule]) -> Result<()> {
         match self.target("devices") {
             Target::V1(d) => v1::devices(d, rules),
-            Target::V2(d) => v2::device_filter::apply(d, rules),
+            Target::V2(d) => v2::devices::apply(d, rules),
             Target::Missing if rules.is_empty() => Ok(()),
             Target::Missing => {
                 skipped("devices", "devices");

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use berth_cgroups::devices::{DeviceKind, DeviceRule};
-use berth_cgroups::v2::device_filter::{self, PROGRAM_NAME};
+use berth_cgroups::v2::devices::{self as device_filter, PROGRAM_NAME};
 
 use DeviceKind::*;
 

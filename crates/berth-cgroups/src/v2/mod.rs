@@ -1,4 +1,4 @@
 //! cgroup v2 (unified hierarchy) specifics.
 
-pub mod device_filter;
+pub mod devices;
 pub mod limits;
