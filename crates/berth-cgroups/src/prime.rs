@@ -26,7 +26,7 @@ pub fn prime_moves() {
         return;
     }
     let Ok(layout) = Layout::detect() else { return };
-    let Some(pids) = layout.v1.iter().find(|h| h.controllers.iter().any(|c| c == "pids")) else { return };
+    let Some(pids) = layout.v1_hierarchy("pids") else { return };
     let procs = pids.fs_path(&pids.own_path).join("cgroup.procs");
     let Ok(procs) = std::fs::OpenOptions::new().write(true).open(procs) else { return };
     let fd = procs.as_raw_fd();

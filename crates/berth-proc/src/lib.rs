@@ -4,9 +4,10 @@
 //! anyone looks again (a shim killed an hour ago, its pid now someone
 //! else's).
 //!
-//! A crate of its own, with no dependencies: the runtime uses it and must
-//! not link the shim; the shim re-exports it as `berth_shim::process`.
-//! [`time`] formats the timestamps berth records for processes.
+//! A small crate of its own (its one dependency is chrono, for [`time`]):
+//! the runtime uses it and must not link the shim; the shim re-exports it
+//! as `berth_shim::process`. [`time`] formats the timestamps berth records
+//! for processes (started, exited, created), in RFC 3339.
 
 pub mod time;
 

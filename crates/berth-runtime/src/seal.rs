@@ -23,7 +23,7 @@
 //! writable by others (then no container it can start could write it).
 
 use std::ffi::{CStr, CString, OsString};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 
@@ -89,14 +89,9 @@ fn is_sealed() -> Result<bool> {
 
 /// A detached, read-only bind mount of `path` (a file): an O_PATH fd.
 fn readonly_bind(path: &CStr) -> nix::Result<OwnedFd> {
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
-    // SAFETY: open_tree reads a NUL-terminated path and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel just returned this fd; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    use rustix::mount::OpenTreeFlags;
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    let fd = rustix::mount::open_tree(rustix::fs::CWD, path, flags).map_err(|e| Errno::from_raw(e.raw_os_error()))?;
     sys::mount_setattr_recursive(fd.as_fd(), libc::MOUNT_ATTR_RDONLY, 0)?;
     Ok(fd)
 }

@@ -1,6 +1,10 @@
-//! Thin wrappers over the system calls that nix does not cover, and small
-//! process helpers. Every `unsafe` block in the runtime lives here or in
-//! `channel.rs`, at the syscall boundary.
+//! Thin wrappers over the system calls that neither nix nor rustix
+//! covers, and small process helpers. The runtime's `unsafe` is at the
+//! syscall boundary: mostly here, and where a call belongs to one step
+//! (fd passing in `channel.rs`, the seccomp load and notify fd in
+//! `seccomp`, sched/ioprio/personality/mempolicy in `init/attrs.rs`,
+//! execveat in `seal.rs`, fd ownership in `launch`, `foreground`); each
+//! block says why it is sound (`clippy::undocumented_unsafe_blocks`).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -81,8 +81,3 @@ pub fn mount_overlay_fsconfig(lowers: &[PathBuf], upper: Option<Upper<'_>>, targ
 pub fn unmount(target: &Path) -> Result<()> {
     rustix::mount::unmount(target, rustix::mount::UnmountFlags::empty()).map_err(|e| merr(target, "umount", e))
 }
-
-/// True if the kernel has overlayfs.
-pub fn overlay_supported() -> bool {
-    std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.lines().any(|l| l.trim_end().ends_with("\toverlay")))
-}

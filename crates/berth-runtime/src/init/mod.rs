@@ -24,7 +24,7 @@ pub mod rootfs;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -425,10 +425,10 @@ fn load_seccomp(plan: &Plan, state: Option<&OciState>, pid: Option<i32>) -> Resu
 /// Blocks until `start` connects and asks for the program.
 fn wait_for_start(listener: &OwnedFd) -> Result<UnixStream> {
     loop {
-        let fd = nix::sys::socket::accept4(listener.as_raw_fd(), nix::sys::socket::SockFlag::SOCK_CLOEXEC)
+        let fd = rustix::net::accept_with(listener, rustix::net::SocketFlags::CLOEXEC)
+            .map_err(std::io::Error::from)
             .step(|| "wait for start")?;
-        // SAFETY: accept4 just returned this fd; nothing else owns it.
-        let mut conn = unsafe { UnixStream::from(OwnedFd::from_raw_fd(fd)) };
+        let mut conn = UnixStream::from(fd);
         let mut byte = [0u8; 1];
         if conn.read_exact(&mut byte).is_ok() && byte[0] == b'S' {
             return Ok(conn);
