@@ -23,6 +23,21 @@ pub struct Started {
     pub started_at: String,
 }
 
+/// Starts a container's exit command (`argv`, e.g. `berth rm ID` for
+/// `--rm`) and leaves it running, in its own process group and without
+/// stdio, so it outlives whoever started it: the shim when its container
+/// ends, the engine when it finds the shim gone.
+pub fn spawn_exit_command(argv: &[String]) {
+    let Some((prog, args)) = argv.split_first() else { return };
+    let _ = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+}
+
 /// Starts a shim for `cfg` and waits until the container runs (or the
 /// runtime has refused it: its message is the error).
 pub fn spawn(shim: &Path, cfg: &Config) -> Result<Started, ShimError> {

@@ -10,9 +10,8 @@
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -167,7 +166,7 @@ fn finish(cfg: &Config, watch: Option<&mut UnixStream>, code: i32) {
         wait_for_close(w, WATCH_GRACE);
     }
     if cfg.state_dir.exists() {
-        run_exit_command(cfg);
+        crate::client::spawn_exit_command(&cfg.exit_command);
     }
 }
 
@@ -186,19 +185,6 @@ fn wait_for_close(s: &mut UnixStream, grace: Duration) {
             _ => return,
         }
     }
-}
-
-/// Starts the exit command (if any) and leaves it running: it outlives
-/// the shim, whose exit it may wait for (the engine's `rm` does).
-fn run_exit_command(cfg: &Config) {
-    let Some((prog, args)) = cfg.exit_command.split_first() else { return };
-    let _ = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn();
 }
 
 fn runtime(cfg: &Config) -> Runtime {

@@ -209,16 +209,7 @@ impl Unpacker<'_> {
                 // The target is stored as is: it is only ever resolved
                 // inside a root (by us, or by the container's kernel view).
                 rustix::fs::symlinkat(name(&target), &parent, name(base)).ctx(|| self.ctx(&path, "symlink"))?;
-                rustix::fs::chownat(
-                    &parent,
-                    name(base),
-                    Some(uid_of(uid)),
-                    Some(gid_of(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .ctx(|| self.ctx(&path, "chown"))?;
-                rustix::fs::utimensat(&parent, name(base), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .ctx(|| self.ctx(&path, "set times"))?;
+                self.meta_at(&parent, base, &path, (uid, gid), None, mtime)?;
             }
             EntryType::Link => {
                 let target =
@@ -246,25 +237,35 @@ impl Unpacker<'_> {
                 let dev = rustix::fs::makedev(major, minor);
                 rustix::fs::mknodat(&parent, name(base), ft, Mode::from_raw_mode(mode & 0o777), dev)
                     .ctx(|| self.ctx(&path, "mknod"))?;
-                rustix::fs::chownat(
-                    &parent,
-                    name(base),
-                    Some(uid_of(uid)),
-                    Some(gid_of(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .ctx(|| self.ctx(&path, "chown"))?;
-                // Just created as a device, so the name is not a symlink.
-                rustix::fs::chmodat(&parent, name(base), Mode::from_raw_mode(mode), AtFlags::empty())
-                    .ctx(|| self.ctx(&path, "chmod"))?;
-                rustix::fs::utimensat(&parent, name(base), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-                    .ctx(|| self.ctx(&path, "set times"))?;
+                self.meta_at(&parent, base, &path, (uid, gid), Some(mode), mtime)?;
             }
             other => {
                 debug!(layer = self.layer, entry = %path.display(), kind = ?other, "skipping unsupported entry type");
             }
         }
         Ok(())
+    }
+
+    /// Owner, mode (`Some`: for a node just made here, so not a symlink)
+    /// and mtime of `base` in `parent`, never following it.
+    fn meta_at(
+        &self,
+        parent: &OwnedFd,
+        base: &[u8],
+        path: &CleanPath,
+        (uid, gid): (u32, u32),
+        mode: Option<u32>,
+        mtime: i64,
+    ) -> Result<()> {
+        rustix::fs::chownat(parent, name(base), Some(uid_of(uid)), Some(gid_of(gid)), AtFlags::SYMLINK_NOFOLLOW)
+            .ctx(|| self.ctx(path, "chown"))?;
+        if let Some(mode) = mode {
+            // After chown, which clears setuid/setgid.
+            rustix::fs::chmodat(parent, name(base), Mode::from_raw_mode(mode), AtFlags::empty())
+                .ctx(|| self.ctx(path, "chmod"))?;
+        }
+        rustix::fs::utimensat(parent, name(base), &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .ctx(|| self.ctx(path, "set times"))
     }
 
     fn ctx(&self, path: &CleanPath, what: &str) -> String {
