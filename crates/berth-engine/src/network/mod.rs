@@ -367,7 +367,7 @@ impl Networks {
     ) -> Result<Attachment, NetworkError> {
         let net = if network == DEFAULT_NETWORK { self.ensure_default()? } else { self.get(network)? };
         let record = self.result_path(network, container_id, ifname);
-        endpoint::reserve(&self.results_dir(), &record, ports)?;
+        endpoint::reserve(&self.results_dir(), &self.state_dir.join("ports.lock"), &record, ports)?;
         let list = self.conflist(&net);
         let rc = runtime_config(ports);
         let inv = self.invocation(container_id, netns, ifname, &rc);
