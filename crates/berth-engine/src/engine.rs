@@ -558,8 +558,8 @@ impl Engine {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // Two starts at once would each clear the other's shim files.
-        let _lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), &id)?;
-        let rec = self.refresh(&store.get(&id)?);
+        let (_lock, rec) = self.lock_record(&id)?;
+        let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Dead | Status::Removing) {
             return Err(EngineError::Defunct(rec.id));
         }
@@ -736,6 +736,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
+    /// and reads its record under it. When the record went meanwhile (the
+    /// remover that held the lock removed it), so does the lock file:
+    /// taking the lock made it again, and nothing else would remove it.
+    fn lock_record(&self, id: &str) -> Result<(crate::store::ContainerLock, ContainerRecord), EngineError> {
+        let locks = self.runroot.join("locks");
+        let lock = crate::store::ContainerLock::acquire(&locks, id)?;
+        match self.containers()?.get(id) {
+            Ok(rec) if rec.id == id => Ok((lock, rec)),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                // No waiter can need it: the id is never used again.
+                let _ = std::fs::remove_file(locks.join(format!("{id}.lock")));
+                Err(crate::store::StoreError::NotFound(id.to_owned()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes a container (stopping it first with `force`): its network,
     /// mounts, directories and record.
     pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
@@ -750,8 +768,8 @@ impl Engine {
         // One remover at a time (a `run --rm` CLI and its shim's exit
         // command may both try): the second finds no record.
         let locks = self.runroot.join("locks");
-        let _lock = crate::store::ContainerLock::acquire(&locks, &id)?;
-        let rec = self.refresh(&store.get(&id)?);
+        let (_lock, rec) = self.lock_record(&id)?;
+        let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Running | Status::Paused) {
             if !force {
                 return Err(EngineError::Running(rec.name.clone()));
@@ -957,5 +975,44 @@ pub fn prime_cgroup_moves() {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &Path) -> Engine {
+        Engine {
+            root: dir.join("root"),
+            runroot: dir.join("run"),
+            runtime: PathBuf::from("/bin/false"),
+            shim: PathBuf::from("/bin/false"),
+            cli: None,
+            cgroup_parent: "/berth-test".into(),
+        }
+    }
+
+    /// A remover (or starter) that read the record, then queued on the
+    /// lock while another removed the container, takes the lock of a
+    /// record that is gone: it must not leave the lock file it made again
+    /// (the races found such files; the window is too short to hit on
+    /// purpose from outside).
+    #[test]
+    fn the_lock_of_a_removed_container_leaves_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let id = "a".repeat(64);
+        let lock_file = e.runroot.join("locks").join(format!("{id}.lock"));
+        e.containers().unwrap().insert(&ContainerRecord::new(&id, "x", "img", "", e.run_dir(&id))).unwrap();
+        let (held, rec) = e.lock_record(&id).unwrap();
+        assert_eq!(rec.id, id);
+        assert!(lock_file.exists(), "held while the record is there");
+        e.containers().unwrap().remove(&id).unwrap();
+        drop(held);
+
+        let err = e.lock_record(&id).err().expect("the record is gone");
+        assert!(matches!(err, EngineError::Store(crate::store::StoreError::NotFound(_))), "{err}");
+        assert!(!lock_file.exists(), "the lock file of a removed container is left");
     }
 }
