@@ -62,6 +62,13 @@ pub enum EngineError {
     AlreadyRunning(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
     NetworkMode(String),
+    /// A network attachment that could not be undone: the container
+    /// stays, marked for removal, so that its attachment is not forgotten
+    /// and the next `rm -f` runs the DEL again (idempotent by the CNI spec).
+    #[error(
+        "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
+    )]
+    Detach { id: String, network: String, source: Box<network::NetworkError> },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
@@ -236,9 +243,12 @@ impl Engine {
                 Ok(rec)
             }
             Err(e) => {
-                let _ = self.cleanup(&rec);
-                let _ = store.remove(&id);
-                let _ = std::fs::remove_file(self.creating_lock(&id));
+                // A half-made container that cannot be undone whole (a
+                // network DEL failed) stays, dead, for `rm` to finish.
+                if self.cleanup(&rec).is_ok() {
+                    let _ = store.remove(&id);
+                    let _ = std::fs::remove_file(self.creating_lock(&id));
+                }
                 Err(e)
             }
         }
@@ -808,7 +818,13 @@ impl Engine {
             if net != network::DEFAULT_NETWORK {
                 self.withdraw(net, rec);
             }
-            let _ = self.networks().detach(net, &rec.id, None, "eth0");
+            // Before anything else goes: a failed DEL keeps the record
+            // whole (and the attachment's), for the next `rm` to retry.
+            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| EngineError::Detach {
+                id: rec.id.clone(),
+                network: net.to_owned(),
+                source: Box::new(source),
+            })?;
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
