@@ -73,6 +73,12 @@ impl Engine {
         }
     }
 
+    /// Whether the container's shim runs (the one its state.json names, by
+    /// pid and start time): exec sessions go through it only then.
+    pub(crate) fn shim_alive(&self, id: &str) -> bool {
+        berth_shim::client::shim_state(&self.state_dir(id)).is_some_and(|st| st.shim.is_alive())
+    }
+
     /// The container's init: from the shim's state.json; for a shim that
     /// predates it, the recorded pid while it is still that shim's child.
     pub(crate) fn init_of(&self, rec: &ContainerRecord) -> Option<ProcessId> {

@@ -564,7 +564,8 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
     }
     match engine.exec(&a.container, &o, a.interactive) {
         Ok(code) => Ok(code),
-        Err(e @ EngineError::Shim(_)) => crate::lifecycle::exec_failed(e),
+        // The runtime's words, from the shim or (no shim) its own log.
+        Err(e @ (EngineError::Shim(_) | EngineError::Runtime(_))) => crate::lifecycle::exec_failed(e),
         Err(e) => Err(e.into()),
     }
 }

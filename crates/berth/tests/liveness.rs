@@ -216,3 +216,46 @@ fn stop_reaches_sigkill_while_the_shim_is_frozen() {
     wait_for("the thawed shim to record the exit", || ps_line(&b, "stubborn").contains("Exited (137)"));
     b.ok(&["rm", "stubborn"]);
 }
+
+/// `exec` into a running container whose shim was SIGKILLed (there is no
+/// attach socket to ask for an exec session): the runtime's exec runs it
+/// directly, with this process's stdio (and a pty for -t); its output and
+/// exit code come back, `-d` starts it in the background, and a command
+/// that is not there gets docker's 127.
+#[test]
+fn exec_works_in_a_container_whose_shim_was_killed() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "--name", "orphan", "--network", "none", &b.image, "sleep", "300"]);
+    let (init, shim) = init_and_shim(&b, "orphan");
+    shim.kill9();
+    wait_for("the shim to die", || !shim.alive());
+
+    let out = b.cmd(&["exec", "orphan", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    assert_eq!((out.status.code(), text(&out.stdout), text(&out.stderr)), (Some(3), "out\n".into(), "err\n".into()));
+
+    let mut c = b.command();
+    c.args(["exec", "-i", "orphan", "sh", "-c", "read line; echo got:$line"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "got:typed\n".into()), "-i passes stdin");
+
+    assert_eq!(b.ok(&["exec", "-d", "orphan", "sh", "-c", "echo bg > /tmp/detached"]), "");
+    wait_for("the detached exec to write", || std::fs::read(format!("/proc/{}/root/tmp/detached", init.pid)).is_ok());
+    assert_eq!(b.ok(&["exec", "orphan", "cat", "/tmp/detached"]), "bg\n");
+
+    let mut t = b.command();
+    t.args(["exec", "-t", "orphan", "sh", "-c", "tty; exit 4"]);
+    let (code, out) = berth_testkit::run_on_pty(&mut t, b"", Duration::from_secs(60));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("/dev/pts/"), "the process has a terminal: {out}");
+
+    let out = b.cmd(&["exec", "orphan", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+
+    assert!(init.alive(), "the container still runs");
+    b.ok(&["rm", "-f", "orphan"]);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}
