@@ -633,13 +633,19 @@ impl Engine {
     }
 
     /// A container whose shim wrote no state.json: never started, or
-    /// started by a shim that predates it (its exit.json alone tells).
+    /// started by a shim that predates it (its exit.json alone tells), or
+    /// its shim's state directory is gone altogether (a reboot emptied the
+    /// runroot): then it runs only while the init it names does.
     fn refresh_without_state(&self, mut r: ContainerRecord, dir: &Path) -> ContainerRecord {
-        if matches!(r.status, Status::Running | Status::Paused)
-            && let Some(e) = berth_shim::client::exit_status(dir)
-            && !r.shim_pid.is_some_and(alive)
-        {
-            set_exited(&mut r, e);
+        if !matches!(r.status, Status::Running | Status::Paused) {
+            return r;
+        }
+        match berth_shim::client::exit_status(dir) {
+            Some(e) if !r.shim_pid.is_some_and(alive) => set_exited(&mut r, e),
+            Some(_) => {}
+            // Every shim makes its directory first, before the container.
+            None if !dir.exists() && !self.recorded_init_runs(&r) => self.lost_without_trace(&mut r),
+            None => {}
         }
         r
     }
@@ -751,13 +757,26 @@ impl Engine {
     /// remover that held the lock removed it), so does the lock file:
     /// taking the lock made it again, and nothing else would remove it.
     fn lock_record(&self, id: &str) -> Result<(crate::store::ContainerLock, ContainerRecord), EngineError> {
-        let locks = self.runroot.join("locks");
-        let lock = crate::store::ContainerLock::acquire(&locks, id)?;
+        let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
+        Ok((lock, self.record_under_lock(id)?))
+    }
+
+    /// [`Engine::lock_record`] without waiting: None while another berth
+    /// (or this process, through another call) holds the lock, or when the
+    /// record is gone.
+    pub(crate) fn try_lock_record(&self, id: &str) -> Option<(crate::store::ContainerLock, ContainerRecord)> {
+        let lock = crate::store::ContainerLock::try_acquire(&self.runroot.join("locks"), id).ok()??;
+        Some((lock, self.record_under_lock(id).ok()?))
+    }
+
+    /// The record of `id`, read under its lock; a record gone takes the
+    /// lock file with it.
+    fn record_under_lock(&self, id: &str) -> Result<ContainerRecord, EngineError> {
         match self.containers()?.get(id) {
-            Ok(rec) if rec.id == id => Ok((lock, rec)),
+            Ok(rec) if rec.id == id => Ok(rec),
             Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
                 // No waiter can need it: the id is never used again.
-                let _ = std::fs::remove_file(locks.join(format!("{id}.lock")));
+                let _ = std::fs::remove_file(self.runroot.join("locks").join(format!("{id}.lock")));
                 Err(crate::store::StoreError::NotFound(id.to_owned()).into())
             }
             Err(e) => Err(e.into()),
