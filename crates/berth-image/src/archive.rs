@@ -195,15 +195,14 @@ fn import_file(store: &Store, path: &Path, expected: Option<&Digest>) -> Result<
 /// Loads an archive (tar, possibly compressed, or a layout directory).
 /// Returns each image loaded with the names it got.
 pub fn load(store: &Store, input: &Path, opts: &UnpackOptions) -> Result<Vec<(ImageRecord, Vec<String>)>> {
-    let _guard = store.adding()?;
+    let guard = store.adding()?;
     let tmp;
     let dir: PathBuf = if input.is_dir() {
         input.to_path_buf()
     } else {
-        tmp = TmpDir(store.root().join(format!("load-{:016x}", rand::random::<u64>())));
-        fs::create_dir_all(&tmp.0).ctx(|| format!("create {}", tmp.0.display()))?;
-        extract(input, &tmp.0)?;
-        tmp.0.clone()
+        tmp = store.temp_dir("load-", &guard)?;
+        extract(input, tmp.path())?;
+        tmp.path().to_path_buf()
     };
     let mut out = Vec::new();
     if dir.join("index.json").is_file() {
@@ -279,13 +278,6 @@ pub fn load(store: &Store, input: &Path, opts: &UnpackOptions) -> Result<Vec<(Im
         return Ok(out);
     }
     Err(Error::Archive("neither index.json nor manifest.json: not an image archive".into()))
-}
-
-struct TmpDir(PathBuf);
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Imports (from `dir`'s blobs/ when not stored yet) and records the image
