@@ -812,10 +812,17 @@ impl Engine {
         kill_point("rm:marked");
         self.cleanup(&rec)?;
         kill_point("rm:cleaned");
-        store.remove(&rec.id)?;
-        // Gone with the record: a remover waiting on it finds no record.
+        // The lock files go before the record, not after: a remover killed
+        // in between leaves a record (removing) that the next `rm`
+        // finishes, never a lock file that no record leads to. Unlinked, the
+        // lock still holds for whoever waits on it (they then find no
+        // record); a remover that comes now makes a new one and finds
+        // nothing left to clean but the record.
         let _ = std::fs::remove_file(locks.join(format!("{}.lock", rec.id)));
         let _ = std::fs::remove_file(self.creating_lock(&rec.id));
+        kill_point("rm:unlocked");
+        store.remove(&rec.id)?;
+        kill_point("rm:removed");
         if volumes {
             let vols = self.volumes();
             for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
@@ -917,7 +924,7 @@ fn network_name(mode: &str) -> &str {
 /// `BERTH_KILL_AT=STEP` makes the process SIGKILL itself at STEP (the
 /// `kill_point` calls name them: create:recorded, create:held,
 /// create:mounted, create:prepared, create:done, rm:marked, rm:unmounted,
-/// rm:cleaned), so the crash tests can stop `run` and `rm` at each step
+/// rm:cleaned, rm:unlocked, rm:removed), so the crash tests can stop `run` and `rm` at each step
 /// that leaves a different state, not only where a random delay lands.
 fn kill_point(step: &str) {
     if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {

@@ -314,7 +314,7 @@ fn a_killed_run_leaves_a_container_that_starts_or_is_dead_and_removable() {
 fn a_killed_rm_is_finished_by_the_next() {
     let b = Berth::new();
     b.ok(&["pull", "-q", &b.image]);
-    for step in ["rm:marked", "rm:unmounted", "rm:cleaned"] {
+    for step in ["rm:marked", "rm:unmounted", "rm:cleaned", "rm:unlocked"] {
         let id = sleeper(&b, &[]);
         let out = killed_at(&b, step, &["rm", "-f", &id]);
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "{step}");
@@ -324,6 +324,13 @@ fn a_killed_rm_is_finished_by_the_next() {
         b.ok(&["rm", "-f", &id]);
         remove_all_and_check_nothing_left(&b);
     }
+    // Killed once the record is gone: nothing may be left that no record
+    // leads to (its lock file was, found by the crash harness).
+    let id = sleeper(&b, &[]);
+    let out = killed_at(&b, "rm:removed", &["rm", "-f", &id]);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
+    assert!(!b.ok(&["ps", "-a", "-q", "--no-trunc"]).contains(&id));
+    remove_all_and_check_nothing_left(&b);
     // And at spread moments of a whole rm -f.
     let id = sleeper(&b, &[]);
     let t = Instant::now();
