@@ -753,34 +753,27 @@ impl Engine {
     }
 
     /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
-    /// and reads its record under it. When the record went meanwhile (the
-    /// remover that held the lock removed it), so does the lock file:
-    /// taking the lock made it again, and nothing else would remove it.
-    fn lock_record(&self, id: &str) -> Result<(crate::store::ContainerLock, ContainerRecord), EngineError> {
+    /// and reads its record under it (see [`RecordLock`]).
+    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), EngineError> {
         let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
-        Ok((lock, self.record_under_lock(id)?))
+        let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
+        match self.containers()?.get(id) {
+            Ok(rec) if rec.id == id => Ok((held, rec)),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                Err(crate::store::StoreError::NotFound(id.to_owned()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// [`Engine::lock_record`] without waiting: None while another berth
     /// (or this process, through another call) holds the lock, or when the
     /// record is gone.
-    pub(crate) fn try_lock_record(&self, id: &str) -> Option<(crate::store::ContainerLock, ContainerRecord)> {
+    pub(crate) fn try_lock_record(&self, id: &str) -> Option<(RecordLock, ContainerRecord)> {
         let lock = crate::store::ContainerLock::try_acquire(&self.runroot.join("locks"), id).ok()??;
-        Some((lock, self.record_under_lock(id).ok()?))
-    }
-
-    /// The record of `id`, read under its lock; a record gone takes the
-    /// lock file with it.
-    fn record_under_lock(&self, id: &str) -> Result<ContainerRecord, EngineError> {
-        match self.containers()?.get(id) {
-            Ok(rec) if rec.id == id => Ok(rec),
-            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-                // No waiter can need it: the id is never used again.
-                let _ = std::fs::remove_file(self.runroot.join("locks").join(format!("{id}.lock")));
-                Err(crate::store::StoreError::NotFound(id.to_owned()).into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
+        let rec = self.containers().ok()?.get(id).ok().filter(|r| r.id == id)?;
+        Some((held, rec))
     }
 
     /// Removes a container (stopping it first with `force`): its network,
@@ -874,6 +867,30 @@ impl Engine {
         }
         self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
         Ok(())
+    }
+}
+
+/// A container's lock, held while its record is read and worked on.
+/// Released, it takes its lock file along when the record is gone: the
+/// remover that removed it unlinked the file first, so this holder (who
+/// queued on the old file, or made a new one after the unlink) is the one
+/// left to; the id is never used again, so no one can need it.
+pub(crate) struct RecordLock {
+    _lock: crate::store::ContainerLock,
+    engine: Engine,
+    id: String,
+}
+
+impl Drop for RecordLock {
+    fn drop(&mut self) {
+        let gone = match self.engine.containers().map(|s| s.get(&self.id)) {
+            Ok(Ok(rec)) => rec.id != self.id,
+            Ok(Err(crate::store::StoreError::NotFound(_))) => true,
+            _ => false,
+        };
+        if gone {
+            let _ = std::fs::remove_file(self.engine.runroot.join("locks").join(format!("{}.lock", self.id)));
+        }
     }
 }
 
@@ -1052,6 +1069,7 @@ mod tests {
         assert!(lock_file.exists(), "held while the record is there");
         e.containers().unwrap().remove(&id).unwrap();
         drop(held);
+        assert!(!lock_file.exists(), "released after its record went, the lock takes its file along");
 
         let err = e.lock_record(&id).err().expect("the record is gone");
         assert!(matches!(err, EngineError::Store(crate::store::StoreError::NotFound(_))), "{err}");
