@@ -287,3 +287,47 @@ fn an_rm_whose_network_del_fails_keeps_the_container_for_the_next_rm() {
         assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
     });
 }
+
+/// A PATH directory whose `iptables` answers everything but `--version`
+/// (the probe portmap runs first): portmap then takes IPv4 iptables for
+/// unusable, and its DEL reports success having removed nothing (as when
+/// that probe is killed).
+fn iptables_without_version() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = Command::new("sh").args(["-c", "command -v iptables"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+    let p = dir.path().join("iptables");
+    let script = format!("#!/bin/sh\n[ \"$1\" = --version ] && exit 1\nexec {real} \"$@\"\n");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// portmap's DEL can report success and leave the port forwards (it found
+/// IPv4 iptables unusable, e.g. its probe was killed): `rm -f` looks at
+/// the nat table after the DEL and does not take that for done; the
+/// container stays (removing) with its attachment, and the next `rm -f`
+/// removes the rules. (Before, the first `rm -f` succeeded and the DNAT
+/// rules stayed for good: found by the crash harness.)
+#[test]
+fn an_rm_whose_portmap_del_leaves_its_rules_does_not_forget_them() {
+    in_test_host(|| {
+        let b = Berth::new();
+        b.ok(&["pull", "-q", &b.image]);
+        let port = free_port();
+        let p = format!("{port}:8080");
+        let id = b.ok(&["run", "-d", "-p", &p, &b.image, "sleep", "300"]).trim().to_owned();
+        let fake = iptables_without_version();
+        let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+        let out = berth_testkit::output_via_files(b.command().args(["rm", "-f", &id]).env("PATH", path));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("port forwards are still in the nat table"), "{err}");
+        assert_eq!(b.inspect(&id)["State"]["Status"], "removing");
+        assert!(iptables_save().contains(&format!("--dport {port}")), "the rule is still there");
+
+        b.ok(&["rm", "-f", &id]);
+        assert_network_undone(&b, &id, port);
+    });
+}
