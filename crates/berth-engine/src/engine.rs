@@ -872,9 +872,10 @@ impl Engine {
 
 /// A container's lock, held while its record is read and worked on.
 /// Released, it takes its lock file along when the record is gone: the
-/// remover that removed it unlinked the file first, so this holder (who
-/// queued on the old file, or made a new one after the unlink) is the one
-/// left to; the id is never used again, so no one can need it.
+/// remover that removed the record unlinked the file first, so a file
+/// there now was made again by a later holder (who queued on the old one
+/// or came after the unlink), and only that holder can remove it. The id
+/// is never used again, so nobody needs the file.
 pub(crate) struct RecordLock {
     _lock: crate::store::ContainerLock,
     engine: Engine,
@@ -941,8 +942,9 @@ fn network_name(mode: &str) -> &str {
 /// `BERTH_KILL_AT=STEP` makes the process SIGKILL itself at STEP (the
 /// `kill_point` calls name them: create:recorded, create:held,
 /// create:mounted, create:prepared, create:done, rm:marked, rm:unmounted,
-/// rm:cleaned, rm:unlocked, rm:removed), so the crash tests can stop `run` and `rm` at each step
-/// that leaves a different state, not only where a random delay lands.
+/// rm:cleaned, rm:unlocked, rm:removed), so the crash tests can stop
+/// `run` and `rm` at each step that leaves a different state, not only
+/// where a random delay lands.
 fn kill_point(step: &str) {
     if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
