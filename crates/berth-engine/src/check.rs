@@ -198,8 +198,9 @@ impl Checker<'_> {
     /// Step 3: one container record against the metadata, its process,
     /// its bundle and the runtime.
     fn container(&mut self, rec: &ContainerRecord) -> Result<(), EngineError> {
-        let Some(_lock) = try_lock(&self.engine.runroot.join("locks"), &rec.id) else {
-            // Being started, stopped or removed by another berth: not ours to judge now.
+        let Some((_lock, _)) = self.engine.try_lock_record(&rec.id) else {
+            // Being started, stopped or removed by another berth (or removed
+            // since the listing): not ours to judge now.
             return Ok(());
         };
         let now = self.engine.refresh(rec);
@@ -430,16 +431,16 @@ fn delete_runtime_state(engine: &Engine, id: &str) {
     }
 }
 
-/// The container's lock (the one `rm` holds), if nobody else has it.
-fn try_lock(dir: &Path, id: &str) -> Option<nix::fcntl::Flock<std::fs::File>> {
-    std::fs::create_dir_all(dir).ok()?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!("{id}.lock")))
-        .ok()?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
+/// The lock of a container without a record (the one `rm` holds), if
+/// nobody else has it: `Some(None)` when it has no lock file, which no
+/// one holds then either (looking makes none: a check leaves nothing).
+fn try_lock(dir: &Path, id: &str) -> Option<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let file = match std::fs::OpenOptions::new().write(true).open(dir.join(format!("{id}.lock"))) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(None),
+        Err(_) => return None,
+    };
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok().map(Some)
 }
 
 /// Whether `pid` runs and is the shim of container `id` (its command line

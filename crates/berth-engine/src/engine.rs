@@ -62,6 +62,13 @@ pub enum EngineError {
     AlreadyRunning(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
     NetworkMode(String),
+    /// A network attachment that could not be undone: the container
+    /// stays, marked for removal, so that its attachment is not forgotten
+    /// and the next `rm -f` runs the DEL again (idempotent by the CNI spec).
+    #[error(
+        "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
+    )]
+    Detach { id: String, network: String, source: Box<network::NetworkError> },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
@@ -236,9 +243,12 @@ impl Engine {
                 Ok(rec)
             }
             Err(e) => {
-                let _ = self.cleanup(&rec);
-                let _ = store.remove(&id);
-                let _ = std::fs::remove_file(self.creating_lock(&id));
+                // A half-made container that cannot be undone whole (a
+                // network DEL failed) stays, dead, for `rm` to finish.
+                if self.cleanup(&rec).is_ok() {
+                    let _ = store.remove(&id);
+                    let _ = std::fs::remove_file(self.creating_lock(&id));
+                }
                 Err(e)
             }
         }
@@ -558,8 +568,8 @@ impl Engine {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // Two starts at once would each clear the other's shim files.
-        let _lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), &id)?;
-        let rec = self.refresh(&store.get(&id)?);
+        let (_lock, rec) = self.lock_record(&id)?;
+        let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Dead | Status::Removing) {
             return Err(EngineError::Defunct(rec.id));
         }
@@ -623,13 +633,19 @@ impl Engine {
     }
 
     /// A container whose shim wrote no state.json: never started, or
-    /// started by a shim that predates it (its exit.json alone tells).
+    /// started by a shim that predates it (its exit.json alone tells), or
+    /// its shim's state directory is gone altogether (a reboot emptied the
+    /// runroot): then it runs only while the init it names does.
     fn refresh_without_state(&self, mut r: ContainerRecord, dir: &Path) -> ContainerRecord {
-        if matches!(r.status, Status::Running | Status::Paused)
-            && let Some(e) = berth_shim::client::exit_status(dir)
-            && !r.shim_pid.is_some_and(alive)
-        {
-            set_exited(&mut r, e);
+        if !matches!(r.status, Status::Running | Status::Paused) {
+            return r;
+        }
+        match berth_shim::client::exit_status(dir) {
+            Some(e) if !r.shim_pid.is_some_and(alive) => set_exited(&mut r, e),
+            Some(_) => {}
+            // Every shim makes its directory first, before the container.
+            None if !dir.exists() && !self.recorded_init_runs(&r) => self.lost_without_trace(&mut r),
+            None => {}
         }
         r
     }
@@ -736,6 +752,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
+    /// and reads its record under it (see [`RecordLock`]).
+    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), EngineError> {
+        let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
+        let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
+        match self.containers()?.get(id) {
+            Ok(rec) if rec.id == id => Ok((held, rec)),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                Err(crate::store::StoreError::NotFound(id.to_owned()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Engine::lock_record`] without waiting: None while another berth
+    /// (or this process, through another call) holds the lock, or when the
+    /// record is gone.
+    pub(crate) fn try_lock_record(&self, id: &str) -> Option<(RecordLock, ContainerRecord)> {
+        let lock = crate::store::ContainerLock::try_acquire(&self.runroot.join("locks"), id).ok()??;
+        let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
+        let rec = self.containers().ok()?.get(id).ok().filter(|r| r.id == id)?;
+        Some((held, rec))
+    }
+
     /// Removes a container (stopping it first with `force`): its network,
     /// mounts, directories and record.
     pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
@@ -750,8 +790,8 @@ impl Engine {
         // One remover at a time (a `run --rm` CLI and its shim's exit
         // command may both try): the second finds no record.
         let locks = self.runroot.join("locks");
-        let _lock = crate::store::ContainerLock::acquire(&locks, &id)?;
-        let rec = self.refresh(&store.get(&id)?);
+        let (_lock, rec) = self.lock_record(&id)?;
+        let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Running | Status::Paused) {
             if !force {
                 return Err(EngineError::Running(rec.name.clone()));
@@ -765,10 +805,17 @@ impl Engine {
         kill_point("rm:marked");
         self.cleanup(&rec)?;
         kill_point("rm:cleaned");
-        store.remove(&rec.id)?;
-        // Gone with the record: a remover waiting on it finds no record.
+        // The lock files go before the record, not after: a remover killed
+        // in between leaves a record (removing) that the next `rm`
+        // finishes, never a lock file that no record leads to. Unlinked, the
+        // lock still holds for whoever waits on it (they then find no
+        // record); a remover that comes now makes a new one and finds
+        // nothing left to clean but the record.
         let _ = std::fs::remove_file(locks.join(format!("{}.lock", rec.id)));
         let _ = std::fs::remove_file(self.creating_lock(&rec.id));
+        kill_point("rm:unlocked");
+        store.remove(&rec.id)?;
+        kill_point("rm:removed");
         if volumes {
             let vols = self.volumes();
             for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
@@ -790,7 +837,13 @@ impl Engine {
             if net != network::DEFAULT_NETWORK {
                 self.withdraw(net, rec);
             }
-            let _ = self.networks().detach(net, &rec.id, None, "eth0");
+            // Before anything else goes: a failed DEL keeps the record
+            // whole (and the attachment's), for the next `rm` to retry.
+            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| EngineError::Detach {
+                id: rec.id.clone(),
+                network: net.to_owned(),
+                source: Box::new(source),
+            })?;
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -814,6 +867,31 @@ impl Engine {
         }
         self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
         Ok(())
+    }
+}
+
+/// A container's lock, held while its record is read and worked on.
+/// Released, it takes its lock file along when the record is gone: the
+/// remover that removed the record unlinked the file first, so a file
+/// there now was made again by a later holder (who queued on the old one
+/// or came after the unlink), and only that holder can remove it. The id
+/// is never used again, so nobody needs the file.
+pub(crate) struct RecordLock {
+    _lock: crate::store::ContainerLock,
+    engine: Engine,
+    id: String,
+}
+
+impl Drop for RecordLock {
+    fn drop(&mut self) {
+        let gone = match self.engine.containers().map(|s| s.get(&self.id)) {
+            Ok(Ok(rec)) => rec.id != self.id,
+            Ok(Err(crate::store::StoreError::NotFound(_))) => true,
+            _ => false,
+        };
+        if gone {
+            let _ = std::fs::remove_file(self.engine.runroot.join("locks").join(format!("{}.lock", self.id)));
+        }
     }
 }
 
@@ -864,8 +942,9 @@ fn network_name(mode: &str) -> &str {
 /// `BERTH_KILL_AT=STEP` makes the process SIGKILL itself at STEP (the
 /// `kill_point` calls name them: create:recorded, create:held,
 /// create:mounted, create:prepared, create:done, rm:marked, rm:unmounted,
-/// rm:cleaned), so the crash tests can stop `run` and `rm` at each step
-/// that leaves a different state, not only where a random delay lands.
+/// rm:cleaned, rm:unlocked, rm:removed), so the crash tests can stop
+/// `run` and `rm` at each step that leaves a different state, not only
+/// where a random delay lands.
 fn kill_point(step: &str) {
     if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
@@ -957,5 +1036,45 @@ pub fn prime_cgroup_moves() {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &Path) -> Engine {
+        Engine {
+            root: dir.join("root"),
+            runroot: dir.join("run"),
+            runtime: PathBuf::from("/bin/false"),
+            shim: PathBuf::from("/bin/false"),
+            cli: None,
+            cgroup_parent: "/berth-test".into(),
+        }
+    }
+
+    /// A remover (or starter) that read the record, then queued on the
+    /// lock while another removed the container, takes the lock of a
+    /// record that is gone: it must not leave the lock file it made again
+    /// (the races found such files; the window is too short to hit on
+    /// purpose from outside).
+    #[test]
+    fn the_lock_of_a_removed_container_leaves_no_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let id = "a".repeat(64);
+        let lock_file = e.runroot.join("locks").join(format!("{id}.lock"));
+        e.containers().unwrap().insert(&ContainerRecord::new(&id, "x", "img", "", e.run_dir(&id))).unwrap();
+        let (held, rec) = e.lock_record(&id).unwrap();
+        assert_eq!(rec.id, id);
+        assert!(lock_file.exists(), "held while the record is there");
+        e.containers().unwrap().remove(&id).unwrap();
+        drop(held);
+        assert!(!lock_file.exists(), "released after its record went, the lock takes its file along");
+
+        let err = e.lock_record(&id).err().expect("the record is gone");
+        assert!(matches!(err, EngineError::Store(crate::store::StoreError::NotFound(_))), "{err}");
+        assert!(!lock_file.exists(), "the lock file of a removed container is left");
     }
 }

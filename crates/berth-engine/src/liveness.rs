@@ -73,6 +73,51 @@ impl Engine {
         }
     }
 
+    /// Whether the init a record names still runs: its pid is alive and
+    /// that process started no later than the container did (a reused pid
+    /// is a process that started after: after a reboot, or after the init
+    /// ended). Without a recorded start, an alive pid is taken for it.
+    pub(crate) fn recorded_init_runs(&self, r: &ContainerRecord) -> bool {
+        let Some(stat) = r.pid.and_then(berth_shim::process::stat).filter(|s| s.state != 'Z') else { return false };
+        let Some(started) = r.started_at.as_deref().and_then(epoch_secs) else { return true };
+        process_start_secs(stat.start).is_none_or(|p| p <= started + START_SLACK_SECS)
+    }
+
+    /// Takes a running record whose shim left nothing behind (its state
+    /// directory is gone: a reboot emptied the runroot, a tmpfs) and whose
+    /// init is gone as exited, as podman resets its containers after a
+    /// reboot. The exit code is unknown: [`LOST_EXIT_CODE`], as for the
+    /// container of a shim that died. Saved at once when no other berth
+    /// works on the container (its lock is free), so that every reader
+    /// sees one finish time; the runtime's state, if any is left, goes
+    /// with the next `start` or `rm`, as after a dead shim.
+    pub(crate) fn lost_without_trace(&self, r: &mut ContainerRecord) {
+        let seen = r.clone();
+        r.status = Status::Exited;
+        r.exit_code = Some(LOST_EXIT_CODE);
+        r.finished_at = Some(berth_shim::time::now());
+        let Some((_lock, now)) = self.try_lock_record(&r.id) else { return };
+        // A `start` may have come in between: only what was seen is changed.
+        let same =
+            |x: &ContainerRecord| x.status == seen.status && x.pid == seen.pid && x.started_at == seen.started_at;
+        if !same(&now) || self.state_dir(&r.id).exists() {
+            return;
+        }
+        tracing::warn!(id = %r.id, "its shim's files and its process are gone (a reboot?): exited, status unknown");
+        let Ok(store) = self.containers() else { return };
+        let _ = store.update(&r.id, |x| {
+            x.status = Status::Exited;
+            x.exit_code = r.exit_code;
+            x.finished_at = r.finished_at.clone();
+        });
+    }
+
+    /// Whether the container's shim runs (the one its state.json names, by
+    /// pid and start time): exec sessions go through it only then.
+    pub(crate) fn shim_alive(&self, id: &str) -> bool {
+        berth_shim::client::shim_state(&self.state_dir(id)).is_some_and(|st| st.shim.is_alive())
+    }
+
     /// The container's init: from the shim's state.json; for a shim that
     /// predates it, the recorded pid while it is still that shim's child.
     pub(crate) fn init_of(&self, rec: &ContainerRecord) -> Option<ProcessId> {
@@ -128,5 +173,40 @@ impl Engine {
             r.finished_at = now.finished_at.clone();
             r.restart_count = now.restart_count;
         });
+    }
+}
+
+/// How much later than the container's recorded start its init may seem
+/// to have started: the boot time /proc gives is whole seconds, and it
+/// moves with clock adjustments.
+const START_SLACK_SECS: f64 = 2.0;
+
+/// An RFC 3339 time as seconds since the epoch.
+fn epoch_secs(t: &str) -> Option<f64> {
+    let t = chrono::DateTime::parse_from_rfc3339(t).ok()?;
+    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9)
+}
+
+/// When a process started, in seconds since the epoch, from its start in
+/// clock ticks after boot (/proc/PID/stat field 22) and the boot time.
+fn process_start_secs(ticks: u64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(boot as f64 + ticks as f64 / hz as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_started_before_now_and_after_boot() {
+        let me = berth_shim::process::ProcessId::current().unwrap();
+        let started = process_start_secs(me.start).unwrap();
+        let now = epoch_secs(&berth_shim::time::now()).unwrap();
+        assert!(started <= now + START_SLACK_SECS, "{started} > {now}");
+        assert!(started > now - 24.0 * 3600.0 * 365.0, "{started}");
+        assert_eq!(epoch_secs("2026-11-23T01:02:03.5Z"), Some(1_795_395_723.5));
     }
 }

@@ -8,19 +8,49 @@ use crate::engine::{Engine, EngineError};
 use crate::spec::user;
 use crate::store::{ContainerRecord, Status};
 
-/// A process running on a pty in a container (`exec -t`), an exec session
-/// of the container's shim; the master carries its I/O.
+/// A process running on a pty in a container (`exec -t`): an exec session
+/// of the container's shim, or (the shim is gone) the runtime's `exec`
+/// in the foreground; the master carries its I/O.
 pub struct TtyExec {
-    attach: berth_shim::client::Attach,
+    waiter: TtyWaiter,
     pub master: std::os::fd::OwnedFd,
     _dir: tempfile::TempDir,
 }
 
+/// Who reports the end of an `exec -t` process.
+enum TtyWaiter {
+    Shim(berth_shim::client::Attach),
+    Runtime(std::process::Child),
+}
+
 impl TtyExec {
     /// Waits for the process to end; its exit code.
-    pub fn wait(mut self) -> Result<i32, EngineError> {
-        Ok(self.attach.exec_exit()?)
+    pub fn wait(self) -> Result<i32, EngineError> {
+        match self.waiter {
+            TtyWaiter::Shim(mut attach) => Ok(attach.exec_exit()?),
+            TtyWaiter::Runtime(mut child) => {
+                let status = child.wait().map_err(io_err("wait for", "the OCI runtime's exec"))?;
+                Ok(exit_code(status))
+            }
+        }
     }
+}
+
+/// A process's exit code as a shell gives it (128+N for signal N).
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(255)
+}
+
+/// The last error the runtime logged (runc's `--log-format json`: one
+/// object a line, `level` and `msg`).
+fn runtime_error(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == "error")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .next_back()
 }
 
 fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
@@ -58,6 +88,9 @@ impl Engine {
         use std::os::fd::AsFd;
         let rec = self.running(key)?;
         let args = self.exec_args(&rec, o, &[])?;
+        if !self.shim_alive(&rec.id) {
+            return self.exec_unsupervised(&args, o.detach, stdin);
+        }
         let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
         let (i, out, err) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
         let stdio = if o.detach {
@@ -93,6 +126,9 @@ impl Engine {
         })?;
         let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
         let args = self.exec_args(&rec, o, &tty)?;
+        if !self.shim_alive(&rec.id) {
+            return self.exec_tty_unsupervised(&args, o.detach, &listener, dir);
+        }
         let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
         let mut attach = self.attach(&rec)?;
         // The runtime has sent the master (it waits in our backlog) by the
@@ -100,7 +136,76 @@ impl Engine {
         attach.exec(&args, [null.as_fd(), null.as_fd(), null.as_fd()])?;
         let master = berth_shim::supervisor::receive_console_within(&listener, std::time::Duration::from_secs(10))
             .map_err(EngineError::Runtime)?;
-        Ok(TtyExec { attach, master, _dir: dir })
+        Ok(TtyExec { waiter: TtyWaiter::Shim(attach), master, _dir: dir })
+    }
+
+    /// [`Engine::exec`] for a container whose shim is gone (killed; the
+    /// container runs on, see [`Engine::refresh`]): the runtime's `exec`
+    /// run by this process with its stdio, as berth ran exec before the
+    /// shim took exec sessions over. What is lost without the shim: no
+    /// berth process is the parent of the exec'd process, so a detached
+    /// one (`-d`) is reaped by whoever adopts it (the container's init or
+    /// the host's) and its exit code is recorded nowhere. An attached one
+    /// is waited for by the runtime, which gives its code.
+    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, EngineError> {
+        use std::process::Stdio;
+        let log = tempfile::Builder::new()
+            .prefix("berth-exec-")
+            .suffix(".log")
+            .tempfile()
+            .map_err(io_err("create a log file for", "the OCI runtime's exec"))?;
+        let mut c = self.runtime_cmd();
+        // Its own errors go to the log: its stderr is the process's.
+        c.arg("--log").arg(log.path()).args(["--log-format", "json", "exec"]);
+        if detach {
+            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        } else if !stdin {
+            // docker's exec reads no input without -i.
+            c.stdin(Stdio::null());
+        }
+        let status = c.args(args).status().map_err(|source| EngineError::Io {
+            what: "run the OCI runtime",
+            path: self.runtime.clone(),
+            source,
+        })?;
+        match runtime_error(log.path()) {
+            Some(msg) if !status.success() => Err(EngineError::Runtime(msg)),
+            _ if detach => Ok(0),
+            _ => Ok(exit_code(status)),
+        }
+    }
+
+    /// [`Engine::exec_tty`] for a container whose shim is gone: the
+    /// runtime's `exec --tty` in the foreground (its exit status is the
+    /// process's), or `--detach`ed; see [`Engine::exec_unsupervised`].
+    fn exec_tty_unsupervised(
+        &self,
+        args: &[String],
+        detach: bool,
+        listener: &std::os::unix::net::UnixListener,
+        dir: tempfile::TempDir,
+    ) -> Result<TtyExec, EngineError> {
+        use std::process::Stdio;
+        let log = dir.path().join("runtime.log");
+        let mut c = self.runtime_cmd();
+        c.arg("--log").arg(&log).args(["--log-format", "json", "exec"]);
+        if detach {
+            c.arg("--detach");
+        }
+        c.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().map_err(|source| EngineError::Io {
+            what: "run the OCI runtime",
+            path: self.runtime.clone(),
+            source,
+        })?;
+        match console_from(listener, &mut child) {
+            Ok(master) => Ok(TtyExec { waiter: TtyWaiter::Runtime(child), master, _dir: dir }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(EngineError::Runtime(runtime_error(&log).unwrap_or(e)))
+            }
+        }
     }
 
     /// The runtime's `exec` arguments after `exec`: options, `extra`, the
@@ -231,5 +336,27 @@ impl Engine {
                 "Networks": if address.is_empty() { json!({}) } else { json!({ network: { "IPAddress": address } }) },
             },
         }))
+    }
+}
+
+/// The terminal `child` (the runtime's `exec --tty`) sends to `listener`,
+/// or why none came: it exited first, or a minute passed.
+fn console_from(
+    listener: &std::os::unix::net::UnixListener,
+    child: &mut std::process::Child,
+) -> Result<std::os::fd::OwnedFd, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match berth_shim::supervisor::receive_console_within(listener, std::time::Duration::from_millis(50)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if !e.contains("no terminal") => return Err(e),
+            Err(_) => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the runtime exited ({status}) without sending a terminal"));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the runtime sent no terminal within 60 s".into());
+        }
     }
 }

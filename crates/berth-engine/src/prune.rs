@@ -76,6 +76,9 @@ impl Engine {
                 // Started or removed by someone else meanwhile: not ours to prune.
                 Err(EngineError::Running(_)) => {}
                 Err(EngineError::Store(crate::store::StoreError::NotFound(_))) => {}
+                // Kept, marked for removal, for a later prune or `rm -f`
+                // to retry; the others are still pruned.
+                Err(e @ EngineError::Detach { .. }) => tracing::warn!("{e}"),
                 Err(e) => return Err(e),
             }
         }

@@ -302,6 +302,17 @@ pub struct ContainerLock {
 
 impl ContainerLock {
     pub fn acquire(lock_dir: &Path, id: &str) -> Result<ContainerLock, StoreError> {
+        Self::take(lock_dir, id, nix::fcntl::FlockArg::LockExclusive)?
+            .ok_or_else(|| StoreError::Lock { id: id.into(), source: std::io::ErrorKind::WouldBlock.into() })
+    }
+
+    /// [`ContainerLock::acquire`] without waiting: None while another
+    /// holds it (another berth, or this process through another call).
+    pub fn try_acquire(lock_dir: &Path, id: &str) -> Result<Option<ContainerLock>, StoreError> {
+        Self::take(lock_dir, id, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    }
+
+    fn take(lock_dir: &Path, id: &str, how: nix::fcntl::FlockArg) -> Result<Option<ContainerLock>, StoreError> {
         let err = |e: std::io::Error| StoreError::Lock { id: id.into(), source: e };
         std::fs::create_dir_all(lock_dir).map_err(err)?;
         let file = std::fs::OpenOptions::new()
@@ -310,9 +321,11 @@ impl ContainerLock {
             .write(true)
             .open(lock_dir.join(format!("{id}.lock")))
             .map_err(err)?;
-        let flock =
-            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))?;
-        Ok(ContainerLock { _flock: flock })
+        match nix::fcntl::Flock::lock(file, how) {
+            Ok(flock) => Ok(Some(ContainerLock { _flock: flock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(err(e.into())),
+        }
     }
 }
 

@@ -190,16 +190,12 @@ fn import_file(store: &Store, path: &Path, expected: Option<&Digest>) -> Result<
 /// Loads an archive (tar, possibly compressed, or a layout directory).
 /// Returns each image loaded with the names it got.
 pub fn load(store: &Store, input: &Path, opts: &UnpackOptions) -> Result<Vec<(ImageRecord, Vec<String>)>> {
-    let _guard = store.adding()?;
+    let guard = store.adding()?;
     let tmp;
     let dir: PathBuf = if input.is_dir() {
         input.to_path_buf()
     } else {
-        // Removed when dropped: on every way out of here.
-        tmp = tempfile::Builder::new()
-            .prefix("load-")
-            .tempdir_in(store.root())
-            .ctx(|| format!("create a directory in {}", store.root().display()))?;
+        tmp = store.temp_dir("load-", &guard)?;
         extract(input, tmp.path())?;
         tmp.path().to_path_buf()
     };

@@ -95,6 +95,7 @@ pub fn collect(store: &Store) -> Result<GcReport> {
     }
     store.snapshots.clean_tmp()?;
     store.snapshots.clean_locks()?;
+    store.clean_temp_dirs(&_guard)?;
     info!(blobs = report.blobs.len(), snapshots = report.snapshots.len(), bytes = report.bytes, "garbage collected");
     Ok(report)
 }

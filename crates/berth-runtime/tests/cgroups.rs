@@ -329,3 +329,29 @@ fn a_joined_cgroup_is_not_emptied_or_removed_by_the_joiner() {
     rt.ok(&["delete", "--force", &a]);
     assert!(!parent.dir("pids", &shared).exists(), "the owner removed it");
 }
+
+/// A `run --detach` killed right after it made the container's cgroup
+/// (the debug builds' BERTH_KILL_AT hook; an engine's timed kill lands
+/// there too): the state was saved before the cgroup was made, so
+/// `delete --force` knows the container and removes its cgroup from every
+/// hierarchy (before, the state came after the cgroup: delete found a
+/// bare directory, said nothing, and the cgroup stayed for good).
+#[test]
+fn a_create_killed_after_making_the_cgroup_leaves_it_to_delete() {
+    let rt = runtime();
+    let parent = CgParent::new();
+    let mut b = Bundle::busybox();
+    let id = unique_id("killed");
+    with_resources(&mut b, &parent, &id, json!({ "pids": { "limit": 32 } }));
+    b.args(&["sleep", "1000"]);
+    let mut c = rt.cmd();
+    c.args(["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id])
+        .env("BERTH_KILL_AT", "runtime:cgroup-made");
+    let out = berth_testkit::output_via_files(&mut c);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "killed at the hook");
+    assert!(parent.dir("pids", &id).exists(), "the kill came after the cgroup was made");
+    assert_eq!(rt.state(&id)["status"], "stopped", "a half-made container reads as stopped");
+
+    rt.ok(&["delete", "--force", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

@@ -292,6 +292,11 @@ impl Scope {
         for n in names_in(&self.root.join("snapshots")).into_iter().filter(|n| n != "tmp" && n != "locks") {
             out.push(Violation::new(Invariant::StoreGarbage, format!("snapshot left: {n}")));
         }
+        // What killed `import`s and `load`s made under the root.
+        for n in names_in(&self.root).into_iter().filter(|n| n.starts_with("import-") || n.starts_with("load-")) {
+            let detail = format!("temporary import/load dir left: {}", self.root.join(n).display());
+            out.push(Violation::new(Invariant::StoreGarbage, detail));
+        }
         out
     }
 

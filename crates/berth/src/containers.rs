@@ -452,7 +452,12 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
             format!("Exited ({}) {}", r.exit_code.unwrap_or(-1), crate::format::since(r.finished_at.as_deref()))
         }
         Status::Created => "Created".into(),
-        s => format!("{s:?}"),
+        // docker's words (container/state.go), which scripts match.
+        Status::Restarting => {
+            format!("Restarting ({}) {}", r.exit_code.unwrap_or(0), crate::format::since(r.finished_at.as_deref()))
+        }
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
     };
     let state = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let ports: Vec<String> = r.config["ports"]
@@ -559,7 +564,8 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
     }
     match engine.exec(&a.container, &o, a.interactive) {
         Ok(code) => Ok(code),
-        Err(e @ EngineError::Shim(_)) => crate::lifecycle::exec_failed(e),
+        // The runtime's words, from the shim or (no shim) its own log.
+        Err(e @ (EngineError::Shim(_) | EngineError::Runtime(_))) => crate::lifecycle::exec_failed(e),
         Err(e) => Err(e.into()),
     }
 }

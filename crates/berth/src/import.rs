@@ -34,7 +34,10 @@ pub fn import(store: &Store, max_layer_size: u64, a: ImportArgs) -> Result<()> {
     for c in &a.change {
         apply_change(&mut config, c)?;
     }
-    let dir = tempfile::Builder::new().prefix("import-").tempdir_in(store.root()).context("make a temp dir")?;
+    // Held until the image is loaded: GC leaves the directory alone while
+    // this runs, and removes it if this is killed.
+    let guard = store.adding()?;
+    let dir = store.temp_dir("import-", &guard)?;
     let input: Box<dyn Read> = if a.file == "-" {
         Box::new(std::io::stdin().lock())
     } else {

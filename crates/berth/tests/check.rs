@@ -161,20 +161,24 @@ fn a_running_record_whose_processes_died_is_marked_exited_and_starts_again() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // What a reboot leaves: the runroot (a tmpfs) is empty, so no shim
-    // files say how the container ended (with them, `inspect` itself
-    // finds the dead shim and records the exit).
+    // files say how the container ended (with them, `inspect` finds the
+    // dead shim and records the exit). Here the runtime's state is left,
+    // which a real reboot takes too: `system check` finds that.
     std::fs::remove_dir_all(b.dir.path().join("run/s").join(&id[..12])).unwrap();
-    assert_eq!(inspect_state(&b, &id)["Running"], true, "the record still says running");
+    // Refresh sees it (it said running before): exited, code unknown
+    // (137, as for the container of a dead shim).
+    let state = inspect_state(&b, &id);
+    assert_eq!((state["Status"].as_str(), state["ExitCode"].as_i64()), (Some("exited"), Some(137)), "{state}");
+    assert!(!state["FinishedAt"].as_str().unwrap_or_default().is_empty(), "{state}");
+    assert_eq!(inspect_state(&b, &id)["FinishedAt"], state["FinishedAt"], "saved: one finish time");
 
     let (code, out) = check(&b, &[]);
     assert_eq!(code, Some(1), "{out}");
     let line = format!("container {} (", &id[..12]);
-    assert!(out.contains(&line) && out.contains("recorded as running, but neither its process nor its shim runs"));
+    assert!(out.contains(&line) && out.contains("exited, but the runtime still has its state"), "{out}");
     let (code, out) = check(&b, &["--repair"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("repaired: marked it exited"), "{out}");
-    let state = inspect_state(&b, &id);
-    assert_eq!((state["Status"].as_str(), state["ExitCode"].as_i64()), (Some("exited"), Some(255)), "{state}");
+    assert!(out.contains("repaired: deleted the runtime's state"), "{out}");
     assert_clean(&b);
     b.ok(&["start", &id]);
     assert_eq!(b.ok(&["exec", &id, "echo", "again"]), "again\n");

@@ -314,7 +314,7 @@ fn a_killed_run_leaves_a_container_that_starts_or_is_dead_and_removable() {
 fn a_killed_rm_is_finished_by_the_next() {
     let b = Berth::new();
     b.ok(&["pull", "-q", &b.image]);
-    for step in ["rm:marked", "rm:unmounted", "rm:cleaned"] {
+    for step in ["rm:marked", "rm:unmounted", "rm:cleaned", "rm:unlocked"] {
         let id = sleeper(&b, &[]);
         let out = killed_at(&b, step, &["rm", "-f", &id]);
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "{step}");
@@ -324,6 +324,13 @@ fn a_killed_rm_is_finished_by_the_next() {
         b.ok(&["rm", "-f", &id]);
         remove_all_and_check_nothing_left(&b);
     }
+    // Killed once the record is gone: nothing may be left that no record
+    // leads to (its lock file was, found by the crash harness).
+    let id = sleeper(&b, &[]);
+    let out = killed_at(&b, "rm:removed", &["rm", "-f", &id]);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
+    assert!(!b.ok(&["ps", "-a", "-q", "--no-trunc"]).contains(&id));
+    remove_all_and_check_nothing_left(&b);
     // And at spread moments of a whole rm -f.
     let id = sleeper(&b, &[]);
     let t = Instant::now();
@@ -337,4 +344,32 @@ fn a_killed_rm_is_finished_by_the_next() {
         let _ = child.wait();
         remove_all_and_check_nothing_left(&b);
     }
+}
+
+/// A dead container (its `run` killed before it was made) and one half
+/// removed (its `rm` killed) show as docker shows them: `ps` STATUS
+/// "Dead" and "Removal In Progress", `{{.State}}` and inspect's
+/// `.State.Status` "dead" and "removing" (not Rust's `Dead`/`Removing`).
+#[test]
+fn dead_and_half_removed_containers_show_dockers_states() {
+    let b = Berth::new();
+    b.ok(&["pull", "-q", &b.image]);
+    let out = killed_at(&b, "create:recorded", &["run", "-d", "--network", "none", &b.image, "sleep", "600"]);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
+    let dead = b.ok(&["ps", "-a", "-q", "--no-trunc"]).trim().to_owned();
+    let removing = sleeper(&b, &[]);
+    let out = killed_at(&b, "rm:marked", &["rm", "-f", &removing]);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9));
+
+    for (id, state, status) in [(&dead, "dead", "Dead"), (&removing, "removing", "Removal In Progress")] {
+        let line =
+            b.ok(&["ps", "-a", "--no-trunc", "--filter", &format!("id={id}"), "--format", "{{.State}}|{{.Status}}"]);
+        assert_eq!(line, format!("{state}|{status}\n"), "{id}");
+        assert_eq!(b.inspect(id)["State"]["Status"], state, "{id}");
+        let table = b.ok(&["ps", "-a", "--no-trunc", "--filter", &format!("id={id}")]);
+        assert!(table.lines().nth(1).is_some_and(|l| l.contains(status)), "{table}");
+    }
+    b.ok(&["rm", "-f", &dead]);
+    b.ok(&["rm", "-f", &removing]);
+    remove_all_and_check_nothing_left(&b);
 }

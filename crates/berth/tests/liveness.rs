@@ -216,3 +216,92 @@ fn stop_reaches_sigkill_while_the_shim_is_frozen() {
     wait_for("the thawed shim to record the exit", || ps_line(&b, "stubborn").contains("Exited (137)"));
     b.ok(&["rm", "stubborn"]);
 }
+
+/// `exec` into a running container whose shim was SIGKILLed (there is no
+/// attach socket to ask for an exec session): the runtime's exec runs it
+/// directly, with this process's stdio (and a pty for -t); its output and
+/// exit code come back, `-d` starts it in the background, and a command
+/// that is not there gets docker's 127.
+#[test]
+fn exec_works_in_a_container_whose_shim_was_killed() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "--name", "orphan", "--network", "none", &b.image, "sleep", "300"]);
+    let (init, shim) = init_and_shim(&b, "orphan");
+    shim.kill9();
+    wait_for("the shim to die", || !shim.alive());
+
+    let out = b.cmd(&["exec", "orphan", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    assert_eq!((out.status.code(), text(&out.stdout), text(&out.stderr)), (Some(3), "out\n".into(), "err\n".into()));
+
+    let mut c = b.command();
+    c.args(["exec", "-i", "orphan", "sh", "-c", "read line; echo got:$line"]);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "got:typed\n".into()), "-i passes stdin");
+
+    assert_eq!(b.ok(&["exec", "-d", "orphan", "sh", "-c", "echo bg > /tmp/detached"]), "");
+    wait_for("the detached exec to write", || std::fs::read(format!("/proc/{}/root/tmp/detached", init.pid)).is_ok());
+    assert_eq!(b.ok(&["exec", "orphan", "cat", "/tmp/detached"]), "bg\n");
+
+    let mut t = b.command();
+    t.args(["exec", "-t", "orphan", "sh", "-c", "tty; exit 4"]);
+    let (code, out) = berth_testkit::run_on_pty(&mut t, b"", Duration::from_secs(60));
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("/dev/pts/"), "the process has a terminal: {out}");
+
+    let out = b.cmd(&["exec", "orphan", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+
+    assert!(init.alive(), "the container still runs");
+    b.ok(&["rm", "-f", "orphan"]);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}
+
+/// After a reboot the runroot (a tmpfs) is empty: a record that says
+/// running has no shim files any more. While the process it names is its
+/// init (started before the container did), it runs; once that pid is
+/// gone, or is another process's (a reused pid started later), `ps` and
+/// `inspect` say exited (137: the status went with the processes), the
+/// process behind the reused pid is left alone, and `start` runs the
+/// container again.
+#[test]
+fn a_running_record_without_shim_files_is_exited_once_its_init_is_gone_or_its_pid_reused() {
+    let b = Berth::new();
+    let id =
+        b.ok(&["run", "-d", "--name", "rebooted", "--network", "none", &b.image, "sleep", "300"]).trim().to_owned();
+    let (init, shim) = init_and_shim(&b, "rebooted");
+    shim.kill9();
+    wait_for("the shim to die", || !shim.alive());
+    std::fs::remove_dir_all(b.dir.path().join("run/s").join(&id[..12])).unwrap();
+    assert_eq!(b.inspect("rebooted")["State"]["Status"], "running", "its init still runs");
+
+    init.kill9();
+    wait_for("the init to die", || !init.alive());
+    // Its pid now someone else's: a process that started after the
+    // container (which, as before a reboot, started an hour ago).
+    let mut other = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    let store = berth_engine::store::ContainerStore::open(&b.dir.path().join("root/containers.redb")).unwrap();
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    store
+        .update(&id, |r| {
+            r.pid = Some(other.id() as i32);
+            r.started_at = Some(an_hour_ago.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        })
+        .unwrap();
+    drop(store);
+
+    let state = &b.inspect("rebooted")["State"];
+    assert_eq!((state["Status"].as_str(), state["ExitCode"].as_i64()), (Some("exited"), Some(137)), "{state}");
+    assert!(ps_line(&b, "rebooted").contains("Exited (137)"), "{}", ps_line(&b, "rebooted"));
+    assert!(Proc::of(other.id() as i64).alive(), "the process behind the reused pid is not touched");
+    other.kill().unwrap();
+    other.wait().unwrap();
+
+    b.ok(&["start", "rebooted"]);
+    assert_eq!(b.ok(&["exec", "rebooted", "echo", "again"]), "again\n");
+    b.ok(&["rm", "-f", "rebooted"]);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}

@@ -230,7 +230,7 @@ fn a_published_host_port_is_allocated_once_and_a_refused_run_leaves_nothing() {
                 .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().parse::<std::net::Ipv4Addr>().is_ok())
                 .count();
             assert_eq!(leases, 1, "{ports:?}: only first's lease");
-            assert!(results <= 2, "{ports:?}: only first's record (and the lock): {results}");
+            assert_eq!(results, 1, "{ports:?}: only first's record (the port lock lives beside them)");
             assert!(!iptables_save().contains(&format!("--dport {other}")), "{ports:?}");
         }
         // Another protocol on the same port is another port.
@@ -240,5 +240,94 @@ fn a_published_host_port_is_allocated_once_and_a_refused_run_leaves_nothing() {
         b.ok(&["rm", "-f", "first"]);
         web(&b, "second", port, "second-owner");
         served(&format!("127.0.0.1:{port}"), "second-owner").unwrap_or_else(|e| panic!("no answer: {e}"));
+    });
+}
+
+/// A directory whose `iptables` and `ip6tables` always fail: on PATH
+/// first, portmap (which runs them) cannot undo its rules.
+fn broken_iptables() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["iptables", "ip6tables"] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "#!/bin/sh\necho \"$0: broken on purpose\" >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// An `rm -f` whose CNI DEL fails (portmap cannot reach iptables) fails
+/// too, naming the network step, and forgets nothing: the container stays
+/// (removing), with its attachment record and DNAT rule, and the next
+/// `rm -f` runs the DEL again and leaves nothing. (Before, the first one
+/// reported success and dropped the record, the rule stayed for good.)
+#[test]
+fn an_rm_whose_network_del_fails_keeps_the_container_for_the_next_rm() {
+    in_test_host(|| {
+        let b = Berth::new();
+        b.ok(&["pull", "-q", &b.image]);
+        let port = free_port();
+        let p = format!("{port}:8080");
+        let id = b.ok(&["run", "-d", "-p", &p, &b.image, "sleep", "300"]).trim().to_owned();
+        let broken = broken_iptables();
+        let path = format!("{}:{}", broken.path().display(), std::env::var("PATH").unwrap_or_default());
+        let out = berth_testkit::output_via_files(b.command().args(["rm", "-f", &id]).env("PATH", path));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("detach it from network bridge") && err.contains("portmap"), "{err}");
+        assert!(err.contains("run rm -f again"), "{err}");
+        assert_eq!(b.inspect(&id)["State"]["Status"], "removing");
+        let record = b.dir.path().join(format!("run/cni/results/bridge-{id}-eth0.json"));
+        assert!(record.exists(), "the attachment record is kept for the next DEL");
+        assert!(iptables_save().contains(&format!("--dport {port}")), "the rule is still there");
+
+        b.ok(&["rm", "-f", &id]);
+        assert!(!b.ok(&["ps", "-a", "-q", "--no-trunc"]).contains(&id));
+        assert_network_undone(&b, &id, port);
+        assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
+    });
+}
+
+/// A PATH directory whose `iptables` answers everything but `--version`
+/// (the probe portmap runs first): portmap then takes IPv4 iptables for
+/// unusable, and its DEL reports success having removed nothing (as when
+/// that probe is killed).
+fn iptables_without_version() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = Command::new("sh").args(["-c", "command -v iptables"]).output().unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_owned();
+    let p = dir.path().join("iptables");
+    let script = format!("#!/bin/sh\n[ \"$1\" = --version ] && exit 1\nexec {real} \"$@\"\n");
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// portmap's DEL can report success and leave the port forwards (it found
+/// IPv4 iptables unusable, e.g. its probe was killed): `rm -f` looks at
+/// the nat table after the DEL and does not take that for done; the
+/// container stays (removing) with its attachment, and the next `rm -f`
+/// removes the rules. (Before, the first `rm -f` succeeded and the DNAT
+/// rules stayed for good: found by the crash harness.)
+#[test]
+fn an_rm_whose_portmap_del_leaves_its_rules_does_not_forget_them() {
+    in_test_host(|| {
+        let b = Berth::new();
+        b.ok(&["pull", "-q", &b.image]);
+        let port = free_port();
+        let p = format!("{port}:8080");
+        let id = b.ok(&["run", "-d", "-p", &p, &b.image, "sleep", "300"]).trim().to_owned();
+        let fake = iptables_without_version();
+        let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+        let out = berth_testkit::output_via_files(b.command().args(["rm", "-f", &id]).env("PATH", path));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("port forwards are still in the nat table"), "{err}");
+        assert_eq!(b.inspect(&id)["State"]["Status"], "removing");
+        assert!(iptables_save().contains(&format!("--dport {port}")), "the rule is still there");
+
+        b.ok(&["rm", "-f", &id]);
+        assert_network_undone(&b, &id, port);
     });
 }

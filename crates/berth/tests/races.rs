@@ -72,10 +72,13 @@ impl Race<'_> {
         false
     }
 
-    fn runner(&self, n: usize, seed: u64) {
+    /// `n` times `run -d`, some publishing a port of its own from
+    /// `first_port` on (runners get ranges that do not overlap: two
+    /// containers given one host port would rightly clash).
+    fn runner(&self, n: usize, seed: u64, first_port: usize) {
         let mut rng = StdRng::seed_from_u64(seed);
         for i in 0..n {
-            let port = format!("{}:80", 19000 + seed as usize % 100 * 100 + i);
+            let port = format!("{}:80", first_port + i);
             let mut args = vec!["run", "-d"];
             if rng.random_bool(0.3) {
                 args.extend(["-p", port.as_str()]);
@@ -175,8 +178,8 @@ fn parallel_run_rm_rmi_prune_and_pull_lose_and_leak_nothing() {
         let race = Race { b: &b, seen: Mutex::new(Seen::default()), runners: AtomicUsize::new(2) };
         let seed = std::process::id() as u64;
         std::thread::scope(|s| {
-            s.spawn(|| race.runner(rounds(10), seed));
-            s.spawn(|| race.runner(rounds(10), seed + 1));
+            s.spawn(|| race.runner(rounds(10), seed, 19000));
+            s.spawn(|| race.runner(rounds(10), seed + 1, 19000 + rounds(10)));
             s.spawn(|| race.remover(rounds(10), seed + 2));
             s.spawn(|| race.remover_of_images(rounds(15)));
             s.spawn(|| race.pruner(rounds(12)));

@@ -2,7 +2,7 @@
 //! test), pulled, and run under berth-shim and berth-runtime, daemonless.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -666,4 +666,76 @@ fn an_imported_rootfs_tarball_runs_offline() {
     assert_eq!(b.ok(&["run", "--rm", "--network", "none", "local/imported:1"]), "imported\n");
     let out = b.cmd(&["import", "--change", "RUN make", tar.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("RUN"));
+}
+
+/// Whether /proc/locks shows a process blocked on the flock of the file
+/// with inode `ino` (waiters are the lines with "->").
+fn flock_waited_on(ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .any(|l| l.contains("->") && l.split_whitespace().any(|f| f.rsplit(':').next() == Some(&ino.to_string())))
+}
+
+/// `berth import -` of a tarball that arrives slowly: its temporary
+/// directory under the root is in use, so a prune's GC waits for it
+/// rather than taking it, and the import finishes; an import killed there
+/// leaves the directory, and the next prune removes it (before, nothing
+/// ever did).
+#[test]
+fn gc_waits_for_a_running_import_and_removes_what_a_killed_one_left() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let b = Berth::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    berth_testkit::make_busybox_rootfs(&rootfs);
+    let tar = tmp.path().join("rootfs.tar");
+    assert!(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap().success());
+    let data = std::fs::read(&tar).unwrap();
+    let root = b.dir.path().join("root");
+    let temp_dirs = || -> Vec<String> {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("import-"))
+            .collect()
+    };
+    let importing = |name: &str| {
+        let mut c = b.command();
+        c.args(["import", "-", name]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.as_mut().unwrap().write_all(&data[..data.len() / 2]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while temp_dirs().is_empty() {
+            assert!(Instant::now() < deadline, "the import made no temporary dir");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+
+    let mut import = importing("local/slow:1");
+    let mut prune = b.command();
+    let prune = prune.args(["image", "prune", "-f"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let gc_lock = std::fs::metadata(root.join("gc.lock")).unwrap().ino();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !flock_waited_on(gc_lock) {
+        assert!(Instant::now() < deadline, "the prune's GC never waited for the import");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    import.stdin.as_mut().unwrap().write_all(&data[data.len() / 2..]).unwrap();
+    drop(import.stdin.take());
+    let out = import.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = prune.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(temp_dirs().is_empty(), "{:?}", temp_dirs());
+    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "local/slow:1", "echo", "imported"]), "imported\n");
+
+    let mut killed = importing("local/killed:1");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert_eq!(temp_dirs().len(), 1, "a killed import leaves its dir");
+    b.ok(&["image", "prune", "-f"]);
+    assert!(temp_dirs().is_empty(), "GC left {:?}", temp_dirs());
 }

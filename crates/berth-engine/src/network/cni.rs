@@ -181,9 +181,21 @@ fn exec(conf: &Value, command: &str, inv: &Invocation<'_>) -> Result<Vec<u8>, Ne
         Ok(e) if !e.msg.is_empty() => {
             (e.code, if e.details.is_empty() { e.msg } else { format!("{}: {}", e.msg, e.details) })
         }
-        _ => (0, String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        _ => (0, failure_text(&out)),
     };
     Err(NetworkError::Plugin { plugin: kind, command: command.into(), code, msg })
+}
+
+/// What a plugin that printed no CNI error said: its stderr, or how it
+/// ended when it said nothing (a plugin killed by a signal).
+fn failure_text(out: &std::process::Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    match (err.is_empty(), out.status.signal()) {
+        (true, Some(sig)) => format!("killed by signal {sig}"),
+        (true, None) => format!("exited with {} and no message", out.status.code().unwrap_or(-1)),
+        (false, _) => err,
+    }
 }
 
 /// Makes the plugin die (SIGKILL) if this process dies first. A plugin

@@ -60,24 +60,29 @@ pub(super) fn write(path: &Path, endpoint: &Endpoint) -> Result<(), NetworkError
 /// Records the intent to attach with `ports` at `path`, unless one of
 /// them is already published by another attachment in `dir` (or twice in
 /// `ports`): then docker's "port is already allocated", and nothing is
-/// written.
-pub(super) fn reserve(dir: &Path, path: &Path, ports: &[PortMapping]) -> Result<(), NetworkError> {
+/// written. `lock_path` serialises the check and the write with other
+/// attaches.
+///
+/// The lock is one fixed, long-lived file outside `dir` (as host-local's
+/// `ipam/NET/lock` and the image store's `gc.lock`): `dir` holds one
+/// record per attachment and nothing else, so every file there names a
+/// container and is removed with it.
+pub(super) fn reserve(dir: &Path, lock_path: &Path, path: &Path, ports: &[PortMapping]) -> Result<(), NetworkError> {
     let intent = Endpoint { result: None, ports: ports.to_vec() };
     if ports.is_empty() {
         // Nothing to check, so nothing to serialise with other attaches.
         return write(path, &intent);
     }
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-    let lock_path = dir.join(".ports.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
+        .open(lock_path)
+        .map_err(io("open", lock_path))?;
     // A flock: the kernel drops it if this process is killed.
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("lock", &lock_path)(e.into()))?;
+        .map_err(|(_, e)| io("lock", lock_path)(e.into()))?;
     for (i, p) in ports.iter().enumerate() {
         if ports[..i].iter().any(|q| clash(p, q)) {
             return Err(allocated(p));
@@ -136,25 +141,30 @@ mod tests {
     #[test]
     fn a_host_port_is_given_out_once_per_address_and_protocol() {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        reserve(d, &d.join("bridge-a-eth0.json"), &[port("8080:80")]).unwrap();
-        let err = reserve(d, &d.join("bridge-b-eth0.json"), &[port("8080:81")]).unwrap_err();
+        let d = &dir.path().join("results");
+        let lock = dir.path().join("ports.lock");
+        let reserve = |path: &Path, ports: &[PortMapping]| reserve(d, &lock, path, ports);
+        reserve(&d.join("bridge-a-eth0.json"), &[port("8080:80")]).unwrap();
+        let err = reserve(&d.join("bridge-b-eth0.json"), &[port("8080:81")]).unwrap_err();
         assert_eq!(err.to_string(), "Bind for 0.0.0.0:8080 failed: port is already allocated");
         assert!(!d.join("bridge-b-eth0.json").exists(), "a refused intent is not written");
-        let err = reserve(d, &d.join("n-c-eth0.json"), &[port("127.0.0.1:8080:80")]).unwrap_err();
+        let err = reserve(&d.join("n-c-eth0.json"), &[port("127.0.0.1:8080:80")]).unwrap_err();
         assert_eq!(err.to_string(), "Bind for 127.0.0.1:8080 failed: port is already allocated");
         // Another protocol, another port: free.
-        reserve(d, &d.join("bridge-d-eth0.json"), &[port("8080:80/udp"), port("8081:80")]).unwrap();
+        reserve(&d.join("bridge-d-eth0.json"), &[port("8080:80/udp"), port("8081:80")]).unwrap();
         // Twice in one request.
-        let err = reserve(d, &d.join("bridge-e-eth0.json"), &[port("9000:80"), port("9000:81")]).unwrap_err();
+        let err = reserve(&d.join("bridge-e-eth0.json"), &[port("9000:80"), port("9000:81")]).unwrap_err();
         assert_eq!(err.to_string(), "Bind for 0.0.0.0:9000 failed: port is already allocated");
         // Two specific addresses do not clash; the same record may be rewritten.
-        reserve(d, &d.join("bridge-f-eth0.json"), &[port("127.0.0.1:9001:80")]).unwrap();
-        reserve(d, &d.join("bridge-g-eth0.json"), &[port("127.0.0.2:9001:80")]).unwrap();
-        reserve(d, &d.join("bridge-g-eth0.json"), &[port("127.0.0.2:9001:80")]).unwrap();
+        reserve(&d.join("bridge-f-eth0.json"), &[port("127.0.0.1:9001:80")]).unwrap();
+        reserve(&d.join("bridge-g-eth0.json"), &[port("127.0.0.2:9001:80")]).unwrap();
+        reserve(&d.join("bridge-g-eth0.json"), &[port("127.0.0.2:9001:80")]).unwrap();
         let kept = read(&d.join("bridge-a-eth0.json")).unwrap();
         assert!(kept.result.is_none());
         assert_eq!(kept.ports, [port("8080:80")]);
-        assert_eq!(records(d).unwrap().len(), 4, "no temp or lock file counts");
+        assert_eq!(records(d).unwrap().len(), 4, "no temp file counts");
+        let names: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 4, "the results dir holds the records only: {names:?}");
+        assert!(lock.exists(), "the lock is beside it");
     }
 }

@@ -367,13 +367,13 @@ impl Networks {
     ) -> Result<Attachment, NetworkError> {
         let net = if network == DEFAULT_NETWORK { self.ensure_default()? } else { self.get(network)? };
         let record = self.result_path(network, container_id, ifname);
-        endpoint::reserve(&self.results_dir(), &record, ports)?;
+        endpoint::reserve(&self.results_dir(), &self.state_dir.join("ports.lock"), &record, ports)?;
         let list = self.conflist(&net);
         let rc = runtime_config(ports);
         let inv = self.invocation(container_id, netns, ifname, &rc);
         let undo = |result: Option<&CniResult>, e: NetworkError| {
             // DEL is idempotent: whatever part of ADD happened is undone.
-            if let Err(d) = cni::del(&list, &inv, result) {
+            if let Err(d) = del_checked(&list, &inv, result, network, ports) {
                 tracing::warn!(container_id, network, "undo a failed attach: {d}");
             } else {
                 let _ = std::fs::remove_file(&record);
@@ -420,13 +420,41 @@ impl Networks {
         let known = endpoint::read(&record).unwrap_or_default();
         let rc = runtime_config(&known.ports);
         let inv = self.invocation(container_id, netns.unwrap_or(Path::new("")), ifname, &rc);
-        cni::del(&self.conflist(&net), &inv, known.result.as_ref())?;
+        del_checked(&self.conflist(&net), &inv, known.result.as_ref(), network, &known.ports)?;
         match std::fs::remove_file(&record) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(NetworkError::Io { what: "remove", path: record, source: e })
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// [`cni::del`], and for an attachment that published ports, a look at
+/// the nat table after it: portmap's DEL can report success having done
+/// nothing (see [`rules::port_forwards_left`]), so rules it left get one
+/// more DEL, and an error if they are still there (the caller then keeps
+/// the attachment's record, for a later DEL).
+fn del_checked(
+    list: &Value,
+    inv: &cni::Invocation<'_>,
+    result: Option<&CniResult>,
+    network: &str,
+    ports: &[PortMapping],
+) -> Result<(), NetworkError> {
+    cni::del(list, inv, result)?;
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let left = |msg: String| NetworkError::Plugin { plugin: "portmap".into(), command: "DEL".into(), code: 0, msg };
+    if !rules::port_forwards_left(network, inv.container_id).map_err(left)? {
+        return Ok(());
+    }
+    tracing::warn!(container_id = inv.container_id, network, "portmap DEL left the port forwards: once more");
+    cni::del(list, inv, result)?;
+    match rules::port_forwards_left(network, inv.container_id).map_err(left)? {
+        false => Ok(()),
+        true => Err(left("it reported success, but the container's port forwards are still in the nat table".into())),
     }
 }
 

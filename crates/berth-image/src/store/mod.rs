@@ -60,4 +60,36 @@ impl Store {
     pub fn collecting(&self) -> Result<GcGuard> {
         self.gc_lock(FlockOperation::LockExclusive)
     }
+
+    /// A new temporary directory under the root, `PREFIX-…` with a prefix
+    /// of [`TEMP_DIR_PREFIXES`], for work that adds content (`load`,
+    /// `import`). The caller holds an [`Store::adding`] guard for as long
+    /// as it uses it: a collection (which holds the guard exclusively)
+    /// then knows every such directory it sees is a killed one's.
+    pub fn temp_dir(&self, prefix: &str, _held: &GcGuard) -> Result<tempfile::TempDir> {
+        debug_assert!(TEMP_DIR_PREFIXES.iter().any(|p| prefix.starts_with(p)));
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.root)
+            .ctx(|| format!("create a temporary directory in {}", self.root.display()))
+    }
+
+    /// Removes the temporary directories of killed `load`s and `import`s;
+    /// how many. Only under [`Store::collecting`] (see [`Store::temp_dir`]).
+    pub(crate) fn clean_temp_dirs(&self, _held: &GcGuard) -> Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
+            let e = e.ctx(|| format!("read {}", self.root.display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if TEMP_DIR_PREFIXES.iter().any(|p| name.starts_with(p)) && e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
+
+/// What the temporary directories of `load` and `import` under the root
+/// are named after (see [`Store::temp_dir`]).
+pub const TEMP_DIR_PREFIXES: [&str; 2] = ["import-", "load-"];

@@ -68,11 +68,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let dir = o.root.create_dir(o.id)?;
     let mut undo =
         Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, net_devices: None, disarmed: false };
-    let cgs = make_cgroup(&bundle.spec, o.id)?;
-    let (layout, cgroup) = (cgs.layout, cgs.cgroup);
-    undo.cgroup = cgroup.clone().filter(|_| !cgs.joined).map(|c| (c, cgs.default_path));
-    // Saved now, so a create killed half-way leaves a container that reads
-    // as stopped and that `delete` can clean up (its cgroup included).
+    let planned = plan_cgroup(&bundle.spec, o.id)?;
+    // Saved before the cgroup is made, so a create killed from here on
+    // leaves a container that reads as stopped and that `delete` cleans up,
+    // its cgroup included (in every hierarchy it got to), as runc's state
+    // directory lets its `delete` do.
     let me = std::process::id() as i32;
     let mut container = Container {
         dir: dir.clone(),
@@ -83,9 +83,9 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             created: berth_proc::time::format_go(SystemTime::now()),
-            cgroup: cgroup.clone(),
-            default_cgroup: cgs.default_path,
-            joined_cgroup: cgs.joined,
+            cgroup: planned.cgroup.clone(),
+            default_cgroup: planned.default_path,
+            joined_cgroup: planned.joined,
             annotations: bundle.spec.annotations().clone(),
             poststart_hooks: !hooks::of(&bundle.spec, HookKind::Poststart).is_empty(),
             poststop_hooks: !hooks::of(&bundle.spec, HookKind::Poststop).is_empty(),
@@ -96,6 +96,15 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let spec_json = serde_json::to_vec(&bundle.spec).expect("a parsed spec serializes");
     write_atomic(&dir.join(CONFIG_FILE), &spec_json)?;
     container.save()?;
+    undo.cgroup = planned.cgroup.clone().filter(|_| !planned.joined).map(|c| (c, planned.default_path));
+    let cgs = make_cgroup(planned, &bundle.spec, o.id)?;
+    kill_point("runtime:cgroup-made");
+    let (layout, cgroup) = (cgs.layout, cgs.cgroup);
+    if cgroup.is_none() && container.state.cgroup.is_some() {
+        // Rootless without a delegated cgroup: none after all.
+        container.state.cgroup = None;
+        container.save()?;
+    }
     let (console, ours) = console_sockets(terminal, console_socket.as_deref())?;
     let listener = listen_for_start(&dir)?;
     let (seccomp, seccomp_listener) = seccomp_for(&bundle.spec, dir.parent())?;
@@ -167,16 +176,15 @@ struct CgroupSetup {
     joined: bool,
 }
 
-/// Creates (or joins) the container's cgroup and applies its limits. No
-/// cgroup when the host has none, or when a rootless caller (see
-/// [`crate::sys::rootless`]) has none delegated.
-fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
-    let none = |layout| CgroupSetup { layout, cgroup: None, default_path: false, joined: false };
+/// The container's cgroup as it will be: where, and whether it exists
+/// already (then it is joined, not made, and never removed). Nothing is
+/// made yet. No cgroup when the host has none.
+fn plan_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
     let layout = match Layout::detect() {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!("no cgroups for container {id}: {e}");
-            return Ok(none(None));
+            return Ok(CgroupSetup { layout: None, cgroup: None, default_path: false, joined: false });
         }
     };
     let configured = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
@@ -184,6 +192,17 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
     let path = configured.unwrap_or_else(|| default_cgroup_path(id));
     let cg = Cgroup::resolve(&layout, &path)?;
     let joined = cg.exists();
+    Ok(CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined })
+}
+
+/// Creates (or joins) the planned cgroup and applies its limits. No
+/// cgroup when the host has none, or when a rootless caller (see
+/// [`crate::sys::rootless`]) has none delegated.
+fn make_cgroup(planned: CgroupSetup, spec: &Spec, id: &str) -> Result<CgroupSetup> {
+    let none = |layout| CgroupSetup { layout, cgroup: None, default_path: false, joined: false };
+    let CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined } = planned else {
+        return Ok(planned);
+    };
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     // Limits go in before any process of the container joins the cgroup.
     let made = cg
@@ -214,6 +233,16 @@ fn make_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
             }
             Err(e)
         }
+    }
+}
+
+/// A test hook of debug builds (release builds have none):
+/// `BERTH_KILL_AT=STEP` makes the runtime SIGKILL itself at STEP
+/// (runtime:cgroup-made: the cgroup is made, the init not yet forked), so
+/// tests can stop a create exactly where a kill leaves the most behind.
+fn kill_point(step: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("BERTH_KILL_AT").is_some_and(|s| s == step) {
+        let _ = nix::sys::signal::raise(Signal::SIGKILL);
     }
 }
 
