@@ -32,6 +32,11 @@ impl Reference {
         if s.is_empty() {
             return Err(bad("empty"));
         }
+        // docker refuses these: a bare 64-digit hex string is an image ID,
+        // and a repository of that name could never be told from one.
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(bad("cannot specify 64-byte hexadecimal strings (an image ID is not a repository name)"));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|_| bad("invalid digest"))?)),
             None => (s, None),
@@ -323,6 +328,16 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_bare_image_id_is_not_a_repository_name() {
+        // Found by fuzz/reference: docker's ParseNormalizedNamed refuses it.
+        let id = D.strip_prefix("sha256:").unwrap();
+        let e = Reference::parse(id).unwrap_err().to_string();
+        assert!(e.contains("64-byte hexadecimal"), "{e}");
+        assert_eq!(norm(&format!("library/{id}")), format!("docker.io/library/{id}:latest"));
+        assert!(Reference::parse(&id[1..]).is_ok(), "63 digits are a name");
     }
 
     #[test]
