@@ -107,13 +107,19 @@ impl Reference {
     }
 
     /// The name as docker shows it: `busybox`, `user/app`,
-    /// `localhost:5000/app`.
+    /// `localhost:5000/app`. `library/` goes only where what is left has no
+    /// `/`: `library/a/b` shown as `a/b` would name another repository. So
+    /// does `docker.io/`, unless the path would then read as a registry
+    /// (`docker.io/a.b/c`, which docker shows as `a.b/c`).
     pub fn familiar_name(&self) -> String {
-        if self.registry == DEFAULT_REGISTRY {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
-        } else {
-            self.name()
+        if self.registry != DEFAULT_REGISTRY {
+            return self.name();
         }
+        let short = match self.repository.strip_prefix("library/") {
+            Some(official) if !official.contains('/') => official,
+            _ => &self.repository,
+        };
+        if split_registry(short).0 == DEFAULT_REGISTRY { short.to_string() } else { self.name() }
     }
 
     /// The same repository with another tag and no digest.
@@ -304,6 +310,19 @@ mod tests {
         assert_eq!(Reference::parse("user/app").unwrap().familiar_name(), "user/app");
         assert_eq!(Reference::parse("localhost:5000/app").unwrap().familiar_name(), "localhost:5000/app");
         assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
+    }
+
+    #[test]
+    fn a_familiar_name_names_the_same_repository() {
+        // Found by fuzz/reference: `library/a/b` was shown as `a/b`, which
+        // is docker.io/a/b.
+        let r = Reference::parse("docker.io/library/a/b").unwrap();
+        assert_eq!(r.familiar_name(), "library/a/b");
+        assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
+        // And `docker.io/a.b/c` as `a.b/c` would name the registry a.b.
+        let r = Reference::parse("docker.io/a.b/c").unwrap();
+        assert_eq!(r.familiar_name(), "docker.io/a.b/c");
+        assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
     }
 
     #[test]
