@@ -145,7 +145,8 @@ impl Reference {
 
 fn split_registry(name: &str) -> (&str, &str) {
     match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
+        // An IPv6 literal (`[::1]`) always has a ':'.
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
             if first == "index.docker.io" || first == "registry-1.docker.io" {
                 (DEFAULT_REGISTRY, rest)
             } else {
@@ -165,7 +166,8 @@ fn valid_host(h: &str) -> bool {
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
         match rest.split_once(']') {
             Some((v6, tail)) => {
-                if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+                // docker's grammar: hex digits and colons only.
+                if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
                     return false;
                 }
                 match tail.strip_prefix(':') {
@@ -357,6 +359,17 @@ mod tests {
         assert!(e.contains("64-byte hexadecimal"), "{e}");
         assert_eq!(norm(&format!("library/{id}")), format!("docker.io/library/{id}:latest"));
         assert!(Reference::parse(&id[1..]).is_ok(), "63 digits are a name");
+    }
+
+    #[test]
+    fn ipv6_hosts_follow_the_distribution_grammar() {
+        // Found by fuzz/reference: "[464]" (no ':') was taken for a
+        // registry, and dots were allowed inside the brackets; docker
+        // refuses both.
+        for bad in ["[464]/b", "[::ffff:1.2.3.4]:5000/app"] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Reference::parse("[fe80::1]/app").unwrap().registry(), "[fe80::1]");
     }
 
     #[test]
