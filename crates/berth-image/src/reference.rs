@@ -119,7 +119,7 @@ impl Reference {
             Some(official) if !official.contains('/') => official,
             _ => &self.repository,
         };
-        if split_registry(short).0 == DEFAULT_REGISTRY { short.to_string() } else { self.name() }
+        if split_registry(short) == (DEFAULT_REGISTRY, short) { short.to_string() } else { self.name() }
     }
 
     /// The same repository with another tag and no digest.
@@ -322,9 +322,11 @@ mod tests {
         assert_eq!(r.familiar_name(), "library/a/b");
         assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
         // And `docker.io/a.b/c` as `a.b/c` would name the registry a.b.
-        let r = Reference::parse("docker.io/a.b/c").unwrap();
-        assert_eq!(r.familiar_name(), "docker.io/a.b/c");
-        assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
+        for name in ["docker.io/a.b/c", "docker.io/index.docker.io/c"] {
+            let r = Reference::parse(name).unwrap();
+            assert_eq!(r.familiar_name(), name);
+            assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
+        }
     }
 
     #[test]
