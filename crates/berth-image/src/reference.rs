@@ -107,19 +107,21 @@ impl Reference {
     }
 
     /// The name as docker shows it: `busybox`, `user/app`,
-    /// `localhost:5000/app`. `library/` goes only where what is left has no
-    /// `/`: `library/a/b` shown as `a/b` would name another repository. So
-    /// does `docker.io/`, unless the path would then read as a registry
-    /// (`docker.io/a.b/c`, which docker shows as `a.b/c`).
+    /// `localhost:5000/app`: the shortest of those forms that still parses
+    /// to this repository. So `library/a/b` stays (`a/b` is docker.io/a/b),
+    /// and so do `docker.io/a.b/c` (`a.b/c` names the registry a.b) and
+    /// `library/<64 hex digits>` (the bare digits are an image ID).
     pub fn familiar_name(&self) -> String {
+        let full = self.name();
         if self.registry != DEFAULT_REGISTRY {
-            return self.name();
+            return full;
         }
-        let short = match self.repository.strip_prefix("library/") {
-            Some(official) if !official.contains('/') => official,
-            _ => &self.repository,
-        };
-        if split_registry(short) == (DEFAULT_REGISTRY, short) { short.to_string() } else { self.name() }
+        let official = self.repository.strip_prefix("library/").filter(|o| !o.contains('/'));
+        official
+            .into_iter()
+            .chain([self.repository.as_str()])
+            .find(|short| Reference::parse(short).is_ok_and(|r| r.name() == full))
+            .map_or(full, str::to_string)
     }
 
     /// The same repository with another tag and no digest.
@@ -322,6 +324,8 @@ mod tests {
         assert_eq!(r.familiar_name(), "library/a/b");
         assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
         // And `docker.io/a.b/c` as `a.b/c` would name the registry a.b.
+        let id = D.strip_prefix("sha256:").unwrap();
+        assert_eq!(Reference::parse(&format!("library/{id}")).unwrap().familiar_name(), format!("library/{id}"));
         for name in ["docker.io/a.b/c", "docker.io/index.docker.io/c"] {
             let r = Reference::parse(name).unwrap();
             assert_eq!(r.familiar_name(), name);
