@@ -19,8 +19,10 @@
 # libFuzzer's coverage instrumentation needs no nightly feature, only the
 # sanitizers do. FUZZ_TOOLCHAIN=nightly|stable picks one.
 #
-# Inputs a run finds go to fuzz/target/corpus/TARGET (not committed); the
-# committed corpus fuzz/corpus/TARGET is only read, unless --cmin. A crash
+# A run reads the committed fuzz/seeds/TARGET (small real inputs, by hand)
+# and fuzz/corpus/TARGET (what earlier runs found, minimized); what it
+# finds goes to fuzz/target/corpus/TARGET (not committed) until --cmin
+# merges it into fuzz/corpus/TARGET. A crash
 # leaves its input in fuzz/artifacts/TARGET/ and makes the script fail;
 # the log (with the stack) is in fuzz/target/logs/TARGET.log. Replay:
 #   cd fuzz && cargo fuzz run --dev TARGET artifacts/TARGET/crash-...
@@ -70,13 +72,18 @@ echo "fuzz.sh: ${#targets[@]} targets, ${seconds}s each, $toolchain toolchain, s
 
 mkdir -p target/logs
 run() {
-  local t=$1 scratch=target/corpus/$1 log=target/logs/$1.log
-  mkdir -p "$scratch" "corpus/$t"
+  local t=$1 scratch=target/corpus/$1 log=target/logs/$1.log tmp=$PWD/target/tmp/$1
+  mkdir -p "$scratch" "corpus/$t" "seeds/$t" "$tmp"
   local extra=()
   # A tar needs room for a few 512-byte headers.
   [ "$t" = unpack ] && extra=(-max_len=16384)
-  if "${cargo[@]}" run "${flags[@]}" "$t" "$scratch" "corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
+  # The targets' temp dirs (bundles, the unpack sandbox) live as long as
+  # the process, which libFuzzer ends with exit(): they go with $tmp.
+  local rc=0
+  TMPDIR=$tmp "${cargo[@]}" run "${flags[@]}" "$t" "$scratch" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1 || rc=$?
+  rm -rf "$tmp"
+  if [ "$rc" = 0 ]; then
     local runs
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "fuzz.sh: $t: ok, ${runs:-?} runs in ${seconds}s"
@@ -110,8 +117,13 @@ done
 
 if [ "$cmin" = 1 ]; then
   for t in "${targets[@]}"; do
-    cp -n target/corpus/"$t"/* corpus/"$t"/ 2>/dev/null || true
-    "${cargo[@]}" cmin "${flags[@]}" "$t" "corpus/$t" >"target/logs/$t.cmin.log" 2>&1
+    cp -n target/corpus/"$t"/* seeds/"$t"/* corpus/"$t"/ 2>/dev/null || true
+    # Kept small: the fewest inputs that reach every edge (set cover, hit
+    # counts ignored); the runs rebuild the rest from them in seconds.
+    mkdir -p "target/tmp/$t"
+    TMPDIR=$PWD/target/tmp/$t "${cargo[@]}" cmin "${flags[@]}" "$t" "corpus/$t" -- -set_cover_merge=1 -use_counters=0 \
+      >"target/logs/$t.cmin.log" 2>&1
+    rm -rf "target/tmp/$t"
     echo "fuzz.sh: $t: corpus minimized to $(find "corpus/$t" -type f | wc -l) inputs"
   done
 fi
