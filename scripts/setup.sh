@@ -13,6 +13,7 @@ packages=(
   containernetworking-plugins iptables  # container networks (CNI bridge, portmap, firewall)
   tini             # tini-static: `berth run --init`'s pid 1 (docker's docker-init)
   protobuf-compiler  # protoc: the CRI bindings (k8s-cri) are generated from its protos at build time
+  g++              # scripts/fuzz.sh: libfuzzer-sys builds libFuzzer (C++)
 )
 # tests/interop: berth-runtime under the real clients, each started by the
 # tests with its own root, state and socket (never a system-wide instance).
@@ -56,6 +57,9 @@ if [ "${#missing_interop[@]}" -gt 0 ]; then
   [ "$rc" = 0 ] || exit "$rc"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+# scripts/fuzz.sh (the last CI step) drives the fuzz targets with
+# cargo-fuzz; it runs on stable too (see the script), so no nightly here.
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # crun refuses a hybrid layout whose cgroup2 mount holds a controller
 # ("cgroups in hybrid mode not supported"): on the hybrid CI machines that
 # is hugetlb, which nothing uses. Mounting it as its own v1 hierarchy (the

@@ -371,17 +371,7 @@ impl Engine {
         let hostname_file = run.join("hostname");
         std::fs::write(&hostname_file, format!("{hostname}\n")).map_err(io("write", &hostname_file))?;
 
-        let c = &image.config["config"];
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
-        };
-        let defaults = ImageDefaults {
-            entrypoint: strings(&c["Entrypoint"]),
-            cmd: strings(&c["Cmd"]),
-            env: strings(&c["Env"]),
-            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
-            user: c["User"].as_str().unwrap_or_default().to_owned(),
-        };
+        let defaults = ImageDefaults::from_image_config(&image.config);
         let paths = Paths {
             rootfs: rootfs.clone(),
             hosts: Some(hosts),

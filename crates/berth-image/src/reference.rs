@@ -32,6 +32,11 @@ impl Reference {
         if s.is_empty() {
             return Err(bad("empty"));
         }
+        // docker refuses these: a bare 64-digit hex string is an image ID,
+        // and a repository of that name could never be told from one.
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(bad("cannot specify 64-byte hexadecimal strings (an image ID is not a repository name)"));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|_| bad("invalid digest"))?)),
             None => (s, None),
@@ -102,13 +107,21 @@ impl Reference {
     }
 
     /// The name as docker shows it: `busybox`, `user/app`,
-    /// `localhost:5000/app`.
+    /// `localhost:5000/app`: the shortest of those forms that still parses
+    /// to this repository. So `library/a/b` stays (`a/b` is docker.io/a/b),
+    /// and so do `docker.io/a.b/c` (`a.b/c` names the registry a.b) and
+    /// `library/<64 hex digits>` (the bare digits are an image ID).
     pub fn familiar_name(&self) -> String {
-        if self.registry == DEFAULT_REGISTRY {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_string()
-        } else {
-            self.name()
+        let full = self.name();
+        if self.registry != DEFAULT_REGISTRY {
+            return full;
         }
+        let official = self.repository.strip_prefix("library/").filter(|o| !o.contains('/'));
+        official
+            .into_iter()
+            .chain([self.repository.as_str()])
+            .find(|short| Reference::parse(short).is_ok_and(|r| r.name() == full))
+            .map_or(full, str::to_string)
     }
 
     /// The same repository with another tag and no digest.
@@ -134,7 +147,8 @@ impl Reference {
 
 fn split_registry(name: &str) -> (&str, &str) {
     match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
+        // An IPv6 literal (`[::1]`) always has a ':'.
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
             if first == "index.docker.io" || first == "registry-1.docker.io" {
                 (DEFAULT_REGISTRY, rest)
             } else {
@@ -154,7 +168,8 @@ fn valid_host(h: &str) -> bool {
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
         match rest.split_once(']') {
             Some((v6, tail)) => {
-                if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+                // docker's grammar: hex digits and colons only.
+                if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
                     return false;
                 }
                 match tail.strip_prefix(':') {
@@ -302,6 +317,23 @@ mod tests {
     }
 
     #[test]
+    fn a_familiar_name_names_the_same_repository() {
+        // Found by fuzz/reference: `library/a/b` was shown as `a/b`, which
+        // is docker.io/a/b.
+        let r = Reference::parse("docker.io/library/a/b").unwrap();
+        assert_eq!(r.familiar_name(), "library/a/b");
+        assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
+        // And `docker.io/a.b/c` as `a.b/c` would name the registry a.b.
+        let id = D.strip_prefix("sha256:").unwrap();
+        assert_eq!(Reference::parse(&format!("library/{id}")).unwrap().familiar_name(), format!("library/{id}"));
+        for name in ["docker.io/a.b/c", "docker.io/index.docker.io/c"] {
+            let r = Reference::parse(name).unwrap();
+            assert_eq!(r.familiar_name(), name);
+            assert_eq!(Reference::parse(&r.familiar_name()).unwrap().name(), r.name());
+        }
+    }
+
+    #[test]
     fn invalid_references_are_refused() {
         for bad in [
             "",
@@ -323,6 +355,27 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_bare_image_id_is_not_a_repository_name() {
+        // Found by fuzz/reference: docker's ParseNormalizedNamed refuses it.
+        let id = D.strip_prefix("sha256:").unwrap();
+        let e = Reference::parse(id).unwrap_err().to_string();
+        assert!(e.contains("64-byte hexadecimal"), "{e}");
+        assert_eq!(norm(&format!("library/{id}")), format!("docker.io/library/{id}:latest"));
+        assert!(Reference::parse(&id[1..]).is_ok(), "63 digits are a name");
+    }
+
+    #[test]
+    fn ipv6_hosts_follow_the_distribution_grammar() {
+        // Found by fuzz/reference: "[464]" (no ':') was taken for a
+        // registry, and dots were allowed inside the brackets; docker
+        // refuses both.
+        for bad in ["[464]/b", "[::ffff:1.2.3.4]:5000/app"] {
+            assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Reference::parse("[fe80::1]/app").unwrap().registry(), "[fe80::1]");
     }
 
     #[test]

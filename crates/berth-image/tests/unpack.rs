@@ -235,6 +235,35 @@ fn decompression_bomb_is_stopped_at_the_limit() {
 }
 
 #[test]
+fn sparse_bomb_is_stopped_at_the_limit() {
+    // A GNU sparse entry's holes come out of the tar reader as zeros that
+    // the stream never held: this 1.5 KiB layer asks for 64 MiB of them.
+    let s = Scene::new();
+    let real: u64 = 64 << 20;
+    let octal = |v: u64| -> [u8; 12] { format!("{v:011o}\0").as_bytes().try_into().unwrap() };
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_path("sparse").unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(0);
+    let gnu = h.as_gnu_mut().unwrap();
+    gnu.realsize = octal(real);
+    gnu.sparse[0].offset = octal(real);
+    gnu.sparse[0].numbytes = octal(0);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend([0u8; 1024]);
+    let r = unpack_layer(&tar[..], &s.snap, "sparse", &UnpackOptions { max_size: 4 << 20 });
+    assert!(matches!(r, Err(Error::TooLarge { limit, .. }) if limit == 4 << 20), "{r:?}");
+    let written = std::fs::metadata(s.snap.join("sparse")).map(|m| m.len()).unwrap_or(0);
+    assert!(written <= 4 << 20, "wrote {written} bytes");
+    s.assert_host_untouched();
+}
+
+#[test]
 fn corrupt_layers_fail_cleanly() {
     let s = Scene::new();
     let mut gz = gzip(&Layer::new().file("a", &[7u8; 10000]).tar());

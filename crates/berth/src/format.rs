@@ -48,10 +48,12 @@ pub fn since(created: Option<&str>) -> String {
 }
 
 /// Left-aligned columns separated by at least three spaces (docker's tabwriter).
+/// A row's last cell is not padded, so it does not widen its column.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..cols).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter(|r| c + 1 < r.len()).map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();
@@ -102,8 +104,12 @@ impl Template {
             return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
         }
         let header = self.header();
-        let cells: Vec<Vec<String>> =
-            std::iter::once(header).chain(lines).map(|l| l.split('\t').map(str::to_owned).collect()).collect();
+        // A newline ends a row wherever it comes from (the template or a
+        // value), as in docker's tabwriter; tabs separate cells.
+        let cells: Vec<Vec<String>> = std::iter::once(header)
+            .chain(lines)
+            .flat_map(|l| l.split('\n').map(|row| row.split('\t').map(str::to_owned).collect()).collect::<Vec<_>>())
+            .collect();
         Ok(table(&cells))
     }
 
@@ -202,6 +208,18 @@ mod tests {
     fn tables_align() {
         let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
         assert_eq!(t, "A     BB\nCCC   D\n");
+    }
+
+    #[test]
+    fn table_rows_end_at_newlines() {
+        // Found by fuzz/format_template: a newline in a cell was kept inside
+        // its row, which then had blanks before it and skewed the columns.
+        let mut row = serde_json::Map::new();
+        row.insert("ID".into(), "abc".into());
+        row.insert("Names".into(), "web\nworker".into());
+        let t = Template::parse("table {{.Names}}\\t{{.ID}}");
+        let out = t.render(&[row]).unwrap();
+        assert_eq!(out, "NAMES    ID\nweb\nworker   abc\n");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 mod attach;
 mod containers;
-mod format;
 mod import;
 mod lifecycle;
 mod logs;
@@ -20,6 +19,8 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+// The formats live in the library target, where the fuzz targets link them.
+use berth::format;
 use berth_image::images::Removed;
 use berth_image::pull::PullOptions;
 use berth_image::registry::{Credentials, Registry, RegistryConfig};

@@ -55,6 +55,26 @@ pub struct ImageDefaults {
     pub user: String,
 }
 
+impl ImageDefaults {
+    /// What an image's config JSON (untrusted: it comes with the image)
+    /// says about running it, from its `config` object. A missing field or
+    /// one of the wrong type counts as not set, and so does a non-string
+    /// item of a list.
+    pub fn from_image_config(config: &Value) -> ImageDefaults {
+        let c = &config["config"];
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+        };
+        ImageDefaults {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: c["User"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
 /// docker `run` flags that shape the spec. `None`/empty means "not given".
 #[derive(Debug, Clone, Default)]
 pub struct RunFlags {

@@ -186,41 +186,42 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 
 fn parse_params(s: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
-            i += 1;
+    let mut rest = s;
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        if rest.is_empty() {
+            return out;
         }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' {
-            i += 1;
-        }
-        let key = s[ks..i].trim().to_ascii_lowercase();
-        i += 1;
-        let mut val = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
-                }
-                val.push(b[i] as char);
-                i += 1;
+        let (key, after) = rest.split_once('=').unwrap_or((rest, ""));
+        let key = key.trim().to_ascii_lowercase();
+        let (val, after) = match after.strip_prefix('"') {
+            Some(q) => quoted(q),
+            None => {
+                let (v, a) = after.split_once(',').unwrap_or((after, ""));
+                (v.trim().to_string(), a)
             }
-            i += 1;
-        } else {
-            let vs = i;
-            while i < b.len() && b[i] != b',' {
-                i += 1;
-            }
-            val = s[vs.min(b.len())..i.min(b.len())].trim().to_string();
-        }
+        };
         if !key.is_empty() {
             out.insert(key, val);
         }
+        rest = after;
     }
-    out
+}
+
+/// A quoted-string's value (`s` starts after its opening quote), with its
+/// backslash escapes undone, and what follows its closing quote. Walked by
+/// characters, so a value keeps any UTF-8 it holds.
+fn quoted(s: &str) -> (String, &str) {
+    let mut val = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return (val, &s[i + 1..]),
+            '\\' => val.extend(chars.next().map(|(_, n)| n)),
+            c => val.push(c),
+        }
+    }
+    (val, "")
 }
 
 #[cfg(test)]
@@ -244,6 +245,21 @@ mod tests {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn challenge_parameters_keep_their_characters() {
+        // Found by fuzz/auth_challenge: bytes were taken for characters, so
+        // any non-ASCII character came out as mojibake.
+        let c = parse_challenge(r#"Bearer realm="https://régistry.test/tök\"en",service="régistry""#).unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "https://régistry.test/tök\"en".into(),
+                service: Some("régistry".into()),
+                scope: None,
+            }
+        );
     }
 
     #[test]

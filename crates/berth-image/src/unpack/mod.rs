@@ -32,7 +32,8 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 #[derive(Clone, Debug)]
 pub struct UnpackOptions {
-    /// Decompressed bytes allowed for one layer.
+    /// Decompressed bytes allowed for one layer, and bytes its files may
+    /// hold (sparse entries expand to more than the stream carries).
     pub max_size: u64,
 }
 
@@ -79,7 +80,7 @@ pub fn unpack_layer(blob: impl Read, dest: &Path, layer: &str, opts: &UnpackOpti
     let limited = Limit { inner: decompressed, left: opts.max_size, hit: false };
     let hashing = HashingReader::new(limited);
     let mut archive = tar::Archive::new(hashing);
-    let mut u = Unpacker { root: root.as_fd(), layer, dirs: Vec::new(), size: 0 };
+    let mut u = Unpacker { root: root.as_fd(), layer, dirs: Vec::new(), size: 0, max_size: opts.max_size };
     let result = (|| -> Result<()> {
         let entries = archive.entries().ctx(|| format!("layer {layer}: read tar"))?;
         for entry in entries {
@@ -109,6 +110,8 @@ struct Unpacker<'a> {
     /// changes them).
     dirs: Vec<(CleanPath, i64)>,
     size: u64,
+    /// Bound on `size`: see [`UnpackOptions::max_size`].
+    max_size: u64,
 }
 
 impl Unpacker<'_> {
@@ -182,7 +185,13 @@ impl Unpacker<'_> {
                 )
                 .ctx(|| self.ctx(&path, "create"))?;
                 let mut file = std::fs::File::from(fd);
-                let n = std::io::copy(&mut entry, &mut file).ctx(|| self.ctx(&path, "write"))?;
+                // A sparse entry's holes are zeros the stream never held,
+                // so the stream's bound does not cover what is written.
+                let left = self.max_size.saturating_sub(self.size);
+                let n = std::io::copy(&mut (&mut entry).take(left), &mut file).ctx(|| self.ctx(&path, "write"))?;
+                if entry.read(&mut [0u8]).ctx(|| self.ctx(&path, "read"))? > 0 {
+                    return Err(Error::TooLarge { layer: self.layer.to_string(), limit: self.max_size });
+                }
                 self.size += n;
                 let fd = OwnedFd::from(file);
                 self.meta_fd(&fd, &path, uid, gid, mode, &xattrs)?;

@@ -1,0 +1,105 @@
+//! `--format` Go templates (`berth ps/images/inspect --format ...`,
+//! `berth::format::Template`) over rows of any shape, and docker's human
+//! formats fed from untrusted data (an image's `created`, sizes).
+//!
+//! Input: the template, then NUL, then bytes that `arbitrary` turns into
+//! rows and numbers.
+//!
+//! Invariants: rendering never panics; text without actions comes out as
+//! it is, once per row; `{{json .}}` and `{{json .Field}}` print JSON that
+//! parses back to the row and the field; `{{.Field}}` prints a string
+//! field as it is; a table has no trailing blanks.
+
+#![no_main]
+
+use arbitrary::{Arbitrary, Unstructured};
+use berth::format::{self, Template};
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value};
+
+#[derive(Arbitrary, Debug)]
+enum Field {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Str(String),
+    List(Vec<String>),
+}
+
+impl Field {
+    fn json(self) -> Value {
+        match self {
+            Field::Null => Value::Null,
+            Field::Bool(b) => b.into(),
+            Field::Int(i) => i.into(),
+            Field::Str(s) => s.into(),
+            Field::List(l) => l.into(),
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+struct Extra {
+    rows: Vec<Vec<(String, Field)>>,
+    size: u64,
+    secs: i64,
+    created: String,
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (template, rest) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let template = String::from_utf8_lossy(template);
+    let Ok(extra) = Extra::arbitrary(&mut Unstructured::new(rest)) else { return };
+    let rows: Vec<Map<String, Value>> =
+        extra.rows.into_iter().take(8).map(|r| r.into_iter().map(|(k, v)| (k, v.json())).collect()).collect();
+
+    let rendered = Template::parse(&template).render(&rows);
+    if !template.contains("{{") && !template.starts_with("table") {
+        let text = template.replace("\\t", "\t").replace("\\n", "\n");
+        assert_eq!(rendered.ok(), Some(format!("{text}\n").repeat(rows.len())), "plain text");
+    }
+    if let Ok(out) = Template::parse(&format!("table {template}")).render(&rows) {
+        assert!(out.lines().all(|l| l == l.trim_end()), "trailing blanks in {out:?}");
+    }
+    fields(&rows);
+    human(extra.size, extra.secs, &extra.created);
+});
+
+fn fields(rows: &[Map<String, Value>]) {
+    let whole = Template::parse("{{json .}}").render(rows).expect("{{json .}} renders any row");
+    let parsed: Vec<Value> = whole.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let expected: Vec<Value> = rows.iter().cloned().map(Value::Object).collect();
+    assert_eq!(parsed, expected, "{{{{json .}}}} parses back to the rows");
+
+    for row in rows {
+        let one = std::slice::from_ref(row);
+        for (k, v) in
+            row.iter().filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            let json = Template::parse(&format!("{{{{json .{k}}}}}")).render(one).expect("an existing field renders");
+            let back: Value = serde_json::from_str(json.trim_end_matches('\n')).expect("JSON");
+            assert_eq!(&back, v, "{{{{json .{k}}}}}");
+            let plain = Template::parse(&format!("{{{{.{k}}}}}")).render(one).expect("an existing field renders");
+            let want = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            assert_eq!(plain, format!("{want}\n"), "{{{{.{k}}}}}");
+        }
+    }
+}
+
+fn human(size: u64, secs: i64, created: &str) {
+    let s = format::human_size(size);
+    assert!(s.ends_with('B'), "{s}");
+    if size < 1000 {
+        assert_eq!(s, format!("{size}B"));
+    }
+    assert!(!format::human_duration(secs).is_empty());
+    let since = format::since(Some(created));
+    assert!(since == "N/A" || since.ends_with(" ago"), "{since}");
+}
