@@ -3,8 +3,8 @@
 # pure cgroup v2 guest (run.sh), so the same tests that run on this v1
 # hybrid host also prove berth on cgroup v2. Exits non-zero if any fails.
 # Left out: tests/interop (the guest has no podman, containerd or dockerd)
-# and the image crates, berth-image and the berth CLI, which never touch
-# cgroups and whose tests need a registry, skopeo and user xattrs on the
+# and the image crates, berth-image and the berth CLI, and berth-fs, which
+# never touch cgroups and whose tests need a registry, skopeo and user xattrs on the
 # guest's tmpfs root (Linux 6.6+); and berthd, whose tests need crictl from
 # shared/ and create no cgroups yet (to include once it runs pods).
 #   tests/v2-guest/all-tests.sh            # as root
@@ -14,7 +14,7 @@ cd "$repo"
 cargo build -p berth-runtime -p berth-shim
 mapfile -t bins < <(cargo test --workspace --no-run --message-format=json 2>/dev/null |
 	jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test)
-		| select(.package_id | test("berth-interop|berth-image|/crates/berth#|/crates/berthd#") | not) | .executable' |
+		| select(.package_id | test("berth-interop|berth-image|berth-fs|/crates/berth#|/crates/berthd#") | not) | .executable' |
 	sort -u)
 ((${#bins[@]} > 0)) || { echo "no test binaries found" >&2; exit 1; }
 runtime=$repo/target/debug/berth-runtime

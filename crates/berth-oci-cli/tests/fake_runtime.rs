@@ -36,6 +36,9 @@ fn script() -> &'static Path {
         // Cargo's own scratch directory for integration tests: nothing to
         // clean up, and renamed into place so no writer holds it open.
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // A compile-time path: missing where the binary runs elsewhere
+        // (the v2 guest's fresh tmpfs root).
+        std::fs::create_dir_all(dir).unwrap();
         let tmp = dir.join(format!("fake-runtime.{}", std::process::id()));
         std::fs::write(&tmp, SCRIPT).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
