@@ -99,6 +99,8 @@ struct Harness {
     allowed: BTreeSet<String>,
     found: Vec<Found>,
     shim: PathBuf,
+    /// Kills that landed (the target was found running), for the summary.
+    kills: std::cell::Cell<u64>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -126,7 +128,18 @@ impl Harness {
             .collect();
         eprintln!("crash harness {scenario}: BERTH_CRASH_SEED={base_seed}, {iterations} iterations");
         let shim = workspace_bin("berth-shim");
-        Harness { b, scope, scenario, test, base_seed, iterations, allowed, found: Vec::new(), shim }
+        Harness {
+            b,
+            scope,
+            scenario,
+            test,
+            base_seed,
+            iterations,
+            allowed,
+            found: Vec::new(),
+            shim,
+            kills: Default::default(),
+        }
     }
 
     fn cli(&self) -> impl Fn(&[&str]) -> Output + '_ {
@@ -204,6 +217,7 @@ impl Harness {
         let elapsed = start.elapsed();
         let output = status.map(|status| Output { status, stdout: read_all(out), stderr: read_all(err) });
         let hung = || Violation::new(Invariant::Hung, format!("`berth {}` ran for 120 s", args.join(" ")));
+        self.kills.set(self.kills.get() + u64::from(killed.is_some()));
         Ran { killed, output: output.map_err(|()| hung()), elapsed }
     }
 
@@ -378,6 +392,14 @@ impl Harness {
     /// Fails with every violation not allowed, grouped by invariant.
     fn report(&self) {
         let failing = self.found.iter().filter(|f| !self.allowed.contains(f.v.invariant.name())).count();
+        // Shown with --nocapture (or when failing): what a long run did.
+        eprintln!(
+            "crash harness {}: {} iterations, {} kills landed, {} violation(s)",
+            self.scenario,
+            self.iterations,
+            self.kills.get(),
+            self.found.len()
+        );
         if self.found.is_empty() {
             return;
         }
