@@ -11,7 +11,6 @@ use berth_image::images::{Removed, Use};
 use berth_image::snapshot::overlay::{Upper, mount_overlay};
 use berth_image::store::Store;
 use berth_image::store::meta::ImageRecord;
-use berth_shim::client::ExitWatch;
 use berth_shim::config::{Config as ShimConfig, Restart};
 use nix::sys::signal::Signal;
 
@@ -23,6 +22,9 @@ use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
 use crate::store::{ContainerRecord, ContainerStore, Status, new_id};
 use crate::volume::{Volume, VolumeError, Volumes};
 
+// What front ends get from a container's shim, through the engine.
+pub use berth_shim::client::{Attach, ExitWatch, Watched};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -30,6 +32,19 @@ pub enum EngineError {
     /// The CLI pulls and tries again, as `docker run` does.
     #[error("Unable to find image '{0}' locally")]
     NoSuchImage(String),
+    /// `run --pull` names no policy docker knows.
+    #[error("--pull {0:?}: use always, missing or never")]
+    PullPolicy(String),
+    /// `import` read nothing.
+    #[error("import: the tarball is empty")]
+    EmptyImport,
+    /// `import --change` that docker would not apply either.
+    #[error("--change {change:?}: {reason}")]
+    Change { change: String, reason: String },
+    #[error("import: image config: {0}")]
+    ImportConfig(String),
+    #[error("login to {server}: {source}")]
+    Login { server: String, source: berth_image::Error },
     #[error("image {id}: config is not JSON: {source}")]
     ImageConfig { id: String, source: serde_json::Error },
     #[error(transparent)]

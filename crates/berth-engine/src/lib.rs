@@ -6,6 +6,7 @@
 pub mod check;
 pub mod copy;
 pub mod engine;
+pub mod images;
 pub mod liveness;
 pub mod logconfig;
 pub mod names;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::images::{PullPolicy, PullRequest};
 use berth_engine::logconfig::LogConfig;
 use berth_engine::network::PortMapping;
 use berth_engine::ops::ExecOptions;
@@ -15,8 +16,9 @@ use berth_engine::spec::{RunFlags, flags};
 use berth_engine::store::{ContainerRecord, Status};
 use clap::Args;
 
+use crate::cmd::image::InspectArgs;
+use crate::config::{Config, INIT_CANDIDATES};
 use crate::logs::LogFollower;
-use crate::{Config, PullArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -356,26 +358,18 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         init,
         log: Some(log),
     };
-    let pull = |store: &berth_image::store::Store| {
-        let args =
-            PullArgs { platform: r.platform.clone(), quiet: false, max_layer_size: None, reference: r.image.clone() };
-        crate::pull_image(store, config, args)
-    };
-    match r.pull.as_str() {
-        "missing" | "never" => {}
-        "always" => {
-            pull(&engine.store()?)?;
-        }
-        other => bail!("--pull {other:?}: use always, missing or never"),
-    }
-    let rec = match engine.create(&r.image, &f, &opts) {
-        Err(EngineError::NoSuchImage(_)) if r.pull == "never" => {
+    let policy: PullPolicy = r.pull.parse()?;
+    let pull = PullRequest { platform: r.platform.clone(), max_layer_size: None };
+    let rec = match config.images(engine).create_container(
+        &r.image,
+        policy,
+        &pull,
+        &f,
+        &opts,
+        crate::progress::reporter(false),
+    ) {
+        Err(EngineError::NoSuchImage(_)) if policy == PullPolicy::Never => {
             bail!("No such image: {} (--pull never: pull it first, or load it with berth load)", r.image)
-        }
-        Err(EngineError::NoSuchImage(_)) => {
-            eprintln!("Unable to find image '{}' locally", r.image);
-            pull(&engine.store()?)?;
-            engine.create(&r.image, &f, &opts)
         }
         other => other,
     }
@@ -392,11 +386,11 @@ fn init_binary(config: &Config) -> Result<PathBuf> {
         }
         return Ok(p.clone());
     }
-    crate::INIT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).with_context(|| {
+    INIT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()).with_context(|| {
         format!(
             "--init needs a static init (tini): install Debian's tini (apt-get install tini) or set \
              containers.init_path in the config; looked for {}",
-            crate::INIT_CANDIDATES.join(", ")
+            INIT_CANDIDATES.join(", ")
         )
     })
 }
@@ -430,7 +424,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
         Some(t) => t,
     };
     let heads = [("ID", "CONTAINER ID"), ("RunningFor", "CREATED")];
-    print!("{}", crate::format::Template::parse(template).headers(&heads).render(&rows)?);
+    print!("{}", berth::format::Template::parse(template).headers(&heads).render(&rows)?);
     Ok(())
 }
 
@@ -449,12 +443,12 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
         Status::Running => format!("Up {}", up_for(r.started_at.as_deref())),
         Status::Paused => format!("Up {} (Paused)", up_for(r.started_at.as_deref())),
         Status::Exited => {
-            format!("Exited ({}) {}", r.exit_code.unwrap_or(-1), crate::format::since(r.finished_at.as_deref()))
+            format!("Exited ({}) {}", r.exit_code.unwrap_or(-1), berth::format::since(r.finished_at.as_deref()))
         }
         Status::Created => "Created".into(),
         // docker's words (container/state.go), which scripts match.
         Status::Restarting => {
-            format!("Restarting ({}) {}", r.exit_code.unwrap_or(0), crate::format::since(r.finished_at.as_deref()))
+            format!("Restarting ({}) {}", r.exit_code.unwrap_or(0), berth::format::since(r.finished_at.as_deref()))
         }
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),
@@ -480,7 +474,7 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
         "Image": r.image,
         "Command": cmd,
         "CreatedAt": r.created,
-        "RunningFor": crate::format::since(Some(&r.created)),
+        "RunningFor": berth::format::since(Some(&r.created)),
         "Ports": ports.join(", "),
         "State": state,
         "Status": status,
@@ -494,7 +488,7 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
 
 /// "5 seconds" since `started`.
 fn up_for(started: Option<&str>) -> String {
-    crate::format::since(started).trim_end_matches(" ago").to_owned()
+    berth::format::since(started).trim_end_matches(" ago").to_owned()
 }
 
 /// One `--filter key=value`.
@@ -587,7 +581,7 @@ pub fn wait(engine: &Engine, containers: &[String]) -> Result<()> {
 }
 
 /// `inspect`: containers first, then images, as docker looks them up.
-pub fn inspect(engine: &Engine, store: &berth_image::store::Store, a: crate::InspectArgs) -> Result<()> {
+pub fn inspect(engine: &Engine, config: &Config, a: InspectArgs) -> Result<()> {
     let mut out = Vec::new();
     let mut images = Vec::new();
     for name in &a.images {
@@ -602,7 +596,7 @@ pub fn inspect(engine: &Engine, store: &berth_image::store::Store, a: crate::Ins
         return Ok(());
     }
     if out.is_empty() {
-        return crate::inspect(store, crate::InspectArgs { images });
+        return crate::cmd::image::inspect(engine, config, InspectArgs { images });
     }
     bail!("inspect containers and images separately (berth image inspect for {})", images.join(", "))
 }

@@ -2,14 +2,14 @@
 //! unpause, attach, and `exec -t` on a pty of its own.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::Engine;
+use berth_engine::engine::{ExitWatch, Watched};
 use berth_engine::ops::ExecOptions;
 use berth_engine::store::{ContainerRecord, Status};
-use berth_shim::client::{ExitWatch, Watched};
 use clap::Args;
 
 use crate::containers::{RunArgs, create_container, start_failed};
@@ -36,7 +36,7 @@ pub struct AttachArgs {
 }
 
 /// `berth create`: prints the new container's ID.
-pub fn create(engine: &Engine, config: &crate::Config, r: RunArgs) -> Result<()> {
+pub fn create(engine: &Engine, config: &crate::config::Config, r: RunArgs) -> Result<()> {
     let rec = create_container(engine, config, r)?;
     println!("{}", rec.id);
     Ok(())
@@ -204,9 +204,7 @@ pub fn exec_failed(e: berth_engine::engine::EngineError) -> Result<i32> {
 }
 
 fn set_size(master: &OwnedFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    use std::os::fd::AsRawFd;
-    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass; the fd
-    // is a pty master we own.
-    unsafe { libc::ioctl(master.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // Best effort: a container that ended has no terminal to resize.
+    let _ = rustix::termios::tcsetwinsize(master, ws);
 }

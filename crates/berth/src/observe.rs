@@ -13,7 +13,7 @@ use berth_engine::observe::{Process, Sample};
 use berth_engine::store::{ContainerRecord, Status};
 use clap::{Args, Subcommand};
 
-use crate::format;
+use berth::format;
 
 /// `berth container ...`: the container commands, and `prune`, which
 /// only exists under `container`.
@@ -79,7 +79,7 @@ pub enum ContainerCmd {
         containers: Vec<String>,
     },
     /// Display detailed information on containers (or images)
-    Inspect(crate::InspectArgs),
+    Inspect(crate::cmd::image::InspectArgs),
 }
 
 #[derive(Args)]

@@ -11,8 +11,8 @@ use berth_engine::store::Status;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::format::{self, human_size};
 use crate::observe::binary_size;
+use berth::format::{self, human_size};
 
 #[derive(Subcommand)]
 pub enum SystemCmd {
@@ -343,7 +343,7 @@ fn rust_version() -> &'static str {
 /// `berth version`: this build, and the OCI runtime it drives.
 pub fn version(engine: &Engine, a: VersionArgs) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
-    let arch = berth_image::Platform::host().architecture;
+    let arch = berth_engine::images::Platform::host().architecture;
     let os_arch = format!("linux/{arch}");
     let runtime = runtime_version(engine);
     match a.format.as_deref() {
