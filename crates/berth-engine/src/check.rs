@@ -422,12 +422,7 @@ fn mark(engine: &Engine, id: &str, status: Status) -> Result<(), String> {
 /// (runc, crun and berth-runtime keep it in ROOT/ID).
 fn delete_runtime_state(engine: &Engine, id: &str) {
     if engine.runroot.join("runtime").join(id).exists() {
-        let _ = engine
-            .runtime_cmd()
-            .args(["delete", "--force", id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        let _ = engine.oci_runtime().delete(id, true);
     }
 }
 

@@ -20,7 +20,7 @@ use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
 use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
 use crate::store::{ContainerRecord, ContainerStore, Status, new_id};
-use crate::volume::{Volume, VolumeError, Volumes};
+use crate::volume::{VolumeError, Volumes};
 
 // What front ends get from a container's shim, through the engine.
 pub use berth_shim::client::{Attach, ExitWatch, Watched};
@@ -70,9 +70,14 @@ pub enum EngineError {
     /// docker's words: "container X is not running".
     #[error("{0}")]
     NotRunning(String),
-    /// The OCI runtime's own message.
+    /// The OCI runtime failed (its own message) or could not be run.
     #[error("OCI runtime: {0}")]
-    Runtime(String),
+    Runtime(#[from] berth_oci_cli::Error),
+    /// No terminal came from the runtime's `exec --tty`.
+    #[error("OCI runtime: {0}")]
+    Console(String),
+    #[error("container {id} did not stop: its init (pid {pid}) still runs after SIGKILL")]
+    DidNotStop { id: String, pid: i32 },
     #[error("container {0} is already running")]
     AlreadyRunning(String),
     #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
@@ -204,7 +209,7 @@ impl Engine {
     ) -> Result<ContainerRecord, EngineError> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
-        prime_cgroup_moves();
+        berth_cgroups::prime_moves();
         let id = new_id();
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_default();
@@ -441,7 +446,7 @@ impl Engine {
                     (vols.create(&anonymous_volume(&rec.id, i), Default::default(), true)?, target, false)
                 }
             };
-            populate(&vols, &vol, rootfs, target)?;
+            vols.populate_from(&vol, rootfs, target)?;
             out.push(ResolvedMount::Bind {
                 source: vol.mountpoint.clone(),
                 target: target.clone(),
@@ -581,14 +586,12 @@ impl Engine {
         if matches!(rec.status, Status::Running | Status::Paused) {
             return Err(EngineError::AlreadyRunning(rec.name));
         }
-        prime_cgroup_moves();
+        berth_cgroups::prime_moves();
         let cfg = self.shim_config(&rec);
         // The last run's files go before the new shim starts: a reader in
         // between sees the record, never a stale shim's state as if it
         // were this run's.
-        for f in ["stopped", "exit.json", "state.json"] {
-            let _ = std::fs::remove_file(cfg.state_dir.join(f));
-        }
+        berth_shim::client::clear_last_run(&cfg.state_dir);
         self.delete_runtime_leftover(&rec.id);
         let (started, watch) = berth_shim::client::spawn_watched(&self.shim, &cfg)?;
         let rec = store.update(&rec.id, |r| {
@@ -653,13 +656,6 @@ impl Engine {
             None => {}
         }
         r
-    }
-
-    /// The OCI runtime's command line, with the engine's state root.
-    pub(crate) fn runtime_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.runtime);
-        c.arg("--root").arg(self.runroot.join("runtime"));
-        c
     }
 
     /// The container's run directory (bundle, rootfs mount, hosts files).
@@ -738,11 +734,7 @@ impl Engine {
         if !self.wait_stopped(&rec, init, timeout) {
             self.signal(&rec.id, init, Signal::SIGKILL);
             if !self.wait_stopped(&rec, init, Duration::from_secs(10)) {
-                return Err(EngineError::Runtime(format!(
-                    "container {} did not stop: its init (pid {}) still runs after SIGKILL",
-                    rec.id,
-                    init.map_or(0, |p| p.pid)
-                )));
+                return Err(EngineError::DidNotStop { id: rec.id.clone(), pid: init.map_or(0, |p| p.pid) });
             }
         }
         // The init is gone; its shim (if alive) records the exit once the
@@ -857,12 +849,7 @@ impl Engine {
         // it left (killed, or a container never started) needs the runtime.
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
         if self.runroot.join("runtime").join(&rec.id).exists() {
-            let _ = self
-                .runtime_cmd()
-                .args(["delete", "--force", &rec.id])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            let _ = self.oci_runtime().delete(&rec.id, true);
         }
         let shim_state = self.shim_config(rec).state_dir;
         for d in [&run, &data, &shim_state] {
@@ -923,20 +910,6 @@ fn anonymous_volume(id: &str, index: usize) -> String {
     format!("{id}-{index}")
 }
 
-/// Copies the image's files at `target` into a new volume. `target` is
-/// resolved inside the rootfs (pathrs): a hostile image's symlink there
-/// cannot make the engine copy a host directory.
-fn populate(vols: &Volumes, vol: &Volume, rootfs: &Path, target: &str) -> Result<(), EngineError> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let Ok(root) = pathrs::Root::open(rootfs) else { return Ok(()) };
-    let Ok(handle) = root.resolve(target) else { return Ok(()) };
-    // The resolved directory through our own fd: cp (run by populate)
-    // opens it by /proc/PID/fd, which does not re-resolve the path.
-    let source = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), handle.as_fd().as_raw_fd()));
-    vols.populate(vol, &source)?;
-    Ok(())
-}
-
 /// `--network` to a network's name: "bridge" (or nothing) is docker's
 /// default network.
 fn network_name(mode: &str) -> &str {
@@ -979,14 +952,14 @@ fn holder(id: &str) -> String {
 
 /// The parent of `pid` (for a container's init, its shim: the subreaper).
 pub(crate) fn parent_of(pid: i32) -> Option<i32> {
-    berth_shim::process::stat(pid).map(|s| s.ppid)
+    berth_proc::stat(pid).map(|s| s.ppid)
 }
 
 /// Whether some process has this pid (a zombie has ended: not alive).
 /// Only for pids whose start time is not known: see
-/// [`berth_shim::process::ProcessId`].
+/// [`berth_proc::ProcessId`].
 pub(crate) fn alive(pid: i32) -> bool {
-    berth_shim::process::stat(pid).is_some_and(|s| s.state != 'Z')
+    berth_proc::stat(pid).is_some_and(|s| s.running())
 }
 
 /// Takes what the shim recorded into the record.
@@ -995,53 +968,6 @@ fn set_exited(r: &mut ContainerRecord, e: berth_shim::client::Exit) {
     r.exit_code = Some(e.code);
     r.finished_at = Some(e.exited_at);
     r.restart_count = e.restart_count;
-}
-
-/// Starts, in the background, the RCU grace period that the container's
-/// first cgroup move will need on cgroup v1 (and hybrid), so that it runs
-/// while the rootfs, network and shim are set up instead of after.
-///
-/// Why: moving a task between cgroups takes the kernel's global
-/// cgroup_threadgroup_rwsem for writing, and a writer after a quiet spell
-/// first waits for an RCU grace period (rcu_sync; ~20 ms here) — the
-/// largest single cost of `runtime create` on this host. A writer within
-/// a grace period of the last one does not wait. So a throwaway process
-/// "moves" itself into the pids cgroup it is already in (writing 0 to its
-/// cgroup.procs: no cgroup is made or changed) and exits; the runtime's
-/// move of the container ~20 ms later finds the lock warm. Pure cgroup v2
-/// hosts are left alone (no pids v1 mount).
-pub fn prime_cgroup_moves() {
-    use std::os::fd::AsRawFd;
-    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        return;
-    }
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Some(path) = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_owned())) else { return };
-    let procs = Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/')).join("cgroup.procs");
-    let Ok(procs) = std::fs::OpenOptions::new().write(true).open(procs) else { return };
-    let fd = procs.as_raw_fd();
-    // SAFETY: fork in a process that may have threads: the children only
-    // make async-signal-safe calls (fork, write, _exit). The middle child
-    // exits at once, so the grandchild (the one that waits) is reparented
-    // and reaped by init, and we only wait for the middle one.
-    unsafe {
-        match libc::fork() {
-            0 => {
-                if libc::fork() == 0 {
-                    // "0": the writing process itself.
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::_exit(0);
-                }
-                libc::_exit(0);
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! signals of `stop` sent without the shim.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use berth_proc::ProcessId;
 use berth_shim::client::{Exit, ShimState};
-use berth_shim::process::ProcessId;
 use nix::sys::signal::Signal;
 
 use crate::engine::{Engine, parent_of};
@@ -37,8 +36,8 @@ impl Engine {
             tracing::warn!(id = %rec.id, shim = st.shim.pid, "the shim died before the container: exit status unknown");
             // Not --force: the runtime refuses to delete a container it
             // still sees running.
-            let _ = self.runtime_cmd().args(["delete", &rec.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            self.run_exit_command(rec);
+            let _ = self.oci_runtime().delete(&rec.id, false);
+            berth_shim::client::spawn_exit_command(&self.exit_command(rec));
         }
         berth_shim::client::exit_status(dir).unwrap_or_else(|| Exit {
             code: LOST_EXIT_CODE,
@@ -49,27 +48,13 @@ impl Engine {
         })
     }
 
-    fn run_exit_command(&self, rec: &ContainerRecord) {
-        use std::os::unix::process::CommandExt;
-        let cmd = self.exit_command(rec);
-        let Some((prog, args)) = cmd.split_first() else { return };
-        let _ = std::process::Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
-    }
-
     /// A runtime container left by a shim that died (or never recorded
     /// its start): deleted before a new shim creates it again. The caller
     /// has found the container not running.
     pub(crate) fn delete_runtime_leftover(&self, id: &str) {
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
         if self.runroot.join("runtime").join(id).exists() {
-            let _ =
-                self.runtime_cmd().args(["delete", "--force", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self.oci_runtime().delete(id, true);
         }
     }
 
@@ -131,13 +116,7 @@ impl Engine {
     /// `sig` to the container: through the runtime, else (the runtime has
     /// lost it, or its state is gone) to the init itself.
     pub(crate) fn signal(&self, id: &str, init: Option<ProcessId>, sig: Signal) {
-        let through_runtime = self
-            .runtime_cmd()
-            .args(["kill", id, sig.as_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let through_runtime = self.oci_runtime().kill(id, sig.as_str(), false).is_ok();
         if !through_runtime && let Some(p) = init.filter(ProcessId::is_alive) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig);
         }

@@ -20,7 +20,7 @@ pub struct TtyExec {
 /// Who reports the end of an `exec -t` process.
 enum TtyWaiter {
     Shim(berth_shim::client::Attach),
-    Runtime(std::process::Child),
+    Runtime(berth_oci_cli::Pending),
 }
 
 impl TtyExec {
@@ -28,10 +28,11 @@ impl TtyExec {
     pub fn wait(self) -> Result<i32, EngineError> {
         match self.waiter {
             TtyWaiter::Shim(mut attach) => Ok(attach.exec_exit()?),
-            TtyWaiter::Runtime(mut child) => {
-                let status = child.wait().map_err(io_err("wait for", "the OCI runtime's exec"))?;
-                Ok(exit_code(status))
-            }
+            // The runtime's exit status is the process's.
+            TtyWaiter::Runtime(exec) => match exec.wait() {
+                Ok(()) => Ok(0),
+                Err(e) => e.status().map(exit_code).ok_or(EngineError::Runtime(e)),
+            },
         }
     }
 }
@@ -42,15 +43,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(255)
 }
 
-/// The last error the runtime logged (runc's `--log-format json`: one
-/// object a line, `level` and `msg`).
-fn runtime_error(log: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
-        .next_back()
+/// Whether the runtime logged an error of its own (runc's
+/// `--log-format json`), as opposed to the exec'd process failing.
+fn runtime_logged_error(log: &std::path::Path) -> bool {
+    std::fs::read_to_string(log).ok().and_then(|t| berth_oci_cli::last_json_error(&t)).is_some()
 }
 
 fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
@@ -135,7 +131,7 @@ impl Engine {
         // time the shim reports the start.
         attach.exec(&args, [null.as_fd(), null.as_fd(), null.as_fd()])?;
         let master = berth_shim::supervisor::receive_console_within(&listener, std::time::Duration::from_secs(10))
-            .map_err(EngineError::Runtime)?;
+            .map_err(EngineError::Console)?;
         Ok(TtyExec { waiter: TtyWaiter::Shim(attach), master, _dir: dir })
     }
 
@@ -154,24 +150,26 @@ impl Engine {
             .suffix(".log")
             .tempfile()
             .map_err(io_err("create a log file for", "the OCI runtime's exec"))?;
-        let mut c = self.runtime_cmd();
         // Its own errors go to the log: its stderr is the process's.
-        c.arg("--log").arg(log.path()).args(["--log-format", "json", "exec"]);
-        if detach {
-            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        } else if !stdin {
-            // docker's exec reads no input without -i.
-            c.stdin(Stdio::null());
-        }
-        let status = c.args(args).status().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        match runtime_error(log.path()) {
-            Some(msg) if !status.success() => Err(EngineError::Runtime(msg)),
-            _ if detach => Ok(0),
-            _ => Ok(exit_code(status)),
+        let runtime = self.oci_runtime().log(log.path()).log_format(berth_oci_cli::LogFormat::Json);
+        let io = if detach {
+            berth_oci_cli::Io::default()
+        } else {
+            berth_oci_cli::Io {
+                // docker's exec reads no input without -i.
+                stdin: Some(if stdin { Stdio::inherit() } else { Stdio::null() }),
+                stdout: Some(Stdio::inherit()),
+                stderr: Some(Stdio::inherit()),
+            }
+        };
+        let rest: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
+        match runtime.exec_prepared(&rest, &opts, io) {
+            Ok(()) => Ok(0),
+            Err(e) if runtime_logged_error(log.path()) => Err(EngineError::Runtime(e)),
+            Err(e) if detach => Err(EngineError::Runtime(e)),
+            // The runtime's exit status is the process's.
+            Err(e) => e.status().map(exit_code).ok_or(EngineError::Runtime(e)),
         }
     }
 
@@ -187,23 +185,21 @@ impl Engine {
     ) -> Result<TtyExec, EngineError> {
         use std::process::Stdio;
         let log = dir.path().join("runtime.log");
-        let mut c = self.runtime_cmd();
-        c.arg("--log").arg(&log).args(["--log-format", "json", "exec"]);
-        if detach {
-            c.arg("--detach");
-        }
-        c.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let mut child = c.spawn().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        match console_from(listener, &mut child) {
-            Ok(master) => Ok(TtyExec { waiter: TtyWaiter::Runtime(child), master, _dir: dir }),
+        let runtime = self.oci_runtime().log(&log).log_format(berth_oci_cli::LogFormat::Json);
+        let rest: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
+        let io =
+            berth_oci_cli::Io { stdin: Some(Stdio::null()), stdout: Some(Stdio::null()), stderr: Some(Stdio::null()) };
+        let mut exec = runtime.spawn_exec_prepared(&rest, &opts, io)?;
+        match console_from(listener, &mut exec) {
+            Ok(master) => Ok(TtyExec { waiter: TtyWaiter::Runtime(exec), master, _dir: dir }),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(EngineError::Runtime(runtime_error(&log).unwrap_or(e)))
+                exec.kill();
+                // The runtime's own message if it logged one.
+                Err(match exec.wait() {
+                    Err(err) if runtime_logged_error(&log) => EngineError::Runtime(err),
+                    _ => EngineError::Console(e),
+                })
             }
         }
     }
@@ -235,26 +231,13 @@ impl Engine {
     /// Sends `signal` (a name or number, as `kill -s` takes it).
     pub fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
         let rec = self.running(key)?;
-        self.runtime_ok(&["kill", &rec.id, signal])
-    }
-
-    /// Runs the OCI runtime with `args`; its own message if it fails.
-    fn runtime_ok(&self, args: &[&str]) -> Result<(), EngineError> {
-        let out = self.runtime_cmd().args(args).output().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(EngineError::Runtime(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-        }
-        Ok(())
+        Ok(self.oci_runtime().kill(&rec.id, signal, false)?)
     }
 
     /// `pause`: the runtime freezes the container's cgroup.
     pub fn pause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
         let rec = self.running(key)?;
-        self.runtime_ok(&["pause", &rec.id])?;
+        self.oci_runtime().pause(&rec.id)?;
         Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
     }
 
@@ -270,7 +253,7 @@ impl Engine {
 
     /// Thaws a paused container and records it running.
     pub(crate) fn resume(&self, id: &str) -> Result<(), EngineError> {
-        self.runtime_ok(&["resume", id])?;
+        self.oci_runtime().resume(id)?;
         self.containers()?.update(id, |r| r.status = Status::Running)?;
         Ok(())
     }
@@ -343,7 +326,7 @@ impl Engine {
 /// or why none came: it exited first, or a minute passed.
 fn console_from(
     listener: &std::os::unix::net::UnixListener,
-    child: &mut std::process::Child,
+    exec: &mut berth_oci_cli::Pending,
 ) -> Result<std::os::fd::OwnedFd, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -352,7 +335,7 @@ fn console_from(
             Err(e) if !e.contains("no terminal") => return Err(e),
             Err(_) => {}
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = exec.try_exited() {
             return Err(format!("the runtime exited ({status}) without sending a terminal"));
         }
         if std::time::Instant::now() > deadline {

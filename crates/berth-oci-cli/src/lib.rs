@@ -278,6 +278,14 @@ impl Runtime {
         self.spawn("exec", args, "", io)?.wait()
     }
 
+    /// [`Runtime::exec_prepared`], started and not waited for: the caller
+    /// serves the console socket of an `exec --tty` while it runs.
+    pub fn spawn_exec_prepared(&self, rest: &[OsString], opts: &ExecOpts, io: Io) -> Result<Pending> {
+        let mut args = exec_args(opts);
+        args.extend(rest.iter().cloned());
+        self.spawn("exec", args, "", io)
+    }
+
     fn simple(&self, verb: &'static str, flags: &[&str], id: &str) -> Result<()> {
         let args = flags.iter().map(OsString::from).collect();
         self.spawn(verb, args, id, Io::default())?.wait()
@@ -323,6 +331,11 @@ impl Pending {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILLs it (a caller that gave up on it); [`Pending::wait`] reaps.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
     }
 
     /// Waits for it; Ok if it succeeded, else its own message.
