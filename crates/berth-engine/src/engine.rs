@@ -19,7 +19,7 @@ use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
 use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
-use crate::store::{ContainerRecord, ContainerStore, Status, new_id};
+use crate::store::{ContainerConfig, ContainerRecord, ContainerStore, Status, new_id};
 use crate::volume::{VolumeError, Volumes};
 
 // What front ends get from a container's shim, through the engine.
@@ -217,15 +217,19 @@ impl Engine {
         claim(&self.creating_lock(&id))?;
         let mut rec = ContainerRecord::new(&id, &name, image_key, "", run.clone());
         rec.status = Status::Dead;
-        rec.config = serde_json::json!({
-            "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
-            "ports": opts.ports,
-            "volumes": volume_names(&id, &opts.mounts),
-            "stdin": opts.stdin,
-            "init": opts.init.is_some(),
-            "autoRemove": opts.auto_remove,
-            "log": opts.log,
-        });
+        rec.config = ContainerConfig {
+            network: opts.network.clone(),
+            restart: opts.restart.clone(),
+            tty: flags.tty,
+            stdin: opts.stdin,
+            args: flags.args.clone(),
+            ports: opts.ports.clone(),
+            volumes: volume_names(&id, &opts.mounts),
+            init: opts.init.is_some(),
+            auto_remove: opts.auto_remove,
+            address: None,
+            log: opts.log.clone(),
+        };
         rec.labels = flags.labels.iter().cloned().collect();
         let inserted = match opts.name {
             Some(_) => store.insert(&rec),
@@ -256,7 +260,7 @@ impl Engine {
                     r.status = Status::Created;
                     r.image_id = image.record.id.to_string();
                     if let Some(a) = &attachment {
-                        r.config["address"] = a.address.to_string().into();
+                        r.config.address = Some(a.address.to_string());
                     }
                 })?;
                 kill_point("create:done");
@@ -463,7 +467,7 @@ impl Engine {
             .containers()?
             .list()?
             .into_iter()
-            .filter(|r| r.config["volumes"].as_array().is_some_and(|v| v.iter().any(|n| n == name)))
+            .filter(|r| r.config.volumes.iter().any(|n| n == name))
             .map(|r| r.name)
             .collect())
     }
@@ -476,7 +480,7 @@ impl Engine {
         let mut out = Vec::new();
         for peer in self.networks().endpoints(network)? {
             let Ok(r) = store.get(&peer) else { continue };
-            let Some(address) = r.config["address"].as_str().and_then(|a| a.parse().ok()) else { continue };
+            let Some(address) = r.config.address.as_deref().and_then(|a| a.parse().ok()) else { continue };
             if r.id != id {
                 out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
             }
@@ -503,7 +507,7 @@ impl Engine {
     /// Takes the container's lines out of its peers' hosts files.
     fn withdraw(&self, network: &str, rec: &ContainerRecord) {
         let Ok(peers) = self.peers(network, &rec.id) else { return };
-        let Some(address) = rec.config["address"].as_str() else { return };
+        let Some(address) = rec.config.address.as_deref() else { return };
         let own = format!("{address}\t{} ", rec.name);
         for p in &peers {
             let Some(id) = p.names.get(1) else { continue };
@@ -538,9 +542,9 @@ impl Engine {
             log_path: Some(log_path),
             log_max_size: rotation.max_size,
             log_max_files: rotation.max_file,
-            terminal: rec.config["tty"].as_bool().unwrap_or(false),
-            stdin: rec.config["stdin"].as_bool().unwrap_or(false),
-            restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
+            terminal: rec.config.tty,
+            stdin: rec.config.stdin,
+            restart: rec.config.restart.as_deref().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
             sync_fd: None,
             no_delete: false,
             exit_command: self.exit_command(rec),
@@ -549,7 +553,7 @@ impl Engine {
 
     /// `berth rm -f ID` with this engine's paths, for a `--rm` container.
     pub(crate) fn exit_command(&self, rec: &ContainerRecord) -> Vec<String> {
-        let Some(cli) = self.cli.as_ref().filter(|_| rec.config["autoRemove"] == true) else { return Vec::new() };
+        let Some(cli) = self.cli.as_ref().filter(|_| rec.config.auto_remove) else { return Vec::new() };
         let s = |p: &Path| p.to_string_lossy().into_owned();
         vec![
             s(cli),
@@ -815,7 +819,7 @@ impl Engine {
         kill_point("rm:removed");
         if volumes {
             let vols = self.volumes();
-            for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+            for name in &rec.config.volumes {
                 if vols.get(name).is_ok_and(|v| v.anonymous) {
                     vols.remove(name, &self.volume_users(name)?)?;
                 }
@@ -828,7 +832,7 @@ impl Engine {
         let (data, run) = self.container_dirs(&rec.id);
         let netns = run.join("netns");
         let _ = NetNs::remove(&netns);
-        let mode = rec.config["network"].as_str().unwrap_or("");
+        let mode = rec.config.network.as_str();
         if mode != "none" && mode != "host" {
             let net = network_name(mode);
             if net != network::DEFAULT_NETWORK {

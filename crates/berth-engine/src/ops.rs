@@ -269,25 +269,25 @@ impl Engine {
     /// docker's `inspect` shape of a container (the fields scripts use).
     pub fn inspect(&self, key: &str) -> Result<Value, EngineError> {
         let rec = self.refresh(&self.containers()?.get(key)?);
-        let args: Vec<Value> = rec.config["args"].as_array().cloned().unwrap_or_default();
+        let args = &rec.config.args;
         let (path, rest) = match args.split_first() {
             Some((p, r)) => (p.clone(), r.to_vec()),
-            None => (Value::String(String::new()), Vec::new()),
+            None => (String::new(), Vec::new()),
         };
         let status = serde_json::to_value(rec.status).unwrap_or(Value::Null);
         let running = rec.status == Status::Running;
-        let ports: serde_json::Map<String, Value> = rec.config["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let ports: serde_json::Map<String, Value> = rec
+            .config
+            .ports
+            .iter()
             .map(|p| {
-                let key = format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("tcp"));
-                let host = json!([{ "HostIp": p["hostIP"].as_str().unwrap_or("0.0.0.0"), "HostPort": p["hostPort"].to_string() }]);
-                (key, host)
+                let key = format!("{}/{}", p.container_port, p.protocol);
+                let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+                (key, json!([{ "HostIp": ip, "HostPort": p.host_port.to_string() }]))
             })
             .collect();
-        let network = rec.config["network"].as_str().unwrap_or("bridge").to_owned();
-        let address = rec.config["address"].as_str().unwrap_or("").to_owned();
+        let network = if rec.config.network.is_empty() { "bridge" } else { rec.config.network.as_str() };
+        let address = rec.config.address.clone().unwrap_or_default();
         Ok(json!({
             "Id": rec.id,
             "Created": rec.created,
@@ -308,10 +308,10 @@ impl Engine {
             "Name": format!("/{}", rec.name),
             "RestartCount": rec.restart_count,
             "LogPath": self.log_path(&rec),
-            "Config": { "Image": rec.image, "Cmd": args, "Tty": rec.config["tty"], "Labels": rec.labels },
+            "Config": { "Image": rec.image, "Cmd": args, "Tty": rec.config.tty, "Labels": rec.labels },
             "HostConfig": {
                 "NetworkMode": network,
-                "RestartPolicy": { "Name": rec.config["restart"].as_str().unwrap_or("no") },
+                "RestartPolicy": { "Name": rec.config.restart.as_deref().unwrap_or("no") },
             },
             "NetworkSettings": {
                 "IPAddress": address,

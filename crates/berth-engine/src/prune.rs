@@ -122,12 +122,7 @@ impl Engine {
     /// Removes the user networks no container is on (never the default).
     pub fn prune_networks(&self) -> Result<Pruned, EngineError> {
         let nets = self.networks();
-        let used: BTreeSet<String> = self
-            .containers()?
-            .list()?
-            .into_iter()
-            .filter_map(|r| r.config["network"].as_str().map(str::to_owned))
-            .collect();
+        let used: BTreeSet<String> = self.containers()?.list()?.into_iter().map(|r| r.config.network).collect();
         let mut out = Pruned::default();
         for n in nets.list()? {
             if n.name == DEFAULT_NETWORK || used.contains(&n.name) || !nets.endpoints(&n.name)?.is_empty() {

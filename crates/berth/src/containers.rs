@@ -430,10 +430,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
 
 /// One container as docker's `ps --format` fields.
 fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_json::Value> {
-    let cmd = r.config["args"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let cmd = r.config.args.join(" ");
     let cmd = if no_trunc || cmd.chars().count() <= 20 {
         format!("\"{cmd}\"")
     } else {
@@ -454,18 +451,13 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
         Status::Dead => "Dead".into(),
     };
     let state = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    let ports: Vec<String> = r.config["ports"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let ports: Vec<String> = r
+        .config
+        .ports
+        .iter()
         .map(|p| {
-            format!(
-                "{}:{}->{}/{}",
-                p["hostIP"].as_str().filter(|h| !h.is_empty()).unwrap_or("0.0.0.0"),
-                p["hostPort"],
-                p["containerPort"],
-                p["protocol"].as_str().unwrap_or("tcp")
-            )
+            let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+            format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.protocol)
         })
         .collect();
     let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -480,8 +472,8 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
         "Status": status,
         "Names": r.name,
         "Labels": labels.join(","),
-        "Mounts": r.config["volumes"].as_array().map(|v| v.iter().filter_map(|n| n.as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default(),
-        "Networks": r.config["network"].as_str().unwrap_or_default(),
+        "Mounts": r.config.volumes.join(","),
+        "Networks": r.config.network,
     });
     v.as_object().cloned().unwrap_or_default()
 }

@@ -65,7 +65,7 @@ pub fn start(engine: &Engine, a: StartArgs) -> Result<i32> {
             Err(e) => return start_failed(e),
         };
         if a.attach || a.interactive {
-            let tty = rec.config["tty"].as_bool().unwrap_or(false);
+            let tty = rec.config.tty;
             return follow(engine, &rec, a.interactive, tty, follower, Some(&mut watch));
         }
         println!("{c}");
@@ -84,8 +84,8 @@ fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
     if !matches!(rec.status, Status::Running | Status::Paused) {
         bail!("You cannot attach to a stopped container, start it first");
     }
-    let tty = rec.config["tty"].as_bool().unwrap_or(false);
-    let stdin = stdin && rec.config["stdin"].as_bool().unwrap_or(false);
+    let tty = rec.config.tty;
+    let stdin = stdin && rec.config.stdin;
     follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)), None)
 }
 

@@ -337,7 +337,7 @@ pub fn cp(engine: &Engine, a: CpArgs) -> Result<()> {
 /// `berth port`: the container's published ports, as docker prints them.
 pub fn port(engine: &Engine, a: PortArgs) -> Result<()> {
     let rec = engine.containers()?.get(&a.container)?;
-    let mut ports: Vec<PortMapping> = serde_json::from_value(rec.config["ports"].clone()).unwrap_or_default();
+    let mut ports: Vec<PortMapping> = rec.config.ports.clone();
     ports.sort_by(|x, y| {
         (x.container_port, &x.protocol, x.host_port).cmp(&(y.container_port, &y.protocol, y.host_port))
     });
