@@ -95,12 +95,12 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     move |source| EngineError::Io { what, path: path.to_owned(), source }
 }
 
-/// A local image: its record and its config (the JSON docker shows as
+/// A local image: its record and its config (what docker shows as
 /// `.Config`, `.Created`, ...).
 #[derive(Debug, Clone)]
 pub struct Image {
     pub record: ImageRecord,
-    pub config: serde_json::Value,
+    pub config: oci_spec::image::ImageConfiguration,
 }
 
 /// Where things are and which programs run containers.
@@ -187,7 +187,7 @@ impl Engine {
         Ok(Image { record, config })
     }
 
-    fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
         (self.root.join("containers").join(id), self.runroot.join("containers").join(id))
     }
 
@@ -470,54 +470,6 @@ impl Engine {
             .filter(|r| r.config.volumes.iter().any(|n| n == name))
             .map(|r| r.name)
             .collect())
-    }
-
-    /// The other containers on a user network, by name and short id, as
-    /// their records say (docker resolves them with its embedded DNS; the
-    /// hosts files do it here, see network::hosts).
-    fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, EngineError> {
-        let store = self.containers()?;
-        let mut out = Vec::new();
-        for peer in self.networks().endpoints(network)? {
-            let Ok(r) = store.get(&peer) else { continue };
-            let Some(address) = r.config.address.as_deref().and_then(|a| a.parse().ok()) else { continue };
-            if r.id != id {
-                out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Adds `entry` to the hosts file of each peer. In place: the file is
-    /// bind-mounted into the running container, and a rename would leave
-    /// the container with the old inode.
-    fn announce(&self, peers: &[HostEntry], entry: &HostEntry) {
-        use std::io::Write as _;
-        let line = format!("{}\t{}\n", entry.address, entry.names.join(" "));
-        for p in peers {
-            let Some(id) = p.names.get(1) else { continue };
-            let Ok(rec) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
-            let path = self.container_dirs(&rec.id).1.join("hosts");
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
-    }
-
-    /// Takes the container's lines out of its peers' hosts files.
-    fn withdraw(&self, network: &str, rec: &ContainerRecord) {
-        let Ok(peers) = self.peers(network, &rec.id) else { return };
-        let Some(address) = rec.config.address.as_deref() else { return };
-        let own = format!("{address}\t{} ", rec.name);
-        for p in &peers {
-            let Some(id) = p.names.get(1) else { continue };
-            let Ok(peer) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
-            let path = self.container_dirs(&peer.id).1.join("hosts");
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let kept: String = text.lines().filter(|l| !l.starts_with(&own)).map(|l| format!("{l}\n")).collect();
-            // Truncate and rewrite the same inode (see announce).
-            let _ = std::fs::write(&path, kept);
-        }
     }
 
     fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
