@@ -6,25 +6,20 @@
 //! command opens the stores under `--root` itself and leaves running
 //! containers to their berth-shim.
 
-mod attach;
 mod cmd;
 mod config;
-mod containers;
-mod lifecycle;
-mod logs;
-mod observe;
 mod progress;
-mod system;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use cmd::container::{ContainerCmd, ContainerGroup};
 use cmd::image::{
     ImageCmd, ImportArgs, ListArgs, LoadArgs, LoginArgs, LogoutArgs, PullArgs, PushArgs, RmiArgs, SaveArgs, TagArgs,
 };
+use cmd::{network, system, volume};
 use config::Config;
-use observe::{ContainerCmd, ContainerGroup};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "A container runtime stack: docker's commands, no daemon")]
@@ -82,16 +77,16 @@ enum Cmd {
     /// Log out from a registry.
     Logout(LogoutArgs),
     #[command(flatten)]
-    Containers(observe::ContainerCmd),
+    Containers(ContainerCmd),
     /// Manage containers.
     #[command(subcommand)]
-    Container(observe::ContainerGroup),
+    Container(ContainerGroup),
     /// Manage networks.
     #[command(subcommand)]
-    Network(containers::NetworkCmd),
+    Network(network::NetworkCmd),
     /// Manage volumes.
     #[command(subcommand)]
-    Volume(containers::VolumeCmd),
+    Volume(volume::VolumeCmd),
     /// Manage berth.
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -191,41 +186,14 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Login(a) => cmd::image::login(engine, &config, a)?,
         Cmd::Logout(a) => cmd::image::logout(engine, &config, a)?,
         Cmd::Containers(c) | Cmd::Container(ContainerGroup::Cmd(c)) => {
-            return container(engine, &config, c);
+            return cmd::container::container(engine, &config, c);
         }
         Cmd::Container(ContainerGroup::Prune(a)) => system::container_prune(engine, a)?,
-        Cmd::Network(c) => containers::network(engine, c)?,
-        Cmd::Volume(c) => containers::volume(engine, c)?,
+        Cmd::Network(c) => network::network(engine, c)?,
+        Cmd::Volume(c) => volume::volume(engine, c)?,
         Cmd::System(c) => system::system(engine, c)?,
         Cmd::Info(a) => system::info(engine, a)?,
         Cmd::Version(a) => system::version(engine, a)?,
-    }
-    Ok(0)
-}
-
-/// The container commands; the exit code (a container's, where it has one).
-fn container(engine: &berth_engine::engine::Engine, config: &Config, c: ContainerCmd) -> Result<i32> {
-    match c {
-        ContainerCmd::Run(a) => return containers::run(engine, config, *a),
-        ContainerCmd::Start(a) => return lifecycle::start(engine, a),
-        ContainerCmd::Attach(a) => return lifecycle::attach(engine, a),
-        ContainerCmd::Exec(a) => return containers::exec(engine, a),
-        ContainerCmd::Create(a) => lifecycle::create(engine, config, *a)?,
-        ContainerCmd::Restart(a) => lifecycle::restart(engine, a)?,
-        ContainerCmd::Pause { containers } => lifecycle::pause(engine, &containers, true)?,
-        ContainerCmd::Unpause { containers } => lifecycle::pause(engine, &containers, false)?,
-        ContainerCmd::Ps(a) => containers::ps(engine, a)?,
-        ContainerCmd::Logs(a) => logs::logs(engine, a)?,
-        ContainerCmd::Stop(a) => containers::stop(engine, a)?,
-        ContainerCmd::Rm(a) => containers::rm(engine, a)?,
-        ContainerCmd::Kill(a) => containers::kill(engine, a)?,
-        ContainerCmd::Wait { containers } => containers::wait(engine, &containers)?,
-        ContainerCmd::Inspect(a) => containers::inspect(engine, config, a)?,
-        ContainerCmd::Top(a) => observe::top(engine, a)?,
-        ContainerCmd::Stats(a) => observe::stats(engine, a)?,
-        ContainerCmd::Cp(a) => observe::cp(engine, a)?,
-        ContainerCmd::Port(a) => observe::port(engine, a)?,
-        ContainerCmd::Rename(a) => observe::rename(engine, a)?,
     }
     Ok(0)
 }

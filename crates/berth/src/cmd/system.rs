@@ -11,8 +11,9 @@ use berth_engine::store::Status;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::observe::binary_size;
-use berth::format::{self, human_size};
+use berth::format;
+use berth_engine::units::bytes_size;
+use berth_engine::units::human_size;
 
 #[derive(Subcommand)]
 pub enum SystemCmd {
@@ -313,7 +314,7 @@ pub fn info(engine: &Engine, a: InfoArgs) -> Result<()> {
         s("OSType"),
         s("Architecture"),
         s("NCPU"),
-        binary_size(v["MemTotal"].as_u64().unwrap_or(0)),
+        bytes_size(v["MemTotal"].as_u64().unwrap_or(0)),
         s("Name"),
         s("DockerRootDir"),
         s("RunRoot"),

@@ -12,8 +12,8 @@ use berth_engine::ops::ExecOptions;
 use berth_engine::store::{ContainerRecord, Status};
 use clap::Args;
 
-use crate::containers::{RunArgs, create_container, start_failed};
-use crate::logs::LogFollower;
+use super::logs::LogFollower;
+use super::run::{RunArgs, create_container, start_failed};
 
 #[derive(Args)]
 pub struct StartArgs {
@@ -102,7 +102,7 @@ pub(crate) fn follow(
     mut follower: LogFollower,
     watch: Option<&mut ExitWatch>,
 ) -> Result<i32> {
-    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
+    let _terminal = if stdin || tty { Some(super::terminal::forward_stdin(engine, rec, tty)?) } else { None };
     if let Some(watch) = watch {
         loop {
             let _ = follower.pump();
@@ -121,7 +121,7 @@ pub(crate) fn follow(
     })?)
 }
 
-pub fn restart(engine: &Engine, a: crate::containers::StopArgs) -> Result<()> {
+pub fn restart(engine: &Engine, a: super::ops::StopArgs) -> Result<()> {
     for c in a.containers {
         engine.restart(&c, Duration::from_secs(a.time))?;
         println!("{c}");
@@ -144,7 +144,7 @@ pub fn pause(engine: &Engine, containers: &[String], on: bool) -> Result<()> {
 /// `exec -t`: the process on its own pty; this terminal raw while it
 /// runs, its size passed on (and on SIGWINCH); the process's exit code.
 pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32> {
-    let terminal = crate::attach::Terminal::enter()?;
+    let terminal = super::terminal::Terminal::enter()?;
     let session = match engine.exec_tty(key, o) {
         Ok(s) => s,
         Err(e) => {
@@ -156,12 +156,12 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
         return Ok(0);
     }
     let master = session.master.try_clone().context("dup the pty master")?;
-    if let Some((rows, cols)) = crate::attach::window_size() {
+    if let Some((rows, cols)) = super::terminal::window_size() {
         set_size(&master, rows, cols);
     }
     if terminal.is_raw() {
         let m = master.try_clone().context("dup the pty master")?;
-        crate::attach::on_resize(move |rows, cols| set_size(&m, rows, cols))?;
+        super::terminal::on_resize(move |rows, cols| set_size(&m, rows, cols))?;
     }
     if stdin {
         let mut to = std::fs::File::from(master.try_clone().context("dup the pty master")?);
@@ -200,7 +200,7 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
 /// docker's codes for an exec that could not start: 126/127 with the
 /// runtime's message, else an error.
 pub fn exec_failed(e: berth_engine::engine::EngineError) -> Result<i32> {
-    crate::containers::cannot_run(e, "exec in the container")
+    super::run::cannot_run(e, "exec in the container")
 }
 
 fn set_size(master: &OwnedFd, rows: u16, cols: u16) {
