@@ -14,85 +14,20 @@ use berth_image::store::meta::ImageRecord;
 use berth_shim::config::{Config as ShimConfig, Restart};
 use nix::sys::signal::Signal;
 
+use crate::Error;
 use crate::logconfig::{LogConfig, Rotation};
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
 use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
 use crate::store::{ContainerConfig, ContainerRecord, ContainerStore, Status, new_id};
-use crate::volume::{VolumeError, Volumes};
+use crate::volume::Volumes;
 
 // What front ends get from a container's shim, through the engine.
 pub use berth_shim::client::{Attach, ExitWatch, Watched};
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Image(#[from] berth_image::Error),
-    /// The CLI pulls and tries again, as `docker run` does.
-    #[error("Unable to find image '{0}' locally")]
-    NoSuchImage(String),
-    /// `run --pull` names no policy docker knows.
-    #[error("--pull {0:?}: use always, missing or never")]
-    PullPolicy(String),
-    /// `import` read nothing.
-    #[error("import: the tarball is empty")]
-    EmptyImport,
-    /// `import --change` that docker would not apply either.
-    #[error("--change {change:?}: {reason}")]
-    Change { change: String, reason: String },
-    #[error("import: image config: {0}")]
-    ImportConfig(String),
-    #[error("login to {server}: {source}")]
-    Login { server: String, source: berth_image::Error },
-    #[error("image {id}: config is not JSON: {source}")]
-    ImageConfig { id: String, source: serde_json::Error },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Spec(#[from] spec::SpecError),
-    #[error(transparent)]
-    Network(#[from] network::NetworkError),
-    #[error(transparent)]
-    Volume(#[from] VolumeError),
-    #[error(transparent)]
-    Shim(#[from] berth_shim::ShimError),
-    #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
-    Running(String),
-    /// Dead (its creation never finished) or half removed: only `rm` is
-    /// left (docker's words for its Dead and removal-in-progress ones).
-    #[error(
-        "container {0} is marked for removal and cannot be started (its creation or removal was interrupted: remove it)"
-    )]
-    Defunct(String),
-    /// docker's words: "container X is not running".
-    #[error("{0}")]
-    NotRunning(String),
-    /// The OCI runtime failed (its own message) or could not be run.
-    #[error("OCI runtime: {0}")]
-    Runtime(#[from] berth_oci_cli::Error),
-    /// No terminal came from the runtime's `exec --tty`.
-    #[error("OCI runtime: {0}")]
-    Console(String),
-    #[error("container {id} did not stop: its init (pid {pid}) still runs after SIGKILL")]
-    DidNotStop { id: String, pid: i32 },
-    #[error("container {0} is already running")]
-    AlreadyRunning(String),
-    #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
-    NetworkMode(String),
-    /// A network attachment that could not be undone: the container
-    /// stays, marked for removal, so that its attachment is not forgotten
-    /// and the next `rm -f` runs the DEL again (idempotent by the CNI spec).
-    #[error(
-        "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
-    )]
-    Detach { id: String, network: String, source: Box<network::NetworkError> },
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
-    move |source| EngineError::Io { what, path: path.to_owned(), source }
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { what, path: path.to_owned(), source }
 }
 
 /// A local image: its record and its config (what docker shows as
@@ -143,7 +78,7 @@ pub struct CreateOptions {
 
 impl Engine {
     /// The image store (content, metadata, snapshots) under the root.
-    pub fn store(&self) -> Result<Store, EngineError> {
+    pub fn store(&self) -> Result<Store, Error> {
         Ok(Store::open(&self.root)?)
     }
 
@@ -151,7 +86,7 @@ impl Engine {
     /// database is shared between processes (redb's multi-writer mode), so
     /// holding it open keeps no other `berth` out, and each open costs
     /// several fdatasyncs (most of a short command's time).
-    pub fn containers(&self) -> Result<std::sync::Arc<ContainerStore>, EngineError> {
+    pub fn containers(&self) -> Result<std::sync::Arc<ContainerStore>, Error> {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
         static OPEN: Mutex<Option<HashMap<PathBuf, Arc<ContainerStore>>>> = Mutex::new(None);
@@ -171,19 +106,19 @@ impl Engine {
     }
 
     /// A local image by reference, ID or ID prefix, with its config.
-    /// [`EngineError::NoSuchImage`] if there is none: the caller pulls.
-    pub fn image(&self, key: &str) -> Result<Image, EngineError> {
+    /// [`Error::NoSuchImage`] if there is none: the caller pulls.
+    pub fn image(&self, key: &str) -> Result<Image, Error> {
         let store = self.store()?;
         let all = store.meta.read_all()?;
         let id = match berth_image::images::find(&all, key) {
             Ok(id) => id,
-            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(berth_image::Error::NotFound(_)) => return Err(Error::NoSuchImage(key.to_owned())),
             Err(e) => return Err(e.into()),
         };
-        let record = all.image(&id).cloned().ok_or_else(|| EngineError::NoSuchImage(key.to_owned()))?;
+        let record = all.image(&id).cloned().ok_or_else(|| Error::NoSuchImage(key.to_owned()))?;
         let config = store.content.read(&id)?;
-        let config = serde_json::from_slice(&config)
-            .map_err(|source| EngineError::ImageConfig { id: id.to_string(), source })?;
+        let config =
+            serde_json::from_slice(&config).map_err(|source| Error::ImageConfig { id: id.to_string(), source })?;
         Ok(Image { record, config })
     }
 
@@ -201,12 +136,7 @@ impl Engine {
     /// process ends the container is marked as being created (see
     /// [`Engine::being_created`]), so `container prune`/`system prune`
     /// leave it to the `run` that is still making and starting it.
-    pub fn create(
-        &self,
-        image_key: &str,
-        flags: &RunFlags,
-        opts: &CreateOptions,
-    ) -> Result<ContainerRecord, EngineError> {
+    pub fn create(&self, image_key: &str, flags: &RunFlags, opts: &CreateOptions) -> Result<ContainerRecord, Error> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
         berth_cgroups::prime_moves();
@@ -299,23 +229,23 @@ impl Engine {
     /// [`Engine::image`], and the container `id` recorded as its holder in
     /// the same transaction as the lookup: an `rmi` either came first (no
     /// such image) or sees the holder.
-    fn hold_image(&self, key: &str, id: &str) -> Result<Image, EngineError> {
+    fn hold_image(&self, key: &str, id: &str) -> Result<Image, Error> {
         let store = self.store()?;
         let record = match berth_image::images::hold(&store, key, &holder(id)) {
             Ok(r) => r,
-            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(berth_image::Error::NotFound(_)) => return Err(Error::NoSuchImage(key.to_owned())),
             Err(e) => return Err(e.into()),
         };
         let config = store.content.read(&record.id)?;
         let config = serde_json::from_slice(&config)
-            .map_err(|source| EngineError::ImageConfig { id: record.id.to_string(), source })?;
+            .map_err(|source| Error::ImageConfig { id: record.id.to_string(), source })?;
         Ok(Image { record, config })
     }
 
     /// `rmi NAME`, as docker decides it: containers that run (or are being
     /// made) keep their image; stopped ones keep it without `force`, and
     /// keep their layers either way.
-    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, EngineError> {
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, Error> {
         let store = self.store()?;
         Ok(berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?)
     }
@@ -348,7 +278,7 @@ impl Engine {
         opts: &CreateOptions,
         data: &Path,
         run: &Path,
-    ) -> Result<Option<Attachment>, EngineError> {
+    ) -> Result<Option<Attachment>, Error> {
         let id = rec.id.as_str();
         for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
@@ -425,7 +355,7 @@ impl Engine {
         rec: &ContainerRecord,
         mounts: &[UserMount],
         rootfs: &Path,
-    ) -> Result<Vec<ResolvedMount>, EngineError> {
+    ) -> Result<Vec<ResolvedMount>, Error> {
         let vols = self.volumes();
         let mut out = Vec::new();
         for (i, m) in mounts.iter().enumerate() {
@@ -462,7 +392,7 @@ impl Engine {
     }
 
     /// Containers whose records say they mount volume `name`.
-    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, Error> {
         Ok(self
             .containers()?
             .list()?
@@ -522,7 +452,7 @@ impl Engine {
     }
 
     /// Starts a created (or exited) container under a new shim.
-    pub fn start(&self, id: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn start(&self, id: &str) -> Result<ContainerRecord, Error> {
         self.start_watched(id).map(|(rec, _)| rec)
     }
 
@@ -530,17 +460,17 @@ impl Engine {
     /// container's last exit, and until it is dropped the shim holds back
     /// its exit command (`rm` for `--rm`), so an attached client reads all
     /// the output first. A client that dies drops it with its fds.
-    pub fn start_watched(&self, id: &str) -> Result<(ContainerRecord, ExitWatch), EngineError> {
+    pub fn start_watched(&self, id: &str) -> Result<(ContainerRecord, ExitWatch), Error> {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // Two starts at once would each clear the other's shim files.
         let (_lock, rec) = self.lock_record(&id)?;
         let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Dead | Status::Removing) {
-            return Err(EngineError::Defunct(rec.id));
+            return Err(Error::Defunct(rec.id));
         }
         if matches!(rec.status, Status::Running | Status::Paused) {
-            return Err(EngineError::AlreadyRunning(rec.name));
+            return Err(Error::AlreadyRunning(rec.name));
         }
         berth_cgroups::prime_moves();
         let cfg = self.shim_config(&rec);
@@ -620,7 +550,7 @@ impl Engine {
     }
 
     /// A connection to the container's shim for stdin and terminal size.
-    pub fn attach(&self, rec: &ContainerRecord) -> Result<berth_shim::client::Attach, EngineError> {
+    pub fn attach(&self, rec: &ContainerRecord) -> Result<berth_shim::client::Attach, Error> {
         Ok(berth_shim::client::Attach::connect(&self.shim_config(rec).state_dir)?)
     }
 
@@ -633,7 +563,7 @@ impl Engine {
     }
 
     /// Waits for the container to end; its exit code.
-    pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, EngineError> {
+    pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, Error> {
         let store = self.containers()?;
         let rec = store.get(id)?;
         // The shim tells its clients each exit before it runs its exit
@@ -674,7 +604,7 @@ impl Engine {
     /// `timeout`. Through the runtime and, should the runtime not know the
     /// container, to its init directly (by pid and start time): the
     /// container stops whatever became of its shim.
-    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error> {
         let rec = self.refresh(&self.containers()?.get(id)?);
         if !matches!(rec.status, Status::Running | Status::Paused) {
             return Ok(());
@@ -690,7 +620,7 @@ impl Engine {
         if !self.wait_stopped(&rec, init, timeout) {
             self.signal(&rec.id, init, Signal::SIGKILL);
             if !self.wait_stopped(&rec, init, Duration::from_secs(10)) {
-                return Err(EngineError::DidNotStop { id: rec.id.clone(), pid: init.map_or(0, |p| p.pid) });
+                return Err(Error::DidNotStop { id: rec.id.clone(), pid: init.map_or(0, |p| p.pid) });
             }
         }
         // The init is gone; its shim (if alive) records the exit once the
@@ -707,7 +637,7 @@ impl Engine {
 
     /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
     /// and reads its record under it (see [`RecordLock`]).
-    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), EngineError> {
+    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), Error> {
         let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
         let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
         match self.containers()?.get(id) {
@@ -731,13 +661,13 @@ impl Engine {
 
     /// Removes a container (stopping it first with `force`): its network,
     /// mounts, directories and record.
-    pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+    pub fn remove(&self, id: &str, force: bool) -> Result<(), Error> {
         self.remove_with(id, force, false)
     }
 
     /// `rm [-f] [-v]`: with `volumes`, the container's anonymous volumes go
     /// too (named ones always stay, as docker keeps them).
-    pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), EngineError> {
+    pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), Error> {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // One remover at a time (a `run --rm` CLI and its shim's exit
@@ -747,7 +677,7 @@ impl Engine {
         let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Running | Status::Paused) {
             if !force {
-                return Err(EngineError::Running(rec.name.clone()));
+                return Err(Error::Running(rec.name.clone()));
             }
             self.stop(&rec.id, Duration::ZERO)?;
         }
@@ -780,7 +710,7 @@ impl Engine {
         Ok(())
     }
 
-    fn cleanup(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+    fn cleanup(&self, rec: &ContainerRecord) -> Result<(), Error> {
         let (data, run) = self.container_dirs(&rec.id);
         let netns = run.join("netns");
         let _ = NetNs::remove(&netns);
@@ -792,7 +722,7 @@ impl Engine {
             }
             // Before anything else goes: a failed DEL keeps the record
             // whole (and the attachment's), for the next `rm` to retry.
-            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| EngineError::Detach {
+            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| Error::Detach {
                 id: rec.id.clone(),
                 network: net.to_owned(),
                 source: Box::new(source),
@@ -889,7 +819,7 @@ fn kill_point(step: &str) {
 /// [`Engine::being_created`]) for as long as this process lives: a `run`
 /// keeps it through `start`, and a killed one drops it with its life. The
 /// id is new, so nobody else waits for this lock; prune only tries it.
-fn claim(p: &Path) -> Result<(), EngineError> {
+fn claim(p: &Path) -> Result<(), Error> {
     static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
@@ -961,7 +891,7 @@ mod tests {
         assert!(!lock_file.exists(), "released after its record went, the lock takes its file along");
 
         let err = e.lock_record(&id).err().expect("the record is gone");
-        assert!(matches!(err, EngineError::Store(crate::store::StoreError::NotFound(_))), "{err}");
+        assert!(matches!(err, Error::Store(crate::store::StoreError::NotFound(_))), "{err}");
         assert!(!lock_file.exists(), "the lock file of a removed container is left");
     }
 }

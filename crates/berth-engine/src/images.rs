@@ -21,7 +21,8 @@ pub use berth_image::images::Removed;
 pub use berth_image::registry::{Credentials, RegistryConfig};
 pub use berth_image::{Digest, Platform, Reference};
 
-use crate::engine::{CreateOptions, Engine, EngineError};
+use crate::Error;
+use crate::engine::{CreateOptions, Engine};
 use crate::spec::RunFlags;
 use crate::store::ContainerRecord;
 
@@ -141,13 +142,13 @@ pub enum PullPolicy {
 }
 
 impl std::str::FromStr for PullPolicy {
-    type Err = EngineError;
-    fn from_str(s: &str) -> Result<Self, EngineError> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "always" => Ok(PullPolicy::Always),
             "missing" => Ok(PullPolicy::Missing),
             "never" => Ok(PullPolicy::Never),
-            other => Err(EngineError::PullPolicy(other.to_owned())),
+            other => Err(Error::PullPolicy(other.to_owned())),
         }
     }
 }
@@ -207,7 +208,7 @@ impl Images {
     /// `image`, pulled first when the policy says so (always, or when it
     /// is missing: [`ImageEvent::Missing`] then the pull's events).
     /// With [`PullPolicy::Never`] a missing image is
-    /// [`EngineError::NoSuchImage`].
+    /// [`Error::NoSuchImage`].
     pub fn create_container(
         &self,
         image: &str,
@@ -216,12 +217,12 @@ impl Images {
         flags: &RunFlags,
         opts: &CreateOptions,
         on_event: OnEvent,
-    ) -> Result<ContainerRecord, EngineError> {
+    ) -> Result<ContainerRecord, Error> {
         if policy == PullPolicy::Always {
             self.pull(image, pull, on_event.clone())?;
         }
         match self.engine.create(image, flags, opts) {
-            Err(EngineError::NoSuchImage(_)) if policy == PullPolicy::Missing => {
+            Err(Error::NoSuchImage(_)) if policy == PullPolicy::Missing => {
                 on_event(ImageEvent::Missing { image: image.to_owned() });
                 self.pull(image, pull, on_event)?;
                 self.engine.create(image, flags, opts)
@@ -231,8 +232,8 @@ impl Images {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, EngineError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| EngineError::Io {
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| Error::Io {
         what: "start the async runtime",
         path: PathBuf::new(),
         source,
@@ -269,7 +270,7 @@ pub fn registry_name(server: Option<&str>) -> String {
 }
 
 impl Images {
-    fn store(&self) -> Result<Store, EngineError> {
+    fn store(&self) -> Result<Store, Error> {
         self.engine.store()
     }
 
@@ -279,7 +280,7 @@ impl Images {
 
     /// Pulls `reference`; events go to `on_event`, the last one
     /// [`ImageEvent::Pulled`] with what is also returned.
-    pub fn pull(&self, reference: &str, req: &PullRequest, on_event: OnEvent) -> Result<Pulled, EngineError> {
+    pub fn pull(&self, reference: &str, req: &PullRequest, on_event: OnEvent) -> Result<Pulled, Error> {
         let store = self.store()?;
         let r = Reference::parse(reference)?;
         let opts = PullOptions {
@@ -308,7 +309,7 @@ impl Images {
 
     /// Pushes the local image `name` to `dest` (default: `name`); the
     /// manifest's digest and size.
-    pub fn push(&self, name: &str, dest: Option<&str>, on_event: OnEvent) -> Result<(Digest, u64), EngineError> {
+    pub fn push(&self, name: &str, dest: Option<&str>, on_event: OnEvent) -> Result<(Digest, u64), Error> {
         let store = self.store()?;
         let dest = Reference::parse(dest.unwrap_or(name))?;
         on_event(ImageEvent::Pushing { repository: dest.name() });
@@ -320,7 +321,7 @@ impl Images {
 
     /// The images as `images` lists them, newest first; `repository`
     /// (`NAME` or `NAME:TAG`) keeps only its rows.
-    pub fn list(&self, repository: Option<&str>) -> Result<Vec<ImageRow>, EngineError> {
+    pub fn list(&self, repository: Option<&str>) -> Result<Vec<ImageRow>, Error> {
         let s = self.store()?.meta.read_all()?;
         let filter = repository.map(Reference::parse).transpose()?;
         let explicit_tag = repository.is_some_and(|r| r.rsplit('/').next().is_some_and(|l| l.contains(':')));
@@ -340,39 +341,37 @@ impl Images {
     }
 
     /// docker's `image inspect` document of one image.
-    pub fn inspect(&self, name: &str) -> Result<serde_json::Value, EngineError> {
+    pub fn inspect(&self, name: &str) -> Result<serde_json::Value, Error> {
         match berth_image::archive::inspect(&self.store()?, name) {
-            Err(berth_image::Error::NotFound(_)) => Err(EngineError::NoSuchImage(name.to_owned())),
+            Err(berth_image::Error::NotFound(_)) => Err(Error::NoSuchImage(name.to_owned())),
             other => Ok(other?),
         }
     }
 
     /// `tag SOURCE TARGET`.
-    pub fn tag(&self, source: &str, target: &str) -> Result<(), EngineError> {
+    pub fn tag(&self, source: &str, target: &str) -> Result<(), Error> {
         Ok(berth_image::images::tag(&self.store()?, source, &Reference::parse(target)?)?)
     }
 
     /// `save`: a docker-archive (and OCI layout) of `names` to `out`.
-    pub fn save(&self, names: &[String], out: impl Write) -> Result<(), EngineError> {
+    pub fn save(&self, names: &[String], out: impl Write) -> Result<(), Error> {
         Ok(berth_image::archive::save(&self.store()?, names, out)?)
     }
 
     /// `save -o FILE`: written beside `path` and renamed over it when
     /// complete, so a killed save leaves no truncated archive there.
-    pub fn save_to(&self, names: &[String], path: &Path) -> Result<(), EngineError> {
+    pub fn save_to(&self, names: &[String], path: &Path) -> Result<(), Error> {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".berth-save-")
-            .tempfile_in(dir)
-            .map_err(|source| EngineError::Io { what: "create a temporary file in", path: dir.to_owned(), source })?;
+        let tmp = tempfile::Builder::new().prefix(".berth-save-").tempfile_in(dir).map_err(|source| Error::Io {
+            what: "create a temporary file in",
+            path: dir.to_owned(),
+            source,
+        })?;
         let mut w = std::io::BufWriter::new(tmp);
         self.save(names, &mut w)?;
-        let tmp = w.into_inner().map_err(|e| EngineError::Io {
-            what: "write",
-            path: path.to_owned(),
-            source: e.into_error(),
-        })?;
-        let io = |what| move |source| EngineError::Io { what, path: path.to_owned(), source };
+        let tmp =
+            w.into_inner().map_err(|e| Error::Io { what: "write", path: path.to_owned(), source: e.into_error() })?;
+        let io = |what| move |source| Error::Io { what, path: path.to_owned(), source };
         tmp.as_file().sync_all().map_err(io("fsync the archive for"))?;
         tmp.persist(path).map_err(|e| e.error).map_err(io("rename the archive to"))?;
         Ok(())
@@ -380,19 +379,19 @@ impl Images {
 
     /// `load -i PATH`: a tar archive (any compression) or an OCI layout
     /// directory.
-    pub fn load(&self, input: &Path) -> Result<Vec<Loaded>, EngineError> {
+    pub fn load(&self, input: &Path) -> Result<Vec<Loaded>, Error> {
         let loaded = berth_image::archive::load(&self.store()?, input, &self.unpack_options(None))?;
         Ok(loaded.into_iter().map(|(rec, names)| Loaded { id: rec.id, names }).collect())
     }
 
     /// `load` from a stream (stdin): spooled to a temporary file under the
     /// store, which garbage collection removes if this is killed.
-    pub fn load_stream(&self, mut input: impl Read) -> Result<Vec<Loaded>, EngineError> {
+    pub fn load_stream(&self, mut input: impl Read) -> Result<Vec<Loaded>, Error> {
         let store = self.store()?;
         let guard = store.adding()?;
         let dir = store.temp_dir("load-", &guard)?;
         let path = dir.path().join("input.tar");
-        let io = |what, source| EngineError::Io { what, path: path.clone(), source };
+        let io = |what, source| Error::Io { what, path: path.clone(), source };
         let mut f = std::fs::File::create(&path).map_err(|e| io("create", e))?;
         std::io::copy(&mut input, &mut f).map_err(|e| io("write the archive to", e))?;
         drop(f);
@@ -404,7 +403,7 @@ impl Images {
     /// makes one. Written as a docker-archive in a temporary directory and
     /// loaded through berth-image's `load`, so it goes through the same
     /// digest checks and safe unpack as any other image.
-    pub fn import(&self, input: impl Read, opts: &ImportOptions) -> Result<Digest, EngineError> {
+    pub fn import(&self, input: impl Read, opts: &ImportOptions) -> Result<Digest, Error> {
         let mut config = Config::default();
         for c in &opts.changes {
             apply_change(&mut config, c)?;
@@ -425,16 +424,16 @@ impl Images {
         write_json(&dir.path().join("config.json"), &image)?;
         write_json(&dir.path().join("manifest.json"), &manifest)?;
         let loaded = berth_image::archive::load(&store, dir.path(), &self.unpack_options(None))?;
-        loaded.into_iter().next().map(|(rec, _)| rec.id).ok_or(EngineError::EmptyImport)
+        loaded.into_iter().next().map(|(rec, _)| rec.id).ok_or(Error::EmptyImport)
     }
 
     /// `login`: checks the credentials against the registry, then stores
     /// them; the registry's name.
-    pub fn login(&self, server: Option<&str>, creds: Credentials) -> Result<String, EngineError> {
+    pub fn login(&self, server: Option<&str>, creds: Credentials) -> Result<String, Error> {
         let server = registry_name(server);
         // Checked before they are stored, as docker does: a throwaway auth
         // store that holds only them.
-        let dir = tempfile::tempdir().map_err(|source| EngineError::Io {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
             what: "create a temporary dir in",
             path: std::env::temp_dir(),
             source,
@@ -446,13 +445,13 @@ impl Images {
             let reg = Registry::connect(&server, &cfg).await?;
             reg.check_login().await
         })?
-        .map_err(|source| EngineError::Login { server: server.clone(), source })?;
+        .map_err(|source| Error::Login { server: server.clone(), source })?;
         self.registry.auth_store().set(&server, &creds)?;
         Ok(server)
     }
 
     /// `logout`: the registry's name, and whether it had credentials.
-    pub fn logout(&self, server: Option<&str>) -> Result<(String, bool), EngineError> {
+    pub fn logout(&self, server: Option<&str>) -> Result<(String, bool), Error> {
         let server = registry_name(server);
         let had = self.registry.auth_store().remove(&server)?;
         Ok((server, had))
@@ -506,19 +505,19 @@ struct ArchiveEntry {
     layers: Vec<&'static str>,
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), EngineError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| EngineError::Io {
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::Io {
         what: "serialize",
         path: path.to_owned(),
         source: std::io::Error::other(e),
     })?;
-    std::fs::write(path, bytes).map_err(|source| EngineError::Io { what: "write", path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| Error::Io { what: "write", path: path.to_owned(), source })
 }
 
 /// The image config of an imported layer.
-fn import_config(config: Config, diff_id: String, comment: String) -> Result<ImageConfiguration, EngineError> {
+fn import_config(config: Config, diff_id: String, comment: String) -> Result<ImageConfiguration, Error> {
     let now = berth_proc::time::now();
-    let build = |e: oci_spec::OciSpecError| EngineError::ImportConfig(e.to_string());
+    let build = |e: oci_spec::OciSpecError| Error::ImportConfig(e.to_string());
     let history = HistoryBuilder::default().created(now.clone()).comment(comment).build().map_err(build)?;
     let rootfs = RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id]).build().map_err(build)?;
     let host = Platform::host();
@@ -535,14 +534,11 @@ fn import_config(config: Config, diff_id: String, comment: String) -> Result<Ima
 
 /// Copies the tarball, decompressed as its bytes say (gzip, zstd or
 /// plain), to `dest`; the digest of the plain tar: the layer's diff ID.
-fn write_layer(input: impl Read, dest: &Path) -> Result<String, EngineError> {
-    let read = |source| EngineError::Io { what: "read the tarball for", path: dest.to_owned(), source };
+fn write_layer(input: impl Read, dest: &Path) -> Result<String, Error> {
+    let read = |source| Error::Io { what: "read the tarball for", path: dest.to_owned(), source };
     let mut reader = berth_image::decompress::decompress(input).map_err(read)?;
-    let mut out = std::fs::File::create(dest).map_err(|source| EngineError::Io {
-        what: "create",
-        path: dest.to_owned(),
-        source,
-    })?;
+    let mut out =
+        std::fs::File::create(dest).map_err(|source| Error::Io { what: "create", path: dest.to_owned(), source })?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -556,22 +552,22 @@ fn write_layer(input: impl Read, dest: &Path) -> Result<String, EngineError> {
             break;
         }
         hash.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|source| EngineError::Io { what: "write", path: dest.to_owned(), source })?;
+        out.write_all(&buf[..n]).map_err(|source| Error::Io { what: "write", path: dest.to_owned(), source })?;
         total += n as u64;
     }
     if total == 0 {
-        return Err(EngineError::EmptyImport);
+        return Err(Error::EmptyImport);
     }
     Ok(format!("sha256:{}", hex::encode(hash.finalize())))
 }
 
 /// One `--change` instruction into the image config.
-fn apply_change(config: &mut Config, change: &str) -> Result<(), EngineError> {
-    let bad = |reason: &str| EngineError::Change { change: change.to_owned(), reason: reason.to_owned() };
+fn apply_change(config: &mut Config, change: &str) -> Result<(), Error> {
+    let bad = |reason: &str| Error::Change { change: change.to_owned(), reason: reason.to_owned() };
     let (op, rest) = change.trim().split_once(char::is_whitespace).unwrap_or((change.trim(), ""));
     let rest = rest.trim();
     // JSON form (`CMD ["sh"]`) or shell form (`CMD echo hi` runs `/bin/sh -c`).
-    let argv = || -> Result<Vec<String>, EngineError> {
+    let argv = || -> Result<Vec<String>, Error> {
         if rest.starts_with('[') {
             serde_json::from_str(rest).map_err(|e| bad(&format!("bad JSON: {e}")))
         } else {
@@ -676,7 +672,7 @@ mod tests {
         let zst = zstd::encode_all(&tar[..], 3).unwrap();
         assert_eq!(write_layer(&zst[..], &dir.path().join("d")).unwrap(), plain, "zstd");
         assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), tar);
-        assert!(matches!(write_layer(&b""[..], &dir.path().join("e")), Err(EngineError::EmptyImport)));
+        assert!(matches!(write_layer(&b""[..], &dir.path().join("e")), Err(Error::EmptyImport)));
     }
 
     #[test]

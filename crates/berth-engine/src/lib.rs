@@ -6,6 +6,7 @@
 pub mod check;
 pub mod copy;
 pub mod engine;
+pub mod error;
 pub mod images;
 pub mod liveness;
 pub mod logconfig;
@@ -17,6 +18,8 @@ pub mod prune;
 pub mod spec;
 pub mod store;
 pub mod volume;
+
+pub use error::Error;
 
 impl engine::Engine {
     /// The OCI runtime's command line with the engine's state root: the

@@ -4,7 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::spec::user;
 use crate::store::{ContainerRecord, Status};
 
@@ -25,13 +26,13 @@ enum TtyWaiter {
 
 impl TtyExec {
     /// Waits for the process to end; its exit code.
-    pub fn wait(self) -> Result<i32, EngineError> {
+    pub fn wait(self) -> Result<i32, Error> {
         match self.waiter {
             TtyWaiter::Shim(mut attach) => Ok(attach.exec_exit()?),
             // The runtime's exit status is the process's.
             TtyWaiter::Runtime(exec) => match exec.wait() {
                 Ok(()) => Ok(0),
-                Err(e) => e.status().map(exit_code).ok_or(EngineError::Runtime(e)),
+                Err(e) => e.status().map(exit_code).ok_or(Error::Runtime(e)),
             },
         }
     }
@@ -49,8 +50,8 @@ fn runtime_logged_error(log: &std::path::Path) -> bool {
     std::fs::read_to_string(log).ok().and_then(|t| berth_oci_cli::last_json_error(&t)).is_some()
 }
 
-fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
-    move |source| EngineError::Io { what, path: path.into(), source }
+fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, path: path.into(), source }
 }
 
 /// `docker exec`'s flags.
@@ -66,12 +67,12 @@ pub struct ExecOptions {
 
 impl Engine {
     /// A running container by name, id or id prefix, freshly checked.
-    fn running(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         match rec.status {
             Status::Running => Ok(rec),
-            Status::Paused => Err(EngineError::NotRunning(format!("container {} is paused, unpause it first", rec.id))),
-            _ => Err(EngineError::NotRunning(format!("container {} is not running", rec.id))),
+            Status::Paused => Err(Error::NotRunning(format!("container {} is paused, unpause it first", rec.id))),
+            _ => Err(Error::NotRunning(format!("container {} is not running", rec.id))),
         }
     }
 
@@ -79,8 +80,8 @@ impl Engine {
     /// (the shim runs the runtime's `exec`, reaps the process and reports
     /// its exit), with this process's stdout and stderr, and stdin with
     /// `stdin`; its exit code. An error the runtime gives (a command that
-    /// is not there) is [`EngineError::Shim`] with the runtime's words.
-    pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, EngineError> {
+    /// is not there) is [`Error::Shim`] with the runtime's words.
+    pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, Error> {
         use std::os::fd::AsFd;
         let rec = self.running(key)?;
         let args = self.exec_args(&rec, o, &[])?;
@@ -105,21 +106,18 @@ impl Engine {
 
     /// `exec -t`: an exec session on a new pty, whose master the runtime
     /// sends to a console socket of ours (runc's protocol).
-    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, EngineError> {
+    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, Error> {
         use std::os::fd::AsFd;
         use std::os::unix::net::UnixListener;
         let rec = self.running(key)?;
-        let dir = tempfile::Builder::new().prefix("exec-").tempdir_in(self.runroot.join("s")).map_err(|source| {
-            EngineError::Io { what: "create a console dir in", path: self.runroot.clone(), source }
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(self.runroot.join("s"))
+            .map_err(|source| Error::Io { what: "create a console dir in", path: self.runroot.clone(), source })?;
         let sock = dir.path().join("c.sock");
         let listener =
-            UnixListener::bind(&sock).map_err(|source| EngineError::Io { what: "bind", path: sock.clone(), source })?;
-        listener.set_nonblocking(true).map_err(|source| EngineError::Io {
-            what: "set up",
-            path: sock.clone(),
-            source,
-        })?;
+            UnixListener::bind(&sock).map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
+        listener.set_nonblocking(true).map_err(|source| Error::Io { what: "set up", path: sock.clone(), source })?;
         let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
         let args = self.exec_args(&rec, o, &tty)?;
         if !self.shim_alive(&rec.id) {
@@ -131,7 +129,7 @@ impl Engine {
         // time the shim reports the start.
         attach.exec(&args, [null.as_fd(), null.as_fd(), null.as_fd()])?;
         let master = berth_shim::supervisor::receive_console_within(&listener, std::time::Duration::from_secs(10))
-            .map_err(EngineError::Console)?;
+            .map_err(Error::Console)?;
         Ok(TtyExec { waiter: TtyWaiter::Shim(attach), master, _dir: dir })
     }
 
@@ -143,7 +141,7 @@ impl Engine {
     /// one (`-d`) is reaped by whoever adopts it (the container's init or
     /// the host's) and its exit code is recorded nowhere. An attached one
     /// is waited for by the runtime, which gives its code.
-    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, EngineError> {
+    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, Error> {
         use std::process::Stdio;
         let log = tempfile::Builder::new()
             .prefix("berth-exec-")
@@ -166,10 +164,10 @@ impl Engine {
         let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
         match runtime.exec_prepared(&rest, &opts, io) {
             Ok(()) => Ok(0),
-            Err(e) if runtime_logged_error(log.path()) => Err(EngineError::Runtime(e)),
-            Err(e) if detach => Err(EngineError::Runtime(e)),
+            Err(e) if runtime_logged_error(log.path()) => Err(Error::Runtime(e)),
+            Err(e) if detach => Err(Error::Runtime(e)),
             // The runtime's exit status is the process's.
-            Err(e) => e.status().map(exit_code).ok_or(EngineError::Runtime(e)),
+            Err(e) => e.status().map(exit_code).ok_or(Error::Runtime(e)),
         }
     }
 
@@ -182,7 +180,7 @@ impl Engine {
         detach: bool,
         listener: &std::os::unix::net::UnixListener,
         dir: tempfile::TempDir,
-    ) -> Result<TtyExec, EngineError> {
+    ) -> Result<TtyExec, Error> {
         use std::process::Stdio;
         let log = dir.path().join("runtime.log");
         let runtime = self.oci_runtime().log(&log).log_format(berth_oci_cli::LogFormat::Json);
@@ -197,8 +195,8 @@ impl Engine {
                 exec.kill();
                 // The runtime's own message if it logged one.
                 Err(match exec.wait() {
-                    Err(err) if runtime_logged_error(&log) => EngineError::Runtime(err),
-                    _ => EngineError::Console(e),
+                    Err(err) if runtime_logged_error(&log) => Error::Runtime(err),
+                    _ => Error::Console(e),
                 })
             }
         }
@@ -206,7 +204,7 @@ impl Engine {
 
     /// The runtime's `exec` arguments after `exec`: options, `extra`, the
     /// container's ID and the command.
-    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, EngineError> {
+    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, Error> {
         let mut a = Vec::new();
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
             // Names are looked up in the container's own /etc/passwd.
@@ -229,30 +227,30 @@ impl Engine {
     }
 
     /// Sends `signal` (a name or number, as `kill -s` takes it).
-    pub fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
+    pub fn kill(&self, key: &str, signal: &str) -> Result<(), Error> {
         let rec = self.running(key)?;
         Ok(self.oci_runtime().kill(&rec.id, signal, false)?)
     }
 
     /// `pause`: the runtime freezes the container's cgroup.
-    pub fn pause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn pause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.running(key)?;
         self.oci_runtime().pause(&rec.id)?;
         Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
     }
 
     /// `unpause`.
-    pub fn unpause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn unpause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         if rec.status != Status::Paused {
-            return Err(EngineError::NotRunning(format!("Container {} is not paused", rec.id)));
+            return Err(Error::NotRunning(format!("Container {} is not paused", rec.id)));
         }
         self.resume(&rec.id)?;
         Ok(self.containers()?.get(&rec.id)?)
     }
 
     /// Thaws a paused container and records it running.
-    pub(crate) fn resume(&self, id: &str) -> Result<(), EngineError> {
+    pub(crate) fn resume(&self, id: &str) -> Result<(), Error> {
         self.oci_runtime().resume(id)?;
         self.containers()?.update(id, |r| r.status = Status::Running)?;
         Ok(())
@@ -260,14 +258,14 @@ impl Engine {
 
     /// `restart`: stop (SIGTERM, SIGKILL after `timeout`) and start again
     /// on the same rootfs, network and log.
-    pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, EngineError> {
+    pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, Error> {
         let rec = self.containers()?.get(key)?;
         self.stop(&rec.id, timeout)?;
         self.start(&rec.id)
     }
 
     /// docker's `inspect` shape of a container (the fields scripts use).
-    pub fn inspect(&self, key: &str) -> Result<Value, EngineError> {
+    pub fn inspect(&self, key: &str) -> Result<Value, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         let args = &rec.config.args;
         let (path, rest) = match args.split_first() {

@@ -6,7 +6,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::store::ContainerRecord;
 
 /// A name the container should resolve.
@@ -89,7 +90,7 @@ impl Engine {
     /// The other containers on a user network, by name and short id, as
     /// their records say (docker resolves them with its embedded DNS; the
     /// hosts files do it here, see network::hosts).
-    pub(crate) fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, EngineError> {
+    pub(crate) fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, Error> {
         let store = self.containers()?;
         let mut out = Vec::new();
         for peer in self.networks().endpoints(network)? {

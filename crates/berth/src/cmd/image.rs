@@ -248,7 +248,7 @@ pub fn inspect(engine: &Engine, config: &Config, a: InspectArgs) -> Result<()> {
     for name in &a.images {
         match images.inspect(name) {
             Ok(v) => out.push(v),
-            Err(berth_engine::engine::EngineError::NoSuchImage(_)) => missing.push(name.clone()),
+            Err(berth_engine::Error::NoSuchImage(_)) => missing.push(name.clone()),
             Err(e) => return Err(e.into()),
         }
     }

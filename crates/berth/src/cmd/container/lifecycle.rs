@@ -199,7 +199,7 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
 
 /// docker's codes for an exec that could not start: 126/127 with the
 /// runtime's message, else an error.
-pub fn exec_failed(e: berth_engine::engine::EngineError) -> Result<i32> {
+pub fn exec_failed(e: berth_engine::Error) -> Result<i32> {
     super::run::cannot_run(e, "exec in the container")
 }
 

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use berth_engine::engine::{Engine, EngineError};
+use berth_engine::Error;
+use berth_engine::engine::Engine;
 use berth_engine::ops::ExecOptions;
 use clap::Args;
 
@@ -87,7 +88,7 @@ pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
     match engine.exec(&a.container, &o, a.interactive) {
         Ok(code) => Ok(code),
         // The runtime's words, from the shim or (no shim) its own log.
-        Err(e @ (EngineError::Shim(_) | EngineError::Runtime(_))) => super::lifecycle::exec_failed(e),
+        Err(e @ (Error::Shim(_) | Error::Runtime(_))) => super::lifecycle::exec_failed(e),
         Err(e) => Err(e.into()),
     }
 }
@@ -115,7 +116,7 @@ pub fn inspect(engine: &Engine, config: &Config, a: InspectArgs) -> Result<()> {
     for name in &a.images {
         match engine.inspect(name) {
             Ok(v) => out.push(v),
-            Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => images.push(name.clone()),
+            Err(Error::Store(berth_engine::store::StoreError::NotFound(_))) => images.push(name.clone()),
             Err(e) => return Err(e.into()),
         }
     }

@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use berth_engine::engine::{CreateOptions, Engine, EngineError};
+use berth_engine::Error;
+use berth_engine::engine::{CreateOptions, Engine};
 use berth_engine::images::{PullPolicy, PullRequest};
 use berth_engine::logconfig::LogConfig;
 use berth_engine::network::PortMapping;
@@ -131,7 +132,7 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
         // container gone and runs no `rm` of its own. Should its exit
         // command be first (the watch was lost), nothing is left here.
         match engine.remove(&rec.id, true) {
-            Err(EngineError::Store(berth_engine::store::StoreError::NotFound(_))) => {}
+            Err(Error::Store(berth_engine::store::StoreError::NotFound(_))) => {}
             other => other?,
         }
     }
@@ -142,22 +143,19 @@ pub fn run(engine: &Engine, config: &Config, r: RunArgs) -> Result<i32> {
 /// its command (or a path it needs) does not exist, 126 when it cannot be
 /// run; 125 (an error) for anything else. The runtime's message is
 /// printed either way, as docker prints it.
-pub(crate) fn start_failed(e: EngineError) -> Result<i32> {
+pub(crate) fn start_failed(e: Error) -> Result<i32> {
     cannot_run(e, "start the container")
 }
 
 /// [`start_failed`] for `what` (start, exec).
-pub(crate) fn cannot_run(e: EngineError, what: &'static str) -> Result<i32> {
-    let msg = e.to_string();
-    let code = if msg.contains("executable file not found") || msg.contains("no such file or directory") {
-        127
-    } else if msg.contains("permission denied") || msg.contains("exec format error") {
-        126
-    } else {
-        return Err(e).context(what);
-    };
-    eprintln!("Error: {what}: {msg}");
-    Ok(code)
+pub(crate) fn cannot_run(e: Error, what: &'static str) -> Result<i32> {
+    match e.exec_failure() {
+        Some(failure) => {
+            eprintln!("Error: {what}: {e}");
+            Ok(failure.exit_code())
+        }
+        None => Err(e).context(what),
+    }
 }
 
 /// `berth create` (and the first half of `run`): the container made, not
@@ -236,7 +234,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         &opts,
         crate::progress::reporter(false),
     ) {
-        Err(EngineError::NoSuchImage(_)) if policy == PullPolicy::Never => {
+        Err(Error::NoSuchImage(_)) if policy == PullPolicy::Never => {
             bail!("No such image: {} (--pull never: pull it first, or load it with berth load)", r.image)
         }
         other => other,
