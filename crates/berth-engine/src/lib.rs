@@ -1,7 +1,12 @@
-//! berth's engine: what the `berth` CLI and `berthd` drive. It runs
-//! containers only through `berth-shim` and the OCI runtime's command line,
-//! keeps its records in redb, and attaches containers to networks through
-//! the standard CNI plugins.
+//! berth's engine: what the `berth` CLI and `berthd` drive, every
+//! operation of theirs behind one API: images ([`images`]: pull, push,
+//! list, load, import, login ...), containers ([`engine`], [`ops`],
+//! [`observe`], [`copy`]), volumes, networks and the store checks. It
+//! runs containers only through `berth-shim`, reaches the shim's files
+//! only through `berth_shim::client`, and calls the OCI runtime only
+//! through `berth-oci-cli`'s typed wrapper (the one the shim uses too);
+//! it keeps its records in redb and attaches containers to networks
+//! through the standard CNI plugins. Failures are [`Error`].
 
 pub mod check;
 pub mod copy;

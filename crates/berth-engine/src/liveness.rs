@@ -41,7 +41,7 @@ impl Engine {
         }
         berth_shim::client::exit_status(dir).unwrap_or_else(|| Exit {
             code: LOST_EXIT_CODE,
-            exited_at: berth_shim::time::now(),
+            exited_at: berth_proc::time::now(),
             restart_count: 0,
             pid: Some(st.init.pid),
             last: true,
@@ -63,7 +63,7 @@ impl Engine {
     /// is a process that started after: after a reboot, or after the init
     /// ended). Without a recorded start, an alive pid is taken for it.
     pub(crate) fn recorded_init_runs(&self, r: &ContainerRecord) -> bool {
-        let Some(stat) = r.pid.and_then(berth_shim::process::stat).filter(|s| s.state != 'Z') else { return false };
+        let Some(stat) = r.pid.and_then(berth_proc::stat).filter(|s| s.state != 'Z') else { return false };
         let Some(started) = r.started_at.as_deref().and_then(epoch_secs) else { return true };
         process_start_secs(stat.start).is_none_or(|p| p <= started + START_SLACK_SECS)
     }
@@ -80,7 +80,7 @@ impl Engine {
         let seen = r.clone();
         r.status = Status::Exited;
         r.exit_code = Some(LOST_EXIT_CODE);
-        r.finished_at = Some(berth_shim::time::now());
+        r.finished_at = Some(berth_proc::time::now());
         let Some((_lock, now)) = self.try_lock_record(&r.id) else { return };
         // A `start` may have come in between: only what was seen is changed.
         let same =
@@ -181,9 +181,9 @@ mod tests {
 
     #[test]
     fn this_process_started_before_now_and_after_boot() {
-        let me = berth_shim::process::ProcessId::current().unwrap();
+        let me = berth_proc::ProcessId::current().unwrap();
         let started = process_start_secs(me.start).unwrap();
-        let now = epoch_secs(&berth_shim::time::now()).unwrap();
+        let now = epoch_secs(&berth_proc::time::now()).unwrap();
         assert!(started <= now + START_SLACK_SECS, "{started} > {now}");
         assert!(started > now - 24.0 * 3600.0 * 365.0, "{started}");
         assert_eq!(epoch_secs("2026-11-23T01:02:03.5Z"), Some(1_795_395_723.5));

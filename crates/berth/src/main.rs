@@ -2,9 +2,10 @@
 //! pull, push, images, image inspect/ls/rm/prune/tag/save/load, rmi, tag,
 //! save, load, login, logout. Containers: run, ps, logs, stop, rm, exec,
 //! kill, wait, top, stats, cp, port, rename, container prune. The machine:
-//! system df/prune/info, info, version. Each
-//! command opens the stores under `--root` itself and leaves running
-//! containers to their berth-shim.
+//! system df/prune/info, info, version. This file parses and dispatches;
+//! the commands (`cmd/`) turn flags into berth-engine calls and its typed
+//! results into docker's output. Each command opens the stores under
+//! `--root` itself and leaves running containers to their berth-shim.
 
 mod cmd;
 mod config;
