@@ -1,6 +1,7 @@
-//! The engine: a local image (the CLI pulls what is missing), a container's
-//! overlay rootfs, network namespace, config.json and record made, and
-//! the container started under berth-shim through the OCI runtime's
+//! The engine: a local image (pulled first when missing, by
+//! [`crate::images::Images::create_container`]), a container's overlay
+//! rootfs, network namespace, config.json and record made, and the
+//! container started under berth-shim, which runs the OCI runtime's
 //! command line. No daemon: every `berth` call opens the stores, does its
 //! work, and leaves the container to its shim.
 
@@ -106,7 +107,8 @@ impl Engine {
     }
 
     /// A local image by reference, ID or ID prefix, with its config.
-    /// [`Error::NoSuchImage`] if there is none: the caller pulls.
+    /// [`Error::NoSuchImage`] if there is none (see
+    /// [`crate::images::Images::create_container`], which pulls then).
     pub fn image(&self, key: &str) -> Result<Image, Error> {
         let store = self.store()?;
         let all = store.meta.read_all()?;

@@ -12,7 +12,8 @@ use crate::{network, spec, volume::VolumeError};
 pub enum Error {
     #[error(transparent)]
     Image(#[from] berth_image::Error),
-    /// The CLI pulls and tries again, as `docker run` does.
+    /// No local image by that name: `Images::create_container` pulls and
+    /// tries again, as `docker run` does (unless `--pull never`).
     #[error("Unable to find image '{0}' locally")]
     NoSuchImage(String),
     /// `run --pull` names no policy docker knows.

@@ -58,7 +58,7 @@ pub enum ImageEvent {
     /// A pull starts: `what` is the tag or digest, `repository` the
     /// familiar name ("latest: Pulling from library/busybox").
     Pulling { what: String, repository: String },
-    /// A push starts ("The push refers to repository [NAME]").
+    /// A push starts (docker: "The push refers to repository \[NAME\]").
     Pushing { repository: String },
     /// One layer's progress; `id` is its short digest.
     Layer { id: String, progress: LayerProgress },

@@ -1,4 +1,4 @@
-//! What the CLI does to a running container besides start and stop:
+//! What front ends do to a running container besides start and stop:
 //! `exec` (with and without a terminal), `kill`, `pause`/`unpause`,
 //! `restart`, and docker's `inspect` view of a record.
 

@@ -90,7 +90,7 @@ pub struct ContainerConfig {
     /// name ("" in records that predate it: the default network).
     #[serde(default, deserialize_with = "null_is_default")]
     pub network: String,
-    /// `--restart` as given (no, always, unless-stopped, on-failure[:N]).
+    /// `--restart` as given (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
     #[serde(default)]
     pub restart: Option<String>,
     #[serde(default, deserialize_with = "null_is_default")]
