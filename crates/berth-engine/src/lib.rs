@@ -22,6 +22,7 @@ pub mod ops;
 pub mod prune;
 pub mod spec;
 pub mod store;
+pub mod system;
 pub mod volume;
 
 pub use error::Error;
