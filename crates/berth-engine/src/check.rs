@@ -29,7 +29,8 @@ use berth_image::digest::{Digest, Hasher};
 use berth_image::store::Store;
 use berth_image::store::meta::{Resource, Snapshot};
 
-use crate::engine::{Engine, EngineError, alive};
+use crate::Error;
+use crate::engine::{Engine, alive};
 use crate::store::{ContainerRecord, Status};
 
 /// What `check` looks at and whether it repairs.
@@ -81,7 +82,7 @@ impl Engine {
     /// Checks the stores and the records (and repairs, if asked). Waits
     /// for running pulls to end and keeps new ones and GC out meanwhile:
     /// the store holds still while it is looked at.
-    pub fn check(&self, opts: CheckOptions) -> Result<CheckReport, EngineError> {
+    pub fn check(&self, opts: CheckOptions) -> Result<CheckReport, Error> {
         let store = self.store()?;
         let _still = store.collecting()?;
         let mut c = Checker { engine: self, store: &store, opts, out: Vec::new() };
@@ -120,12 +121,12 @@ impl Checker<'_> {
         self.out.push(f);
     }
 
-    fn meta(&self) -> Result<Snapshot, EngineError> {
+    fn meta(&self) -> Result<Snapshot, Error> {
         Ok(self.store.meta.read_all()?)
     }
 
     /// Step 1: every blob hashes to its name.
-    fn blobs(&mut self) -> Result<(), EngineError> {
+    fn blobs(&mut self) -> Result<(), Error> {
         let content = self.store.content.clone();
         for d in content.list()? {
             let path = content.path(&d);
@@ -147,7 +148,7 @@ impl Checker<'_> {
     }
 
     /// Step 2a: every recorded snapshot is on disk.
-    fn snapshots(&mut self) -> Result<(), EngineError> {
+    fn snapshots(&mut self) -> Result<(), Error> {
         let meta = self.meta()?;
         let store = self.store;
         for s in &meta.snapshots {
@@ -167,7 +168,7 @@ impl Checker<'_> {
     /// Step 2b: every image has its blobs and its layers' snapshots; a damaged
     /// one that no container holds is removed, so a pull brings it back
     /// whole.
-    fn images(&mut self) -> Result<(), EngineError> {
+    fn images(&mut self) -> Result<(), Error> {
         let meta = self.meta()?;
         let store = self.store;
         for img in &meta.images {
@@ -197,7 +198,7 @@ impl Checker<'_> {
 
     /// Step 3: one container record against the metadata, its process,
     /// its bundle and the runtime.
-    fn container(&mut self, rec: &ContainerRecord) -> Result<(), EngineError> {
+    fn container(&mut self, rec: &ContainerRecord) -> Result<(), Error> {
         let Some((_lock, _)) = self.engine.try_lock_record(&rec.id) else {
             // Being started, stopped or removed by another berth (or removed
             // since the listing): not ours to judge now.
@@ -219,7 +220,7 @@ impl Checker<'_> {
 
     /// The container holds its image in the metadata (GC's roots), and
     /// what it holds is there.
-    fn holds(&mut self, rec: &ContainerRecord, subject: &str) -> Result<(), EngineError> {
+    fn holds(&mut self, rec: &ContainerRecord, subject: &str) -> Result<(), Error> {
         let meta = self.meta()?;
         let holder = holder(&rec.id);
         let store = self.store;
@@ -322,7 +323,7 @@ impl Checker<'_> {
     }
 
     /// Step 4: what containers without a record left behind.
-    fn orphans(&mut self, records: &[ContainerRecord]) -> Result<(), EngineError> {
+    fn orphans(&mut self, records: &[ContainerRecord]) -> Result<(), Error> {
         let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
         let meta = self.meta()?;
         let left = Leftovers::scan(self.engine, &meta, &ids);
@@ -422,12 +423,7 @@ fn mark(engine: &Engine, id: &str, status: Status) -> Result<(), String> {
 /// (runc, crun and berth-runtime keep it in ROOT/ID).
 fn delete_runtime_state(engine: &Engine, id: &str) {
     if engine.runroot.join("runtime").join(id).exists() {
-        let _ = engine
-            .runtime_cmd()
-            .args(["delete", "--force", id])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        let _ = engine.oci_runtime().delete(id, true);
     }
 }
 

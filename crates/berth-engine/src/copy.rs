@@ -28,13 +28,14 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use pathrs::flags::OpenFlags;
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::store::{ContainerRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// docker's words.

@@ -1,6 +1,7 @@
-//! The engine: a local image (the CLI pulls what is missing), a container's
-//! overlay rootfs, network namespace, config.json and record made, and
-//! the container started under berth-shim through the OCI runtime's
+//! The engine: a local image (pulled first when missing, by
+//! [`crate::images::Images::create_container`]), a container's overlay
+//! rootfs, network namespace, config.json and record made, and the
+//! container started under berth-shim, which runs the OCI runtime's
 //! command line. No daemon: every `berth` call opens the stores, does its
 //! work, and leaves the container to its shim.
 
@@ -11,76 +12,31 @@ use berth_image::images::{Removed, Use};
 use berth_image::snapshot::overlay::{Upper, mount_overlay};
 use berth_image::store::Store;
 use berth_image::store::meta::ImageRecord;
-use berth_shim::client::ExitWatch;
 use berth_shim::config::{Config as ShimConfig, Restart};
 use nix::sys::signal::Signal;
 
+use crate::Error;
 use crate::logconfig::{LogConfig, Rotation};
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
 use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
-use crate::store::{ContainerRecord, ContainerStore, Status, new_id};
-use crate::volume::{Volume, VolumeError, Volumes};
+use crate::store::{ContainerConfig, ContainerRecord, ContainerStore, Status, new_id};
+use crate::volume::Volumes;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Image(#[from] berth_image::Error),
-    /// The CLI pulls and tries again, as `docker run` does.
-    #[error("Unable to find image '{0}' locally")]
-    NoSuchImage(String),
-    #[error("image {id}: config is not JSON: {source}")]
-    ImageConfig { id: String, source: serde_json::Error },
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Spec(#[from] spec::SpecError),
-    #[error(transparent)]
-    Network(#[from] network::NetworkError),
-    #[error(transparent)]
-    Volume(#[from] VolumeError),
-    #[error(transparent)]
-    Shim(#[from] berth_shim::ShimError),
-    #[error("{what} {}: {source}", path.display())]
-    Io { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
-    Running(String),
-    /// Dead (its creation never finished) or half removed: only `rm` is
-    /// left (docker's words for its Dead and removal-in-progress ones).
-    #[error(
-        "container {0} is marked for removal and cannot be started (its creation or removal was interrupted: remove it)"
-    )]
-    Defunct(String),
-    /// docker's words: "container X is not running".
-    #[error("{0}")]
-    NotRunning(String),
-    /// The OCI runtime's own message.
-    #[error("OCI runtime: {0}")]
-    Runtime(String),
-    #[error("container {0} is already running")]
-    AlreadyRunning(String),
-    #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
-    NetworkMode(String),
-    /// A network attachment that could not be undone: the container
-    /// stays, marked for removal, so that its attachment is not forgotten
-    /// and the next `rm -f` runs the DEL again (idempotent by the CNI spec).
-    #[error(
-        "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
-    )]
-    Detach { id: String, network: String, source: Box<network::NetworkError> },
+// What front ends get from a container's shim, through the engine.
+pub use berth_shim::client::{Attach, ExitWatch, Watched};
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { what, path: path.to_owned(), source }
 }
 
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
-    move |source| EngineError::Io { what, path: path.to_owned(), source }
-}
-
-/// A local image: its record and its config (the JSON docker shows as
+/// A local image: its record and its config (what docker shows as
 /// `.Config`, `.Created`, ...).
 #[derive(Debug, Clone)]
 pub struct Image {
     pub record: ImageRecord,
-    pub config: serde_json::Value,
+    pub config: oci_spec::image::ImageConfiguration,
 }
 
 /// Where things are and which programs run containers.
@@ -123,7 +79,7 @@ pub struct CreateOptions {
 
 impl Engine {
     /// The image store (content, metadata, snapshots) under the root.
-    pub fn store(&self) -> Result<Store, EngineError> {
+    pub fn store(&self) -> Result<Store, Error> {
         Ok(Store::open(&self.root)?)
     }
 
@@ -131,7 +87,7 @@ impl Engine {
     /// database is shared between processes (redb's multi-writer mode), so
     /// holding it open keeps no other `berth` out, and each open costs
     /// several fdatasyncs (most of a short command's time).
-    pub fn containers(&self) -> Result<std::sync::Arc<ContainerStore>, EngineError> {
+    pub fn containers(&self) -> Result<std::sync::Arc<ContainerStore>, Error> {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
         static OPEN: Mutex<Option<HashMap<PathBuf, Arc<ContainerStore>>>> = Mutex::new(None);
@@ -151,23 +107,24 @@ impl Engine {
     }
 
     /// A local image by reference, ID or ID prefix, with its config.
-    /// [`EngineError::NoSuchImage`] if there is none: the caller pulls.
-    pub fn image(&self, key: &str) -> Result<Image, EngineError> {
+    /// [`Error::NoSuchImage`] if there is none (see
+    /// [`crate::images::Images::create_container`], which pulls then).
+    pub fn image(&self, key: &str) -> Result<Image, Error> {
         let store = self.store()?;
         let all = store.meta.read_all()?;
         let id = match berth_image::images::find(&all, key) {
             Ok(id) => id,
-            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(berth_image::Error::NotFound(_)) => return Err(Error::NoSuchImage(key.to_owned())),
             Err(e) => return Err(e.into()),
         };
-        let record = all.image(&id).cloned().ok_or_else(|| EngineError::NoSuchImage(key.to_owned()))?;
+        let record = all.image(&id).cloned().ok_or_else(|| Error::NoSuchImage(key.to_owned()))?;
         let config = store.content.read(&id)?;
-        let config = serde_json::from_slice(&config)
-            .map_err(|source| EngineError::ImageConfig { id: id.to_string(), source })?;
+        let config =
+            serde_json::from_slice(&config).map_err(|source| Error::ImageConfig { id: id.to_string(), source })?;
         Ok(Image { record, config })
     }
 
-    fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn container_dirs(&self, id: &str) -> (PathBuf, PathBuf) {
         (self.root.join("containers").join(id), self.runroot.join("containers").join(id))
     }
 
@@ -181,15 +138,10 @@ impl Engine {
     /// process ends the container is marked as being created (see
     /// [`Engine::being_created`]), so `container prune`/`system prune`
     /// leave it to the `run` that is still making and starting it.
-    pub fn create(
-        &self,
-        image_key: &str,
-        flags: &RunFlags,
-        opts: &CreateOptions,
-    ) -> Result<ContainerRecord, EngineError> {
+    pub fn create(&self, image_key: &str, flags: &RunFlags, opts: &CreateOptions) -> Result<ContainerRecord, Error> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
-        prime_cgroup_moves();
+        berth_cgroups::prime_moves();
         let id = new_id();
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_default();
@@ -197,15 +149,19 @@ impl Engine {
         claim(&self.creating_lock(&id))?;
         let mut rec = ContainerRecord::new(&id, &name, image_key, "", run.clone());
         rec.status = Status::Dead;
-        rec.config = serde_json::json!({
-            "network": opts.network, "restart": opts.restart, "tty": flags.tty, "args": flags.args,
-            "ports": opts.ports,
-            "volumes": volume_names(&id, &opts.mounts),
-            "stdin": opts.stdin,
-            "init": opts.init.is_some(),
-            "autoRemove": opts.auto_remove,
-            "log": opts.log,
-        });
+        rec.config = ContainerConfig {
+            network: opts.network.clone(),
+            restart: opts.restart.clone(),
+            tty: flags.tty,
+            stdin: opts.stdin,
+            args: flags.args.clone(),
+            ports: opts.ports.clone(),
+            volumes: volume_names(&id, &opts.mounts),
+            init: opts.init.is_some(),
+            auto_remove: opts.auto_remove,
+            address: None,
+            log: opts.log.clone(),
+        };
         rec.labels = flags.labels.iter().cloned().collect();
         let inserted = match opts.name {
             Some(_) => store.insert(&rec),
@@ -236,7 +192,7 @@ impl Engine {
                     r.status = Status::Created;
                     r.image_id = image.record.id.to_string();
                     if let Some(a) = &attachment {
-                        r.config["address"] = a.address.to_string().into();
+                        r.config.address = Some(a.address.to_string());
                     }
                 })?;
                 kill_point("create:done");
@@ -275,23 +231,23 @@ impl Engine {
     /// [`Engine::image`], and the container `id` recorded as its holder in
     /// the same transaction as the lookup: an `rmi` either came first (no
     /// such image) or sees the holder.
-    fn hold_image(&self, key: &str, id: &str) -> Result<Image, EngineError> {
+    fn hold_image(&self, key: &str, id: &str) -> Result<Image, Error> {
         let store = self.store()?;
         let record = match berth_image::images::hold(&store, key, &holder(id)) {
             Ok(r) => r,
-            Err(berth_image::Error::NotFound(_)) => return Err(EngineError::NoSuchImage(key.to_owned())),
+            Err(berth_image::Error::NotFound(_)) => return Err(Error::NoSuchImage(key.to_owned())),
             Err(e) => return Err(e.into()),
         };
         let config = store.content.read(&record.id)?;
         let config = serde_json::from_slice(&config)
-            .map_err(|source| EngineError::ImageConfig { id: record.id.to_string(), source })?;
+            .map_err(|source| Error::ImageConfig { id: record.id.to_string(), source })?;
         Ok(Image { record, config })
     }
 
     /// `rmi NAME`, as docker decides it: containers that run (or are being
     /// made) keep their image; stopped ones keep it without `force`, and
     /// keep their layers either way.
-    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, EngineError> {
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, Error> {
         let store = self.store()?;
         Ok(berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?)
     }
@@ -324,7 +280,7 @@ impl Engine {
         opts: &CreateOptions,
         data: &Path,
         run: &Path,
-    ) -> Result<Option<Attachment>, EngineError> {
+    ) -> Result<Option<Attachment>, Error> {
         let id = rec.id.as_str();
         for d in [data.join("upper"), data.join("work"), run.join("rootfs")] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
@@ -401,7 +357,7 @@ impl Engine {
         rec: &ContainerRecord,
         mounts: &[UserMount],
         rootfs: &Path,
-    ) -> Result<Vec<ResolvedMount>, EngineError> {
+    ) -> Result<Vec<ResolvedMount>, Error> {
         let vols = self.volumes();
         let mut out = Vec::new();
         for (i, m) in mounts.iter().enumerate() {
@@ -426,7 +382,7 @@ impl Engine {
                     (vols.create(&anonymous_volume(&rec.id, i), Default::default(), true)?, target, false)
                 }
             };
-            populate(&vols, &vol, rootfs, target)?;
+            vols.populate_from(&vol, rootfs, target)?;
             out.push(ResolvedMount::Bind {
                 source: vol.mountpoint.clone(),
                 target: target.clone(),
@@ -438,62 +394,14 @@ impl Engine {
     }
 
     /// Containers whose records say they mount volume `name`.
-    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>, Error> {
         Ok(self
             .containers()?
             .list()?
             .into_iter()
-            .filter(|r| r.config["volumes"].as_array().is_some_and(|v| v.iter().any(|n| n == name)))
+            .filter(|r| r.config.volumes.iter().any(|n| n == name))
             .map(|r| r.name)
             .collect())
-    }
-
-    /// The other containers on a user network, by name and short id, as
-    /// their records say (docker resolves them with its embedded DNS; the
-    /// hosts files do it here, see network::hosts).
-    fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, EngineError> {
-        let store = self.containers()?;
-        let mut out = Vec::new();
-        for peer in self.networks().endpoints(network)? {
-            let Ok(r) = store.get(&peer) else { continue };
-            let Some(address) = r.config["address"].as_str().and_then(|a| a.parse().ok()) else { continue };
-            if r.id != id {
-                out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Adds `entry` to the hosts file of each peer. In place: the file is
-    /// bind-mounted into the running container, and a rename would leave
-    /// the container with the old inode.
-    fn announce(&self, peers: &[HostEntry], entry: &HostEntry) {
-        use std::io::Write as _;
-        let line = format!("{}\t{}\n", entry.address, entry.names.join(" "));
-        for p in peers {
-            let Some(id) = p.names.get(1) else { continue };
-            let Ok(rec) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
-            let path = self.container_dirs(&rec.id).1.join("hosts");
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
-    }
-
-    /// Takes the container's lines out of its peers' hosts files.
-    fn withdraw(&self, network: &str, rec: &ContainerRecord) {
-        let Ok(peers) = self.peers(network, &rec.id) else { return };
-        let Some(address) = rec.config["address"].as_str() else { return };
-        let own = format!("{address}\t{} ", rec.name);
-        for p in &peers {
-            let Some(id) = p.names.get(1) else { continue };
-            let Ok(peer) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
-            let path = self.container_dirs(&peer.id).1.join("hosts");
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let kept: String = text.lines().filter(|l| !l.starts_with(&own)).map(|l| format!("{l}\n")).collect();
-            // Truncate and rewrite the same inode (see announce).
-            let _ = std::fs::write(&path, kept);
-        }
     }
 
     fn shim_config(&self, rec: &ContainerRecord) -> ShimConfig {
@@ -518,9 +426,9 @@ impl Engine {
             log_path: Some(log_path),
             log_max_size: rotation.max_size,
             log_max_files: rotation.max_file,
-            terminal: rec.config["tty"].as_bool().unwrap_or(false),
-            stdin: rec.config["stdin"].as_bool().unwrap_or(false),
-            restart: rec.config["restart"].as_str().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
+            terminal: rec.config.tty,
+            stdin: rec.config.stdin,
+            restart: rec.config.restart.as_deref().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
             sync_fd: None,
             no_delete: false,
             exit_command: self.exit_command(rec),
@@ -529,7 +437,7 @@ impl Engine {
 
     /// `berth rm -f ID` with this engine's paths, for a `--rm` container.
     pub(crate) fn exit_command(&self, rec: &ContainerRecord) -> Vec<String> {
-        let Some(cli) = self.cli.as_ref().filter(|_| rec.config["autoRemove"] == true) else { return Vec::new() };
+        let Some(cli) = self.cli.as_ref().filter(|_| rec.config.auto_remove) else { return Vec::new() };
         let s = |p: &Path| p.to_string_lossy().into_owned();
         vec![
             s(cli),
@@ -546,7 +454,7 @@ impl Engine {
     }
 
     /// Starts a created (or exited) container under a new shim.
-    pub fn start(&self, id: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn start(&self, id: &str) -> Result<ContainerRecord, Error> {
         self.start_watched(id).map(|(rec, _)| rec)
     }
 
@@ -554,26 +462,24 @@ impl Engine {
     /// container's last exit, and until it is dropped the shim holds back
     /// its exit command (`rm` for `--rm`), so an attached client reads all
     /// the output first. A client that dies drops it with its fds.
-    pub fn start_watched(&self, id: &str) -> Result<(ContainerRecord, ExitWatch), EngineError> {
+    pub fn start_watched(&self, id: &str) -> Result<(ContainerRecord, ExitWatch), Error> {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // Two starts at once would each clear the other's shim files.
         let (_lock, rec) = self.lock_record(&id)?;
         let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Dead | Status::Removing) {
-            return Err(EngineError::Defunct(rec.id));
+            return Err(Error::Defunct(rec.id));
         }
         if matches!(rec.status, Status::Running | Status::Paused) {
-            return Err(EngineError::AlreadyRunning(rec.name));
+            return Err(Error::AlreadyRunning(rec.name));
         }
-        prime_cgroup_moves();
+        berth_cgroups::prime_moves();
         let cfg = self.shim_config(&rec);
         // The last run's files go before the new shim starts: a reader in
         // between sees the record, never a stale shim's state as if it
         // were this run's.
-        for f in ["stopped", "exit.json", "state.json"] {
-            let _ = std::fs::remove_file(cfg.state_dir.join(f));
-        }
+        berth_shim::client::clear_last_run(&cfg.state_dir);
         self.delete_runtime_leftover(&rec.id);
         let (started, watch) = berth_shim::client::spawn_watched(&self.shim, &cfg)?;
         let rec = store.update(&rec.id, |r| {
@@ -640,20 +546,13 @@ impl Engine {
         r
     }
 
-    /// The OCI runtime's command line, with the engine's state root.
-    pub(crate) fn runtime_cmd(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(&self.runtime);
-        c.arg("--root").arg(self.runroot.join("runtime"));
-        c
-    }
-
     /// The container's run directory (bundle, rootfs mount, hosts files).
     pub(crate) fn run_dir(&self, id: &str) -> PathBuf {
         self.container_dirs(id).1
     }
 
     /// A connection to the container's shim for stdin and terminal size.
-    pub fn attach(&self, rec: &ContainerRecord) -> Result<berth_shim::client::Attach, EngineError> {
+    pub fn attach(&self, rec: &ContainerRecord) -> Result<berth_shim::client::Attach, Error> {
         Ok(berth_shim::client::Attach::connect(&self.shim_config(rec).state_dir)?)
     }
 
@@ -666,7 +565,7 @@ impl Engine {
     }
 
     /// Waits for the container to end; its exit code.
-    pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, EngineError> {
+    pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, Error> {
         let store = self.containers()?;
         let rec = store.get(id)?;
         // The shim tells its clients each exit before it runs its exit
@@ -707,7 +606,7 @@ impl Engine {
     /// `timeout`. Through the runtime and, should the runtime not know the
     /// container, to its init directly (by pid and start time): the
     /// container stops whatever became of its shim.
-    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), EngineError> {
+    pub fn stop(&self, id: &str, timeout: Duration) -> Result<(), Error> {
         let rec = self.refresh(&self.containers()?.get(id)?);
         if !matches!(rec.status, Status::Running | Status::Paused) {
             return Ok(());
@@ -723,11 +622,7 @@ impl Engine {
         if !self.wait_stopped(&rec, init, timeout) {
             self.signal(&rec.id, init, Signal::SIGKILL);
             if !self.wait_stopped(&rec, init, Duration::from_secs(10)) {
-                return Err(EngineError::Runtime(format!(
-                    "container {} did not stop: its init (pid {}) still runs after SIGKILL",
-                    rec.id,
-                    init.map_or(0, |p| p.pid)
-                )));
+                return Err(Error::DidNotStop { id: rec.id.clone(), pid: init.map_or(0, |p| p.pid) });
             }
         }
         // The init is gone; its shim (if alive) records the exit once the
@@ -744,7 +639,7 @@ impl Engine {
 
     /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
     /// and reads its record under it (see [`RecordLock`]).
-    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), EngineError> {
+    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), Error> {
         let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
         let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
         match self.containers()?.get(id) {
@@ -768,13 +663,13 @@ impl Engine {
 
     /// Removes a container (stopping it first with `force`): its network,
     /// mounts, directories and record.
-    pub fn remove(&self, id: &str, force: bool) -> Result<(), EngineError> {
+    pub fn remove(&self, id: &str, force: bool) -> Result<(), Error> {
         self.remove_with(id, force, false)
     }
 
     /// `rm [-f] [-v]`: with `volumes`, the container's anonymous volumes go
     /// too (named ones always stay, as docker keeps them).
-    pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), EngineError> {
+    pub fn remove_with(&self, id: &str, force: bool, volumes: bool) -> Result<(), Error> {
         let store = self.containers()?;
         let id = store.get(id)?.id;
         // One remover at a time (a `run --rm` CLI and its shim's exit
@@ -784,7 +679,7 @@ impl Engine {
         let rec = self.refresh(&rec);
         if matches!(rec.status, Status::Running | Status::Paused) {
             if !force {
-                return Err(EngineError::Running(rec.name.clone()));
+                return Err(Error::Running(rec.name.clone()));
             }
             self.stop(&rec.id, Duration::ZERO)?;
         }
@@ -808,7 +703,7 @@ impl Engine {
         kill_point("rm:removed");
         if volumes {
             let vols = self.volumes();
-            for name in rec.config["volumes"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+            for name in &rec.config.volumes {
                 if vols.get(name).is_ok_and(|v| v.anonymous) {
                     vols.remove(name, &self.volume_users(name)?)?;
                 }
@@ -817,11 +712,11 @@ impl Engine {
         Ok(())
     }
 
-    fn cleanup(&self, rec: &ContainerRecord) -> Result<(), EngineError> {
+    fn cleanup(&self, rec: &ContainerRecord) -> Result<(), Error> {
         let (data, run) = self.container_dirs(&rec.id);
         let netns = run.join("netns");
         let _ = NetNs::remove(&netns);
-        let mode = rec.config["network"].as_str().unwrap_or("");
+        let mode = rec.config.network.as_str();
         if mode != "none" && mode != "host" {
             let net = network_name(mode);
             if net != network::DEFAULT_NETWORK {
@@ -829,7 +724,7 @@ impl Engine {
             }
             // Before anything else goes: a failed DEL keeps the record
             // whole (and the attachment's), for the next `rm` to retry.
-            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| EngineError::Detach {
+            self.networks().detach(net, &rec.id, None, "eth0").map_err(|source| Error::Detach {
                 id: rec.id.clone(),
                 network: net.to_owned(),
                 source: Box::new(source),
@@ -842,12 +737,7 @@ impl Engine {
         // it left (killed, or a container never started) needs the runtime.
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
         if self.runroot.join("runtime").join(&rec.id).exists() {
-            let _ = self
-                .runtime_cmd()
-                .args(["delete", "--force", &rec.id])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            let _ = self.oci_runtime().delete(&rec.id, true);
         }
         let shim_state = self.shim_config(rec).state_dir;
         for d in [&run, &data, &shim_state] {
@@ -908,20 +798,6 @@ fn anonymous_volume(id: &str, index: usize) -> String {
     format!("{id}-{index}")
 }
 
-/// Copies the image's files at `target` into a new volume. `target` is
-/// resolved inside the rootfs (pathrs): a hostile image's symlink there
-/// cannot make the engine copy a host directory.
-fn populate(vols: &Volumes, vol: &Volume, rootfs: &Path, target: &str) -> Result<(), EngineError> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let Ok(root) = pathrs::Root::open(rootfs) else { return Ok(()) };
-    let Ok(handle) = root.resolve(target) else { return Ok(()) };
-    // The resolved directory through our own fd: cp (run by populate)
-    // opens it by /proc/PID/fd, which does not re-resolve the path.
-    let source = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), handle.as_fd().as_raw_fd()));
-    vols.populate(vol, &source)?;
-    Ok(())
-}
-
 /// `--network` to a network's name: "bridge" (or nothing) is docker's
 /// default network.
 fn network_name(mode: &str) -> &str {
@@ -945,7 +821,7 @@ fn kill_point(step: &str) {
 /// [`Engine::being_created`]) for as long as this process lives: a `run`
 /// keeps it through `start`, and a killed one drops it with its life. The
 /// id is new, so nobody else waits for this lock; prune only tries it.
-fn claim(p: &Path) -> Result<(), EngineError> {
+fn claim(p: &Path) -> Result<(), Error> {
     static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
@@ -964,14 +840,14 @@ fn holder(id: &str) -> String {
 
 /// The parent of `pid` (for a container's init, its shim: the subreaper).
 pub(crate) fn parent_of(pid: i32) -> Option<i32> {
-    berth_shim::process::stat(pid).map(|s| s.ppid)
+    berth_proc::stat(pid).map(|s| s.ppid)
 }
 
 /// Whether some process has this pid (a zombie has ended: not alive).
 /// Only for pids whose start time is not known: see
-/// [`berth_shim::process::ProcessId`].
+/// [`berth_proc::ProcessId`].
 pub(crate) fn alive(pid: i32) -> bool {
-    berth_shim::process::stat(pid).is_some_and(|s| s.state != 'Z')
+    berth_proc::stat(pid).is_some_and(|s| s.running())
 }
 
 /// Takes what the shim recorded into the record.
@@ -980,53 +856,6 @@ fn set_exited(r: &mut ContainerRecord, e: berth_shim::client::Exit) {
     r.exit_code = Some(e.code);
     r.finished_at = Some(e.exited_at);
     r.restart_count = e.restart_count;
-}
-
-/// Starts, in the background, the RCU grace period that the container's
-/// first cgroup move will need on cgroup v1 (and hybrid), so that it runs
-/// while the rootfs, network and shim are set up instead of after.
-///
-/// Why: moving a task between cgroups takes the kernel's global
-/// cgroup_threadgroup_rwsem for writing, and a writer after a quiet spell
-/// first waits for an RCU grace period (rcu_sync; ~20 ms here) — the
-/// largest single cost of `runtime create` on this host. A writer within
-/// a grace period of the last one does not wait. So a throwaway process
-/// "moves" itself into the pids cgroup it is already in (writing 0 to its
-/// cgroup.procs: no cgroup is made or changed) and exits; the runtime's
-/// move of the container ~20 ms later finds the lock warm. Pure cgroup v2
-/// hosts are left alone (no pids v1 mount).
-pub fn prime_cgroup_moves() {
-    use std::os::fd::AsRawFd;
-    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if DONE.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        return;
-    }
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Some(path) = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_owned())) else { return };
-    let procs = Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/')).join("cgroup.procs");
-    let Ok(procs) = std::fs::OpenOptions::new().write(true).open(procs) else { return };
-    let fd = procs.as_raw_fd();
-    // SAFETY: fork in a process that may have threads: the children only
-    // make async-signal-safe calls (fork, write, _exit). The middle child
-    // exits at once, so the grandchild (the one that waits) is reparented
-    // and reaped by init, and we only wait for the middle one.
-    unsafe {
-        match libc::fork() {
-            0 => {
-                if libc::fork() == 0 {
-                    // "0": the writing process itself.
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::_exit(0);
-                }
-                libc::_exit(0);
-            }
-            pid if pid > 0 => {
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1064,7 +893,7 @@ mod tests {
         assert!(!lock_file.exists(), "released after its record went, the lock takes its file along");
 
         let err = e.lock_record(&id).err().expect("the record is gone");
-        assert!(matches!(err, EngineError::Store(crate::store::StoreError::NotFound(_))), "{err}");
+        assert!(matches!(err, Error::Store(crate::store::StoreError::NotFound(_))), "{err}");
         assert!(!lock_file.exists(), "the lock file of a removed container is left");
     }
 }

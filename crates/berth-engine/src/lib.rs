@@ -1,11 +1,18 @@
-//! berth's engine: what the `berth` CLI and `berthd` drive. It runs
-//! containers only through `berth-shim` and the OCI runtime's command line,
-//! keeps its records in redb, and attaches containers to networks through
-//! the standard CNI plugins.
+//! berth's engine: what the `berth` CLI and `berthd` drive, every
+//! operation of theirs behind one API: images ([`images`]: pull, push,
+//! list, load, import, login ...), containers ([`engine`], [`ops`],
+//! [`observe`], [`copy`]), volumes, networks and the store checks. It
+//! runs containers only through `berth-shim`, reaches the shim's files
+//! only through `berth_shim::client`, and calls the OCI runtime only
+//! through `berth-oci-cli`'s typed wrapper (the one the shim uses too);
+//! it keeps its records in redb and attaches containers to networks
+//! through the standard CNI plugins. Failures are [`Error`].
 
 pub mod check;
 pub mod copy;
 pub mod engine;
+pub mod error;
+pub mod images;
 pub mod liveness;
 pub mod logconfig;
 pub mod names;
@@ -15,7 +22,10 @@ pub mod ops;
 pub mod prune;
 pub mod spec;
 pub mod store;
+pub mod system;
 pub mod volume;
+
+pub use error::Error;
 
 impl engine::Engine {
     /// The OCI runtime's command line with the engine's state root: the

@@ -3,11 +3,10 @@
 //! signals of `stop` sent without the shim.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use berth_proc::ProcessId;
 use berth_shim::client::{Exit, ShimState};
-use berth_shim::process::ProcessId;
 use nix::sys::signal::Signal;
 
 use crate::engine::{Engine, parent_of};
@@ -37,29 +36,16 @@ impl Engine {
             tracing::warn!(id = %rec.id, shim = st.shim.pid, "the shim died before the container: exit status unknown");
             // Not --force: the runtime refuses to delete a container it
             // still sees running.
-            let _ = self.runtime_cmd().args(["delete", &rec.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-            self.run_exit_command(rec);
+            let _ = self.oci_runtime().delete(&rec.id, false);
+            berth_shim::client::spawn_exit_command(&self.exit_command(rec));
         }
         berth_shim::client::exit_status(dir).unwrap_or_else(|| Exit {
             code: LOST_EXIT_CODE,
-            exited_at: berth_shim::time::now(),
+            exited_at: berth_proc::time::now(),
             restart_count: 0,
             pid: Some(st.init.pid),
             last: true,
         })
-    }
-
-    fn run_exit_command(&self, rec: &ContainerRecord) {
-        use std::os::unix::process::CommandExt;
-        let cmd = self.exit_command(rec);
-        let Some((prog, args)) = cmd.split_first() else { return };
-        let _ = std::process::Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn();
     }
 
     /// A runtime container left by a shim that died (or never recorded
@@ -68,8 +54,7 @@ impl Engine {
     pub(crate) fn delete_runtime_leftover(&self, id: &str) {
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
         if self.runroot.join("runtime").join(id).exists() {
-            let _ =
-                self.runtime_cmd().args(["delete", "--force", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = self.oci_runtime().delete(id, true);
         }
     }
 
@@ -78,7 +63,7 @@ impl Engine {
     /// is a process that started after: after a reboot, or after the init
     /// ended). Without a recorded start, an alive pid is taken for it.
     pub(crate) fn recorded_init_runs(&self, r: &ContainerRecord) -> bool {
-        let Some(stat) = r.pid.and_then(berth_shim::process::stat).filter(|s| s.state != 'Z') else { return false };
+        let Some(stat) = r.pid.and_then(berth_proc::stat).filter(|s| s.state != 'Z') else { return false };
         let Some(started) = r.started_at.as_deref().and_then(epoch_secs) else { return true };
         process_start_secs(stat.start).is_none_or(|p| p <= started + START_SLACK_SECS)
     }
@@ -95,7 +80,7 @@ impl Engine {
         let seen = r.clone();
         r.status = Status::Exited;
         r.exit_code = Some(LOST_EXIT_CODE);
-        r.finished_at = Some(berth_shim::time::now());
+        r.finished_at = Some(berth_proc::time::now());
         let Some((_lock, now)) = self.try_lock_record(&r.id) else { return };
         // A `start` may have come in between: only what was seen is changed.
         let same =
@@ -131,13 +116,7 @@ impl Engine {
     /// `sig` to the container: through the runtime, else (the runtime has
     /// lost it, or its state is gone) to the init itself.
     pub(crate) fn signal(&self, id: &str, init: Option<ProcessId>, sig: Signal) {
-        let through_runtime = self
-            .runtime_cmd()
-            .args(["kill", id, sig.as_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let through_runtime = self.oci_runtime().kill(id, sig.as_str(), false).is_ok();
         if !through_runtime && let Some(p) = init.filter(ProcessId::is_alive) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig);
         }
@@ -202,9 +181,9 @@ mod tests {
 
     #[test]
     fn this_process_started_before_now_and_after_boot() {
-        let me = berth_shim::process::ProcessId::current().unwrap();
+        let me = berth_proc::ProcessId::current().unwrap();
         let started = process_start_secs(me.start).unwrap();
-        let now = epoch_secs(&berth_shim::time::now()).unwrap();
+        let now = epoch_secs(&berth_proc::time::now()).unwrap();
         assert!(started <= now + START_SLACK_SECS, "{started} > {now}");
         assert!(started > now - 24.0 * 3600.0 * 365.0, "{started}");
         assert_eq!(epoch_secs("2026-11-23T01:02:03.5Z"), Some(1_795_395_723.5));

@@ -99,9 +99,8 @@ impl LogConfig {
 
     /// The container's, from its record; a record from before log options
     /// were recorded: json-file, never rotated (as it was made).
-    pub fn of_record(config: &serde_json::Value) -> LogConfig {
-        serde_json::from_value(config["log"].clone())
-            .unwrap_or_else(|_| LogConfig { driver: "json-file".into(), opts: BTreeMap::new() })
+    pub fn of_record(config: &crate::store::ContainerConfig) -> LogConfig {
+        config.log.clone().unwrap_or_else(|| LogConfig { driver: "json-file".into(), opts: BTreeMap::new() })
     }
 
     /// Whether `logs` can read what the driver keeps.
@@ -257,8 +256,9 @@ mod tests {
         let v = serde_json::json!({ "log": r });
         assert_eq!(v["log"]["Type"], "json-file");
         assert_eq!(v["log"]["Config"]["max-size"], "1m");
-        assert_eq!(LogConfig::of_record(&v), r);
-        let old = LogConfig::of_record(&serde_json::json!({}));
+        let config: crate::store::ContainerConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(LogConfig::of_record(&config), r);
+        let old = LogConfig::of_record(&serde_json::from_value(serde_json::json!({})).unwrap());
         assert_eq!(old.rotation().unwrap(), Rotation { max_size: None, max_file: 1 });
     }
 }

@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::store::{ContainerRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] Error),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// docker's words: "container X is not running".

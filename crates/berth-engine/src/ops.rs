@@ -1,10 +1,11 @@
-//! What the CLI does to a running container besides start and stop:
+//! What front ends do to a running container besides start and stop:
 //! `exec` (with and without a terminal), `kill`, `pause`/`unpause`,
 //! `restart`, and docker's `inspect` view of a record.
 
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::spec::user;
 use crate::store::{ContainerRecord, Status};
 
@@ -20,18 +21,19 @@ pub struct TtyExec {
 /// Who reports the end of an `exec -t` process.
 enum TtyWaiter {
     Shim(berth_shim::client::Attach),
-    Runtime(std::process::Child),
+    Runtime(berth_oci_cli::Pending),
 }
 
 impl TtyExec {
     /// Waits for the process to end; its exit code.
-    pub fn wait(self) -> Result<i32, EngineError> {
+    pub fn wait(self) -> Result<i32, Error> {
         match self.waiter {
             TtyWaiter::Shim(mut attach) => Ok(attach.exec_exit()?),
-            TtyWaiter::Runtime(mut child) => {
-                let status = child.wait().map_err(io_err("wait for", "the OCI runtime's exec"))?;
-                Ok(exit_code(status))
-            }
+            // The runtime's exit status is the process's.
+            TtyWaiter::Runtime(exec) => match exec.wait() {
+                Ok(()) => Ok(0),
+                Err(e) => e.status().map(exit_code).ok_or(Error::Runtime(e)),
+            },
         }
     }
 }
@@ -42,19 +44,14 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(255)
 }
 
-/// The last error the runtime logged (runc's `--log-format json`: one
-/// object a line, `level` and `msg`).
-fn runtime_error(log: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["level"] == "error")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
-        .next_back()
+/// Whether the runtime logged an error of its own (runc's
+/// `--log-format json`), as opposed to the exec'd process failing.
+fn runtime_logged_error(log: &std::path::Path) -> bool {
+    std::fs::read_to_string(log).ok().and_then(|t| berth_oci_cli::last_json_error(&t)).is_some()
 }
 
-fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> EngineError {
-    move |source| EngineError::Io { what, path: path.into(), source }
+fn io_err(what: &'static str, path: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, path: path.into(), source }
 }
 
 /// `docker exec`'s flags.
@@ -70,12 +67,12 @@ pub struct ExecOptions {
 
 impl Engine {
     /// A running container by name, id or id prefix, freshly checked.
-    fn running(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         match rec.status {
             Status::Running => Ok(rec),
-            Status::Paused => Err(EngineError::NotRunning(format!("container {} is paused, unpause it first", rec.id))),
-            _ => Err(EngineError::NotRunning(format!("container {} is not running", rec.id))),
+            Status::Paused => Err(Error::NotRunning(format!("container {} is paused, unpause it first", rec.id))),
+            _ => Err(Error::NotRunning(format!("container {} is not running", rec.id))),
         }
     }
 
@@ -83,8 +80,8 @@ impl Engine {
     /// (the shim runs the runtime's `exec`, reaps the process and reports
     /// its exit), with this process's stdout and stderr, and stdin with
     /// `stdin`; its exit code. An error the runtime gives (a command that
-    /// is not there) is [`EngineError::Shim`] with the runtime's words.
-    pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, EngineError> {
+    /// is not there) is [`Error::Shim`] with the runtime's words.
+    pub fn exec(&self, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32, Error> {
         use std::os::fd::AsFd;
         let rec = self.running(key)?;
         let args = self.exec_args(&rec, o, &[])?;
@@ -109,21 +106,18 @@ impl Engine {
 
     /// `exec -t`: an exec session on a new pty, whose master the runtime
     /// sends to a console socket of ours (runc's protocol).
-    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, EngineError> {
+    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, Error> {
         use std::os::fd::AsFd;
         use std::os::unix::net::UnixListener;
         let rec = self.running(key)?;
-        let dir = tempfile::Builder::new().prefix("exec-").tempdir_in(self.runroot.join("s")).map_err(|source| {
-            EngineError::Io { what: "create a console dir in", path: self.runroot.clone(), source }
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(self.runroot.join("s"))
+            .map_err(|source| Error::Io { what: "create a console dir in", path: self.runroot.clone(), source })?;
         let sock = dir.path().join("c.sock");
         let listener =
-            UnixListener::bind(&sock).map_err(|source| EngineError::Io { what: "bind", path: sock.clone(), source })?;
-        listener.set_nonblocking(true).map_err(|source| EngineError::Io {
-            what: "set up",
-            path: sock.clone(),
-            source,
-        })?;
+            UnixListener::bind(&sock).map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
+        listener.set_nonblocking(true).map_err(|source| Error::Io { what: "set up", path: sock.clone(), source })?;
         let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
         let args = self.exec_args(&rec, o, &tty)?;
         if !self.shim_alive(&rec.id) {
@@ -135,7 +129,7 @@ impl Engine {
         // time the shim reports the start.
         attach.exec(&args, [null.as_fd(), null.as_fd(), null.as_fd()])?;
         let master = berth_shim::supervisor::receive_console_within(&listener, std::time::Duration::from_secs(10))
-            .map_err(EngineError::Runtime)?;
+            .map_err(Error::Console)?;
         Ok(TtyExec { waiter: TtyWaiter::Shim(attach), master, _dir: dir })
     }
 
@@ -147,31 +141,33 @@ impl Engine {
     /// one (`-d`) is reaped by whoever adopts it (the container's init or
     /// the host's) and its exit code is recorded nowhere. An attached one
     /// is waited for by the runtime, which gives its code.
-    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, EngineError> {
+    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, Error> {
         use std::process::Stdio;
         let log = tempfile::Builder::new()
             .prefix("berth-exec-")
             .suffix(".log")
             .tempfile()
             .map_err(io_err("create a log file for", "the OCI runtime's exec"))?;
-        let mut c = self.runtime_cmd();
         // Its own errors go to the log: its stderr is the process's.
-        c.arg("--log").arg(log.path()).args(["--log-format", "json", "exec"]);
-        if detach {
-            c.arg("--detach").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        } else if !stdin {
-            // docker's exec reads no input without -i.
-            c.stdin(Stdio::null());
-        }
-        let status = c.args(args).status().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        match runtime_error(log.path()) {
-            Some(msg) if !status.success() => Err(EngineError::Runtime(msg)),
-            _ if detach => Ok(0),
-            _ => Ok(exit_code(status)),
+        let runtime = self.oci_runtime().log(log.path()).log_format(berth_oci_cli::LogFormat::Json);
+        let io = if detach {
+            berth_oci_cli::Io::default()
+        } else {
+            berth_oci_cli::Io {
+                // docker's exec reads no input without -i.
+                stdin: Some(if stdin { Stdio::inherit() } else { Stdio::null() }),
+                stdout: Some(Stdio::inherit()),
+                stderr: Some(Stdio::inherit()),
+            }
+        };
+        let rest: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
+        match runtime.exec_prepared(&rest, &opts, io) {
+            Ok(()) => Ok(0),
+            Err(e) if runtime_logged_error(log.path()) => Err(Error::Runtime(e)),
+            Err(e) if detach => Err(Error::Runtime(e)),
+            // The runtime's exit status is the process's.
+            Err(e) => e.status().map(exit_code).ok_or(Error::Runtime(e)),
         }
     }
 
@@ -184,33 +180,31 @@ impl Engine {
         detach: bool,
         listener: &std::os::unix::net::UnixListener,
         dir: tempfile::TempDir,
-    ) -> Result<TtyExec, EngineError> {
+    ) -> Result<TtyExec, Error> {
         use std::process::Stdio;
         let log = dir.path().join("runtime.log");
-        let mut c = self.runtime_cmd();
-        c.arg("--log").arg(&log).args(["--log-format", "json", "exec"]);
-        if detach {
-            c.arg("--detach");
-        }
-        c.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let mut child = c.spawn().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        match console_from(listener, &mut child) {
-            Ok(master) => Ok(TtyExec { waiter: TtyWaiter::Runtime(child), master, _dir: dir }),
+        let runtime = self.oci_runtime().log(&log).log_format(berth_oci_cli::LogFormat::Json);
+        let rest: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
+        let io =
+            berth_oci_cli::Io { stdin: Some(Stdio::null()), stdout: Some(Stdio::null()), stderr: Some(Stdio::null()) };
+        let mut exec = runtime.spawn_exec_prepared(&rest, &opts, io)?;
+        match console_from(listener, &mut exec) {
+            Ok(master) => Ok(TtyExec { waiter: TtyWaiter::Runtime(exec), master, _dir: dir }),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(EngineError::Runtime(runtime_error(&log).unwrap_or(e)))
+                exec.kill();
+                // The runtime's own message if it logged one.
+                Err(match exec.wait() {
+                    Err(err) if runtime_logged_error(&log) => Error::Runtime(err),
+                    _ => Error::Console(e),
+                })
             }
         }
     }
 
     /// The runtime's `exec` arguments after `exec`: options, `extra`, the
     /// container's ID and the command.
-    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, EngineError> {
+    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, Error> {
         let mut a = Vec::new();
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
             // Names are looked up in the container's own /etc/passwd.
@@ -233,78 +227,65 @@ impl Engine {
     }
 
     /// Sends `signal` (a name or number, as `kill -s` takes it).
-    pub fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
+    pub fn kill(&self, key: &str, signal: &str) -> Result<(), Error> {
         let rec = self.running(key)?;
-        self.runtime_ok(&["kill", &rec.id, signal])
-    }
-
-    /// Runs the OCI runtime with `args`; its own message if it fails.
-    fn runtime_ok(&self, args: &[&str]) -> Result<(), EngineError> {
-        let out = self.runtime_cmd().args(args).output().map_err(|source| EngineError::Io {
-            what: "run the OCI runtime",
-            path: self.runtime.clone(),
-            source,
-        })?;
-        if !out.status.success() {
-            return Err(EngineError::Runtime(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
-        }
-        Ok(())
+        Ok(self.oci_runtime().kill(&rec.id, signal, false)?)
     }
 
     /// `pause`: the runtime freezes the container's cgroup.
-    pub fn pause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn pause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.running(key)?;
-        self.runtime_ok(&["pause", &rec.id])?;
+        self.oci_runtime().pause(&rec.id)?;
         Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
     }
 
     /// `unpause`.
-    pub fn unpause(&self, key: &str) -> Result<ContainerRecord, EngineError> {
+    pub fn unpause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         if rec.status != Status::Paused {
-            return Err(EngineError::NotRunning(format!("Container {} is not paused", rec.id)));
+            return Err(Error::NotRunning(format!("Container {} is not paused", rec.id)));
         }
         self.resume(&rec.id)?;
         Ok(self.containers()?.get(&rec.id)?)
     }
 
     /// Thaws a paused container and records it running.
-    pub(crate) fn resume(&self, id: &str) -> Result<(), EngineError> {
-        self.runtime_ok(&["resume", id])?;
+    pub(crate) fn resume(&self, id: &str) -> Result<(), Error> {
+        self.oci_runtime().resume(id)?;
         self.containers()?.update(id, |r| r.status = Status::Running)?;
         Ok(())
     }
 
     /// `restart`: stop (SIGTERM, SIGKILL after `timeout`) and start again
     /// on the same rootfs, network and log.
-    pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, EngineError> {
+    pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, Error> {
         let rec = self.containers()?.get(key)?;
         self.stop(&rec.id, timeout)?;
         self.start(&rec.id)
     }
 
     /// docker's `inspect` shape of a container (the fields scripts use).
-    pub fn inspect(&self, key: &str) -> Result<Value, EngineError> {
+    pub fn inspect(&self, key: &str) -> Result<Value, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
-        let args: Vec<Value> = rec.config["args"].as_array().cloned().unwrap_or_default();
+        let args = &rec.config.args;
         let (path, rest) = match args.split_first() {
             Some((p, r)) => (p.clone(), r.to_vec()),
-            None => (Value::String(String::new()), Vec::new()),
+            None => (String::new(), Vec::new()),
         };
         let status = serde_json::to_value(rec.status).unwrap_or(Value::Null);
         let running = rec.status == Status::Running;
-        let ports: serde_json::Map<String, Value> = rec.config["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let ports: serde_json::Map<String, Value> = rec
+            .config
+            .ports
+            .iter()
             .map(|p| {
-                let key = format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("tcp"));
-                let host = json!([{ "HostIp": p["hostIP"].as_str().unwrap_or("0.0.0.0"), "HostPort": p["hostPort"].to_string() }]);
-                (key, host)
+                let key = format!("{}/{}", p.container_port, p.protocol);
+                let ip = if p.host_ip.is_empty() { "0.0.0.0" } else { p.host_ip.as_str() };
+                (key, json!([{ "HostIp": ip, "HostPort": p.host_port.to_string() }]))
             })
             .collect();
-        let network = rec.config["network"].as_str().unwrap_or("bridge").to_owned();
-        let address = rec.config["address"].as_str().unwrap_or("").to_owned();
+        let network = if rec.config.network.is_empty() { "bridge" } else { rec.config.network.as_str() };
+        let address = rec.config.address.clone().unwrap_or_default();
         Ok(json!({
             "Id": rec.id,
             "Created": rec.created,
@@ -325,10 +306,10 @@ impl Engine {
             "Name": format!("/{}", rec.name),
             "RestartCount": rec.restart_count,
             "LogPath": self.log_path(&rec),
-            "Config": { "Image": rec.image, "Cmd": args, "Tty": rec.config["tty"], "Labels": rec.labels },
+            "Config": { "Image": rec.image, "Cmd": args, "Tty": rec.config.tty, "Labels": rec.labels },
             "HostConfig": {
                 "NetworkMode": network,
-                "RestartPolicy": { "Name": rec.config["restart"].as_str().unwrap_or("no") },
+                "RestartPolicy": { "Name": rec.config.restart.as_deref().unwrap_or("no") },
             },
             "NetworkSettings": {
                 "IPAddress": address,
@@ -343,7 +324,7 @@ impl Engine {
 /// or why none came: it exited first, or a minute passed.
 fn console_from(
     listener: &std::os::unix::net::UnixListener,
-    child: &mut std::process::Child,
+    exec: &mut berth_oci_cli::Pending,
 ) -> Result<std::os::fd::OwnedFd, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -352,7 +333,7 @@ fn console_from(
             Err(e) if !e.contains("no terminal") => return Err(e),
             Err(_) => {}
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = exec.try_exited() {
             return Err(format!("the runtime exited ({status}) without sending a terminal"));
         }
         if std::time::Instant::now() > deadline {

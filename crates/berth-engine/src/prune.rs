@@ -8,7 +8,8 @@ use std::path::Path;
 use berth_image::Digest;
 use berth_image::gc::GcReport;
 
-use crate::engine::{Engine, EngineError};
+use crate::Error;
+use crate::engine::Engine;
 use crate::network::DEFAULT_NETWORK;
 use crate::store::{ContainerRecord, Status};
 
@@ -46,7 +47,7 @@ fn stopped(rec: &ContainerRecord) -> bool {
 
 impl Engine {
     /// Every container as it is now (each checked against its shim).
-    pub fn current_containers(&self) -> Result<Vec<ContainerRecord>, EngineError> {
+    pub fn current_containers(&self) -> Result<Vec<ContainerRecord>, Error> {
         Ok(self.containers()?.list()?.iter().map(|r| self.refresh(r)).collect())
     }
 
@@ -59,7 +60,7 @@ impl Engine {
     /// Removes every container that is not running, with its mounts and
     /// network; the ids and the space their writable layers took. Not one
     /// that a `create`/`run` is still making or starting.
-    pub fn prune_containers(&self) -> Result<Pruned, EngineError> {
+    pub fn prune_containers(&self) -> Result<Pruned, Error> {
         let mut out = Pruned::default();
         for rec in self.current_containers()?.into_iter().filter(stopped) {
             // Checked after the state: a creator that has ended since
@@ -74,11 +75,11 @@ impl Engine {
                     out.bytes += size;
                 }
                 // Started or removed by someone else meanwhile: not ours to prune.
-                Err(EngineError::Running(_)) => {}
-                Err(EngineError::Store(crate::store::StoreError::NotFound(_))) => {}
+                Err(Error::Running(_)) => {}
+                Err(Error::Store(crate::store::StoreError::NotFound(_))) => {}
                 // Kept, marked for removal, for a later prune or `rm -f`
                 // to retry; the others are still pruned.
-                Err(e @ EngineError::Detach { .. }) => tracing::warn!("{e}"),
+                Err(e @ Error::Detach { .. }) => tracing::warn!("{e}"),
                 Err(e) => return Err(e),
             }
         }
@@ -89,7 +90,7 @@ impl Engine {
     /// Removes the creating locks of containers that have no record and
     /// no creator any more (killed before it wrote the record). A lock
     /// whose record appears after the listing is held, so it stays.
-    fn sweep_creating_locks(&self) -> Result<(), EngineError> {
+    fn sweep_creating_locks(&self) -> Result<(), Error> {
         let dir = self.runroot.join("creating");
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
         let store = self.containers()?;
@@ -107,27 +108,22 @@ impl Engine {
 
     /// `image prune`: dangling images (with `all`, every image) that no
     /// container uses; their IDs.
-    pub fn prune_images(&self, all: bool) -> Result<Vec<Digest>, EngineError> {
+    pub fn prune_images(&self, all: bool) -> Result<Vec<Digest>, Error> {
         Ok(berth_image::images::prune(&self.store()?, all, &|h| self.image_user(h))?)
     }
 
     /// Garbage collection of the image store, after dropping the image
     /// holds of containers that are gone.
-    pub fn collect_garbage(&self) -> Result<GcReport, EngineError> {
+    pub fn collect_garbage(&self) -> Result<GcReport, Error> {
         let store = self.store()?;
         berth_image::images::release_stale(&store, &|h| self.image_user(h))?;
         Ok(berth_image::gc::collect(&store)?)
     }
 
     /// Removes the user networks no container is on (never the default).
-    pub fn prune_networks(&self) -> Result<Pruned, EngineError> {
+    pub fn prune_networks(&self) -> Result<Pruned, Error> {
         let nets = self.networks();
-        let used: BTreeSet<String> = self
-            .containers()?
-            .list()?
-            .into_iter()
-            .filter_map(|r| r.config["network"].as_str().map(str::to_owned))
-            .collect();
+        let used: BTreeSet<String> = self.containers()?.list()?.into_iter().map(|r| r.config.network).collect();
         let mut out = Pruned::default();
         for n in nets.list()? {
             if n.name == DEFAULT_NETWORK || used.contains(&n.name) || !nets.endpoints(&n.name)?.is_empty() {
@@ -140,7 +136,7 @@ impl Engine {
     }
 
     /// Removes the volumes no container mounts; their names and sizes.
-    pub fn prune_volumes(&self) -> Result<Pruned, EngineError> {
+    pub fn prune_volumes(&self) -> Result<Pruned, Error> {
         let vols = self.volumes();
         let mut out = Pruned::default();
         for v in vols.list()? {
@@ -157,7 +153,7 @@ impl Engine {
     }
 
     /// `system df`.
-    pub fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
+    pub fn disk_usage(&self) -> Result<DiskUsage, Error> {
         let containers = self.current_containers()?;
         let in_use: BTreeSet<&str> = containers.iter().map(|c| c.image_id.as_str()).collect();
         let meta = self.store()?.meta.read_all()?;

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::logconfig::LogConfig;
+use crate::network::PortMapping;
+
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("container_names");
 
@@ -71,10 +74,61 @@ pub struct ContainerRecord {
     pub restart_count: u32,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Everything else `inspect` shows (the run flags, mounts, network
-    /// settings), kept as the CLI wrote it.
+    /// What the container was made with beyond its image and labels.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub config: ContainerConfig,
+}
+
+/// What `run`/`create` asked for that the engine needs again later (to
+/// start, attach, list, inspect, remove): the record's `config`, in the
+/// JSON shape records have always had, so every existing record loads
+/// (fields it lacks take their defaults).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerConfig {
+    /// `--network` as given: "none", "host", "bridge" or a network's
+    /// name ("" in records that predate it: the default network).
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub network: String,
+    /// `--restart` as given (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
     #[serde(default)]
-    pub config: serde_json::Value,
+    pub restart: Option<String>,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub tty: bool,
+    /// `-i`: the shim keeps stdin for attach clients.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub stdin: bool,
+    /// The command line given after the image (docker's `Cmd` override).
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub args: Vec<String>,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub ports: Vec<PortMapping>,
+    /// The named and anonymous volumes it mounts.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub volumes: Vec<String>,
+    /// `--init`: a static init runs as pid 1.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub init: bool,
+    /// `--rm`.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub auto_remove: bool,
+    /// Its address on its network, once attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `--log-driver`/`--log-opt`; None in records that predate them
+    /// (json-file, never rotated: see [`LogConfig::of_record`]).
+    #[serde(default)]
+    pub log: Option<LogConfig>,
+}
+
+/// `null` as the type's default: records written as `Value`s may hold a
+/// null where a field had no value.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl ContainerRecord {
@@ -95,7 +149,7 @@ impl ContainerRecord {
             bundle,
             restart_count: 0,
             labels: BTreeMap::new(),
-            config: serde_json::Value::Null,
+            config: ContainerConfig::default(),
         }
     }
 }
@@ -335,6 +389,51 @@ mod tests {
 
     fn record(id: &str, name: &str) -> ContainerRecord {
         ContainerRecord::new(id, name, "busybox", "sha256:00", "/b".into())
+    }
+
+    /// Records as berth wrote them while `config` was a JSON value: one
+    /// made by `run -p 8080:80 -v data:/d --rm --log-opt max-size=1m` and
+    /// attached to a network, and one from before `config` existed.
+    #[test]
+    fn records_written_in_the_old_json_shape_load_into_typed_configs() {
+        let id = "a".repeat(64);
+        let full = format!(
+            r#"{{"id":"{id}","name":"web","image":"busybox","image_id":"sha256:00","created":"2026-01-01T00:00:00Z",
+            "status":"running","pid":10,"shim_pid":9,"exit_code":null,"started_at":null,"finished_at":null,
+            "bundle":"/b","restart_count":2,"labels":{{"k":"v"}},
+            "config":{{"network":"net1","restart":null,"tty":true,"args":["sh","-c","true"],
+            "ports":[{{"hostPort":8080,"containerPort":80,"protocol":"tcp"}}],"volumes":["data"],
+            "stdin":false,"init":true,"autoRemove":true,
+            "log":{{"Type":"json-file","Config":{{"max-size":"1m"}}}},"address":"10.89.0.2","someday":1}}}}"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContainerStore::open(&dir.path().join("c.redb")).unwrap();
+        let oldest = full.replace(&id, &"b".repeat(64)).replace(r#""name":"web""#, r#""name":"old""#);
+        let oldest = format!("{}\"config\":null}}", &oldest[..oldest.find("\"config\"").unwrap()]);
+        s.write(|tx| {
+            let mut t = tx.open_table(CONTAINERS)?;
+            for (key, rec) in [(id.clone(), &full), ("b".repeat(64), &oldest)] {
+                t.insert(key.as_str(), rec.as_bytes())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let c = s.get(&id).unwrap().config;
+        assert_eq!((c.network.as_str(), c.restart.as_deref(), c.tty, c.stdin), ("net1", None, true, false));
+        assert_eq!(c.args, ["sh", "-c", "true"]);
+        assert_eq!((c.ports[0].host_port, c.ports[0].container_port, c.ports[0].host_ip.as_str()), (8080, 80, ""));
+        assert_eq!(c.volumes, ["data"]);
+        assert!(c.init && c.auto_remove);
+        assert_eq!(c.address.as_deref(), Some("10.89.0.2"));
+        let log = c.log.unwrap();
+        assert_eq!((log.driver.as_str(), log.opts["max-size"].as_str()), ("json-file", "1m"));
+        let old = s.get(&"b".repeat(64)).unwrap();
+        assert_eq!(old.config, ContainerConfig::default(), "a null config is the defaults");
+        assert_eq!(crate::logconfig::LogConfig::of_record(&old.config).driver, "json-file");
+        // Written back, a typed config keeps the shape old readers knew.
+        let v = serde_json::to_value(s.get(&id).unwrap()).unwrap();
+        assert_eq!(v["config"]["autoRemove"], true);
+        assert_eq!(v["config"]["ports"][0]["hostPort"], 8080);
     }
 
     #[test]

@@ -140,18 +140,6 @@ impl Volumes {
         }
     }
 
-    /// As [`Volumes::populate_from`], from a directory the caller has
-    /// resolved already (e.g. `/proc/self/fd/N` of a pathrs handle): it is
-    /// opened as given.
-    pub fn populate(&self, vol: &Volume, source: &Path) -> Result<(), VolumeError> {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
-        match rustix::fs::open(source, flags, Mode::empty()) {
-            Ok(dir) => self.fill(vol, dir.as_fd(), source),
-            Err(e) if is_missing(&e.into()) => Ok(()),
-            Err(e) => Err(io("open", source)(e.into())),
-        }
-    }
-
     /// Copies what `source` holds into the volume if it is empty, as
     /// `cp -a` would (owners, modes, times, xattrs, hard links; the
     /// volume's directory takes the source's owner and mode) but by file
@@ -205,10 +193,10 @@ mod tests {
         std::fs::write(src.join("conf"), "from image").unwrap();
         std::os::unix::fs::symlink("/nonexistent", src.join("link")).unwrap();
         let fresh = vols.create("fresh", BTreeMap::new(), true).unwrap();
-        vols.populate(&fresh, &src).unwrap();
+        vols.populate_from(&fresh, dir.path(), "/image-etc").unwrap();
         assert_eq!(std::fs::read_to_string(fresh.mountpoint.join("conf")).unwrap(), "from image");
         assert_eq!(std::fs::read_link(fresh.mountpoint.join("link")).unwrap(), Path::new("/nonexistent"));
-        vols.populate(&v, &src).unwrap();
+        vols.populate_from(&v, dir.path(), "/image-etc").unwrap();
         assert!(!v.mountpoint.join("conf").exists(), "a volume with data is not populated");
 
         assert_eq!(vols.list().unwrap().iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["data", "fresh"]);

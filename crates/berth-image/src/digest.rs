@@ -28,10 +28,6 @@ impl Digest {
         &self.hex
     }
 
-    pub fn algorithm(&self) -> &'static str {
-        "sha256"
-    }
-
     /// The first 12 hex digits, as docker shows image IDs.
     pub fn short(&self) -> &str {
         &self.hex[..12]

@@ -8,8 +8,10 @@
 //! - [`decompress`]: the one gzip/zstd/plain sniffer for every reader of
 //!   layers and archives (pull, load, import);
 //! - [`unpack`]: layers into snapshots, safely (untrusted input);
-//! - [`snapshot`]: overlay mounts of snapshot chains;
-//! - [`spec`]: image config to OCI runtime spec pieces.
+//! - [`snapshot`]: overlay mounts of snapshot chains.
+//!
+//! What an image config means for a container (docker's entrypoint, cmd,
+//! env and user rules) is berth-engine's `spec`, the one place for them.
 
 pub mod archive;
 pub mod decompress;
@@ -25,7 +27,6 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;
-pub mod spec;
 pub mod store;
 pub mod unpack;
 

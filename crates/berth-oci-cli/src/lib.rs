@@ -39,7 +39,56 @@ pub enum Error {
     Io { verb: &'static str, source: std::io::Error },
 }
 
+/// Why the runtime could not start a container's or an exec's process:
+/// what decides docker's exit codes 127 and 126.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFailure {
+    /// The command, or a path it needs, does not exist (127).
+    NotFound,
+    /// It exists but cannot be run: not executable, a directory, a binary
+    /// of another architecture (126).
+    NotExecutable,
+}
+
+impl ExecFailure {
+    /// From the runtime's message. runc and crun report an exec failure
+    /// only in words (their exit status is 1 for every failure, and the
+    /// errno stays in their child), and berth-runtime uses runc's words;
+    /// so this reads them as dockerd does for the same runtimes (its
+    /// start error translation): "executable file not found" or "no such
+    /// file or directory" for 127, "permission denied" or "exec format
+    /// error" for 126. It is the one place that reads a runtime's
+    /// message for its meaning.
+    pub fn from_message(message: &str) -> Option<ExecFailure> {
+        let m = message.to_ascii_lowercase();
+        if m.contains("executable file not found") || m.contains("no such file or directory") {
+            Some(ExecFailure::NotFound)
+        } else if m.contains("permission denied") || m.contains("exec format error") {
+            Some(ExecFailure::NotExecutable)
+        } else {
+            None
+        }
+    }
+
+    /// docker's exit code for it.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ExecFailure::NotFound => 127,
+            ExecFailure::NotExecutable => 126,
+        }
+    }
+}
+
 impl Error {
+    /// Why the process could not be started, if the runtime said it
+    /// could not exec it.
+    pub fn exec_failure(&self) -> Option<ExecFailure> {
+        match self {
+            Error::Failed { message, .. } => ExecFailure::from_message(message),
+            _ => None,
+        }
+    }
+
     /// The runtime's exit status, for an error the runtime itself reported.
     pub fn status(&self) -> Option<ExitStatus> {
         match self {
@@ -278,6 +327,14 @@ impl Runtime {
         self.spawn("exec", args, "", io)?.wait()
     }
 
+    /// [`Runtime::exec_prepared`], started and not waited for: the caller
+    /// serves the console socket of an `exec --tty` while it runs.
+    pub fn spawn_exec_prepared(&self, rest: &[OsString], opts: &ExecOpts, io: Io) -> Result<Pending> {
+        let mut args = exec_args(opts);
+        args.extend(rest.iter().cloned());
+        self.spawn("exec", args, "", io)
+    }
+
     fn simple(&self, verb: &'static str, flags: &[&str], id: &str) -> Result<()> {
         let args = flags.iter().map(OsString::from).collect();
         self.spawn(verb, args, id, Io::default())?.wait()
@@ -323,6 +380,11 @@ impl Pending {
 
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILLs it (a caller that gave up on it); [`Pending::wait`] reaps.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
     }
 
     /// Waits for it; Ok if it succeeded, else its own message.
@@ -402,5 +464,22 @@ fn push_path(a: &mut Vec<OsString>, flag: &str, value: Option<&Path>) {
     if let Some(v) = value {
         a.push(flag.into());
         a.push(OsStr::new(v).to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecFailure;
+
+    #[test]
+    fn exec_failures_read_as_dockerd_reads_them() {
+        let runc = "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH";
+        assert_eq!(ExecFailure::from_message(runc), Some(ExecFailure::NotFound));
+        let denied = "exec: \"/etc/passwd\": permission denied";
+        assert_eq!(ExecFailure::from_message(denied), Some(ExecFailure::NotExecutable));
+        let ours = "exec: \"/x\": stat /x: no such file or directory";
+        assert_eq!(ExecFailure::from_message(ours).map(ExecFailure::exit_code), Some(127));
+        assert_eq!(ExecFailure::from_message("exec format error").map(ExecFailure::exit_code), Some(126));
+        assert_eq!(ExecFailure::from_message("cgroup: device or resource busy"), None);
     }
 }

@@ -197,6 +197,15 @@ pub fn mark_stopped(state_dir: &Path) -> std::io::Result<()> {
     std::fs::write(state_dir.join("stopped"), "")
 }
 
+/// Removes what the last run's shim left in `state_dir` (its state, its
+/// exit, the stop mark) before a new shim starts there: a reader in
+/// between sees no stale shim's state as if it were the new run's.
+pub fn clear_last_run(state_dir: &Path) {
+    for f in ["stopped", "exit.json", "state.json"] {
+        let _ = std::fs::remove_file(state_dir.join(f));
+    }
+}
+
 /// A connection to a container's attach socket.
 pub struct Attach {
     stream: UnixStream,

@@ -739,3 +739,30 @@ fn gc_waits_for_a_running_import_and_removes_what_a_killed_one_left() {
     b.ok(&["image", "prune", "-f"]);
     assert!(temp_dirs().is_empty(), "GC left {:?}", temp_dirs());
 }
+
+/// `import` reads what `docker import` reads: zstd and multi-member gzip
+/// (pigz, or gzip members concatenated) as well as one gzip member.
+#[test]
+fn zstd_and_multi_member_gzip_tarballs_import_whole() {
+    let b = Berth::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    berth_testkit::make_busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("greeting"), "whole\n").unwrap();
+    let tar = tmp.path().join("rootfs.tar");
+    let st = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(st.success());
+    // Two gzip members: the first half of the tar, then the rest.
+    let multi = tmp.path().join("rootfs.tar.gz");
+    let script = "n=$(( $(stat -c %s \"$1\") / 2 )); head -c $n \"$1\" | gzip -c > \"$2\"; \
+                  tail -c +$((n + 1)) \"$1\" | gzip -c >> \"$2\"";
+    let st = Command::new("sh").args(["-c", script, "sh"]).arg(&tar).arg(&multi).status().unwrap();
+    assert!(st.success());
+    let zst = tmp.path().join("rootfs.tar.zst");
+    let st = Command::new("zstd").arg("-q").arg(&tar).arg("-o").arg(&zst).status().unwrap();
+    assert!(st.success());
+    for (file, name) in [(&multi, "local/multi:1"), (&zst, "local/zstd:1")] {
+        b.ok(&["import", "--change", r#"CMD ["cat", "/greeting"]"#, file.to_str().unwrap(), name]);
+        assert_eq!(b.ok(&["run", "--rm", "--network", "none", name]), "whole\n", "{name}");
+    }
+}

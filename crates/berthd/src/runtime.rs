@@ -74,17 +74,11 @@ impl Daemon {
     }
 }
 
-/// Writes `data` to `path` through a temp file and a rename, so a kill
-/// leaves the old content or the new, never a torn one.
+/// Writes `data` to `path` through a temp file and a rename (berth-fs),
+/// so a kill leaves the old content or the new, never a torn one.
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    berth_fs::write_atomic_durable(path, data, 0o644)
 }
 
 /// Whether the CNI config dir holds a usable network config: `Err` says

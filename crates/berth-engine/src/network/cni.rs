@@ -206,17 +206,15 @@ fn failure_text(out: &std::process::Output) -> String {
 /// plugin: it waits for the plugin, so it lives as long.)
 fn dies_with_caller(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
+    let parent = rustix::process::getpid();
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe calls (prctl, getppid); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // Dead already, before the signal was armed.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            if rustix::process::getppid() != Some(parent) {
+                return Err(rustix::io::Errno::SRCH.into());
             }
             Ok(())
         });

@@ -6,6 +6,10 @@
 
 use std::net::Ipv4Addr;
 
+use crate::Error;
+use crate::engine::Engine;
+use crate::store::ContainerRecord;
+
 /// A name the container should resolve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostEntry {
@@ -78,6 +82,58 @@ pub fn host_resolv_conf() -> String {
         return upstream;
     }
     main
+}
+
+/// Keeping the hosts files of the containers on one user network in step
+/// as containers join and leave it.
+impl Engine {
+    /// The other containers on a user network, by name and short id, as
+    /// their records say (docker resolves them with its embedded DNS; the
+    /// hosts files do it here, see network::hosts).
+    pub(crate) fn peers(&self, network: &str, id: &str) -> Result<Vec<HostEntry>, Error> {
+        let store = self.containers()?;
+        let mut out = Vec::new();
+        for peer in self.networks().endpoints(network)? {
+            let Ok(r) = store.get(&peer) else { continue };
+            let Some(address) = r.config.address.as_deref().and_then(|a| a.parse().ok()) else { continue };
+            if r.id != id {
+                out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `entry` to the hosts file of each peer. In place: the file is
+    /// bind-mounted into the running container, and a rename would leave
+    /// the container with the old inode.
+    pub(crate) fn announce(&self, peers: &[HostEntry], entry: &HostEntry) {
+        use std::io::Write as _;
+        let line = format!("{}\t{}\n", entry.address, entry.names.join(" "));
+        for p in peers {
+            let Some(id) = p.names.get(1) else { continue };
+            let Ok(rec) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
+            let path = self.container_dirs(&rec.id).1.join("hosts");
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    /// Takes the container's lines out of its peers' hosts files.
+    pub(crate) fn withdraw(&self, network: &str, rec: &ContainerRecord) {
+        let Ok(peers) = self.peers(network, &rec.id) else { return };
+        let Some(address) = rec.config.address.as_deref() else { return };
+        let own = format!("{address}\t{} ", rec.name);
+        for p in &peers {
+            let Some(id) = p.names.get(1) else { continue };
+            let Ok(peer) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };
+            let path = self.container_dirs(&peer.id).1.join("hosts");
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let kept: String = text.lines().filter(|l| !l.starts_with(&own)).map(|l| format!("{l}\n")).collect();
+            // Truncate and rewrite the same inode (see announce).
+            let _ = std::fs::write(&path, kept);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,15 @@ pub mod user;
 
 use std::path::PathBuf;
 
-use oci_spec::runtime::Spec;
-use serde_json::{Value, json};
+use oci_spec::image::ImageConfiguration;
+use std::collections::HashMap;
+
+use oci_spec::runtime::{
+    Capabilities, Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
+    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
 
 pub use flags::UserMount;
 
@@ -56,21 +63,17 @@ pub struct ImageDefaults {
 }
 
 impl ImageDefaults {
-    /// What an image's config JSON (untrusted: it comes with the image)
-    /// says about running it, from its `config` object. A missing field or
-    /// one of the wrong type counts as not set, and so does a non-string
-    /// item of a list.
-    pub fn from_image_config(config: &Value) -> ImageDefaults {
-        let c = &config["config"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
-        };
+    /// What an image's config (untrusted: it comes with the image, and
+    /// was checked only as far as oci-spec's types) says about running
+    /// it, from its `config` object; what it lacks counts as not set.
+    pub fn from_image_config(config: &ImageConfiguration) -> ImageDefaults {
+        let Some(c) = config.config() else { return ImageDefaults::default() };
         ImageDefaults {
-            entrypoint: strings(&c["Entrypoint"]),
-            cmd: strings(&c["Cmd"]),
-            env: strings(&c["Env"]),
-            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
-            user: c["User"].as_str().unwrap_or_default().to_owned(),
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone().unwrap_or_default(),
+            user: c.user().clone().unwrap_or_default(),
         }
     }
 }
@@ -254,12 +257,12 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 struct Security {
-    seccomp: Option<Value>,
+    seccomp: Option<LinuxSeccomp>,
     no_new_privileges: bool,
 }
 
 fn security(flags: &RunFlags, caps: &[String]) -> Result<Security, SpecError> {
-    let mut seccomp_profile: Option<Value> = None;
+    let mut seccomp_profile: Option<LinuxSeccomp> = None;
     let mut unconfined = flags.privileged;
     let mut no_new_privileges = false;
     for opt in &flags.security_opt {
@@ -287,53 +290,239 @@ fn security(flags: &RunFlags, caps: &[String]) -> Result<Security, SpecError> {
     } else if unconfined {
         None
     } else {
-        let profile = berth_profiles::seccomp::default_profile(caps).map_err(|e| SpecError::Seccomp(e.to_string()))?;
-        Some(serde_json::to_value(profile).map_err(|e| SpecError::Seccomp(e.to_string()))?)
+        Some(berth_profiles::seccomp::default_profile(caps).map_err(|e| SpecError::Seccomp(e.to_string()))?)
     };
     Ok(Security { seccomp, no_new_privileges })
 }
 
-fn default_mounts(shm_size: i64) -> Vec<Value> {
-    vec![
-        json!({ "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] }),
-        json!({ "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] }),
-        json!({ "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] }),
-        json!({ "destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"] }),
-        json!({ "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"] }),
-        json!({ "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"] }),
-        json!({ "destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm_size}")] }),
-    ]
+/// A builder's failure: only a bug of ours can cause one (every field it
+/// needs is given).
+fn invalid(e: oci_spec::OciSpecError) -> SpecError {
+    SpecError::Invalid(e.to_string())
 }
 
-fn bind(source: &std::path::Path, target: &str, readonly: bool, propagation: Option<&str>) -> Value {
-    let mut options = vec!["rbind".to_owned(), if readonly { "ro" } else { "rw" }.to_owned()];
-    options.push(propagation.unwrap_or("rprivate").to_owned());
-    json!({ "destination": target, "type": "bind", "source": source, "options": options })
+fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(invalid)
+}
+
+fn default_mounts(shm_size: i64) -> Result<Vec<Mount>, SpecError> {
+    let shm = format!("size={shm_size}");
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm])?,
+    ])
+}
+
+fn bind(source: &std::path::Path, target: &str, readonly: bool, propagation: Option<&str>) -> Result<Mount, SpecError> {
+    let options = vec![
+        "rbind".to_owned(),
+        if readonly { "ro" } else { "rw" }.to_owned(),
+        propagation.unwrap_or("rprivate").to_owned(),
+    ];
+    MountBuilder::default().destination(target).typ("bind").source(source).options(options).build().map_err(invalid)
 }
 
 /// docker's device cgroup rules: deny all, mknod anything, use the
 /// standard character devices and ptys.
-fn device_rules(privileged: bool) -> Value {
+fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+    let rule = |allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).access(access);
+        if let Some(t) = typ {
+            b = b.typ(t);
+        }
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().map_err(invalid)
+    };
     if privileged {
-        return json!([{ "allow": true, "access": "rwm" }]);
+        return Ok(vec![rule(true, None, None, None, "rwm")?]);
     }
-    let c = |major: i64, minor: Option<i64>, access: &str| json!({ "allow": true, "type": "c", "major": major, "minor": minor, "access": access });
-    json!([
-        { "allow": false, "access": "rwm" },
-        { "allow": true, "type": "c", "access": "m" },
-        { "allow": true, "type": "b", "access": "m" },
-        c(1, Some(3), "rwm"), c(1, Some(5), "rwm"), c(1, Some(7), "rwm"), c(1, Some(8), "rwm"),
-        c(1, Some(9), "rwm"), c(5, Some(0), "rwm"), c(5, Some(2), "rwm"),
-        c(136, None, "rwm"), c(10, Some(200), "rwm")
+    let c = |major: i64, minor: Option<i64>| rule(true, Some(LinuxDeviceType::C), Some(major), minor, "rwm");
+    Ok(vec![
+        rule(false, None, None, None, "rwm")?,
+        rule(true, Some(LinuxDeviceType::C), None, None, "m")?,
+        rule(true, Some(LinuxDeviceType::B), None, None, "m")?,
+        c(1, Some(3))?,
+        c(1, Some(5))?,
+        c(1, Some(7))?,
+        c(1, Some(8))?,
+        c(1, Some(9))?,
+        c(5, Some(0))?,
+        c(5, Some(2))?,
+        c(136, None)?,
+        c(10, Some(200))?,
     ])
 }
 
-/// The whole config.json for a container.
+/// The mounts: docker's defaults, the hosts/resolv.conf/hostname files,
+/// `--init`'s binary, then the user's; a later mount on the same target
+/// replaces an earlier one (a user's -v /dev/shm wins over the default),
+/// as docker merges them.
+fn mounts(flags: &RunFlags, paths: &Paths) -> Result<Vec<Mount>, SpecError> {
+    let mut mounts = default_mounts(flags.shm_size.unwrap_or(64 << 20))?;
+    for (file, target) in [
+        (&paths.hosts, "/etc/hosts"),
+        (&paths.resolv_conf, "/etc/resolv.conf"),
+        (&paths.hostname_file, "/etc/hostname"),
+    ] {
+        if let Some(f) = file {
+            mounts.push(bind(f, target, false, None)?);
+        }
+    }
+    if let Some(init) = &paths.init {
+        mounts.push(bind(init, INIT_PATH, true, None)?);
+    }
+    for m in &paths.mounts {
+        mounts.push(match m {
+            ResolvedMount::Bind { source, target, readonly, propagation } => {
+                bind(source, target, *readonly, propagation.as_deref())?
+            }
+            ResolvedMount::Tmpfs { target, options } => {
+                let mut o = vec!["nosuid", "nodev", "noexec"];
+                o.extend(options.iter().map(String::as_str));
+                mount(target, "tmpfs", "tmpfs", &o)?
+            }
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut mounts: Vec<Mount> = mounts.into_iter().rev().filter(|m| seen.insert(m.destination().clone())).collect();
+    mounts.reverse();
+    Ok(mounts)
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&std::path::Path>) -> Result<LinuxNamespace, SpecError> {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    match path {
+        Some(p) => b.path(p),
+        None => b,
+    }
+    .build()
+    .map_err(invalid)
+}
+
+fn resources(flags: &RunFlags) -> Result<LinuxResources, SpecError> {
+    let mut r = LinuxResourcesBuilder::default().devices(device_rules(flags.privileged)?);
+    if flags.memory.is_some() || flags.memory_swap.is_some() {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(limit) = flags.memory {
+            m = m.limit(limit);
+        }
+        if let Some(swap) = flags.memory_swap {
+            m = m.swap(swap);
+        }
+        r = r.memory(m.build().map_err(invalid)?);
+    }
+    if let Some((quota, period)) = flags.cpus {
+        r = r.cpu(LinuxCpuBuilder::default().quota(quota).period(period).build().map_err(invalid)?);
+    }
+    if let Some(p) = flags.pids_limit {
+        r = r.pids(LinuxPidsBuilder::default().limit(p).build().map_err(invalid)?);
+    }
+    r.build().map_err(invalid)
+}
+
+fn linux(flags: &RunFlags, paths: &Paths, seccomp: Option<LinuxSeccomp>) -> Result<Linux, SpecError> {
+    let mut namespaces = vec![
+        namespace(LinuxNamespaceType::Pid, None)?,
+        namespace(LinuxNamespaceType::Ipc, None)?,
+        namespace(LinuxNamespaceType::Uts, None)?,
+        namespace(LinuxNamespaceType::Mount, None)?,
+    ];
+    if let Some(ns) = &paths.netns {
+        namespaces.push(namespace(LinuxNamespaceType::Network, Some(ns))?);
+    }
+    if berth_cgroups::Layout::detect().is_ok_and(|l| l.kind == berth_cgroups::LayoutKind::V2) {
+        // docker's default on cgroup v2: a private cgroup namespace.
+        namespaces.push(namespace(LinuxNamespaceType::Cgroup, None)?);
+    }
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources(flags)?)
+        .cgroups_path(PathBuf::from(&paths.cgroups_path))
+        .build()
+        .map_err(invalid)?;
+    // What oci-spec's Default adds and docker does not write: left out.
+    linux.set_uid_mappings(None).set_gid_mappings(None).set_sysctl(None).set_devices(None);
+    linux.set_rootfs_propagation(None).set_mount_label(None);
+    let (masked, readonly) = if flags.privileged {
+        (None, None)
+    } else {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        (Some(strings(&MASKED_PATHS)), Some(strings(&READONLY_PATHS)))
+    };
+    linux.set_masked_paths(masked).set_readonly_paths(readonly).set_seccomp(seccomp);
+    Ok(linux)
+}
+
+fn process(
+    image: &ImageDefaults,
+    flags: &RunFlags,
+    paths: &Paths,
+    hostname: &str,
+    cwd: String,
+    sec: &Security,
+    caps: &[String],
+) -> Result<Process, SpecError> {
+    let user_spec = flags.user.clone().unwrap_or_else(|| image.user.clone());
+    let ident = user::resolve(&paths.rootfs, &user_spec)?;
+    let user = UserBuilder::default().uid(ident.uid).gid(ident.gid).additional_gids(ident.additional_gids.clone());
+    let caps: Capabilities = caps
+        .iter()
+        // oci-spec's names lack the CAP_ that config.json's have.
+        .map(|c| c.trim_start_matches("CAP_").parse::<Capability>().map_err(|_| SpecError::Capability(c.clone())))
+        .collect::<Result<_, _>>()?;
+    let mut capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()
+        .map_err(invalid)?;
+    // oci-spec's Default gives these three capabilities; docker none.
+    capabilities.set_inheritable(None).set_ambient(None);
+    let args = match &paths.init {
+        Some(_) => [INIT_PATH.to_owned(), "--".to_owned()].into_iter().chain(command(image, flags)?).collect(),
+        None => command(image, flags)?,
+    };
+    let mut process = ProcessBuilder::default()
+        .terminal(flags.tty)
+        .user(user.build().map_err(invalid)?)
+        .args(args)
+        .env(environment(image, flags, hostname, ident.home.as_deref()))
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .no_new_privileges(sec.no_new_privileges)
+        .build()
+        .map_err(invalid)?;
+    // oci-spec's Default sets RLIMIT_NOFILE 1024; docker sets no rlimit
+    // (the container inherits the runtime's).
+    process.set_rlimits(None);
+    Ok(process)
+}
+
+/// The whole config.json for a container, built with oci-spec's types.
 pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -> Result<Spec, SpecError> {
     flags.validate()?;
     let hostname = flags.hostname.clone().unwrap_or_else(|| id.chars().take(12).collect());
-    let user_spec = flags.user.clone().unwrap_or_else(|| image.user.clone());
-    let ident = user::resolve(&paths.rootfs, &user_spec)?;
     let caps = capabilities(flags)?;
     let sec = security(flags, &caps)?;
     let cwd = flags.workdir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| image.working_dir.clone());
@@ -341,98 +530,21 @@ pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -
     if !cwd.starts_with('/') {
         return Err(SpecError::Flag { flag: "--workdir".into(), value: cwd, why: "must be an absolute path".into() });
     }
-
-    let mut mounts = default_mounts(flags.shm_size.unwrap_or(64 << 20));
-    for (file, target) in [
-        (&paths.hosts, "/etc/hosts"),
-        (&paths.resolv_conf, "/etc/resolv.conf"),
-        (&paths.hostname_file, "/etc/hostname"),
-    ] {
-        if let Some(f) = file {
-            mounts.push(bind(f, target, false, None));
-        }
-    }
-    if let Some(init) = &paths.init {
-        mounts.push(bind(init, INIT_PATH, true, None));
-    }
-    for m in &paths.mounts {
-        mounts.push(match m {
-            ResolvedMount::Bind { source, target, readonly, propagation } => {
-                bind(source, target, *readonly, propagation.as_deref())
-            }
-            ResolvedMount::Tmpfs { target, options } => {
-                let mut o = vec!["nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()];
-                o.extend(options.iter().cloned());
-                json!({ "destination": target, "type": "tmpfs", "source": "tmpfs", "options": o })
-            }
-        });
-    }
-    // A later mount on the same target replaces an earlier one (a user's
-    // -v /dev/shm wins over the default), as docker merges them.
-    let mut seen = std::collections::HashSet::new();
-    let mut mounts: Vec<Value> =
-        mounts.into_iter().rev().filter(|m| seen.insert(m["destination"].to_string())).collect();
-    mounts.reverse();
-
-    let mut namespaces =
-        vec![json!({ "type": "pid" }), json!({ "type": "ipc" }), json!({ "type": "uts" }), json!({ "type": "mount" })];
-    if let Some(ns) = &paths.netns {
-        namespaces.push(json!({ "type": "network", "path": ns }));
-    }
-    if berth_cgroups::Layout::detect().is_ok_and(|l| l.kind == berth_cgroups::LayoutKind::V2) {
-        // docker's default on cgroup v2: a private cgroup namespace.
-        namespaces.push(json!({ "type": "cgroup" }));
-    }
-
-    let mut resources = json!({ "devices": device_rules(flags.privileged) });
-    if flags.memory.is_some() || flags.memory_swap.is_some() {
-        resources["memory"] = json!({ "limit": flags.memory, "swap": flags.memory_swap });
-    }
-    if let Some((quota, period)) = flags.cpus {
-        resources["cpu"] = json!({ "quota": quota, "period": period });
-    }
-    if let Some(p) = flags.pids_limit {
-        resources["pids"] = json!({ "limit": p });
-    }
-
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "resources": resources,
-        "cgroupsPath": paths.cgroups_path,
-    });
-    if !flags.privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
-    }
-    if let Some(s) = sec.seccomp {
-        linux["seccomp"] = s;
-    }
-    let annotations: serde_json::Map<String, Value> =
-        flags.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-
-    let spec = json!({
+    let process = process(image, flags, paths, &hostname, cwd, &sec, &caps)?;
+    let root = RootBuilder::default().path(&paths.rootfs).readonly(flags.read_only).build().map_err(invalid)?;
+    let annotations: HashMap<String, String> = flags.labels.iter().cloned().collect();
+    SpecBuilder::default()
         // 1.0.2, as docker writes it: every field used here is in it, and
         // older runtimes (crun 1.8) refuse versions they do not know.
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": flags.tty,
-            "user": { "uid": ident.uid, "gid": ident.gid, "additionalGids": ident.additional_gids },
-            "args": match &paths.init {
-                Some(_) => [INIT_PATH.to_owned(), "--".to_owned()].into_iter().chain(command(image, flags)?).collect(),
-                None => command(image, flags)?,
-            },
-            "env": environment(image, flags, &hostname, ident.home.as_deref()),
-            "cwd": cwd,
-            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-            "noNewPrivileges": sec.no_new_privileges,
-        },
-        "root": { "path": paths.rootfs, "readonly": flags.read_only },
-        "hostname": hostname,
-        "mounts": mounts,
-        "annotations": annotations,
-        "linux": linux,
-    });
-    serde_json::from_value(spec).map_err(|e| SpecError::Invalid(e.to_string()))
+        .version("1.0.2")
+        .process(process)
+        .root(root)
+        .hostname(hostname)
+        .mounts(mounts(flags, paths)?)
+        .annotations(annotations)
+        .linux(linux(flags, paths, sec.seccomp)?)
+        .build()
+        .map_err(invalid)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::{Value, json};
 
 fn rootfs() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

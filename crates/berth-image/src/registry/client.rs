@@ -156,10 +156,6 @@ impl Registry {
         &self.registry
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
-    }
-
     /// `GET /v2/`: any answer from a registry (200, or 401 with a
     /// challenge) proves it speaks the protocol.
     async fn ping(&self) -> Result<()> {

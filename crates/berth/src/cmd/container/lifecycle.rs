@@ -2,18 +2,18 @@
 //! unpause, attach, and `exec -t` on a pty of its own.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::Engine;
+use berth_engine::engine::{ExitWatch, Watched};
 use berth_engine::ops::ExecOptions;
 use berth_engine::store::{ContainerRecord, Status};
-use berth_shim::client::{ExitWatch, Watched};
 use clap::Args;
 
-use crate::containers::{RunArgs, create_container, start_failed};
-use crate::logs::LogFollower;
+use super::logs::LogFollower;
+use super::run::{RunArgs, create_container, start_failed};
 
 #[derive(Args)]
 pub struct StartArgs {
@@ -36,7 +36,7 @@ pub struct AttachArgs {
 }
 
 /// `berth create`: prints the new container's ID.
-pub fn create(engine: &Engine, config: &crate::Config, r: RunArgs) -> Result<()> {
+pub fn create(engine: &Engine, config: &crate::config::Config, r: RunArgs) -> Result<()> {
     let rec = create_container(engine, config, r)?;
     println!("{}", rec.id);
     Ok(())
@@ -65,7 +65,7 @@ pub fn start(engine: &Engine, a: StartArgs) -> Result<i32> {
             Err(e) => return start_failed(e),
         };
         if a.attach || a.interactive {
-            let tty = rec.config["tty"].as_bool().unwrap_or(false);
+            let tty = rec.config.tty;
             return follow(engine, &rec, a.interactive, tty, follower, Some(&mut watch));
         }
         println!("{c}");
@@ -84,8 +84,8 @@ fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
     if !matches!(rec.status, Status::Running | Status::Paused) {
         bail!("You cannot attach to a stopped container, start it first");
     }
-    let tty = rec.config["tty"].as_bool().unwrap_or(false);
-    let stdin = stdin && rec.config["stdin"].as_bool().unwrap_or(false);
+    let tty = rec.config.tty;
+    let stdin = stdin && rec.config.stdin;
     follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)), None)
 }
 
@@ -102,7 +102,7 @@ pub(crate) fn follow(
     mut follower: LogFollower,
     watch: Option<&mut ExitWatch>,
 ) -> Result<i32> {
-    let _terminal = if stdin || tty { Some(crate::attach::forward_stdin(engine, rec, tty)?) } else { None };
+    let _terminal = if stdin || tty { Some(super::terminal::forward_stdin(engine, rec, tty)?) } else { None };
     if let Some(watch) = watch {
         loop {
             let _ = follower.pump();
@@ -121,7 +121,7 @@ pub(crate) fn follow(
     })?)
 }
 
-pub fn restart(engine: &Engine, a: crate::containers::StopArgs) -> Result<()> {
+pub fn restart(engine: &Engine, a: super::ops::StopArgs) -> Result<()> {
     for c in a.containers {
         engine.restart(&c, Duration::from_secs(a.time))?;
         println!("{c}");
@@ -144,7 +144,7 @@ pub fn pause(engine: &Engine, containers: &[String], on: bool) -> Result<()> {
 /// `exec -t`: the process on its own pty; this terminal raw while it
 /// runs, its size passed on (and on SIGWINCH); the process's exit code.
 pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Result<i32> {
-    let terminal = crate::attach::Terminal::enter()?;
+    let terminal = super::terminal::Terminal::enter()?;
     let session = match engine.exec_tty(key, o) {
         Ok(s) => s,
         Err(e) => {
@@ -156,12 +156,12 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
         return Ok(0);
     }
     let master = session.master.try_clone().context("dup the pty master")?;
-    if let Some((rows, cols)) = crate::attach::window_size() {
+    if let Some((rows, cols)) = super::terminal::window_size() {
         set_size(&master, rows, cols);
     }
     if terminal.is_raw() {
         let m = master.try_clone().context("dup the pty master")?;
-        crate::attach::on_resize(move |rows, cols| set_size(&m, rows, cols))?;
+        super::terminal::on_resize(move |rows, cols| set_size(&m, rows, cols))?;
     }
     if stdin {
         let mut to = std::fs::File::from(master.try_clone().context("dup the pty master")?);
@@ -199,14 +199,12 @@ pub fn exec_tty(engine: &Engine, key: &str, o: &ExecOptions, stdin: bool) -> Res
 
 /// docker's codes for an exec that could not start: 126/127 with the
 /// runtime's message, else an error.
-pub fn exec_failed(e: berth_engine::engine::EngineError) -> Result<i32> {
-    crate::containers::cannot_run(e, "exec in the container")
+pub fn exec_failed(e: berth_engine::Error) -> Result<i32> {
+    super::run::cannot_run(e, "exec in the container")
 }
 
 fn set_size(master: &OwnedFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    use std::os::fd::AsRawFd;
-    // SAFETY: TIOCSWINSZ reads one winsize from the struct we pass; the fd
-    // is a pty master we own.
-    unsafe { libc::ioctl(master.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // Best effort: a container that ended has no terminal to resize.
+    let _ = rustix::termios::tcsetwinsize(master, ws);
 }

@@ -1,86 +1,17 @@
-//! Looking into containers and touching them up: top, stats, cp, port,
-//! rename, and `berth container ...` for them (and prune). docker's flags
-//! and output; errors exit with 1.
+//! `top`, `stats`, `cp`, `port` and `rename`.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth::format;
 use berth_engine::engine::Engine;
 use berth_engine::network::PortMapping;
 use berth_engine::observe::{Process, Sample};
 use berth_engine::store::{ContainerRecord, Status};
-use clap::{Args, Subcommand};
-
-use crate::format;
-
-/// `berth container ...`: the container commands, and `prune`, which
-/// only exists under `container`.
-#[derive(Subcommand)]
-pub enum ContainerGroup {
-    #[command(flatten)]
-    Cmd(ContainerCmd),
-    /// Remove all stopped containers
-    Prune(crate::system::PruneArgs),
-}
-
-/// The container commands, at the top level (`berth run`) and under
-/// `berth container` alike, as docker has them.
-#[derive(Subcommand)]
-pub enum ContainerCmd {
-    /// Display the running processes of a container
-    Top(TopArgs),
-    /// Display a live stream of containers' resource usage
-    Stats(StatsArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(CpArgs),
-    /// List port mappings or a specific mapping for the container
-    Port(PortArgs),
-    /// Rename a container
-    Rename(RenameArgs),
-    /// List containers
-    #[command(alias = "ls", alias = "list")]
-    Ps(crate::containers::PsArgs),
-    /// Run a command in a new container
-    Run(Box<crate::containers::RunArgs>),
-    /// Create a new container
-    Create(Box<crate::containers::RunArgs>),
-    /// Start stopped or created containers
-    Start(crate::lifecycle::StartArgs),
-    /// Stop running containers
-    Stop(crate::containers::StopArgs),
-    /// Restart containers
-    Restart(crate::containers::StopArgs),
-    /// Send a signal to running containers
-    Kill(crate::containers::KillArgs),
-    /// Remove containers
-    #[command(alias = "remove")]
-    Rm(crate::containers::RmArgs),
-    /// Run a command in a running container
-    Exec(crate::containers::ExecArgs),
-    /// Fetch a container's logs
-    Logs(crate::logs::LogsArgs),
-    /// Attach to a running container
-    Attach(crate::lifecycle::AttachArgs),
-    /// Pause all processes within containers
-    Pause {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
-    /// Unpause all processes within containers
-    Unpause {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
-    /// Wait for containers to stop; print their exit codes
-    Wait {
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
-    /// Display detailed information on containers (or images)
-    Inspect(crate::InspectArgs),
-}
+use berth_engine::units::{bytes_size, human_size};
+use clap::Args;
 
 #[derive(Args)]
 pub struct TopArgs {
@@ -256,10 +187,10 @@ fn stats_row(now: &Sample, before: &Sample, no_trunc: bool) -> Vec<String> {
         id,
         now.name.clone(),
         format!("{:.2}%", now.cpu_percent(before)),
-        format!("{} / {}", binary_size(now.mem_usage), binary_size(now.mem_limit)),
+        format!("{} / {}", bytes_size(now.mem_usage), bytes_size(now.mem_limit)),
         format!("{:.2}%", now.mem_percent()),
-        format!("{} / {}", decimal_size(now.net_rx), decimal_size(now.net_tx)),
-        format!("{} / {}", decimal_size(now.blk_read), decimal_size(now.blk_write)),
+        format!("{} / {}", human_size(now.net_rx), human_size(now.net_tx)),
+        format!("{} / {}", human_size(now.blk_read), human_size(now.blk_write)),
         now.pids.to_string(),
     ]
 }
@@ -270,34 +201,6 @@ fn stats_json(r: &[String]) -> serde_json::Value {
         "BlockIO": r[6], "CPUPerc": r[2], "Container": r[0], "ID": r[0], "MemPerc": r[4],
         "MemUsage": r[3], "Name": r[1], "NetIO": r[5], "PIDs": r[7],
     })
-}
-
-/// `%.{digits}g` with a unit from `units`, each `base` times the last
-/// (docker's go-units CustomSize).
-fn custom_size(n: u64, base: f64, units: &[&str], digits: usize) -> String {
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= base && i < units.len() - 1 {
-        v /= base;
-        i += 1;
-    }
-    let int_digits = if v < 1.0 { 1 } else { (v.log10().floor() as usize) + 1 };
-    let decimals = digits.saturating_sub(int_digits);
-    let mut s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
-    }
-    format!("{s}{}", units[i])
-}
-
-/// docker's BytesSize: "64MiB", "1.066GiB".
-pub fn binary_size(n: u64) -> String {
-    custom_size(n, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"], 4)
-}
-
-/// docker's HumanSizeWithPrecision(n, 3): "1.23kB".
-pub fn decimal_size(n: u64) -> String {
-    custom_size(n, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB", "EB"], 3)
 }
 
 /// One side of `cp`: `CONTAINER:PATH`, or a local path (absolute, or
@@ -337,7 +240,7 @@ pub fn cp(engine: &Engine, a: CpArgs) -> Result<()> {
 /// `berth port`: the container's published ports, as docker prints them.
 pub fn port(engine: &Engine, a: PortArgs) -> Result<()> {
     let rec = engine.containers()?.get(&a.container)?;
-    let mut ports: Vec<PortMapping> = serde_json::from_value(rec.config["ports"].clone()).unwrap_or_default();
+    let mut ports: Vec<PortMapping> = rec.config.ports.clone();
     ports.sort_by(|x, y| {
         (x.container_port, &x.protocol, x.host_port).cmp(&(y.container_port, &y.protocol, y.host_port))
     });
@@ -383,17 +286,6 @@ pub fn rename(engine: &Engine, a: RenameArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_print_as_dockers_go_units() {
-        assert_eq!(binary_size(64 * 1024 * 1024), "64MiB");
-        assert_eq!(binary_size(1_117_388), "1.066MiB");
-        assert_eq!(binary_size(0), "0B");
-        assert_eq!(binary_size(512), "512B");
-        assert_eq!(decimal_size(1234), "1.23kB");
-        assert_eq!(decimal_size(0), "0B");
-        assert_eq!(decimal_size(12_345_678), "12.3MB");
-    }
 
     #[test]
     fn cp_arguments_split_as_docker_splits_them() {

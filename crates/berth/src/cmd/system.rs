@@ -7,12 +7,12 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::Engine;
 use berth_engine::prune::{Pruned, Usage};
-use berth_engine::store::Status;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::format::{self, human_size};
-use crate::observe::binary_size;
+use berth::format;
+use berth_engine::units::bytes_size;
+use berth_engine::units::human_size;
 
 #[derive(Subcommand)]
 pub enum SystemCmd {
@@ -221,56 +221,31 @@ fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
     Ok(())
 }
 
-/// 2 when /sys/fs/cgroup is the unified hierarchy (cgroup2fs), else 1
-/// (v1 and hybrid hosts have a tmpfs of v1 hierarchies there).
-fn cgroup_version() -> &'static str {
-    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
-        Ok(s) if s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => "2",
-        _ => "1",
-    }
-}
-
-fn os_name() -> String {
-    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_owned())
-        .unwrap_or_else(|| "Linux".into())
-}
-
 /// `berth info` as docker's /info fields.
 fn info_record(engine: &Engine) -> Result<Value> {
-    let containers = engine.current_containers()?;
-    let count = |f: &dyn Fn(Status) -> bool| containers.iter().filter(|c| f(c.status)).count();
-    let running = count(&|s| s == Status::Running);
-    let paused = count(&|s| s == Status::Paused);
-    let images = engine.store()?.meta.read_all()?.images.len();
-    let uts = nix::sys::utsname::uname().context("uname")?;
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let runtime = engine.runtime.display().to_string();
-    let runtime_name = engine.runtime.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(runtime.clone());
+    let i = engine.info()?;
     Ok(json!({
-        "Containers": containers.len(),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": containers.len() - running - paused,
-        "Images": images,
+        "Containers": i.containers,
+        "ContainersRunning": i.running,
+        "ContainersPaused": i.paused,
+        "ContainersStopped": i.stopped,
+        "Images": i.images,
         "Driver": "overlay2",
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
-        "CgroupVersion": cgroup_version(),
-        "Runtimes": { runtime_name.clone(): { "path": runtime } },
-        "DefaultRuntime": runtime_name,
-        "KernelVersion": uts.release().to_string_lossy(),
-        "OperatingSystem": os_name(),
+        "CgroupVersion": i.cgroup_version,
+        "Runtimes": { i.runtime_name.clone(): { "path": i.runtime_path } },
+        "DefaultRuntime": i.runtime_name,
+        "KernelVersion": i.kernel_version,
+        "OperatingSystem": i.operating_system,
         "OSType": "linux",
-        "Architecture": uts.machine().to_string_lossy(),
-        "NCPU": cpus,
-        "MemTotal": berth_engine::observe::host_memory().unwrap_or(0),
-        "Name": uts.nodename().to_string_lossy(),
+        "Architecture": i.architecture,
+        "NCPU": i.cpus,
+        "MemTotal": i.mem_total,
+        "Name": i.name,
         "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "DockerRootDir": engine.root,
-        "RunRoot": engine.runroot,
+        "DockerRootDir": i.root,
+        "RunRoot": i.runroot,
     }))
 }
 
@@ -313,7 +288,7 @@ pub fn info(engine: &Engine, a: InfoArgs) -> Result<()> {
         s("OSType"),
         s("Architecture"),
         s("NCPU"),
-        binary_size(v["MemTotal"].as_u64().unwrap_or(0)),
+        bytes_size(v["MemTotal"].as_u64().unwrap_or(0)),
         s("Name"),
         s("DockerRootDir"),
         s("RunRoot"),
@@ -321,15 +296,6 @@ pub fn info(engine: &Engine, a: InfoArgs) -> Result<()> {
     );
     print!("{text}");
     Ok(())
-}
-
-/// The OCI runtime's `--version` output, or why there is none.
-fn runtime_version(engine: &Engine) -> String {
-    match std::process::Command::new(&engine.runtime).arg("--version").output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        Ok(o) => format!("unknown ({})", String::from_utf8_lossy(&o.stderr).trim()),
-        Err(e) => format!("unknown ({}: {e})", engine.runtime.display()),
-    }
 }
 
 /// The minimum Rust the crate declares (docker shows its Go version).
@@ -343,9 +309,9 @@ fn rust_version() -> &'static str {
 /// `berth version`: this build, and the OCI runtime it drives.
 pub fn version(engine: &Engine, a: VersionArgs) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
-    let arch = berth_image::Platform::host().architecture;
+    let arch = berth_engine::images::Platform::host().architecture;
     let os_arch = format!("linux/{arch}");
-    let runtime = runtime_version(engine);
+    let runtime = engine.runtime_version();
     match a.format.as_deref() {
         Some("json") | Some("{{json .}}") => {
             let v = json!({

@@ -6,9 +6,9 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use anyhow::{Context, Result};
+use berth_engine::engine::Attach;
 use berth_engine::engine::Engine;
 use berth_engine::store::ContainerRecord;
-use berth_shim::client::Attach;
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// Puts the terminal back as it was when dropped.
@@ -109,8 +109,6 @@ fn copy_stdin(attach: &mut Attach) {
 
 /// The terminal's size on stdin, if it is one.
 pub fn window_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
-    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
+    let ws = rustix::termios::tcgetwinsize(std::io::stdin()).ok()?;
+    (ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }

@@ -1,0 +1,109 @@
+//! The engine's one error type: what an engine operation can fail with.
+//! Each module keeps its own typed failures (StoreError, SpecError,
+//! NetworkError, VolumeError, LogConfigError, ObserveError, CopyError),
+//! nested here as variants, so a front end matches on one type and still
+//! sees which part failed and how.
+
+use std::path::PathBuf;
+
+use crate::{network, spec, volume::VolumeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] berth_image::Error),
+    /// No local image by that name: `Images::create_container` pulls and
+    /// tries again, as `docker run` does (unless `--pull never`).
+    #[error("Unable to find image '{0}' locally")]
+    NoSuchImage(String),
+    /// `run --pull` names no policy docker knows.
+    #[error("--pull {0:?}: use always, missing or never")]
+    PullPolicy(String),
+    /// `import` read nothing.
+    #[error("import: the tarball is empty")]
+    EmptyImport,
+    /// `import --change` that docker would not apply either.
+    #[error("--change {change:?}: {reason}")]
+    Change { change: String, reason: String },
+    #[error("import: image config: {0}")]
+    ImportConfig(String),
+    #[error("login to {server}: {source}")]
+    Login { server: String, source: berth_image::Error },
+    #[error("image {id}: config is not JSON: {source}")]
+    ImageConfig { id: String, source: serde_json::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Shim(#[from] berth_shim::ShimError),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
+    Running(String),
+    /// Dead (its creation never finished) or half removed: only `rm` is
+    /// left (docker's words for its Dead and removal-in-progress ones).
+    #[error(
+        "container {0} is marked for removal and cannot be started (its creation or removal was interrupted: remove it)"
+    )]
+    Defunct(String),
+    /// docker's words: "container X is not running".
+    #[error("{0}")]
+    NotRunning(String),
+    /// The OCI runtime failed (its own message) or could not be run.
+    #[error("OCI runtime: {0}")]
+    Runtime(#[from] berth_oci_cli::Error),
+    /// No terminal came from the runtime's `exec --tty`.
+    #[error("OCI runtime: {0}")]
+    Console(String),
+    #[error("container {id} did not stop: its init (pid {pid}) still runs after SIGKILL")]
+    DidNotStop { id: String, pid: i32 },
+    #[error("container {0} is already running")]
+    AlreadyRunning(String),
+    #[error("unknown network mode {0:?} (none, host, bridge or a network name)")]
+    NetworkMode(String),
+    /// A network attachment that could not be undone: the container
+    /// stays, marked for removal, so that its attachment is not forgotten
+    /// and the next `rm -f` runs the DEL again (idempotent by the CNI spec).
+    /// Boxed: an observation's failure may itself hold an engine error.
+    #[error(transparent)]
+    Observe(Box<crate::observe::ObserveError>),
+    /// Boxed, as [`Error::Observe`].
+    #[error(transparent)]
+    Copy(Box<crate::copy::CopyError>),
+    #[error(transparent)]
+    LogConfig(#[from] crate::logconfig::LogConfigError),
+    #[error(
+        "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
+    )]
+    Detach { id: String, network: String, source: Box<network::NetworkError> },
+}
+
+impl From<crate::observe::ObserveError> for Error {
+    fn from(e: crate::observe::ObserveError) -> Error {
+        Error::Observe(Box::new(e))
+    }
+}
+
+impl From<crate::copy::CopyError> for Error {
+    fn from(e: crate::copy::CopyError) -> Error {
+        Error::Copy(Box::new(e))
+    }
+}
+
+impl Error {
+    /// The runtime could not exec the container's (or an exec's) command,
+    /// and why: from the runtime's own error when the engine ran it, or
+    /// from the words the shim passed on when the shim did.
+    pub fn exec_failure(&self) -> Option<berth_oci_cli::ExecFailure> {
+        match self {
+            Error::Runtime(e) => e.exec_failure(),
+            Error::Shim(berth_shim::ShimError::Runtime(message)) => berth_oci_cli::ExecFailure::from_message(message),
+            _ => None,
+        }
+    }
+}
