@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
+use super::challenge::{AuthChallenge, parse_challenges};
 use crate::error::{Error, IoContext, Result, json_err};
 use crate::reference::DEFAULT_REGISTRY;
 
@@ -161,67 +162,42 @@ fn decode(e: &AuthEntry, path: &Path) -> Result<Option<Credentials>> {
     Ok(None)
 }
 
-/// A parsed `WWW-Authenticate` challenge.
+/// The challenge berth answers, out of those a 401 offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
     Basic,
     Bearer { realm: String, service: Option<String>, scope: Option<String> },
 }
 
-/// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`.
+/// The challenge to answer in one `WWW-Authenticate` value: its first
+/// Bearer challenge with a realm, else Basic (see [`super::challenge`]
+/// for the grammar).
 pub fn parse_challenge(header: &str) -> Option<Challenge> {
-    let header = header.trim();
-    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-    let params = parse_params(rest);
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer {
-            realm: params.get("realm")?.clone(),
-            service: params.get("service").cloned(),
-            scope: params.get("scope").cloned(),
-        }),
-        _ => None,
-    }
+    choose(&parse_challenges(header))
 }
 
-fn parse_params(s: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = s;
-    loop {
-        rest = rest.trim_start_matches([' ', ',']);
-        if rest.is_empty() {
-            return out;
-        }
-        let (key, after) = rest.split_once('=').unwrap_or((rest, ""));
-        let key = key.trim().to_ascii_lowercase();
-        let (val, after) = match after.strip_prefix('"') {
-            Some(q) => quoted(q),
-            None => {
-                let (v, a) = after.split_once(',').unwrap_or((after, ""));
-                (v.trim().to_string(), a)
-            }
-        };
-        if !key.is_empty() {
-            out.insert(key, val);
-        }
-        rest = after;
-    }
+/// The challenge to answer among all of a response's `WWW-Authenticate`
+/// headers (a registry may send one per scheme). Values are read as UTF-8
+/// bytes, so a realm or service with non-ASCII text is kept.
+pub fn challenge_from_headers(headers: &reqwest::header::HeaderMap) -> Option<Challenge> {
+    let all: Vec<AuthChallenge> = headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .flat_map(|v| parse_challenges(&String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    choose(&all)
 }
 
-/// A quoted-string's value (`s` starts after its opening quote), with its
-/// backslash escapes undone, and what follows its closing quote. Walked by
-/// characters, so a value keeps any UTF-8 it holds.
-fn quoted(s: &str) -> (String, &str) {
-    let mut val = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return (val, &s[i + 1..]),
-            '\\' => val.extend(chars.next().map(|(_, n)| n)),
-            c => val.push(c),
-        }
-    }
-    (val, "")
+/// Bearer first, as docker's token handler comes before its basic one.
+fn choose(all: &[AuthChallenge]) -> Option<Challenge> {
+    let bearer = all.iter().filter(|c| c.scheme == "bearer").find_map(|c| {
+        Some(Challenge::Bearer {
+            realm: c.param("realm")?.to_string(),
+            service: c.param("service").map(str::to_string),
+            scope: c.param("scope").map(str::to_string),
+        })
+    });
+    bearer.or_else(|| all.iter().any(|c| c.scheme == "basic").then_some(Challenge::Basic))
 }
 
 #[cfg(test)]

@@ -16,12 +16,12 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
-    RANGE, WWW_AUTHENTICATE,
+    RANGE,
 };
 use reqwest::{Method, StatusCode, Url};
 use tracing::{debug, warn};
 
-use super::auth::{Challenge, Credentials, parse_challenge};
+use super::auth::{Challenge, Credentials, challenge_from_headers};
 use super::config::{RegistryConfig, is_loopback};
 use super::hosts::{Endpoint, HostConfig};
 use crate::digest::Digest;
@@ -202,7 +202,7 @@ impl Registry {
     }
 
     fn remember_challenge(&self, resp: &reqwest::Response) {
-        if let Some(c) = resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).and_then(parse_challenge)
+        if let Some(c) = challenge_from_headers(resp.headers())
             && let Ok(mut st) = self.auth.lock()
         {
             st.challenge = Some(c);

@@ -4,6 +4,7 @@
 //! `hosts.toml` (mirrors, TLS).
 
 pub mod auth;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod hosts;
