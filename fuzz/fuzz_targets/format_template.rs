@@ -90,7 +90,9 @@ fn fields(rows: &[Map<String, Value>]) {
             let want = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => "<no value>".to_string(),
-                Value::Array(l) => format!("[{}]", l.iter().map(|s| s.as_str().unwrap_or_default()).collect::<Vec<_>>().join(" ")),
+                Value::Array(l) => {
+                    format!("[{}]", l.iter().map(|s| s.as_str().unwrap_or_default()).collect::<Vec<_>>().join(" "))
+                }
                 other => other.to_string(),
             };
             assert_eq!(plain, format!("{want}\n"), "{{{{.{k}}}}}");
