@@ -278,6 +278,56 @@ fn decode(e: &AuthEntry, path: &Path) -> Result<Option<Credentials>> {
     Ok(None)
 }
 
+/// docker's OAuth2 client id is "docker"; ours names berth.
+const TOKEN_CLIENT_ID: &str = "berth";
+
+/// The request for a Bearer token at `url`: the challenge's realm with
+/// its service and scopes as query parameters. With an identity token,
+/// docker's OAuth2 refresh: a POST of the form `grant_type=refresh_token`,
+/// the token, service, scopes (space-separated) and client id to the
+/// realm. Else a GET, with Basic credentials when there are some.
+pub(crate) fn token_request(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    creds: Option<&Credentials>,
+) -> reqwest::RequestBuilder {
+    let Some(token) = creds.and_then(Credentials::identity_token) else {
+        let req = http.get(url);
+        return match creds {
+            Some(c) => req.header(reqwest::header::AUTHORIZATION, c.basic_header()),
+            None => req,
+        };
+    };
+    let mut form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("refresh_token", token.to_string()),
+        ("client_id", TOKEN_CLIENT_ID.to_string()),
+    ];
+    let mut scopes = Vec::new();
+    let mut realm = url.clone();
+    // What the realm itself carries in its query stays there.
+    let others: Vec<(String, String)> = url
+        .query_pairs()
+        .filter_map(|(k, v)| match k.as_ref() {
+            "service" => {
+                form.push(("service", v.into_owned()));
+                None
+            }
+            "scope" => {
+                scopes.push(v.into_owned());
+                None
+            }
+            _ => Some((k.into_owned(), v.into_owned())),
+        })
+        .collect();
+    realm.set_query(None);
+    if !others.is_empty() {
+        realm.query_pairs_mut().extend_pairs(others);
+    }
+    form.push(("scope", scopes.join(" ")));
+    http.post(realm).form(&form)
+}
+
 /// The challenge berth answers, out of those a 401 offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {

@@ -245,11 +245,8 @@ impl Registry {
                         q.append_pair("scope", s);
                     }
                 }
-                let mut req = self.http.get(url.clone());
-                if let Some(c) = &self.creds {
-                    req = req.header(AUTHORIZATION, c.basic_header());
-                }
-                let resp = req.send().await.map_err(http_err(format!("GET {realm}")))?;
+                let req = super::auth::token_request(&self.http, url.clone(), self.creds.as_ref());
+                let resp = req.send().await.map_err(http_err(format!("token from {realm}")))?;
                 if !resp.status().is_success() {
                     return Err(Error::Auth {
                         registry: self.registry.clone(),
