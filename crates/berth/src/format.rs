@@ -158,6 +158,22 @@ impl Template {
         Ok(tabwrite(&text))
     }
 
+    /// Renders each value as `docker inspect --format` does: any JSON (an
+    /// inspect document) is the template's dot, each output followed by a
+    /// newline; a key a map lacks prints `<no value>`, as Go's maps do.
+    /// No `table`: inspect has none.
+    pub fn render_values(&self, values: &[serde_json::Value]) -> anyhow::Result<String> {
+        let parsed = self.parsed.as_ref().map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?;
+        let tmpl = parsed.template(row_funcs(), MissingKey::Invalid);
+        let mut out = String::new();
+        for v in values {
+            tmpl.execute_template_fmt(&mut out, NAME, &to_go(v))
+                .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?;
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     fn head(&self, field: &str) -> String {
         match self.headers.iter().find(|(f, _)| *f == field) {
             Some((_, h)) => h.to_string(),

@@ -211,3 +211,24 @@ fn errors_read_as_dockers() {
     let e = Template::parse("{{.ID").render(&c).unwrap_err().to_string();
     assert!(e.starts_with("template parsing error: template: "), "{e}");
 }
+
+#[test]
+fn inspect_formats_over_whole_documents() {
+    // `docker inspect -f` runs over the decoded JSON: nested fields, json of
+    // a part, range, and <no value> for a key a map lacks.
+    let doc = json!({
+        "Id": "abc", "Name": "/web",
+        "Config": {"Image": "busybox", "Labels": {"b": "2", "a": "1"}, "Env": ["A=1", "B=2"]},
+        "Mounts": [{"Source": "/x"}, {"Source": "/y"}],
+        "State": {"Running": true, "Pid": 42},
+    });
+    let render = |t: &str| Template::parse(t).render_values(std::slice::from_ref(&doc)).unwrap();
+    assert_eq!(render("{{.Config.Image}}"), "busybox\n");
+    assert_eq!(render("{{json .Config.Labels}}"), "{\"a\":\"1\",\"b\":\"2\"}\n");
+    assert_eq!(render("{{range .Mounts}}{{.Source}} {{end}}"), "/x /y \n");
+    assert_eq!(render("{{.State.Running}} {{.State.Pid}}"), "true 42\n");
+    assert_eq!(render("{{index .Config.Labels \"a\"}}"), "1\n");
+    assert_eq!(render("{{join .Config.Env \",\"}}"), "A=1,B=2\n");
+    assert_eq!(render("{{.Config.Nope}}"), "<no value>\n");
+    assert_eq!(render("{{.Config.Labels}}"), "map[a:1 b:2]\n");
+}
