@@ -5,15 +5,32 @@
 //! Invariants: a Bearer challenge written back as a header (quoted, with
 //! backslash escapes, as registries send it) parses to the same realm,
 //! service and scope, whatever characters they hold; the scheme is
-//! case-insensitive.
+//! case-insensitive. Every challenge list (`registry::challenge`) written
+//! back (parameters quoted) parses to the same challenges.
 
 #![no_main]
 
 use berth_image::registry::auth::{Challenge, parse_challenge};
+use berth_image::registry::challenge::parse_challenges;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(header) = std::str::from_utf8(data) else { return };
+    let all = parse_challenges(header);
+    let written: Vec<String> = all
+        .iter()
+        .map(|c| match &c.token68 {
+            Some(t) => format!("{} {t}", c.scheme),
+            None if c.params.is_empty() => c.scheme.clone(),
+            None => {
+                let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+                format!("{} {}", c.scheme, params.join(", "))
+            }
+        })
+        .collect();
+    let again = written.join(", ");
+    assert_eq!(parse_challenges(&again), all, "{header:?} parsed, written back as {again:?}");
+
     let Some(challenge) = parse_challenge(header) else { return };
     if let Challenge::Bearer { realm, service, scope } = &challenge {
         let mut h = format!("Bearer realm={}", quote(realm));

@@ -73,7 +73,8 @@ pub fn parse_normalized(s: &str) -> Option<DockerRef> {
     }
     let full = format!("{domain}/{remainder}");
     let caps = REFERENCE.captures(&full)?;
-    if caps["name"].len() > NAME_TOTAL_LENGTH_MAX {
+    // Since distribution/reference v0.5, the path alone is limited.
+    if caps["path"].len() > NAME_TOTAL_LENGTH_MAX {
         return None;
     }
     let digest = caps.name("digest").map(|d| d.as_str().to_string());

@@ -1,6 +1,22 @@
 //! Image references, normalized as docker does: `busybox` is
 //! `docker.io/library/busybox:latest`, `localhost:5000/a/b@sha256:…` keeps
-//! its host, port and digest.
+//! its host, port and digest. Tested on distribution/reference's own
+//! vectors (tests/reference_vectors.rs) and fuzzed against a model of its
+//! grammar (fuzz/fuzz_targets/reference.rs).
+//!
+//! Ours rather than oci-spec's `distribution::Reference` (0.10), which
+//! differs from docker's `ParseNormalizedNamed` where users notice: it
+//! takes no IPv6 registry (`[::1]:5000/app`); it accepts a bare 64-digit
+//! hex string (an image ID) as a repository name; an uppercase first
+//! component (`Foo/bar`) is not a registry there; it has no familiar name
+//! (`busybox` for docker.io/library/busybox); its errors do not say what
+//! was wrong (uppercase, length, digest) beyond "invalid reference
+//! format"; and its digest is a string, where ours is a verified sha256
+//! [`Digest`]. Deliberate differences from docker: `registry-1.docker.io`
+//! (the host serving Docker Hub's API) is also read as docker.io; digests
+//! other than sha256 are refused (docker's default build refuses them
+//! too); a familiar name is shortened only when it parses back to the same
+//! repository (docker shows `docker.io/a.b/c` as `a.b/c`, another registry).
 
 use std::fmt;
 use std::str::FromStr;
@@ -67,7 +83,9 @@ impl Reference {
         if !repository.split('/').all(valid_path_component) {
             return Err(bad("invalid repository name"));
         }
-        if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
+        // The path alone, as distribution/reference since v0.5 (docker 24):
+        // the registry does not count.
+        if repository.len() > MAX_NAME_LEN {
             return Err(bad("repository name too long"));
         }
         let tag = match (tag, &digest) {
@@ -351,7 +369,7 @@ mod tests {
             "a..b",
             "localhost:port/app",
             &format!("busybox:{}", "t".repeat(129)),
-            &format!("example.com/{}", "a".repeat(250)),
+            &format!("example.com/{}", "a".repeat(256)),
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -16,12 +16,12 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION,
-    RANGE, WWW_AUTHENTICATE,
+    RANGE,
 };
 use reqwest::{Method, StatusCode, Url};
 use tracing::{debug, warn};
 
-use super::auth::{Challenge, Credentials, parse_challenge};
+use super::auth::{Challenge, Credentials, challenge_from_headers};
 use super::config::{RegistryConfig, is_loopback};
 use super::hosts::{Endpoint, HostConfig};
 use crate::digest::Digest;
@@ -198,7 +198,7 @@ impl Registry {
     }
 
     fn remember_challenge(&self, resp: &reqwest::Response) {
-        if let Some(c) = resp.headers().get(WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).and_then(parse_challenge)
+        if let Some(c) = challenge_from_headers(resp.headers())
             && let Ok(mut st) = self.auth.lock()
         {
             st.challenge = Some(c);
@@ -241,11 +241,8 @@ impl Registry {
                         q.append_pair("scope", s);
                     }
                 }
-                let mut req = self.http.get(url.clone());
-                if let Some(c) = &self.creds {
-                    req = req.header(AUTHORIZATION, c.basic_header());
-                }
-                let resp = req.send().await.map_err(http_err(format!("GET {realm}")))?;
+                let req = super::auth::token_request(&self.http, url.clone(), self.creds.as_ref());
+                let resp = req.send().await.map_err(http_err(format!("token from {realm}")))?;
                 if !resp.status().is_success() {
                     return Err(Error::Auth {
                         registry: self.registry.clone(),
