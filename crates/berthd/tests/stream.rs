@@ -1,0 +1,389 @@
+//! The streaming server (Exec, Attach, PortForward) driven by the real
+//! crictl v1.36, over SPDY and WebSocket. Containers are not wired to the
+//! engine yet, so berthd runs with the TEST-ONLY host streamer
+//! (`[stream] debug_host_streamer_dir`): a "container" is a directory of
+//! the test's and its commands run on the host there.
+//!
+//! crictl exec checks the image service first (ImageFsInfo), which berthd
+//! does not serve yet: the tests point crictl's image endpoint at a stub
+//! that answers only that. Drop [`StubImages`] once berthd serves it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_cri_api::v1;
+use berth_testkit::cri::{Berthd, crictl_bin};
+use berthd::not_yet;
+use tonic::{Request, Response, Status};
+
+/// An ImageService that answers ImageFsInfo (empty) on its own socket.
+struct StubImages {
+    socket: PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Stub;
+
+berthd::cri_service! {
+    impl v1::image_service_server::ImageService for Stub {
+        async fn image_fs_info(
+            &self,
+            _req: Request<v1::ImageFsInfoRequest>,
+        ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
+            Ok(Response::new(v1::ImageFsInfoResponse::default()))
+        }
+    }
+    not_yet {
+        "ListImages" list_images(ListImagesRequest) -> ListImagesResponse;
+        "ImageStatus" image_status(ImageStatusRequest) -> ImageStatusResponse;
+        "PullImage" pull_image(PullImageRequest) -> PullImageResponse;
+        "RemoveImage" remove_image(RemoveImageRequest) -> RemoveImageResponse;
+    }
+}
+
+impl StubImages {
+    fn start(dir: &Path) -> StubImages {
+        let socket = dir.join("images.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = {
+            let _guard = RT.enter();
+            tokio::net::UnixListener::bind(&socket).unwrap()
+        };
+        RT.spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(v1::image_service_server::ImageServiceServer::new(Stub))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        StubImages { socket, _stop: stop }
+    }
+}
+
+static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+});
+
+/// A berthd with the host streamer over `containers/`, where the test
+/// makes its "containers" (directories).
+struct Env {
+    d: Berthd,
+    containers: tempfile::TempDir,
+    images: StubImages,
+}
+
+impl Env {
+    fn start() -> Env {
+        let containers = tempfile::Builder::new().prefix("berthd-stream-").tempdir().unwrap();
+        let images = StubImages::start(containers.path());
+        let dir = containers.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        let d = Berthd::start(&format!("[stream]\ndebug_host_streamer_dir = \"{}\"\n", dir.display()));
+        Env { d, containers, images }
+    }
+
+    /// A new "container": its directory.
+    fn container(&self, id: &str) -> PathBuf {
+        let p = self.containers.path().join("c").join(id);
+        std::fs::create_dir(&p).unwrap();
+        p
+    }
+
+    fn crictl(&self) -> Command {
+        let mut c = Command::new(crictl_bin());
+        c.arg("--config").arg(self.d.dir.path().join("crictl.yaml"));
+        c.args(["--runtime-endpoint", &self.d.endpoint(), "--timeout", "20s"]);
+        c.arg("--image-endpoint").arg(format!("unix://{}", self.images.socket.display()));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.crictl();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().expect("run crictl");
+        if let Some(input) = stdin {
+            // From a thread: crictl's output is read only at the end.
+            let mut w = child.stdin.take().unwrap();
+            let input = input.to_string();
+            std::thread::spawn(move || w.write_all(input.as_bytes()));
+        }
+        wait_output(child, Duration::from_secs(60), &format!("crictl {args:?}"))
+    }
+}
+
+/// The child's output, read as it comes; killed (by its PID) if it runs
+/// longer than `limit`.
+fn wait_output(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let mut hung = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            hung = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    if hung {
+        let tail = |b: &[u8]| s(&b[b.len().saturating_sub(300)..]);
+        panic!(
+            "{what} hung; stdout ({} bytes) ends {:?}; stderr {:?}",
+            out.stdout.len(),
+            tail(&out.stdout),
+            s(&out.stderr)
+        );
+    }
+    out
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
+
+#[test]
+fn exec_splits_stdout_and_stderr_and_reports_the_exit_code() {
+    let e = Env::start();
+    let dir = e.container("c1");
+    for t in TRANSPORTS {
+        let out = e.run(&["exec", "--transport", t, "c1", "sh", "-c", "echo out; pwd; echo err >&2; exit 3"], None);
+        // crictl exits 1 on any error; the exit code is in its message.
+        assert_eq!(out.status.code(), Some(1), "{t}: {out:?}");
+        assert_eq!(s(&out.stdout), format!("out\n{}\n", dir.display()), "{t}");
+        let err = s(&out.stderr);
+        assert!(err.starts_with("err\n"), "{t}: {err}");
+        assert!(err.contains("command terminated with exit code 3"), "{t}: {err}");
+        let ok = e.run(&["exec", "--transport", t, "c1", "sh", "-c", "echo fine"], None);
+        assert!(ok.status.success(), "{t}: {ok:?}");
+        assert_eq!(s(&ok.stdout), "fine\n", "{t}");
+        assert_eq!(s(&ok.stderr), "", "{t}");
+    }
+}
+
+#[test]
+fn exec_passes_stdin_through_until_its_end() {
+    let e = Env::start();
+    e.container("c2");
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    for t in TRANSPORTS {
+        let out = e.run(&["exec", "-i", "--transport", t, "c2", "cat"], Some(&input));
+        assert!(out.status.success(), "{t}: {}", s(&out.stderr));
+        assert!(out.stdout == input.as_bytes(), "{t}: {} bytes back of {}", out.stdout.len(), input.len());
+        // The command sees the end of stdin: wc counts every line.
+        let out = e.run(&["exec", "-i", "--transport", t, "c2", "wc", "-l"], Some(&input));
+        assert_eq!(s(&out.stdout).trim(), "20000", "{t}: {}", s(&out.stderr));
+    }
+}
+
+#[test]
+fn exec_with_a_tty_gives_the_command_a_terminal_of_the_clients_size() {
+    let e = Env::start();
+    e.container("c3");
+    for t in TRANSPORTS {
+        // script gives crictl a terminal (crictl -t refuses without one).
+        let mut crictl = e.crictl();
+        crictl.args(["exec", "-it", "--transport", t, "c3", "sh", "-c", "tty; stty size; exit 5"]);
+        let line = std::iter::once(crictl.get_program())
+            .chain(crictl.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let child = Command::new("script")
+            .args(["-qec", &format!("stty cols 101 rows 33; {line}"), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(child, Duration::from_secs(60), &line);
+        let text = s(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "{t}: {text:?} {:?}", s(&out.stderr));
+        assert!(text.contains("33 101"), "{t}: the terminal size did not reach the command: {text:?}");
+        assert!(text.contains("exit code 5"), "{t}: {text:?}");
+    }
+}
+
+/// A listener on the host's loopback that answers each line with
+/// `pong: LINE` and then closes; its port.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_ok() {
+                    let _ = (&c).write_all(format!("pong: {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// crictl port-forward running until dropped (killed by its PID).
+struct Forward(std::process::Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts crictl port-forward to `remote` and returns it with the local port it
+/// printed ("Forwarding from 127.0.0.1:LOCAL -> REMOTE").
+fn port_forward(e: &Env, transport: &str, pod: &str, remote: u16) -> (Forward, u16) {
+    let mut child = e
+        .crictl()
+        .args(["port-forward", "--transport", transport, pod, &format!(":{remote}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let fwd = Forward(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading: crictl logs each connection there, and dies of
+    // SIGPIPE if nobody does.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let local = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("crictl port-forward printed {line:?}"));
+    (fwd, local)
+}
+
+fn ask(local: u16, line: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", local)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(line.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    match c.read_to_end(&mut got) {
+        Ok(_) => {}
+        // crictl may reset the connection once the remote side is done.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("read from the forwarded port: {e}"),
+    }
+    s(&got)
+}
+
+#[test]
+fn port_forward_carries_bytes_both_ways() {
+    let e = Env::start();
+    e.container("pod1");
+    let port = echo_server();
+    for t in TRANSPORTS {
+        let (_fwd, local) = port_forward(&e, t, "pod1", port);
+        // Two connections through one forward: each is its own stream pair.
+        assert_eq!(ask(local, "ping 1\n"), "pong: ping 1\n", "{t}");
+        assert_eq!(ask(local, "ping 2\n"), "pong: ping 2\n", "{t}");
+    }
+}
+
+#[test]
+fn port_forward_to_a_closed_port_reports_the_error() {
+    let e = Env::start();
+    e.container("pod2");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut fwd, local) = port_forward(&e, "spdy", "pod2", closed);
+    let got = ask(local, "ping\n");
+    assert_eq!(got, "");
+    let _ = fwd.0.kill();
+    let mut err = String::new();
+    fwd.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains(&format!("error forwarding port {closed} to pod pod2")), "{err}");
+    assert!(err.contains("Connection refused") || err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn unknown_containers_and_pods_are_not_found() {
+    let e = Env::start();
+    let out = e.run(&["exec", "nope", "true"], None);
+    assert!(!out.status.success());
+    assert!(s(&out.stderr).contains("NotFound desc = container \\\"nope\\\" not found"), "{}", s(&out.stderr));
+    let out = e.run(&["port-forward", "nopod", ":80"], None);
+    assert!(s(&out.stderr).contains("pod sandbox \\\"nopod\\\" not found"), "{}", s(&out.stderr));
+    // A path that escapes the directory is no container either.
+    let out = e.run(&["exec", "..", "true"], None);
+    assert!(s(&out.stderr).contains("not found"), "{}", s(&out.stderr));
+}
+
+#[test]
+fn attach_failures_come_back_on_the_error_stream() {
+    let e = Env::start();
+    e.container("c4");
+    for t in TRANSPORTS {
+        let out = e.run(&["attach", "--transport", t, "c4"], None);
+        assert!(!out.status.success(), "{t}");
+        let err = s(&out.stderr);
+        assert!(err.contains("error attaching to container"), "{t}: {err}");
+        assert!(err.contains("runs no container process to attach to"), "{t}: {err}");
+    }
+}
+
+/// A raw HTTP request on the streaming server; the status line.
+fn http_status(url: &str, upgrade: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut c = TcpStream::connect(host).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+#[test]
+fn a_token_is_single_use() {
+    let e = Env::start();
+    e.container("c5");
+    let out = e.run(&["--debug", "exec", "c5", "true"], None);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let err = s(&out.stderr);
+    // crictl logs the response: url:"http://127.0.0.1:PORT/exec/TOKEN".
+    let url = err
+        .split("url:\\\"")
+        .nth(1)
+        .or_else(|| err.split("url:\"").nth(1))
+        .and_then(|r| r.split(['"', '\\']).next())
+        .unwrap_or_else(|| panic!("no URL in crictl's log: {err}"));
+    assert!(url.contains("/exec/"), "{url}");
+    assert_eq!(http_status(url, "SPDY/3.1"), "HTTP/1.1 404 Not Found");
+    // Neither is a made-up token, nor a token on the wrong path.
+    let made_up = format!("{}/exec/{}", url.rsplit_once("/exec/").unwrap().0, "0".repeat(32));
+    assert_eq!(http_status(&made_up, "SPDY/3.1"), "HTTP/1.1 404 Not Found");
+}
