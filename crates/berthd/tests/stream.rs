@@ -387,3 +387,52 @@ fn a_token_is_single_use() {
     let made_up = format!("{}/exec/{}", url.rsplit_once("/exec/").unwrap().0, "0".repeat(32));
     assert_eq!(http_status(&made_up, "SPDY/3.1"), "HTTP/1.1 404 Not Found");
 }
+
+/// Kills a host process by PID when dropped (cleanup when a test fails).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| st.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within 20 s");
+}
+
+#[test]
+fn a_client_that_leaves_stops_its_command() {
+    let e = Env::start();
+    let dir = e.container("c6");
+    for t in TRANSPORTS {
+        let pidfile = dir.join(format!("pid-{t}"));
+        let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+        let mut client = e
+            .crictl()
+            .args(["exec", "--transport", t, "c6", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        poll("the command writes its PID", || std::fs::read_to_string(&pidfile).is_ok_and(|p| p.ends_with('\n')));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let _guard = KillOnDrop(pid);
+        assert!(running(pid), "{t}");
+        client.kill().unwrap();
+        client.wait().unwrap();
+        poll(&format!("{t}: the command of a client that left is killed"), || !running(pid));
+    }
+}

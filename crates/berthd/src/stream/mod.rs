@@ -95,7 +95,9 @@ impl StreamError {
 }
 
 /// What the streaming server runs: implemented on the engine's containers
-/// (and by [`host::HostStreamer`] for tests).
+/// (and by [`host::HostStreamer`] for tests). The future of `exec` or
+/// `attach` is dropped when the client goes away: the implementation stops
+/// what it started then (kill on drop).
 #[tonic::async_trait]
 pub trait Streamer: Send + Sync + 'static {
     /// Whether exec/attach can reach `container_id` (asked before a URL

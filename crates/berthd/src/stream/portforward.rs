@@ -20,6 +20,8 @@ use super::{HttpResponse, Streamer, Upgrade, header_list, text};
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 pub const WS_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+/// Requests with one stream of their pair opened, at most.
+const MAX_HALF_PAIRS: usize = 128;
 
 pub fn serve(
     mut req: hyper::Request<Incoming>,
@@ -66,13 +68,19 @@ async fn session<IO>(io: IO, pod: String, streamer: Arc<dyn Streamer>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (out, mut incoming, task) = spdy::serve_session(io);
+    let spdy::Session { out, mut incoming, task, .. } = spdy::serve_session(io);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     while let Some(s) = incoming.recv().await {
         let Some(request_id) = s.header("requestid").map(str::to_string) else {
             refuse(&out, &s).await;
             continue;
         };
+        // Half pairs wait for their other stream; a client cannot make
+        // them pile up without bound.
+        if !pairs.contains_key(&request_id) && pairs.len() >= MAX_HALF_PAIRS {
+            refuse(&out, &s).await;
+            continue;
+        }
         let pair = pairs.entry(request_id.clone()).or_default();
         let slot = match s.header("streamtype") {
             Some("error") => &mut pair.error,

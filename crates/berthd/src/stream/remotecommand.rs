@@ -254,7 +254,7 @@ async fn spdy_session<IO>(io: IO, proto: &'static str, p: Pending, streamer: Arc
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (out, mut incoming, session) = spdy::serve_session(io);
+    let spdy::Session { out, mut incoming, task: session, mut closed } = spdy::serve_session(io);
     let opts = opts_of(&p);
     let resizes = proto != "v2.channel.k8s.io";
     let mut streams = SpdyStreams::default();
@@ -273,6 +273,8 @@ where
         Ok(Err(e)) => return tracing::debug!("exec/attach streams: {e}"),
         Err(_) => return tracing::info!("exec/attach: the client did not open its streams in time"),
     }
+    // Streams opened from now on are refused.
+    drop(incoming);
     let Some(error) = streams.error.take() else { return };
     let format = if proto == "v4.channel.k8s.io" { ErrorFormat::Status } else { ErrorFormat::Text };
     let (io, pipes) = pipes(&opts);
@@ -289,7 +291,14 @@ where
             outputs.push(tokio::spawn(pump_out(pipe, out.clone(), s.id)));
         }
     }
-    let outcome = run(&*streamer, &p, io, resize_rx).await;
+    let outcome = tokio::select! {
+        o = run(&*streamer, &p, io, resize_rx) => o,
+        // Dropping the run stops it: the client is gone.
+        _ = async { closed.wait_for(|c| *c).await.is_ok() } => {
+            tracing::info!("exec/attach: the client left; stopping");
+            return finish(out, session).await;
+        }
+    };
     for o in outputs {
         let _ = o.await;
     }
@@ -298,15 +307,14 @@ where
         let _ = out.data(error.id, &bytes).await;
     }
     let _ = out.fin(error.id).await;
-    finish(out, incoming, session).await;
+    finish(out, session).await;
 }
 
 /// Lets the client read the last frames and close first: closing with its
 /// data unread would reset the connection and lose them. A client that
 /// stays is cut off after a while.
-async fn finish(out: Sender, incoming: mpsc::Receiver<IncomingStream>, session: JoinHandle<()>) {
+async fn finish(out: Sender, session: JoinHandle<()>) {
     drop(out);
-    drop(incoming);
     let abort = session.abort_handle();
     if tokio::time::timeout(std::time::Duration::from_secs(10), session).await.is_err() {
         abort.abort();

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status as ZStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 pub const VERSION: u16 = 3;
 pub const FLAG_FIN: u8 = 0x01;
@@ -511,11 +511,22 @@ impl Sender {
 /// Frames buffered per stream before the reader waits for its consumer.
 const STREAM_BUFFER: usize = 64;
 
+/// A server-side session (see [`serve_session`]).
+pub struct Session {
+    /// Writes frames.
+    pub out: Sender,
+    /// The streams the client opens; dropping it refuses later ones.
+    pub incoming: mpsc::Receiver<IncomingStream>,
+    /// Ends when the connection is over both ways.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Turns true when the client's side of the connection ends: it left.
+    pub closed: watch::Receiver<bool>,
+}
+
 /// Runs a server-side session on `io`: answers every SYN_STREAM with a
-/// SYN_REPLY and hands the stream to `streams`, routes data frames to
-/// their stream, answers PINGs. Returns the sender for writing and a task
-/// handle that ends when the connection does.
-pub fn serve_session<IO>(io: IO) -> (Sender, mpsc::Receiver<IncomingStream>, tokio::task::JoinHandle<()>)
+/// SYN_REPLY and hands the stream out, routes data frames to their
+/// stream, answers PINGs.
+pub fn serve_session<IO>(io: IO) -> Session
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -539,14 +550,16 @@ where
         let _ = wr.shutdown().await;
     });
     let reader_sender = sender.clone();
+    let (closed_tx, closed) = watch::channel(false);
     let task = tokio::spawn(async move {
         if let Err(e) = read_loop(&mut rd, reader_sender, new_tx).await {
             tracing::debug!("SPDY session ended: {e}");
         }
+        let _ = closed_tx.send(true);
         // The writer ends once every Sender is dropped (the streams' too).
         let _ = writer.await;
     });
-    (sender, new_rx, task)
+    Session { out: sender, incoming: new_rx, task, closed }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(

@@ -104,6 +104,7 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
     let (resize_tx, resize_rx) = mpsc::channel(8);
     let mut stdin = pipes.stdin;
     let v5 = proto == V5;
+    let (closed_tx, mut closed) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
         let mut resize = remotecommand::ResizeParser::new();
         while let Some(Ok(m)) = source.next().await {
@@ -133,6 +134,7 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
                 _ => {}
             }
         }
+        let _ = closed_tx.send(true);
     });
     let mut outputs = Vec::new();
     for (ch, pipe) in [(STDOUT, pipes.stdout), (STDERR, pipes.stderr)] {
@@ -140,7 +142,16 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
             outputs.push(tokio::spawn(channel_out(pipe, out_tx.clone(), ch)));
         }
     }
-    let outcome = remotecommand::run(&*streamer, &p, io, resize_rx).await;
+    let outcome = tokio::select! {
+        o = remotecommand::run(&*streamer, &p, io, resize_rx) => o,
+        // Dropping the run stops it: the client is gone.
+        _ = async { closed.wait_for(|c| *c).await.is_ok() } => {
+            tracing::info!("exec/attach: the client left; stopping");
+            drop(out_tx);
+            let _ = writer.await;
+            return;
+        }
+    };
     for o in outputs {
         let _ = o.await;
     }
