@@ -142,8 +142,16 @@ fn winsize(s: TermSize) -> rustix::termios::Winsize {
     rustix::termios::Winsize { ws_row: s.height, ws_col: s.width, ws_xpixel: 0, ws_ypixel: 0 }
 }
 
+/// How long a tty exec waits for the client's terminal size before it
+/// starts the command (clients send it first thing).
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn exec_tty(mut c: Command, io: StreamIo, mut resize: ResizeRx) -> Result<i32, StreamError> {
-    let pty = nix::pty::openpty(None, None).map_err(|e| StreamError::io("open a pty", e.into()))?;
+    // The command starts with the client's size, as `docker exec -t` does,
+    // not at 0x0 until a resize arrives.
+    let first = tokio::time::timeout(FIRST_SIZE_WAIT, resize.recv()).await.ok().flatten();
+    let size = first.map(|s| nix::pty::Winsize { ws_row: s.height, ws_col: s.width, ws_xpixel: 0, ws_ypixel: 0 });
+    let pty = nix::pty::openpty(size.as_ref(), None).map_err(|e| StreamError::io("open a pty", e.into()))?;
     let (master, slave): (OwnedFd, OwnedFd) = (pty.master, pty.slave);
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| StreamError::io("dup the pty", e));
     c.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(dup(&slave)?));
