@@ -436,3 +436,83 @@ fn a_client_that_leaves_stops_its_command() {
         poll(&format!("{t}: the command of a client that left is killed"), || !running(pid));
     }
 }
+
+/// A CRI runtime client on berthd's socket, for requests crictl cannot make.
+async fn runtime_client(d: &Berthd) -> v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel> {
+    let sock = d.socket();
+    let channel = tonic::transport::Endpoint::from_static("http://berthd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let sock = sock.clone();
+            async move { tokio::net::UnixStream::connect(sock).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap();
+    v1::runtime_service_client::RuntimeServiceClient::new(channel)
+}
+
+#[test]
+fn exec_requests_are_checked_as_kubelet_checks_them() {
+    let e = Env::start();
+    e.container("c8");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = |tty, stdin, stdout, stderr| v1::ExecRequest {
+            container_id: "c8".into(),
+            cmd: vec!["true".into()],
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+        for (r, want) in [
+            (req(true, true, true, true), "tty and stderr cannot both be true"),
+            (req(false, false, false, false), "one of stdin, stdout, or stderr must be specified"),
+            (v1::ExecRequest { cmd: vec![], ..req(false, false, true, false) }, "cmd is required"),
+        ] {
+            let err = c.exec(r).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(want), "{err:?}");
+        }
+        let url = c.exec(req(false, false, true, false)).await.unwrap().into_inner().url;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let err = c.port_forward(v1::PortForwardRequest { pod_sandbox_id: "c8".into(), port: vec![0] }).await;
+        assert!(err.unwrap_err().message().contains("port 0 is not 1-65535"));
+    });
+}
+
+#[test]
+fn websocket_v4_clients_get_channels_and_a_status() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("c9");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "head -c 5; echo err >&2; exit 7"].map(String::from).to_vec();
+        let req =
+            v1::ExecRequest { container_id: "c9".into(), cmd, stdin: true, stdout: true, stderr: true, tty: false };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let mut ws_req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(url["http://".len()..].split('/').next().unwrap()).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "v4.channel.k8s.io");
+        // stdin on channel 0 (v4 has no close signal: head stops at 5 bytes).
+        ws.send(Message::Binary(b"\x00hello world".to_vec().into())).await.unwrap();
+        let mut chans: [Vec<u8>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].extend_from_slice(rest);
+            }
+        }
+        assert_eq!(s(&chans[1]), "hello");
+        assert_eq!(s(&chans[2]), "err\n");
+        let status: serde_json::Value = serde_json::from_slice(&chans[3]).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+    });
+}
