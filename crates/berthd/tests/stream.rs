@@ -516,3 +516,68 @@ fn websocket_v4_clients_get_channels_and_a_status() {
         assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
     });
 }
+
+#[test]
+fn spdy_v3_clients_get_a_text_error_and_odd_streams_are_refused() {
+    use berthd::stream::spdy::{self, Frame, HeaderDecoder, HeaderEncoder};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let e = Env::start();
+    e.container("c10");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "echo out; exit 9"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "c10".into(), cmd, stdout: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let (host, path) = url["http://".len()..].split_once('/').unwrap();
+        let mut tcp = tokio::io::BufReader::new(tokio::net::TcpStream::connect(host).await.unwrap());
+        let head = format!(
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: v3.channel.k8s.io\r\nX-Stream-Protocol-Version: v2.channel.k8s.io\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        tcp.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        loop {
+            let mut line = String::new();
+            tcp.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            resp.push_str(&line);
+        }
+        assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+        assert!(resp.to_ascii_lowercase().contains("x-stream-protocol-version: v3.channel.k8s.io"), "{resp}");
+        let mut enc = HeaderEncoder::new();
+        let syn = |id: u32, kind: &str| Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![("streamtype".into(), kind.into())],
+        };
+        for f in [syn(1, "error"), syn(3, "bogus"), syn(5, "stdout")] {
+            tcp.get_mut().write_all(&spdy::encode(&f, &mut enc).unwrap()).await.unwrap();
+        }
+        let mut dec = HeaderDecoder::new();
+        let (mut out, mut err, mut refused, mut fins) = (Vec::new(), Vec::new(), false, 0);
+        while fins < 2 {
+            match spdy::read_frame(&mut tcp, &mut dec).await.unwrap().expect("the server ended early") {
+                Frame::Data { stream_id: 5, data, flags } => {
+                    out.extend_from_slice(&data);
+                    fins += usize::from(flags & spdy::FLAG_FIN != 0);
+                }
+                Frame::Data { stream_id: 1, data, flags } => {
+                    err.extend_from_slice(&data);
+                    fins += usize::from(flags & spdy::FLAG_FIN != 0);
+                }
+                Frame::RstStream { stream_id: 3, status } => refused = status == spdy::RST_REFUSED_STREAM,
+                _ => {}
+            }
+        }
+        assert!(refused, "a stream of an unknown type is refused");
+        assert_eq!(s(&out), "out\n");
+        // v2/v3 clients read a failure as text, not as a Status.
+        assert_eq!(s(&err), "command terminated with non-zero exit code: exit status 9");
+    });
+}
