@@ -581,3 +581,43 @@ fn spdy_v3_clients_get_a_text_error_and_odd_streams_are_refused() {
         assert_eq!(s(&err), "command terminated with non-zero exit code: exit status 9");
     });
 }
+
+#[test]
+fn websocket_v4_port_forward_has_a_channel_pair_per_port() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("pod3");
+    let open = echo_server();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::PortForwardRequest { pod_sandbox_id: "pod3".into(), port: vec![] };
+        let url = c.port_forward(req).await.unwrap().into_inner().url;
+        let url = format!("{}?port={open}&port={closed}", url.replacen("http://", "ws://", 1));
+        let host = url["ws://".len()..].split('/').next().unwrap().to_string();
+        let mut ws_req = url.into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        ws.send(Message::Binary(b"\x00ping\n".to_vec().into())).await.unwrap();
+        let mut chans: [Vec<Vec<u8>>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].push(rest.to_vec());
+            }
+        }
+        // Each channel starts with its port, little-endian.
+        for (ch, port) in [(0, open), (1, open), (2, closed), (3, closed)] {
+            assert_eq!(chans[ch].first().map(Vec::as_slice), Some(&port.to_le_bytes()[..]), "channel {ch}");
+        }
+        assert_eq!(s(&chans[0][1..].concat()), "pong: ping\n");
+        assert!(chans[1].len() == 1, "no error for the open port: {:?}", chans[1]);
+        let err = s(&chans[3][1..].concat());
+        assert!(err.contains(&format!("error forwarding port {closed} to pod pod3")), "{err}");
+    });
+}

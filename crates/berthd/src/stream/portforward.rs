@@ -4,7 +4,9 @@
 //! `streamType: data`; the bytes go both ways on the data stream, a failure
 //! is written as text on the error stream. crictl's `--transport websocket`
 //! tunnels that same SPDY session in a WebSocket
-//! (`SPDY/3.1+portforward.k8s.io`).
+//! (`SPDY/3.1+portforward.k8s.io`). kubelet's older WebSocket protocol,
+//! `v4.channel.k8s.io` with the ports in the query (`?port=80&port=443`),
+//! is served too (see [`super::ws::portforward_channels`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,12 +32,21 @@ pub fn serve(
     streamer: Arc<dyn Streamer>,
 ) -> HttpResponse {
     match upgrade {
-        Upgrade::WebSocket => match super::ws::accept(&mut req, &[WS_TUNNEL]) {
+        Upgrade::WebSocket => match super::ws::accept(&mut req, &[WS_TUNNEL, super::ws::V4]) {
             Err(refusal) => *refusal,
-            Ok((resp, _)) => {
+            Ok((resp, WS_TUNNEL)) => {
                 super::ws::on_upgrade(&mut req, move |ws| session(super::ws::byte_stream(ws), pod, streamer));
                 resp
             }
+            Ok((resp, _)) => match query_ports(req.uri().query().unwrap_or_default()) {
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
+                Ok(ports) => {
+                    super::ws::on_upgrade(&mut req, move |ws| {
+                        super::ws::portforward_channels(ws, pod, ports, streamer)
+                    });
+                    resp
+                }
+            },
         },
         Upgrade::Spdy => {
             let offered = header_list(&req, "x-stream-protocol-version");
@@ -54,6 +65,25 @@ pub fn serve(
             });
             spdy_switching(PROTOCOL)
         }
+    }
+}
+
+/// The ports of a WebSocket port-forward (`port=N`, repeated): each takes
+/// two channels of one byte, so at most 127.
+pub fn query_ports(query: &str) -> Result<Vec<u16>, String> {
+    let ports: Vec<u16> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "port")
+        .map(|(_, v)| match v.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(format!("port {v:?} is not 1-65535")),
+        })
+        .collect::<Result<_, _>>()?;
+    match ports.len() {
+        0 => Err("query parameter \"port\" is required".into()),
+        1..=127 => Ok(ports),
+        n => Err(format!("{n} ports: at most 127 per connection")),
     }
 }
 
@@ -154,4 +184,19 @@ async fn pump(pod: &str, port: u16, data: IncomingStream, out: &Sender, streamer
     };
     let (res, ()) = tokio::join!(streamer.port_forward(pod, port, theirs), from_target);
     res.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_ports_are_checked() {
+        assert_eq!(query_ports("port=80&x=1&port=443").unwrap(), [80, 443]);
+        assert!(query_ports("").unwrap_err().contains("\"port\" is required"));
+        assert!(query_ports("port=0").unwrap_err().contains("\"0\" is not 1-65535"));
+        assert!(query_ports("port=http").unwrap_err().contains("\"http\""));
+        let many = vec!["port=1"; 128].join("&");
+        assert!(query_ports(&many).unwrap_err().contains("at most 127"));
+    }
 }

@@ -3,7 +3,8 @@
 //! message: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize, and in v5 255
 //! followed by a channel to close it), and a byte stream over binary
 //! messages for SPDY tunnelled in a WebSocket (port-forward's
-//! `SPDY/3.1+portforward.k8s.io`). The base64 variants kubelet also
+//! `SPDY/3.1+portforward.k8s.io`), and kubelet's own port-forward
+//! channels ([`portforward_channels`]). The base64 variants kubelet also
 //! speaks are not: no client of this era asks for them.
 
 use std::sync::Arc;
@@ -176,6 +177,94 @@ async fn channel_out(mut pipe: DuplexStream, out: mpsc::Sender<Message>, ch: u8)
         if out.send(Message::Binary(Bytes::copy_from_slice(&buf[..=n]))).await.is_err() {
             return;
         }
+    }
+}
+
+/// kubelet's WebSocket port-forward: port `i` of `ports` has data channel
+/// `2i` and error channel `2i+1`; the first message of each channel from
+/// the server is the port (2 bytes, little-endian). The connection ends
+/// when every port is done.
+pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer: Arc<dyn Streamer>) {
+    let (mut sink, mut source) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let msg = |ch: usize, data: &[u8]| Message::Binary([&[ch as u8][..], data].concat().into());
+    let mut to_targets = Vec::new();
+    let mut forwards = Vec::new();
+    for (i, &port) in ports.iter().enumerate() {
+        for ch in [2 * i, 2 * i + 1] {
+            let _ = out_tx.send(msg(ch, &port.to_le_bytes())).await;
+        }
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (mut rd, wr) = tokio::io::split(ours);
+        to_targets.push(Some(wr));
+        let (out, streamer, pod) = (out_tx.clone(), streamer.clone(), pod.clone());
+        forwards.push(tokio::spawn(async move {
+            let from_target = async {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                    if out.send(msg(2 * i, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let fwd = streamer.port_forward(&pod, port, theirs);
+            tokio::pin!(fwd, from_target);
+            let res = tokio::select! {
+                // A forward that fails (refused) ends first: its error counts.
+                biased;
+                res = &mut fwd => {
+                    (&mut from_target).await;
+                    res
+                }
+                // The target is done: so is this port, as in containerd.
+                () = &mut from_target => Ok(()),
+            };
+            if let Err(e) = res {
+                let text = format!("error forwarding port {port} to pod {pod}: {e}");
+                tracing::info!("{text}");
+                let _ = out.send(msg(2 * i + 1, text.as_bytes())).await;
+            }
+        }));
+    }
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(m)) = source.next().await {
+            let data = match m {
+                Message::Binary(d) => d,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&ch, rest)) = data.split_first() else { continue };
+            let slot = usize::from(ch);
+            if slot % 2 == 0
+                && let Some(Some(wr)) = to_targets.get_mut(slot / 2)
+                && wr.write_all(rest).await.is_err()
+            {
+                to_targets[slot / 2] = None;
+            }
+        }
+        // The client is gone: so is its side of every port.
+        for mut wr in to_targets.into_iter().flatten() {
+            let _ = wr.shutdown().await;
+        }
+    });
+    for f in forwards {
+        let _ = f.await;
+    }
+    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let _ = out_tx.send(Message::Close(Some(close))).await;
+    drop(out_tx);
+    let _ = writer.await;
+    let abort = reader.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.is_err() {
+        abort.abort();
     }
 }
 
