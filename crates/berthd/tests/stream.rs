@@ -518,16 +518,16 @@ fn websocket_v4_clients_get_channels_and_a_status() {
 }
 
 #[test]
-fn spdy_v3_clients_get_a_text_error_and_odd_streams_are_refused() {
+fn spdy_v3_clients_get_a_text_error_and_odd_streams_or_junk_do_not_stall() {
     use berthd::stream::spdy::{self, Frame, HeaderDecoder, HeaderEncoder};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
     let e = Env::start();
     e.container("c10");
-    RT.block_on(async {
+    let session = async {
         let mut c = runtime_client(&e.d).await;
-        let cmd = ["sh", "-c", "echo out; exit 9"].map(String::from).to_vec();
-        let req = v1::ExecRequest { container_id: "c10".into(), cmd, stdout: true, ..Default::default() };
+        let cmd = ["sh", "-c", "echo out; head -c 3; exit 9"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "c10".into(), cmd, stdout: true, stdin: true, ..Default::default() };
         let url = c.exec(req).await.unwrap().into_inner().url;
         let (host, path) = url["http://".len()..].split_once('/').unwrap();
         let mut tcp = tokio::io::BufReader::new(tokio::net::TcpStream::connect(host).await.unwrap());
@@ -556,9 +556,17 @@ fn spdy_v3_clients_get_a_text_error_and_odd_streams_are_refused() {
             flags: 0,
             headers: vec![("streamtype".into(), kind.into())],
         };
-        for f in [syn(1, "error"), syn(3, "bogus"), syn(5, "stdout")] {
+        for f in [syn(1, "error"), syn(3, "bogus"), syn(5, "stdout"), syn(7, "stdin")] {
             tcp.get_mut().write_all(&spdy::encode(&f, &mut enc).unwrap()).await.unwrap();
         }
+        // Junk on the error stream (the server only writes there) must not
+        // hold up what follows: stdin.
+        let junk = |id| Frame::Data { stream_id: id, flags: 0, data: vec![b'x'; 1024].into() };
+        for f in std::iter::repeat_with(|| junk(1)).take(300).chain([junk(3)]) {
+            tcp.get_mut().write_all(&spdy::encode(&f, &mut enc).unwrap()).await.unwrap();
+        }
+        let stdin = Frame::Data { stream_id: 7, flags: spdy::FLAG_FIN, data: b"abc".to_vec().into() };
+        tcp.get_mut().write_all(&spdy::encode(&stdin, &mut enc).unwrap()).await.unwrap();
         let mut dec = HeaderDecoder::new();
         let (mut out, mut err, mut refused, mut fins) = (Vec::new(), Vec::new(), false, 0);
         while fins < 2 {
@@ -576,10 +584,12 @@ fn spdy_v3_clients_get_a_text_error_and_odd_streams_are_refused() {
             }
         }
         assert!(refused, "a stream of an unknown type is refused");
-        assert_eq!(s(&out), "out\n");
+        assert_eq!(s(&out), "out\nabc");
         // v2/v3 clients read a failure as text, not as a Status.
         assert_eq!(s(&err), "command terminated with non-zero exit code: exit status 9");
-    });
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("the SPDY session stalled");
 }
 
 #[test]

@@ -140,6 +140,9 @@ async fn refuse(out: &Sender, s: &IncomingStream) {
 
 /// Forwards one connection; a failure is written on the error stream.
 async fn forward(pod: String, error: IncomingStream, data: IncomingStream, out: Sender, streamer: Arc<dyn Streamer>) {
+    // The error stream is only written to (the client closes its side).
+    let error_id = error.id;
+    drop(error);
     let port = data.header("port").unwrap_or_default().to_string();
     let result = match port.parse::<u16>() {
         Ok(p) if p > 0 => pump(&pod, p, data, &out, &*streamer).await,
@@ -151,9 +154,9 @@ async fn forward(pod: String, error: IncomingStream, data: IncomingStream, out: 
     if let Err(e) = result {
         let msg = format!("error forwarding port {port} to pod {pod}: {e}");
         tracing::info!("{msg}");
-        let _ = out.data(error.id, msg.as_bytes()).await;
+        let _ = out.data(error_id, msg.as_bytes()).await;
     }
-    let _ = out.fin(error.id).await;
+    let _ = out.fin(error_id).await;
 }
 
 async fn pump(pod: &str, port: u16, data: IncomingStream, out: &Sender, streamer: &dyn Streamer) -> Result<(), String> {

@@ -275,7 +275,10 @@ where
     }
     // Streams opened from now on are refused.
     drop(incoming);
-    let Some(error) = streams.error.take() else { return };
+    // Only written to: what a client sends on it (or on streams it was
+    // not asked for) is dropped, not queued where it would stall the
+    // session.
+    let Some(error_id) = streams.error.take().map(|s| s.id) else { return };
     let format = if proto == "v4.channel.k8s.io" { ErrorFormat::Status } else { ErrorFormat::Text };
     let (io, pipes) = pipes(&opts);
     let (resize_tx, resize_rx) = mpsc::channel(8);
@@ -291,6 +294,7 @@ where
             outputs.push(tokio::spawn(pump_out(pipe, out.clone(), s.id)));
         }
     }
+    drop(streams);
     let outcome = tokio::select! {
         o = run(&*streamer, &p, io, resize_rx) => o,
         // Dropping the run stops it: the client is gone.
@@ -304,9 +308,9 @@ where
     }
     let bytes = outcome_bytes(&outcome, format);
     if !bytes.is_empty() {
-        let _ = out.data(error.id, &bytes).await;
+        let _ = out.data(error_id, &bytes).await;
     }
-    let _ = out.fin(error.id).await;
+    let _ = out.fin(error_id).await;
     finish(out, session).await;
 }
 
