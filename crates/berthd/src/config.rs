@@ -10,9 +10,10 @@
 //! [cni]
 //!   conf_dir = "/etc/cni/net.d"
 //!   bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
-//! [stream]                                      # exec/attach/port-forward server (not yet served)
-//!   address = "127.0.0.1"
-//!   port = 0
+//! [stream]                                      # exec/attach/port-forward server (see below)
+//!   address = "127.0.0.1"                       # what Exec/Attach/PortForward URLs point at
+//!   port = 0                                    # 0: a free port
+//!   # debug_host_streamer_dir = "/tmp/x"        # TEST ONLY: see StreamConfig
 //! [registry]                                    # berth-image's RegistryConfig
 //!   config_path = "/etc/berth/certs.d"          # containerd-style <host>/hosts.toml mirrors
 //! ```
@@ -46,6 +47,8 @@ pub enum ConfigError {
     UnknownDefault { path: PathBuf, name: String, known: String },
     #[error("{path}: runtimes.{name}: the handler name must be a DNS label (lower-case letters, digits, '-')")]
     BadHandlerName { path: PathBuf, name: String },
+    #[error("{path}: stream.{key}: {reason}")]
+    Stream { path: PathBuf, key: &'static str, reason: String },
     #[error("runtime handler {name:?}: {binary}: {reason}")]
     RuntimeBinary { name: String, binary: PathBuf, reason: String },
 }
@@ -103,18 +106,26 @@ impl Default for CniConfig {
     }
 }
 
-/// The streaming server (exec, attach, port-forward): not served yet.
+/// The streaming server (exec, attach, port-forward): the HTTP server the
+/// URLs of Exec, Attach and PortForward point at. Like containerd's, it
+/// listens on loopback by default: the kubelet (on the node) proxies it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
+    /// An IP address to listen on.
     pub address: String,
     /// 0: a free port.
     pub port: u16,
+    /// TEST ONLY, never in production: exec runs commands on the HOST, in
+    /// `DIR/<container ID>`, and port-forward dials the host's localhost
+    /// (see `stream::host`). Lets the streaming server be tested before
+    /// containers are wired; berthd logs a warning when it is set.
+    pub debug_host_streamer_dir: Option<PathBuf>,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { address: "127.0.0.1".into(), port: 0 }
+        StreamConfig { address: "127.0.0.1".into(), port: 0, debug_host_streamer_dir: None }
     }
 }
 
@@ -161,9 +172,26 @@ impl Config {
                 return Err(ConfigError::BadHandlerName { path: path.into(), name: name.clone() });
             }
         }
+        self.check_stream(path)?;
         if !self.runtimes.contains_key(&self.default_runtime) {
             let known = self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(ConfigError::UnknownDefault { path: path.into(), name: self.default_runtime.clone(), known });
+        }
+        Ok(())
+    }
+
+    fn check_stream(&self, path: &Path) -> Result<(), ConfigError> {
+        let err = |key, reason: String| ConfigError::Stream { path: path.into(), key, reason };
+        if self.stream.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(err("address", format!("{:?} is not an IP address", self.stream.address)));
+        }
+        if let Some(d) = &self.stream.debug_host_streamer_dir
+            && !(d.is_absolute() && d.is_dir())
+        {
+            return Err(err(
+                "debug_host_streamer_dir",
+                format!("{} is not an absolute path to a directory", d.display()),
+            ));
         }
         Ok(())
     }
@@ -288,6 +316,9 @@ config_path = "/etc/berth/certs.d"
             ("[runtimes.Bad_Name]\npath = \"/bin/true\"", "runtimes.Bad_Name"),
             ("sandbox_imag = \"x\"", "unknown field `sandbox_imag`"),
             ("[cni]\nconfdir = \"/x\"", "unknown field `confdir`"),
+            ("[stream]\naddress = \"localhost\"", "stream.address: \"localhost\" is not an IP address"),
+            ("[stream]\ndebug_host_streamer_dir = \"rel\"", "stream.debug_host_streamer_dir: rel is not an absolute"),
+            ("[stream]\nport = 70000", "port"),
         ];
         for (text, want) in cases {
             let err = load_str(text).unwrap_err().to_string();

@@ -1,13 +1,15 @@
 //! berthd: berth's daemon, a Kubernetes CRI server (runtime.v1) on a unix
 //! socket. [`config`] is `/etc/berth/berthd.toml`, [`socket`] the listening
 //! socket and the daemon's lock, [`runtime`] and [`image`] the two CRI
-//! services, [`serve`] runs them until a shutdown signal.
+//! services, [`serve`] runs them until a shutdown signal, [`stream`] is the
+//! streaming server behind Exec, Attach and PortForward.
 
 pub mod config;
 pub mod image;
 pub mod runtime;
 pub mod serve;
 pub mod socket;
+pub mod stream;
 
 /// The answer to an RPC berthd does not serve yet.
 pub fn not_yet(rpc: &str) -> tonic::Status {

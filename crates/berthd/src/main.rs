@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use berthd::config::{Config, resolve_handlers};
+use berthd::config::{Config, StreamConfig, resolve_handlers};
 use berthd::runtime::Daemon;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
     anyhow::ensure!(cli.cgroup_parent.starts_with('/'), "--cgroup-parent {}: must start with /", cli.cgroup_parent);
     let config = Config::load(&cli.config)?;
     let handlers = resolve_handlers(&config, &cli.runroot, cli.runtime.as_deref())?;
-    let daemon = Daemon::new(config, handlers, cli.root.clone(), cli.runroot.clone(), cli.cgroup_parent.clone());
+    let mut daemon = Daemon::new(config, handlers, cli.root.clone(), cli.runroot.clone(), cli.cgroup_parent.clone());
     // Held until exit: one berthd per state directory.
     let _lock = berthd::socket::lock(&daemon.state_dir.join("berthd.lock"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -91,7 +91,23 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(Arc::new(daemon), &cli.listen))
+    rt.block_on(async {
+        daemon.stream = start_stream_server(&daemon.config.stream).await?;
+        serve(Arc::new(daemon), &cli.listen).await
+    })
+}
+
+/// The streaming server, when something can run behind it: for now only
+/// the test-only host streamer (containers are wired later).
+async fn start_stream_server(cfg: &StreamConfig) -> Result<Option<berthd::stream::Server>> {
+    let Some(dir) = &cfg.debug_host_streamer_dir else { return Ok(None) };
+    tracing::warn!(
+        dir = %dir.display(),
+        "stream.debug_host_streamer_dir is set: Exec runs commands ON THE HOST and PortForward dials the \
+         host's localhost. For tests only, never in production"
+    );
+    let streamer = Arc::new(berthd::stream::host::HostStreamer::new(dir.clone()));
+    Ok(Some(berthd::stream::Server::start(cfg, streamer).await?))
 }
 
 async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {

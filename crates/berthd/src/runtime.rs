@@ -1,5 +1,6 @@
 //! The CRI RuntimeService. Served now: `Version`, `Status`,
-//! `RuntimeConfig` and `UpdateRuntimeConfig`; pods and containers come
+//! `RuntimeConfig`, `UpdateRuntimeConfig`, and `Exec`, `Attach` and
+//! `PortForward` when a streaming server runs (see [`crate::stream`]); pods and containers come
 //! once the engine owns them (every other RPC answers UNIMPLEMENTED).
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::{Config, ResolvedHandler};
 use crate::not_yet;
+use crate::stream::{Pending, StdioOpts, StreamError};
 
 /// The kubelet runtime API version berthd speaks (as containerd answers).
 pub const KUBELET_API_VERSION: &str = "0.1.0";
@@ -30,6 +32,9 @@ pub struct Daemon {
     /// The pod CIDR(s) the kubelet gave in UpdateRuntimeConfig, also kept
     /// in STATE_DIR/pod-cidr so a restarted berthd knows it.
     pod_cidr: Mutex<String>,
+    /// The streaming server behind Exec, Attach and PortForward, once
+    /// something can run behind it (see [`crate::stream::Streamer`]).
+    pub stream: Option<crate::stream::Server>,
 }
 
 impl Daemon {
@@ -42,7 +47,16 @@ impl Daemon {
     ) -> Daemon {
         let state_dir = runroot.join("berthd");
         let pod_cidr = std::fs::read_to_string(state_dir.join("pod-cidr")).unwrap_or_default();
-        Daemon { config, handlers, root, runroot, cgroup_parent, state_dir, pod_cidr: Mutex::new(pod_cidr) }
+        Daemon {
+            config,
+            handlers,
+            root,
+            runroot,
+            cgroup_parent,
+            state_dir,
+            pod_cidr: Mutex::new(pod_cidr),
+            stream: None,
+        }
     }
 
     pub fn pod_cidr(&self) -> String {
@@ -68,6 +82,7 @@ impl Daemon {
             "runtimes": self.handlers,
             "cni": self.config.cni,
             "stream": self.config.stream,
+            "streamServer": self.stream.as_ref().map(|s| s.base_url()),
             "registryConfigPath": self.config.registry.config_path,
             "podCIDR": self.pod_cidr(),
         })
@@ -129,6 +144,47 @@ fn condition(kind: &str, ok: Result<(), String>, reason: &str) -> v1::RuntimeCon
 }
 
 pub struct RuntimeService(pub Arc<Daemon>);
+
+/// The stdio options of an exec or attach, checked as kubelet checks them.
+fn stdio_opts(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<StdioOpts, Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument("one of stdin, stdout, or stderr must be specified"));
+    }
+    if tty && stderr {
+        return Err(Status::invalid_argument("tty and stderr cannot both be true"));
+    }
+    Ok(StdioOpts { stdin, stdout, stderr, tty })
+}
+
+fn stream_status(e: StreamError) -> Status {
+    match e {
+        StreamError::ContainerNotFound(_) | StreamError::PodNotFound(_) => Status::not_found(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+impl RuntimeService {
+    /// The streaming server, or why there is none.
+    fn stream(&self, rpc: &str) -> Result<&crate::stream::Server, Status> {
+        self.0.stream.as_ref().ok_or_else(|| {
+            Status::unimplemented(format!("{rpc}: containers are not wired to berthd's streaming server yet"))
+        })
+    }
+
+    async fn container_url(
+        &self,
+        rpc: &str,
+        container_id: String,
+        p: impl FnOnce(String) -> Pending,
+    ) -> Result<String, Status> {
+        let server = self.stream(rpc)?;
+        if container_id.is_empty() {
+            return Err(Status::invalid_argument(format!("{rpc}: container_id is required")));
+        }
+        server.streamer.check_container(&container_id).await.map_err(stream_status)?;
+        server.url_for(p(container_id))
+    }
+}
 
 impl RuntimeService {
     fn status_response(&self, verbose: bool) -> v1::StatusResponse {
@@ -219,6 +275,43 @@ crate::cri_service! {
             }
             Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
         }
+
+        async fn exec(&self, req: Request<v1::ExecRequest>) -> Result<Response<v1::ExecResponse>, Status> {
+            let r = req.into_inner();
+            let opts = stdio_opts(r.stdin, r.stdout, r.stderr, r.tty)?;
+            if r.cmd.is_empty() {
+                return Err(Status::invalid_argument("Exec: cmd is required"));
+            }
+            let cmd = r.cmd;
+            let url = self.container_url("Exec", r.container_id, |container_id| Pending::Exec { container_id, cmd, opts }).await?;
+            Ok(Response::new(v1::ExecResponse { url }))
+        }
+
+        async fn attach(&self, req: Request<v1::AttachRequest>) -> Result<Response<v1::AttachResponse>, Status> {
+            let r = req.into_inner();
+            let opts = stdio_opts(r.stdin, r.stdout, r.stderr, r.tty)?;
+            let url = self.container_url("Attach", r.container_id, |container_id| Pending::Attach { container_id, opts }).await?;
+            Ok(Response::new(v1::AttachResponse { url }))
+        }
+
+        async fn port_forward(
+            &self,
+            req: Request<v1::PortForwardRequest>,
+        ) -> Result<Response<v1::PortForwardResponse>, Status> {
+            let r = req.into_inner();
+            let server = self.stream("PortForward")?;
+            if r.pod_sandbox_id.is_empty() {
+                return Err(Status::invalid_argument("PortForward: pod_sandbox_id is required"));
+            }
+            // The ports are chosen per connection by the client; any listed
+            // here must still be real ports.
+            if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
+                return Err(Status::invalid_argument(format!("PortForward: port {p} is not 1-65535")));
+            }
+            server.streamer.check_pod(&r.pod_sandbox_id).await.map_err(stream_status)?;
+            let url = server.url_for(Pending::PortForward { pod_sandbox_id: r.pod_sandbox_id })?;
+            Ok(Response::new(v1::PortForwardResponse { url }))
+        }
     }
     not_yet {
         "RunPodSandbox" run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
@@ -235,9 +328,6 @@ crate::cri_service! {
         "UpdateContainerResources" update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        "Exec" exec(ExecRequest) -> ExecResponse;
-        "Attach" attach(AttachRequest) -> AttachResponse;
-        "PortForward" port_forward(PortForwardRequest) -> PortForwardResponse;
         "ContainerStats" container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
         "ListContainerStats" list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
@@ -264,6 +354,27 @@ mod tests {
             let e = parse_pod_cidrs(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn exec_and_attach_stdio_is_checked_as_kubelet_does() {
+        let msg = |r: Result<StdioOpts, Status>| r.unwrap_err().message().to_string();
+        assert_eq!(msg(stdio_opts(false, false, false, false)), "one of stdin, stdout, or stderr must be specified");
+        assert_eq!(msg(stdio_opts(true, true, true, true)), "tty and stderr cannot both be true");
+        let o = stdio_opts(true, true, false, true).unwrap();
+        assert_eq!(o, StdioOpts { stdin: true, stdout: true, stderr: false, tty: true });
+    }
+
+    #[tokio::test]
+    async fn without_a_streamer_exec_says_it_is_not_wired() {
+        let d = Daemon::new(Config::default(), Vec::new(), "/r".into(), "/nonexistent/run".into(), "/b".into());
+        let svc = RuntimeService(Arc::new(d));
+        use v1::runtime_service_server::RuntimeService as _;
+        let req =
+            v1::ExecRequest { container_id: "x".into(), cmd: vec!["true".into()], stdout: true, ..Default::default() };
+        let e = svc.exec(Request::new(req)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
+        assert!(e.message().contains("not wired"), "{}", e.message());
     }
 
     #[test]

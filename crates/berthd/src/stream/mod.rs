@@ -1,0 +1,342 @@
+//! The CRI streaming server: `Exec`, `Attach` and `PortForward` answer a
+//! URL on this HTTP server with a single-use token, and the client
+//! (kubelet/apiserver, crictl) connects there and upgrades the connection
+//! to SPDY/3.1 or WebSocket, as kubelet's `cri/streaming` server does
+//! (containerd and CRI-O embed that one).
+//!
+//! The protocols: [`remotecommand`] (exec/attach: `v4.channel.k8s.io` and
+//! older over SPDY, `v5`/`v4.channel.k8s.io` over WebSocket) and
+//! [`portforward`] (`portforward.k8s.io` over SPDY, also tunnelled in a
+//! WebSocket as `SPDY/3.1+portforward.k8s.io`). What runs behind a stream
+//! is a [`Streamer`]: the engine's containers, or for tests the
+//! [`host::HostStreamer`].
+
+pub mod host;
+pub mod portforward;
+pub mod remotecommand;
+pub mod spdy;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::sync::mpsc;
+
+use crate::config::StreamConfig;
+
+/// How long a token is valid (kubelet's token cache keeps them a minute).
+pub const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Tokens waiting at once before new requests are refused (kubelet's
+/// limit), so a client calling Exec in a loop cannot grow the cache.
+pub const MAX_PENDING: usize = 1000;
+/// How long a client has to open the streams of a request.
+pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a container process reads.
+pub type Input = Box<dyn AsyncRead + Send + Unpin>;
+/// Where a container process writes.
+pub type Output = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The stdio of an exec or attach, as the client asked for it.
+#[derive(Default)]
+pub struct StreamIo {
+    pub stdin: Option<Input>,
+    pub stdout: Option<Output>,
+    /// Never set with a tty (the terminal has one output).
+    pub stderr: Option<Output>,
+}
+
+/// A terminal size, as the resize stream carries it (`{"Width":80,"Height":24}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct TermSize {
+    #[serde(rename = "Width")]
+    pub width: u16,
+    #[serde(rename = "Height")]
+    pub height: u16,
+}
+
+pub type ResizeRx = mpsc::Receiver<TermSize>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("container {0:?} not found")]
+    ContainerNotFound(String),
+    #[error("pod sandbox {0:?} not found")]
+    PodNotFound(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind the streaming server on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StreamError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StreamError::Io { context: context.into(), source }
+    }
+}
+
+/// What the streaming server runs: implemented on the engine's containers
+/// (and by [`host::HostStreamer`] for tests). The future of `exec` or
+/// `attach` is dropped when the client goes away: the implementation stops
+/// what it started then (kill on drop).
+#[tonic::async_trait]
+pub trait Streamer: Send + Sync + 'static {
+    /// Whether exec/attach can reach `container_id` (asked before a URL
+    /// is handed out, so a wrong ID fails the RPC).
+    async fn check_container(&self, container_id: &str) -> Result<(), StreamError>;
+    /// Whether `pod_sandbox_id` exists.
+    async fn check_pod(&self, pod_sandbox_id: &str) -> Result<(), StreamError>;
+    /// Runs `cmd` in the container with `io`; the exit code.
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: &[String],
+        io: StreamIo,
+        tty: bool,
+        resize: ResizeRx,
+    ) -> Result<i32, StreamError>;
+    /// Connects `io` to the container's own stdio until it ends or the
+    /// client leaves.
+    async fn attach(&self, container_id: &str, io: StreamIo, tty: bool, resize: ResizeRx) -> Result<(), StreamError>;
+    /// Connects `stream` to `port` on localhost in the pod's network
+    /// namespace, both ways, until both sides are done.
+    async fn port_forward(&self, pod_sandbox_id: &str, port: u16, stream: DuplexStream) -> Result<(), StreamError>;
+}
+
+/// A request the RPC validated, waiting for its client to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pending {
+    Exec { container_id: String, cmd: Vec<String>, opts: StdioOpts },
+    Attach { container_id: String, opts: StdioOpts },
+    PortForward { pod_sandbox_id: String },
+}
+
+/// Which stdio streams an exec/attach has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StdioOpts {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl Pending {
+    fn path(&self) -> &'static str {
+        match self {
+            Pending::Exec { .. } => "exec",
+            Pending::Attach { .. } => "attach",
+            Pending::PortForward { .. } => "portforward",
+        }
+    }
+}
+
+/// The single-use tokens of pending requests.
+#[derive(Default)]
+pub struct Tokens(Mutex<HashMap<String, (Instant, Pending)>>);
+
+impl Tokens {
+    /// A new token for `p`; `None` when too many are pending.
+    pub fn insert(&self, p: Pending) -> Option<String> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < TOKEN_TTL);
+        if map.len() >= MAX_PENDING {
+            return None;
+        }
+        // 128 random bits, URL-safe: not guessable, not reusable.
+        let token: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+        map.insert(token.clone(), (Instant::now(), p));
+        Some(token)
+    }
+
+    /// Takes the request of `token` (gone afterwards) unless it expired.
+    pub fn take(&self, token: &str) -> Option<Pending> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(token).filter(|(at, _)| at.elapsed() < TOKEN_TTL).map(|(_, p)| p)
+    }
+}
+
+/// The running streaming server.
+pub struct Server {
+    base_url: String,
+    tokens: Arc<Tokens>,
+    pub streamer: Arc<dyn Streamer>,
+}
+
+impl Server {
+    /// Binds `[stream] address:port` (port 0: a free one) and serves in
+    /// the background of the current tokio runtime.
+    pub async fn start(cfg: &StreamConfig, streamer: Arc<dyn Streamer>) -> Result<Server, StreamError> {
+        let addr = format_addr(&cfg.address, cfg.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StreamError::Bind { addr: addr.clone(), source })?;
+        let local = listener.local_addr().map_err(|source| StreamError::Bind { addr, source })?;
+        let tokens = Arc::new(Tokens::default());
+        let base_url = format!("http://{}", format_addr(&local.ip().to_string(), local.port()));
+        tracing::info!(url = %base_url, "streaming server (exec, attach, port-forward) listening");
+        tokio::spawn(accept_loop(listener, tokens.clone(), streamer.clone()));
+        Ok(Server { base_url, tokens, streamer })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The URL the client connects to for `p`.
+    pub fn url_for(&self, p: Pending) -> Result<String, tonic::Status> {
+        let path = p.path();
+        let token = self.tokens.insert(p).ok_or_else(|| {
+            tonic::Status::resource_exhausted(format!("too many pending streaming requests (at most {MAX_PENDING})"))
+        })?;
+        Ok(format!("{}/{path}/{token}", self.base_url))
+    }
+}
+
+fn format_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, tokens: Arc<Tokens>, streamer: Arc<dyn Streamer>) {
+    loop {
+        let (conn, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and the like: wait, as a server must not spin.
+                tracing::warn!("streaming server accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (tokens, streamer) = (tokens.clone(), streamer.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, tokens.clone(), streamer.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(conn), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "streaming connection: {e}");
+            }
+        });
+    }
+}
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A plain-text answer.
+pub fn text(status: StatusCode, msg: impl Into<String>) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(msg.into() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Which upgrade the client asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    Spdy,
+    WebSocket,
+}
+
+fn upgrade_of(req: &hyper::Request<Incoming>) -> Option<Upgrade> {
+    let up = req.headers().get(hyper::header::UPGRADE)?.to_str().ok()?;
+    if up.eq_ignore_ascii_case("SPDY/3.1") {
+        Some(Upgrade::Spdy)
+    } else if up.eq_ignore_ascii_case("websocket") {
+        Some(Upgrade::WebSocket)
+    } else {
+        None
+    }
+}
+
+/// Every value of a header that may be repeated or comma-separated.
+pub fn header_list(req: &hyper::Request<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+async fn handle(
+    req: hyper::Request<Incoming>,
+    tokens: Arc<Tokens>,
+    streamer: Arc<dyn Streamer>,
+) -> Result<HttpResponse, Infallible> {
+    let path = req.uri().path().trim_start_matches('/').to_string();
+    let Some((kind, token)) = path.split_once('/') else {
+        return Ok(text(StatusCode::NOT_FOUND, "not found"));
+    };
+    // The token is spent by any attempt, as kubelet's is: a URL that
+    // leaked cannot be tried again.
+    let pending = match tokens.take(token) {
+        Some(p) if p.path() == kind => p,
+        _ => return Ok(text(StatusCode::NOT_FOUND, format!("{kind}: unknown or expired token"))),
+    };
+    let Some(upgrade) = upgrade_of(&req) else {
+        return Ok(text(StatusCode::BAD_REQUEST, "the request must upgrade the connection to SPDY/3.1 or websocket"));
+    };
+    tracing::debug!(?pending, ?upgrade, "streaming request");
+    Ok(match pending {
+        Pending::PortForward { pod_sandbox_id } => portforward::serve(req, upgrade, pod_sandbox_id, streamer),
+        p => remotecommand::serve(req, upgrade, p, streamer),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_single_use_and_random() {
+        let t = Tokens::default();
+        let p = Pending::PortForward { pod_sandbox_id: "p".into() };
+        let a = t.insert(p.clone()).unwrap();
+        let b = t.insert(p.clone()).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert_eq!(t.take(&a), Some(p));
+        assert_eq!(t.take(&a), None);
+        assert_eq!(t.take("nonsense"), None);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_the_cache_is_bounded() {
+        let t = Tokens::default();
+        let p = Pending::PortForward { pod_sandbox_id: "p".into() };
+        let old = t.insert(p.clone()).unwrap();
+        {
+            let mut map = t.0.lock().unwrap();
+            let at = Instant::now().checked_sub(TOKEN_TTL + Duration::from_secs(1)).unwrap();
+            map.get_mut(&old).unwrap().0 = at;
+        }
+        assert_eq!(t.take(&old), None);
+        for _ in 0..MAX_PENDING {
+            t.insert(p.clone()).unwrap();
+        }
+        assert!(t.insert(p).is_none());
+    }
+}

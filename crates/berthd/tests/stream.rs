@@ -1,0 +1,633 @@
+//! The streaming server (Exec, Attach, PortForward) driven by the real
+//! crictl v1.36, over SPDY and WebSocket. Containers are not wired to the
+//! engine yet, so berthd runs with the TEST-ONLY host streamer
+//! (`[stream] debug_host_streamer_dir`): a "container" is a directory of
+//! the test's and its commands run on the host there.
+//!
+//! crictl exec checks the image service first (ImageFsInfo), which berthd
+//! does not serve yet: the tests point crictl's image endpoint at a stub
+//! that answers only that. Drop [`StubImages`] once berthd serves it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_cri_api::v1;
+use berth_testkit::cri::{Berthd, crictl_bin};
+use berthd::not_yet;
+use tonic::{Request, Response, Status};
+
+/// An ImageService that answers ImageFsInfo (empty) on its own socket.
+struct StubImages {
+    socket: PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+struct Stub;
+
+berthd::cri_service! {
+    impl v1::image_service_server::ImageService for Stub {
+        async fn image_fs_info(
+            &self,
+            _req: Request<v1::ImageFsInfoRequest>,
+        ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
+            Ok(Response::new(v1::ImageFsInfoResponse::default()))
+        }
+    }
+    not_yet {
+        "ListImages" list_images(ListImagesRequest) -> ListImagesResponse;
+        "ImageStatus" image_status(ImageStatusRequest) -> ImageStatusResponse;
+        "PullImage" pull_image(PullImageRequest) -> PullImageResponse;
+        "RemoveImage" remove_image(RemoveImageRequest) -> RemoveImageResponse;
+    }
+}
+
+impl StubImages {
+    fn start(dir: &Path) -> StubImages {
+        let socket = dir.join("images.sock");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = {
+            let _guard = RT.enter();
+            tokio::net::UnixListener::bind(&socket).unwrap()
+        };
+        RT.spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(v1::image_service_server::ImageServiceServer::new(Stub))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        StubImages { socket, _stop: stop }
+    }
+}
+
+static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+});
+
+/// A berthd with the host streamer over `containers/`, where the test
+/// makes its "containers" (directories).
+struct Env {
+    d: Berthd,
+    containers: tempfile::TempDir,
+    images: StubImages,
+}
+
+impl Env {
+    fn start() -> Env {
+        let containers = tempfile::Builder::new().prefix("berthd-stream-").tempdir().unwrap();
+        let images = StubImages::start(containers.path());
+        let dir = containers.path().join("c");
+        std::fs::create_dir(&dir).unwrap();
+        let d = Berthd::start(&format!("[stream]\ndebug_host_streamer_dir = \"{}\"\n", dir.display()));
+        Env { d, containers, images }
+    }
+
+    /// A new "container": its directory.
+    fn container(&self, id: &str) -> PathBuf {
+        let p = self.containers.path().join("c").join(id);
+        std::fs::create_dir(&p).unwrap();
+        p
+    }
+
+    fn crictl(&self) -> Command {
+        let mut c = Command::new(crictl_bin());
+        c.arg("--config").arg(self.d.dir.path().join("crictl.yaml"));
+        c.args(["--runtime-endpoint", &self.d.endpoint(), "--timeout", "20s"]);
+        c.arg("--image-endpoint").arg(format!("unix://{}", self.images.socket.display()));
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.crictl();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c.spawn().expect("run crictl");
+        if let Some(input) = stdin {
+            // From a thread: crictl's output is read only at the end.
+            let mut w = child.stdin.take().unwrap();
+            let input = input.to_string();
+            std::thread::spawn(move || w.write_all(input.as_bytes()));
+        }
+        wait_output(child, Duration::from_secs(60), &format!("crictl {args:?}"))
+    }
+}
+
+/// The child's output, read as it comes; killed (by its PID) if it runs
+/// longer than `limit`.
+fn wait_output(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = std::time::Instant::now() + limit;
+    let mut hung = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            hung = true;
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    if hung {
+        let tail = |b: &[u8]| s(&b[b.len().saturating_sub(300)..]);
+        panic!(
+            "{what} hung; stdout ({} bytes) ends {:?}; stderr {:?}",
+            out.stdout.len(),
+            tail(&out.stdout),
+            s(&out.stderr)
+        );
+    }
+    out
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const TRANSPORTS: [&str; 2] = ["spdy", "websocket"];
+
+#[test]
+fn exec_splits_stdout_and_stderr_and_reports_the_exit_code() {
+    let e = Env::start();
+    let dir = e.container("c1");
+    for t in TRANSPORTS {
+        let out = e.run(&["exec", "--transport", t, "c1", "sh", "-c", "echo out; pwd; echo err >&2; exit 3"], None);
+        // crictl exits 1 on any error; the exit code is in its message.
+        assert_eq!(out.status.code(), Some(1), "{t}: {out:?}");
+        assert_eq!(s(&out.stdout), format!("out\n{}\n", dir.display()), "{t}");
+        let err = s(&out.stderr);
+        assert!(err.starts_with("err\n"), "{t}: {err}");
+        assert!(err.contains("command terminated with exit code 3"), "{t}: {err}");
+        let ok = e.run(&["exec", "--transport", t, "c1", "sh", "-c", "echo fine"], None);
+        assert!(ok.status.success(), "{t}: {ok:?}");
+        assert_eq!(s(&ok.stdout), "fine\n", "{t}");
+        assert_eq!(s(&ok.stderr), "", "{t}");
+    }
+}
+
+#[test]
+fn exec_passes_stdin_through_until_its_end() {
+    let e = Env::start();
+    e.container("c2");
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    for t in TRANSPORTS {
+        let out = e.run(&["exec", "-i", "--transport", t, "c2", "cat"], Some(&input));
+        assert!(out.status.success(), "{t}: {}", s(&out.stderr));
+        assert!(out.stdout == input.as_bytes(), "{t}: {} bytes back of {}", out.stdout.len(), input.len());
+        // The command sees the end of stdin: wc counts every line.
+        let out = e.run(&["exec", "-i", "--transport", t, "c2", "wc", "-l"], Some(&input));
+        assert_eq!(s(&out.stdout).trim(), "20000", "{t}: {}", s(&out.stderr));
+    }
+}
+
+#[test]
+fn exec_with_a_tty_gives_the_command_a_terminal_of_the_clients_size() {
+    let e = Env::start();
+    e.container("c3");
+    for t in TRANSPORTS {
+        // script gives crictl a terminal (crictl -t refuses without one).
+        let mut crictl = e.crictl();
+        crictl.args(["exec", "-it", "--transport", t, "c3", "sh", "-c", "tty; stty size; exit 5"]);
+        let line = std::iter::once(crictl.get_program())
+            .chain(crictl.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let child = Command::new("script")
+            .args(["-qec", &format!("stty cols 101 rows 33; {line}"), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(child, Duration::from_secs(60), &line);
+        let text = s(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "{t}: {text:?} {:?}", s(&out.stderr));
+        assert!(text.contains("33 101"), "{t}: the terminal size did not reach the command: {text:?}");
+        assert!(text.contains("exit code 5"), "{t}: {text:?}");
+    }
+}
+
+/// A listener on the host's loopback that answers each line with
+/// `pong: LINE` and then closes; its port.
+fn echo_server() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_ok() {
+                    let _ = (&c).write_all(format!("pong: {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// crictl port-forward running until dropped (killed by its PID).
+struct Forward(std::process::Child);
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts crictl port-forward to `remote` and returns it with the local port it
+/// printed ("Forwarding from 127.0.0.1:LOCAL -> REMOTE").
+fn port_forward(e: &Env, transport: &str, pod: &str, remote: u16) -> (Forward, u16) {
+    let mut child = e
+        .crictl()
+        .args(["port-forward", "--transport", transport, pod, &format!(":{remote}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let fwd = Forward(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading: crictl logs each connection there, and dies of
+    // SIGPIPE if nobody does.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let local = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("crictl port-forward printed {line:?}"));
+    (fwd, local)
+}
+
+fn ask(local: u16, line: &str) -> String {
+    let mut c = TcpStream::connect(("127.0.0.1", local)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(line.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    match c.read_to_end(&mut got) {
+        Ok(_) => {}
+        // crictl may reset the connection once the remote side is done.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("read from the forwarded port: {e}"),
+    }
+    s(&got)
+}
+
+#[test]
+fn port_forward_carries_bytes_both_ways() {
+    let e = Env::start();
+    e.container("pod1");
+    let port = echo_server();
+    for t in TRANSPORTS {
+        let (_fwd, local) = port_forward(&e, t, "pod1", port);
+        // Two connections through one forward: each is its own stream pair.
+        assert_eq!(ask(local, "ping 1\n"), "pong: ping 1\n", "{t}");
+        assert_eq!(ask(local, "ping 2\n"), "pong: ping 2\n", "{t}");
+    }
+}
+
+#[test]
+fn port_forward_to_a_closed_port_reports_the_error() {
+    let e = Env::start();
+    e.container("pod2");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mut fwd, local) = port_forward(&e, "spdy", "pod2", closed);
+    let got = ask(local, "ping\n");
+    assert_eq!(got, "");
+    let _ = fwd.0.kill();
+    let mut err = String::new();
+    fwd.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains(&format!("error forwarding port {closed} to pod pod2")), "{err}");
+    assert!(err.contains("Connection refused") || err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn unknown_containers_and_pods_are_not_found() {
+    let e = Env::start();
+    let out = e.run(&["exec", "nope", "true"], None);
+    assert!(!out.status.success());
+    assert!(s(&out.stderr).contains("NotFound desc = container \\\"nope\\\" not found"), "{}", s(&out.stderr));
+    let out = e.run(&["port-forward", "nopod", ":80"], None);
+    assert!(s(&out.stderr).contains("pod sandbox \\\"nopod\\\" not found"), "{}", s(&out.stderr));
+    // A path that escapes the directory is no container either.
+    let out = e.run(&["exec", "..", "true"], None);
+    assert!(s(&out.stderr).contains("not found"), "{}", s(&out.stderr));
+}
+
+#[test]
+fn attach_failures_come_back_on_the_error_stream() {
+    let e = Env::start();
+    e.container("c4");
+    for t in TRANSPORTS {
+        let out = e.run(&["attach", "--transport", t, "c4"], None);
+        assert!(!out.status.success(), "{t}");
+        let err = s(&out.stderr);
+        assert!(err.contains("error attaching to container"), "{t}: {err}");
+        assert!(err.contains("runs no container process to attach to"), "{t}: {err}");
+    }
+}
+
+/// A raw HTTP request on the streaming server; the status line.
+fn http_status(url: &str, upgrade: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut c = TcpStream::connect(host).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+#[test]
+fn a_token_is_single_use() {
+    let e = Env::start();
+    e.container("c5");
+    let out = e.run(&["--debug", "exec", "c5", "true"], None);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    let err = s(&out.stderr);
+    // crictl logs the response: url:"http://127.0.0.1:PORT/exec/TOKEN".
+    let url = err
+        .split("url:\\\"")
+        .nth(1)
+        .or_else(|| err.split("url:\"").nth(1))
+        .and_then(|r| r.split(['"', '\\']).next())
+        .unwrap_or_else(|| panic!("no URL in crictl's log: {err}"));
+    assert!(url.contains("/exec/"), "{url}");
+    assert_eq!(http_status(url, "SPDY/3.1"), "HTTP/1.1 404 Not Found");
+    // Neither is a made-up token, nor a token on the wrong path.
+    let made_up = format!("{}/exec/{}", url.rsplit_once("/exec/").unwrap().0, "0".repeat(32));
+    assert_eq!(http_status(&made_up, "SPDY/3.1"), "HTTP/1.1 404 Not Found");
+}
+
+/// Kills a host process by PID when dropped (cleanup when a test fails).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| st.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within 20 s");
+}
+
+#[test]
+fn a_client_that_leaves_stops_its_command() {
+    let e = Env::start();
+    let dir = e.container("c6");
+    for t in TRANSPORTS {
+        let pidfile = dir.join(format!("pid-{t}"));
+        let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+        let mut client = e
+            .crictl()
+            .args(["exec", "--transport", t, "c6", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        poll("the command writes its PID", || std::fs::read_to_string(&pidfile).is_ok_and(|p| p.ends_with('\n')));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let _guard = KillOnDrop(pid);
+        assert!(running(pid), "{t}");
+        client.kill().unwrap();
+        client.wait().unwrap();
+        poll(&format!("{t}: the command of a client that left is killed"), || !running(pid));
+    }
+}
+
+/// A CRI runtime client on berthd's socket, for requests crictl cannot make.
+async fn runtime_client(d: &Berthd) -> v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel> {
+    let sock = d.socket();
+    let channel = tonic::transport::Endpoint::from_static("http://berthd")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let sock = sock.clone();
+            async move { tokio::net::UnixStream::connect(sock).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap();
+    v1::runtime_service_client::RuntimeServiceClient::new(channel)
+}
+
+#[test]
+fn exec_requests_are_checked_as_kubelet_checks_them() {
+    let e = Env::start();
+    e.container("c8");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = |tty, stdin, stdout, stderr| v1::ExecRequest {
+            container_id: "c8".into(),
+            cmd: vec!["true".into()],
+            tty,
+            stdin,
+            stdout,
+            stderr,
+        };
+        for (r, want) in [
+            (req(true, true, true, true), "tty and stderr cannot both be true"),
+            (req(false, false, false, false), "one of stdin, stdout, or stderr must be specified"),
+            (v1::ExecRequest { cmd: vec![], ..req(false, false, true, false) }, "cmd is required"),
+        ] {
+            let err = c.exec(r).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(want), "{err:?}");
+        }
+        let url = c.exec(req(false, false, true, false)).await.unwrap().into_inner().url;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let err = c.port_forward(v1::PortForwardRequest { pod_sandbox_id: "c8".into(), port: vec![0] }).await;
+        assert!(err.unwrap_err().message().contains("port 0 is not 1-65535"));
+    });
+}
+
+#[test]
+fn websocket_v4_clients_get_channels_and_a_status() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("c9");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "head -c 5; echo err >&2; exit 7"].map(String::from).to_vec();
+        let req =
+            v1::ExecRequest { container_id: "c9".into(), cmd, stdin: true, stdout: true, stderr: true, tty: false };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let mut ws_req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(url["http://".len()..].split('/').next().unwrap()).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "v4.channel.k8s.io");
+        // stdin on channel 0 (v4 has no close signal: head stops at 5 bytes).
+        ws.send(Message::Binary(b"\x00hello world".to_vec().into())).await.unwrap();
+        let mut chans: [Vec<u8>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].extend_from_slice(rest);
+            }
+        }
+        assert_eq!(s(&chans[1]), "hello");
+        assert_eq!(s(&chans[2]), "err\n");
+        let status: serde_json::Value = serde_json::from_slice(&chans[3]).unwrap();
+        assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+        assert_eq!(status["details"]["causes"][0]["message"], "7", "{status}");
+    });
+}
+
+#[test]
+fn spdy_v3_clients_get_a_text_error_and_odd_streams_or_junk_do_not_stall() {
+    use berthd::stream::spdy::{self, Frame, HeaderDecoder, HeaderEncoder};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    let e = Env::start();
+    e.container("c10");
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "echo out; head -c 3; exit 9"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "c10".into(), cmd, stdout: true, stdin: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let (host, path) = url["http://".len()..].split_once('/').unwrap();
+        let mut tcp = tokio::io::BufReader::new(tokio::net::TcpStream::connect(host).await.unwrap());
+        let head = format!(
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: v3.channel.k8s.io\r\nX-Stream-Protocol-Version: v2.channel.k8s.io\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        tcp.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        loop {
+            let mut line = String::new();
+            tcp.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            resp.push_str(&line);
+        }
+        assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+        assert!(resp.to_ascii_lowercase().contains("x-stream-protocol-version: v3.channel.k8s.io"), "{resp}");
+        let mut enc = HeaderEncoder::new();
+        let syn = |id: u32, kind: &str| Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![("streamtype".into(), kind.into())],
+        };
+        for f in [syn(1, "error"), syn(3, "bogus"), syn(5, "stdout"), syn(7, "stdin")] {
+            tcp.get_mut().write_all(&spdy::encode(&f, &mut enc).unwrap()).await.unwrap();
+        }
+        // Junk on the error stream (the server only writes there) must not
+        // hold up what follows: stdin.
+        let junk = |id| Frame::Data { stream_id: id, flags: 0, data: vec![b'x'; 1024].into() };
+        for f in std::iter::repeat_with(|| junk(1)).take(300).chain([junk(3)]) {
+            tcp.get_mut().write_all(&spdy::encode(&f, &mut enc).unwrap()).await.unwrap();
+        }
+        let stdin = Frame::Data { stream_id: 7, flags: spdy::FLAG_FIN, data: b"abc".to_vec().into() };
+        tcp.get_mut().write_all(&spdy::encode(&stdin, &mut enc).unwrap()).await.unwrap();
+        let mut dec = HeaderDecoder::new();
+        let (mut out, mut err, mut refused, mut fins) = (Vec::new(), Vec::new(), false, 0);
+        while fins < 2 {
+            match spdy::read_frame(&mut tcp, &mut dec).await.unwrap().expect("the server ended early") {
+                Frame::Data { stream_id: 5, data, flags } => {
+                    out.extend_from_slice(&data);
+                    fins += usize::from(flags & spdy::FLAG_FIN != 0);
+                }
+                Frame::Data { stream_id: 1, data, flags } => {
+                    err.extend_from_slice(&data);
+                    fins += usize::from(flags & spdy::FLAG_FIN != 0);
+                }
+                Frame::RstStream { stream_id: 3, status } => refused = status == spdy::RST_REFUSED_STREAM,
+                _ => {}
+            }
+        }
+        assert!(refused, "a stream of an unknown type is refused");
+        assert_eq!(s(&out), "out\nabc");
+        // v2/v3 clients read a failure as text, not as a Status.
+        assert_eq!(s(&err), "command terminated with non-zero exit code: exit status 9");
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("the SPDY session stalled");
+}
+
+#[test]
+fn websocket_v4_port_forward_has_a_channel_pair_per_port() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("pod3");
+    let open = echo_server();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::PortForwardRequest { pod_sandbox_id: "pod3".into(), port: vec![] };
+        let url = c.port_forward(req).await.unwrap().into_inner().url;
+        let url = format!("{}?port={open}&port={closed}", url.replacen("http://", "ws://", 1));
+        let host = url["ws://".len()..].split('/').next().unwrap().to_string();
+        let mut ws_req = url.into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        ws.send(Message::Binary(b"\x00ping\n".to_vec().into())).await.unwrap();
+        let mut chans: [Vec<Vec<u8>>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].push(rest.to_vec());
+            }
+        }
+        // Each channel starts with its port, little-endian.
+        for (ch, port) in [(0, open), (1, open), (2, closed), (3, closed)] {
+            assert_eq!(chans[ch].first().map(Vec::as_slice), Some(&port.to_le_bytes()[..]), "channel {ch}");
+        }
+        assert_eq!(s(&chans[0][1..].concat()), "pong: ping\n");
+        assert!(chans[1].len() == 1, "no error for the open port: {:?}", chans[1]);
+        let err = s(&chans[3][1..].concat());
+        assert!(err.contains(&format!("error forwarding port {closed} to pod pod3")), "{err}");
+    });
+}
