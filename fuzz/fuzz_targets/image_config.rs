@@ -88,9 +88,10 @@ fn engine(config: &ImageConfiguration, passwd: &str, group: &str) {
 
     let file = Path::new("config.json");
     if let Err(e) = berth_runtime::config::validate(file, &spec) {
-        // An image Env entry without '=' goes through as it is, as docker
-        // passes it; the runtime refuses it then, naming it (runc does too).
-        let bad_env = image.env.iter().any(|e| !e.contains('='));
+        // An image Env entry without '=' or with an empty name goes
+        // through as it is, as docker passes it; the runtime refuses it
+        // then, naming it (runc does too: Go's setenv refuses "").
+        let bad_env = image.env.iter().any(|e| !e.contains('=') || e.starts_with('='));
         assert!(bad_env, "the engine wrote a config.json berth-runtime refuses: {e}\nimage config: {config:?}");
     }
     let bytes = serde_json::to_vec(&spec).expect("a spec serializes");
