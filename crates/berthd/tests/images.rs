@@ -232,6 +232,12 @@ fn pulls_use_the_credentials_of_the_request() {
     let image = format!("{}/private/busybox:1", reg.addr());
     push_with_creds(BUSYBOX, &image, "bob:pw");
     let d = Berthd::start("");
+    // What a pull killed mid-way left: its process is gone.
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let orphan = d.dir.path().join(format!("run/.pull-auth-{}-x", gone.id()));
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("auth.json"), "{}").unwrap();
     for creds in [None, Some("bob:wrong")] {
         let mut args = vec!["pull"];
         args.extend(creds.iter().flat_map(|c| ["--creds", *c]));
@@ -242,7 +248,8 @@ fn pulls_use_the_credentials_of_the_request() {
         assert!(err.contains("code = Unauthenticated") && err.contains("authentication"), "{creds:?}: {err}");
     }
     d.crictl_ok(&["pull", "--creds", "bob:pw", &image]);
-    // The credentials were for that pull only: nothing was stored.
+    // The credentials were for that pull only: nothing was kept, and what
+    // the killed pull left is gone too.
     assert!(
         !d.dir
             .path()
