@@ -32,6 +32,7 @@ impl ImageService {
         let engine = berth_engine::engine::Engine {
             root: daemon.root.clone(),
             runroot: daemon.runroot.clone(),
+            // Image operations start no container: no shim is needed.
             runtime: runtime.unwrap_or_default(),
             shim: Default::default(),
             cli: None,
