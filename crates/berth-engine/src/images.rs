@@ -458,6 +458,209 @@ impl Images {
     }
 }
 
+/// One image with everything a front end shows of it (the CRI's `Image`):
+/// its record, its config, and every name it has.
+#[derive(Debug, Clone)]
+pub struct ImageDetail {
+    pub record: ImageRecord,
+    pub config: ImageConfiguration,
+    /// Full references (`docker.io/library/busybox:latest`).
+    pub tags: Vec<String>,
+    /// `NAME@sha256:...`: the manifest digests it was pulled by.
+    pub digests: Vec<String>,
+}
+
+impl ImageDetail {
+    /// The config's `User` ("" when unset).
+    pub fn user(&self) -> &str {
+        self.config.config().as_ref().and_then(|c| c.user().as_deref()).unwrap_or("")
+    }
+
+    /// The top layer's chain ID (none for an image without layers).
+    pub fn chain_id(&self) -> Option<&Digest> {
+        self.record.layers.last().map(|l| &l.chain_id)
+    }
+}
+
+/// Disk use of a directory tree, as `du` counts it: allocated bytes, and
+/// inodes (a hard-linked file once).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    pub path: PathBuf,
+    pub used_bytes: u64,
+    pub inodes: u64,
+}
+
+/// Where images and container layers are, and what they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// The store root: content and unpacked layers (snapshots).
+    pub images: FsUsage,
+    /// The containers' writable layers (`ROOT/containers`).
+    pub containers: FsUsage,
+}
+
+impl Images {
+    /// [`Images::pull`] with credentials given for this pull only (the
+    /// CRI's AuthConfig), used for `servers` (the reference's registry
+    /// when empty) instead of the stored ones. They are written, mode
+    /// 0600, to a private temporary auth file under the runroot
+    /// (`.pull-auth-PID-*`) that is removed when the pull ends, or by the
+    /// next such pull if this process is killed first.
+    pub fn pull_with_credentials(
+        &self,
+        reference: &str,
+        req: &PullRequest,
+        creds: &Credentials,
+        servers: &[String],
+        on_event: OnEvent,
+    ) -> Result<Pulled, Error> {
+        let r = Reference::parse(reference)?;
+        let base = &self.engine.runroot;
+        std::fs::create_dir_all(base).map_err(|source| Error::Io { what: "create", path: base.clone(), source })?;
+        remove_orphan_auth_dirs(base);
+        let prefix = format!("{AUTH_DIR_PREFIX}{}-", std::process::id());
+        let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(base).map_err(|source| Error::Io {
+            what: "create a temporary dir in",
+            path: base.clone(),
+            source,
+        })?;
+        let auth = AuthStore { own: dir.path().join("auth.json"), fallbacks: vec![] };
+        let default = [r.registry().to_owned()];
+        let servers = if servers.is_empty() { &default[..] } else { servers };
+        for s in servers {
+            auth.set(&registry_name(Some(s)), creds)?;
+        }
+        let once = Images {
+            engine: self.engine.clone(),
+            registry: RegistryConfig { auth: Some(auth), ..self.registry.clone() },
+            settings: self.settings.clone(),
+        };
+        once.pull(reference, req, on_event)
+    }
+
+    /// Every image with its names, newest first.
+    pub fn details(&self) -> Result<Vec<ImageDetail>, Error> {
+        let store = self.store()?;
+        let s = store.meta.read_all()?;
+        let mut out = s.images.iter().map(|img| detail_of(&store, &s, img)).collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| b.record.created.cmp(&a.record.created).then(a.record.id.cmp(&b.record.id)));
+        Ok(out)
+    }
+
+    /// The image `key` (reference, `NAME@DIGEST`, ID or ID prefix) with
+    /// its names; None when there is no such image.
+    pub fn detail(&self, key: &str) -> Result<Option<ImageDetail>, Error> {
+        let store = self.store()?;
+        let s = store.meta.read_all()?;
+        let id = match berth_image::images::find(&s, key) {
+            Ok(id) => id,
+            Err(berth_image::Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        s.image(&id).map(|img| detail_of(&store, &s, img)).transpose()
+    }
+
+    /// Removes the image `key` names with all its names, as the CRI's
+    /// RemoveImage (and containerd) does; None when there is no such image
+    /// (not an error for the CRI). An image a container uses, running or
+    /// stopped, is refused with rmi's conflict error.
+    pub fn remove_with_all_names(&self, key: &str) -> Result<Option<Vec<Removed>>, Error> {
+        let store = self.store()?;
+        let s = store.meta.read_all()?;
+        let id = match berth_image::images::find(&s, key) {
+            Ok(id) => id,
+            Err(berth_image::Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // Unused: forced, so that several repositories naming it are no
+        // reason to keep it. Used: not forced, so rmi refuses (and names
+        // the container). A container that takes its hold between this
+        // check and the removal keeps its layers (as after `rmi -f`).
+        let used = s
+            .refs
+            .iter()
+            .filter(|(_, rs)| rs.contains(&berth_image::store::meta::Resource::Image(id.clone())))
+            .any(|(h, _)| self.engine.image_user(h).is_some());
+        match self.engine.remove_image(&id.to_string(), !used) {
+            Ok(removed) => Ok(Some(removed)),
+            Err(Error::Image(berth_image::Error::NotFound(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What the store and the containers' layers use on disk, as the
+    /// CRI's ImageFsInfo reports it.
+    pub fn store_usage(&self) -> Result<StoreUsage, Error> {
+        let root = &self.engine.root;
+        let mut seen = std::collections::HashSet::new();
+        let mut images = FsUsage { path: root.clone(), ..FsUsage::default() };
+        for sub in ["content", "snapshots"] {
+            du(&root.join(sub), &mut images, &mut seen);
+        }
+        let mut containers = FsUsage { path: root.join("containers"), ..FsUsage::default() };
+        du(&root.join("containers"), &mut containers, &mut seen);
+        Ok(StoreUsage { images, containers })
+    }
+}
+
+/// The per-pull auth dirs under the runroot: `.pull-auth-PID-RANDOM`.
+const AUTH_DIR_PREFIX: &str = ".pull-auth-";
+
+/// Removes the per-pull auth dirs of processes that are gone (killed
+/// mid-pull), so that no credentials outlive their pull for long.
+fn remove_orphan_auth_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(AUTH_DIR_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new("/proc").join(pid.to_string()).exists()
+            && let Err(err) = std::fs::remove_dir_all(e.path())
+        {
+            tracing::warn!(path = %e.path().display(), %err, "cannot remove a killed pull's credentials");
+        }
+    }
+}
+
+fn detail_of(store: &Store, s: &berth_image::store::meta::Snapshot, img: &ImageRecord) -> Result<ImageDetail, Error> {
+    let config = store.content.read(&img.id)?;
+    let config =
+        serde_json::from_slice(&config).map_err(|source| Error::ImageConfig { id: img.id.to_string(), source })?;
+    Ok(ImageDetail {
+        record: img.clone(),
+        config,
+        tags: s.tags_of(&img.id).into_iter().map(String::from).collect(),
+        digests: s.digests_of(&img.id).into_iter().map(String::from).collect(),
+    })
+}
+
+/// Adds what the tree at `dir` uses to `u` (symlinks not followed; what
+/// cannot be read counts nothing; an inode in `seen` counts once).
+fn du(dir: &Path, u: &mut FsUsage, seen: &mut std::collections::HashSet<(u64, u64)>) {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return };
+    count(&meta, u, seen);
+    if !meta.is_dir() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path(), u, seen),
+            Ok(m) => count(&m, u, seen),
+            Err(_) => {}
+        }
+    }
+}
+
+fn count(m: &std::fs::Metadata, u: &mut FsUsage, seen: &mut std::collections::HashSet<(u64, u64)>) {
+    use std::os::unix::fs::MetadataExt;
+    if seen.insert((m.dev(), m.ino())) {
+        u.used_bytes += m.blocks() * 512;
+        u.inodes += 1;
+    }
+}
+
 /// The `images` rows of one image, each with its repository's full name
 /// (for the repository filter).
 fn rows_of(img: &ImageRecord, tags: &[&str], digests: &[&str]) -> Vec<(ImageRow, String)> {

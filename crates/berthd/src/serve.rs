@@ -24,8 +24,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(UnknownRpc(RuntimeServiceServer::new(RuntimeService(daemon))))
-        .add_service(UnknownRpc(ImageServiceServer::new(ImageService)))
+        .add_service(UnknownRpc(RuntimeServiceServer::new(RuntimeService(daemon.clone()))))
+        .add_service(UnknownRpc(ImageServiceServer::new(ImageService::new(&daemon))))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
         .await
 }
