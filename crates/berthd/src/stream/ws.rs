@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
 
+use super::idle::IdleIo;
 use super::remotecommand::{self, ErrorFormat, negotiate, opts_of, pipes};
-use super::{HttpResponse, Pending, Streamer, header_list, text};
+use super::{HttpResponse, Pending, SessionCtx, Streamer, header_list, text};
 
 pub const V5: &str = "v5.channel.k8s.io";
 pub const V4: &str = "v4.channel.k8s.io";
@@ -35,7 +36,7 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WebSocketStream<IdleIo<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Checks a WebSocket upgrade and picks a subprotocol from `supported`:
 /// the 101 answer and the protocol, or the refusal.
@@ -64,8 +65,9 @@ pub fn accept(
     Ok((r, proto))
 }
 
-/// Spawns `f` on the connection once hyper hands it over.
-pub fn on_upgrade<F, Fut>(req: &mut hyper::Request<Incoming>, f: F)
+/// Spawns `f` on the connection once hyper hands it over; the session
+/// keeps its place (`ctx`) until `f` is done.
+pub fn on_upgrade<F, Fut>(req: &mut hyper::Request<Incoming>, ctx: SessionCtx, f: F)
 where
     F: FnOnce(Ws) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -73,17 +75,26 @@ where
     let upgraded = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(u) => f(WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, None).await).await,
+            Ok(u) => {
+                let io = ctx.wrap(TokioIo::new(u));
+                f(WebSocketStream::from_raw_socket(io, Role::Server, None).await).await
+            }
             Err(e) => tracing::debug!("websocket upgrade: {e}"),
         }
+        drop(ctx);
     });
 }
 
-pub fn serve_remotecommand(mut req: hyper::Request<Incoming>, p: Pending, streamer: Arc<dyn Streamer>) -> HttpResponse {
+pub fn serve_remotecommand(
+    mut req: hyper::Request<Incoming>,
+    p: Pending,
+    streamer: Arc<dyn Streamer>,
+    ctx: SessionCtx,
+) -> HttpResponse {
     match accept(&mut req, REMOTECOMMAND_PROTOCOLS) {
         Err(refusal) => *refusal,
         Ok((resp, proto)) => {
-            on_upgrade(&mut req, move |ws| remotecommand_session(ws, proto, p, streamer));
+            on_upgrade(&mut req, ctx, move |ws| remotecommand_session(ws, proto, p, streamer));
             resp
         }
     }
@@ -197,7 +208,7 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
     });
     let msg = |ch: usize, data: &[u8]| Message::Binary([&[ch as u8][..], data].concat().into());
     let mut to_targets = Vec::new();
-    let mut forwards = Vec::new();
+    let mut forwards = tokio::task::JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
         for ch in [2 * i, 2 * i + 1] {
             let _ = out_tx.send(msg(ch, &port.to_le_bytes())).await;
@@ -206,7 +217,7 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
         let (mut rd, wr) = tokio::io::split(ours);
         to_targets.push(Some(wr));
         let (out, streamer, pod) = (out_tx.clone(), streamer.clone(), pod.clone());
-        forwards.push(tokio::spawn(async move {
+        forwards.spawn(async move {
             let from_target = async {
                 let mut buf = vec![0u8; 32 * 1024];
                 while let Ok(n @ 1..) = rd.read(&mut buf).await {
@@ -232,9 +243,9 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
                 tracing::info!("{text}");
                 let _ = out.send(msg(2 * i + 1, text.as_bytes())).await;
             }
-        }));
+        });
     }
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         while let Some(Ok(m)) = source.next().await {
             let data = match m {
                 Message::Binary(d) => d,
@@ -255,8 +266,16 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
             let _ = wr.shutdown().await;
         }
     });
-    for f in forwards {
-        let _ = f.await;
+    let client_left = tokio::select! {
+        () = async { while forwards.join_next().await.is_some() {} } => false,
+        _ = &mut reader => true,
+    };
+    if client_left {
+        // Its connections go with it, even those the target keeps open.
+        forwards.shutdown().await;
+        drop(out_tx);
+        let _ = writer.await;
+        return;
     }
     let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
     let _ = out_tx.send(Message::Close(Some(close))).await;
