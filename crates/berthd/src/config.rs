@@ -325,6 +325,27 @@ mod tests {
     }
 
     #[test]
+    fn stream_limits_and_tls_are_read_and_checked() {
+        let c =
+            load_str("[stream]\nidle_timeout = \"4h0m0s\"\nmax_sessions = 7\nmax_streams_per_session = 9\n").unwrap();
+        assert_eq!(c.stream.idle_timeout, std::time::Duration::from_secs(4 * 3600));
+        assert_eq!((c.stream.max_sessions, c.stream.max_streams_per_session), (7, 9));
+        let d = Config::default().stream;
+        assert_eq!((d.idle_timeout.as_secs(), d.max_sessions, d.max_streams_per_session), (4 * 3600, 100, 100));
+        for (text, want) in [
+            ("idle_timeout = \"0s\"", "stream.idle_timeout: must be more than 0"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("max_sessions = 0", "stream.max_sessions: must be at least 1"),
+            ("max_streams_per_session = 2", "stream.max_streams_per_session: must be at least 5"),
+            ("tls_cert_file = \"/x.crt\"", "stream.tls_key_file: tls_cert_file is set"),
+            ("tls_key_file = \"/x.key\"", "stream.tls_cert_file: tls_key_file is set"),
+        ] {
+            let e = load_str(&format!("[stream]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn every_section_is_read() {
         let c = load_str(
             r#"

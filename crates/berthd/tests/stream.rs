@@ -1004,3 +1004,97 @@ fn stdin_the_command_does_not_read_does_not_hold_up_its_session() {
     RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
         .expect("stdin nobody reads held up the rest of the session");
 }
+
+#[test]
+fn tls_makes_the_urls_https_and_serves_exec_to_a_client_that_trusts_the_cert() {
+    use futures_util::StreamExt;
+    use tokio_rustls::rustls;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let certs = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (crt, key) = (certs.path().join("stream.crt"), certs.path().join("stream.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&key, signing_key.serialize_pem()).unwrap();
+    let e = Env::start_with(&format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", crt.display(), key.display()));
+    e.container("tls");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "echo over tls"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "tls".into(), cmd, stdout: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = url["https://".len()..].split('/').next().unwrap().to_string();
+        let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+        let mut ws_req = url.replacen("https://", "wss://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tls).await.unwrap();
+        let mut chans: [Vec<u8>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].extend_from_slice(rest);
+            }
+        }
+        assert_eq!(s(&chans[1]), "over tls\n");
+        assert!(s(&chans[3]).contains("Success"), "{}", s(&chans[3]));
+        // Plain HTTP on the TLS port gets no answer it could read.
+        let url = c.exec(v1::ExecRequest {
+            container_id: "tls".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        });
+        let url = url.await.unwrap().into_inner().url.replacen("https://", "http://", 1);
+        let plain = std::thread::spawn(move || {
+            let rest = url.strip_prefix("http://").unwrap();
+            let (host, path) = rest.split_once('/').unwrap();
+            let mut c = TcpStream::connect(host).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = write!(c, "POST /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: SPDY/3.1\r\n\r\n");
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        assert!(!plain.join().unwrap().starts_with(b"HTTP/1.1 101"));
+    });
+    // crictl skips verifying the stream server's certificate (client-go's
+    // Insecure, as crictl sets it): it works over https as over http.
+    for t in TRANSPORTS {
+        let out = e.run(&["exec", "--transport", t, "tls", "sh", "-c", "echo crictl over tls"], None);
+        assert!(out.status.success(), "{t}: {}", s(&out.stderr));
+        assert_eq!(s(&out.stdout), "crictl over tls\n", "{t}");
+    }
+}
+
+#[test]
+fn a_tls_key_that_is_no_key_stops_berthd_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, .. } = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (crt, key) = (dir.path().join("stream.crt"), dir.path().join("stream.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&key, "not a key\n").unwrap();
+    let streamer = dir.path().join("c");
+    std::fs::create_dir(&streamer).unwrap();
+    let config = format!(
+        "[stream]\ndebug_host_streamer_dir = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        streamer.display(),
+        crt.display(),
+        key.display()
+    );
+    let f = Berthd::try_start(&config).err().expect("berthd starts with a key file that holds no key");
+    assert!(f.stderr.contains("tls_key_file") && f.stderr.contains(&key.display().to_string()), "{}", f.stderr);
+}

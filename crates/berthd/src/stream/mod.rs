@@ -81,8 +81,8 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
-    #[error("stream.tls_cert_file/tls_key_file: {0}")]
-    Tls(String),
+    #[error("stream.{key}: {reason}")]
+    Tls { key: &'static str, reason: String },
     #[error("bind the streaming server on {addr}: {source}")]
     Bind {
         addr: String,
@@ -263,21 +263,22 @@ fn format_addr(ip: &str, port: u16) -> String {
 fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StreamError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |key, reason| StreamError::Tls { key, reason };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| StreamError::Tls(format!("read certificates from {}: {e}", cert.display())))?;
+        .map_err(|e| tls("tls_cert_file", format!("read certificates from {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(StreamError::Tls(format!("{}: no certificate in it", cert.display())));
+        return Err(tls("tls_cert_file", format!("{}: no PEM certificate in it", cert.display())));
     }
     let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| StreamError::Tls(format!("read the private key {}: {e}", key.display())))?;
+        .map_err(|e| tls("tls_key_file", format!("read a PEM private key from {}: {e}", key.display())))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| StreamError::Tls(e.to_string()))?
+        .map_err(|e| tls("tls_cert_file", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| StreamError::Tls(format!("certificate and key: {e}")))?;
+        .map_err(|e| tls("tls_key_file", format!("does not go with tls_cert_file: {e}")))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
