@@ -1098,3 +1098,49 @@ fn a_tls_key_that_is_no_key_stops_berthd_with_the_file_named() {
     let f = Berthd::try_start(&config).err().expect("berthd starts with a key file that holds no key");
     assert!(f.stderr.contains("tls_key_file") && f.stderr.contains(&key.display().to_string()), "{}", f.stderr);
 }
+
+#[test]
+fn websocket_stdin_the_command_does_not_read_does_not_hold_up_its_session() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("wsin");
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let script = "stty raw -echo; trap 'stty size; exit 0' WINCH; stty size; while :; do sleep 0.1; done";
+        let cmd = ["sh", "-c", script].map(String::from).to_vec();
+        let req =
+            v1::ExecRequest { container_id: "wsin".into(), cmd, tty: true, stdin: true, stdout: true, stderr: false };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let mut ws_req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(url["http://".len()..].split('/').next().unwrap()).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        let resize =
+            |w: u16, h: u16| Message::Binary(format!("\x04{{\"Width\":{w},\"Height\":{h}}}").into_bytes().into());
+        ws.send(resize(80, 24)).await.unwrap();
+        let mut out = Vec::new();
+        let mut read_until = async |ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, want: &str| {
+            while !s(&out).contains(want) {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(d))) if d.first() == Some(&1) => out.extend_from_slice(&d[1..]),
+                    Some(Ok(_)) => {}
+                    other => panic!("the session ended before {want:?}: {other:?}; got {:?}", s(&out)),
+                }
+            }
+        };
+        read_until(&mut ws, "24 80").await;
+        // 120 KiB of stdin in small messages that nothing reads, then a resize.
+        for _ in 0..(120 * 1024 / 256) {
+            let mut m = vec![0u8];
+            m.extend_from_slice(&[b'x'; 256]);
+            ws.send(Message::Binary(m.into())).await.unwrap();
+        }
+        ws.send(resize(100, 40)).await.unwrap();
+        read_until(&mut ws, "40 100").await;
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("stdin nobody reads held up the rest of the WebSocket session");
+}

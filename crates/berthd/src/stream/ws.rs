@@ -114,7 +114,7 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
     let opts = opts_of(&p);
     let (io, pipes) = pipes(&opts);
     let (resize_tx, resize_rx) = mpsc::channel(8);
-    let mut stdin = pipes.stdin;
+    let mut stdin = pipes.stdin.map(stdin_writer);
     let v5 = proto == V5;
     let (closed_tx, mut closed) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
@@ -127,8 +127,8 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
             };
             match data.first() {
                 Some(&STDIN) => {
-                    if let Some(pipe) = stdin.as_mut()
-                        && pipe.write_all(&data[1..]).await.is_err()
+                    if let Some(w) = &stdin
+                        && !w.send(data.slice(1..)).await
                     {
                         stdin = None;
                     }
@@ -138,11 +138,8 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
                         let _ = resize_tx.send(s).await;
                     }
                 }
-                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
-                    if let Some(mut pipe) = stdin.take() {
-                        let _ = pipe.shutdown().await;
-                    }
-                }
+                // The writer closes stdin once what came before is in.
+                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
                 _ => {}
             }
         }
@@ -179,6 +176,48 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
     if tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.is_err() {
         abort.abort();
     }
+}
+
+/// What stdin may hold that the command has not read before the session
+/// stops reading the connection (WebSocket has no flow control of its
+/// own): until then, resizes and the close signal still get through.
+const STDIN_BUFFER: usize = 128 * 1024;
+
+/// Feeds stdin from its own task, so a command that reads it slowly does
+/// not stop the session's reader (which also carries resizes).
+struct StdinWriter {
+    tx: mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl StdinWriter {
+    /// Queues `data`; waits only past [`STDIN_BUFFER`]. False once the
+    /// command's stdin is closed.
+    async fn send(&self, data: Bytes) -> bool {
+        if data.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let n = data.len().min(STDIN_BUFFER) as u32;
+        match self.budget.clone().acquire_many_owned(n).await {
+            Ok(permit) => self.tx.send((data, permit)).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The writer of `pipe`; dropping it closes stdin after what it queued.
+fn stdin_writer(mut pipe: DuplexStream) -> StdinWriter {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+    tokio::spawn(async move {
+        // The permit goes back once its bytes are in the pipe.
+        while let Some((data, _permit)) = rx.recv().await {
+            if pipe.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+        let _ = pipe.shutdown().await;
+    });
+    StdinWriter { tx, budget: Arc::new(tokio::sync::Semaphore::new(STDIN_BUFFER)) }
 }
 
 async fn channel_out(mut pipe: DuplexStream, out: mpsc::Sender<Message>, ch: u8) {
