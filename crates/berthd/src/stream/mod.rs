@@ -10,6 +10,16 @@
 //! WebSocket as `SPDY/3.1+portforward.k8s.io`). What runs behind a stream
 //! is a [`Streamer`]: the engine's containers, or for tests the
 //! [`host::HostStreamer`].
+//!
+//! Limits (`[stream]` in berthd.toml): a session with no data either way
+//! for `idle_timeout` is closed ([`idle`]) and what it ran is killed (the
+//! exec'd process gets SIGKILL when its future is dropped, as containerd
+//! kills an exec whose client is gone); at most `max_sessions` upgraded
+//! connections run at once (one more gets 429 and keeps its token); a
+//! SPDY connection has at most `max_streams_per_session` streams open;
+//! what berthd buffers per stream is bounded (see [`spdy`] on flow
+//! control, [`ws`] on stdin). With `tls_cert_file`/`tls_key_file` the
+//! server speaks TLS and its URLs are https.
 
 pub mod host;
 pub mod idle;
