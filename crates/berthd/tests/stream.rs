@@ -1144,3 +1144,47 @@ fn websocket_stdin_the_command_does_not_read_does_not_hold_up_its_session() {
     RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
         .expect("stdin nobody reads held up the rest of the WebSocket session");
 }
+
+#[test]
+fn an_idle_port_forward_session_ends_even_when_its_target_stays_open() {
+    use std::sync::mpsc;
+    let e = Env::start_with("idle_timeout = \"2s\"\nmax_sessions = 1");
+    e.container("podidle");
+    // The target reads until EOF and then holds its connection open,
+    // silent, until the test ends.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (events, seen) = mpsc::channel::<&'static str>();
+    let (_hold, held) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut buf = [0u8; 64];
+        while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        let _ = events.send("eof");
+        let _ = held.recv();
+    });
+    let port_s = port.to_string();
+    let _client = RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::PortForwardRequest { pod_sandbox_id: "podidle".into(), port: vec![] };
+        let url = c.port_forward(req).await.unwrap().into_inner().url;
+        let mut client = SpdyClient::connect(&url, "portforward.k8s.io").await;
+        client.syn(1, &[("streamtype", "error"), ("port", &port_s), ("requestid", "0")]).await;
+        client.syn(3, &[("streamtype", "data"), ("port", &port_s), ("requestid", "0")]).await;
+        // Then nothing either way, the connection held open.
+        client
+    });
+    assert_eq!(seen.recv_timeout(Duration::from_secs(30)), Ok("eof"), "the idle session's target saw no EOF");
+    // The session is over, its forwarded connection too: its place (the
+    // only one) is free again.
+    poll("a new session once the idle one is over", || {
+        let url = RT.block_on(async {
+            let mut c = runtime_client(&e.d).await;
+            let req = v1::PortForwardRequest { pod_sandbox_id: "podidle".into(), port: vec![] };
+            c.port_forward(req).await.unwrap().into_inner().url
+        });
+        // Any answer but 429 (this one offers no port-forward protocol).
+        let (status, _) = http_answer(&url, "SPDY/3.1");
+        status != "HTTP/1.1 429 Too Many Requests"
+    });
+}
