@@ -1003,6 +1003,14 @@ fn stdin_the_command_does_not_read_does_not_hold_up_its_session() {
     };
     RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
         .expect("stdin nobody reads held up the rest of the session");
+    stops_on_sigterm(e);
+}
+
+/// berthd stops on SIGTERM (within the testkit's 30 s): nothing of a
+/// session, such as a write to a pty nobody reads, holds up its exit.
+fn stops_on_sigterm(mut e: Env) {
+    let status = e.d.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.is_some_and(|s| s.success()), "berthd did not stop on SIGTERM: {status:?}\n{}", e.d.stderr());
 }
 
 #[test]
@@ -1143,6 +1151,7 @@ fn websocket_stdin_the_command_does_not_read_does_not_hold_up_its_session() {
     };
     RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
         .expect("stdin nobody reads held up the rest of the WebSocket session");
+    stops_on_sigterm(e);
 }
 
 #[test]
