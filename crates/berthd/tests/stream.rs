@@ -1021,8 +1021,9 @@ fn tls_makes_the_urls_https_and_serves_exec_to_a_client_that_trusts_the_cert() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let certs = tempfile::tempdir().unwrap();
+    // crictl checks the name "localhost" (its --tls-sni default).
     let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     let (crt, key) = (certs.path().join("stream.crt"), certs.path().join("stream.key"));
     std::fs::write(&crt, cert.pem()).unwrap();
     std::fs::write(&key, signing_key.serialize_pem()).unwrap();
@@ -1079,12 +1080,24 @@ fn tls_makes_the_urls_https_and_serves_exec_to_a_client_that_trusts_the_cert() {
         });
         assert!(!plain.join().unwrap().starts_with(b"HTTP/1.1 101"));
     });
-    // crictl skips verifying the stream server's certificate (client-go's
-    // Insecure, as crictl sets it): it works over https as over http.
+    // crictl trusts the CA given by --tls-ca, and refuses a server whose
+    // certificate another CA signed. (It wants a client certificate too,
+    // which berthd does not ask for: any will do.)
+    let ca = crt.display().to_string();
+    let client = ["--tls-cert", &ca, "--tls-key", key.to_str().unwrap()];
+    let other = certs.path().join("other.crt");
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&other, stranger.cert.pem()).unwrap();
     for t in TRANSPORTS {
-        let out = e.run(&["exec", "--transport", t, "tls", "sh", "-c", "echo crictl over tls"], None);
+        let args = [&["exec", "--tls-ca", &ca][..], &client, &["--transport", t, "tls", "sh", "-c", "echo over tls"]];
+        let out = e.run(&args.concat(), None);
         assert!(out.status.success(), "{t}: {}", s(&out.stderr));
-        assert_eq!(s(&out.stdout), "crictl over tls\n", "{t}");
+        assert_eq!(s(&out.stdout), "over tls\n", "{t}");
+        let other = other.display().to_string();
+        let out =
+            e.run(&[&["exec", "--tls-ca", &other][..], &client, &["--transport", t, "tls", "true"]].concat(), None);
+        assert!(!out.status.success(), "{t}: a server signed by another CA was trusted");
+        assert!(s(&out.stderr).contains("certificate"), "{t}: {}", s(&out.stderr));
     }
 }
 
