@@ -13,6 +13,11 @@
 //! [stream]                                      # exec/attach/port-forward server (see below)
 //!   address = "127.0.0.1"                       # what Exec/Attach/PortForward URLs point at
 //!   port = 0                                    # 0: a free port
+//!   idle_timeout = "4h"                         # no data either way this long: the session ends
+//!   max_sessions = 100                          # exec/attach/port-forward connections at once
+//!   max_streams_per_session = 100               # SPDY streams open at once in one connection
+//!   # tls_cert_file = "/etc/berth/stream.crt"   # both set: the URLs are https
+//!   # tls_key_file = "/etc/berth/stream.key"
 //!   # debug_host_streamer_dir = "/tmp/x"        # TEST ONLY: see StreamConfig
 //! [registry]                                    # berth-image's RegistryConfig
 //!   config_path = "/etc/berth/certs.d"          # containerd-style <host>/hosts.toml mirrors
@@ -116,6 +121,21 @@ pub struct StreamConfig {
     pub address: String,
     /// 0: a free port.
     pub port: u16,
+    /// A session with no data either way for this long is closed and what
+    /// it ran is killed (kubelet's `--streaming-connection-idle-timeout`,
+    /// 4 h by default). Humantime: "4h", "30s", "500ms".
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: std::time::Duration,
+    /// Streaming connections served at once; one more is refused (429).
+    pub max_sessions: usize,
+    /// Streams one SPDY connection may have open at once; more are reset
+    /// (REFUSED_STREAM). A port-forward connection takes two.
+    pub max_streams_per_session: usize,
+    /// PEM certificate chain; with `tls_key_file`, the server speaks TLS
+    /// and its URLs are https (containerd's `stream_server` TLS options).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// TEST ONLY, never in production: exec runs commands on the HOST, in
     /// `DIR/<container ID>`, and port-forward dials the host's localhost
     /// (see `stream::host`). Lets the streaming server be tested before
@@ -125,7 +145,16 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { address: "127.0.0.1".into(), port: 0, debug_host_streamer_dir: None }
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            idle_timeout: std::time::Duration::from_secs(4 * 3600),
+            max_sessions: 100,
+            max_streams_per_session: 100,
+            tls_cert_file: None,
+            tls_key_file: None,
+            debug_host_streamer_dir: None,
+        }
     }
 }
 
@@ -184,6 +213,21 @@ impl Config {
         let err = |key, reason: String| ConfigError::Stream { path: path.into(), key, reason };
         if self.stream.address.parse::<std::net::IpAddr>().is_err() {
             return Err(err("address", format!("{:?} is not an IP address", self.stream.address)));
+        }
+        if self.stream.idle_timeout.is_zero() {
+            return Err(err("idle_timeout", "must be more than 0".into()));
+        }
+        if self.stream.max_sessions == 0 {
+            return Err(err("max_sessions", "must be at least 1".into()));
+        }
+        // Exec with a tty opens four streams and a port-forward pair two.
+        if self.stream.max_streams_per_session < 5 {
+            return Err(err("max_streams_per_session", "must be at least 5 (an exec with stdio uses 5)".into()));
+        }
+        match (&self.stream.tls_cert_file, &self.stream.tls_key_file) {
+            (Some(_), None) => return Err(err("tls_key_file", "tls_cert_file is set: so must this be".into())),
+            (None, Some(_)) => return Err(err("tls_cert_file", "tls_key_file is set: so must this be".into())),
+            _ => {}
         }
         if let Some(d) = &self.stream.debug_host_streamer_dir
             && !(d.is_absolute() && d.is_dir())
@@ -278,6 +322,27 @@ mod tests {
         assert!(c.registry.config_path.is_empty());
         // An empty file is the same.
         assert_eq!(load_str("").unwrap().sandbox_image, c.sandbox_image);
+    }
+
+    #[test]
+    fn stream_limits_and_tls_are_read_and_checked() {
+        let c =
+            load_str("[stream]\nidle_timeout = \"4h0m0s\"\nmax_sessions = 7\nmax_streams_per_session = 9\n").unwrap();
+        assert_eq!(c.stream.idle_timeout, std::time::Duration::from_secs(4 * 3600));
+        assert_eq!((c.stream.max_sessions, c.stream.max_streams_per_session), (7, 9));
+        let d = Config::default().stream;
+        assert_eq!((d.idle_timeout.as_secs(), d.max_sessions, d.max_streams_per_session), (4 * 3600, 100, 100));
+        for (text, want) in [
+            ("idle_timeout = \"0s\"", "stream.idle_timeout: must be more than 0"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("max_sessions = 0", "stream.max_sessions: must be at least 1"),
+            ("max_streams_per_session = 2", "stream.max_streams_per_session: must be at least 5"),
+            ("tls_cert_file = \"/x.crt\"", "stream.tls_key_file: tls_cert_file is set"),
+            ("tls_key_file = \"/x.key\"", "stream.tls_cert_file: tls_key_file is set"),
+        ] {
+            let e = load_str(&format!("[stream]\n{text}\n")).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

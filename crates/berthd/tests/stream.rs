@@ -79,11 +79,16 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
+        Env::start_with("")
+    }
+
+    /// With more `[stream]` settings (TOML lines).
+    fn start_with(stream: &str) -> Env {
         let containers = tempfile::Builder::new().prefix("berthd-stream-").tempdir().unwrap();
         let images = StubImages::start(containers.path());
         let dir = containers.path().join("c");
         std::fs::create_dir(&dir).unwrap();
-        let d = Berthd::start(&format!("[stream]\ndebug_host_streamer_dir = \"{}\"\n", dir.display()));
+        let d = Berthd::start(&format!("[stream]\ndebug_host_streamer_dir = \"{}\"\n{stream}\n", dir.display()));
         Env { d, containers, images }
     }
 
@@ -629,5 +634,579 @@ fn websocket_v4_port_forward_has_a_channel_pair_per_port() {
         assert!(chans[1].len() == 1, "no error for the open port: {:?}", chans[1]);
         let err = s(&chans[3][1..].concat());
         assert!(err.contains(&format!("error forwarding port {closed} to pod pod3")), "{err}");
+    });
+}
+
+/// Starts `crictl exec` of a command that writes its PID to `pidfile` and
+/// then sleeps without a byte of output; the client and the PID.
+fn silent_exec(e: &Env, transport: &str, id: &str, pidfile: &Path) -> (std::process::Child, i32) {
+    let script = format!("echo $$ > {}; exec sleep 1000", pidfile.display());
+    let client = e
+        .crictl()
+        .args(["exec", "--transport", transport, id, "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    poll("the command writes its PID", || std::fs::read_to_string(pidfile).is_ok_and(|p| p.ends_with('\n')));
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    (client, pid)
+}
+
+#[test]
+fn an_idle_session_is_closed_and_its_command_killed() {
+    let e = Env::start_with("idle_timeout = \"2s\"");
+    let dir = e.container("idle");
+    for t in TRANSPORTS {
+        let (mut client, pid) = silent_exec(&e, t, "idle", &dir.join(format!("pid-{t}")));
+        let _guard = KillOnDrop(pid);
+        let _client_guard = KillOnDrop(client.id() as i32);
+        // No data either way: berthd closes the session, which kills the
+        // command (as kubelet's idle timeout does), and the client ends.
+        poll(&format!("{t}: the idle session's command is killed"), || !running(pid));
+        poll(&format!("{t}: the client of the idle session ends"), || client.try_wait().unwrap().is_some());
+    }
+}
+
+/// A raw upgrade request on the streaming server: the status line and
+/// the body.
+fn http_answer(url: &str, upgrade: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut c = TcpStream::connect(host).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\n\
+         X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(c);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (status.trim_end().to_string(), s(&body))
+}
+
+#[test]
+fn sessions_past_the_cap_are_refused_until_one_ends() {
+    let e = Env::start_with("max_sessions = 2");
+    let dir = e.container("cap");
+    let (mut first, pid1) = silent_exec(&e, "spdy", "cap", &dir.join("pid-1"));
+    let (_second, pid2) = silent_exec(&e, "websocket", "cap", &dir.join("pid-2"));
+    let _guards = [KillOnDrop(pid1), KillOnDrop(pid2), KillOnDrop(first.id() as i32), KillOnDrop(_second.id() as i32)];
+    let url = RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::ExecRequest {
+            container_id: "cap".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        };
+        c.exec(req).await.unwrap().into_inner().url
+    });
+    let (status, body) = http_answer(&url, "SPDY/3.1");
+    assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
+    assert!(body.contains("too many streaming sessions (at most 2)"), "{body}");
+    // The refused request did not spend its token, and a session that
+    // ends gives its place back.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    poll("the first session's command is killed", || !running(pid1));
+    let out = e.run(&["exec", "cap", "sh", "-c", "echo again"], None);
+    assert!(out.status.success(), "{}", s(&out.stderr));
+    assert_eq!(s(&out.stdout), "again\n");
+}
+
+/// A SPDY client of the tests: the upgraded connection of `url`, and the
+/// header compression state of each direction.
+struct SpdyClient {
+    tcp: tokio::io::BufReader<tokio::net::TcpStream>,
+    enc: berthd::stream::spdy::HeaderEncoder,
+    dec: berthd::stream::spdy::HeaderDecoder,
+    /// The receive window the server announced (SETTINGS), if it did.
+    announced: Option<u32>,
+}
+
+impl SpdyClient {
+    async fn connect(url: &str, protocol: &str) -> SpdyClient {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let (host, path) = url["http://".len()..].split_once('/').unwrap();
+        let mut tcp = tokio::io::BufReader::new(tokio::net::TcpStream::connect(host).await.unwrap());
+        let head = format!(
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: {protocol}\r\nContent-Length: 0\r\n\r\n"
+        );
+        tcp.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        loop {
+            let mut line = String::new();
+            tcp.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            resp.push_str(&line);
+        }
+        assert!(resp.starts_with("HTTP/1.1 101"), "{resp}");
+        SpdyClient {
+            tcp,
+            enc: berthd::stream::spdy::HeaderEncoder::new(),
+            dec: berthd::stream::spdy::HeaderDecoder::new(),
+            announced: None,
+        }
+    }
+
+    async fn send(&mut self, f: berthd::stream::spdy::Frame) {
+        use tokio::io::AsyncWriteExt;
+        let bytes = berthd::stream::spdy::encode(&f, &mut self.enc).unwrap();
+        self.tcp.get_mut().write_all(&bytes).await.unwrap();
+    }
+
+    async fn syn(&mut self, id: u32, headers: &[(&str, &str)]) {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.send(berthd::stream::spdy::Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers,
+        })
+        .await;
+    }
+
+    async fn data(&mut self, id: u32, data: &[u8]) {
+        self.send(berthd::stream::spdy::Frame::Data { stream_id: id, flags: 0, data: data.to_vec().into() }).await;
+    }
+
+    async fn frame(&mut self) -> berthd::stream::spdy::Frame {
+        use berthd::stream::spdy::{self, Frame};
+        let f = spdy::read_frame(&mut self.tcp, &mut self.dec).await.unwrap().expect("the server ended early");
+        if let Frame::Settings { entries, .. } = &f {
+            let window = entries.iter().find(|e| e.1 == SETTINGS_INITIAL_WINDOW_SIZE);
+            self.announced = window.map(|e| e.2).or(self.announced);
+        }
+        f
+    }
+}
+
+#[test]
+fn spdy_streams_past_the_cap_are_refused() {
+    use berthd::stream::spdy::{Frame, RST_REFUSED_STREAM};
+    let e = Env::start_with("max_streams_per_session = 5");
+    e.container("pod5");
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::PortForwardRequest { pod_sandbox_id: "pod5".into(), port: vec![] };
+        let url = c.port_forward(req).await.unwrap().into_inner().url;
+        let mut spdy = SpdyClient::connect(&url, "portforward.k8s.io").await;
+        // Seven error streams waiting for their data stream: five are open
+        // at once at most.
+        for i in 0..7u32 {
+            let rid = i.to_string();
+            spdy.syn(2 * i + 1, &[("streamtype", "error"), ("port", "80"), ("requestid", &rid)]).await;
+        }
+        let (mut replied, mut refused) = (Vec::new(), Vec::new());
+        while replied.len() + refused.len() < 7 {
+            match spdy.frame().await {
+                Frame::SynReply { stream_id, .. } => replied.push(stream_id),
+                Frame::RstStream { stream_id, status } if status == RST_REFUSED_STREAM => refused.push(stream_id),
+                _ => {}
+            }
+        }
+        assert_eq!(replied, [1, 3, 5, 7, 9]);
+        assert_eq!(refused, [11, 13]);
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await }).expect("the session stalled");
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+const FIFTY_MIB: usize = 50 << 20;
+/// The SETTINGS ID of the initial window size (SPDY/3).
+const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
+const RSS_BOUND_KIB: u64 = 64 << 10;
+
+#[test]
+fn spdy_output_keeps_to_a_slow_clients_window_and_berthd_stays_bounded() {
+    use berthd::stream::spdy::{self, Frame};
+    let e = Env::start();
+    e.container("big");
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["head", "-c", &FIFTY_MIB.to_string(), "/dev/zero"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "big".into(), cmd, stdout: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let rss_before = vm_rss_kib(e.d.pid());
+        let mut client = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+        // This client keeps windows: 64 KiB per stream, as it says.
+        let window = 64 * 1024;
+        let entries = vec![(0, SETTINGS_INITIAL_WINDOW_SIZE, window)];
+        client.send(Frame::Settings { flags: 0, entries }).await;
+        client.syn(1, &[("streamtype", "error")]).await;
+        client.syn(3, &[("streamtype", "stdout")]).await;
+        // The stream's and the session's windows start alike (64 KiB).
+        let (mut got, mut granted, mut rss_max, mut status) = (0usize, window as usize, 0, None);
+        while status.is_none() {
+            match client.frame().await {
+                Frame::Data { stream_id: 3, data, .. } => {
+                    got += data.len();
+                    assert!(got <= granted, "berthd sent {got} bytes on a stream it had {granted} of window for");
+                    // A slow reader: opens the window again only once it
+                    // is used up, after a pause.
+                    if got == granted {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        client.send(Frame::WindowUpdate { stream_id: 3, delta: window }).await;
+                        client.send(Frame::WindowUpdate { stream_id: 0, delta: window }).await;
+                        granted += window as usize;
+                        rss_max = rss_max.max(vm_rss_kib(e.d.pid()));
+                    }
+                }
+                Frame::Data { stream_id: 1, data, flags } if flags & spdy::FLAG_FIN != 0 || !data.is_empty() => {
+                    status = Some(s(&data));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, FIFTY_MIB);
+        assert!(status.unwrap().contains("Success"));
+        assert!(
+            rss_max < rss_before + RSS_BOUND_KIB,
+            "berthd grew from {rss_before} KiB to {rss_max} KiB while a slow client read 50 MiB"
+        );
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(300), session).await }).expect("the session stalled");
+}
+
+#[test]
+fn websocket_output_to_a_slow_reader_keeps_berthd_bounded() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("bigws");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["head", "-c", &FIFTY_MIB.to_string(), "/dev/zero"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "bigws".into(), cmd, stdout: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let rss_before = vm_rss_kib(e.d.pid());
+        let mut ws_req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(url["http://".len()..].split('/').next().unwrap()).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        let (mut got, mut rss_max, mut n) = (0usize, 0, 0u64);
+        let mut status = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m {
+                match d.split_first() {
+                    Some((1, rest)) => got += rest.len(),
+                    Some((3, rest)) => status.extend_from_slice(rest),
+                    _ => {}
+                }
+                n += 1;
+                if n.is_multiple_of(16) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    rss_max = rss_max.max(vm_rss_kib(e.d.pid()));
+                }
+            }
+        }
+        assert_eq!(got, FIFTY_MIB);
+        assert!(s(&status).contains("Success"), "{}", s(&status));
+        assert!(
+            rss_max < rss_before + RSS_BOUND_KIB,
+            "berthd grew from {rss_before} KiB to {rss_max} KiB while a slow client read 50 MiB"
+        );
+    });
+}
+
+/// Reads frames until stream `id`'s data so far contains `want`.
+async fn read_until(client: &mut SpdyClient, id: u32, seen: &mut Vec<u8>, want: &str) {
+    use berthd::stream::spdy::Frame;
+    while !s(seen).contains(want) {
+        if let Frame::Data { stream_id, data, .. } = client.frame().await
+            && stream_id == id
+        {
+            seen.extend_from_slice(&data);
+        }
+    }
+}
+
+/// An exec with a tty over SPDY v4 (error 1, stdin 3, stdout 5, resize
+/// 7) of `script`, after a first resize to 80x24.
+async fn tty_exec(e: &Env, id: &str, script: &str) -> SpdyClient {
+    let mut c = runtime_client(&e.d).await;
+    let cmd = ["sh", "-c", script].map(String::from).to_vec();
+    let req = v1::ExecRequest { container_id: id.into(), cmd, tty: true, stdin: true, stdout: true, stderr: false };
+    let url = c.exec(req).await.unwrap().into_inner().url;
+    let mut client = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+    for (sid, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize")] {
+        client.syn(sid, &[("streamtype", kind)]).await;
+    }
+    client.data(7, br#"{"Width":80,"Height":24}"#).await;
+    client
+}
+
+#[test]
+fn a_resize_after_the_first_reaches_the_pty() {
+    let e = Env::start();
+    e.container("rs");
+    let session = async {
+        // The trap first: a resize can come as soon as the size is out.
+        let script = "trap 'stty size; exit 0' WINCH; stty size; while :; do sleep 0.1; done";
+        let mut client = tty_exec(&e, "rs", script).await;
+        let mut out = Vec::new();
+        read_until(&mut client, 5, &mut out, "24 80").await;
+        client.data(7, br#"{"Width":100,"Height":40}"#).await;
+        read_until(&mut client, 5, &mut out, "40 100").await;
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("the second resize did not reach the pty");
+}
+
+#[test]
+fn stdin_the_command_does_not_read_does_not_hold_up_its_session() {
+    let e = Env::start();
+    e.container("slowin");
+    let session = async {
+        // The command never reads stdin: what the client sends piles up.
+        let script = "stty raw -echo; trap 'stty size; exit 0' WINCH; stty size; while :; do sleep 0.1; done";
+        let mut client = tty_exec(&e, "slowin", script).await;
+        let mut out = Vec::new();
+        read_until(&mut client, 5, &mut out, "24 80").await;
+        // 120 KiB, within the window berthd announces, in small frames.
+        let sent = 120 * 1024;
+        for _ in 0..sent / 256 {
+            client.data(3, &[b'x'; 256]).await;
+        }
+        // The session is still read: the resize behind the stdin arrives.
+        client.data(7, br#"{"Width":100,"Height":40}"#).await;
+        read_until(&mut client, 5, &mut out, "40 100").await;
+        let announced = client.announced.expect("berthd announces its receive window");
+        assert!(announced as usize >= sent, "window {announced} < {sent}");
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("stdin nobody reads held up the rest of the session");
+    stops_on_sigterm(e);
+}
+
+/// berthd stops on SIGTERM (within the testkit's 30 s): nothing of a
+/// session, such as a write to a pty nobody reads, holds up its exit.
+fn stops_on_sigterm(mut e: Env) {
+    let status = e.d.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.is_some_and(|s| s.success()), "berthd did not stop on SIGTERM: {status:?}\n{}", e.d.stderr());
+}
+
+#[test]
+fn tls_makes_the_urls_https_and_serves_exec_to_a_client_that_trusts_the_cert() {
+    use futures_util::StreamExt;
+    use tokio_rustls::rustls;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let certs = tempfile::tempdir().unwrap();
+    // crictl checks the name "localhost" (its --tls-sni default).
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let (crt, key) = (certs.path().join("stream.crt"), certs.path().join("stream.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&key, signing_key.serialize_pem()).unwrap();
+    let e = Env::start_with(&format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", crt.display(), key.display()));
+    e.container("tls");
+    RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let cmd = ["sh", "-c", "echo over tls"].map(String::from).to_vec();
+        let req = v1::ExecRequest { container_id: "tls".into(), cmd, stdout: true, ..Default::default() };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = url["https://".len()..].split('/').next().unwrap().to_string();
+        let tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+        let mut ws_req = url.replacen("https://", "wss://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tls).await.unwrap();
+        let mut chans: [Vec<u8>; 4] = Default::default();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(d) = m
+                && let Some((&ch, rest)) = d.split_first()
+            {
+                chans[usize::from(ch).min(3)].extend_from_slice(rest);
+            }
+        }
+        assert_eq!(s(&chans[1]), "over tls\n");
+        assert!(s(&chans[3]).contains("Success"), "{}", s(&chans[3]));
+        // Plain HTTP on the TLS port gets no answer it could read.
+        let url = c.exec(v1::ExecRequest {
+            container_id: "tls".into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        });
+        let url = url.await.unwrap().into_inner().url.replacen("https://", "http://", 1);
+        let plain = std::thread::spawn(move || {
+            let rest = url.strip_prefix("http://").unwrap();
+            let (host, path) = rest.split_once('/').unwrap();
+            let mut c = TcpStream::connect(host).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let _ = write!(c, "POST /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: SPDY/3.1\r\n\r\n");
+            let mut got = Vec::new();
+            let _ = c.read_to_end(&mut got);
+            got
+        });
+        assert!(!plain.join().unwrap().starts_with(b"HTTP/1.1 101"));
+    });
+    // crictl trusts the CA given by --tls-ca, and refuses a server whose
+    // certificate another CA signed. (It wants a client certificate too,
+    // which berthd does not ask for: any will do.)
+    let ca = crt.display().to_string();
+    let client = ["--tls-cert", &ca, "--tls-key", key.to_str().unwrap()];
+    let other = certs.path().join("other.crt");
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&other, stranger.cert.pem()).unwrap();
+    for t in TRANSPORTS {
+        let args = [&["exec", "--tls-ca", &ca][..], &client, &["--transport", t, "tls", "sh", "-c", "echo over tls"]];
+        let out = e.run(&args.concat(), None);
+        assert!(out.status.success(), "{t}: {}", s(&out.stderr));
+        assert_eq!(s(&out.stdout), "over tls\n", "{t}");
+        let other = other.display().to_string();
+        let out =
+            e.run(&[&["exec", "--tls-ca", &other][..], &client, &["--transport", t, "tls", "true"]].concat(), None);
+        assert!(!out.status.success(), "{t}: a server signed by another CA was trusted");
+        assert!(s(&out.stderr).contains("certificate"), "{t}: {}", s(&out.stderr));
+    }
+}
+
+#[test]
+fn a_tls_key_that_is_no_key_stops_berthd_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, .. } = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (crt, key) = (dir.path().join("stream.crt"), dir.path().join("stream.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&key, "not a key\n").unwrap();
+    let streamer = dir.path().join("c");
+    std::fs::create_dir(&streamer).unwrap();
+    let config = format!(
+        "[stream]\ndebug_host_streamer_dir = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        streamer.display(),
+        crt.display(),
+        key.display()
+    );
+    let f = Berthd::try_start(&config).err().expect("berthd starts with a key file that holds no key");
+    assert!(f.stderr.contains("tls_key_file") && f.stderr.contains(&key.display().to_string()), "{}", f.stderr);
+}
+
+#[test]
+fn websocket_stdin_the_command_does_not_read_does_not_hold_up_its_session() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let e = Env::start();
+    e.container("wsin");
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let script = "stty raw -echo; trap 'stty size; exit 0' WINCH; stty size; while :; do sleep 0.1; done";
+        let cmd = ["sh", "-c", script].map(String::from).to_vec();
+        let req =
+            v1::ExecRequest { container_id: "wsin".into(), cmd, tty: true, stdin: true, stdout: true, stderr: false };
+        let url = c.exec(req).await.unwrap().into_inner().url;
+        let mut ws_req = url.replacen("http://", "ws://", 1).into_client_request().unwrap();
+        ws_req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(url["http://".len()..].split('/').next().unwrap()).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tcp).await.unwrap();
+        let resize =
+            |w: u16, h: u16| Message::Binary(format!("\x04{{\"Width\":{w},\"Height\":{h}}}").into_bytes().into());
+        ws.send(resize(80, 24)).await.unwrap();
+        let mut out = Vec::new();
+        let mut read_until = async |ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, want: &str| {
+            while !s(&out).contains(want) {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(d))) if d.first() == Some(&1) => out.extend_from_slice(&d[1..]),
+                    Some(Ok(_)) => {}
+                    other => panic!("the session ended before {want:?}: {other:?}; got {:?}", s(&out)),
+                }
+            }
+        };
+        read_until(&mut ws, "24 80").await;
+        // 120 KiB of stdin in small messages that nothing reads, then a resize.
+        for _ in 0..(120 * 1024 / 256) {
+            let mut m = vec![0u8];
+            m.extend_from_slice(&[b'x'; 256]);
+            ws.send(Message::Binary(m.into())).await.unwrap();
+        }
+        ws.send(resize(100, 40)).await.unwrap();
+        read_until(&mut ws, "40 100").await;
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("stdin nobody reads held up the rest of the WebSocket session");
+    stops_on_sigterm(e);
+}
+
+#[test]
+fn an_idle_port_forward_session_ends_even_when_its_target_stays_open() {
+    use std::sync::mpsc;
+    let e = Env::start_with("idle_timeout = \"2s\"\nmax_sessions = 1");
+    e.container("podidle");
+    // The target reads until EOF and then holds its connection open,
+    // silent, until the test ends.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (events, seen) = mpsc::channel::<&'static str>();
+    let (_hold, held) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut buf = [0u8; 64];
+        while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        let _ = events.send("eof");
+        let _ = held.recv();
+    });
+    let port_s = port.to_string();
+    let _client = RT.block_on(async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::PortForwardRequest { pod_sandbox_id: "podidle".into(), port: vec![] };
+        let url = c.port_forward(req).await.unwrap().into_inner().url;
+        let mut client = SpdyClient::connect(&url, "portforward.k8s.io").await;
+        client.syn(1, &[("streamtype", "error"), ("port", &port_s), ("requestid", "0")]).await;
+        client.syn(3, &[("streamtype", "data"), ("port", &port_s), ("requestid", "0")]).await;
+        // Then nothing either way, the connection held open.
+        client
+    });
+    assert_eq!(seen.recv_timeout(Duration::from_secs(30)), Ok("eof"), "the idle session's target saw no EOF");
+    // The session is over, its forwarded connection too: its place (the
+    // only one) is free again.
+    poll("a new session once the idle one is over", || {
+        let url = RT.block_on(async {
+            let mut c = runtime_client(&e.d).await;
+            let req = v1::PortForwardRequest { pod_sandbox_id: "podidle".into(), port: vec![] };
+            c.port_forward(req).await.unwrap().into_inner().url
+        });
+        // Any answer but 429 (this one offers no port-forward protocol).
+        let (status, _) = http_answer(&url, "SPDY/3.1");
+        status != "HTTP/1.1 429 Too Many Requests"
     });
 }

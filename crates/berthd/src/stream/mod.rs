@@ -10,8 +10,19 @@
 //! WebSocket as `SPDY/3.1+portforward.k8s.io`). What runs behind a stream
 //! is a [`Streamer`]: the engine's containers, or for tests the
 //! [`host::HostStreamer`].
+//!
+//! Limits (`[stream]` in berthd.toml): a session with no data either way
+//! for `idle_timeout` is closed ([`idle`]) and what it ran is killed (the
+//! exec'd process gets SIGKILL when its future is dropped, as containerd
+//! kills an exec whose client is gone); at most `max_sessions` upgraded
+//! connections run at once (one more gets 429 and keeps its token); a
+//! SPDY connection has at most `max_streams_per_session` streams open;
+//! what berthd buffers per stream is bounded (see [`spdy`] on flow
+//! control, [`ws`] on stdin). With `tls_cert_file`/`tls_key_file` the
+//! server speaks TLS and its URLs are https.
 
 pub mod host;
+pub mod idle;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
@@ -29,7 +40,7 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::config::StreamConfig;
 
@@ -80,6 +91,8 @@ pub enum StreamError {
         #[source]
         source: std::io::Error,
     },
+    #[error("stream.{key}: {reason}")]
+    Tls { key: &'static str, reason: String },
     #[error("bind the streaming server on {addr}: {source}")]
     Bind {
         addr: String,
@@ -174,6 +187,33 @@ impl Tokens {
     }
 }
 
+/// What every upgraded session gets: its limits, and its place among
+/// `[stream] max_sessions` (given back when the session ends with it).
+pub struct SessionCtx {
+    pub idle_timeout: Duration,
+    pub spdy: spdy::SessionLimits,
+    _place: OwnedSemaphorePermit,
+}
+
+impl SessionCtx {
+    /// `io` with the idle-stream timeout.
+    pub fn wrap<T>(&self, io: T) -> idle::IdleIo<T> {
+        idle::IdleIo::new(io, self.idle_timeout)
+    }
+}
+
+/// What the accept loop shares with every connection.
+struct Shared {
+    tokens: Arc<Tokens>,
+    streamer: Arc<dyn Streamer>,
+    /// One permit per session that may run at once.
+    sessions: Arc<Semaphore>,
+    max_sessions: usize,
+    idle_timeout: Duration,
+    spdy: spdy::SessionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// The running streaming server.
 pub struct Server {
     base_url: String,
@@ -185,15 +225,29 @@ impl Server {
     /// Binds `[stream] address:port` (port 0: a free one) and serves in
     /// the background of the current tokio runtime.
     pub async fn start(cfg: &StreamConfig, streamer: Arc<dyn Streamer>) -> Result<Server, StreamError> {
+        let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let addr = format_addr(&cfg.address, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| StreamError::Bind { addr: addr.clone(), source })?;
         let local = listener.local_addr().map_err(|source| StreamError::Bind { addr, source })?;
         let tokens = Arc::new(Tokens::default());
-        let base_url = format!("http://{}", format_addr(&local.ip().to_string(), local.port()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{}", format_addr(&local.ip().to_string(), local.port()));
         tracing::info!(url = %base_url, "streaming server (exec, attach, port-forward) listening");
-        tokio::spawn(accept_loop(listener, tokens.clone(), streamer.clone()));
+        let shared = Arc::new(Shared {
+            tokens: tokens.clone(),
+            streamer: streamer.clone(),
+            sessions: Arc::new(Semaphore::new(cfg.max_sessions)),
+            max_sessions: cfg.max_sessions,
+            idle_timeout: cfg.idle_timeout,
+            spdy: spdy::SessionLimits { max_streams: cfg.max_streams_per_session },
+            tls,
+        });
+        tokio::spawn(accept_loop(listener, shared));
         Ok(Server { base_url, tokens, streamer })
     }
 
@@ -215,7 +269,30 @@ fn format_addr(ip: &str, port: u16) -> String {
     if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, tokens: Arc<Tokens>, streamer: Arc<dyn Streamer>) {
+/// The TLS server config of a PEM certificate chain and key.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StreamError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = |key, reason| StreamError::Tls { key, reason };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls("tls_cert_file", format!("read certificates from {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(tls("tls_cert_file", format!("{}: no PEM certificate in it", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| tls("tls_key_file", format!("read a PEM private key from {}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("tls_cert_file", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls("tls_key_file", format!("does not go with tls_cert_file: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -226,19 +303,36 @@ async fn accept_loop(listener: tokio::net::TcpListener, tokens: Arc<Tokens>, str
                 continue;
             }
         };
-        let (tokens, streamer) = (tokens.clone(), streamer.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, tokens.clone(), streamer.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(conn), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
+            let res = match &shared.tls {
+                None => serve_connection(conn, shared.clone()).await,
+                // A handshake that does not finish in time is dropped.
+                Some(tls) => match tokio::time::timeout(Duration::from_secs(30), tls.accept(conn)).await {
+                    Ok(Ok(conn)) => serve_connection(conn, shared.clone()).await,
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(e) = res {
                 tracing::debug!(%peer, "streaming connection: {e}");
             }
         });
     }
+}
+
+async fn serve_connection<IO>(conn: IO, shared: Arc<Shared>) -> Result<(), String>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(conn), svc)
+        .with_upgrades()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -281,15 +375,19 @@ pub fn header_list(req: &hyper::Request<Incoming>, name: &str) -> Vec<String> {
         .collect()
 }
 
-async fn handle(
-    req: hyper::Request<Incoming>,
-    tokens: Arc<Tokens>,
-    streamer: Arc<dyn Streamer>,
-) -> Result<HttpResponse, Infallible> {
+async fn handle(req: hyper::Request<Incoming>, shared: Arc<Shared>) -> Result<HttpResponse, Infallible> {
     let path = req.uri().path().trim_start_matches('/').to_string();
     let Some((kind, token)) = path.split_once('/') else {
         return Ok(text(StatusCode::NOT_FOUND, "not found"));
     };
+    // Checked before the token is spent: the client may try again later.
+    let Ok(place) = shared.sessions.clone().try_acquire_owned() else {
+        let msg = format!("too many streaming sessions (at most {}): try again later", shared.max_sessions);
+        tracing::info!("{msg}");
+        return Ok(text(StatusCode::TOO_MANY_REQUESTS, msg));
+    };
+    let ctx = SessionCtx { idle_timeout: shared.idle_timeout, spdy: shared.spdy, _place: place };
+    let (tokens, streamer) = (&shared.tokens, shared.streamer.clone());
     // The token is spent by any attempt, as kubelet's is: a URL that
     // leaked cannot be tried again.
     let pending = match tokens.take(token) {
@@ -301,8 +399,8 @@ async fn handle(
     };
     tracing::debug!(?pending, ?upgrade, "streaming request");
     Ok(match pending {
-        Pending::PortForward { pod_sandbox_id } => portforward::serve(req, upgrade, pod_sandbox_id, streamer),
-        p => remotecommand::serve(req, upgrade, p, streamer),
+        Pending::PortForward { pod_sandbox_id } => portforward::serve(req, upgrade, pod_sandbox_id, streamer, ctx),
+        p => remotecommand::serve(req, upgrade, p, streamer, ctx),
     })
 }
 

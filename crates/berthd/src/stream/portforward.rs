@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::remotecommand::{negotiate, spdy_switching};
 use super::spdy::{self, IncomingStream, Sender};
-use super::{HttpResponse, Streamer, Upgrade, header_list, text};
+use super::{HttpResponse, SessionCtx, Streamer, Upgrade, header_list, text};
 
 pub const PROTOCOL: &str = "portforward.k8s.io";
 pub const WS_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -30,18 +30,22 @@ pub fn serve(
     upgrade: Upgrade,
     pod: String,
     streamer: Arc<dyn Streamer>,
+    ctx: SessionCtx,
 ) -> HttpResponse {
     match upgrade {
         Upgrade::WebSocket => match super::ws::accept(&mut req, &[WS_TUNNEL, super::ws::V4]) {
             Err(refusal) => *refusal,
             Ok((resp, WS_TUNNEL)) => {
-                super::ws::on_upgrade(&mut req, move |ws| session(super::ws::byte_stream(ws), pod, streamer));
+                let limits = ctx.spdy;
+                super::ws::on_upgrade(&mut req, ctx, move |ws| {
+                    session(super::ws::byte_stream(ws), pod, streamer, limits)
+                });
                 resp
             }
             Ok((resp, _)) => match query_ports(req.uri().query().unwrap_or_default()) {
                 Err(e) => text(StatusCode::BAD_REQUEST, e),
                 Ok(ports) => {
-                    super::ws::on_upgrade(&mut req, move |ws| {
+                    super::ws::on_upgrade(&mut req, ctx, move |ws| {
                         super::ws::portforward_channels(ws, pod, ports, streamer)
                     });
                     resp
@@ -59,9 +63,10 @@ pub fn serve(
             let upgraded = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 match upgraded.await {
-                    Ok(u) => session(TokioIo::new(u), pod, streamer).await,
+                    Ok(u) => session(ctx.wrap(TokioIo::new(u)), pod, streamer, ctx.spdy).await,
                     Err(e) => tracing::debug!("SPDY upgrade: {e}"),
                 }
+                drop(ctx);
             });
             spdy_switching(PROTOCOL)
         }
@@ -94,13 +99,15 @@ struct Pair {
     data: Option<IncomingStream>,
 }
 
-async fn session<IO>(io: IO, pod: String, streamer: Arc<dyn Streamer>)
+async fn session<IO>(io: IO, pod: String, streamer: Arc<dyn Streamer>, limits: spdy::SessionLimits)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let spdy::Session { out, mut incoming, task, .. } = spdy::serve_session(io);
+    let spdy::Session { out, mut incoming, task, .. } = spdy::serve_session(io, limits);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
+    let mut forwards = tokio::task::JoinSet::new();
     while let Some(s) = incoming.recv().await {
+        while forwards.try_join_next().is_some() {}
         let Some(request_id) = s.header("requestid").map(str::to_string) else {
             refuse(&out, &s).await;
             continue;
@@ -127,9 +134,12 @@ where
         *slot = Some(s);
         let complete = pair.error.is_some() && pair.data.is_some();
         if complete && let Some(Pair { error: Some(error), data: Some(data) }) = pairs.remove(&request_id) {
-            tokio::spawn(forward(pod.clone(), error, data, out.clone(), streamer.clone()));
+            forwards.spawn(forward(pod.clone(), error, data, out.clone(), streamer.clone()));
         }
     }
+    // The client is gone (or idle too long): so are its connections, even
+    // those whose target would keep them open.
+    forwards.shutdown().await;
     drop(out);
     let _ = task.await;
 }
@@ -140,9 +150,9 @@ async fn refuse(out: &Sender, s: &IncomingStream) {
 
 /// Forwards one connection; a failure is written on the error stream.
 async fn forward(pod: String, error: IncomingStream, data: IncomingStream, out: Sender, streamer: Arc<dyn Streamer>) {
-    // The error stream is only written to (the client closes its side).
-    let error_id = error.id;
-    drop(error);
+    // The error stream is only written to (the client closes its side):
+    // what the client sends there is dropped.
+    let IncomingStream { id: error_id, open: _error_open, .. } = error;
     let port = data.header("port").unwrap_or_default().to_string();
     let result = match port.parse::<u16>() {
         Ok(p) if p > 0 => pump(&pod, p, data, &out, &*streamer).await,

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::spdy::{self, IncomingStream, Sender};
-use super::{HttpResponse, Pending, StreamIo, Streamer, TermSize, Upgrade, header_list, text};
+use super::{HttpResponse, Pending, SessionCtx, StreamIo, Streamer, TermSize, Upgrade, header_list, text};
 
 /// The SPDY protocols spoken, best first (v5 differs from v4 only over
 /// WebSocket, so a SPDY client offering v5 gets v4).
@@ -166,10 +166,16 @@ pub fn opts_of(p: &Pending) -> super::StdioOpts {
 }
 
 /// Answers the upgrade request and, once upgraded, runs the request.
-pub fn serve(req: hyper::Request<Incoming>, upgrade: Upgrade, p: Pending, streamer: Arc<dyn Streamer>) -> HttpResponse {
+pub fn serve(
+    req: hyper::Request<Incoming>,
+    upgrade: Upgrade,
+    p: Pending,
+    streamer: Arc<dyn Streamer>,
+    ctx: SessionCtx,
+) -> HttpResponse {
     match upgrade {
-        Upgrade::WebSocket => super::ws::serve_remotecommand(req, p, streamer),
-        Upgrade::Spdy => serve_spdy(req, p, streamer),
+        Upgrade::WebSocket => super::ws::serve_remotecommand(req, p, streamer, ctx),
+        Upgrade::Spdy => serve_spdy(req, p, streamer, ctx),
     }
 }
 
@@ -178,7 +184,12 @@ pub fn negotiate<'a>(offered: &[String], supported: &[&'a str]) -> Option<&'a st
     offered.iter().find_map(|o| supported.iter().find(|s| **s == o.as_str()).copied())
 }
 
-fn serve_spdy(mut req: hyper::Request<Incoming>, p: Pending, streamer: Arc<dyn Streamer>) -> HttpResponse {
+fn serve_spdy(
+    mut req: hyper::Request<Incoming>,
+    p: Pending,
+    streamer: Arc<dyn Streamer>,
+    ctx: SessionCtx,
+) -> HttpResponse {
     let offered = header_list(&req, "x-stream-protocol-version");
     let Some(proto) = negotiate(&offered, SPDY_PROTOCOLS) else {
         return text(
@@ -191,9 +202,11 @@ fn serve_spdy(mut req: hyper::Request<Incoming>, p: Pending, streamer: Arc<dyn S
     let upgraded = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(u) => spdy_session(TokioIo::new(u), proto, p, streamer).await,
+            Ok(u) => spdy_session(ctx.wrap(TokioIo::new(u)), proto, p, streamer, ctx.spdy).await,
             Err(e) => tracing::debug!("SPDY upgrade: {e}"),
         }
+        // The session's place is given back only now.
+        drop(ctx);
     });
     spdy_switching(proto)
 }
@@ -250,11 +263,16 @@ impl SpdyStreams {
     }
 }
 
-async fn spdy_session<IO>(io: IO, proto: &'static str, p: Pending, streamer: Arc<dyn Streamer>)
-where
+async fn spdy_session<IO>(
+    io: IO,
+    proto: &'static str,
+    p: Pending,
+    streamer: Arc<dyn Streamer>,
+    limits: spdy::SessionLimits,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let spdy::Session { out, mut incoming, task: session, mut closed } = spdy::serve_session(io);
+    let spdy::Session { out, mut incoming, task: session, mut closed } = spdy::serve_session(io, limits);
     let opts = opts_of(&p);
     let resizes = proto != "v2.channel.k8s.io";
     let mut streams = SpdyStreams::default();
@@ -278,15 +296,15 @@ where
     // Only written to: what a client sends on it (or on streams it was
     // not asked for) is dropped, not queued where it would stall the
     // session.
-    let Some(error_id) = streams.error.take().map(|s| s.id) else { return };
+    let Some(IncomingStream { id: error_id, open: _error_open, .. }) = streams.error.take() else { return };
     let format = if proto == "v4.channel.k8s.io" { ErrorFormat::Status } else { ErrorFormat::Text };
     let (io, pipes) = pipes(&opts);
     let (resize_tx, resize_rx) = mpsc::channel(8);
     if let (Some(s), Some(pipe)) = (streams.stdin.take(), pipes.stdin) {
-        tokio::spawn(pump_in(s.rx, pipe));
+        tokio::spawn(pump_in(s, pipe));
     }
     if let Some(s) = streams.resize.take() {
-        tokio::spawn(pump_resize(s.rx, resize_tx));
+        tokio::spawn(pump_resize(s, resize_tx));
     }
     let mut outputs = Vec::new();
     for (s, pipe) in [(streams.stdout.take(), pipes.stdout), (streams.stderr.take(), pipes.stderr)] {
@@ -326,8 +344,8 @@ async fn finish(out: Sender, session: JoinHandle<()>) {
 }
 
 /// Client data → the process's stdin; its end (FIN) closes stdin.
-pub async fn pump_in(mut rx: mpsc::Receiver<bytes::Bytes>, mut pipe: DuplexStream) {
-    while let Some(d) = rx.recv().await {
+pub async fn pump_in(mut s: IncomingStream, mut pipe: DuplexStream) {
+    while let Some(d) = s.rx.recv().await {
         if pipe.write_all(&d).await.is_err() {
             return;
         }
@@ -351,9 +369,9 @@ pub async fn pump_out(mut pipe: DuplexStream, out: Sender, id: u32) {
     let _ = out.fin(id).await;
 }
 
-pub async fn pump_resize(mut rx: mpsc::Receiver<bytes::Bytes>, tx: mpsc::Sender<TermSize>) {
+pub async fn pump_resize(mut s: IncomingStream, tx: mpsc::Sender<TermSize>) {
     let mut parser = ResizeParser::new();
-    while let Some(d) = rx.recv().await {
+    while let Some(d) = s.rx.recv().await {
         let Ok(sizes) = parser.push(&d) else {
             tracing::debug!("resize stream: not JSON sizes; ignoring the rest");
             return;

@@ -4,18 +4,29 @@
 //!
 //! Hand-written because no maintained Rust crate speaks SPDY/3.1 (it was
 //! superseded by HTTP/2, but kubectl, crictl and the kubelet still use it
-//! for exec, attach and port-forward). Only what spdystream sends is
-//! handled; like spdystream, flow control is not enforced (WINDOW_UPDATE is
-//! read and ignored), and header blocks are zlib streams, one per direction
-//! for the whole session, with SPDY/3's preset dictionary.
+//! for exec, attach and port-forward). Header blocks are zlib streams, one
+//! per direction for the whole session, with SPDY/3's preset dictionary.
+//!
+//! Flow control: berthd announces a receive window ([`RECV_WINDOW`]) and
+//! sends WINDOW_UPDATE for data only as its consumer takes it, so a client
+//! that honours windows never makes berthd buffer more than that per
+//! stream nor stalls the session. spdystream (kubectl, crictl) ignores
+//! windows both ways: berthd then stops reading the connection when one
+//! stream holds [`RECV_WINDOW`] unconsumed (bounded, not unbounded). For
+//! what berthd sends, it honours the peer's windows (per stream and, as
+//! SPDY/3.1 adds, per session) once the peer shows it speaks flow control
+//! (a SETTINGS INITIAL_WINDOW_SIZE or a WINDOW_UPDATE): spdystream never
+//! sends either and would stall at 64 KiB if it were held to one; its
+//! output is bounded by TCP's backpressure and [`STREAM_BUFFER`] frames.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status as ZStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 pub const VERSION: u16 = 3;
 pub const FLAG_FIN: u8 = 0x01;
@@ -29,6 +40,13 @@ const TYPE_HEADERS: u16 = 8;
 const TYPE_WINDOW_UPDATE: u16 = 9;
 /// RST_STREAM status: the stream is refused (bad headers, too many).
 pub const RST_REFUSED_STREAM: u32 = 3;
+/// SETTINGS ID of the initial window of new streams.
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u32 = 7;
+/// The window every stream and the session start with (SPDY/3.1).
+pub const DEFAULT_WINDOW: u32 = 64 * 1024;
+/// The receive window berthd announces for each stream: what one stream
+/// may hold unconsumed before berthd stops reading the connection.
+pub const RECV_WINDOW: u32 = 128 * 1024;
 /// A frame larger than this is refused: Kubernetes' peers write at most
 /// 32 KiB of data per frame, and header blocks are tiny.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -475,8 +493,45 @@ pub struct IncomingStream {
     pub id: u32,
     pub headers: Headers,
     /// The client's data; closed at its FIN or RST_STREAM.
-    pub rx: mpsc::Receiver<Bytes>,
+    pub rx: DataRx,
     pub out: Sender,
+    /// Counts the stream as open (against the session's cap) while held.
+    pub open: OpenStream,
+}
+
+/// A stream counted as open while this lives.
+pub struct OpenStream(Arc<AtomicUsize>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The client's data on one stream: each piece holds its part of the
+/// stream's window until taken, and taking it opens the window again.
+pub struct DataRx {
+    id: u32,
+    rx: mpsc::UnboundedReceiver<(Bytes, OwnedSemaphorePermit)>,
+    out: Sender,
+    consumed: u32,
+}
+
+impl DataRx {
+    /// The next piece of data; `None` at the client's FIN or RST_STREAM.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let (data, permit) = self.rx.recv().await?;
+        drop(permit);
+        self.consumed += data.len() as u32;
+        // Updates in batches of half a window, as HTTP/2 peers do.
+        if self.consumed >= RECV_WINDOW / 2 {
+            let delta = std::mem::take(&mut self.consumed);
+            for stream_id in [self.id, 0] {
+                let _ = self.out.frame(Frame::WindowUpdate { stream_id, delta }).await;
+            }
+        }
+        Some(data)
+    }
 }
 
 impl IncomingStream {
@@ -487,12 +542,20 @@ impl IncomingStream {
 
 /// Writes frames of one session (cloneable, for every stream).
 #[derive(Clone)]
-pub struct Sender(mpsc::Sender<Frame>);
+pub struct Sender {
+    tx: mpsc::Sender<Frame>,
+    windows: Arc<SendWindows>,
+}
 
 impl Sender {
-    /// Sends `data` on stream `id`, in frames of at most 32 KiB.
+    /// Sends `data` on stream `id`, in frames of at most 32 KiB, within
+    /// the peer's windows when it keeps them.
     pub async fn data(&self, id: u32, data: &[u8]) -> Result<(), SpdyError> {
-        for chunk in data.chunks(32 * 1024) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.windows.take(id, rest.len().min(32 * 1024)).await?;
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
             self.frame(Frame::Data { stream_id: id, flags: 0, data: Bytes::copy_from_slice(chunk) }).await?;
         }
         Ok(())
@@ -500,11 +563,89 @@ impl Sender {
 
     /// Half-closes stream `id` (an empty data frame with FIN).
     pub async fn fin(&self, id: u32) -> Result<(), SpdyError> {
+        self.windows.forget(id);
         self.frame(Frame::Data { stream_id: id, flags: FLAG_FIN, data: Bytes::new() }).await
     }
 
     pub async fn frame(&self, f: Frame) -> Result<(), SpdyError> {
-        self.0.send(f).await.map_err(|_| proto("the connection is closed"))
+        self.tx.send(f).await.map_err(|_| proto("the connection is closed"))
+    }
+}
+
+/// The peer's receive windows: what berthd may still send.
+#[derive(Default)]
+struct SendWindows {
+    state: Mutex<WindowState>,
+    changed: Notify,
+}
+
+struct WindowState {
+    /// The peer announced flow control: hold berthd to its windows.
+    enforced: bool,
+    closed: bool,
+    initial: i64,
+    session: i64,
+    streams: HashMap<u32, i64>,
+}
+
+impl Default for WindowState {
+    fn default() -> Self {
+        let w = i64::from(DEFAULT_WINDOW);
+        WindowState { enforced: false, closed: false, initial: w, session: w, streams: HashMap::new() }
+    }
+}
+
+impl SendWindows {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up to `want` bytes of window for stream `id`, waiting for a
+    /// WINDOW_UPDATE when none is left.
+    async fn take(&self, id: u32, want: usize) -> Result<usize, SpdyError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed {
+                    return Err(proto("the connection is closed"));
+                }
+                let initial = st.initial;
+                let stream = *st.streams.entry(id).or_insert(initial);
+                let avail = st.session.min(stream);
+                let n = if st.enforced { (avail.max(0) as usize).min(want) } else { want };
+                if n > 0 {
+                    st.session -= n as i64;
+                    st.streams.insert(id, stream - n as i64);
+                    return Ok(n);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn forget(&self, id: u32) {
+        self.lock().streams.remove(&id);
+    }
+
+    fn update(&self, f: impl FnOnce(&mut WindowState)) {
+        f(&mut self.lock());
+        self.changed.notify_waiters();
+    }
+}
+
+/// Limits of one session.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Streams open at once; more are refused.
+    pub max_streams: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits { max_streams: 100 }
     }
 }
 
@@ -526,14 +667,14 @@ pub struct Session {
 /// Runs a server-side session on `io`: answers every SYN_STREAM with a
 /// SYN_REPLY and hands the stream out, routes data frames to their
 /// stream, answers PINGs.
-pub fn serve_session<IO>(io: IO) -> Session
+pub fn serve_session<IO>(io: IO, limits: SessionLimits) -> Session
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(STREAM_BUFFER);
     let (new_tx, new_rx) = mpsc::channel(16);
-    let sender = Sender(out_tx);
+    let sender = Sender { tx: out_tx, windows: Arc::default() };
     let writer = tokio::spawn(async move {
         let mut enc = HeaderEncoder::new();
         while let Some(f) = out_rx.recv().await {
@@ -552,9 +693,11 @@ where
     let reader_sender = sender.clone();
     let (closed_tx, closed) = watch::channel(false);
     let task = tokio::spawn(async move {
-        if let Err(e) = read_loop(&mut rd, reader_sender, new_tx).await {
+        let windows = reader_sender.windows.clone();
+        if let Err(e) = read_loop(&mut rd, reader_sender, new_tx, limits).await {
             tracing::debug!("SPDY session ended: {e}");
         }
+        windows.update(|w| w.closed = true);
         let _ = closed_tx.send(true);
         // The writer ends once every Sender is dropped (the streams' too).
         let _ = writer.await;
@@ -562,14 +705,27 @@ where
     Session { out: sender, incoming: new_rx, task, closed }
 }
 
+/// Where the data of a stream the client still sends on goes.
+struct StreamIn {
+    tx: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
+    /// The stream's receive window, in bytes.
+    window: Arc<Semaphore>,
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(
     rd: &mut R,
     out: Sender,
     new_streams: mpsc::Sender<IncomingStream>,
+    limits: SessionLimits,
 ) -> Result<(), SpdyError> {
     let mut dec = HeaderDecoder::new();
-    let mut streams: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut streams: HashMap<u32, StreamIn> = HashMap::new();
+    let open = Arc::new(AtomicUsize::new(0));
     let mut last_id = 0;
+    // Our receive window for every stream (the session's stays at the
+    // default: each stream's own bounds what berthd holds).
+    let entries = vec![(0, SETTINGS_INITIAL_WINDOW_SIZE, RECV_WINDOW)];
+    out.frame(Frame::Settings { flags: 0, entries }).await?;
     while let Some(frame) = read_frame(rd, &mut dec).await? {
         match frame {
             Frame::SynStream { stream_id, flags, headers, .. } => {
@@ -579,22 +735,37 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     continue;
                 }
                 last_id = stream_id;
-                out.frame(Frame::SynReply { stream_id, flags: 0, headers: Vec::new() }).await?;
-                let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-                if flags & FLAG_FIN == 0 {
-                    streams.insert(stream_id, tx);
+                if open.load(Ordering::Relaxed) >= limits.max_streams {
+                    tracing::info!(stream_id, max = limits.max_streams, "SPDY: too many open streams; refused");
+                    out.frame(Frame::RstStream { stream_id, status: RST_REFUSED_STREAM }).await?;
+                    continue;
                 }
-                let s = IncomingStream { id: stream_id, headers, rx, out: out.clone() };
+                open.fetch_add(1, Ordering::Relaxed);
+                let open = OpenStream(open.clone());
+                out.frame(Frame::SynReply { stream_id, flags: 0, headers: Vec::new() }).await?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                if flags & FLAG_FIN == 0 {
+                    let window = Arc::new(Semaphore::new(RECV_WINDOW as usize));
+                    streams.insert(stream_id, StreamIn { tx, window });
+                }
+                let rx = DataRx { id: stream_id, rx, out: out.clone(), consumed: 0 };
+                let s = IncomingStream { id: stream_id, headers, rx, out: out.clone(), open };
                 if new_streams.send(s).await.is_err() {
                     out.frame(Frame::RstStream { stream_id, status: RST_REFUSED_STREAM }).await?;
                 }
             }
             Frame::Data { stream_id, flags, data } => {
-                if let Some(tx) = streams.get(&stream_id)
+                if let Some(s) = streams.get(&stream_id)
                     && !data.is_empty()
+                    && !s.tx.is_closed()
                 {
-                    // A consumer that went away just loses the data.
-                    let _ = tx.send(data).await;
+                    // Within our window this never waits; a client that
+                    // ignores it waits here for its consumer (bounded).
+                    let n = data.len().min(RECV_WINDOW as usize) as u32;
+                    if let Ok(permit) = s.window.clone().acquire_many_owned(n).await {
+                        // A consumer that went away just loses the data.
+                        let _ = s.tx.send((data, permit));
+                    }
                 }
                 if flags & FLAG_FIN != 0 {
                     streams.remove(&stream_id);
@@ -602,14 +773,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Frame::RstStream { stream_id, .. } => {
                 streams.remove(&stream_id);
+                out.windows.forget(stream_id);
             }
             Frame::Ping { id } => out.frame(Frame::Ping { id }).await?,
             Frame::GoAway { .. } => break,
-            Frame::SynReply { .. }
-            | Frame::Headers { .. }
-            | Frame::Settings { .. }
-            | Frame::WindowUpdate { .. }
-            | Frame::Unknown { .. } => {}
+            Frame::WindowUpdate { stream_id, delta } => out.windows.update(|w| {
+                w.enforced = true;
+                if stream_id == 0 {
+                    w.session += i64::from(delta);
+                } else {
+                    let initial = w.initial;
+                    *w.streams.entry(stream_id).or_insert(initial) += i64::from(delta);
+                }
+            }),
+            Frame::Settings { entries, .. } => {
+                for (_, id, value) in entries {
+                    if id == SETTINGS_INITIAL_WINDOW_SIZE {
+                        out.windows.update(|w| {
+                            let change = i64::from(value) - w.initial;
+                            w.enforced = true;
+                            w.initial = i64::from(value);
+                            w.streams.values_mut().for_each(|s| *s += change);
+                        });
+                    }
+                }
+            }
+            Frame::SynReply { .. } | Frame::Headers { .. } | Frame::Unknown { .. } => {}
         }
     }
     Ok(())

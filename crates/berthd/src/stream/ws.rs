@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, frame::coding::CloseCode};
 
+use super::idle::IdleIo;
 use super::remotecommand::{self, ErrorFormat, negotiate, opts_of, pipes};
-use super::{HttpResponse, Pending, Streamer, header_list, text};
+use super::{HttpResponse, Pending, SessionCtx, Streamer, header_list, text};
 
 pub const V5: &str = "v5.channel.k8s.io";
 pub const V4: &str = "v4.channel.k8s.io";
@@ -35,7 +36,7 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WebSocketStream<IdleIo<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// Checks a WebSocket upgrade and picks a subprotocol from `supported`:
 /// the 101 answer and the protocol, or the refusal.
@@ -64,8 +65,9 @@ pub fn accept(
     Ok((r, proto))
 }
 
-/// Spawns `f` on the connection once hyper hands it over.
-pub fn on_upgrade<F, Fut>(req: &mut hyper::Request<Incoming>, f: F)
+/// Spawns `f` on the connection once hyper hands it over; the session
+/// keeps its place (`ctx`) until `f` is done.
+pub fn on_upgrade<F, Fut>(req: &mut hyper::Request<Incoming>, ctx: SessionCtx, f: F)
 where
     F: FnOnce(Ws) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -73,17 +75,26 @@ where
     let upgraded = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match upgraded.await {
-            Ok(u) => f(WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, None).await).await,
+            Ok(u) => {
+                let io = ctx.wrap(TokioIo::new(u));
+                f(WebSocketStream::from_raw_socket(io, Role::Server, None).await).await
+            }
             Err(e) => tracing::debug!("websocket upgrade: {e}"),
         }
+        drop(ctx);
     });
 }
 
-pub fn serve_remotecommand(mut req: hyper::Request<Incoming>, p: Pending, streamer: Arc<dyn Streamer>) -> HttpResponse {
+pub fn serve_remotecommand(
+    mut req: hyper::Request<Incoming>,
+    p: Pending,
+    streamer: Arc<dyn Streamer>,
+    ctx: SessionCtx,
+) -> HttpResponse {
     match accept(&mut req, REMOTECOMMAND_PROTOCOLS) {
         Err(refusal) => *refusal,
         Ok((resp, proto)) => {
-            on_upgrade(&mut req, move |ws| remotecommand_session(ws, proto, p, streamer));
+            on_upgrade(&mut req, ctx, move |ws| remotecommand_session(ws, proto, p, streamer));
             resp
         }
     }
@@ -103,7 +114,7 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
     let opts = opts_of(&p);
     let (io, pipes) = pipes(&opts);
     let (resize_tx, resize_rx) = mpsc::channel(8);
-    let mut stdin = pipes.stdin;
+    let mut stdin = pipes.stdin.map(stdin_writer);
     let v5 = proto == V5;
     let (closed_tx, mut closed) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
@@ -116,8 +127,8 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
             };
             match data.first() {
                 Some(&STDIN) => {
-                    if let Some(pipe) = stdin.as_mut()
-                        && pipe.write_all(&data[1..]).await.is_err()
+                    if let Some(w) = &stdin
+                        && !w.send(data.slice(1..)).await
                     {
                         stdin = None;
                     }
@@ -127,11 +138,8 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
                         let _ = resize_tx.send(s).await;
                     }
                 }
-                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
-                    if let Some(mut pipe) = stdin.take() {
-                        let _ = pipe.shutdown().await;
-                    }
-                }
+                // The writer closes stdin once what came before is in.
+                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
                 _ => {}
             }
         }
@@ -170,6 +178,48 @@ async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer
     }
 }
 
+/// What stdin may hold that the command has not read before the session
+/// stops reading the connection (WebSocket has no flow control of its
+/// own): until then, resizes and the close signal still get through.
+const STDIN_BUFFER: usize = 128 * 1024;
+
+/// Feeds stdin from its own task, so a command that reads it slowly does
+/// not stop the session's reader (which also carries resizes).
+struct StdinWriter {
+    tx: mpsc::UnboundedSender<(Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl StdinWriter {
+    /// Queues `data`; waits only past [`STDIN_BUFFER`]. False once the
+    /// command's stdin is closed.
+    async fn send(&self, data: Bytes) -> bool {
+        if data.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let n = data.len().min(STDIN_BUFFER) as u32;
+        match self.budget.clone().acquire_many_owned(n).await {
+            Ok(permit) => self.tx.send((data, permit)).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The writer of `pipe`; dropping it closes stdin after what it queued.
+fn stdin_writer(mut pipe: DuplexStream) -> StdinWriter {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Bytes, tokio::sync::OwnedSemaphorePermit)>();
+    tokio::spawn(async move {
+        // The permit goes back once its bytes are in the pipe.
+        while let Some((data, _permit)) = rx.recv().await {
+            if pipe.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+        let _ = pipe.shutdown().await;
+    });
+    StdinWriter { tx, budget: Arc::new(tokio::sync::Semaphore::new(STDIN_BUFFER)) }
+}
+
 async fn channel_out(mut pipe: DuplexStream, out: mpsc::Sender<Message>, ch: u8) {
     let mut buf = vec![0u8; 32 * 1024];
     while let Ok(n @ 1..) = pipe.read(&mut buf[1..]).await {
@@ -197,7 +247,7 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
     });
     let msg = |ch: usize, data: &[u8]| Message::Binary([&[ch as u8][..], data].concat().into());
     let mut to_targets = Vec::new();
-    let mut forwards = Vec::new();
+    let mut forwards = tokio::task::JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
         for ch in [2 * i, 2 * i + 1] {
             let _ = out_tx.send(msg(ch, &port.to_le_bytes())).await;
@@ -206,7 +256,7 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
         let (mut rd, wr) = tokio::io::split(ours);
         to_targets.push(Some(wr));
         let (out, streamer, pod) = (out_tx.clone(), streamer.clone(), pod.clone());
-        forwards.push(tokio::spawn(async move {
+        forwards.spawn(async move {
             let from_target = async {
                 let mut buf = vec![0u8; 32 * 1024];
                 while let Ok(n @ 1..) = rd.read(&mut buf).await {
@@ -232,9 +282,9 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
                 tracing::info!("{text}");
                 let _ = out.send(msg(2 * i + 1, text.as_bytes())).await;
             }
-        }));
+        });
     }
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         while let Some(Ok(m)) = source.next().await {
             let data = match m {
                 Message::Binary(d) => d,
@@ -255,8 +305,16 @@ pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer
             let _ = wr.shutdown().await;
         }
     });
-    for f in forwards {
-        let _ = f.await;
+    let client_left = tokio::select! {
+        () = async { while forwards.join_next().await.is_some() {} } => false,
+        _ = &mut reader => true,
+    };
+    if client_left {
+        // Its connections go with it, even those the target keeps open.
+        forwards.shutdown().await;
+        drop(out_tx);
+        let _ = writer.await;
+        return;
     }
     let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
     let _ = out_tx.send(Message::Close(Some(close))).await;
