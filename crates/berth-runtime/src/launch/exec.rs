@@ -81,7 +81,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     // close-on-exec); an Error comes instead if it was not.
     match spawned.chan.recv()? {
         None => {}
-        Some(Msg::Error(e)) => return Err(Error::Container(e)),
+        Some(m @ (Msg::Error(_) | Msg::ExecFailed { .. })) => return Err(m.into_error().expect("a failure message")),
         Some(other) => return Err(Error::Container(format!("unexpected message from exec: {other:?}"))),
     }
     let pty_master = ours.as_ref().map(receive_master).transpose()?;
