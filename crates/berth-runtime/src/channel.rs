@@ -64,13 +64,13 @@ impl Msg {
         }
     }
 
-    /// The error a child's failure message stands for; None for any other
-    /// message.
-    pub fn into_error(self) -> Option<Error> {
+    /// The error a child's failure message stands for; any other message
+    /// comes back as it was.
+    pub fn into_error(self) -> std::result::Result<Error, Msg> {
         match self {
-            Msg::Error(e) => Some(Error::Container(e)),
-            Msg::ExecFailed { errno, message } => Some(Error::Exec { errno, message }),
-            _ => None,
+            Msg::Error(e) => Ok(Error::Container(e)),
+            Msg::ExecFailed { errno, message } => Ok(Error::Exec { errno, message }),
+            other => Err(other),
         }
     }
 }
@@ -115,8 +115,9 @@ impl Channel {
     pub fn expect(&self, want: &Msg, peer: &str) -> Result<()> {
         match self.recv()? {
             Some(m) if &m == want => Ok(()),
-            Some(m @ (Msg::Error(_) | Msg::ExecFailed { .. })) => Err(m.into_error().expect("a failure message")),
-            Some(other) => Err(Error::Container(format!("{peer}: expected {want:?}, got {other:?}"))),
+            Some(m) => Err(m
+                .into_error()
+                .unwrap_or_else(|other| Error::Container(format!("{peer}: expected {want:?}, got {other:?}")))),
             None => Err(Error::Container(format!("{peer} exited before {want:?}"))),
         }
     }

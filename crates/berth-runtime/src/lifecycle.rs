@@ -49,7 +49,7 @@ pub fn start(c: &Container) -> Result<()> {
 /// The init's reply to `start` when its program did not run: a channel
 /// failure message (JSON); plain text from an init of an older runtime.
 fn start_failure(reply: String) -> Error {
-    serde_json::from_str::<Msg>(&reply).ok().and_then(Msg::into_error).unwrap_or(Error::Container(reply))
+    serde_json::from_str::<Msg>(&reply).ok().and_then(|m| m.into_error().ok()).unwrap_or(Error::Container(reply))
 }
 
 fn connect_start(c: &Container) -> Result<UnixStream> {
