@@ -102,8 +102,31 @@ impl Error {
     pub fn exec_failure(&self) -> Option<berth_oci_cli::ExecFailure> {
         match self {
             Error::Runtime(e) => e.exec_failure(),
+            // The runtime's errno, passed on by the shim (berth-runtime).
+            Error::Shim(berth_shim::ShimError::ExecFailed { message, errno }) => {
+                berth_oci_cli::ExecFailure::from_cause(Some(*errno), message)
+            }
+            // Words only (runc, crun): read as dockerd reads them.
             Error::Shim(berth_shim::ShimError::Runtime(message)) => berth_oci_cli::ExecFailure::from_message(message),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_oci_cli::ExecFailure;
+    use berth_shim::ShimError;
+
+    #[test]
+    fn the_shims_errno_decides_127_and_126_without_the_words() {
+        let typed = |errno| Error::Shim(ShimError::ExecFailed { message: "it did not run".into(), errno });
+        assert_eq!(typed(libc::ENOENT).exec_failure(), Some(ExecFailure::NotFound));
+        assert_eq!(typed(libc::EACCES).exec_failure(), Some(ExecFailure::NotExecutable));
+        assert_eq!(typed(libc::E2BIG).exec_failure(), None);
+        // runc and crun give only words.
+        let words = Error::Shim(ShimError::Runtime("exec: \"x\": executable file not found in $PATH".into()));
+        assert_eq!(words.exec_failure(), Some(ExecFailure::NotFound));
     }
 }

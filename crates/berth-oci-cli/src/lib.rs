@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-pub use message::{last_json_error, last_text_error};
+pub use message::{Logged, last_json_error, last_json_failure, last_text_error, last_text_failure};
 
 /// What went wrong running the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +25,11 @@ pub enum Error {
     /// The runtime could not be started at all.
     #[error("run the OCI runtime {}: {source}", binary.display())]
     Spawn { binary: PathBuf, source: std::io::Error },
-    /// The runtime ran and failed: `message` is its own words.
+    /// The runtime ran and failed: `message` is its own words; `errno`
+    /// the errno of a failed exec of the process, when the runtime logged
+    /// one (berth-runtime does; runc and crun do not).
     #[error("{message}")]
-    Failed { verb: &'static str, status: ExitStatus, message: String },
+    Failed { verb: &'static str, status: ExitStatus, message: String, errno: Option<i32> },
     /// The runtime succeeded but printed something runc would not.
     #[error("OCI runtime {verb}: output is not what runc prints: {source}")]
     Output { verb: &'static str, source: serde_json::Error },
@@ -70,6 +72,28 @@ impl ExecFailure {
         }
     }
 
+    /// From the errno of the failed exec (or of the PATH lookup before
+    /// it), as docker maps them: ENOENT is 127; EACCES, EPERM, ENOEXEC and
+    /// EISDIR 126; any other errno is no exec failure of that kind (125).
+    pub fn from_errno(errno: i32) -> Option<ExecFailure> {
+        match errno {
+            libc::ENOENT => Some(ExecFailure::NotFound),
+            libc::EACCES | libc::EPERM | libc::ENOEXEC | libc::EISDIR => Some(ExecFailure::NotExecutable),
+            _ => None,
+        }
+    }
+
+    /// From the runtime's typed cause when it gave one (berth-runtime's
+    /// `errno`), else from its words (runc, crun: see [`from_message`]).
+    ///
+    /// [`from_message`]: ExecFailure::from_message
+    pub fn from_cause(errno: Option<i32>, message: &str) -> Option<ExecFailure> {
+        match errno {
+            Some(n) => ExecFailure::from_errno(n),
+            None => ExecFailure::from_message(message),
+        }
+    }
+
     /// docker's exit code for it.
     pub fn exit_code(self) -> i32 {
         match self {
@@ -84,7 +108,7 @@ impl Error {
     /// could not exec it.
     pub fn exec_failure(&self) -> Option<ExecFailure> {
         match self {
-            Error::Failed { message, .. } => ExecFailure::from_message(message),
+            Error::Failed { message, errno, .. } => ExecFailure::from_cause(*errno, message),
             _ => None,
         }
     }
@@ -399,16 +423,18 @@ impl Pending {
             return Ok(out.stdout);
         }
         let logged = match (&self.runtime.log, self.runtime.log_format) {
-            (Some(log), Some(LogFormat::Json)) => std::fs::read_to_string(log).ok().and_then(|t| last_json_error(&t)),
-            (Some(log), _) => std::fs::read_to_string(log).ok().and_then(|t| last_text_error(&t)),
+            (Some(log), Some(LogFormat::Json)) => std::fs::read_to_string(log).ok().and_then(|t| last_json_failure(&t)),
+            (Some(log), _) => std::fs::read_to_string(log).ok().and_then(|t| last_text_failure(&t)),
             _ => None,
         };
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let logged = logged.or_else(|| self.captured.then(|| last_text_failure(&stderr)).flatten());
+        let errno = logged.as_ref().and_then(|l| l.errno);
         let message = logged
-            .or_else(|| self.captured.then(|| last_text_error(&stderr)).flatten())
+            .map(|l| l.message)
             .or_else(|| Some(stderr.trim().to_owned()).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| format!("{} {verb} failed ({})", self.runtime.binary.display(), out.status));
-        Err(Error::Failed { verb, status: out.status, message })
+        Err(Error::Failed { verb, status: out.status, message, errno })
     }
 }
 
@@ -481,5 +507,29 @@ mod tests {
         assert_eq!(ExecFailure::from_message(ours).map(ExecFailure::exit_code), Some(127));
         assert_eq!(ExecFailure::from_message("exec format error").map(ExecFailure::exit_code), Some(126));
         assert_eq!(ExecFailure::from_message("cgroup: device or resource busy"), None);
+    }
+
+    #[test]
+    fn a_logged_errno_decides_without_the_words() {
+        use super::{Error, last_json_failure};
+        use std::os::unix::process::ExitStatusExt;
+        // Words that name neither cause: only the errno field can tell.
+        let failed = |log: &str| {
+            let l = last_json_failure(log).unwrap();
+            Error::Failed { verb: "create", status: ExitStatusExt::from_raw(256), message: l.message, errno: l.errno }
+        };
+        let code = |log: &str| failed(log).exec_failure().map(ExecFailure::exit_code);
+        assert_eq!(code(r#"{"errno":2,"level":"error","msg":"the program is absent","time":"t"}"#), Some(127));
+        assert_eq!(code(r#"{"errno":13,"level":"error","msg":"the program is refused","time":"t"}"#), Some(126));
+        assert_eq!(code(r#"{"errno":8,"level":"error","msg":"bad binary","time":"t"}"#), Some(126));
+        assert_eq!(code(r#"{"errno":21,"level":"error","msg":"a dir","time":"t"}"#), Some(126));
+        assert_eq!(code(r#"{"errno":1,"level":"error","msg":"refused","time":"t"}"#), Some(126));
+        // The errno wins over words that say otherwise.
+        assert_eq!(code(r#"{"errno":7,"level":"error","msg":"no such file or directory","time":"t"}"#), None);
+        // No errno (runc, crun): the words decide.
+        let runc = r#"{"level":"error","msg":"exec: \"x\": executable file not found in $PATH","time":"t"}"#;
+        assert_eq!(code(runc), Some(127));
+        assert_eq!(code(r#"{"level":"error","msg":"exec: \"/etc\": permission denied","time":"t"}"#), Some(126));
+        assert_eq!(code(r#"{"level":"error","msg":"the program is absent","time":"t"}"#), None);
     }
 }

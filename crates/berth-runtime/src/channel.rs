@@ -47,6 +47,32 @@ pub enum Msg {
     HooksDone(String),
     Ready,
     Error(String),
+    /// The program could not be exec'd: runc's words and the errno, so the
+    /// runtime's caller gets the cause typed (see `Error::Exec`).
+    ExecFailed {
+        errno: i32,
+        message: String,
+    },
+}
+
+impl Msg {
+    /// What a child sends when `e` stops it.
+    pub fn failure(e: &Error) -> Msg {
+        match e {
+            Error::Exec { errno, message } => Msg::ExecFailed { errno: *errno, message: message.clone() },
+            e => Msg::Error(e.to_string()),
+        }
+    }
+
+    /// The error a child's failure message stands for; any other message
+    /// comes back as it was.
+    pub fn into_error(self) -> std::result::Result<Error, Msg> {
+        match self {
+            Msg::Error(e) => Ok(Error::Container(e)),
+            Msg::ExecFailed { errno, message } => Ok(Error::Exec { errno, message }),
+            other => Err(other),
+        }
+    }
 }
 
 /// One end of the socketpair.
@@ -89,8 +115,9 @@ impl Channel {
     pub fn expect(&self, want: &Msg, peer: &str) -> Result<()> {
         match self.recv()? {
             Some(m) if &m == want => Ok(()),
-            Some(Msg::Error(e)) => Err(Error::Container(e)),
-            Some(other) => Err(Error::Container(format!("{peer}: expected {want:?}, got {other:?}"))),
+            Some(m) => Err(m
+                .into_error()
+                .unwrap_or_else(|other| Error::Container(format!("{peer}: expected {want:?}, got {other:?}")))),
             None => Err(Error::Container(format!("{peer} exited before {want:?}"))),
         }
     }
@@ -163,6 +190,20 @@ mod tests {
         b.send(&Msg::Error("mount 'proc' on '/proc': EPERM".into())).unwrap();
         let err = a.expect(&Msg::Ready, "init").unwrap_err();
         assert_eq!(err.to_string(), "mount 'proc' on '/proc': EPERM");
+    }
+
+    #[test]
+    fn an_exec_failure_crosses_typed() {
+        let (a, b) = Channel::pair().unwrap();
+        let e = Error::Exec { errno: libc::ENOENT, message: "exec: \"x\": executable file not found in $PATH".into() };
+        b.send(&Msg::failure(&e)).unwrap();
+        match a.expect(&Msg::Ready, "init").unwrap_err() {
+            Error::Exec { errno, message } => {
+                assert_eq!(errno, libc::ENOENT);
+                assert_eq!(message, "exec: \"x\": executable file not found in $PATH");
+            }
+            other => panic!("not typed: {other:?}"),
+        }
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub enum Error {
     /// user's program (its message already names the step).
     #[error("{0}")]
     Container(String),
+    /// The container's program could not be exec'd: not found by the PATH
+    /// lookup, or refused by execve. The message is runc's words; `errno`
+    /// travels beside it (to the log's `errno` field) so a caller picks
+    /// docker's 127/126 from the cause, not from the words.
+    #[error("{message}")]
+    Exec { errno: i32, message: String },
     /// A lifecycle hook failed.
     #[error("{kind} hook {path}: {reason}")]
     Hook { kind: &'static str, path: PathBuf, reason: String },

@@ -13,6 +13,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, soc
 use nix::sys::stat::Mode;
 use oci_spec::runtime::LinuxResources;
 
+use crate::channel::Msg;
 use crate::container::{Container, START_SOCKET, StateRoot, Status};
 use crate::error::{Context, Error, Result};
 use crate::hooks::{self, HookKind};
@@ -35,7 +36,7 @@ pub fn start(c: &Container) -> Result<()> {
     let mut reply = String::new();
     let _ = conn.read_to_string(&mut reply);
     if !reply.is_empty() {
-        return Err(Error::Container(reply));
+        return Err(start_failure(reply));
     }
     // A failing poststart hook is logged, not fatal (runtime-spec; runc
     // instead kills the container).
@@ -43,6 +44,12 @@ pub fn start(c: &Container) -> Result<()> {
         hooks::run(&c.spec()?, HookKind::Poststart, &c.oci_state(Status::Running))?;
     }
     Ok(())
+}
+
+/// The init's reply to `start` when its program did not run: a channel
+/// failure message (JSON); plain text from an init of an older runtime.
+fn start_failure(reply: String) -> Error {
+    serde_json::from_str::<Msg>(&reply).ok().and_then(|m| m.into_error().ok()).unwrap_or(Error::Container(reply))
 }
 
 fn connect_start(c: &Container) -> Result<UnixStream> {

@@ -27,7 +27,10 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             let msg = render(&e);
-            tracing::error!("{msg}");
+            match exec_errno(&e) {
+                Some(errno) => tracing::error!(errno = i64::from(errno), "{msg}"),
+                None => tracing::error!("{msg}"),
+            }
             if !logging.to_stderr {
                 eprintln!("{msg}");
             }
@@ -35,6 +38,15 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// The errno of a failed exec of the container's program, for the log
+/// line's `errno` field.
+fn exec_errno(e: &anyhow::Error) -> Option<i32> {
+    e.chain().find_map(|c| match c.downcast_ref::<berth_runtime::Error>() {
+        Some(berth_runtime::Error::Exec { errno, .. }) => Some(*errno),
+        _ => None,
+    })
 }
 
 /// The error and its causes, "outer: inner", without repeating a cause

@@ -418,3 +418,86 @@ fn exec_with_a_tty_in_the_foreground_relays_the_terminal() {
     rt.ok(&["delete", "-f", &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+fn msg(line: &serde_json::Value) -> &str {
+    line["msg"].as_str().unwrap_or_default()
+}
+
+/// `run --log L --log-format json`: the last log line.
+fn run_logged(rt: &Runtime, b: &Bundle, id: &str) -> serde_json::Value {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let out = rt.exec(&[
+        "--log",
+        log.path().to_str().unwrap(),
+        "--log-format",
+        "json",
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        id,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn a_program_that_cannot_run_logs_its_errno_beside_runcs_words() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    // Not found by the PATH lookup (before execve): ENOENT, as Go's LookPath.
+    b.args(&["no-such-program"]);
+    let id = unique_id("errno");
+    let line = run_logged(&rt, &b, &id);
+    // The words stay runc's (`run failed: exec: ...`).
+    assert!(msg(&line).ends_with("exec: \"no-such-program\": executable file not found in $PATH"), "{line}");
+    assert_eq!(line["errno"], libc::ENOENT);
+    assert_eq!(line["level"], "error");
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+    // Not executable.
+    b.args(&["/etc/passwd"]);
+    let line = run_logged(&rt, &b, &id);
+    assert!(msg(&line).ends_with("exec: \"/etc/passwd\": permission denied"), "{line}");
+    assert_eq!(line["errno"], libc::EACCES);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+    // execve's own refusal, after `start`: the x bit, but no format the
+    // kernel knows.
+    let junk = b.rootfs().join("junk");
+    std::fs::write(&junk, [0u8, 1, 2, 3]).unwrap();
+    std::fs::set_permissions(&junk, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    b.args(&["/junk"]);
+    let line = run_logged(&rt, &b, &id);
+    assert!(msg(&line).ends_with("exec: \"/junk\": exec format error"), "{line}");
+    assert_eq!(line["errno"], libc::ENOEXEC);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+    // Any other error has no errno field.
+    b.args(&["true"]).edit(|c| c["root"]["path"] = "nope".into());
+    let line = run_logged(&rt, &b, &id);
+    assert!(line.get("errno").is_none(), "{line}");
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}
+
+#[test]
+fn an_exec_that_cannot_run_logs_its_errno() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.args(&["sleep", "30"]);
+    let id = unique_id("execerrno");
+    rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let logged = |args: &[&str]| {
+        let mut all = vec!["--log", log.path().to_str().unwrap(), "--log-format", "json", "exec", &id];
+        all.extend_from_slice(args);
+        let out = rt.exec(&all);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        serde_json::from_str::<serde_json::Value>(text.lines().last().unwrap()).unwrap()
+    };
+    let line = logged(&["no-such-program"]);
+    assert!(msg(&line).ends_with("exec: \"no-such-program\": executable file not found in $PATH"), "{line}");
+    assert_eq!(line["errno"], libc::ENOENT);
+    let line = logged(&["/etc/passwd"]);
+    assert_eq!(line["errno"], libc::EACCES);
+    rt.ok(&["delete", "-f", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

@@ -74,7 +74,8 @@ pub fn spawn_watched(shim: &Path, cfg: &Config) -> Result<(Started, ExitWatch), 
     let v: serde_json::Value = serde_json::from_str(report.trim())
         .map_err(|_| ShimError::NoReport(shim_log(&cfg.state_dir).map(|l| format!(": {l}")).unwrap_or_default()))?;
     if let Some(e) = v["error"].as_str() {
-        return Err(ShimError::Runtime(e.to_owned()));
+        // "errno" is there when the runtime logged one (berth-runtime).
+        return Err(ShimError::from_runtime(e.to_owned(), v["errno"].as_i64().map(|n| n as i32)));
     }
     match (v["pid"].as_i64(), v["shimPid"].as_i64()) {
         (Some(pid), Some(shim_pid)) => {
@@ -265,13 +266,17 @@ impl Attach {
     }
 
     fn exec_answer(&mut self) -> Result<i32, ShimError> {
+        let mut errno = None;
         loop {
             match self.next_frame() {
                 Ok(Some((protocol::EXEC_STARTED, p))) if p.len() == 4 => {
                     return Ok(i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
                 }
+                Ok(Some((protocol::EXEC_ERRNO, p))) if p.len() == 4 => {
+                    errno = Some(i32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                }
                 Ok(Some((protocol::EXEC_FAILED, msg))) => {
-                    return Err(ShimError::Runtime(String::from_utf8_lossy(&msg).into_owned()));
+                    return Err(ShimError::from_runtime(String::from_utf8_lossy(&msg).into_owned(), errno));
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(ShimError::NoReport(": the shim closed the connection".into())),

@@ -36,6 +36,11 @@ pub enum ShimError {
     /// The OCI runtime refused (its own message).
     #[error("{0}")]
     Runtime(String),
+    /// The OCI runtime could not exec the process and said why with an
+    /// errno (berth-runtime's log field): the engine's 127/126 come from
+    /// it. `message` is the runtime's own words.
+    #[error("{message}")]
+    ExecFailed { message: String, errno: i32 },
     #[error("start berth-shim {}: {source}", path.display())]
     Spawn { path: PathBuf, source: std::io::Error },
     #[error("berth-shim ended without reporting the start{0}")]
@@ -49,5 +54,13 @@ impl ShimError {
 
     pub fn sys(what: &'static str, source: nix::errno::Errno) -> ShimError {
         ShimError::Sys { what, source }
+    }
+
+    /// The runtime's refusal, typed when it came with an errno.
+    pub fn from_runtime(message: String, errno: Option<i32>) -> ShimError {
+        match errno {
+            Some(errno) => ShimError::ExecFailed { message, errno },
+            None => ShimError::Runtime(message),
+        }
     }
 }

@@ -107,15 +107,15 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
     loop {
         let (pid, mut io) = match start_container(cfg) {
             Ok(started) => started,
-            Err(msg) => {
+            Err(failure) => {
                 if !reported && let Some(mut s) = sync.take() {
-                    let _ = writeln!(s, "{{\"error\":{}}}", json_string(&msg));
-                    return Err(ShimError::Runtime(msg));
+                    let _ = writeln!(s, "{}", failure.report());
+                    return Err(failure.into());
                 }
                 // A restart that failed: the container stays exited.
-                write_exit(cfg, &Ended { code: 127, restarts, pid: None, last: true, error: Some(&msg) });
+                write_exit(cfg, &Ended { code: 127, restarts, pid: None, last: true, error: Some(&failure.message) });
                 finish(cfg, sync.as_mut(), 127);
-                return Err(ShimError::Runtime(msg));
+                return Err(failure.into());
             }
         };
         let started_at = time::now();
@@ -210,9 +210,49 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
 }
 
+/// Why a container or exec session did not start: the runtime's words,
+/// and the errno of a failed exec when the runtime logged one.
+struct Failure {
+    message: String,
+    errno: Option<i32>,
+}
+
+impl Failure {
+    /// The start report's error line: `{"error":"..."}`, with `"errno":N`
+    /// when known (an engine that does not know the field ignores it).
+    fn report(&self) -> String {
+        match self.errno {
+            Some(n) => format!("{{\"error\":{},\"errno\":{n}}}", json_string(&self.message)),
+            None => format!("{{\"error\":{}}}", json_string(&self.message)),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, errno: None }
+    }
+}
+
+impl From<oci::Error> for Failure {
+    fn from(e: oci::Error) -> Failure {
+        let errno = match &e {
+            oci::Error::Failed { errno, .. } => *errno,
+            _ => None,
+        };
+        Failure { message: e.to_string(), errno }
+    }
+}
+
+impl From<Failure> for ShimError {
+    fn from(f: Failure) -> ShimError {
+        ShimError::from_runtime(f.message, f.errno)
+    }
+}
+
 /// `runtime create` + `runtime start`; the init's pid and its stdio, or
-/// the runtime's error text.
-fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
+/// why the runtime did not start it.
+fn start_container(cfg: &Config) -> Result<(i32, Io), Failure> {
     let pid_file = cfg.state_dir.join("container.pid");
     let runtime_log = cfg.state_dir.join("runtime.log");
     let _ = std::fs::remove_file(&pid_file);
@@ -246,13 +286,13 @@ fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
         };
         (None, oci::Io { stdin: Some(stdin), stdout: Some(Stdio::from(out_w)), stderr: Some(Stdio::from(err_w)) })
     };
-    let mut child = rt.spawn_run(&cfg.id, &opts, stdio).map_err(|e| e.to_string())?;
+    let mut child = rt.spawn_run(&cfg.id, &opts, stdio)?;
     if let Some((listener, path)) = console {
         let master = match receive_console(&listener, &mut child) {
             Ok(m) => m,
             // The runtime's own words, when it failed; else why no
             // terminal came.
-            Err(e) => return Err(child.wait().err().map_or(e, |failed| failed.to_string())),
+            Err(e) => return Err(child.wait().err().map_or(Failure::from(e), Failure::from)),
         };
         let _ = std::fs::remove_file(path);
         io.pty = Some(master.try_clone().map_err(|e| e.to_string())?);
@@ -263,9 +303,9 @@ fn start_container(cfg: &Config) -> Result<(i32, Io), String> {
     // (moved into it): only the container holds them now.
     if let Err(e) = child.wait() {
         let _ = runtime(cfg).delete(&cfg.id, true);
-        return Err(e.to_string());
+        return Err(e.into());
     }
-    let pid = oci::read_pid_file(&pid_file).map_err(|e| e.to_string())?;
+    let pid = oci::read_pid_file(&pid_file)?;
     for fd in [&io.out, &io.err].into_iter().flatten() {
         set_nonblocking(fd.as_raw_fd());
     }
@@ -509,21 +549,27 @@ fn start_session(cfg: &Config, c: &mut Client, args: &[u8], running: bool) -> Op
     c.quiet = true;
     let fds: Vec<OwnedFd> = std::mem::take(&mut c.fds);
     let result = if !running {
-        Err("the container is not running".to_owned())
+        Err(Failure::from("the container is not running".to_owned()))
     } else if fds.len() != 3 {
-        Err(format!("an exec session needs 3 fds (stdin, stdout, stderr), got {}", fds.len()))
+        Err(Failure::from(format!("an exec session needs 3 fds (stdin, stdout, stderr), got {}", fds.len())))
     } else {
         run_exec(cfg, c.id, args, fds)
     };
     let frame = match &result {
         Ok(pid) => protocol::encode(protocol::EXEC_STARTED, &pid.to_be_bytes()),
-        Err(msg) => protocol::encode(protocol::EXEC_FAILED, msg.as_bytes()),
+        Err(f) => {
+            // The errno first, in a frame of its own: a client that does
+            // not know it skips it and still reads the message.
+            let mut frame = f.errno.map_or_else(Vec::new, |n| protocol::encode(protocol::EXEC_ERRNO, &n.to_be_bytes()));
+            frame.extend(protocol::encode(protocol::EXEC_FAILED, f.message.as_bytes()));
+            frame
+        }
     };
     let _ = c.stream.write_all(&frame);
     result.ok().map(|pid| Session { pid, client: c.id })
 }
 
-fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32, String> {
+fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32, Failure> {
     let pid_file = cfg.state_dir.join(format!("exec-{n}.pid"));
     let log = cfg.state_dir.join(format!("exec-{n}.log"));
     let args: Vec<std::ffi::OsString> =
@@ -538,7 +584,7 @@ fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32,
         .log_format(LogFormat::Json)
         .exec_prepared(&args, &opts, stdio)
         .and_then(|()| oci::read_pid_file(&pid_file))
-        .map_err(|e| e.to_string());
+        .map_err(Failure::from);
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&log);
     result

@@ -241,8 +241,12 @@ fn the_log_is_rotated_by_size_and_count() {
 fn a_runtime_error_is_the_spawn_error() {
     let mut b = Boxed::new(berth(), &["/nonexistent-program"]);
     match b.start() {
-        Err(ShimError::Runtime(msg)) => assert!(msg.contains("nonexistent-program"), "{msg}"),
-        other => panic!("expected the runtime's error, got {other:?}"),
+        // berth-runtime's errno comes typed through the start report.
+        Err(ShimError::ExecFailed { message, errno }) => {
+            assert!(message.contains("nonexistent-program"), "{message}");
+            assert_eq!(errno, libc::ENOENT);
+        }
+        other => panic!("expected the runtime's typed error, got {other:?}"),
     }
     assert!(b.rt.ids().is_empty(), "nothing left in the runtime");
 }
@@ -312,8 +316,14 @@ fn exec_sessions_run_as_the_shims_children_and_report_their_exit() {
     // The runtime's own error comes back for a command that is not there.
     let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
     let bad: Vec<String> = vec![id.clone(), "no-such-program".into()];
-    let err = a.exec(&bad, [null.as_fd(), null.as_fd(), null.as_fd()]).unwrap_err().to_string();
-    assert!(err.contains("executable file not found"), "{err}");
+    match a.exec(&bad, [null.as_fd(), null.as_fd(), null.as_fd()]) {
+        // With its errno, typed (the EXEC_ERRNO frame).
+        Err(ShimError::ExecFailed { message, errno }) => {
+            assert!(message.contains("executable file not found"), "{message}");
+            assert_eq!(errno, libc::ENOENT);
+        }
+        other => panic!("expected the runtime's typed error, got {other:?}"),
+    }
     // The shim stays while a session runs after the init ended, and
     // reports it; here the pid namespace ends it with the init.
     let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
@@ -420,8 +430,14 @@ fn a_killed_shim_is_lost_to_its_watch() {
         }
     }
     // The container outlives its shim, as runc's outlive a killed conmon.
+    // The socket closes as the killed shim's files go, a moment before
+    // its /proc entry stops reading as running: wait for that.
     let st = client::shim_state(&b.cfg.state_dir).unwrap();
-    assert!(st.init.is_alive() && !st.shim.is_alive());
+    while st.shim.is_alive() {
+        assert!(Instant::now() < deadline, "the killed shim still runs");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(st.init.is_alive(), "the container outlives its shim");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(started.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
 }
 

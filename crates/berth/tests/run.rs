@@ -585,6 +585,30 @@ fn commands_that_cannot_run_exit_126_and_127_and_leave_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The exit code comes from the runtime's errno, not its words: a file
+/// that is there but not executable, named like the words of a missing
+/// one, is 126 (EACCES), where reading the message would say 127. For
+/// `run` and for `exec`.
+#[test]
+fn exit_codes_126_and_127_come_from_the_errno_not_the_words() {
+    let b = Berth::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("no such file or directory"), "not a program\n").unwrap();
+    let vol = format!("{}:/x", dir.path().display());
+    let decoy = "/x/no such file or directory";
+    let out = b.cmd(&["run", "--rm", "--network", "none", "-v", &vol, &b.image, decoy]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(126), "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+    b.ok(&["run", "-d", "--name", "decoy", "--network", "none", "-v", &vol, &b.image, "sleep", "1000"]);
+    let out = b.cmd(&["exec", "decoy", decoy]);
+    assert_eq!(out.status.code(), Some(126), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = b.cmd(&["exec", "decoy", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", String::from_utf8_lossy(&out.stderr));
+    b.ok(&["rm", "-f", "decoy"]);
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+}
+
 #[test]
 fn init_is_pid_one_and_detached_rm_removes_itself() {
     let b = Berth::new();

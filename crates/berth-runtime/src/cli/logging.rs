@@ -4,6 +4,12 @@
 //! text: `time="2026-11-23T19:45:49Z" level=error msg="container does not exist"`
 //! json: `{"level":"error","msg":"container does not exist","time":"2026-11-23T19:45:49Z"}`
 //!
+//! An error whose cause is a failed exec of the container's program adds
+//! logrus's way of carrying a field, `errno` (json: `{"errno":2,"level":..}`,
+//! keys sorted as logrus sorts them; text: `... msg="..." errno=2`), so a
+//! caller (berth-oci-cli) maps it to 127/126 without reading the words.
+//! containerd, podman and runc's own readers ignore fields they do not know.
+//!
 //! Written by hand as a small tracing layer: tracing-subscriber's
 //! formatters cannot produce logrus's field names and order.
 
@@ -77,13 +83,24 @@ fn level_name(l: &Level) -> &'static str {
     }
 }
 
-/// One log line, without the trailing newline.
-pub fn format_line(format: Format, level: &str, msg: &str, time: &str) -> String {
+/// One log line, without the trailing newline; `errno` as logrus writes
+/// a field.
+pub fn format_line(format: Format, level: &str, msg: &str, time: &str, errno: Option<i64>) -> String {
     match format {
-        Format::Text => format!("time={time:?} level={level} msg={}", quote(msg)),
+        Format::Text => {
+            let mut s = format!("time={time:?} level={level} msg={}", quote(msg));
+            if let Some(n) = errno {
+                let _ = write!(s, " errno={n}");
+            }
+            s
+        }
         Format::Json => {
-            // logrus sorts keys: level, msg, time.
-            let mut s = String::from("{\"level\":");
+            // logrus sorts keys: errno, level, msg, time.
+            let mut s = String::from("{");
+            if let Some(n) = errno {
+                let _ = write!(s, "\"errno\":{n},");
+            }
+            s.push_str("\"level\":");
             s.push_str(&serde_json::to_string(level).unwrap_or_default());
             s.push_str(",\"msg\":");
             s.push_str(&serde_json::to_string(msg).unwrap_or_default());
@@ -135,8 +152,8 @@ impl<S: Subscriber> Layer<S> for LogrusLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut v = MessageVisitor::default();
         event.record(&mut v);
-        let line =
-            format_line(self.format, level_name(event.metadata().level()), &v.text, &berth_proc::time::now_secs());
+        let level = level_name(event.metadata().level());
+        let line = format_line(self.format, level, &v.text, &berth_proc::time::now_secs(), v.errno);
         self.write(&line);
     }
 }
@@ -144,9 +161,19 @@ impl<S: Subscriber> Layer<S> for LogrusLayer {
 #[derive(Default)]
 struct MessageVisitor {
     text: String,
+    /// The `errno` field: a line field of its own, not part of the text.
+    errno: Option<i64>,
 }
 
 impl Visit for MessageVisitor {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == "errno" {
+            self.errno = Some(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
             let _ = write!(self.text, "{value:?}");
@@ -162,13 +189,17 @@ mod tests {
 
     #[test]
     fn text_lines_match_logrus() {
-        let line = format_line(Format::Text, "error", "exec: \"x\": not found", "2026-11-23T19:45:49Z");
+        let line = format_line(Format::Text, "error", "exec: \"x\": not found", "2026-11-23T19:45:49Z", None);
         assert_eq!(line, r#"time="2026-11-23T19:45:49Z" level=error msg="exec: \"x\": not found""#);
+        let line = format_line(Format::Text, "error", "exec: \"x\": not found", "2026-11-23T19:45:49Z", Some(2));
+        assert_eq!(line, r#"time="2026-11-23T19:45:49Z" level=error msg="exec: \"x\": not found" errno=2"#);
     }
 
     #[test]
     fn json_lines_match_logrus() {
-        let line = format_line(Format::Json, "warning", "a \"b\"\n", "2026-11-23T19:45:49Z");
+        let line = format_line(Format::Json, "warning", "a \"b\"\n", "2026-11-23T19:45:49Z", None);
         assert_eq!(line, r#"{"level":"warning","msg":"a \"b\"\n","time":"2026-11-23T19:45:49Z"}"#);
+        let line = format_line(Format::Json, "error", "exec: \"x\": not found", "2026-11-23T19:45:49Z", Some(2));
+        assert_eq!(line, r#"{"errno":2,"level":"error","msg":"exec: \"x\": not found","time":"2026-11-23T19:45:49Z"}"#);
     }
 }

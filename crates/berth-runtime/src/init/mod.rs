@@ -86,7 +86,7 @@ pub fn intermediate(plan: &Plan, chan: &Channel, role: Role) -> ! {
     let code = match run_intermediate(plan, chan, role) {
         Ok(()) => 0,
         Err(e) => {
-            let _ = chan.send(&Msg::Error(e.to_string()));
+            let _ = chan.send(&Msg::failure(&e));
             1
         }
     };
@@ -141,7 +141,7 @@ fn init_main(plan: &Plan, chan: &Channel) -> ! {
     let prepared = match prepare_init(plan, chan) {
         Ok(p) => p,
         Err(e) => {
-            let _ = chan.send(&Msg::Error(e.to_string()));
+            let _ = chan.send(&Msg::failure(&e));
             sys::exit_now(1)
         }
     };
@@ -154,8 +154,11 @@ fn init_main(plan: &Plan, chan: &Channel) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    // `start` is reading: it reports this and exits non-zero.
-    let _ = conn.write_all(err.to_string().as_bytes());
+    // `start` is reading: it reports this and exits non-zero. The reply is
+    // the channel's failure message (JSON), so an exec failure's errno
+    // reaches `start` typed.
+    let reply = serde_json::to_vec(&Msg::failure(&err)).unwrap_or_else(|_| err.to_string().into_bytes());
+    let _ = conn.write_all(&reply);
     sys::exit_now(1)
 }
 
@@ -480,7 +483,7 @@ fn exec_main(plan: &Plan, chan: &Channel, pid_pipe: Option<OwnedFd>) -> ! {
         Ok(p) => exec_program(plan, &p),
         Err(e) => e,
     };
-    let _ = chan.send(&Msg::Error(err.to_string()));
+    let _ = chan.send(&Msg::failure(&err));
     sys::exit_now(1)
 }
 

@@ -210,14 +210,13 @@ fn set_sets(w: &Wanted) -> Result<()> {
 /// The program to exec, found as runc finds it (Go's exec.LookPath over the
 /// process's PATH), with runc's error messages.
 pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
-    let not_found = || Error::Container(format!("exec: {arg0:?}: executable file not found in $PATH"));
     if arg0.contains('/') {
         return match check_executable(Path::new(arg0)) {
             Ok(()) => Ok(PathBuf::from(arg0)),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                Err(Error::Container(format!("exec: {arg0:?}: stat {arg0}: no such file or directory")))
+                Err(exec_error(libc::ENOENT, format!("exec: {arg0:?}: stat {arg0}: no such file or directory")))
             }
-            Err(e) => Err(Error::Container(format!("exec: {arg0:?}: {}", io_message(&e)))),
+            Err(e) => Err(exec_error(errno_of(&e), format!("exec: {arg0:?}: {}", io_message(&e)))),
         };
     }
     let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
@@ -228,7 +227,18 @@ pub fn find_program(arg0: &str, env: &[String]) -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    Err(not_found())
+    // Go's LookPath reports ENOENT here too (exec.ErrNotFound wraps it).
+    Err(exec_error(libc::ENOENT, format!("exec: {arg0:?}: executable file not found in $PATH")))
+}
+
+fn exec_error(errno: i32, message: String) -> Error {
+    Error::Exec { errno, message }
+}
+
+/// The errno behind a failed check; EACCES for the refusals
+/// check_executable makes itself (a directory, no x bit), as execve would.
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EACCES)
 }
 
 fn check_executable(p: &Path) -> std::io::Result<()> {
@@ -296,7 +306,8 @@ pub fn exec(program: &Path, args: &[String], env: &[String]) -> Error {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    Error::Container(format!("exec: {:?}: {}", args.first().map(String::as_str).unwrap_or(""), e.desc().to_lowercase()))
+    let arg0 = args.first().map(String::as_str).unwrap_or("");
+    exec_error(e as i32, format!("exec: {arg0:?}: {}", e.desc().to_lowercase()))
 }
 
 /// The working directory, entered as the container's user (falling back to
@@ -335,6 +346,31 @@ mod tests {
         assert_eq!(e.to_string(), "exec: \"/no/such/file\": stat /no/such/file: no such file or directory");
         let e = find_program("/etc/passwd", &env).unwrap_err();
         assert_eq!(e.to_string(), "exec: \"/etc/passwd\": permission denied");
+    }
+
+    fn errno(e: Error) -> Option<i32> {
+        match e {
+            Error::Exec { errno, .. } => Some(errno),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_program_that_cannot_run_carries_its_errno() {
+        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
+        assert_eq!(errno(find_program("no-such-program-here", &env).unwrap_err()), Some(libc::ENOENT));
+        assert_eq!(errno(find_program("/no/such/file", &env).unwrap_err()), Some(libc::ENOENT));
+        assert_eq!(errno(find_program("/etc/passwd", &env).unwrap_err()), Some(libc::EACCES));
+        assert_eq!(errno(find_program("/", &env).unwrap_err()), Some(libc::EACCES));
+        // execve's own refusal: a file with the x bit and no format the
+        // kernel knows.
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, [0u8, 1, 2, 3]).unwrap();
+        std::fs::set_permissions(&junk, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = exec(&junk, &["junk".into()], &[]);
+        assert_eq!(e.to_string(), "exec: \"junk\": exec format error");
+        assert_eq!(errno(e), Some(libc::ENOEXEC));
     }
 
     #[test]

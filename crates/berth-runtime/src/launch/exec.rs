@@ -6,7 +6,6 @@ use std::path::Path;
 use oci_spec::runtime::Process;
 
 use super::{check_console, console_sockets, inherited_fds, receive_master, seccomp_for, spawn, write_pid_file};
-use crate::channel::Msg;
 use crate::config::validate_process;
 use crate::container::{Container, Status};
 use crate::error::{Error, Result};
@@ -81,8 +80,11 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
     // close-on-exec); an Error comes instead if it was not.
     match spawned.chan.recv()? {
         None => {}
-        Some(Msg::Error(e)) => return Err(Error::Container(e)),
-        Some(other) => return Err(Error::Container(format!("unexpected message from exec: {other:?}"))),
+        Some(m) => {
+            return Err(m
+                .into_error()
+                .unwrap_or_else(|other| Error::Container(format!("unexpected message from exec: {other:?}"))));
+        }
     }
     let pty_master = ours.as_ref().map(receive_master).transpose()?;
     if let Some(p) = o.pid_file {

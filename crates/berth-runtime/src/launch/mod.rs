@@ -69,10 +69,14 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
             let pid = loop {
                 match mine.recv()? {
                     Some(Msg::Pid(pid)) => break pid,
-                    Some(Msg::Error(e)) => return Err(Error::Container(e)),
                     Some(Msg::RunHooks) if early.is_none() => early = Some(Msg::RunHooks),
                     other => {
-                        return Err(Error::Container(format!("the runtime's helper process ended early ({other:?})")));
+                        let ended =
+                            |other| Error::Container(format!("the runtime's helper process ended early ({other:?})"));
+                        return Err(match other {
+                            Some(m) => m.into_error().unwrap_or_else(|m| ended(Some(m))),
+                            None => ended(None),
+                        });
                     }
                 }
             };
