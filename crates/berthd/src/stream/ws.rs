@@ -101,16 +101,7 @@ pub fn serve_remotecommand(
 }
 
 async fn remotecommand_session(ws: Ws, proto: &'static str, p: Pending, streamer: Arc<dyn Streamer>) {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (mut source, out_tx, writer) = split_with_writer(ws);
     let opts = opts_of(&p);
     let (io, pipes) = pipes(&opts);
     let (resize_tx, resize_rx) = mpsc::channel(8);
@@ -235,16 +226,7 @@ async fn channel_out(mut pipe: DuplexStream, out: mpsc::Sender<Message>, ch: u8)
 /// the server is the port (2 bytes, little-endian). The connection ends
 /// when every port is done.
 pub async fn portforward_channels(ws: Ws, pod: String, ports: Vec<u16>, streamer: Arc<dyn Streamer>) {
-    let (mut sink, mut source) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (mut source, out_tx, writer) = split_with_writer(ws);
     let msg = |ch: usize, data: &[u8]| Message::Binary([&[ch as u8][..], data].concat().into());
     let mut to_targets = Vec::new();
     let mut forwards = tokio::task::JoinSet::new();
@@ -352,4 +334,23 @@ pub fn byte_stream(ws: Ws) -> DuplexStream {
         let _ = sink.close().await;
     });
     theirs
+}
+
+/// Splits `ws`: its reading half, and a bounded queue whose task sends
+/// each message and closes the socket once every sender is gone (the
+/// bound makes a slow client stall its producers, not grow memory).
+fn split_with_writer(
+    ws: Ws,
+) -> (futures_util::stream::SplitStream<Ws>, mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    let (mut sink, source) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (source, out_tx, writer)
 }
