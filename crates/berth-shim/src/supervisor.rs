@@ -134,12 +134,15 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         }
         let stopped = cfg.state_dir.join("stopped").exists();
         let again = cfg.restart.again(code, restarts, stopped);
-        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None });
-        let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
-        clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
+        // The runtime forgets the container before its exit is recorded:
+        // whoever sees the exit (`stop`, then `start` at once) may create
+        // it again, and must never meet this shim's late `delete`.
         if !cfg.no_delete {
             let _ = runtime(cfg).delete(&cfg.id, true);
         }
+        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None });
+        let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
+        clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !again {
             finish(cfg, sync.as_mut(), code);
             return Ok(code);

@@ -90,8 +90,28 @@ fn stop_kills_a_container_whose_shim_was_killed_and_start_runs_it_again() {
     assert!(again.alive() && new_shim.alive());
     assert_ne!(new_shim.pid, shim.pid);
     b.ok(&["stop", "-t", "1", "orphan"]);
-    assert!(!again.alive() && !new_shim.alive());
+    assert!(!again.alive(), "stop returns once the init is gone");
+    // The shim ends on its own after it recorded the exit.
+    wait_for("the new shim to end", || !new_shim.alive());
     b.ok(&["rm", "orphan"]);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}
+
+/// `restart` starts the container the moment its exit is recorded: the
+/// last shim must be done with the runtime by then, or its `delete
+/// --force` kills the new init.
+#[test]
+fn a_container_restarted_at_once_is_not_deleted_by_its_last_shim() {
+    let b = Berth::new();
+    b.ok(&["run", "-d", "--name", "again", "--network", "none", &b.image, "sleep", "300"]);
+    for round in 0..8 {
+        b.ok(&["restart", "-t", "0", "again"]);
+        let (init, _) = init_and_shim(&b, "again");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(init.alive(), "round {round}: the restarted init still runs");
+        assert_eq!(b.inspect("again")["State"]["Running"], true, "round {round}");
+    }
+    b.ok(&["rm", "-f", "again"]);
     assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
 }
 
