@@ -503,10 +503,8 @@ pub struct StoreUsage {
 impl Images {
     /// [`Images::pull`] with credentials given for this pull only (the
     /// CRI's AuthConfig), used for `servers` (the reference's registry
-    /// when empty) instead of the stored ones. They are written, mode
-    /// 0600, to a private temporary auth file under the runroot
-    /// (`.pull-auth-PID-*`) that is removed when the pull ends, or by the
-    /// next such pull if this process is killed first.
+    /// when empty) before any stored ones. They stay in memory (see
+    /// [`RegistryConfig::given`]): nothing of them reaches the disk.
     pub fn pull_with_credentials(
         &self,
         reference: &str,
@@ -516,26 +514,13 @@ impl Images {
         on_event: OnEvent,
     ) -> Result<Pulled, Error> {
         let r = Reference::parse(reference)?;
-        let base = &self.engine.runroot;
-        std::fs::create_dir_all(base).map_err(|source| Error::Io { what: "create", path: base.clone(), source })?;
-        remove_orphan_auth_dirs(base);
-        let prefix = format!("{AUTH_DIR_PREFIX}{}-", std::process::id());
-        let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(base).map_err(|source| Error::Io {
-            what: "create a temporary dir in",
-            path: base.clone(),
-            source,
-        })?;
-        let auth = AuthStore { own: dir.path().join("auth.json"), fallbacks: vec![] };
         let default = [r.registry().to_owned()];
         let servers = if servers.is_empty() { &default[..] } else { servers };
+        let mut registry = self.registry.clone();
         for s in servers {
-            auth.set(&registry_name(Some(s)), creds)?;
+            registry.given.insert(registry_name(Some(s)), creds.clone());
         }
-        let once = Images {
-            engine: self.engine.clone(),
-            registry: RegistryConfig { auth: Some(auth), ..self.registry.clone() },
-            settings: self.settings.clone(),
-        };
+        let once = Images { engine: self.engine.clone(), registry, settings: self.settings.clone() };
         once.pull(reference, req, on_event)
     }
 
@@ -601,25 +586,6 @@ impl Images {
         let mut containers = FsUsage { path: root.join("containers"), ..FsUsage::default() };
         du(&root.join("containers"), &mut containers, &mut seen);
         Ok(StoreUsage { images, containers })
-    }
-}
-
-/// The per-pull auth dirs under the runroot: `.pull-auth-PID-RANDOM`.
-const AUTH_DIR_PREFIX: &str = ".pull-auth-";
-
-/// Removes the per-pull auth dirs of processes that are gone (killed
-/// mid-pull), so that no credentials outlive their pull for long.
-fn remove_orphan_auth_dirs(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(AUTH_DIR_PREFIX)) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if !Path::new("/proc").join(pid.to_string()).exists()
-            && let Err(err) = std::fs::remove_dir_all(e.path())
-        {
-            tracing::warn!(path = %e.path().display(), %err, "cannot remove a killed pull's credentials");
-        }
     }
 }
 

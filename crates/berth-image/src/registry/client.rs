@@ -87,7 +87,7 @@ impl Registry {
             if host == crate::reference::DEFAULT_REGISTRY { crate::reference::DEFAULT_REGISTRY_API_HOST } else { host };
         let insecure = cfg.is_insecure(host);
         let http = build_client(host, cfg, insecure)?;
-        let creds = cfg.auth_store().get(host)?;
+        let creds = cfg.credentials(host)?;
         let schemes: Vec<&str> = match forced {
             Some(s) => vec![s],
             None if insecure || is_loopback(host) => vec!["https", "http"],
@@ -135,7 +135,7 @@ impl Registry {
             registry: host.clone(),
             base: h.url.clone(),
             http: b.build().map_err(http_err(format!("HTTP client for {}", h.url)))?,
-            creds: cfg.auth_store().get(&host)?,
+            creds: cfg.credentials(&host)?,
             auth: Mutex::new(AuthState::default()),
             cfg: cfg.clone(),
             override_path: h.override_path,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::AuthStore;
+use super::auth::{AuthStore, Credentials};
 
 /// The `[registry]` part of berth's configuration. Every key has a default.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +47,11 @@ pub struct RegistryConfig {
     pub config_path: Vec<PathBuf>,
     #[serde(skip)]
     pub auth: Option<AuthStore>,
+    /// Credentials given for one operation (a CRI PullImage's AuthConfig),
+    /// by registry (`host:port`): they win over every store and live only
+    /// in memory, so no secret of a pull is ever written to disk.
+    #[serde(skip)]
+    pub given: BTreeMap<String, Credentials>,
 }
 
 impl Default for RegistryConfig {
@@ -66,6 +71,7 @@ impl Default for RegistryConfig {
             idle_timeout: Duration::from_secs(60),
             config_path: Vec::new(),
             auth: None,
+            given: BTreeMap::new(),
         }
     }
 }
@@ -73,6 +79,14 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     pub fn auth_store(&self) -> AuthStore {
         self.auth.clone().unwrap_or_else(AuthStore::default_paths)
+    }
+
+    /// The credentials for `registry`: the given ones, else the store's.
+    pub fn credentials(&self, registry: &str) -> crate::error::Result<Option<Credentials>> {
+        match self.given.get(registry) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.auth_store().get(registry),
+        }
     }
 
     pub fn is_insecure(&self, registry: &str) -> bool {
