@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod copy;
+pub mod crilog;
 pub mod engine;
 pub mod error;
 pub mod images;

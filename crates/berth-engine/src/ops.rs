@@ -67,7 +67,7 @@ pub struct ExecOptions {
 
 impl Engine {
     /// A running container by name, id or id prefix, freshly checked.
-    fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
+    pub(crate) fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         match rec.status {
             Status::Running => Ok(rec),
