@@ -107,6 +107,12 @@ fn reopen_log_starts_a_new_file_and_refuses_a_stopped_container() {
         assert!(Instant::now() < deadline, "nothing logged after the reopen");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A paused container's shim still writes its log: it reopens.
+    b.ok(&["pause", "rot"]);
+    std::fs::rename(&path, path.with_extension("log.2")).unwrap();
+    e.reopen_log("rot").unwrap();
+    assert!(path.exists(), "reopened while paused");
+    b.ok(&["unpause", "rot"]);
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.lines().all(|l| l.contains(" stdout F line ")), "{old}");
     b.ok(&["stop", "-t", "1", "rot"]);
