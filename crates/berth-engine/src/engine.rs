@@ -410,7 +410,9 @@ impl Engine {
         // Checked when the container was made; a record edited since falls
         // back to one file, never rotated.
         let rotation = log.rotation().unwrap_or(Rotation { max_size: None, max_file: 1 });
-        let (log_path, rotation) = if log.readable() {
+        let (log_path, rotation) = if let Some(path) = log.cri_path() {
+            (path, rotation)
+        } else if log.readable() {
             (data.join(format!("{}-json.log", rec.id)), rotation)
         } else {
             // Driver none: nothing kept, but an attached CLI reads the
@@ -426,6 +428,7 @@ impl Engine {
             log_path: Some(log_path),
             log_max_size: rotation.max_size,
             log_max_files: rotation.max_file,
+            log_format: log.shim_format(),
             terminal: rec.config.tty,
             stdin: rec.config.stdin,
             restart: rec.config.restart.as_deref().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),

@@ -60,6 +60,10 @@ pub enum Error {
     /// No terminal came from the runtime's `exec --tty`.
     #[error("OCI runtime: {0}")]
     Console(String),
+    /// `exec_sync`'s command ran past its timeout: it was killed, with
+    /// the processes it started.
+    #[error("timeout {timeout:?} exceeded running {cmd:?} in container {id}: the command was killed")]
+    ExecTimeout { id: String, cmd: String, timeout: std::time::Duration },
     #[error("container {id} did not stop: its init (pid {pid}) still runs after SIGKILL")]
     DidNotStop { id: String, pid: i32 },
     #[error("container {0} is already running")]

@@ -10,8 +10,10 @@
 
 pub mod check;
 pub mod copy;
+pub mod crilog;
 pub mod engine;
 pub mod error;
+pub mod execsync;
 pub mod images;
 pub mod liveness;
 pub mod logconfig;

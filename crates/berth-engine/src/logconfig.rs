@@ -6,6 +6,7 @@
 //! |-------------|-----------------------------------------------------------------|
 //! | `json-file` | docker's json-file log, rotated by `max-size` into `max-file`s  |
 //! | `local`     | the same files, with docker's local-driver cap (20m x 5) unless set |
+//! | `cri`       | the kubelet's CRI log format at the file `path` names (required, absolute); never rotated by berth: the kubelet rotates it and asks for a new file ([`crate::engine::Engine::reopen_log`]) |
 //! | `none`      | no log to read (`logs` refuses, as docker's); a small rotating buffer in the run dir so an attached CLI still shows the output |
 
 use std::collections::BTreeMap;
@@ -34,6 +35,8 @@ pub enum LogConfigError {
     Compress(String),
     #[error("compress=true: berth does not compress rotated logs")]
     CompressUnsupported,
+    #[error("log opt 'path' of the cri log driver: {0}")]
+    CriPath(String),
     #[error("the [logs] defaults of the config: {0}")]
     Defaults(Box<LogConfigError>),
 }
@@ -103,6 +106,28 @@ impl LogConfig {
         config.log.clone().unwrap_or_else(|| LogConfig { driver: "json-file".into(), opts: BTreeMap::new() })
     }
 
+    /// The kubelet's CRI format at `path` (the pod's log directory joined
+    /// with the container's log path), as berthd's CreateContainer asks.
+    pub fn cri(path: &std::path::Path) -> Result<LogConfig, LogConfigError> {
+        let cfg = LogConfig {
+            driver: "cri".into(),
+            opts: BTreeMap::from([("path".to_owned(), path.to_string_lossy().into_owned())]),
+        };
+        cfg.rotation()?;
+        Ok(cfg)
+    }
+
+    /// Driver `cri`: the file the shim writes (kept in the record, so a
+    /// shim started again writes to the same file).
+    pub fn cri_path(&self) -> Option<std::path::PathBuf> {
+        (self.driver == "cri").then(|| self.opts.get("path").map(Into::into)).flatten()
+    }
+
+    /// The shim's format for this driver.
+    pub fn shim_format(&self) -> berth_shim::config::LogFormat {
+        if self.driver == "cri" { berth_shim::config::LogFormat::Cri } else { berth_shim::config::LogFormat::JsonFile }
+    }
+
     /// Whether `logs` can read what the driver keeps.
     pub fn readable(&self) -> bool {
         self.driver != "none"
@@ -113,6 +138,7 @@ impl LogConfig {
         let known: &[&str] = match self.driver.as_str() {
             "json-file" => &["max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"],
             "local" => &["max-size", "max-file", "compress"],
+            "cri" => &["path"],
             "none" => &[],
             other => return Err(LogConfigError::NoDriver(other.to_owned())),
         };
@@ -120,9 +146,13 @@ impl LogConfig {
             if !known.contains(&key.as_str()) {
                 return Err(LogConfigError::UnknownOpt { key: key.clone(), driver: self.driver.clone() });
             }
-            if !["max-size", "max-file", "compress"].contains(&key.as_str()) {
+            if !["max-size", "max-file", "compress", "path"].contains(&key.as_str()) {
                 return Err(LogConfigError::Unsupported { key: key.clone(), driver: self.driver.clone() });
             }
+        }
+        if self.driver == "cri" {
+            check_cri_path(self.opts.get("path").map(String::as_str))?;
+            return Ok(Rotation { max_size: None, max_file: 1 });
         }
         let local = self.driver == "local";
         let max_size = match self.opts.get("max-size") {
@@ -147,6 +177,23 @@ impl LogConfig {
         }
         Ok(Rotation { max_size, max_file: u32::try_from(max_file).unwrap_or(u32::MAX) })
     }
+}
+
+/// The cri driver's file: given, absolute, a file name at its end.
+fn check_cri_path(path: Option<&str>) -> Result<(), LogConfigError> {
+    let bad = |why: &str| Err(LogConfigError::CriPath(why.to_owned()));
+    let Some(p) = path else { return bad("required (the file the kubelet reads)") };
+    let path = std::path::Path::new(p);
+    if !path.is_absolute() {
+        return bad(&format!("{p:?} is not an absolute path"));
+    }
+    if p.contains('\0') {
+        return bad(&format!("{p:?} holds a NUL byte"));
+    }
+    if path.components().any(|c| c == std::path::Component::ParentDir) || p.ends_with('/') {
+        return bad(&format!("{p:?}: want a file's path without '..'"));
+    }
+    Ok(())
 }
 
 /// `max-size=1m,max-file=3` as two options, but `labels=a,b` as one:
@@ -248,6 +295,23 @@ mod tests {
         let bad_defaults = LogConfig::defaults("json-file", "lots", 5);
         let e = LogConfig::resolve(None, &[], &bad_defaults).unwrap_err().to_string();
         assert_eq!(e, "the [logs] defaults of the config: invalid size: 'lots'");
+    }
+
+    #[test]
+    fn the_cri_driver_needs_an_absolute_path_and_is_never_rotated() {
+        let c = LogConfig::cri(std::path::Path::new("/var/log/pods/ns_p_uid/c/0.log")).unwrap();
+        assert_eq!(c.rotation().unwrap(), Rotation { max_size: None, max_file: 1 });
+        assert_eq!(c.cri_path().unwrap(), std::path::Path::new("/var/log/pods/ns_p_uid/c/0.log"));
+        assert_eq!(c.shim_format(), berth_shim::config::LogFormat::Cri);
+        assert!(c.readable());
+        let r = resolve(Some("cri"), &["path=/l/c.log"]).unwrap();
+        assert_eq!((r.cri_path().unwrap(), r.opts.len()), ("/l/c.log".into(), 1), "no json-file defaults");
+        let err = |o: &[&str]| resolve(Some("cri"), o).unwrap_err().to_string();
+        assert_eq!(err(&[]), "log opt 'path' of the cri log driver: required (the file the kubelet reads)");
+        assert!(err(&["path=rel/c.log"]).contains("not an absolute path"));
+        assert!(err(&["path=/l/../c.log"]).contains("without '..'"));
+        assert_eq!(err(&["path=/l", "max-size=1m"]), "unknown log opt 'max-size' for cri log driver");
+        assert_eq!(resolve(None, &[]).unwrap().cri_path(), None);
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub struct ExecOptions {
 
 impl Engine {
     /// A running container by name, id or id prefix, freshly checked.
-    fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
+    pub(crate) fn running(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.refresh(&self.containers()?.get(key)?);
         match rec.status {
             Status::Running => Ok(rec),
@@ -204,7 +204,12 @@ impl Engine {
 
     /// The runtime's `exec` arguments after `exec`: options, `extra`, the
     /// container's ID and the command.
-    fn exec_args(&self, rec: &ContainerRecord, o: &ExecOptions, extra: &[String]) -> Result<Vec<String>, Error> {
+    pub(crate) fn exec_args(
+        &self,
+        rec: &ContainerRecord,
+        o: &ExecOptions,
+        extra: &[String],
+    ) -> Result<Vec<String>, Error> {
         let mut a = Vec::new();
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
             // Names are looked up in the container's own /etc/passwd.

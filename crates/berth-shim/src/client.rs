@@ -285,6 +285,36 @@ impl Attach {
         }
     }
 
+    /// Asks the shim to open its log file anew at the same path (the
+    /// kubelet renamed it), and waits until it has (at most `timeout`: a
+    /// shim between two runs of a restarting container answers late).
+    /// Ok once the new file exists; the shim's reason when it could not
+    /// open it.
+    pub fn reopen_log(&mut self, timeout: Duration) -> Result<(), ShimError> {
+        let shim = Path::new("the shim");
+        protocol::write_frame(&mut self.stream, protocol::REOPEN_LOG, &[])
+            .map_err(|e| ShimError::io("ask for a log reopen:", shim, e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ShimError::NoAnswer(format!("log reopen within {timeout:?}")));
+            }
+            self.stream.set_read_timeout(Some(left)).map_err(|e| ShimError::io("read from", shim, e))?;
+            match self.next_frame() {
+                Ok(Some((protocol::LOG_REOPENED, why))) if why.is_empty() => return Ok(()),
+                Ok(Some((protocol::LOG_REOPENED, why))) => {
+                    return Err(ShimError::LogReopen(String::from_utf8_lossy(&why).into_owned()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ShimError::NoAnswer("it closed the connection before the log reopen".into())),
+                // Frames are written whole: a timeout falls between them.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(ShimError::io("read from", shim, e)),
+            }
+        }
+    }
+
     /// Makes this connection a waiter: no output comes to it, only the
     /// exit of each run ([`Attach::exit_within`]).
     pub fn only_exits(&mut self) -> std::io::Result<()> {

@@ -42,6 +42,33 @@ impl Restart {
     }
 }
 
+/// The log file's format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// docker's json-file, rotated by the shim (`--log-max-size`).
+    #[default]
+    JsonFile,
+    /// The kubelet's CRI format; the kubelet rotates it.
+    Cri,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Result<LogFormat, ShimError> {
+        match s {
+            "json-file" => Ok(LogFormat::JsonFile),
+            "cri" => Ok(LogFormat::Cri),
+            _ => Err(ShimError::Usage(format!("--log-format {s:?}: want json-file or cri"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::JsonFile => "json-file",
+            LogFormat::Cri => "cri",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub id: String,
@@ -53,6 +80,7 @@ pub struct Config {
     pub log_path: Option<PathBuf>,
     pub log_max_size: Option<u64>,
     pub log_max_files: u32,
+    pub log_format: LogFormat,
     pub terminal: bool,
     pub stdin: bool,
     pub restart: Restart,
@@ -67,7 +95,7 @@ pub struct Config {
 }
 
 pub const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime PATH] [--runtime-root DIR]
-       [--log-path FILE [--log-max-size BYTES] [--log-max-files N]] [--terminal] [--stdin]
+       [--log-path FILE [--log-format json-file|cri] [--log-max-size BYTES] [--log-max-files N]] [--terminal] [--stdin]
        [--restart no|on-failure[:N]|always|unless-stopped] [--sync-fd N] [--no-delete]
        [--exit-command PATH [--exit-command-arg ARG]...]";
 
@@ -82,6 +110,7 @@ impl Config {
             log_path: None,
             log_max_size: None,
             log_max_files: 1,
+            log_format: LogFormat::JsonFile,
             terminal: false,
             stdin: false,
             restart: Restart::No,
@@ -102,6 +131,7 @@ impl Config {
                 "--log-path" => c.log_path = Some(value()?.into()),
                 "--log-max-size" => c.log_max_size = Some(num(value()?)?),
                 "--log-max-files" => c.log_max_files = num(value()?)? as u32,
+                "--log-format" => c.log_format = LogFormat::parse(&value()?)?,
                 "--terminal" => c.terminal = true,
                 "--stdin" => c.stdin = true,
                 "--restart" => c.restart = Restart::parse(&value()?)?,
@@ -136,6 +166,9 @@ impl Config {
             a.extend(["--log-path".into(), path(l), "--log-max-files".into(), self.log_max_files.to_string()]);
             if let Some(s) = self.log_max_size {
                 a.extend(["--log-max-size".into(), s.to_string()]);
+            }
+            if self.log_format != LogFormat::JsonFile {
+                a.extend(["--log-format".into(), self.log_format.name().into()]);
             }
         }
         for (on, flag) in [(self.terminal, "--terminal"), (self.stdin, "--stdin"), (self.no_delete, "--no-delete")] {
@@ -205,6 +238,8 @@ mod tests {
             "2",
             "--sync-fd",
             "3",
+            "--log-format",
+            "cri",
             "--exit-command-arg",
             "rm",
             "--exit-command",
@@ -220,6 +255,8 @@ mod tests {
         let again = Config::parse(c.to_args()).unwrap();
         assert_eq!((again.log_max_files, again.sync_fd, again.restart), (2, Some(3), Restart::OnFailure(3)));
         assert_eq!(again.exit_command, ["/bin/berth", "rm", "x y"]);
+        assert_eq!(again.log_format, LogFormat::Cri);
+        assert!(LogFormat::parse("journald").is_err());
         assert!(
             Config::parse(["--id".to_string(), "x".into()]).unwrap_err().to_string().contains("--bundle is required")
         );

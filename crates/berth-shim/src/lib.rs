@@ -1,10 +1,11 @@
 //! berth-shim: one small supervisor per container, as conmon and
 //! containerd-shim-runc-v2 are. It creates and starts the container
 //! through the OCI runtime's command line (berth-runtime, runc or crun),
-//! holds its stdio, writes docker's json-file log, serves an attach
-//! socket, forwards signals, reaps the container as its subreaper, records
-//! the exit in exit.json and applies the restart policy. It runs detached
-//! from whoever started it, so containers outlive the engine and the CLI.
+//! holds its stdio, writes its log (docker's json-file, or the kubelet's
+//! CRI format), serves an attach socket, forwards signals, reaps the
+//! container as its subreaper, records the exit in exit.json and applies
+//! the restart policy. It runs detached from whoever started it, so
+//! containers outlive the engine and the CLI.
 //!
 //! Single-threaded, no async runtime, no flag parser: its memory is paid
 //! once per running container. The two flat JSON shapes it writes (log
@@ -15,6 +16,7 @@
 
 pub mod client;
 pub mod config;
+pub mod crilog;
 pub mod logfile;
 pub mod protocol;
 /// A process by pid and start time (berth-proc, shared with the runtime).
@@ -45,6 +47,13 @@ pub enum ShimError {
     Spawn { path: PathBuf, source: std::io::Error },
     #[error("berth-shim ended without reporting the start{0}")]
     NoReport(String),
+    /// The shim did not answer a request in time (busy, or a shim that
+    /// predates the request).
+    #[error("berth-shim gave no answer: {0}")]
+    NoAnswer(String),
+    /// The shim could not open its log file anew (its words).
+    #[error("{0}")]
+    LogReopen(String),
 }
 
 impl ShimError {

@@ -28,7 +28,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
@@ -36,7 +36,62 @@ impl Stream {
     }
 }
 
+/// The container's log in the format the engine asked for.
+pub enum Log {
+    JsonFile(JsonFileLog),
+    Cri(crate::crilog::CriLog),
+}
+
+impl Log {
+    /// The log `cfg` asks for, if any.
+    pub fn open(cfg: &crate::config::Config) -> std::io::Result<Option<Log>> {
+        let Some(path) = &cfg.log_path else { return Ok(None) };
+        Ok(Some(match cfg.log_format {
+            crate::config::LogFormat::JsonFile => {
+                Log::JsonFile(JsonFileLog::open(path, cfg.log_max_size, cfg.log_max_files)?)
+            }
+            crate::config::LogFormat::Cri => Log::Cri(crate::crilog::CriLog::open(path)?),
+        }))
+    }
+
+    pub fn write(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Log::JsonFile(l) => l.write(stream, data),
+            Log::Cri(l) => l.write(stream, data),
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Log::JsonFile(l) => l.flush(),
+            Log::Cri(l) => l.flush(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Log::JsonFile(l) => &l.path,
+            Log::Cri(l) => l.path(),
+        }
+    }
+
+    /// A new file at the log's path (whoever rotates it renamed the old).
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        match self {
+            Log::JsonFile(l) => l.reopen(),
+            Log::Cri(l) => l.reopen(),
+        }
+    }
+}
+
 impl JsonFileLog {
+    /// Opens the path again (appending), after someone renamed the file.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        Ok(())
+    }
+
     pub fn open(path: &Path, max_size: Option<u64>, max_files: u32) -> std::io::Result<JsonFileLog> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();

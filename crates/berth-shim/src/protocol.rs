@@ -15,6 +15,8 @@
 //! | 9    | shim -> client | the exec session's process exited: code i32 BE |
 //! | 10   | client -> shim | a waiter: send this client no output, only exits (5) |
 //! | 11   | shim -> client | right before 8, when the runtime gave one: the errno of the failed exec, i32 BE (a client that does not know it skips it) |
+//! | 12   | client -> shim | reopen the log file at its path (whoever rotates it has renamed it: the kubelet) |
+//! | 13   | shim -> client | the answer to 12, once the new file is open: empty, or why it could not be opened |
 //!
 //! An exec session's process is the shim's (the runtime runs it with
 //! `--detach` and it is reparented to the shim, the subreaper), so the shim
@@ -41,6 +43,8 @@ pub const EXEC_FAILED: u8 = 8;
 pub const EXEC_EXIT: u8 = 9;
 pub const WAIT: u8 = 10;
 pub const EXEC_ERRNO: u8 = 11;
+pub const REOPEN_LOG: u8 = 12;
+pub const LOG_REOPENED: u8 = 13;
 
 /// Largest payload accepted: a client cannot make the shim allocate more.
 pub const MAX_PAYLOAD: u32 = 1 << 20;

@@ -25,7 +25,7 @@ use berth_oci_cli::{self as oci, CreateOpts, ExecOpts, LogFormat, Runtime};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::config::Config;
-use crate::logfile::{JsonFileLog, Stream};
+use crate::logfile::{Log, Stream};
 use crate::process::ProcessId;
 use crate::{ShimError, protocol, time};
 
@@ -85,12 +85,8 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| ShimError::sys("signalfd", e))?;
     let listener = bind_attach(&cfg.state_dir)?;
-    let mut log = match &cfg.log_path {
-        Some(p) => {
-            Some(JsonFileLog::open(p, cfg.log_max_size, cfg.log_max_files).map_err(|e| ShimError::io("open", p, e))?)
-        }
-        None => None,
-    };
+    let mut log = Log::open(cfg)
+        .map_err(|e| ShimError::io("open the log", cfg.log_path.as_deref().unwrap_or(Path::new("")), e))?;
     let mut sync = cfg.sync_fd.map(|fd| {
         // Not for the runtime, the container or the exit command: only the
         // engine and this shim may hold the line, or its end goes unseen.
@@ -394,7 +390,7 @@ fn supervise(
     sigfd: &SignalFd,
     listener: &UnixListener,
     clients: &mut Vec<Client>,
-    mut log: Option<&mut JsonFileLog>,
+    mut log: Option<&mut Log>,
 ) -> Result<i32, ShimError> {
     let mut exit: Option<(i32, Instant)> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -508,7 +504,7 @@ fn supervise(
                     // dropped clients, so indexes are stale.
                     let Some(c) = clients.iter_mut().find(|c| c.id == id) else { continue };
                     let running = exit.is_none();
-                    if !client_input(c, io, &mut |c: &mut Client, args: Vec<u8>| {
+                    if !client_input(c, io, log.as_deref_mut(), &mut |c: &mut Client, args: Vec<u8>| {
                         if let Some(s) = start_session(cfg, c, &args, running) {
                             sessions.push(s);
                         }
@@ -595,7 +591,12 @@ fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32,
 
 /// Handles what a client sent; false when it has gone. `exec` starts an
 /// exec session for the client.
-fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, Vec<u8>)) -> bool {
+fn client_input(
+    c: &mut Client,
+    io: &mut Io,
+    mut log: Option<&mut Log>,
+    exec: &mut dyn FnMut(&mut Client, Vec<u8>),
+) -> bool {
     let mut buf = [0u8; 16 * 1024];
     match receive(c, &mut buf) {
         Ok(0) => return false,
@@ -607,6 +608,13 @@ fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, V
         match c.decoder.next_frame() {
             Ok(Some((protocol::EXEC, args))) => exec(c, args),
             Ok(Some((protocol::WAIT, _))) => c.quiet = true,
+            Ok(Some((protocol::REOPEN_LOG, _))) => {
+                c.quiet = true;
+                let answer = reopen_log(log.as_deref_mut());
+                if c.stream.write_all(&protocol::encode(protocol::LOG_REOPENED, answer.as_bytes())).is_err() {
+                    return false;
+                }
+            }
             Ok(Some((protocol::STDIN, data))) => {
                 if let Some(fd) = &io.stdin {
                     let _ = write_all(fd.as_raw_fd(), &data);
@@ -635,6 +643,17 @@ fn client_input(c: &mut Client, io: &mut Io, exec: &mut dyn FnMut(&mut Client, V
             Ok(None) => return true,
             Err(_) => return false,
         }
+    }
+}
+
+/// Opens the log file anew (the old one was renamed); empty, or why not.
+fn reopen_log(log: Option<&mut Log>) -> String {
+    match log {
+        None => "the container has no log file".into(),
+        Some(l) => match l.reopen() {
+            Ok(()) => String::new(),
+            Err(e) => format!("reopen the log {}: {e}", l.path().display()),
+        },
     }
 }
 

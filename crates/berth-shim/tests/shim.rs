@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_shim::client::{self, Attach, Started};
-use berth_shim::config::{Config, Restart};
+use berth_shim::config::{Config, LogFormat, Restart};
 use berth_shim::{ShimError, protocol};
 use berth_testkit::{Bundle, Runtime, require_root, unique_id, workspace_bin};
 use serde_json::Value;
@@ -38,6 +38,7 @@ impl Boxed {
             log_path: Some(state.path().join("container.log")),
             log_max_size: None,
             log_max_files: 1,
+            log_format: LogFormat::JsonFile,
             terminal: false,
             stdin: false,
             restart: Restart::No,
@@ -476,4 +477,98 @@ fn no_exit_command_for_a_container_removed_while_the_watch_was_held() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
     }
     assert!(left.is_empty(), "the exit command ran for a removed container");
+}
+
+/// The CRI records of a log file: (stream, tag, message); each timestamp
+/// is checked to be RFC 3339 in UTC with nanoseconds.
+fn cri_records(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let time = f.next().unwrap();
+            assert!(time.ends_with('Z') && time.len() <= 30, "{l}");
+            chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+            let (s, t, m) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""));
+            (s.to_owned(), t.to_owned(), m.to_owned())
+        })
+        .collect()
+}
+
+fn rec(s: &str, t: &str, m: &str) -> (String, String, String) {
+    (s.into(), t.into(), m.into())
+}
+
+fn cri_box(args: &[&str]) -> Boxed {
+    let mut b = Boxed::new(berth(), args);
+    b.cfg.log_format = LogFormat::Cri;
+    // containerd makes the pod's log directory if it is missing.
+    b.cfg.log_path = Some(b.state.path().join("pods/ns_pod_uid/ctr/0.log"));
+    b
+}
+
+#[test]
+fn cri_log_lines_are_exact() {
+    // 20000 bytes on one line: one P record of 16 KiB, then an F with the
+    // rest; "tail" has no newline when the container exits: a P record.
+    let script = "echo hello; echo oops >&2; printf '%20000s\\n' x | tr ' ' a; printf tail";
+    let mut b = cri_box(&["/bin/sh", "-c", script]);
+    b.start().unwrap();
+    assert_eq!(b.wait_exit().code, 0);
+    let path = b.cfg.log_path.clone().unwrap();
+    let all = cri_records(&path);
+    let of = |s: &str| all.iter().filter(|r| r.0 == s).cloned().collect::<Vec<_>>();
+    let long = "a".repeat(19_999) + "x";
+    assert_eq!(
+        of("stdout"),
+        [
+            rec("stdout", "F", "hello"),
+            rec("stdout", "P", &long[..16 * 1024]),
+            rec("stdout", "F", &long[16 * 1024..]),
+            rec("stdout", "P", "tail"),
+        ]
+    );
+    assert_eq!(of("stderr"), [rec("stderr", "F", "oops")]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & !0o640, 0, "at most 0640 as containerd makes it: {mode:o}");
+}
+
+#[test]
+fn a_terminal_container_logs_everything_as_stdout_without_carriage_returns() {
+    let mut b = cri_box(&["/bin/sh", "-c", "echo out; echo err >&2"]);
+    b.cfg.terminal = true;
+    b.bundle.edit(|c| c["process"]["terminal"] = true.into());
+    b.bundle.write();
+    b.start().unwrap();
+    assert_eq!(b.wait_exit().code, 0);
+    assert_eq!(cri_records(b.cfg.log_path.as_ref().unwrap()), [rec("stdout", "F", "out"), rec("stdout", "F", "err")]);
+}
+
+#[test]
+fn after_a_rename_and_a_reopen_new_lines_go_to_a_new_file() {
+    let script = "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.02; done";
+    let mut b = cri_box(&["/bin/sh", "-c", script]);
+    b.start().unwrap();
+    let path = b.cfg.log_path.clone().unwrap();
+    let rotated = path.with_extension("log.20261205-010203");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cri_records(&path).len() < 3 {
+        assert!(Instant::now() < deadline, "no output logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::rename(&path, &rotated).unwrap();
+    let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+    a.reopen_log(Duration::from_secs(10)).unwrap();
+    assert!(path.exists(), "the new file is there when the reopen returns");
+    while cri_records(&path).len() < 3 {
+        assert!(Instant::now() < deadline, "nothing logged after the reopen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = |r: &(String, String, String)| r.2.trim_start_matches("line ").parse::<u32>().unwrap();
+    let (old, new) = (cri_records(&rotated), cri_records(&path));
+    assert!(old.iter().chain(&new).all(|r| r.1 == "F"));
+    assert_eq!(n(old.last().unwrap()) + 1, n(&new[0]), "no line lost or doubled between the files");
+    assert!(old.windows(2).all(|w| n(&w[0]) + 1 == n(&w[1])));
 }

@@ -1,6 +1,8 @@
 //! `berth logs` and the output half of `run`, `start -a` and `attach`:
-//! the shim's json-file log (docker's format, one JSON object per line
-//! with `log`, `stream` and `time`) copied to stdout and stderr.
+//! the shim's log copied to stdout and stderr. Two formats, told apart
+//! line by line: docker's json-file (one JSON object per line with `log`,
+//! `stream` and `time`) and the kubelet's CRI format of the `cri` driver
+//! (`TIME STREAM F|P MESSAGE`, a `P` record continued by the next one).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -128,15 +130,57 @@ pub struct LogFollower {
     /// inode. None until there is a log: then its oldest file.
     file: Option<(BufReader<File>, u64)>,
     /// The start of an entry whose end is not written yet.
-    pending: String,
+    pending: Vec<u8>,
     pub timestamps: bool,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Per stream (stdout, stderr): the last CRI record was a `P`, so the
+    /// next one goes on with its line (no timestamp in front).
+    in_line: [bool; 2],
+}
+
+/// One log entry, in either format.
+struct Entry<'a> {
+    time: std::borrow::Cow<'a, str>,
+    stderr: bool,
+    text: std::borrow::Cow<'a, [u8]>,
+    /// A CRI `P` record: its line goes on in the next one.
+    partial: bool,
+}
+
+/// `line` (with its newline) as an entry: a json-file object, or a CRI
+/// record. None for a line that is neither.
+fn parse_entry(line: &[u8]) -> Option<Entry<'_>> {
+    if line.starts_with(b"{") {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let time = v["time"].as_str().unwrap_or_default().to_owned();
+        let text = v["log"].as_str().unwrap_or_default().as_bytes().to_vec();
+        return Some(Entry { time: time.into(), stderr: v["stream"] == "stderr", text: text.into(), partial: false });
+    }
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut f = line.splitn(4, |b| *b == b' ');
+    let (time, stream, tag) = (std::str::from_utf8(f.next()?).ok()?, f.next()?, f.next()?);
+    let message = f.next().unwrap_or(b"");
+    let partial = match tag {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    let text = if partial { message.into() } else { [message, b"\n"].concat().into() };
+    Some(Entry { time: time.into(), stderr: stream == b"stderr", text, partial })
 }
 
 impl LogFollower {
     pub fn new(path: PathBuf) -> LogFollower {
-        LogFollower { path, file: None, pending: String::new(), timestamps: false, since: None, until: None }
+        LogFollower {
+            path,
+            file: None,
+            pending: Vec::new(),
+            timestamps: false,
+            since: None,
+            until: None,
+            in_line: [false; 2],
+        }
     }
 
     /// Starts at the log's current end: only what comes next is copied.
@@ -266,25 +310,26 @@ impl LogFollower {
     fn copy_to_end(&mut self, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         let Some((r, _)) = self.file.as_mut() else { return Ok(()) };
         loop {
-            let n = r.read_line(&mut self.pending)?;
-            if n == 0 || !self.pending.ends_with('\n') {
+            // Bytes: a CRI record holds the output as it came, UTF-8 or not.
+            let n = r.read_until(b'\n', &mut self.pending)?;
+            if n == 0 || !self.pending.ends_with(b"\n") {
                 return Ok(());
             }
             let line = std::mem::take(&mut self.pending);
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            let time = v["time"].as_str().unwrap_or_default();
+            let Some(e) = parse_entry(&line) else { continue };
             if self.since.is_some() || self.until.is_some() {
-                let t = DateTime::<FixedOffset>::parse_from_rfc3339(time).map(|t| t.with_timezone(&Utc)).ok();
+                let t = DateTime::<FixedOffset>::parse_from_rfc3339(&e.time).map(|t| t.with_timezone(&Utc)).ok();
                 if t.is_some_and(|t| self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u)) {
                     continue;
                 }
             }
-            let text = v["log"].as_str().unwrap_or_default();
-            let w: &mut dyn Write = if v["stream"] == "stderr" { &mut *err } else { &mut *out };
-            if self.timestamps {
-                write!(w, "{time} ")?;
+            let w: &mut dyn Write = if e.stderr { &mut *err } else { &mut *out };
+            let in_line = &mut self.in_line[usize::from(e.stderr)];
+            if self.timestamps && !*in_line {
+                write!(w, "{} ", e.time)?;
             }
-            w.write_all(text.as_bytes())?;
+            *in_line = e.partial;
+            w.write_all(&e.text)?;
         }
     }
 }
@@ -341,6 +386,40 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         f.pump_to(&mut out, &mut err).unwrap();
         String::from_utf8(out).unwrap().replace('\n', " ")
+    }
+
+    #[test]
+    fn cri_records_are_read_as_lines_and_parts_of_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.log");
+        std::fs::write(
+            &p,
+            "2026-12-05T01:00:00.1Z stdout P hel\n\
+             2026-12-05T01:00:00.2Z stderr F oops\n\
+             2026-12-05T01:00:00.3Z stdout F lo world\n\
+             2026-12-05T01:00:00.4Z stdout F \n\
+             2026-12-05T01:00:01Z stdout P end\n",
+        )
+        .unwrap();
+        let run = |f: &mut LogFollower| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            f.pump_to(&mut out, &mut err).unwrap();
+            (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        };
+        assert_eq!(run(&mut LogFollower::new(p.clone())), ("hello world\n\nend".into(), "oops\n".into()));
+        let mut f = LogFollower::new(p.clone());
+        f.timestamps = true;
+        assert_eq!(
+            run(&mut f).0,
+            "2026-12-05T01:00:00.1Z hello world\n2026-12-05T01:00:00.4Z \n2026-12-05T01:00:01Z end",
+            "one timestamp per line, from its first record"
+        );
+        let mut f = LogFollower::new(p.clone());
+        f.since = Some(parse_time("2026-12-05T01:00:00.35Z", Utc::now()).unwrap());
+        assert_eq!(run(&mut f).0, "\nend");
+        let mut f = LogFollower::new(p);
+        f.skip_to_last(1).unwrap();
+        assert_eq!(run(&mut f).0, "end");
     }
 
     #[test]
