@@ -12,6 +12,7 @@ pub mod check;
 pub mod copy;
 pub mod engine;
 pub mod error;
+pub mod execio;
 pub mod images;
 pub mod liveness;
 pub mod logconfig;
