@@ -1637,3 +1637,50 @@ fn engine_unknown_or_stopped_containers_are_refused_with_their_reason() {
         assert!(s(&out.stderr).contains(&format!("pod sandbox \\\"{bad}\\\" not found")), "{}", s(&out.stderr));
     }
 }
+
+#[test]
+fn engine_berthd_stops_on_sigterm_with_an_exec_running_and_kills_it() {
+    let mut e = EngineEnv::start();
+    let id = e.run_d(&[], &["sleep", &berth_testkit::unique_sleep()]);
+    let sleep = berth_testkit::unique_sleep();
+    let argv = ["sleep", sleep.as_str()];
+    let client = RT.block_on(tty_exec_on(&e.d, &id, &format!("exec sleep {sleep}")));
+    poll("the exec'd command runs", || pids_of(&argv).len() == 1);
+    let pid = pids_of(&argv)[0];
+    let _guard = KillOnDrop(pid);
+    let status = e.d.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.is_some_and(|s| s.success()), "berthd did not stop on SIGTERM: {status:?}\n{}", e.d.stderr());
+    // Its session is gone with it, and so is what the session ran.
+    poll("the exec'd command of a stopped berthd is killed and reaped", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    drop(client);
+    assert!(e.runs(&id), "the container runs on without berthd");
+}
+
+/// Not a check: prints the round trip of an exec of `true` through the
+/// stream (the Exec RPC, the upgrade, the streams, the exit status), as a
+/// crictl-like SPDY client sees it; the median of 50. Run with
+/// `cargo test -p berthd --test stream engine_exec_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn engine_exec_latency() {
+    let e = EngineEnv::start();
+    let id = e.run_d(&[], &["sleep", &berth_testkit::unique_sleep()]);
+    let mut times: Vec<Duration> = RT.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..51 {
+            let start = std::time::Instant::now();
+            let got = spdy_exec(&e.d, &id, &["true"], None).await;
+            all.push(start.elapsed());
+            assert!(got.status.contains("Success"), "{}", got.status);
+        }
+        // The first warms the caches up.
+        all.split_off(1)
+    });
+    times.sort();
+    println!(
+        "exec of true through the stream (SPDY v4), 50 runs: median {:?}, min {:?}, p90 {:?}",
+        times[25], times[0], times[45]
+    );
+}
