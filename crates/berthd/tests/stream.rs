@@ -1620,6 +1620,12 @@ fn engine_port_forward_over_a_hand_written_client_and_to_a_closed_port() {
 #[test]
 fn engine_unknown_or_stopped_containers_are_refused_with_their_reason() {
     let e = EngineEnv::start();
+    let live = e.run_d(&[], &["sleep", &berth_testkit::unique_sleep()]);
+    // A command the container does not have: the runtime's words reach
+    // the client.
+    let out = e.crictl(&["exec", &live, "no-such-command"], None);
+    assert!(!out.status.success());
+    assert!(s(&out.stderr).contains("no-such-command"), "{}", s(&out.stderr));
     let id = e.run_d(&[], &["true"]);
     poll("the container ends", || !e.runs(&id));
     let out = e.crictl(&["exec", &id, "true"], None);
