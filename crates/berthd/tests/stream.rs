@@ -1416,27 +1416,21 @@ fn engine_exec_of_a_client_that_leaves_is_killed_and_reaped() {
     for t in ["spdy", "websocket", "tty"] {
         let sleep = berth_testkit::unique_sleep();
         let argv = ["sleep", sleep.as_str()];
-        let mut client = match t {
-            "tty" => {
-                // A raw SPDY tty session, dropped mid-command.
-                let c = RT.block_on(tty_exec_on(&e.d, &id, &format!("exec sleep {sleep}")));
-                poll(&format!("{t}: the command runs"), || pids_of(&argv).len() == 1);
-                drop(c);
-                None
-            }
-            _ => Some(
-                e.d.crictl_cmd()
-                    .args(["exec", "--transport", t, &id, "sleep", &sleep])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            ),
-        };
+        // A raw SPDY tty session, or crictl over SPDY or WebSocket.
+        let (mut tty, mut crictl) = (None, None);
+        if t == "tty" {
+            tty = Some(RT.block_on(tty_exec_on(&e.d, &id, &format!("exec sleep {sleep}"))));
+        } else {
+            let mut c = e.d.crictl_cmd();
+            c.args(["exec", "--transport", t, &id, "sleep", &sleep]).stdout(Stdio::null()).stderr(Stdio::null());
+            crictl = Some(c.spawn().unwrap());
+        }
         poll(&format!("{t}: the command runs"), || pids_of(&argv).len() == 1);
         let pid = pids_of(&argv)[0];
         let _guard = KillOnDrop(pid);
-        if let Some(c) = client.as_mut() {
+        // The client leaves mid-command.
+        drop(tty.take());
+        if let Some(c) = crictl.as_mut() {
             c.kill().unwrap();
             c.wait().unwrap();
         }
