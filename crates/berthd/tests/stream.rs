@@ -1496,13 +1496,15 @@ fn engine_attach_with_stdin_once_closes_the_containers_stdin() {
     let e = EngineEnv::start();
     let script = "while read l; do echo got:$l; done; echo bye";
     let label = format!("{}=true", berthd::stream::engine::STDIN_ONCE_LABEL);
-    let id = e.run_d(&["-i", "--label", &label], &["sh", "-c", script]);
-    let out = e.crictl(&["attach", "-i", &id], Some("one\ntwo\n"));
-    let text = s(&out.stdout);
-    assert!(text.contains("got:one\ngot:two\n"), "{out:?}");
-    // The end of the client's stdin was the container's: read saw EOF.
-    assert!(text.contains("bye"), "{out:?}");
-    assert!(out.status.success(), "{out:?}");
+    for t in TRANSPORTS {
+        let id = e.run_d(&["-i", "--label", &label], &["sh", "-c", script]);
+        let out = e.crictl(&["attach", "-i", "--transport", t, &id], Some("one\ntwo\n"));
+        let text = s(&out.stdout);
+        assert!(text.contains("got:one\ngot:two\n"), "{t}: {out:?}");
+        // The end of the client's stdin was the container's: read saw EOF.
+        assert!(text.contains("bye"), "{t}: {out:?}");
+        assert!(out.status.success(), "{t}: {out:?}");
+    }
 }
 
 /// A port free on the host's loopback (bound, then closed).
