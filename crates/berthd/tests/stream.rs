@@ -1686,3 +1686,27 @@ fn engine_exec_latency() {
         times[25], times[0], times[45]
     );
 }
+
+#[test]
+fn engine_attach_to_a_tty_container_resizes_its_terminal() {
+    let e = EngineEnv::start();
+    let script = "trap 'stty size' WINCH; echo ready; while :; do sleep 0.1; done";
+    let id = e.run_d(&["-i", "-t"], &["sh", "-c", script]);
+    poll("the container's shell set its trap", || s(&e.berth(&["logs", &id]).stdout).contains("ready"));
+    let session = async {
+        let mut c = runtime_client(&e.d).await;
+        let req = v1::AttachRequest { container_id: id.clone(), stdin: true, stdout: true, stderr: false, tty: true };
+        let url = c.attach(req).await.unwrap().into_inner().url;
+        let mut client = SpdyClient::connect(&url, "v4.channel.k8s.io").await;
+        for (sid, kind) in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "resize")] {
+            client.syn(sid, &[("streamtype", kind)]).await;
+        }
+        // The shim's resize frame reaches the container's terminal: the
+        // shell's WINCH trap prints the new size.
+        client.data(7, br#"{"Width":123,"Height":45}"#).await;
+        let mut out = Vec::new();
+        read_until(&mut client, 5, &mut out, "45 123").await;
+    };
+    RT.block_on(async { tokio::time::timeout(Duration::from_secs(60), session).await })
+        .expect("the attach client's size did not reach the container's terminal");
+}

@@ -267,7 +267,12 @@ async fn attach_input(
     let mut buf = vec![0u8; 32 * 1024];
     while stdin.is_some() || resizing {
         tokio::select! {
-            n = async { stdin.as_mut().map(|s| s.read(&mut buf)).unwrap().await }, if stdin.is_some() => {
+            n = async {
+                match stdin.as_mut() {
+                    Some(s) => s.read(&mut buf).await,
+                    None => std::future::pending().await,
+                }
+            }, if stdin.is_some() => {
                 match n {
                     Ok(n) if n > 0 => {
                         if to.write_all(&protocol::encode(protocol::STDIN, &buf[..n])).await.is_err() {
