@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use berthd::config::{Config, StreamConfig, resolve_handlers};
+use berthd::config::{Config, resolve_handlers};
 use berthd::runtime::Daemon;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -92,22 +92,51 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("start the async runtime")?;
     rt.block_on(async {
-        daemon.stream = start_stream_server(&daemon.config.stream).await?;
+        daemon.stream = Some(start_stream_server(&daemon).await?);
         serve(Arc::new(daemon), &cli.listen).await
     })
 }
 
-/// The streaming server, when something can run behind it: for now only
-/// the test-only host streamer (containers are wired later).
-async fn start_stream_server(cfg: &StreamConfig) -> Result<Option<berthd::stream::Server>> {
-    let Some(dir) = &cfg.debug_host_streamer_dir else { return Ok(None) };
-    tracing::warn!(
-        dir = %dir.display(),
-        "stream.debug_host_streamer_dir is set: Exec runs commands ON THE HOST and PortForward dials the \
-         host's localhost. For tests only, never in production"
-    );
-    let streamer = Arc::new(berthd::stream::host::HostStreamer::new(dir.clone()));
-    Ok(Some(berthd::stream::Server::start(cfg, streamer).await?))
+/// The streaming server behind Exec, Attach and PortForward: on the
+/// engine's containers, or (TEST ONLY, `stream.debug_host_streamer_dir`)
+/// on host directories.
+async fn start_stream_server(daemon: &Daemon) -> Result<berthd::stream::Server> {
+    let cfg = &daemon.config.stream;
+    let streamer: Arc<dyn berthd::stream::Streamer> = match &cfg.debug_host_streamer_dir {
+        Some(dir) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                "stream.debug_host_streamer_dir is set: Exec runs commands ON THE HOST and PortForward dials the \
+                 host's localhost. For tests only, never in production"
+            );
+            Arc::new(berthd::stream::host::HostStreamer::new(dir.clone()))
+        }
+        None => Arc::new(berthd::stream::engine::EngineStreamer::new(Arc::new(engine(daemon)))),
+    };
+    Ok(berthd::stream::Server::start(cfg, streamer).await?)
+}
+
+/// The engine on berthd's root and runroot: the `berth` CLI's, so both
+/// see the same containers.
+fn engine(daemon: &Daemon) -> berth_engine::engine::Engine {
+    let runtime = daemon.handlers.iter().find(|h| h.name == daemon.config.default_runtime).map(|h| h.path.clone());
+    berth_engine::engine::Engine {
+        root: daemon.root.clone(),
+        runroot: daemon.runroot.clone(),
+        runtime: runtime.unwrap_or_else(|| sibling("berth-runtime")),
+        shim: std::env::var_os("BERTH_SHIM").map(PathBuf::from).unwrap_or_else(|| sibling("berth-shim")),
+        cli: Some(sibling("berth")),
+        cgroup_parent: daemon.cgroup_parent.clone(),
+    }
+}
+
+/// A program beside this binary, else on PATH.
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {

@@ -16,12 +16,12 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use super::{Input, Output, ResizeRx, StreamError, StreamIo, Streamer, TermSize};
+use super::pty::{FIRST_SIZE_WAIT, copy_from_pty, copy_to_pty, winsize};
+use super::{Input, Output, ResizeRx, StreamError, StreamIo, Streamer};
 
 /// Connects to `port` for the pod in `pod_dir`. The engine's version
 /// enters the pod's network namespace (setns on a dedicated thread) and
@@ -139,61 +139,6 @@ async fn copy_out<R: tokio::io::AsyncRead + Unpin>(from: Option<R>, to: Option<O
     }
 }
 
-async fn copy_to_pty(mut from: Input, pty: &AsyncFd<OwnedFd>) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            let mut ready = pty.writable().await?;
-            // The command and all it started are gone (HUP): nobody will
-            // read, and a full buffer would answer EAGAIN for ever.
-            if ready.ready().is_write_closed() {
-                return Ok(());
-            }
-            if let Ok(r) = ready.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(Into::into)) {
-                data = &data[r?..];
-            }
-            // Never a loop that does not yield, whatever the pty answers.
-            tokio::task::consume_budget().await;
-        }
-    }
-}
-
-async fn copy_from_pty(pty: &AsyncFd<OwnedFd>, to: Option<Output>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut to = to;
-    loop {
-        let Ok(mut ready) = pty.readable().await else { break };
-        match ready.try_io(|fd| rustix::io::read(fd.get_ref(), &mut buf[..]).map_err(Into::into)) {
-            Err(_would_block) => continue,
-            // EIO: the slave side is closed, the command is done.
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => {
-                if let Some(w) = to.as_mut()
-                    && w.write_all(&buf[..n]).await.is_err()
-                {
-                    to = None;
-                }
-            }
-        }
-    }
-    if let Some(mut w) = to {
-        let _ = w.shutdown().await;
-    }
-}
-
-fn winsize(s: TermSize) -> rustix::termios::Winsize {
-    rustix::termios::Winsize { ws_row: s.height, ws_col: s.width, ws_xpixel: 0, ws_ypixel: 0 }
-}
-
-/// How long a tty exec waits for the client's terminal size before it
-/// starts the command (clients send it first thing).
-const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 async fn exec_tty(mut c: Command, io: StreamIo, mut resize: ResizeRx) -> Result<i32, StreamError> {
     // The command starts with the client's size, as `docker exec -t` does,
     // not at 0x0 until a resize arrives.
@@ -227,11 +172,7 @@ async fn exec_tty(mut c: Command, io: StreamIo, mut resize: ResizeRx) -> Result<
     // Non-blocking and polled, not blocking reads and writes on tokio's
     // blocking threads: a write to a pty whose command reads nothing
     // blocks for ever, and would hold up berthd's shutdown.
-    rustix::io::ioctl_fionbio(&master, true).map_err(|e| StreamError::io("make the pty non-blocking", e.into()))?;
-    // SAFETY: an OwnedFd owned by the AsyncFd from here on: it stays open
-    // and is the same descriptor until the AsyncFd is dropped.
-    let master = unsafe { AsyncFd::register(master) }.map_err(|e| StreamError::io("poll the pty", e.into()))?;
-    let master = Arc::new(master);
+    let master = Arc::new(super::pty::async_master(master).map_err(|e| StreamError::io("poll the pty", e))?);
     let to_pty = master.clone();
     let stdin = tokio::spawn(async move {
         if let Some(from) = io.stdin {

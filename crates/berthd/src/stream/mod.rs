@@ -8,8 +8,8 @@
 //! older over SPDY, `v5`/`v4.channel.k8s.io` over WebSocket) and
 //! [`portforward`] (`portforward.k8s.io` over SPDY, also tunnelled in a
 //! WebSocket as `SPDY/3.1+portforward.k8s.io`). What runs behind a stream
-//! is a [`Streamer`]: the engine's containers, or for tests the
-//! [`host::HostStreamer`].
+//! is a [`Streamer`]: the engine's containers ([`engine::EngineStreamer`],
+//! what berthd runs), or for tests the [`host::HostStreamer`].
 //!
 //! Limits (`[stream]` in berthd.toml): a session with no data either way
 //! for `idle_timeout` is closed ([`idle`]) and what it ran is killed (the
@@ -21,9 +21,11 @@
 //! control, [`ws`] on stdin). With `tls_cert_file`/`tls_key_file` the
 //! server speaks TLS and its URLs are https.
 
+pub mod engine;
 pub mod host;
 pub mod idle;
 pub mod portforward;
+pub mod pty;
 pub mod remotecommand;
 pub mod spdy;
 pub mod ws;
@@ -85,6 +87,13 @@ pub enum StreamError {
     PodNotFound(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Exec and attach need a running container, port-forward a pod
+    /// with its network namespace.
+    #[error("{0}")]
+    NotRunning(String),
+    /// What the engine or the shim answered.
+    #[error("{0}")]
+    Failed(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
