@@ -59,6 +59,16 @@ impl ExecProcess {
     }
 }
 
+/// An exec session nobody holds any more ends: its owner was dropped
+/// (a client that left while the exec was still being made, its task
+/// cancelled) and nobody else can wait for it. After `wait` the process
+/// has ended and the kill is a no-op.
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        self.killer.kill();
+    }
+}
+
 /// Kills an exec session's process: SIGKILL through a pidfd taken while
 /// the process was known to be the shim's child, so a pid reused after
 /// it was reaped is never hit. Harmless once the process has ended.
