@@ -1,0 +1,474 @@
+//! CRI pods and containers on the engine, through a CRI client (tonic with
+//! berth-cri-api's generated client) as the kubelet drives them: a pod's
+//! containers share its network, its hostPort is published through the
+//! portmap plugin, the security context reaches the process, teardown is
+//! idempotent and leaves nothing behind, and the `berth` CLI sees the
+//! pod's containers only in the "k8s" namespace.
+//!
+//! Each test runs on a thread in a network namespace of its own that plays
+//! the host (as crates/berth/tests/publish.rs does): the stand-in registry,
+//! berthd, the pod's bridge and its iptables rules live and die there. The
+//! pause and busybox images are critest's stand-ins (shared/critest-images)
+//! pushed to a local registry that berthd's mirrors point at. Each test has
+//! its own CNI conf dir (a bridge with a test-unique name and subnet,
+//! host-local IPAM with its own dataDir, portmap) and its own berthd; the
+//! [`Node`] guard removes every pod when the test ends, failed or not.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_cri_api::v1;
+use berth_testkit::cri::{Berthd, StandIns};
+use berth_testkit::{require_root, workspace_bin};
+
+const BUSYBOX: &str = "docker.io/library/busybox:latest";
+const PAUSE: &str = "registry.k8s.io/pause:3.10";
+
+/// Runs `body` on a thread in a fresh network namespace that plays the
+/// host (lo up); everything it spawns inherits it.
+fn in_test_host(body: impl FnOnce() + Send + 'static) {
+    require_root();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
+        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        body()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// A node: the stand-in registry, a CNI conf dir and a berthd, with a CRI
+/// client. Dropped, it removes every pod berthd has (then berthd and its
+/// state go with their own guards).
+struct Node {
+    rt: tokio::runtime::Runtime,
+    client: v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
+    bridge: String,
+    ipam_dir: PathBuf,
+    /// Shared with the containers (bind-mounted), world-writable.
+    shared: tempfile::TempDir,
+    d: Berthd,
+    _cni: tempfile::TempDir,
+    _stand_ins: StandIns,
+}
+
+impl Node {
+    /// `n` makes the bridge name and the subnet unique to the test.
+    fn start(n: u8) -> Node {
+        let stand_ins = StandIns::start(Some(&[PAUSE, BUSYBOX]));
+        let cni = tempfile::Builder::new().prefix("berth-pods-cni-").tempdir().unwrap();
+        let bridge = format!("bpod{}{n}", std::process::id() % 10000);
+        let ipam_dir = cni.path().join("ipam");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("podnet{n}"),
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": format!("10.99.{n}.0/24") }]],
+                        "routes": [{ "dst": "0.0.0.0/0" }],
+                        "dataDir": ipam_dir,
+                    }
+                },
+                { "type": "portmap", "capabilities": { "portMappings": true } }
+            ]
+        });
+        let conf_dir = cni.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(conf_dir.join("10-pods.conflist"), conflist.to_string()).unwrap();
+        let config = format!(
+            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n",
+            stand_ins.certs_d().display(),
+            conf_dir.display()
+        );
+        let d = Berthd::start(&config);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = rt.block_on(berth_cri_api::runtime_client(&d.endpoint())).unwrap();
+        let shared = tempfile::Builder::new().prefix("berth-pods-shared-").tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        Node { rt, client, bridge, ipam_dir, shared, d, _cni: cni, _stand_ins: stand_ins }
+    }
+
+    fn pull_busybox(&self) {
+        let out = self.d.crictl(&["pull", BUSYBOX]);
+        assert!(out.status.success(), "crictl pull: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A pod config as the kubelet makes one, under the daemon's cgroup
+    /// parent (a kubelet-style absolute pod cgroup).
+    fn pod_config(&self, name: &str, ports: &[(i32, i32)]) -> v1::PodSandboxConfig {
+        let uid = format!("uid-{name}-{}", std::process::id());
+        v1::PodSandboxConfig {
+            metadata: Some(v1::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.d.dir.path().join("logs").join(&uid).to_string_lossy().into_owned(),
+            port_mappings: ports
+                .iter()
+                .map(|(c, h)| v1::PortMapping { container_port: *c, host_port: *h, ..Default::default() })
+                .collect(),
+            labels: HashMap::from([("app".to_owned(), name.to_owned())]),
+            annotations: HashMap::from([("note".to_owned(), "kept".to_owned())]),
+            linux: Some(v1::LinuxPodSandboxConfig {
+                cgroup_parent: format!("{}/pod{uid}", self.d.cgroup.path()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn run_pod(&mut self, config: &v1::PodSandboxConfig) -> Result<String, tonic::Status> {
+        let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        let mut c = self.client.clone();
+        self.rt.block_on(c.run_pod_sandbox(req)).map(|r| r.into_inner().pod_sandbox_id)
+    }
+
+    /// A busybox container running `script`, with the shared dir at /shared.
+    fn container(
+        &mut self,
+        pod: &str,
+        config: &v1::PodSandboxConfig,
+        name: &str,
+        script: &str,
+        edit: impl FnOnce(&mut v1::ContainerConfig),
+    ) -> Result<String, tonic::Status> {
+        let mut cc = v1::ContainerConfig {
+            metadata: Some(v1::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(v1::ImageSpec { image: BUSYBOX.into(), ..Default::default() }),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            mounts: vec![v1::Mount {
+                container_path: "/shared".into(),
+                host_path: self.shared.path().to_string_lossy().into_owned(),
+                ..Default::default()
+            }],
+            labels: HashMap::from([("container".to_owned(), name.to_owned())]),
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        };
+        edit(&mut cc);
+        let req = v1::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(cc),
+            sandbox_config: Some(config.clone()),
+        };
+        let mut c = self.client.clone();
+        let id = self.rt.block_on(c.create_container(req))?.into_inner().container_id;
+        self.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: id.clone() }))?;
+        Ok(id)
+    }
+
+    fn pod_status(&mut self, id: &str) -> (v1::PodSandboxStatus, HashMap<String, String>) {
+        let mut c = self.client.clone();
+        let r = self
+            .rt
+            .block_on(c.pod_sandbox_status(v1::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: true }))
+            .unwrap()
+            .into_inner();
+        (r.status.unwrap(), r.info)
+    }
+
+    fn container_status(&mut self, id: &str) -> v1::ContainerStatus {
+        let mut c = self.client.clone();
+        let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        self.rt.block_on(c.container_status(req)).unwrap().into_inner().status.unwrap()
+    }
+
+    fn stop_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let mut c = self.client.clone();
+        self.rt.block_on(c.stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: id.into() })).map(|_| ())
+    }
+
+    fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
+        let mut c = self.client.clone();
+        self.rt.block_on(c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() })).map(|_| ())
+    }
+
+    fn pods(&mut self, filter: Option<v1::PodSandboxFilter>) -> Vec<v1::PodSandbox> {
+        let mut c = self.client.clone();
+        self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter })).unwrap().into_inner().items
+    }
+
+    fn containers(&mut self, filter: Option<v1::ContainerFilter>) -> Vec<v1::Container> {
+        let mut c = self.client.clone();
+        self.rt.block_on(c.list_containers(v1::ListContainersRequest { filter })).unwrap().into_inner().containers
+    }
+
+    /// The shared file `name`'s content once it has some.
+    fn shared_file(&self, name: &str) -> String {
+        let p = self.shared.path().join(name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::fs::read_to_string(&p) {
+                Ok(s) if s.ends_with('\n') => return s,
+                _ if Instant::now() > deadline => {
+                    panic!("{} was not written\nberthd:\n{}", p.display(), self.d.stderr())
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// `berth ps ARGS` on berthd's root and runroot.
+    fn berth_ps(&self, args: &[&str]) -> String {
+        let dir = self.d.dir.path();
+        let out = Command::new(workspace_bin("berth"))
+            .arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .args(["ps", "-a", "-q", "--no-trunc"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "berth ps: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The veths on the pod bridge (its ports).
+    fn bridge_ports(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    }
+
+    /// host-local's lease files (one per address, named by it).
+    fn leases(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in std::fs::read_dir(&self.ipam_dir).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.parse::<std::net::IpAddr>().is_ok() {
+                    out.push(name);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let pods: Vec<String> = {
+            let mut c = self.client.clone();
+            let r = self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter: None }));
+            r.map(|r| r.into_inner().items.into_iter().map(|p| p.id).collect()).unwrap_or_default()
+        };
+        for id in pods {
+            let _ = self.remove_pod(&id);
+        }
+    }
+}
+
+/// What is left of pod `id` on the host.
+fn leftovers(n: &Node, id: &str, netns: &Path, pids: &[i32]) -> Vec<String> {
+    let mut left = Vec::new();
+    let root = n.d.dir.path().to_string_lossy().into_owned();
+    left.extend(berth_testkit::leaks::mounts_mentioning(&root).into_iter().map(|m| format!("mount {m}")));
+    if netns.exists() {
+        left.push(format!("netns pin {}", netns.display()));
+    }
+    left.extend(n.bridge_ports().into_iter().map(|p| format!("bridge port {p}")));
+    left.extend(n.leases().into_iter().map(|l| format!("IPAM lease {l}")));
+    left.extend(berth_testkit::leaks::cgroup_dirs_named(id).into_iter().map(|c| format!("cgroup {}", c.display())));
+    for p in pids {
+        if Path::new(&format!("/proc/{p}")).exists() {
+            left.push(format!("process {p}"));
+        }
+    }
+    left.extend(berth_testkit::leaks::processes_with(id).into_iter().map(|p| format!("process {p} naming the pod")));
+    left
+}
+
+fn info_json(info: &HashMap<String, String>) -> serde_json::Value {
+    serde_json::from_str(info.get("info").expect("verbose info")).unwrap()
+}
+
+#[test]
+fn pod_containers_share_the_network_publish_a_host_port_and_leave_nothing_behind() {
+    in_test_host(|| {
+        let mut n = Node::start(1);
+        n.pull_busybox();
+        let host_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = n.pod_config("web", &[(80, i32::from(host_port))]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        assert_eq!(pod.len(), 64, "a sandbox ID is an engine container ID: {pod}");
+
+        let (st, info) = n.pod_status(&pod);
+        assert_eq!(st.state, v1::PodSandboxState::SandboxReady as i32);
+        let ip = st.network.as_ref().unwrap().ip.clone();
+        assert!(ip.starts_with("10.99.1."), "the pod's IP comes from its network's subnet: {ip:?}");
+        assert_eq!(st.metadata.as_ref().unwrap().name, "web");
+        assert_eq!(st.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(st.annotations.get("note").map(String::as_str), Some("kept"));
+        assert!(st.created_at > 0);
+        let info = info_json(&info);
+        let netns = PathBuf::from(info["netNamespacePath"].as_str().unwrap());
+        assert_eq!(netns, n.d.dir.path().join("run/containers").join(&pod).join("netns"));
+        let infra_pid = info["pid"].as_i64().unwrap() as i32;
+        assert!(infra_pid > 0);
+
+        // One listens on the pod's localhost, the other connects there.
+        let server = n
+            .container(&pod, &config, "server", "echo from-the-server | nc -l -p 7000; sleep 1000", |_| {})
+            .unwrap_or_else(|e| panic!("server: {e}\n{}", n.d.stderr()));
+        let client_script = "for i in $(seq 100); do nc 127.0.0.1 7000 > /shared/got && [ -s /shared/got ] && break; \
+                             sleep 0.2; done; sleep 1000";
+        let client = n.container(&pod, &config, "client", client_script, |_| {}).unwrap();
+        assert_eq!(n.shared_file("got"), "from-the-server\n", "the two containers share the pod's network");
+        // hostPort: the host's port reaches the pod's port 80 (portmap).
+        let web = "while true; do echo from-port-80 | nc -l -p 80; done";
+        let web_id = n.container(&pod, &config, "web", web, |_| {}).unwrap();
+        let answer = served(&format!("127.0.0.1:{host_port}"));
+        assert_eq!(answer, "from-port-80\n", "the hostPort reaches the pod");
+
+        let cs = n.container_status(&server);
+        assert_eq!(cs.state, v1::ContainerState::ContainerRunning as i32);
+        assert!(cs.started_at >= cs.created_at && cs.created_at > 0, "{cs:?}");
+        assert_eq!(cs.labels.get("container").map(String::as_str), Some("server"));
+        assert!(cs.log_path.ends_with("server.log"), "{}", cs.log_path);
+        let in_pod = n.containers(Some(v1::ContainerFilter { pod_sandbox_id: pod.clone(), ..Default::default() }));
+        let mut ids: Vec<String> = in_pod.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        let mut want = vec![server.clone(), client.clone(), web_id.clone()];
+        want.sort();
+        assert_eq!(ids, want);
+        let by_label = HashMap::from([("container".to_owned(), "client".to_owned())]);
+        let f = v1::ContainerFilter { label_selector: by_label, ..Default::default() };
+        let listed: Vec<String> = n.containers(Some(f)).into_iter().map(|c| c.id).collect();
+        assert_eq!(listed, vec![client.clone()]);
+
+        // The CLI sees them only in the k8s namespace.
+        let default_ns = n.berth_ps(&[]);
+        assert!(!default_ns.contains(&pod) && !default_ns.contains(&server), "berth ps lists k8s's: {default_ns}");
+        let k8s = n.berth_ps(&["--namespace", "k8s"]);
+        for id in [&pod, &server, &client, &web_id] {
+            assert!(k8s.contains(id.as_str()), "berth ps --namespace k8s misses {id}: {k8s}");
+        }
+
+        let member_pids: Vec<i32> = [&server, &client, &web_id]
+            .iter()
+            .map(|id| {
+                let mut c = n.client.clone();
+                let req = v1::ContainerStatusRequest { container_id: id.to_string(), verbose: true };
+                let r = n.rt.block_on(c.container_status(req)).unwrap().into_inner();
+                info_json(&r.info)["pid"].as_i64().unwrap() as i32
+            })
+            .collect();
+        assert!(!n.bridge_ports().is_empty() && !n.leases().is_empty(), "attached: a veth and a lease");
+
+        n.stop_pod(&pod).unwrap();
+        let (st, _) = n.pod_status(&pod);
+        assert_eq!(st.state, v1::PodSandboxState::SandboxNotready as i32);
+        assert_eq!(n.container_status(&server).state, v1::ContainerState::ContainerExited as i32);
+        assert!(n.leases().is_empty(), "StopPodSandbox releases the address: {:?}", n.leases());
+        n.stop_pod(&pod).unwrap_or_else(|e| panic!("a second StopPodSandbox fails: {e}"));
+        n.remove_pod(&pod).unwrap();
+        assert!(n.pods(None).is_empty() && n.containers(None).is_empty(), "removed whole");
+        let mut pids = member_pids;
+        pids.push(infra_pid);
+        let left = leftovers(&n, &pod, &netns, &pids);
+        assert!(left.is_empty(), "left behind after RemovePodSandbox: {left:#?}");
+        n.remove_pod(&pod).unwrap_or_else(|e| panic!("removing a removed pod fails: {e}"));
+    });
+}
+
+/// What the server at `addr` says once it answers.
+fn served(addr: &str) -> String {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got =
+            std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            });
+        match got {
+            Ok(s) if !s.is_empty() => return s,
+            other if Instant::now() > deadline => panic!("{addr} never answered: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn security_context_reaches_the_process_and_bad_requests_are_named() {
+    in_test_host(|| {
+        let mut n = Node::start(2);
+        n.pull_busybox();
+        let config = n.pod_config("sec", &[]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+
+        n.container(&pod, &config, "uid", "id -u > /shared/uid.tmp; mv /shared/uid.tmp /shared/uid; sleep 1000", |c| {
+            c.linux = Some(v1::LinuxContainerConfig {
+                security_context: Some(v1::LinuxContainerSecurityContext {
+                    run_as_user: Some(v1::Int64Value { value: 1234 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        })
+        .unwrap_or_else(|e| panic!("uid: {e}\n{}", n.d.stderr()));
+        assert_eq!(n.shared_file("uid"), "1234\n", "run_as_user is the process's uid");
+
+        let script = "if touch /new-file 2>/dev/null; then echo wrote; else echo refused; fi > /shared/ro.tmp; \
+                      mv /shared/ro.tmp /shared/ro; sleep 1000";
+        n.container(&pod, &config, "ro", script, |c| {
+            c.linux = Some(v1::LinuxContainerConfig {
+                security_context: Some(v1::LinuxContainerSecurityContext {
+                    readonly_rootfs: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        })
+        .unwrap();
+        assert_eq!(n.shared_file("ro"), "refused\n", "a read-only rootfs refuses a write");
+
+        let e = n
+            .container(&pod, &config, "aa", "true", |c| {
+                c.linux = Some(v1::LinuxContainerConfig {
+                    security_context: Some(v1::LinuxContainerSecurityContext {
+                        apparmor: Some(v1::SecurityProfile {
+                            profile_type: v1::security_profile::ProfileType::Localhost as i32,
+                            localhost_ref: "my-profile".into(),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            })
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("AppArmor") && e.message().contains("my-profile"), "{}", e.message());
+
+        let mut bad = config.clone();
+        bad.metadata.as_mut().unwrap().name = "other".into();
+        let mut c = n.client.clone();
+        let req = v1::RunPodSandboxRequest { config: Some(bad), runtime_handler: "nosuch".into() };
+        let e = n.rt.block_on(c.run_pod_sandbox(req)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+        assert!(e.message().contains("nosuch"), "the error names the handler: {}", e.message());
+
+        // Filters: by state and by label.
+        let ready = v1::PodSandboxFilter {
+            state: Some(v1::PodSandboxStateValue { state: v1::PodSandboxState::SandboxReady as i32 }),
+            ..Default::default()
+        };
+        assert_eq!(n.pods(Some(ready.clone())).len(), 1);
+        let other = HashMap::from([("app".to_owned(), "nope".to_owned())]);
+        assert!(n.pods(Some(v1::PodSandboxFilter { label_selector: other, ..Default::default() })).is_empty());
+
+        // RemovePodSandbox of a running pod stops it first.
+        n.remove_pod(&pod).unwrap();
+        assert!(n.pods(None).is_empty());
+    });
+}
