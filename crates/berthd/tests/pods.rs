@@ -57,6 +57,11 @@ struct Node {
 impl Node {
     /// `n` makes the bridge name and the subnet unique to the test.
     fn start(n: u8) -> Node {
+        Node::start_with(n, "")
+    }
+
+    /// [`Node::start`] with more of berthd.toml (e.g. runtime handlers).
+    fn start_with(n: u8, extra: &str) -> Node {
         let stand_ins = StandIns::start(Some(&[PAUSE, BUSYBOX]));
         let cni = tempfile::Builder::new().prefix("berth-pods-cni-").tempdir().unwrap();
         let bridge = format!("bpod{}{n}", std::process::id() % 10000);
@@ -81,7 +86,7 @@ impl Node {
         std::fs::create_dir_all(&conf_dir).unwrap();
         std::fs::write(conf_dir.join("10-pods.conflist"), conflist.to_string()).unwrap();
         let config = format!(
-            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n",
+            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n{extra}",
             stand_ins.certs_d().display(),
             conf_dir.display()
         );
@@ -126,7 +131,11 @@ impl Node {
     }
 
     fn run_pod(&mut self, config: &v1::PodSandboxConfig) -> Result<String, tonic::Status> {
-        let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+        self.run_pod_with(config, "")
+    }
+
+    fn run_pod_with(&mut self, config: &v1::PodSandboxConfig, handler: &str) -> Result<String, tonic::Status> {
+        let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
         let mut c = self.client.clone();
         self.rt.block_on(c.run_pod_sandbox(req)).map(|r| r.into_inner().pod_sandbox_id)
     }
@@ -470,5 +479,67 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         // RemovePodSandbox of a running pod stops it first.
         n.remove_pod(&pod).unwrap();
         assert!(n.pods(None).is_empty());
+    });
+}
+
+/// The containers `runc --root ROOT list` knows.
+fn runc_list(root: &Path) -> String {
+    let out = Command::new("runc").arg("--root").arg(root).args(["list", "-q"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_runtime_handler_runs_the_pod_and_host_network_and_a_shared_pid_namespace_are_honoured() {
+    in_test_host(|| {
+        let mut n = Node::start_with(3, "[runtimes.runc]\npath = \"/usr/sbin/runc\"\n");
+        n.pull_busybox();
+        let mut config = n.pod_config("hostnet", &[]);
+        config.linux.as_mut().unwrap().security_context = Some(v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                network: v1::NamespaceMode::Node as i32,
+                pid: v1::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let pod = n.run_pod_with(&config, "runc").unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        let (st, info) = n.pod_status(&pod);
+        assert_eq!(st.runtime_handler, "runc");
+        assert!(st.network.is_none(), "a host-network pod has no pod IP of its own: {:?}", st.network);
+        assert!(info_json(&info)["netNamespacePath"].is_null(), "no netns is made for a host-network pod");
+
+        let script = "hostname > /shared/h.tmp; cat /proc/1/cmdline | tr '\\0' ' ' > /shared/p1.tmp; echo >> /shared/p1.tmp; \
+                      readlink /proc/self/ns/net > /shared/net.tmp; \
+                      mv /shared/h.tmp /shared/h; mv /shared/net.tmp /shared/net; mv /shared/p1.tmp /shared/p1; sleep 1000";
+        let id = n
+            .container(&pod, &config, "probe", script, |c| {
+                c.linux = Some(v1::LinuxContainerConfig {
+                    security_context: Some(v1::LinuxContainerSecurityContext {
+                        namespace_options: Some(v1::NamespaceOption {
+                            network: v1::NamespaceMode::Node as i32,
+                            pid: v1::NamespaceMode::Pod as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            })
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.stderr()));
+        let host_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+        assert_eq!(n.shared_file("h").trim(), host_name, "the host's UTS namespace goes with its network");
+        assert_eq!(n.shared_file("p1").trim(), "/pause", "the pod's PID namespace is shared: pid 1 is its pause");
+        let host_net = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        assert_eq!(
+            n.shared_file("net").trim(),
+            host_net.to_string_lossy(),
+            "a host-network pod is in the host's netns"
+        );
+
+        // runc, the handler's runtime, runs the pod and its container.
+        let listed = runc_list(&n.d.dir.path().join("run/runtime"));
+        assert!(listed.contains(&pod) && listed.contains(&id), "runc does not know them: {listed:?}");
+        n.remove_pod(&pod).unwrap();
+        assert!(runc_list(&n.d.dir.path().join("run/runtime")).trim().is_empty());
     });
 }
