@@ -347,13 +347,17 @@ crate::cri_service! {
         async fn container_status(&self, r: Request<v1::ContainerStatusRequest>) -> Result<Response<v1::ContainerStatusResponse>, Status> {
             crate::containers::status(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
+        async fn container_stats(&self, r: Request<v1::ContainerStatsRequest>) -> Result<Response<v1::ContainerStatsResponse>, Status> {
+            crate::containers::stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_container_stats(&self, r: Request<v1::ListContainerStatsRequest>) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
+            crate::containers::list_stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
     }
     not_yet {
         "UpdateContainerResources" update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        "ContainerStats" container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        "ListContainerStats" list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         "ListPodSandboxStats" list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         "CheckpointContainer" checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;

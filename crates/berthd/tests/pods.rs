@@ -442,6 +442,45 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         .unwrap();
         assert_eq!(n.shared_file("ro"), "refused\n", "a read-only rootfs refuses a write");
 
+        // Resources reach the cgroup; stats see the process and the layer.
+        let script = "head -c 3000000 /dev/zero > /big; \
+                      cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /shared/mem.tmp; \
+                      cat /sys/fs/cgroup/cpu/cpu.shares > /shared/shares.tmp; \
+                      mv /shared/mem.tmp /shared/mem; mv /shared/shares.tmp /shared/shares; sleep 1000";
+        let big = n
+            .container(&pod, &config, "big", script, |c| {
+                c.linux = Some(v1::LinuxContainerConfig {
+                    resources: Some(v1::LinuxContainerResources {
+                        memory_limit_in_bytes: 64 << 20,
+                        cpu_shares: 512,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            })
+            .unwrap();
+        assert_eq!(n.shared_file("mem"), format!("{}\n", 64 << 20), "memory_limit_in_bytes is the cgroup's limit");
+        assert_eq!(n.shared_file("shares"), "512\n", "cpu_shares is the cgroup's");
+        let mut c = n.client.clone();
+        let st =
+            n.rt.block_on(c.container_stats(v1::ContainerStatsRequest { container_id: big.clone() }))
+                .unwrap()
+                .into_inner()
+                .stats
+                .unwrap();
+        assert_eq!(st.attributes.as_ref().unwrap().id, big);
+        assert!(st.memory.unwrap().working_set_bytes.unwrap().value > 0, "a running container uses memory");
+        assert!(st.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0, "and CPU time");
+        let used = st.writable_layer.unwrap().used_bytes.unwrap().value;
+        assert!(used >= 3_000_000, "the writable layer holds the 3 MB file: {used}");
+        let filter = v1::ContainerStatsFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
+        let all =
+            n.rt.block_on(c.list_container_stats(v1::ListContainerStatsRequest { filter: Some(filter) }))
+                .unwrap()
+                .into_inner()
+                .stats;
+        assert_eq!(all.len(), 3, "the pod's three running containers: {all:?}");
+
         let e = n
             .container(&pod, &config, "aa", "true", |c| {
                 c.linux = Some(v1::LinuxContainerConfig {
