@@ -94,6 +94,9 @@ pub struct SpecOverrides {
     pub masked_paths: Option<Vec<String>>,
     pub readonly_paths: Option<Vec<String>>,
     pub annotations: BTreeMap<String, String>,
+    /// The pod's sysctls (net.*, kernel.shm*...): set in the namespaces its
+    /// containers share.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl SpecOverrides {
@@ -119,6 +122,11 @@ impl SpecOverrides {
             }
             if let Some(r) = &self.readonly_paths {
                 linux.set_readonly_paths(Some(r.clone()));
+            }
+            if !self.sysctls.is_empty() {
+                let mut all = linux.sysctl().clone().unwrap_or_default();
+                all.extend(self.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));
+                linux.set_sysctl(Some(all));
             }
         }
         if let Some(process) = spec.process_mut() {

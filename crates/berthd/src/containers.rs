@@ -257,6 +257,7 @@ fn spec_of(c: &v1::ContainerConfig) -> Result<(RunFlags, Vec<UserMount>, SpecOve
         masked_paths: Some(sec.masked_paths.clone()).filter(|p| !p.is_empty()),
         readonly_paths: Some(sec.readonly_paths.clone()).filter(|p| !p.is_empty()),
         annotations: c.annotations.clone().into_iter().collect(),
+        ..Default::default()
     };
     Ok((flags, mounts, overrides))
 }
@@ -290,9 +291,10 @@ fn security_opts(sec: &v1::LinuxContainerSecurityContext) -> Result<Vec<String>,
             P::Unconfined => Some("unconfined".to_owned()),
             P::Localhost => Some(p.localhost_ref.clone()),
         },
+        // Nothing asked: unconfined, as containerd (and critest) have it.
         None => match sec.seccomp_profile_path.as_str() {
-            "" | "runtime/default" | "docker/default" => None,
-            "unconfined" => Some("unconfined".to_owned()),
+            "runtime/default" | "docker/default" => None,
+            "" | "unconfined" => Some("unconfined".to_owned()),
             p => Some(p.strip_prefix("localhost/").unwrap_or(p).to_owned()),
         },
     };

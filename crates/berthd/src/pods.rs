@@ -20,7 +20,7 @@ use std::time::Duration;
 use berth_cri_api::v1;
 use berth_engine::engine::{CreateOptions, Engine};
 use berth_engine::images::{ImageSettings, PullPolicy, PullRequest, no_events};
-use berth_engine::pod::{Dns, K8S_NAMESPACE, PodNetwork, PodSettings};
+use berth_engine::pod::{Dns, K8S_NAMESPACE, PodNetwork, PodSettings, SpecOverrides};
 use berth_engine::spec::{Namespaces, NsMode, RunFlags};
 use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
@@ -243,6 +243,12 @@ fn run_blocking(
         },
         dns: Dns { servers: dns.servers, searches: dns.searches, options: dns.options },
         cgroup_parent: meta.cgroup_parent.clone(),
+        // Set once, in the namespaces the pod's containers share (as
+        // containerd sets them on the sandbox).
+        overrides: SpecOverrides {
+            sysctls: config.linux.as_ref().map(|l| l.sysctls.clone().into_iter().collect()).unwrap_or_default(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let opts = CreateOptions {

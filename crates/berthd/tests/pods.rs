@@ -225,20 +225,25 @@ impl Node {
         }
     }
 
-    /// `berth ps ARGS` on berthd's root and runroot.
-    fn berth_ps(&self, args: &[&str]) -> String {
+    /// `berth ARGS` on berthd's root and runroot; its stdout.
+    fn berth(&self, args: &[&str]) -> String {
         let dir = self.d.dir.path();
         let out = Command::new(workspace_bin("berth"))
             .arg("--root")
             .arg(dir.join("root"))
             .arg("--runroot")
             .arg(dir.join("run"))
-            .args(["ps", "-a", "-q", "--no-trunc"])
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "berth ps: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berth ps -a -q --no-trunc ARGS`.
+    fn berth_ps(&self, args: &[&str]) -> String {
+        let all: Vec<&str> = ["ps", "-a", "-q", "--no-trunc"].iter().copied().chain(args.iter().copied()).collect();
+        self.berth(&all)
     }
 
     /// The veths on the pod bridge (its ports).
@@ -378,6 +383,10 @@ fn pod_containers_share_the_network_publish_a_host_port_and_leave_nothing_behind
         assert_eq!(n.container_status(&server).state, v1::ContainerState::ContainerExited as i32);
         assert!(n.leases().is_empty(), "StopPodSandbox releases the address: {:?}", n.leases());
         n.stop_pod(&pod).unwrap_or_else(|e| panic!("a second StopPodSandbox fails: {e}"));
+        // The CLI's prune leaves the kubelet's stopped containers alone.
+        n.berth(&["container", "prune", "-f"]);
+        assert_eq!(n.containers(None).len(), 3, "berth container prune removed k8s containers");
+        assert_eq!(n.pods(None).len(), 1);
         n.remove_pod(&pod).unwrap();
         assert!(n.pods(None).is_empty() && n.containers(None).is_empty(), "removed whole");
         let mut pids = member_pids;
@@ -413,7 +422,9 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
     in_test_host(|| {
         let mut n = Node::start(2);
         n.pull_busybox();
-        let config = n.pod_config("sec", &[]);
+        let mut config = n.pod_config("sec", &[]);
+        let sysctls = HashMap::from([("net.ipv4.ip_local_port_range".to_owned(), "40000 50000".to_owned())]);
+        config.linux.as_mut().unwrap().sysctls = sysctls;
         let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
 
         n.container(&pod, &config, "uid", "id -u > /shared/uid.tmp; mv /shared/uid.tmp /shared/uid; sleep 1000", |c| {
@@ -427,6 +438,44 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         })
         .unwrap_or_else(|e| panic!("uid: {e}\n{}", n.d.stderr()));
         assert_eq!(n.shared_file("uid"), "1234\n", "run_as_user is the process's uid");
+
+        // seccomp, no_new_privs and capabilities as the process sees them
+        // in /proc/self/status; the pod's sysctl in its network namespace.
+        let script = "grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status | tr '\\t' ' ' > /shared/status.tmp; \
+                      cat /proc/sys/net/ipv4/ip_local_port_range | tr '\\t' ' ' > /shared/sysctl.tmp; \
+                      mv /shared/sysctl.tmp /shared/sysctl; mv /shared/status.tmp /shared/status; sleep 1000";
+        n.container(&pod, &config, "confined", script, |c| {
+            c.linux = Some(v1::LinuxContainerConfig {
+                security_context: Some(v1::LinuxContainerSecurityContext {
+                    seccomp: Some(v1::SecurityProfile::default()),
+                    no_new_privs: true,
+                    capabilities: Some(v1::Capability {
+                        drop_capabilities: vec!["ALL".into()],
+                        add_capabilities: vec!["NET_RAW".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        })
+        .unwrap_or_else(|e| panic!("confined: {e}\n{}", n.d.stderr()));
+        assert_eq!(
+            n.shared_file("status"),
+            "CapEff: 0000000000002000\nNoNewPrivs: 1\nSeccomp: 2\n",
+            "RuntimeDefault seccomp filters, no_new_privs is set, only NET_RAW is left"
+        );
+        assert_eq!(n.shared_file("sysctl"), "40000 50000\n", "the pod's sysctl is its network namespace's");
+        // No seccomp asked: unconfined, as containerd runs it.
+        n.container(
+            &pod,
+            &config,
+            "open",
+            "grep ^Seccomp: /proc/self/status > /shared/open.tmp; mv /shared/open.tmp /shared/open; sleep 1000",
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(n.shared_file("open"), "Seccomp:\t0\n");
 
         let script = "if touch /new-file 2>/dev/null; then echo wrote; else echo refused; fi > /shared/ro.tmp; \
                       mv /shared/ro.tmp /shared/ro; sleep 1000";
@@ -479,7 +528,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
                 .unwrap()
                 .into_inner()
                 .stats;
-        assert_eq!(all.len(), 3, "the pod's three running containers: {all:?}");
+        assert_eq!(all.len(), 5, "the pod's five running containers: {all:?}");
 
         let e = n
             .container(&pod, &config, "aa", "true", |c| {
