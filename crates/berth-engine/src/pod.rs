@@ -97,6 +97,53 @@ pub struct SpecOverrides {
     /// The pod's sysctls (net.*, kernel.shm*...): set in the namespaces its
     /// containers share.
     pub sysctls: BTreeMap<String, String>,
+    /// Host devices made in the container and allowed by its device cgroup.
+    pub devices: Vec<Device>,
+}
+
+/// A host device node as it appears in a container (the CRI's Device).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Where in the container.
+    pub path: String,
+    /// 'c' or 'b'.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    /// The cgroup's access: some of "rwm".
+    pub permissions: String,
+}
+
+impl Device {
+    /// The device node `host` as `path` in the container; an error when
+    /// `host` is not a character or block device, or `permissions` is not
+    /// made of r, w and m.
+    pub fn from_host(host: &Path, path: &str, permissions: &str) -> std::io::Result<Device> {
+        use nix::sys::stat::{SFlag, major, minor, stat};
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        if !path.starts_with('/') {
+            return Err(invalid(format!("device path {path:?} in the container must be absolute")));
+        }
+        let permissions = if permissions.is_empty() { "rwm" } else { permissions };
+        if !permissions.chars().all(|c| "rwm".contains(c)) {
+            return Err(invalid(format!("device permissions {permissions:?}: use r, w and m")));
+        }
+        let st = stat(host).map_err(std::io::Error::from)?;
+        let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFCHR => 'c',
+            SFlag::S_IFBLK => 'b',
+            _ => return Err(invalid(format!("{} is not a device node", host.display()))),
+        };
+        Ok(Device {
+            path: path.to_owned(),
+            kind,
+            major: major(st.st_rdev) as i64,
+            minor: minor(st.st_rdev) as i64,
+            file_mode: st.st_mode & 0o7777,
+            permissions: permissions.to_owned(),
+        })
+    }
 }
 
 impl SpecOverrides {
@@ -123,6 +170,7 @@ impl SpecOverrides {
             if let Some(r) = &self.readonly_paths {
                 linux.set_readonly_paths(Some(r.clone()));
             }
+            self.apply_devices(linux);
             if !self.sysctls.is_empty() {
                 let mut all = linux.sysctl().clone().unwrap_or_default();
                 all.extend(self.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -149,6 +197,44 @@ impl SpecOverrides {
             let mut a = spec.annotations().clone().unwrap_or_default();
             a.extend(self.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
             spec.set_annotations(Some(a));
+        }
+    }
+}
+
+impl SpecOverrides {
+    fn apply_devices(&self, linux: &mut oci_spec::runtime::Linux) {
+        use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType};
+        let mut nodes = linux.devices().clone().unwrap_or_default();
+        let mut res = linux.resources().clone().unwrap_or_default();
+        let mut rules = res.devices().clone().unwrap_or_default();
+        for d in &self.devices {
+            let typ = if d.kind == 'b' { LinuxDeviceType::B } else { LinuxDeviceType::C };
+            let node = LinuxDeviceBuilder::default()
+                .path(&d.path)
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.file_mode)
+                .uid(0u32)
+                .gid(0u32)
+                .build();
+            let rule = LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(typ)
+                .major(d.major)
+                .minor(d.minor)
+                .access(&d.permissions)
+                .build();
+            // Both builders have every field set: they cannot fail.
+            if let (Ok(node), Ok(rule)) = (node, rule) {
+                nodes.push(node);
+                rules.push(rule);
+            }
+        }
+        if !self.devices.is_empty() {
+            linux.set_devices(Some(nodes));
+            res.set_devices(Some(rules));
+            linux.set_resources(Some(res));
         }
     }
 }

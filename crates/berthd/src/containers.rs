@@ -6,13 +6,13 @@
 //! is kept on the engine record.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cri_api::v1;
 use berth_engine::engine::{CreateOptions, Engine};
-use berth_engine::pod::{K8S_NAMESPACE, PodSettings, SpecOverrides};
+use berth_engine::pod::{Device, K8S_NAMESPACE, PodSettings, SpecOverrides};
 use berth_engine::spec::{Namespaces, NsMode, RunFlags, UserMount};
 use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
@@ -257,6 +257,14 @@ fn spec_of(c: &v1::ContainerConfig) -> Result<(RunFlags, Vec<UserMount>, SpecOve
         masked_paths: Some(sec.masked_paths.clone()).filter(|p| !p.is_empty()),
         readonly_paths: Some(sec.readonly_paths.clone()).filter(|p| !p.is_empty()),
         annotations: c.annotations.clone().into_iter().collect(),
+        devices: c
+            .devices
+            .iter()
+            .map(|d| {
+                Device::from_host(Path::new(&d.host_path), &d.container_path, &d.permissions)
+                    .map_err(|e| bad(format!("device {:?}: {e}", d.host_path)))
+            })
+            .collect::<Result<_, _>>()?,
         ..Default::default()
     };
     Ok((flags, mounts, overrides))

@@ -466,6 +466,21 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
             "RuntimeDefault seccomp filters, no_new_privs is set, only NET_RAW is left"
         );
         assert_eq!(n.shared_file("sysctl"), "40000 50000\n", "the pod's sysctl is its network namespace's");
+        // A host device: made in the container and allowed by its cgroup.
+        let script = "if (exec 3<> /dev/xfuse) 2>/dev/null; then echo opened; else echo refused; fi > /shared/dev.tmp; \
+                      mv /shared/dev.tmp /shared/dev; sleep 1000";
+        let fuse = |host: &str| {
+            let host = host.to_owned();
+            move |c: &mut v1::ContainerConfig| {
+                c.devices =
+                    vec![v1::Device { container_path: "/dev/xfuse".into(), host_path: host, permissions: "rw".into() }]
+            }
+        };
+        n.container(&pod, &config, "dev", script, fuse("/dev/fuse")).unwrap();
+        assert_eq!(n.shared_file("dev"), "opened\n", "the device is there and the cgroup lets it be opened");
+        let e = n.container(&pod, &config, "notdev", "true", fuse("/etc/passwd")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("/etc/passwd is not a device node"), "{}", e.message());
         // No seccomp asked: unconfined, as containerd runs it.
         n.container(
             &pod,
@@ -528,7 +543,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
                 .unwrap()
                 .into_inner()
                 .stats;
-        assert_eq!(all.len(), 5, "the pod's five running containers: {all:?}");
+        assert_eq!(all.len(), 6, "the pod's six running containers: {all:?}");
 
         let e = n
             .container(&pod, &config, "aa", "true", |c| {
