@@ -361,6 +361,10 @@ fn pod_containers_share_the_network_publish_a_host_port_and_leave_nothing_behind
         // The CLI sees them only in the k8s namespace.
         let default_ns = n.berth_ps(&[]);
         assert!(!default_ns.contains(&pod) && !default_ns.contains(&server), "berth ps lists k8s's: {default_ns}");
+        // Commands by ID reach them whatever their namespace.
+        let inspected: serde_json::Value = serde_json::from_str(&n.berth(&["inspect", &server])).unwrap();
+        assert_eq!(inspected[0]["Id"], server.as_str(), "{inspected}");
+        assert!(inspected[0]["Name"].as_str().unwrap().contains("k8s_server_web_default_"), "{inspected}");
         let k8s = n.berth_ps(&["--namespace", "k8s"]);
         for id in [&pod, &server, &client, &web_id] {
             assert!(k8s.contains(id.as_str()), "berth ps --namespace k8s misses {id}: {k8s}");
@@ -644,5 +648,59 @@ fn a_runtime_handler_runs_the_pod_and_host_network_and_a_shared_pid_namespace_ar
         assert!(listed.contains(&pod) && listed.contains(&id), "runc does not know them: {listed:?}");
         n.remove_pod(&pod).unwrap();
         assert!(runc_list(&n.d.dir.path().join("run/runtime")).trim().is_empty());
+    });
+}
+
+#[test]
+fn exits_are_reported_with_code_and_reason_and_stop_kills_after_its_timeout() {
+    in_test_host(|| {
+        let mut n = Node::start(4);
+        n.pull_busybox();
+        let config = n.pod_config("exits", &[]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        let ok = n.container(&pod, &config, "ok", "true", |_| {}).unwrap();
+        let fail = n.container(&pod, &config, "fail", "exit 3", |_| {}).unwrap();
+        // Ignores SIGTERM: only the SIGKILL after the timeout ends it.
+        let stubborn =
+            n.container(&pod, &config, "stubborn", "trap '' TERM; while true; do sleep 1; done", |_| {}).unwrap();
+
+        let exited = |n: &mut Node, id: &str| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let st = n.container_status(id);
+                if st.state == v1::ContainerState::ContainerExited as i32 {
+                    return st;
+                }
+                assert!(Instant::now() < deadline, "{id} did not exit: {st:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let st = exited(&mut n, &ok);
+        assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+        assert!(st.finished_at >= st.started_at && st.started_at > 0, "{st:?}");
+        let st = exited(&mut n, &fail);
+        assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
+
+        let mut c = n.client.clone();
+        let stop = v1::StopContainerRequest { container_id: stubborn.clone(), timeout: 1 };
+        n.rt.block_on(c.stop_container(stop.clone())).unwrap();
+        let st = n.container_status(&stubborn);
+        assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+        assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"), "SIGKILLed after the timeout");
+        n.rt.block_on(c.stop_container(stop)).unwrap_or_else(|e| panic!("stopping a stopped container fails: {e}"));
+
+        let exited_filter = v1::ContainerFilter {
+            state: Some(v1::ContainerStateValue { state: v1::ContainerState::ContainerExited as i32 }),
+            ..Default::default()
+        };
+        assert_eq!(n.containers(Some(exited_filter)).len(), 3);
+        n.rt.block_on(c.remove_container(v1::RemoveContainerRequest { container_id: fail.clone() })).unwrap();
+        n.rt.block_on(c.remove_container(v1::RemoveContainerRequest { container_id: fail.clone() }))
+            .unwrap_or_else(|e| panic!("removing a removed container fails: {e}"));
+        let e = n.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: fail.clone() })).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+        assert!(e.message().contains(&fail), "{}", e.message());
+        assert_eq!(n.containers(None).len(), 2);
+        n.remove_pod(&pod).unwrap();
     });
 }
