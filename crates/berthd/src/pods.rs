@@ -230,7 +230,7 @@ fn run_blocking(
 ) -> Result<v1::RunPodSandboxResponse, Status> {
     let host = |m: i32| if m == v1::NamespaceMode::Node as i32 { NsMode::Host } else { NsMode::Private };
     let flags = RunFlags {
-        hostname: (!meta.host_network).then(|| config.hostname.clone()).filter(|h| !h.is_empty()),
+        hostname: pod_hostname(&meta, config),
         labels: config.labels.clone().into_iter().collect(),
         ..Default::default()
     };
@@ -285,6 +285,15 @@ fn run_blocking(
     engine.start(&rec.id).map_err(|e| undo(engine_status("RunPodSandbox: start the infra container", e)))?;
     tracing::info!(id = %rec.id, pod = %meta.name, namespace = %meta.namespace, "pod sandbox ready");
     Ok(v1::RunPodSandboxResponse { pod_sandbox_id: rec.id })
+}
+
+/// The name in the pod's /etc/hostname: the kubelet's, or with the host's
+/// network the host's own (its UTS namespace is the host's too).
+fn pod_hostname(meta: &SandboxMeta, config: &v1::PodSandboxConfig) -> Option<String> {
+    if meta.host_network {
+        return nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned());
+    }
+    Some(config.hostname.clone()).filter(|h| !h.is_empty())
 }
 
 /// The pod's network: the first network config of the CNI conf dir, with

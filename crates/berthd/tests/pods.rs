@@ -615,7 +615,7 @@ fn a_runtime_handler_runs_the_pod_and_host_network_and_a_shared_pid_namespace_ar
         assert!(st.network.is_none(), "a host-network pod has no pod IP of its own: {:?}", st.network);
         assert!(info_json(&info)["netNamespacePath"].is_null(), "no netns is made for a host-network pod");
 
-        let script = "hostname > /shared/h.tmp; cat /proc/1/cmdline | tr '\\0' ' ' > /shared/p1.tmp; echo >> /shared/p1.tmp; \
+        let script = "{ cat /etc/hostname; hostname; } > /shared/h.tmp; cat /proc/1/cmdline | tr '\\0' ' ' > /shared/p1.tmp; echo >> /shared/p1.tmp; \
                       readlink /proc/self/ns/net > /shared/net.tmp; \
                       mv /shared/h.tmp /shared/h; mv /shared/net.tmp /shared/net; mv /shared/p1.tmp /shared/p1; sleep 1000";
         let id = n
@@ -634,7 +634,11 @@ fn a_runtime_handler_runs_the_pod_and_host_network_and_a_shared_pid_namespace_ar
             })
             .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.stderr()));
         let host_name = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
-        assert_eq!(n.shared_file("h").trim(), host_name, "the host's UTS namespace goes with its network");
+        assert_eq!(
+            n.shared_file("h"),
+            format!("{host_name}\n{host_name}\n"),
+            "the host's name goes with its network (/etc/hostname and the UTS namespace)"
+        );
         assert_eq!(n.shared_file("p1").trim(), "/pause", "the pod's PID namespace is shared: pid 1 is its pause");
         let host_net = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
         assert_eq!(
