@@ -429,6 +429,11 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         let mut config = n.pod_config("sec", &[]);
         let sysctls = HashMap::from([("net.ipv4.ip_local_port_range".to_owned(), "40000 50000".to_owned())]);
         config.linux.as_mut().unwrap().sysctls = sysctls;
+        config.dns_config = Some(v1::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        });
         let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
 
         n.container(&pod, &config, "uid", "id -u > /shared/uid.tmp; mv /shared/uid.tmp /shared/uid; sleep 1000", |c| {
@@ -442,6 +447,14 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         })
         .unwrap_or_else(|e| panic!("uid: {e}\n{}", n.d.stderr()));
         assert_eq!(n.shared_file("uid"), "1234\n", "run_as_user is the process's uid");
+        let script = "{ hostname; cat /etc/hostname /etc/resolv.conf; } > /shared/names.tmp; mv /shared/names.tmp /shared/names; \
+                      sleep 1000";
+        n.container(&pod, &config, "names", script, |_| {}).unwrap();
+        assert_eq!(
+            n.shared_file("names"),
+            "sec\nsec\nsearch default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
+            "the pod's hostname and DNS config reach its containers"
+        );
 
         // seccomp, no_new_privs and capabilities as the process sees them
         // in /proc/self/status; the pod's sysctl in its network namespace.
@@ -547,7 +560,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
                 .unwrap()
                 .into_inner()
                 .stats;
-        assert_eq!(all.len(), 6, "the pod's six running containers: {all:?}");
+        assert_eq!(all.len(), 7, "the pod's seven running containers: {all:?}");
 
         let e = n
             .container(&pod, &config, "aa", "true", |c| {
