@@ -357,6 +357,72 @@ impl Engine {
     }
 }
 
+/// New CPU and memory limits for a container (the CRI's
+/// UpdateContainerResources); `None`/0 leaves a value as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceUpdate {
+    pub memory_limit: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+}
+
+impl ResourceUpdate {
+    /// Merged into `res`.
+    fn merge(&self, res: &mut oci_spec::runtime::LinuxResources) {
+        if let Some(limit) = self.memory_limit {
+            let mut m = res.memory().clone().unwrap_or_default();
+            m.set_limit(Some(limit));
+            res.set_memory(Some(m));
+        }
+        let mut cpu = res.cpu().clone().unwrap_or_default();
+        let before = cpu.clone();
+        cpu.set_shares(self.cpu_shares.or(cpu.shares()));
+        cpu.set_quota(self.cpu_quota.or(cpu.quota()));
+        cpu.set_period(self.cpu_period.or(cpu.period()));
+        cpu.set_cpus(self.cpuset_cpus.clone().or(cpu.cpus().clone()));
+        cpu.set_mems(self.cpuset_mems.clone().or(cpu.mems().clone()));
+        if cpu != before {
+            res.set_cpu(Some(cpu));
+        }
+    }
+}
+
+impl Engine {
+    /// Changes a container's CPU and memory limits: in its config.json (a
+    /// restart keeps them) and, when it runs, in its cgroup through the
+    /// OCI runtime's `update`.
+    pub fn update_resources(&self, id: &str, update: &ResourceUpdate) -> Result<(), Error> {
+        if update.memory_limit.is_some_and(|m| m < crate::spec::MIN_MEMORY) {
+            return Err(crate::spec::SpecError::MemoryTooLow.into());
+        }
+        let rec = self.refresh(&self.containers()?.get(id)?);
+        let config = self.run_dir(&rec.id).join("config.json");
+        let io = |what: &'static str| {
+            let path = config.clone();
+            move |e: oci_spec::OciSpecError| Error::Io { what, path, source: std::io::Error::other(e.to_string()) }
+        };
+        let mut spec = oci_spec::runtime::Spec::load(&config).map_err(io("read"))?;
+        let mut res = spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+        update.merge(&mut res);
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_resources(Some(res.clone()));
+        }
+        spec.save(&config).map_err(io("write"))?;
+        if matches!(rec.status, crate::store::Status::Running | crate::store::Status::Paused) {
+            let mut json = serde_json::to_value(&res).unwrap_or_default();
+            // The device rules stay as they are: only limits change.
+            if let Some(o) = json.as_object_mut() {
+                o.remove("devices");
+            }
+            self.oci_runtime().update(&rec.id, &json)?;
+        }
+        Ok(())
+    }
+}
+
 impl PodNetwork {
     fn empty() -> PodNetwork {
         PodNetwork { conflist: Value::Null, plugin_dirs: Vec::new(), args: Vec::new(), ports: Vec::new(), result: None }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_cri_api::v1;
 use berth_engine::engine::{CreateOptions, Engine};
-use berth_engine::pod::{Device, K8S_NAMESPACE, PodSettings, SpecOverrides};
+use berth_engine::pod::{Device, K8S_NAMESPACE, PodSettings, ResourceUpdate, SpecOverrides};
 use berth_engine::spec::{Namespaces, NsMode, RunFlags, UserMount};
 use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
@@ -560,6 +560,36 @@ pub async fn list_stats(
             }
         }
         Ok(v1::ListContainerStatsResponse { stats })
+    })
+    .await
+}
+
+/// UpdateContainerResources: CPU and memory limits (in the cgroup when it
+/// runs, and in its config for a restart).
+pub async fn update(
+    d: Arc<Daemon>,
+    req: v1::UpdateContainerResourcesRequest,
+) -> Result<v1::UpdateContainerResourcesResponse, Status> {
+    let engine = d.engine()?;
+    blocking(move || {
+        let c = find(&engine, &req.container_id)?;
+        let Some(r) = req.linux else { return Ok(v1::UpdateContainerResourcesResponse {}) };
+        if !r.hugepage_limits.is_empty() || !r.unified.is_empty() {
+            return Err(Status::invalid_argument(
+                "UpdateContainerResources: hugepage_limits and unified are not supported by berthd",
+            ));
+        }
+        let update = ResourceUpdate {
+            memory_limit: Some(r.memory_limit_in_bytes).filter(|m| *m > 0),
+            cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|s| *s > 0),
+            cpu_quota: Some(r.cpu_quota).filter(|q| *q != 0),
+            cpu_period: u64::try_from(r.cpu_period).ok().filter(|p| *p > 0),
+            cpuset_cpus: Some(r.cpuset_cpus).filter(|s| !s.is_empty()),
+            cpuset_mems: Some(r.cpuset_mems).filter(|s| !s.is_empty()),
+        };
+        let e = d.engine_for(&c.meta.runtime_handler)?;
+        e.update_resources(&c.rec.id, &update).map_err(|e| engine_status("UpdateContainerResources", e))?;
+        Ok(v1::UpdateContainerResourcesResponse {})
     })
     .await
 }

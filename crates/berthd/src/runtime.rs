@@ -347,6 +347,9 @@ crate::cri_service! {
         async fn container_status(&self, r: Request<v1::ContainerStatusRequest>) -> Result<Response<v1::ContainerStatusResponse>, Status> {
             crate::containers::status(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
+        async fn update_container_resources(&self, r: Request<v1::UpdateContainerResourcesRequest>) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
+            crate::containers::update(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
         async fn container_stats(&self, r: Request<v1::ContainerStatsRequest>) -> Result<Response<v1::ContainerStatsResponse>, Status> {
             crate::containers::stats(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
@@ -355,7 +358,6 @@ crate::cri_service! {
         }
     }
     not_yet {
-        "UpdateContainerResources" update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;

@@ -554,6 +554,25 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         assert!(st.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0, "and CPU time");
         let used = st.writable_layer.unwrap().used_bytes.unwrap().value;
         assert!(used >= 3_000_000, "the writable layer holds the 3 MB file: {used}");
+        // UpdateContainerResources changes the running container's cgroup.
+        let cg = |ctl: &str, file: &str| {
+            let parent = config.linux.as_ref().unwrap().cgroup_parent.clone();
+            let p = format!("/sys/fs/cgroup/{ctl}{parent}/{big}/{file}");
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().to_owned()
+        };
+        assert_eq!(cg("memory", "memory.limit_in_bytes"), (64 << 20).to_string());
+        let update = v1::UpdateContainerResourcesRequest {
+            container_id: big.clone(),
+            linux: Some(v1::LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        n.rt.block_on(c.update_container_resources(update)).unwrap_or_else(|e| panic!("update: {e}\n{}", n.d.stderr()));
+        assert_eq!(cg("memory", "memory.limit_in_bytes"), (128 << 20).to_string());
+        assert_eq!(cg("cpu", "cpu.shares"), "256");
         let filter = v1::ContainerStatsFilter { pod_sandbox_id: pod.clone(), ..Default::default() };
         let all =
             n.rt.block_on(c.list_container_stats(v1::ListContainerStatsRequest { filter: Some(filter) }))
