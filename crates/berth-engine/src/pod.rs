@@ -373,7 +373,7 @@ impl ResourceUpdate {
     /// Merged into `res`.
     fn merge(&self, res: &mut oci_spec::runtime::LinuxResources) {
         if let Some(limit) = self.memory_limit {
-            let mut m = res.memory().clone().unwrap_or_default();
+            let mut m = (*res.memory()).unwrap_or_default();
             m.set_limit(Some(limit));
             res.set_memory(Some(m));
         }
