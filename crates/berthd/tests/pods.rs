@@ -740,3 +740,52 @@ fn exits_are_reported_with_code_and_reason_and_stop_kills_after_its_timeout() {
         n.remove_pod(&pod).unwrap();
     });
 }
+
+#[test]
+fn crictl_runs_a_pod_and_a_container_as_a_user_would() {
+    in_test_host(|| {
+        let n = Node::start(5);
+        n.pull_busybox();
+        let dir = n.d.dir.path();
+        let pod_json = serde_json::json!({
+            "metadata": { "name": "crictl-pod", "namespace": "default", "uid": format!("crictl-{}", std::process::id()) },
+            "hostname": "crictl-pod",
+            "log_directory": dir.join("logs"),
+            "linux": { "cgroup_parent": format!("{}/podcrictl", n.d.cgroup.path()) }
+        });
+        let ctr_json = serde_json::json!({
+            "metadata": { "name": "sleeper" },
+            "image": { "image": BUSYBOX },
+            "command": ["sh", "-c", "echo started > /shared/crictl; sleep 1000"],
+            "mounts": [{ "container_path": "/shared", "host_path": n.shared.path() }],
+            "log_path": "sleeper.log"
+        });
+        std::fs::write(dir.join("pod.json"), pod_json.to_string()).unwrap();
+        std::fs::write(dir.join("ctr.json"), ctr_json.to_string()).unwrap();
+        let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let pod = n.d.crictl_ok(&["runp", &p("pod.json")]).trim().to_owned();
+        let ctr = n.d.crictl_ok(&["create", &pod, &p("ctr.json"), &p("pod.json")]).trim().to_owned();
+        n.d.crictl_ok(&["start", &ctr]);
+        assert_eq!(n.shared_file("crictl"), "started\n");
+
+        let pods = n.d.crictl_ok(&["pods", "-q"]);
+        assert_eq!(pods.trim(), pod);
+        let ps = n.d.crictl_ok(&["ps", "-q"]);
+        assert_eq!(ps.trim(), ctr);
+        let inspectp: serde_json::Value = serde_json::from_str(&n.d.crictl_ok(&["inspectp", &pod])).unwrap();
+        assert_eq!(inspectp["status"]["state"], "SANDBOX_READY", "{inspectp}");
+        assert!(inspectp["status"]["network"]["ip"].as_str().unwrap().starts_with("10.99.5."), "{inspectp}");
+        let inspect: serde_json::Value = serde_json::from_str(&n.d.crictl_ok(&["inspect", &ctr])).unwrap();
+        assert_eq!(inspect["status"]["state"], "CONTAINER_RUNNING", "{inspect}");
+        assert_eq!(inspect["status"]["metadata"]["name"], "sleeper");
+        // By a unique prefix, as crictl users type IDs.
+        n.d.crictl_ok(&["stop", &ctr[..12]]);
+        let inspect: serde_json::Value = serde_json::from_str(&n.d.crictl_ok(&["inspect", &ctr])).unwrap();
+        assert_eq!(inspect["status"]["state"], "CONTAINER_EXITED", "{inspect}");
+        n.d.crictl_ok(&["stopp", &pod]);
+        n.d.crictl_ok(&["stopp", &pod]);
+        n.d.crictl_ok(&["rmp", &pod]);
+        assert!(n.d.crictl_ok(&["pods", "-q"]).trim().is_empty());
+        assert!(n.d.crictl_ok(&["ps", "-a", "-q"]).trim().is_empty());
+    });
+}
