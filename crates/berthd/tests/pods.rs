@@ -49,6 +49,9 @@ struct Node {
     ipam_dir: PathBuf,
     /// Shared with the containers (bind-mounted), world-writable.
     shared: tempfile::TempDir,
+    /// A berthd started again by [`Node::kill_and_restart_berthd`], on
+    /// the first one's state (stopped before that state goes).
+    restarted: Option<std::process::Child>,
     d: Berthd,
     _cni: tempfile::TempDir,
     _stand_ins: StandIns,
@@ -95,7 +98,7 @@ impl Node {
         let client = rt.block_on(berth_cri_api::runtime_client(&d.endpoint())).unwrap();
         let shared = tempfile::Builder::new().prefix("berth-pods-shared-").tempdir().unwrap();
         std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        Node { rt, client, bridge, ipam_dir, shared, d, _cni: cni, _stand_ins: stand_ins }
+        Node { rt, client, bridge, ipam_dir, shared, restarted: None, d, _cni: cni, _stand_ins: stand_ins }
     }
 
     fn pull_busybox(&self) {
@@ -277,6 +280,36 @@ impl Drop for Node {
         for id in pods {
             let _ = self.remove_pod(&id);
         }
+        // SIGKILL: a SIGTERMed berthd waits for this node's client to hang
+        // up, and the client goes only after this.
+        if let Some(mut child) = self.restarted.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Node {
+    /// SIGKILLs berthd and starts it again with the same command line
+    /// (state, socket, config); a new client on its socket.
+    fn kill_and_restart_berthd(&mut self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.d.pid())).unwrap();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert!(self.d.stop_with(nix::sys::signal::Signal::SIGKILL).is_some(), "berthd did not die");
+        let log = std::fs::OpenOptions::new().append(true).open(self.d.dir.path().join("stderr")).unwrap();
+        let child =
+            Command::new(&args[0]).args(&args[1..]).stdin(std::process::Stdio::null()).stderr(log).spawn().unwrap();
+        self.restarted = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(self.d.socket()).is_err() {
+            assert!(Instant::now() < deadline, "berthd did not come back:\n{}", self.d.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.client = self.rt.block_on(berth_cri_api::runtime_client(&self.d.endpoint())).unwrap();
     }
 }
 
@@ -787,5 +820,40 @@ fn crictl_runs_a_pod_and_a_container_as_a_user_would() {
         n.d.crictl_ok(&["rmp", &pod]);
         assert!(n.d.crictl_ok(&["pods", "-q"]).trim().is_empty());
         assert!(n.d.crictl_ok(&["ps", "-a", "-q"]).trim().is_empty());
+    });
+}
+
+#[test]
+fn a_sigkilled_berthd_finds_every_pod_and_container_again() {
+    in_test_host(|| {
+        let mut n = Node::start(6);
+        n.pull_busybox();
+        let config = n.pod_config("survivor", &[]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        let (before, _) = n.pod_status(&pod);
+        let runs = n.container(&pod, &config, "runs", "sleep 1000", |_| {}).unwrap();
+        // Ends while berthd is down: its exit is found afterwards.
+        let ends = n
+            .container(&pod, &config, "ends", "while [ ! -e /shared/go ]; do sleep 0.1; done; exit 7", |_| {})
+            .unwrap();
+
+        n.kill_and_restart_berthd();
+        std::fs::write(n.shared.path().join("go"), "").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while n.container_status(&ends).state != v1::ContainerState::ContainerExited as i32 {
+            assert!(Instant::now() < deadline, "the exit of a container that ended while berthd was down is lost");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(n.container_status(&ends).exit_code, 7);
+        assert_eq!(n.container_status(&runs).state, v1::ContainerState::ContainerRunning as i32);
+        let (after, _) = n.pod_status(&pod);
+        assert_eq!(after.state, v1::PodSandboxState::SandboxReady as i32);
+        assert_eq!(after.network, before.network, "the pod keeps its address");
+        assert_eq!(after.created_at, before.created_at);
+        assert_eq!(n.pods(None).len(), 1, "listed once");
+        assert_eq!(n.containers(None).len(), 2, "listed once");
+        n.stop_pod(&pod).unwrap();
+        n.remove_pod(&pod).unwrap();
+        assert!(n.leases().is_empty() && n.bridge_ports().is_empty(), "the network is released after a restart too");
     });
 }
