@@ -593,3 +593,10 @@ pub async fn update(
     })
     .await
 }
+
+/// For the streaming server (Exec, Attach): container `id`'s record and
+/// the engine of its pod's runtime handler (its runtime must run the exec).
+pub fn engine_of(d: &Daemon, id: &str) -> Result<(Engine, ContainerRecord), Status> {
+    let c = find(&d.engine()?, id)?;
+    Ok((d.engine_for(&c.meta.runtime_handler)?, c.rec))
+}

@@ -464,3 +464,14 @@ pub async fn list(d: Arc<Daemon>, req: v1::ListPodSandboxRequest) -> Result<v1::
     })
     .await
 }
+
+/// For PortForward: the network namespace of sandbox `id` (None for a pod
+/// on the host's network, whose ports are the host's).
+pub fn netns_of(d: &Daemon, id: &str) -> Result<Option<PathBuf>, Status> {
+    let engine = d.engine()?;
+    let sb = find_sandbox(&engine, id)?;
+    if !sb.ready() {
+        return Err(Status::failed_precondition(format!("pod sandbox {} is not ready", sb.rec.id)));
+    }
+    Ok((!sb.meta.host_network).then(|| engine.netns_path(&sb.rec.id)))
+}
