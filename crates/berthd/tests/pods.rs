@@ -469,17 +469,55 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         });
         let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
 
-        n.container(&pod, &config, "uid", "id -u > /shared/uid.tmp; mv /shared/uid.tmp /shared/uid; sleep 1000", |c| {
+        let ro_dir = tempfile::tempdir().unwrap();
+        let script = "{ id -u; id -g; id -G; echo $FOO; pwd; wc -c < /proc/version; \
+                      if touch /ro/x 2>/dev/null; then echo ro-writable; else echo ro-refused; fi; } > /shared/uid.tmp; \
+                      mv /shared/uid.tmp /shared/uid; sleep 1000";
+        let ro_path = ro_dir.path().to_string_lossy().into_owned();
+        n.container(&pod, &config, "uid", script, |c| {
+            c.envs = vec![v1::KeyValue { key: "FOO".into(), value: "bar".into() }];
+            c.working_dir = "/tmp".into();
+            c.mounts.push(v1::Mount {
+                container_path: "/ro".into(),
+                host_path: ro_path,
+                readonly: true,
+                ..Default::default()
+            });
             c.linux = Some(v1::LinuxContainerConfig {
                 security_context: Some(v1::LinuxContainerSecurityContext {
                     run_as_user: Some(v1::Int64Value { value: 1234 }),
+                    run_as_group: Some(v1::Int64Value { value: 2345 }),
+                    supplemental_groups: vec![5555],
+                    masked_paths: vec!["/proc/version".into()],
                     ..Default::default()
                 }),
                 ..Default::default()
             });
         })
         .unwrap_or_else(|e| panic!("uid: {e}\n{}", n.d.stderr()));
-        assert_eq!(n.shared_file("uid"), "1234\n", "run_as_user is the process's uid");
+        assert_eq!(
+            n.shared_file("uid"),
+            "1234\n2345\n2345 5555\nbar\n/tmp\n0\nro-refused\n",
+            "run_as_user/group, supplemental groups, env, working dir, masked paths and a read-only mount"
+        );
+        assert_eq!(std::fs::read_dir(ro_dir.path()).unwrap().count(), 0);
+        n.container(
+            &pod,
+            &config,
+            "named",
+            "id -u > /shared/named.tmp; mv /shared/named.tmp /shared/named; sleep 1000",
+            |c| {
+                c.linux = Some(v1::LinuxContainerConfig {
+                    security_context: Some(v1::LinuxContainerSecurityContext {
+                        run_as_username: "nobody".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            },
+        )
+        .unwrap();
+        assert_eq!(n.shared_file("named"), "65534\n", "run_as_username is looked up in the image");
         let script = "{ hostname; cat /etc/hostname /etc/resolv.conf; } > /shared/names.tmp; mv /shared/names.tmp /shared/names; \
                       sleep 1000";
         n.container(&pod, &config, "names", script, |_| {}).unwrap();
@@ -612,7 +650,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
                 .unwrap()
                 .into_inner()
                 .stats;
-        assert_eq!(all.len(), 7, "the pod's seven running containers: {all:?}");
+        assert_eq!(all.len(), 8, "the pod's eight running containers: {all:?}");
 
         let e = n
             .container(&pod, &config, "aa", "true", |c| {
