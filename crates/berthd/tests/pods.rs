@@ -765,7 +765,14 @@ fn exits_are_reported_with_code_and_reason_and_stop_kills_after_its_timeout() {
         n.pull_busybox();
         let config = n.pod_config("exits", &[]);
         let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
-        let ok = n.container(&pod, &config, "ok", "true", |_| {}).unwrap();
+        // By image ID, as the kubelet names the image it pulled.
+        let inspected: serde_json::Value = serde_json::from_str(&n.d.crictl_ok(&["inspecti", BUSYBOX])).unwrap();
+        let image_id = inspected["status"]["id"].as_str().unwrap().to_owned();
+        let ok = n
+            .container(&pod, &config, "ok", "true", |c| {
+                c.image = Some(v1::ImageSpec { image: image_id.clone(), ..Default::default() });
+            })
+            .unwrap_or_else(|e| panic!("by image ID: {e}"));
         let fail = n.container(&pod, &config, "fail", "exit 3", |_| {}).unwrap();
         // Ignores SIGTERM: only the SIGKILL after the timeout ends it.
         let stubborn =
@@ -784,6 +791,7 @@ fn exits_are_reported_with_code_and_reason_and_stop_kills_after_its_timeout() {
         };
         let st = exited(&mut n, &ok);
         assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+        assert_eq!(st.image_ref, image_id);
         assert!(st.finished_at >= st.started_at && st.started_at > 0, "{st:?}");
         let st = exited(&mut n, &fail);
         assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
