@@ -8,7 +8,8 @@
 //! ([`Engine::attach_pod_network`]), as containerd's CRI plugin does.
 //!
 //! The attachment is recorded before ADD (conflist, args, ports) and after
-//! it (the result) under `RUNROOT/pod-networks/ID.json`, so DEL can always
+//! it (the result) under `ROOT/pod-networks/ID.json` (kept across a
+//! reboot, as the IPAM leases are, like libcni's cache), so DEL can always
 //! be run with what ADD had, also after an ADD killed half-way, and after
 //! the operator changed the conf dir. Removing the container (by berthd or
 //! `berth rm`) runs that DEL too.
@@ -297,7 +298,7 @@ impl Engine {
     }
 
     fn pod_network_record(&self, id: &str) -> PathBuf {
-        self.runroot.join("pod-networks").join(format!("{id}.json"))
+        self.root.join("pod-networks").join(format!("{id}.json"))
     }
 
     /// CNI ADD of `net` on container `id`'s pinned namespace as eth0; the

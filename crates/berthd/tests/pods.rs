@@ -816,7 +816,16 @@ fn exits_are_reported_with_code_and_reason_and_stop_kills_after_its_timeout() {
         assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
         assert!(e.message().contains(&fail), "{}", e.message());
         assert_eq!(n.containers(None).len(), 2);
-        n.remove_pod(&pod).unwrap();
+        // `berth rm -f` of the infra container releases the pod's network
+        // too (the engine runs its recorded DEL).
+        for id in [&ok, &stubborn] {
+            n.rt.block_on(c.remove_container(v1::RemoveContainerRequest { container_id: id.to_string() })).unwrap();
+        }
+        assert!(!n.leases().is_empty() && !n.bridge_ports().is_empty());
+        n.berth(&["rm", "-f", &pod]);
+        assert!(n.pods(None).is_empty());
+        assert!(n.leases().is_empty(), "berth rm -f left the pod's lease: {:?}", n.leases());
+        assert!(n.bridge_ports().is_empty(), "berth rm -f left the pod's veth: {:?}", n.bridge_ports());
     });
 }
 
