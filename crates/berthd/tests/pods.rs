@@ -598,6 +598,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
         let script = "head -c 3000000 /dev/zero > /big; \
                       cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /shared/mem.tmp; \
                       cat /sys/fs/cgroup/cpu/cpu.shares > /shared/shares.tmp; \
+                      cat /proc/self/oom_score_adj > /shared/oom.tmp; mv /shared/oom.tmp /shared/oom; \
                       mv /shared/mem.tmp /shared/mem; mv /shared/shares.tmp /shared/shares; sleep 1000";
         let big = n
             .container(&pod, &config, "big", script, |c| {
@@ -605,6 +606,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
                     resources: Some(v1::LinuxContainerResources {
                         memory_limit_in_bytes: 64 << 20,
                         cpu_shares: 512,
+                        oom_score_adj: 500,
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -613,6 +615,7 @@ fn security_context_reaches_the_process_and_bad_requests_are_named() {
             .unwrap();
         assert_eq!(n.shared_file("mem"), format!("{}\n", 64 << 20), "memory_limit_in_bytes is the cgroup's limit");
         assert_eq!(n.shared_file("shares"), "512\n", "cpu_shares is the cgroup's");
+        assert_eq!(n.shared_file("oom"), "500\n", "oom_score_adj is the process's");
         let mut c = n.client.clone();
         let st =
             n.rt.block_on(c.container_stats(v1::ContainerStatsRequest { container_id: big.clone() }))
