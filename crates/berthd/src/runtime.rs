@@ -1,7 +1,8 @@
 //! The CRI RuntimeService. Served now: `Version`, `Status`,
-//! `RuntimeConfig`, `UpdateRuntimeConfig`, and `Exec`, `Attach` and
-//! `PortForward` when a streaming server runs (see [`crate::stream`]); pods and containers come
-//! once the engine owns them (every other RPC answers UNIMPLEMENTED).
+//! `RuntimeConfig`, `UpdateRuntimeConfig`, pods ([`crate::pods`]) and
+//! containers ([`crate::containers`]) on the engine, and `Exec`, `Attach`
+//! and `PortForward` when a streaming server runs (see [`crate::stream`]);
+//! every other RPC answers UNIMPLEMENTED.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
