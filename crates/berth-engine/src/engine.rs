@@ -75,6 +75,16 @@ pub struct CreateOptions {
     /// `--log-driver` and `--log-opt`, resolved against the config's
     /// defaults (None: json-file, never rotated).
     pub log: Option<crate::logconfig::LogConfig>,
+    /// The engine namespace ("" the default one; see
+    /// [`ContainerRecord::namespace`]).
+    pub namespace: String,
+    /// Kept on the record for the front end (see
+    /// [`ContainerRecord::extensions`]).
+    pub extensions: std::collections::BTreeMap<String, serde_json::Value>,
+    /// An OCI runtime other than the engine's (a CRI runtime handler's).
+    pub runtime: Option<PathBuf>,
+    /// A pod's infra container or member (see [`crate::pod`]).
+    pub pod: Option<crate::pod::PodSettings>,
 }
 
 impl Engine {
@@ -161,8 +171,11 @@ impl Engine {
             auto_remove: opts.auto_remove,
             address: None,
             log: opts.log.clone(),
+            runtime: opts.runtime.clone(),
         };
         rec.labels = flags.labels.iter().cloned().collect();
+        rec.namespace = opts.namespace.clone();
+        rec.extensions = opts.extensions.clone();
         let inserted = match opts.name {
             Some(_) => store.insert(&rec),
             None => crate::names::insert_with_generated_name(&store, &mut rec),
@@ -298,7 +311,9 @@ impl Engine {
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let mut attachment = None;
+        let pod = opts.pod.clone().unwrap_or_default();
         let netns = match opts.network.as_str() {
+            _ if pod.join_netns.is_some() => pod.join_netns.clone(),
             "host" => None,
             mode => {
                 // NetNs::create brings up lo (docker's `none` has it too).
@@ -310,6 +325,46 @@ impl Engine {
                 Some(ns.path)
             }
         };
+        let (hosts, resolv, hostname_file) = match &pod.files_of {
+            Some(owner) => {
+                let d = self.run_dir(owner);
+                (d.join("hosts"), d.join("resolv.conf"), d.join("hostname"))
+            }
+            None => self.write_files(rec, attachment.as_ref(), &hostname, &pod.dns, run)?,
+        };
+
+        let defaults = ImageDefaults::from_image_config(&image.config);
+        let cgroup_parent = pod.cgroup_parent.as_deref().unwrap_or(&self.cgroup_parent);
+        let paths = Paths {
+            rootfs: rootfs.clone(),
+            hosts: Some(hosts),
+            resolv_conf: Some(resolv),
+            hostname_file: Some(hostname_file),
+            netns,
+            cgroups_path: format!("{}/{id}", cgroup_parent.trim_end_matches('/')),
+            mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
+            init: opts.init.clone(),
+            namespaces: pod.namespaces.clone(),
+        };
+        let mut spec = spec::build(id, &defaults, flags, &paths)?;
+        pod.overrides.apply(&mut spec);
+        let config = run.join("config.json");
+        spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
+        Ok(attachment)
+    }
+
+    /// The container's hosts, resolv.conf (the host's, or a pod's DNS
+    /// settings) and hostname files, in its run directory.
+    fn write_files(
+        &self,
+        rec: &ContainerRecord,
+        attachment: Option<&Attachment>,
+        hostname: &str,
+        dns: &crate::pod::Dns,
+        run: &Path,
+    ) -> Result<(PathBuf, PathBuf, PathBuf), Error> {
+        let id = rec.id.as_str();
+        let hostname = hostname.to_owned();
         let hosts = run.join("hosts");
         let own = attachment.as_ref().map(|a| HostEntry { address: a.address, names: vec![hostname.clone()] });
         let peers = match &attachment {
@@ -322,26 +377,10 @@ impl Engine {
             self.announce(&peers, &entry);
         }
         let resolv = run.join("resolv.conf");
-        let text = network::hosts::resolv_conf(&network::hosts::host_resolv_conf(), &[], &[]);
-        std::fs::write(&resolv, text).map_err(io("write", &resolv))?;
+        std::fs::write(&resolv, dns.resolv_conf()).map_err(io("write", &resolv))?;
         let hostname_file = run.join("hostname");
         std::fs::write(&hostname_file, format!("{hostname}\n")).map_err(io("write", &hostname_file))?;
-
-        let defaults = ImageDefaults::from_image_config(&image.config);
-        let paths = Paths {
-            rootfs: rootfs.clone(),
-            hosts: Some(hosts),
-            resolv_conf: Some(resolv),
-            hostname_file: Some(hostname_file),
-            netns,
-            cgroups_path: format!("{}/{id}", self.cgroup_parent.trim_end_matches('/')),
-            mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
-            init: opts.init.clone(),
-        };
-        let spec = spec::build(id, &defaults, flags, &paths)?;
-        let config = run.join("config.json");
-        spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
-        Ok(attachment)
+        Ok((hosts, resolv, hostname_file))
     }
 
     /// Named volumes under the root, `docker volume`'s.
@@ -422,7 +461,7 @@ impl Engine {
         ShimConfig {
             id: rec.id.clone(),
             bundle: run.clone(),
-            runtime: self.runtime.clone(),
+            runtime: rec.config.runtime.clone().unwrap_or_else(|| self.runtime.clone()),
             runtime_root: Some(self.runroot.join("runtime")),
             state_dir: self.state_dir(&rec.id),
             log_path: Some(log_path),
@@ -717,6 +756,9 @@ impl Engine {
 
     fn cleanup(&self, rec: &ContainerRecord) -> Result<(), Error> {
         let (data, run) = self.container_dirs(&rec.id);
+        // A pod's network first, while its namespace is there: DEL then
+        // removes the veth too.
+        self.detach_pod_network(&rec.id)?;
         let netns = run.join("netns");
         let _ = NetNs::remove(&netns);
         let mode = rec.config.network.as_str();

@@ -85,6 +85,9 @@ pub enum Error {
         "remove container {id}: detach it from network {network}: {source} (the container stays, marked for removal: run rm -f again)"
     )]
     Detach { id: String, network: String, source: Box<network::NetworkError> },
+    /// A pod's CNI ADD (see [`crate::pod`]); undone before this is returned.
+    #[error("attach pod {id} to network {network}: {source}")]
+    Attach { id: String, network: String, source: Box<network::NetworkError> },
 }
 
 impl From<crate::observe::ObserveError> for Error {

@@ -22,6 +22,7 @@ pub mod names;
 pub mod network;
 pub mod observe;
 pub mod ops;
+pub mod pod;
 pub mod prune;
 pub mod spec;
 pub mod store;

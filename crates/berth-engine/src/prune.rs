@@ -62,7 +62,9 @@ impl Engine {
     /// that a `create`/`run` is still making or starting.
     pub fn prune_containers(&self) -> Result<Pruned, Error> {
         let mut out = Pruned::default();
-        for rec in self.current_containers()?.into_iter().filter(stopped) {
+        // Only the default namespace's: berthd's (the kubelet's) are the
+        // kubelet's to collect.
+        for rec in self.current_containers()?.into_iter().filter(|r| r.namespace.is_empty()).filter(stopped) {
             // Checked after the state: a creator that has ended since
             // either started it (remove then refuses) or left it stopped.
             if self.being_created(&rec.id) {

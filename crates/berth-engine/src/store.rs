@@ -77,6 +77,17 @@ pub struct ContainerRecord {
     /// What the container was made with beyond its image and labels.
     #[serde(default, deserialize_with = "null_is_default")]
     pub config: ContainerConfig,
+    /// The engine namespace it lives in: "" is the default one (the CLI's,
+    /// and every record that predates namespaces); berthd's are in
+    /// [`crate::pod::K8S_NAMESPACE`]. As containerd's namespaces: `ps`
+    /// lists one namespace, commands by ID reach every one.
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "null_is_default")]
+    pub namespace: String,
+    /// What a front end keeps with the container, written in the same
+    /// transaction as the record (containerd's container extensions): the
+    /// engine stores it and never reads it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_is_default")]
+    pub extensions: BTreeMap<String, serde_json::Value>,
 }
 
 /// What `run`/`create` asked for that the engine needs again later (to
@@ -119,6 +130,10 @@ pub struct ContainerConfig {
     /// (json-file, never rotated: see [`LogConfig::of_record`]).
     #[serde(default)]
     pub log: Option<LogConfig>,
+    /// The OCI runtime binary it was made with, when not the engine's
+    /// (a CRI runtime handler's); its shim runs this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<PathBuf>,
 }
 
 /// `null` as the type's default: records written as `Value`s may hold a
@@ -150,6 +165,8 @@ impl ContainerRecord {
             restart_count: 0,
             labels: BTreeMap::new(),
             config: ContainerConfig::default(),
+            namespace: String::new(),
+            extensions: BTreeMap::new(),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! streaming server behind Exec, Attach and PortForward.
 
 pub mod config;
+pub mod containers;
 pub mod image;
+pub mod pods;
 pub mod runtime;
 pub mod serve;
 pub mod socket;

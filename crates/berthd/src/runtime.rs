@@ -1,7 +1,8 @@
 //! The CRI RuntimeService. Served now: `Version`, `Status`,
-//! `RuntimeConfig`, `UpdateRuntimeConfig`, and `Exec`, `Attach` and
-//! `PortForward` when a streaming server runs (see [`crate::stream`]); pods and containers come
-//! once the engine owns them (every other RPC answers UNIMPLEMENTED).
+//! `RuntimeConfig`, `UpdateRuntimeConfig`, pods ([`crate::pods`]) and
+//! containers ([`crate::containers`]) on the engine, and `Exec`, `Attach`
+//! and `PortForward` when a streaming server runs (see [`crate::stream`]);
+//! every other RPC answers UNIMPLEMENTED.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -312,24 +313,54 @@ crate::cri_service! {
             let url = server.url_for(Pending::PortForward { pod_sandbox_id: r.pod_sandbox_id })?;
             Ok(Response::new(v1::PortForwardResponse { url }))
         }
+
+        // Pods and containers: crate::pods, crate::containers.
+        async fn run_pod_sandbox(&self, r: Request<v1::RunPodSandboxRequest>) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
+            crate::pods::run(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn stop_pod_sandbox(&self, r: Request<v1::StopPodSandboxRequest>) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
+            crate::pods::stop(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn remove_pod_sandbox(&self, r: Request<v1::RemovePodSandboxRequest>) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
+            crate::pods::remove(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn pod_sandbox_status(&self, r: Request<v1::PodSandboxStatusRequest>) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
+            crate::pods::status(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_pod_sandbox(&self, r: Request<v1::ListPodSandboxRequest>) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
+            crate::pods::list(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn create_container(&self, r: Request<v1::CreateContainerRequest>) -> Result<Response<v1::CreateContainerResponse>, Status> {
+            crate::containers::create(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn start_container(&self, r: Request<v1::StartContainerRequest>) -> Result<Response<v1::StartContainerResponse>, Status> {
+            crate::containers::start(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn stop_container(&self, r: Request<v1::StopContainerRequest>) -> Result<Response<v1::StopContainerResponse>, Status> {
+            crate::containers::stop(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn remove_container(&self, r: Request<v1::RemoveContainerRequest>) -> Result<Response<v1::RemoveContainerResponse>, Status> {
+            crate::containers::remove(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_containers(&self, r: Request<v1::ListContainersRequest>) -> Result<Response<v1::ListContainersResponse>, Status> {
+            crate::containers::list(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn container_status(&self, r: Request<v1::ContainerStatusRequest>) -> Result<Response<v1::ContainerStatusResponse>, Status> {
+            crate::containers::status(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn update_container_resources(&self, r: Request<v1::UpdateContainerResourcesRequest>) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
+            crate::containers::update(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn container_stats(&self, r: Request<v1::ContainerStatsRequest>) -> Result<Response<v1::ContainerStatsResponse>, Status> {
+            crate::containers::stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_container_stats(&self, r: Request<v1::ListContainerStatsRequest>) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
+            crate::containers::list_stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
     }
     not_yet {
-        "RunPodSandbox" run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        "StopPodSandbox" stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        "RemovePodSandbox" remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        "PodSandboxStatus" pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        "ListPodSandbox" list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        "CreateContainer" create_container(CreateContainerRequest) -> CreateContainerResponse;
-        "StartContainer" start_container(StartContainerRequest) -> StartContainerResponse;
-        "StopContainer" stop_container(StopContainerRequest) -> StopContainerResponse;
-        "RemoveContainer" remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        "ListContainers" list_containers(ListContainersRequest) -> ListContainersResponse;
-        "ContainerStatus" container_status(ContainerStatusRequest) -> ContainerStatusResponse;
-        "UpdateContainerResources" update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
         "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
-        "ContainerStats" container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        "ListContainerStats" list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         "ListPodSandboxStats" list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         "CheckpointContainer" checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;

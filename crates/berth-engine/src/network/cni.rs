@@ -25,6 +25,9 @@ pub struct Invocation<'a> {
     pub ifname: &'a str,
     /// The conflist's runtime-provided values, e.g. `portMappings`.
     pub runtime_config: &'a Map<String, Value>,
+    /// CNI_ARGS (`K=V;K=V`), e.g. the kubelet's K8S_POD_NAME; none for
+    /// the CLI's networks.
+    pub args: &'a [(String, String)],
 }
 
 /// A CNI result (spec 1.0), as far as berth reads it.
@@ -163,6 +166,7 @@ fn exec(conf: &Value, command: &str, inv: &Invocation<'_>) -> Result<Vec<u8>, Ne
         .env("CNI_NETNS", inv.netns)
         .env("CNI_IFNAME", inv.ifname)
         .env("CNI_PATH", path)
+        .env("CNI_ARGS", cni_args(inv.args))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -184,6 +188,11 @@ fn exec(conf: &Value, command: &str, inv: &Invocation<'_>) -> Result<Vec<u8>, Ne
         _ => (0, failure_text(&out)),
     };
     Err(NetworkError::Plugin { plugin: kind, command: command.into(), code, msg })
+}
+
+/// CNI_ARGS as libcni joins them: `K=V` pairs separated by `;`.
+fn cni_args(args: &[(String, String)]) -> String {
+    args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
 }
 
 /// What a plugin that printed no CNI error said: its stderr, or how it
@@ -251,6 +260,7 @@ mod tests {
             netns: Path::new("/x"),
             ifname: "eth0",
             runtime_config: &rc,
+            args: &[],
         };
         let prev = json!({ "cniVersion": "1.0.0", "ips": [] });
         let conf = plugin_conf(&list, &list["plugins"][1], &inv, Some(&prev)).unwrap();

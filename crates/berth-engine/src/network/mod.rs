@@ -349,7 +349,7 @@ impl Networks {
         ifname: &'a str,
         runtime_config: &'a Map<String, Value>,
     ) -> cni::Invocation<'a> {
-        cni::Invocation { plugin_dirs: &self.plugin_dirs, container_id, netns, ifname, runtime_config }
+        cni::Invocation { plugin_dirs: &self.plugin_dirs, container_id, netns, ifname, runtime_config, args: &[] }
     }
 
     /// Attaches the container's namespace to `network` as `ifname`, with
@@ -435,7 +435,7 @@ impl Networks {
 /// nothing (see [`rules::port_forwards_left`]), so rules it left get one
 /// more DEL, and an error if they are still there (the caller then keeps
 /// the attachment's record, for a later DEL).
-fn del_checked(
+pub(crate) fn del_checked(
     list: &Value,
     inv: &cni::Invocation<'_>,
     result: Option<&CniResult>,
@@ -459,7 +459,7 @@ fn del_checked(
 }
 
 /// The runtime values the conflist's plugins ask for: `portMappings`.
-fn runtime_config(ports: &[PortMapping]) -> Map<String, Value> {
+pub(crate) fn runtime_config(ports: &[PortMapping]) -> Map<String, Value> {
     let mut rc = Map::new();
     if !ports.is_empty() {
         rc.insert("portMappings".into(), serde_json::to_value(ports).unwrap_or(Value::Null));

@@ -139,6 +139,30 @@ pub struct Paths {
     /// [`INIT_PATH`] and run as the container's pid 1 in front of the
     /// command, as docker runs docker-init.
     pub init: Option<PathBuf>,
+    /// The pid, ipc and uts namespaces: the container's own unless a pod
+    /// shares them (see [`Namespaces`]).
+    pub namespaces: Namespaces,
+}
+
+/// How a container gets one kind of namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum NsMode {
+    /// A new one of its own (docker's default).
+    #[default]
+    Private,
+    /// The host's: none is made.
+    Host,
+    /// Another's, by path (`/proc/PID/ns/ipc`): a pod's members join its
+    /// infra container's, as containerd's do.
+    Join(PathBuf),
+}
+
+/// The namespaces a pod may share; the network's is [`Paths::netns`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Namespaces {
+    pub pid: NsMode,
+    pub ipc: NsMode,
+    pub uts: NsMode,
 }
 
 /// Where `--init`'s binary appears in the container (docker's path).
@@ -442,12 +466,18 @@ fn resources(flags: &RunFlags) -> Result<LinuxResources, SpecError> {
 }
 
 fn linux(flags: &RunFlags, paths: &Paths, seccomp: Option<LinuxSeccomp>) -> Result<Linux, SpecError> {
-    let mut namespaces = vec![
-        namespace(LinuxNamespaceType::Pid, None)?,
-        namespace(LinuxNamespaceType::Ipc, None)?,
-        namespace(LinuxNamespaceType::Uts, None)?,
-        namespace(LinuxNamespaceType::Mount, None)?,
-    ];
+    let mut namespaces = Vec::new();
+    let ns = &paths.namespaces;
+    for (typ, mode) in
+        [(LinuxNamespaceType::Pid, &ns.pid), (LinuxNamespaceType::Ipc, &ns.ipc), (LinuxNamespaceType::Uts, &ns.uts)]
+    {
+        match mode {
+            NsMode::Private => namespaces.push(namespace(typ, None)?),
+            NsMode::Join(p) => namespaces.push(namespace(typ, Some(p))?),
+            NsMode::Host => {}
+        }
+    }
+    namespaces.push(namespace(LinuxNamespaceType::Mount, None)?);
     if let Some(ns) = &paths.netns {
         namespaces.push(namespace(LinuxNamespaceType::Network, Some(ns))?);
     }
@@ -545,6 +575,13 @@ pub fn build(id: &str, image: &ImageDefaults, flags: &RunFlags, paths: &Paths) -
         .linux(linux(flags, paths, sec.seccomp)?)
         .build()
         .map_err(invalid)
+        .map(|mut spec| {
+            // The host's UTS namespace keeps the host's name.
+            if paths.namespaces.uts == NsMode::Host {
+                spec.set_hostname(None);
+            }
+            spec
+        })
 }
 
 #[cfg(test)]

@@ -150,3 +150,44 @@ fn init_runs_in_front_of_the_command() {
     assert_eq!(m["source"], "/usr/bin/tini-static");
     assert!(m["options"].as_array().unwrap().contains(&json!("ro")), "{m}");
 }
+
+#[test]
+fn a_pod_member_joins_shared_namespaces_and_the_hosts_uts_keeps_the_hosts_name() {
+    let r = rootfs();
+    let ns = |s: &Value| -> Vec<(String, Option<String>)> {
+        s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["type"].as_str().unwrap().to_owned(), n["path"].as_str().map(str::to_owned)))
+            .collect()
+    };
+    let paths = Paths {
+        rootfs: r.path().into(),
+        netns: Some("/run/x/netns".into()),
+        namespaces: Namespaces {
+            pid: NsMode::Join("/proc/42/ns/pid".into()),
+            ipc: NsMode::Join("/proc/42/ns/ipc".into()),
+            uts: NsMode::Join("/proc/42/ns/uts".into()),
+        },
+        ..Default::default()
+    };
+    let s = spec_json(&RunFlags { hostname: Some("pod".into()), ..Default::default() }, &paths);
+    let got = ns(&s);
+    for (typ, path) in [("pid", "/proc/42/ns/pid"), ("ipc", "/proc/42/ns/ipc"), ("uts", "/proc/42/ns/uts")] {
+        assert!(got.contains(&(typ.to_owned(), Some(path.to_owned()))), "{typ} joins {path}: {got:?}");
+    }
+    assert!(got.contains(&("network".to_owned(), Some("/run/x/netns".to_owned()))));
+    assert!(got.contains(&("mount".to_owned(), None)), "its own mount namespace");
+    assert_eq!(s["hostname"], "pod", "the pod's name, set again in the shared UTS namespace");
+
+    let host = Paths {
+        rootfs: r.path().into(),
+        namespaces: Namespaces { pid: NsMode::Host, ipc: NsMode::Host, uts: NsMode::Host },
+        ..Default::default()
+    };
+    let s = spec_json(&RunFlags::default(), &host);
+    let kinds: Vec<String> = ns(&s).into_iter().map(|(t, _)| t).collect();
+    assert!(!kinds.iter().any(|k| k == "pid" || k == "ipc" || k == "uts" || k == "network"), "{kinds:?}");
+    assert!(s.get("hostname").is_none(), "the host's UTS namespace keeps the host's name: {}", s["hostname"]);
+}

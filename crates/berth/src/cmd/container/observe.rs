@@ -162,7 +162,12 @@ pub fn stats(engine: &Engine, a: StatsArgs) -> Result<()> {
 /// -a), in the order shown.
 fn sample_all(engine: &Engine, a: &StatsArgs) -> Result<Vec<Sample>> {
     let recs: Vec<ContainerRecord> = if a.containers.is_empty() {
-        engine.current_containers()?.into_iter().filter(|r| a.all || r.status == Status::Running).collect()
+        // The default namespace's, as `ps` lists them (berthd's are named by ID).
+        engine
+            .current_containers()?
+            .into_iter()
+            .filter(|r| r.namespace.is_empty() && (a.all || r.status == Status::Running))
+            .collect()
     } else {
         let store = engine.containers()?;
         a.containers.iter().map(|c| store.get(c)).collect::<Result<_, _>>()?

@@ -28,6 +28,10 @@ pub struct PsArgs {
     /// Show the latest created container
     #[arg(short, long)]
     latest: bool,
+    /// List this engine namespace's containers instead of the default
+    /// one's (berthd keeps Kubernetes' pods and containers in "k8s")
+    #[arg(long, default_value = "")]
+    namespace: String,
 }
 
 /// `berth ps`: docker's columns, `--filter`, `--format`, `--no-trunc`.
@@ -40,6 +44,7 @@ pub fn ps(engine: &Engine, a: PsArgs) -> Result<()> {
         a.all || a.last.is_some() || a.latest || filters.iter().any(|f| f.key == "status" || f.key == "exited");
     let recs: Vec<ContainerRecord> = recs
         .into_iter()
+        .filter(|r| r.namespace == a.namespace)
         .filter(|r| show_all || matches!(r.status, Status::Running | Status::Paused | Status::Restarting))
         .filter(|r| filters_match(&filters, r))
         .take(if a.latest { 1 } else { a.last.unwrap_or(usize::MAX) })

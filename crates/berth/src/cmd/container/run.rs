@@ -223,6 +223,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         auto_remove: r.rm,
         init,
         log: Some(log),
+        ..Default::default()
     };
     let policy: PullPolicy = r.pull.parse()?;
     let pull = PullRequest { platform: r.platform.clone(), max_layer_size: None };
