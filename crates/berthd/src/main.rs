@@ -111,47 +111,50 @@ async fn start_stream_server(daemon: &Daemon) -> Result<berthd::stream::Server> 
             );
             Arc::new(berthd::stream::host::HostStreamer::new(dir.clone()))
         }
-        None => Arc::new(berthd::stream::engine::EngineStreamer::new(Arc::new(engine(daemon)))),
+        // The default handler's engine: an exec goes through the
+        // container's shim, which runs the container's own runtime.
+        None => {
+            let engine = daemon.engine().map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            Arc::new(berthd::stream::engine::EngineStreamer::new(Arc::new(engine)))
+        }
     };
     Ok(berthd::stream::Server::start(cfg, streamer).await?)
 }
 
-/// The engine on berthd's root and runroot: the `berth` CLI's, so both
-/// see the same containers.
-fn engine(daemon: &Daemon) -> berth_engine::engine::Engine {
-    let runtime = daemon.handlers.iter().find(|h| h.name == daemon.config.default_runtime).map(|h| h.path.clone());
-    berth_engine::engine::Engine {
-        root: daemon.root.clone(),
-        runroot: daemon.runroot.clone(),
-        runtime: runtime.unwrap_or_else(|| sibling("berth-runtime")),
-        shim: std::env::var_os("BERTH_SHIM").map(PathBuf::from).unwrap_or_else(|| sibling("berth-shim")),
-        cli: Some(sibling("berth")),
-        cgroup_parent: daemon.cgroup_parent.clone(),
-    }
-}
-
-/// A program beside this binary, else on PATH.
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join(name)))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
+/// How long calls in flight may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let (listener, socket) = berthd::socket::bind(listen)?;
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving the CRI");
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         let which = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = which, "shutting down; pods and containers keep running");
+        let _ = stopping_tx.send(());
     };
-    let served = berthd::serve::serve(daemon, listener, shutdown).await;
+    // tonic's graceful stop waits for every client to hang up: a kubelet
+    // never does. Calls in flight get SHUTDOWN_GRACE, then berthd exits
+    // anyway (the shims keep every container; nothing is lost).
+    let grace = async {
+        if stopping.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let served = tokio::select! {
+        served = berthd::serve::serve(daemon, listener, shutdown) => served,
+        _ = grace => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected; stopping without them");
+            Ok(())
+        }
+    };
     socket.remove();
     served.context("serve the CRI")?;
     tracing::info!("berthd stopped");

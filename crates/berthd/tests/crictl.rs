@@ -131,6 +131,23 @@ fn sigterm_and_sigint_stop_serving_and_remove_only_the_socket() {
     }
 }
 
+/// A client that never hangs up (a kubelet) does not keep berthd from
+/// stopping: calls get a grace period, then berthd exits.
+#[test]
+fn sigterm_stops_berthd_while_a_client_stays_connected() {
+    use std::io::Write;
+    let mut d = Berthd::start("");
+    let mut client = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame: a gRPC connection
+    // that is open and idle.
+    client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    d.crictl_ok(&["version"]);
+    let status = d.stop_with(Signal::SIGTERM).expect("berthd waited for its client and did not exit");
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(d.stderr().contains("clients still connected; stopping without them"), "{}", d.stderr());
+    drop(client);
+}
+
 /// berthd started by hand on the socket (and state) of `d`, or others.
 fn berthd_on(d: &Berthd, listen: &std::path::Path, runroot: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_berthd"))
