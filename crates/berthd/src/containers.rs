@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_cri_api::v1;
 use berth_engine::engine::{CreateOptions, Engine};
+use berth_engine::logconfig::LogConfig;
 use berth_engine::pod::{Device, K8S_NAMESPACE, PodSettings, ResourceUpdate, SpecOverrides};
 use berth_engine::spec::{Namespaces, NsMode, RunFlags, UserMount};
 use berth_engine::store::{ContainerRecord, Status as EngineStatus};
@@ -126,6 +127,11 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
         }
         let handler_engine = d.engine_for(&sb.meta.runtime_handler)?;
         let (mut flags, mounts, overrides) = spec_of(&config)?;
+        if config.stdin_once {
+            // The streaming server's attach closes the container's stdin
+            // when the first client's ends.
+            flags.labels.push((crate::stream::engine::STDIN_ONCE_LABEL.to_owned(), "true".to_owned()));
+        }
         // The UTS namespace is the pod's: its containers keep its name.
         flags.hostname = (!sb.meta.host_network).then(|| match sb.meta.hostname.as_str() {
             "" => sb.rec.id[..12].to_owned(),
@@ -164,8 +170,15 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
                 .collect(),
             created_at: now_ns(),
         };
+        // The kubelet's log file, in the CRI format; none asked, none kept.
+        let log = match meta.log_path.as_str() {
+            "" => LogConfig::defaults("none", "", 0),
+            p => LogConfig::cri(Path::new(p))
+                .map_err(|e| Status::invalid_argument(format!("CreateContainer: log_path: {e}")))?,
+        };
         let opts = CreateOptions {
             name: Some(container_name(&md.name, &sb, md.attempt)),
+            log: Some(log),
             network: if sb.meta.host_network { "host" } else { "none" }.into(),
             mounts,
             stdin: config.stdin,
@@ -599,4 +612,45 @@ pub async fn update(
 pub fn engine_of(d: &Daemon, id: &str) -> Result<(Engine, ContainerRecord), Status> {
     let c = find(&d.engine()?, id)?;
     Ok((d.engine_for(&c.meta.runtime_handler)?, c.rec))
+}
+
+/// ExecSync: `cmd` in the running container, both streams captured (at
+/// most 16 MiB each), killed with what it started at `timeout` seconds
+/// (0: none), as containerd answers: DEADLINE_EXCEEDED then.
+pub async fn exec_sync(d: Arc<Daemon>, req: v1::ExecSyncRequest) -> Result<v1::ExecSyncResponse, Status> {
+    if req.cmd.is_empty() {
+        return Err(Status::invalid_argument("ExecSync: cmd is required"));
+    }
+    let engine = d.engine()?;
+    blocking(move || {
+        let c = find(&engine, &req.container_id)?;
+        let engine = d.engine_for(&c.meta.runtime_handler)?;
+        let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+        match engine.exec_sync(&c.rec.id, &req.cmd, timeout) {
+            Ok(out) => Ok(v1::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }),
+            Err(e @ berth_engine::Error::ExecTimeout { .. }) => {
+                Err(Status::deadline_exceeded(format!("ExecSync {}: {e}", c.rec.id)))
+            }
+            Err(e @ berth_engine::Error::NotRunning(_)) => {
+                Err(Status::failed_precondition(format!("ExecSync {}: {e}", c.rec.id)))
+            }
+            Err(e) => Err(engine_status("ExecSync", e)),
+        }
+    })
+    .await
+}
+
+/// ReopenContainerLog: after the kubelet renamed the log file, the shim
+/// opens a new one at the same path (the call returns once it exists).
+pub async fn reopen_log(d: Arc<Daemon>, req: v1::ReopenContainerLogRequest) -> Result<(), Status> {
+    let engine = d.engine()?;
+    blocking(move || {
+        let c = find(&engine, &req.container_id)?;
+        match engine.reopen_log(&c.rec.id) {
+            Ok(()) => Ok(()),
+            Err(e @ berth_engine::Error::NotRunning(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e) => Err(engine_status("ReopenContainerLog", e)),
+        }
+    })
+    .await
 }

@@ -160,6 +160,7 @@ fn stdio_opts(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<Stdi
 fn stream_status(e: StreamError) -> Status {
     match e {
         StreamError::ContainerNotFound(_) | StreamError::PodNotFound(_) => Status::not_found(e.to_string()),
+        StreamError::NotRunning(_) => Status::failed_precondition(e.to_string()),
         e => Status::internal(e.to_string()),
     }
 }
@@ -351,6 +352,12 @@ crate::cri_service! {
         async fn update_container_resources(&self, r: Request<v1::UpdateContainerResourcesRequest>) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
             crate::containers::update(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
+        async fn exec_sync(&self, r: Request<v1::ExecSyncRequest>) -> Result<Response<v1::ExecSyncResponse>, Status> {
+            crate::containers::exec_sync(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn reopen_container_log(&self, r: Request<v1::ReopenContainerLogRequest>) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
+            crate::containers::reopen_log(self.0.clone(), r.into_inner()).await.map(|()| Response::new(v1::ReopenContainerLogResponse {}))
+        }
         async fn container_stats(&self, r: Request<v1::ContainerStatsRequest>) -> Result<Response<v1::ContainerStatsResponse>, Status> {
             crate::containers::stats(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
@@ -359,8 +366,6 @@ crate::cri_service! {
         }
     }
     not_yet {
-        "ReopenContainerLog" reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        "ExecSync" exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         "ListPodSandboxStats" list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         "CheckpointContainer" checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;

@@ -915,3 +915,99 @@ fn a_sigkilled_berthd_finds_every_pod_and_container_again() {
         assert!(n.leases().is_empty() && n.bridge_ports().is_empty(), "the network is released after a restart too");
     });
 }
+
+/// One CRI log record: `TIME STREAM TAG MESSAGE`, the time RFC 3339 with
+/// nanoseconds in UTC.
+fn cri_record(line: &str) -> (String, String, String) {
+    let mut f = line.splitn(4, ' ');
+    let (time, stream, tag) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+    let t = chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time:?}: {e}"));
+    assert_eq!(t.offset().local_minus_utc(), 0, "{time}");
+    assert!(time.ends_with('Z') && time.contains('.'), "{time}");
+    (stream.to_owned(), tag.to_owned(), f.next().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn logs_are_the_kubelets_format_exec_sync_reports_and_times_out_and_the_log_reopens() {
+    in_test_host(|| {
+        let n = Node::start(7);
+        n.pull_busybox();
+        let dir = n.d.dir.path();
+        let logs = dir.join("logs");
+        let pod_json = serde_json::json!({
+            "metadata": { "name": "logs-pod", "namespace": "default", "uid": format!("logs-{}", std::process::id()) },
+            "log_directory": logs,
+            "linux": { "cgroup_parent": format!("{}/podlogs", n.d.cgroup.path()) }
+        });
+        let script = "echo out; echo err >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo again; sleep 1000";
+        let ctr_json = serde_json::json!({
+            "metadata": { "name": "talker" },
+            "image": { "image": BUSYBOX },
+            "command": ["sh", "-c", script],
+            "log_path": "talker/0.log"
+        });
+        std::fs::write(dir.join("pod.json"), pod_json.to_string()).unwrap();
+        std::fs::write(dir.join("ctr.json"), ctr_json.to_string()).unwrap();
+        let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
+        let pod = n.d.crictl_ok(&["runp", &p("pod.json")]).trim().to_owned();
+        let ctr = n.d.crictl_ok(&["create", &pod, &p("ctr.json"), &p("pod.json")]).trim().to_owned();
+        n.d.crictl_ok(&["start", &ctr]);
+
+        // The file the kubelet named, in its format.
+        let log = logs.join("talker/0.log");
+        let mut lines = Vec::new();
+        for _ in 0..500 {
+            lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(String::from).collect();
+            if lines.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut records: Vec<_> = lines.iter().map(|l| cri_record(l)).collect();
+        records.sort();
+        let want = [("stderr", "F", "err"), ("stdout", "F", "out")].map(|(a, b, c)| (a.into(), b.into(), c.into()));
+        assert_eq!(records, want, "{lines:?}");
+        // crictl reads it as the kubelet does.
+        let out = n.d.crictl(&["logs", &ctr]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n", "{out:?}");
+
+        // ExecSync: output, code, and a timeout that kills the command.
+        let cmd = ["sh", "-c", "echo hi; echo oops >&2; exit 3"].map(String::from).to_vec();
+        let req = v1::ExecSyncRequest { container_id: ctr.clone(), cmd, timeout: 0 };
+        let r = n.rt.block_on(n.client.clone().exec_sync(req)).unwrap().into_inner();
+        assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"hi\n"[..], &b"oops\n"[..], 3));
+        // crictl says it the same way.
+        let out = n.d.crictl(&["exec", "-s", &ctr, "sh", "-c", "echo oops >&2; exit 3"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("exited with 3: oops"), "{out:?}");
+        let sleep = berth_testkit::unique_sleep();
+        let out = n.d.crictl(&["exec", "-s", "--timeout", "1", &ctr, "sleep", &sleep]);
+        assert!(!out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("DeadlineExceeded"), "{out:?}");
+        let left = Command::new("pgrep").args(["-f", &format!("sleep {sleep}")]).output().unwrap();
+        assert!(left.stdout.is_empty(), "the timed-out command still runs");
+
+        // The kubelet rotates: rename, then ReopenContainerLog.
+        std::fs::rename(&log, logs.join("talker/0.log.1")).unwrap();
+        n.d.crictl_ok(&["logs", "--reopen", &ctr]);
+        assert!(log.exists(), "a new log file after the reopen");
+        n.d.crictl_ok(&["exec", "-s", &ctr, "touch", "/tmp/go"]);
+        let mut now = String::new();
+        for _ in 0..500 {
+            now = std::fs::read_to_string(&log).unwrap();
+            if !now.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got: Vec<_> = now.lines().map(cri_record).collect();
+        assert_eq!(got, [("stdout".into(), "F".into(), "again".into())], "{now}");
+        let old = std::fs::read_to_string(logs.join("talker/0.log.1")).unwrap();
+        assert!(!old.contains("again"), "{old}");
+
+        n.d.crictl_ok(&["stop", &ctr]);
+        let out = n.d.crictl(&["logs", "--reopen", &ctr]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not running"), "{out:?}");
+        n.d.crictl_ok(&["rmp", "-f", &pod]);
+    });
+}
