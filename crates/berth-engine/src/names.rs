@@ -5,12 +5,25 @@
 
 use crate::store::{ContainerRecord, ContainerStore, StoreError};
 
+/// A valid network or volume name: the rule, and at most 255 bytes (they
+/// become file names).
 pub fn is_valid(name: &str) -> bool {
+    is_valid_container_name(name) && name.len() <= 255
+}
+
+/// A valid container name: the rule, at most [`MAX_CONTAINER_NAME`] bytes.
+pub fn is_valid_container_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 255
+        && name.len() <= MAX_CONTAINER_NAME
 }
+
+/// The longest container name: room for the kubelet's names
+/// (`k8s_CONTAINER_POD_NAMESPACE_UID_ATTEMPT`, up to ~430 bytes within
+/// Kubernetes' own limits); container names are keys in containers.redb,
+/// never file names.
+pub const MAX_CONTAINER_NAME: usize = 1024;
 
 // Generated names: docker's own name space, so names look as users
 // expect and collide as rarely (108 x 236 = 25,488 pairs). The words are
@@ -466,6 +479,11 @@ mod tests {
         }
         for bad in ["", "-x", ".x", "a/b", "../etc", "sp ace", "x:y"] {
             assert!(!is_valid(bad), "{bad:?}");
+            assert!(!is_valid_container_name(bad), "{bad:?}");
         }
+        // A kubelet's container name is longer than a file name may be.
+        let kubelet = format!("k8s_{}_{}_{}_{}_2", "c".repeat(63), "p".repeat(253), "n".repeat(63), "u".repeat(36));
+        assert!(is_valid_container_name(&kubelet) && !is_valid(&kubelet));
+        assert!(!is_valid_container_name(&"x".repeat(MAX_CONTAINER_NAME + 1)));
     }
 }

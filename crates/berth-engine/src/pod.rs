@@ -100,6 +100,10 @@ pub struct SpecOverrides {
     pub sysctls: BTreeMap<String, String>,
     /// Host devices made in the container and allowed by its device cgroup.
     pub devices: Vec<Device>,
+    /// linux.rootfsPropagation: "rshared" when a mount is bidirectional,
+    /// "rslave" when one receives from the host (as containerd sets it),
+    /// so the container's copies of host mounts stay in their peer groups.
+    pub rootfs_propagation: Option<String>,
 }
 
 /// A host device node as it appears in a container (the CRI's Device).
@@ -172,6 +176,9 @@ impl SpecOverrides {
                 linux.set_readonly_paths(Some(r.clone()));
             }
             self.apply_devices(linux);
+            if let Some(p) = &self.rootfs_propagation {
+                linux.set_rootfs_propagation(Some(p.clone()));
+            }
             if !self.sysctls.is_empty() {
                 let mut all = linux.sysctl().clone().unwrap_or_default();
                 all.extend(self.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -29,7 +29,7 @@ pub enum StoreError {
         "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
     )]
     NameInUse { name: String, id: String },
-    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 1024 of them")]
     BadName(String),
     #[error("container database {}: {source}", path.display())]
     Db { path: PathBuf, source: redb::Error },
@@ -348,7 +348,7 @@ fn decode(id: &str, bytes: &[u8]) -> Result<ContainerRecord, StoreError> {
 
 /// docker's rule for container names.
 fn check_name(name: &str) -> Result<(), StoreError> {
-    if crate::names::is_valid(name) { Ok(()) } else { Err(StoreError::BadName(name.into())) }
+    if crate::names::is_valid_container_name(name) { Ok(()) } else { Err(StoreError::BadName(name.into())) }
 }
 
 /// A new container id: 64 hex digits from the kernel's random source.

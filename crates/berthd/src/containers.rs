@@ -278,6 +278,7 @@ fn spec_of(c: &v1::ContainerConfig) -> Result<(RunFlags, Vec<UserMount>, SpecOve
                     .map_err(|e| bad(format!("device {:?}: {e}", d.host_path)))
             })
             .collect::<Result<_, _>>()?,
+        rootfs_propagation: rootfs_propagation(&c.mounts),
         ..Default::default()
     };
     Ok((flags, mounts, overrides))
@@ -337,11 +338,30 @@ fn security_opts(sec: &v1::LinuxContainerSecurityContext) -> Result<Vec<String>,
     Ok(opts)
 }
 
+/// The rootfs propagation the mounts need (containerd's rule): "rshared"
+/// for a bidirectional mount, else "rslave" for one that receives from
+/// the host, else the runtime's default.
+fn rootfs_propagation(mounts: &[v1::Mount]) -> Option<String> {
+    let has = |p: v1::MountPropagation| mounts.iter().any(|m| m.propagation == p as i32);
+    if has(v1::MountPropagation::PropagationBidirectional) {
+        Some("rshared".into())
+    } else if has(v1::MountPropagation::PropagationHostToContainer) {
+        Some("rslave".into())
+    } else {
+        None
+    }
+}
+
 /// A CRI mount as a bind mount; a missing host directory is made, as
 /// containerd makes it.
 fn mount_of(m: &v1::Mount) -> Result<UserMount, String> {
     if m.selinux_relabel {
-        return Err(format!("mount {}: SELinux relabeling requested, but this host has no SELinux", m.container_path));
+        if Path::new("/sys/fs/selinux/enforce").exists() {
+            return Err(format!("mount {}: SELinux relabeling is not supported by berthd", m.container_path));
+        }
+        // As containerd and CRI-O: relabeling is a no-op where SELinux is
+        // off (the kubelet asks only where it is on; critest asks always).
+        tracing::debug!(mount = %m.container_path, "SELinux relabel asked; this host has no SELinux: nothing to relabel");
     }
     if !m.container_path.starts_with('/') || m.host_path.is_empty() {
         return Err(format!(
@@ -384,7 +404,13 @@ pub async fn start(d: Arc<Daemon>, req: v1::StartContainerRequest) -> Result<v1:
 pub async fn stop(d: Arc<Daemon>, req: v1::StopContainerRequest) -> Result<v1::StopContainerResponse, Status> {
     let engine = d.engine()?;
     blocking(move || {
-        let c = find(&engine, &req.container_id)?;
+        // Idempotent, as the CRI asks: a container that is not there is
+        // stopped already.
+        let c = match find(&engine, &req.container_id) {
+            Ok(c) => c,
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(v1::StopContainerResponse {}),
+            Err(s) => return Err(s),
+        };
         let e = d.engine_for(&c.meta.runtime_handler)?;
         let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
         e.stop(&c.rec.id, timeout).map_err(|e| engine_status("StopContainer", e))?;

@@ -339,7 +339,12 @@ fn port_mapping(p: &v1::PortMapping) -> Result<berth_engine::network::PortMappin
 pub async fn stop(d: Arc<Daemon>, req: v1::StopPodSandboxRequest) -> Result<v1::StopPodSandboxResponse, Status> {
     let engine = d.engine()?;
     blocking(move || {
-        let sb = find_sandbox(&engine, &req.pod_sandbox_id)?;
+        // Idempotent, as the CRI asks: a pod that is not there is stopped.
+        let sb = match find_sandbox(&engine, &req.pod_sandbox_id) {
+            Ok(sb) => sb,
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(v1::StopPodSandboxResponse {}),
+            Err(s) => return Err(s),
+        };
         stop_blocking(&d, &engine, &sb)?;
         Ok(v1::StopPodSandboxResponse {})
     })
