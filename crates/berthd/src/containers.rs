@@ -242,7 +242,7 @@ fn spec_of(c: &v1::ContainerConfig) -> Result<(RunFlags, Vec<UserMount>, SpecOve
         args,
         env: c.envs.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect(),
         workdir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
-        user: user_of(&sec),
+        user: user_of(&sec).map_err(bad)?,
         tty: c.tty,
         read_only: sec.readonly_rootfs,
         privileged: sec.privileged,
@@ -285,16 +285,21 @@ fn spec_of(c: &v1::ContainerConfig) -> Result<(RunFlags, Vec<UserMount>, SpecOve
 }
 
 /// run_as_user / run_as_username with run_as_group, as `--user` takes them.
-fn user_of(sec: &v1::LinuxContainerSecurityContext) -> Option<String> {
+fn user_of(sec: &v1::LinuxContainerSecurityContext) -> Result<Option<String>, String> {
     let user = match (&sec.run_as_user, sec.run_as_username.as_str()) {
         (Some(u), _) => u.value.to_string(),
         (None, name) if !name.is_empty() => name.to_owned(),
-        _ => return None,
+        // containerd's words: a group alone would run as the image's user
+        // with another group, which nobody asked for.
+        (None, _) => match &sec.run_as_group {
+            Some(g) => return Err(format!("user group \"{}\" is specified without user", g.value)),
+            None => return Ok(None),
+        },
     };
-    Some(match &sec.run_as_group {
+    Ok(Some(match &sec.run_as_group {
         Some(g) => format!("{user}:{}", g.value),
         None => user,
-    })
+    }))
 }
 
 /// seccomp and no_new_privs as the engine's `--security-opt`s; an AppArmor
@@ -320,7 +325,9 @@ fn security_opts(sec: &v1::LinuxContainerSecurityContext) -> Result<Vec<String>,
             p => Some(p.strip_prefix("localhost/").unwrap_or(p).to_owned()),
         },
     };
-    if let Some(s) = seccomp {
+    // A privileged container is not confined by seccomp, as containerd
+    // has it (critest checks a blocking profile is ignored then).
+    if let Some(s) = seccomp.filter(|_| !sec.privileged) {
         if s != "unconfined" && !s.starts_with('/') {
             return Err(format!("seccomp localhost profile {s:?} must be an absolute path"));
         }
@@ -679,4 +686,35 @@ pub async fn reopen_log(d: Arc<Daemon>, req: v1::ReopenContainerLogRequest) -> R
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    #[test]
+    fn a_group_without_a_user_is_refused_as_containerd_words_it() {
+        let group = Some(v1::Int64Value { value: 7 });
+        let sec = v1::LinuxContainerSecurityContext { run_as_group: group.clone(), ..Default::default() };
+        assert_eq!(user_of(&sec).unwrap_err(), "user group \"7\" is specified without user");
+        let sec = v1::LinuxContainerSecurityContext {
+            run_as_user: Some(v1::Int64Value { value: 1000 }),
+            run_as_group: group,
+            ..Default::default()
+        };
+        assert_eq!(user_of(&sec).unwrap().as_deref(), Some("1000:7"));
+        assert_eq!(user_of(&v1::LinuxContainerSecurityContext::default()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_privileged_container_is_not_confined_by_seccomp() {
+        let profile = v1::SecurityProfile {
+            profile_type: v1::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/etc/block-sethostname.json".into(),
+        };
+        let mut sec = v1::LinuxContainerSecurityContext { seccomp: Some(profile), ..Default::default() };
+        assert_eq!(security_opts(&sec).unwrap(), ["seccomp=/etc/block-sethostname.json"]);
+        sec.privileged = true;
+        assert!(security_opts(&sec).unwrap().is_empty());
+    }
 }
