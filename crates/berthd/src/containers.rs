@@ -695,7 +695,7 @@ mod security_tests {
     #[test]
     fn a_group_without_a_user_is_refused_as_containerd_words_it() {
         let group = Some(v1::Int64Value { value: 7 });
-        let sec = v1::LinuxContainerSecurityContext { run_as_group: group.clone(), ..Default::default() };
+        let sec = v1::LinuxContainerSecurityContext { run_as_group: group, ..Default::default() };
         assert_eq!(user_of(&sec).unwrap_err(), "user group \"7\" is specified without user");
         let sec = v1::LinuxContainerSecurityContext {
             run_as_user: Some(v1::Int64Value { value: 1000 }),
