@@ -13,8 +13,7 @@
 # CRITEST, CRICTL (default: $BERTH_SHARED_DIR/tools/…), RESULTS (default:
 # ./critest-results: critest.log, junit.xml, berthd.log), KEEP=1 keeps the
 # run directory, SUBNET (default 10.99.0.0/16) for the CNI config written
-# for berthd. Needs root. Not run in CI yet: most specs fail until berthd
-# serves pods, containers and images.
+# for berthd. Needs root. CI runs it (.ci/run) with the skips README lists.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -55,7 +54,15 @@ berthd_pid=""
 cgroup_parent="/berth-critest-$$"
 cleanup() {
 	local rc=$?
+	# What a failed spec left: every pod (with its containers, network and
+	# mounts) goes while berthd still runs; then berthd.
+	if [ -n "$berthd_pid" ] && [ -S "${sock:-}" ]; then
+		"$CRICTL" --config /dev/null -r "unix://$sock" rmp -a -f >/dev/null 2>&1 || true
+	fi
 	[ -n "$berthd_pid" ] && kill -TERM "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
+	# Mounts berthd left under the run directory (none when all went well).
+	{ grep -F " $run/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m"; done
+	ip link del bcrit0 2>/dev/null || true
 	[ -n "$reg_pid" ] && kill -TERM "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null || true
 	[ -f "$run/berthd.log" ] && cp "$run/berthd.log" "$RESULTS/berthd.log"
 	# Cgroups berthd may have made for pods: only under our own parent.
