@@ -185,17 +185,9 @@ impl Engine {
     /// `size` (given in the process's spec, so the command starts with it,
     /// as containerd does); the process and the terminal's master.
     pub fn exec_pty(&self, id: &str, cmd: &[String], size: Option<TermSize>) -> Result<(ExecProcess, OwnedFd), Error> {
-        use std::os::unix::net::UnixListener;
         let rec = self.running_by_id(id)?;
         let mut attach = self.exec_shim(&rec)?;
-        let dir = tempfile::Builder::new()
-            .prefix("exec-")
-            .tempdir_in(self.runroot.join("s"))
-            .map_err(|source| Error::Io { what: "create a console dir in", path: self.runroot.clone(), source })?;
-        let sock = dir.path().join("c.sock");
-        let listener =
-            UnixListener::bind(&sock).map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
-        listener.set_nonblocking(true).map_err(|source| Error::Io { what: "set up", path: sock.clone(), source })?;
+        let (dir, sock, listener) = self.console_socket()?;
         let process = dir.path().join("process.json");
         self.write_exec_process(&rec, cmd, size, &process)?;
         let args = [

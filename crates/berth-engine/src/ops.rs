@@ -104,20 +104,30 @@ impl Engine {
         Ok(a.exec_exit()?)
     }
 
-    /// `exec -t`: an exec session on a new pty, whose master the runtime
-    /// sends to a console socket of ours (runc's protocol).
-    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, Error> {
-        use std::os::fd::AsFd;
-        use std::os::unix::net::UnixListener;
-        let rec = self.running(key)?;
+    /// A console socket for a runtime's `--console-socket` (runc's
+    /// protocol), in a private directory under the runroot that goes with
+    /// the returned guard: the directory, the socket's path, its listener
+    /// (non-blocking).
+    pub(crate) fn console_socket(
+        &self,
+    ) -> Result<(tempfile::TempDir, std::path::PathBuf, std::os::unix::net::UnixListener), Error> {
         let dir = tempfile::Builder::new()
             .prefix("exec-")
             .tempdir_in(self.runroot.join("s"))
             .map_err(|source| Error::Io { what: "create a console dir in", path: self.runroot.clone(), source })?;
         let sock = dir.path().join("c.sock");
-        let listener =
-            UnixListener::bind(&sock).map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
         listener.set_nonblocking(true).map_err(|source| Error::Io { what: "set up", path: sock.clone(), source })?;
+        Ok((dir, sock, listener))
+    }
+
+    /// `exec -t`: an exec session on a new pty, whose master the runtime
+    /// sends to a console socket of ours (runc's protocol).
+    pub fn exec_tty(&self, key: &str, o: &ExecOptions) -> Result<TtyExec, Error> {
+        use std::os::fd::AsFd;
+        let rec = self.running(key)?;
+        let (dir, sock, listener) = self.console_socket()?;
         let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
         let args = self.exec_args(&rec, o, &tty)?;
         if !self.shim_alive(&rec.id) {
