@@ -116,8 +116,11 @@ impl Engine {
             .tempdir_in(self.runroot.join("s"))
             .map_err(|source| Error::Io { what: "create a console dir in", path: self.runroot.clone(), source })?;
         let sock = dir.path().join("c.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock)
-            .map_err(|source| Error::Io { what: "bind", path: sock.clone(), source })?;
+        let listener = std::os::unix::net::UnixListener::bind(&sock).map_err(|source| Error::Io {
+            what: "bind",
+            path: sock.clone(),
+            source,
+        })?;
         listener.set_nonblocking(true).map_err(|source| Error::Io { what: "set up", path: sock.clone(), source })?;
         Ok((dir, sock, listener))
     }
