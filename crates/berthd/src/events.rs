@@ -239,10 +239,12 @@ async fn event(d: &Arc<Daemon>, n: Note) -> v1::ContainerEventResponse {
     let pod_sandbox_status = crate::pods::status(d.clone(), req).await.ok().and_then(|r| r.status);
     let mut containers_statuses = Vec::new();
     if pod_sandbox_status.is_some() {
-        let filter = v1::ContainerFilter { pod_sandbox_id: n.sandbox_id.clone(), ..Default::default() };
-        let listed = crate::containers::list(d.clone(), v1::ListContainersRequest { filter: Some(filter) }).await;
-        for c in listed.map(|l| l.containers).unwrap_or_default() {
-            let req = v1::ContainerStatusRequest { container_id: c.id, verbose: false };
+        // The pod's containers by one read of the records: only theirs
+        // are refreshed (ListContainers would refresh every container).
+        let (daemon, sandbox_id) = (d.clone(), n.sandbox_id.clone());
+        let ids = tokio::task::spawn_blocking(move || members(&daemon, &sandbox_id)).await.unwrap_or_default();
+        for container_id in ids {
+            let req = v1::ContainerStatusRequest { container_id, verbose: false };
             if let Ok(Some(s)) = crate::containers::status(d.clone(), req).await.map(|r| r.status) {
                 containers_statuses.push(s);
             }
@@ -255,6 +257,16 @@ async fn event(d: &Arc<Daemon>, n: Note) -> v1::ContainerEventResponse {
         pod_sandbox_status,
         containers_statuses,
     }
+}
+
+/// The IDs of sandbox `sandbox_id`'s containers.
+fn members(d: &Daemon, sandbox_id: &str) -> Vec<String> {
+    let recs = d.engine().ok().and_then(|e| e.containers().and_then(|s| Ok(s.list()?)).ok()).unwrap_or_default();
+    recs.into_iter()
+        .filter(|r| r.namespace == K8S_NAMESPACE)
+        .filter(|r| r.extensions.get(CONTAINER_EXT).is_some_and(|m| m["sandbox_id"] == sandbox_id))
+        .map(|r| r.id)
+        .collect()
 }
 
 #[cfg(test)]
