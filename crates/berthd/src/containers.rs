@@ -19,6 +19,7 @@ use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::events::Kind;
 use crate::pods::{Sandbox, blocking, engine_status, find_sandbox, now_ns, selected};
 use crate::runtime::Daemon;
 
@@ -190,6 +191,7 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
         };
         // The kubelet pulls first: a missing image is NOT_FOUND, as containerd answers.
         let rec = handler_engine.create(&image, &flags, &opts).map_err(|e| engine_status("CreateContainer", e))?;
+        d.events.publish(&rec.id, &sb.rec.id, Kind::ContainerCreatedEvent);
         Ok(v1::CreateContainerResponse { container_id: rec.id })
     })
     .await
@@ -401,6 +403,7 @@ pub async fn start(d: Arc<Daemon>, req: v1::StartContainerRequest) -> Result<v1:
         let c = find(&engine, &req.container_id)?;
         let e = d.engine_for(&c.meta.runtime_handler)?;
         e.start(&c.rec.id).map_err(|e| engine_status("StartContainer", e))?;
+        d.events.publish(&c.rec.id, &c.meta.sandbox_id, Kind::ContainerStartedEvent);
         Ok(v1::StartContainerResponse {})
     })
     .await
@@ -421,6 +424,7 @@ pub async fn stop(d: Arc<Daemon>, req: v1::StopContainerRequest) -> Result<v1::S
         let e = d.engine_for(&c.meta.runtime_handler)?;
         let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
         e.stop(&c.rec.id, timeout).map_err(|e| engine_status("StopContainer", e))?;
+        d.events.publish(&c.rec.id, &c.meta.sandbox_id, Kind::ContainerStoppedEvent);
         Ok(v1::StopContainerResponse {})
     })
     .await
@@ -438,6 +442,7 @@ pub async fn remove(d: Arc<Daemon>, req: v1::RemoveContainerRequest) -> Result<v
         };
         let e = d.engine_for(&c.meta.runtime_handler)?;
         e.remove(&c.rec.id, true).map_err(|e| engine_status("RemoveContainer", e))?;
+        d.events.publish(&c.rec.id, &c.meta.sandbox_id, Kind::ContainerDeletedEvent);
         Ok(v1::RemoveContainerResponse {})
     })
     .await
@@ -580,6 +585,22 @@ pub async fn stats(d: Arc<Daemon>, req: v1::ContainerStatsRequest) -> Result<v1:
         Ok(v1::ContainerStatsResponse { stats: Some(stats_of(&e, &c)?) })
     })
     .await
+}
+
+/// The stats of sandbox `sandbox_id`'s running containers (for its
+/// PodSandboxStats).
+pub fn running_stats(d: &Daemon, engine: &Engine, sandbox_id: &str) -> Result<Vec<v1::ContainerStats>, Status> {
+    let mut stats = Vec::new();
+    for c in
+        all(engine)?.into_iter().filter(|c| c.rec.status == EngineStatus::Running && c.meta.sandbox_id == sandbox_id)
+    {
+        let e = d.engine_for(&c.meta.runtime_handler).unwrap_or_else(|_| engine.clone());
+        match stats_of(&e, &c) {
+            Ok(s) => stats.push(s),
+            Err(err) => tracing::debug!(id = %c.rec.id, "PodSandboxStats: {}", err.message()),
+        }
+    }
+    Ok(stats)
 }
 
 /// ListContainerStats with its filters (ID prefix, sandbox, labels): the

@@ -6,11 +6,13 @@
 
 pub mod config;
 pub mod containers;
+pub mod events;
 pub mod image;
 pub mod pods;
 pub mod runtime;
 pub mod serve;
 pub mod socket;
+pub mod stats;
 pub mod stream;
 
 /// The answer to an RPC berthd does not serve yet.

@@ -26,6 +26,7 @@ use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::events::Kind;
 use crate::runtime::{Daemon, network_config_status};
 
 /// The record extension a sandbox's [`SandboxMeta`] is kept under.
@@ -284,6 +285,8 @@ fn run_blocking(
     }
     engine.start(&rec.id).map_err(|e| undo(engine_status("RunPodSandbox: start the infra container", e)))?;
     tracing::info!(id = %rec.id, pod = %meta.name, namespace = %meta.namespace, "pod sandbox ready");
+    d.events.publish(&rec.id, &rec.id, Kind::ContainerCreatedEvent);
+    d.events.publish(&rec.id, &rec.id, Kind::ContainerStartedEvent);
     Ok(v1::RunPodSandboxResponse { pod_sandbox_id: rec.id })
 }
 
@@ -358,8 +361,10 @@ fn stop_blocking(d: &Daemon, engine: &Engine, sb: &Sandbox) -> Result<(), Status
     let engine = &d.engine_for(&sb.meta.runtime_handler).unwrap_or_else(|_| engine.clone());
     for c in crate::containers::of_sandbox(engine, id)? {
         engine.stop(&c.id, Duration::ZERO).map_err(|e| engine_status("StopPodSandbox: stop a container", e))?;
+        d.events.publish(&c.id, id, Kind::ContainerStoppedEvent);
     }
     engine.stop(id, Duration::ZERO).map_err(|e| engine_status("StopPodSandbox: stop the infra container", e))?;
+    d.events.publish(id, id, Kind::ContainerStoppedEvent);
     engine.detach_pod_network(id).map_err(|e| engine_status("StopPodSandbox: CNI DEL", e))?;
     Ok(())
 }
@@ -378,11 +383,13 @@ pub async fn remove(d: Arc<Daemon>, req: v1::RemovePodSandboxRequest) -> Result<
         let engine = d.engine_for(&sb.meta.runtime_handler).unwrap_or(engine);
         for c in crate::containers::of_sandbox(&engine, &sb.rec.id)? {
             engine.remove(&c.id, true).map_err(|e| engine_status("RemovePodSandbox: remove a container", e))?;
+            d.events.publish(&c.id, &sb.rec.id, Kind::ContainerDeletedEvent);
         }
         engine
             .remove(&sb.rec.id, true)
             .map_err(|e| engine_status("RemovePodSandbox: remove the infra container", e))?;
         tracing::info!(id = %sb.rec.id, "pod sandbox removed");
+        d.events.publish(&sb.rec.id, &sb.rec.id, Kind::ContainerDeletedEvent);
         Ok(v1::RemovePodSandboxResponse {})
     })
     .await

@@ -1,8 +1,9 @@
 //! The CRI RuntimeService. Served now: `Version`, `Status`,
 //! `RuntimeConfig`, `UpdateRuntimeConfig`, pods ([`crate::pods`]) and
 //! containers ([`crate::containers`]) on the engine, and `Exec`, `Attach`
-//! and `PortForward` when a streaming server runs (see [`crate::stream`]);
-//! every other RPC answers UNIMPLEMENTED.
+//! and `PortForward` when a streaming server runs (see [`crate::stream`]),
+//! `GetContainerEvents` ([`crate::events`]), pod stats and metrics
+//! ([`crate::stats`]); `CheckpointContainer` is refused with its reason.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,6 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::config::{Config, ResolvedHandler};
-use crate::not_yet;
 use crate::stream::{Pending, StdioOpts, StreamError};
 
 /// The kubelet runtime API version berthd speaks (as containerd answers).
@@ -36,6 +36,8 @@ pub struct Daemon {
     /// The streaming server behind Exec, Attach and PortForward, once
     /// something can run behind it (see [`crate::stream::Streamer`]).
     pub stream: Option<crate::stream::Server>,
+    /// GetContainerEvents' hub (see [`crate::events`]).
+    pub events: crate::events::Events,
 }
 
 impl Daemon {
@@ -57,6 +59,7 @@ impl Daemon {
             state_dir,
             pod_cidr: Mutex::new(pod_cidr),
             stream: None,
+            events: crate::events::Events::default(),
         }
     }
 
@@ -223,14 +226,16 @@ impl RuntimeService {
 
 crate::cri_service! {
     impl v1::runtime_service_server::RuntimeService for RuntimeService {
-        type GetContainerEventsStream =
-            tokio_stream::Empty<Result<v1::ContainerEventResponse, Status>>;
+        type GetContainerEventsStream = std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>,
+        >;
 
         async fn get_container_events(
             &self,
             _req: Request<v1::GetEventsRequest>,
         ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-            Err(not_yet("GetContainerEvents"))
+            crate::events::spawn(&self.0);
+            Ok(Response::new(Box::pin(self.0.events.subscribe())))
         }
 
         async fn version(&self, _req: Request<v1::VersionRequest>) -> Result<Response<v1::VersionResponse>, Status> {
@@ -364,14 +369,24 @@ crate::cri_service! {
         async fn list_container_stats(&self, r: Request<v1::ListContainerStatsRequest>) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
             crate::containers::list_stats(self.0.clone(), r.into_inner()).await.map(Response::new)
         }
+        // Pod stats, metrics and checkpoint: crate::stats.
+        async fn pod_sandbox_stats(&self, r: Request<v1::PodSandboxStatsRequest>) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
+            crate::stats::pod_sandbox_stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_pod_sandbox_stats(&self, r: Request<v1::ListPodSandboxStatsRequest>) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
+            crate::stats::list_pod_sandbox_stats(self.0.clone(), r.into_inner()).await.map(Response::new)
+        }
+        async fn list_metric_descriptors(&self, _r: Request<v1::ListMetricDescriptorsRequest>) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
+            Ok(Response::new(crate::stats::metric_descriptors()))
+        }
+        async fn list_pod_sandbox_metrics(&self, _r: Request<v1::ListPodSandboxMetricsRequest>) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
+            crate::stats::list_pod_sandbox_metrics(self.0.clone()).await.map(Response::new)
+        }
+        async fn checkpoint_container(&self, r: Request<v1::CheckpointContainerRequest>) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
+            Err(crate::stats::checkpoint(r.get_ref()))
+        }
     }
-    not_yet {
-        "PodSandboxStats" pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        "ListPodSandboxStats" list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
-        "CheckpointContainer" checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-        "ListMetricDescriptors" list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        "ListPodSandboxMetrics" list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
-    }
+    not_yet {}
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub async fn serve(
     listener: tokio::net::UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    crate::events::spawn(&daemon);
     tonic::transport::Server::builder()
         .add_service(UnknownRpc(RuntimeServiceServer::new(RuntimeService(daemon.clone()))))
         .add_service(UnknownRpc(ImageServiceServer::new(ImageService::new(&daemon))))

@@ -1011,3 +1011,243 @@ fn logs_are_the_kubelets_format_exec_sync_reports_and_times_out_and_the_log_reop
         n.d.crictl_ok(&["rmp", "-f", &pod]);
     });
 }
+
+type Events = tonic::Streaming<v1::ContainerEventResponse>;
+
+fn subscribe(n: &mut Node) -> Events {
+    let mut c = n.client.clone();
+    n.rt.block_on(c.get_container_events(v1::GetEventsRequest {})).unwrap().into_inner()
+}
+
+/// The events of `s` until `done` holds for those received (30 s at most).
+fn events_until(
+    n: &Node,
+    s: &mut Events,
+    done: impl Fn(&[v1::ContainerEventResponse]) -> bool,
+) -> Vec<v1::ContainerEventResponse> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&got) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match n.rt.block_on(async { tokio::time::timeout(left, s.message()).await }) {
+            Ok(Ok(Some(e))) => got.push(e),
+            r => panic!("events ended or timed out ({r:?}); got {got:#?}\nberthd:\n{}", n.d.stderr()),
+        }
+    }
+    got
+}
+
+/// The kinds of `id`'s events, in order.
+fn kinds_of(events: &[v1::ContainerEventResponse], id: &str) -> Vec<v1::ContainerEventType> {
+    events
+        .iter()
+        .filter(|e| e.container_id == id)
+        .map(|e| v1::ContainerEventType::try_from(e.container_event_type).unwrap())
+        .collect()
+}
+
+/// eth0's (rx, tx) bytes in the pod's stats.
+fn eth0_bytes(s: &v1::PodSandboxStats) -> (u64, u64) {
+    let net = s.linux.as_ref().and_then(|l| l.network.as_ref()).expect("network stats");
+    let eth0 = net.default_interface.as_ref().expect("a default interface");
+    assert_eq!(eth0.name, "eth0");
+    (eth0.rx_bytes.as_ref().unwrap().value, eth0.tx_bytes.as_ref().unwrap().value)
+}
+
+#[test]
+fn container_events_reach_every_subscriber_in_order_and_pod_stats_count_traffic_and_checkpoint_is_refused() {
+    use v1::ContainerEventType as K;
+    in_test_host(|| {
+        let mut n = Node::start(9);
+        n.pull_busybox();
+        let mut subs = [subscribe(&mut n), subscribe(&mut n)];
+        let config = n.pod_config("events", &[]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        let sleeper = n.container(&pod, &config, "sleeper", "sleep 1000", |_| {}).unwrap();
+        // Ends on its own: its STOPPED comes from berthd noticing.
+        let quitter = n.container(&pod, &config, "quitter", "exit 0", |_| {}).unwrap();
+
+        // Stats: memory in use, traffic counted on eth0.
+        let mut c = n.client.clone();
+        let stats = |n: &Node, c: &mut v1::runtime_service_client::RuntimeServiceClient<_>| {
+            let req = v1::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() };
+            n.rt.block_on(c.pod_sandbox_stats(req))
+                .unwrap_or_else(|e| panic!("PodSandboxStats: {e}"))
+                .into_inner()
+                .stats
+                .unwrap()
+        };
+        let before = stats(&n, &mut c);
+        assert_eq!(before.attributes.as_ref().unwrap().id, pod);
+        let linux = before.linux.as_ref().unwrap();
+        assert!(linux.memory.as_ref().unwrap().working_set_bytes.as_ref().unwrap().value > 0, "{linux:?}");
+        assert!(linux.process.as_ref().unwrap().process_count.as_ref().unwrap().value >= 2, "{linux:?}");
+        assert!(linux.containers.iter().any(|c| c.attributes.as_ref().unwrap().id == sleeper), "{linux:?}");
+        let (rx0, tx0) = eth0_bytes(&before);
+        let ping = v1::ExecSyncRequest {
+            container_id: sleeper.clone(),
+            cmd: vec!["ping".into(), "-c".into(), "3".into(), "-W".into(), "1".into(), "10.99.9.1".into()],
+            timeout: 20,
+        };
+        let out = n.rt.block_on(c.exec_sync(ping)).unwrap().into_inner();
+        assert_eq!(out.exit_code, 0, "ping the gateway: {}", String::from_utf8_lossy(&out.stderr));
+        let (rx1, tx1) = eth0_bytes(&stats(&n, &mut c));
+        assert!(rx1 > rx0 && tx1 > tx0, "eth0 did not count the ping: rx {rx0}->{rx1}, tx {tx0}->{tx1}");
+        let by = |app: &str| {
+            let f = v1::PodSandboxStatsFilter {
+                label_selector: HashMap::from([("app".to_owned(), app.to_owned())]),
+                ..Default::default()
+            };
+            let req = v1::ListPodSandboxStatsRequest { filter: Some(f) };
+            n.rt.block_on(c.clone().list_pod_sandbox_stats(req)).unwrap().into_inner().stats
+        };
+        assert_eq!(by("events").len(), 1);
+        assert!(by("other").is_empty());
+        let metrics =
+            n.rt.block_on(c.list_pod_sandbox_metrics(v1::ListPodSandboxMetricsRequest {})).unwrap().into_inner();
+        let pm = metrics.pod_metrics.iter().find(|m| m.pod_sandbox_id == pod).expect("the pod's metrics");
+        let rx_metric = pm.metrics.iter().find(|m| m.name == "container_network_receive_bytes_total").unwrap();
+        assert_eq!(rx_metric.label_values, ["eth0"]);
+        assert!(rx_metric.value.as_ref().unwrap().value >= rx1);
+        let descriptors = n.rt.block_on(c.list_metric_descriptors(v1::ListMetricDescriptorsRequest {})).unwrap();
+        assert!(descriptors.into_inner().descriptors.iter().any(|d| d.name == "container_memory_working_set_bytes"));
+
+        // Checkpoint: refused, saying why.
+        let req = v1::CheckpointContainerRequest { container_id: sleeper.clone(), ..Default::default() };
+        let e = n.rt.block_on(c.checkpoint_container(req)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+        assert!(e.message().contains("CRIU is not installed"), "{}", e.message());
+
+        n.rt.block_on(c.stop_container(v1::StopContainerRequest { container_id: sleeper.clone(), timeout: 0 }))
+            .unwrap();
+        n.rt.block_on(c.remove_container(v1::RemoveContainerRequest { container_id: sleeper.clone() })).unwrap();
+        for s in &mut subs {
+            let got = events_until(&n, s, |got| {
+                kinds_of(got, &sleeper).contains(&K::ContainerDeletedEvent)
+                    && kinds_of(got, &quitter).contains(&K::ContainerStoppedEvent)
+            });
+            assert_eq!(kinds_of(&got, &pod), [K::ContainerCreatedEvent, K::ContainerStartedEvent], "{got:#?}");
+            let life = [K::ContainerCreatedEvent, K::ContainerStartedEvent, K::ContainerStoppedEvent];
+            assert_eq!(kinds_of(&got, &quitter), life, "{got:#?}");
+            let mut all = life.to_vec();
+            all.push(K::ContainerDeletedEvent);
+            assert_eq!(kinds_of(&got, &sleeper), all, "{got:#?}");
+            for e in &got {
+                assert!(e.created_at > 0, "{e:?}");
+                let ps = e.pod_sandbox_status.as_ref().unwrap_or_else(|| panic!("no pod status: {e:?}"));
+                assert_eq!(ps.id, pod);
+            }
+            let stopped = got
+                .iter()
+                .find(|e| e.container_id == quitter && e.container_event_type == K::ContainerStoppedEvent as i32)
+                .unwrap();
+            let st = stopped.containers_statuses.iter().find(|s| s.id == quitter).expect("the quitter's status");
+            assert_eq!(st.state, v1::ContainerState::ContainerExited as i32);
+        }
+        n.remove_pod(&pod).unwrap();
+        for s in &mut subs {
+            let got = events_until(&n, s, |got| kinds_of(got, &pod).contains(&K::ContainerDeletedEvent));
+            assert_eq!(kinds_of(&got, &pod), [K::ContainerStoppedEvent, K::ContainerDeletedEvent], "{got:#?}");
+            assert_eq!(kinds_of(&got, &quitter), [K::ContainerDeletedEvent], "{got:#?}");
+        }
+    });
+}
+
+#[test]
+fn twenty_pods_run_at_once_with_distinct_ips_and_leave_nothing_behind() {
+    in_test_host(|| {
+        let mut n = Node::start(10);
+        n.pull_busybox();
+        let configs: Vec<v1::PodSandboxConfig> = (0..20).map(|i| n.pod_config(&format!("many{i}"), &[])).collect();
+        let shared = n.shared.path().to_string_lossy().into_owned();
+        let tasks: Vec<_> = configs
+            .iter()
+            .map(|config| {
+                let mut c = n.client.clone();
+                let config = config.clone();
+                let shared = shared.clone();
+                n.rt.spawn(async move {
+                    let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() };
+                    let pod = c.run_pod_sandbox(req).await?.into_inner().pod_sandbox_id;
+                    let cc = v1::ContainerConfig {
+                        metadata: Some(v1::ContainerMetadata { name: "main".into(), attempt: 0 }),
+                        image: Some(v1::ImageSpec { image: BUSYBOX.into(), ..Default::default() }),
+                        command: vec!["sh".into(), "-c".into(), "sleep 1000".into()],
+                        mounts: vec![v1::Mount {
+                            container_path: "/shared".into(),
+                            host_path: shared,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    let req = v1::CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(cc),
+                        sandbox_config: Some(config),
+                    };
+                    let ctr = c.create_container(req).await?.into_inner().container_id;
+                    c.start_container(v1::StartContainerRequest { container_id: ctr.clone() }).await?;
+                    Ok::<_, tonic::Status>((pod, ctr))
+                })
+            })
+            .collect();
+        let started: Vec<(String, String)> =
+            n.rt.block_on(async {
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap());
+                }
+                out
+            })
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("20 pods at once: {e}\nberthd:\n{}", n.d.stderr()));
+
+        let mut ips = std::collections::BTreeSet::new();
+        let mut netns = Vec::new();
+        let mut pids = Vec::new();
+        for (pod, ctr) in &started {
+            let (st, info) = n.pod_status(pod);
+            assert_eq!(st.state, v1::PodSandboxState::SandboxReady as i32);
+            ips.insert(st.network.unwrap().ip);
+            let info = info_json(&info);
+            netns.push(PathBuf::from(info["netNamespacePath"].as_str().unwrap()));
+            pids.push(info["pid"].as_i64().unwrap() as i32);
+            let mut c = n.client.clone();
+            let r = n
+                .rt
+                .block_on(c.container_status(v1::ContainerStatusRequest { container_id: ctr.clone(), verbose: true }));
+            let r = r.unwrap().into_inner();
+            assert_eq!(r.status.unwrap().state, v1::ContainerState::ContainerRunning as i32, "{ctr}");
+            pids.push(info_json(&r.info)["pid"].as_i64().unwrap() as i32);
+        }
+        assert_eq!(ips.len(), 20, "each pod has its own IP: {ips:?}");
+        assert_eq!(n.leases().len(), 20);
+
+        let tasks: Vec<_> = started
+            .iter()
+            .map(|(pod, _)| {
+                let mut c = n.client.clone();
+                let pod = pod.clone();
+                n.rt.spawn(async move {
+                    c.stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await?;
+                    c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+                    Ok::<_, tonic::Status>(())
+                })
+            })
+            .collect();
+        n.rt.block_on(async {
+            for t in tasks {
+                t.await.unwrap().unwrap_or_else(|e| panic!("stop and remove at once: {e}"));
+            }
+        });
+        assert!(n.pods(None).is_empty() && n.containers(None).is_empty(), "removed whole");
+        let mut left = Vec::new();
+        for (i, (pod, _)) in started.iter().enumerate() {
+            left.extend(leftovers(&n, pod, &netns[i], &pids));
+        }
+        left.sort();
+        left.dedup();
+        assert!(left.is_empty(), "left behind by 20 pods: {left:#?}");
+    });
+}
