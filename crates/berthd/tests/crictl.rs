@@ -81,12 +81,10 @@ fn update_runtime_config_keeps_the_pod_cidr_and_refuses_a_bad_one() {
 }
 
 #[test]
-fn rpcs_not_served_yet_are_unimplemented_and_say_so() {
+fn every_runtime_v1_rpc_is_served_metric_descriptors_included() {
     let d = Berthd::start("");
-    let out = d.crictl(&["metricdescs"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("code = Unimplemented desc = ListMetricDescriptors: not yet implemented in berthd"), "{err}");
+    let out = d.crictl_ok(&["metricdescs"]);
+    assert!(out.contains("container_memory_working_set_bytes"), "{out}");
 }
 
 #[test]
