@@ -4,6 +4,7 @@
 //! iptables rules the plugins make live there and vanish with it, and the
 //! machine's own network is never touched.
 
+use berth_testkit::in_test_host;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -12,7 +13,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_engine::network::{Attachment, NetNs, NetworkError, Networks, PortMapping};
-use berth_testkit::require_root;
 
 /// Whether the CNI plugins are installed (scripts/setup.sh installs them;
 /// the cgroup v2 guest has none, and networking is not what it tests).
@@ -25,18 +25,6 @@ fn have_plugins() -> bool {
         );
     }
     found
-}
-
-/// Runs `body` on a fresh thread in a fresh network namespace (lo up).
-fn in_test_host<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
-    require_root();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace for the test");
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// The test's networks and containers; detaches and unpins everything

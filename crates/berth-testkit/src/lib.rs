@@ -37,6 +37,22 @@ pub fn require_root() {
     assert_eq!(euid, 0, "berth's integration tests need root (namespaces, mounts, cgroups); run them as root");
 }
 
+/// Runs `body` on a fresh thread in a fresh network namespace that plays
+/// the host (lo up): the bridges, veths, iptables rules and netns berth
+/// makes live there and vanish with it; everything `body` spawns inherits
+/// it. A panic in `body` is the caller's.
+pub fn in_test_host<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> T {
+    require_root();
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace for the test");
+        let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(up.as_ref().is_ok_and(|s| s.success()), "ip link set lo up: {up:?}");
+        body()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// A container id no other test (or test run) uses.
 pub fn unique_id(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -2,6 +2,7 @@
 //! cp, port, rename, container prune, system df/prune, info, version, on
 //! real containers under berth-shim and berth-runtime.
 
+use berth_testkit::in_test_host;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -398,17 +399,4 @@ fn top_stats_and_cp_work_under_runc_and_crun() {
         }
     }
     assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
-}
-
-/// Runs `body` on a thread in a fresh network namespace that plays the
-/// host (lo up): what berth's bridge networking makes there vanishes with it.
-fn in_test_host(body: impl FnOnce() + Send + 'static) {
-    require_root();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }

@@ -4,6 +4,7 @@
 //! test plays the host in a network namespace of its own, so bridges and
 //! iptables rules vanish with it.
 
+use berth_testkit::in_test_host;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,19 +12,6 @@ mod common;
 
 use berth_testkit::require_root;
 use common::{Berth, leftovers};
-
-/// Runs `body` on a thread in a fresh network namespace that plays the
-/// host (lo up); everything it spawns inherits it.
-fn in_test_host(body: impl FnOnce() + Send + 'static) {
-    require_root();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

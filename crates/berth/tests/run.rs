@@ -1,13 +1,13 @@
 //! `berth` end to end: an image pushed to a real registry (started by the
 //! test), pulled, and run under berth-shim and berth-runtime, daemonless.
 
+use berth_testkit::in_test_host;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use berth_testkit::require_root;
 use common::{Berth, leftovers};
 use serde_json::json;
 
@@ -176,20 +176,6 @@ fn exec_runs_in_the_container_with_its_flags_and_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not running"), "{out:?}");
     b.ok(&["rm", "box"]);
-}
-
-/// Runs `body` on a thread in a fresh network namespace that plays the
-/// host (lo up): the bridges, veths and iptables rules berth makes live
-/// there and vanish with it. Everything `body` spawns inherits it.
-fn in_test_host(body: impl FnOnce() + Send + 'static) {
-    require_root();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 fn http_get(addr: &str) -> std::io::Result<String> {

@@ -14,6 +14,7 @@
 //! host-local IPAM with its own dataDir, portmap) and its own berthd; the
 //! [`Node`] guard removes every pod when the test ends, failed or not.
 
+use berth_testkit::in_test_host;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,23 +22,10 @@ use std::time::{Duration, Instant};
 
 use berth_cri_api::v1;
 use berth_testkit::cri::{Berthd, StandIns};
-use berth_testkit::{require_root, workspace_bin};
+use berth_testkit::workspace_bin;
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const PAUSE: &str = "registry.k8s.io/pause:3.10";
-
-/// Runs `body` on a thread in a fresh network namespace that plays the
-/// host (lo up); everything it spawns inherits it.
-fn in_test_host(body: impl FnOnce() + Send + 'static) {
-    require_root();
-    std::thread::spawn(move || {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare a network namespace");
-        assert!(Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
-        body()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
 
 /// A node: the stand-in registry, a CNI conf dir and a berthd, with a CRI
 /// client. Dropped, it removes every pod berthd has (then berthd and its
