@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use berth_testkit::require_root;
 use common::{Berth, leftovers};
 
 fn free_port() -> u16 {
