@@ -4,12 +4,10 @@
 
 use berth_testkit::in_test_host;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use berth_testkit::require_root;
 use common::{Berth, leftovers};
 
 /// What ops tests add to the shared harness.
