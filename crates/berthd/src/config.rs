@@ -6,7 +6,7 @@
 //! default_runtime = "berth"                     # the handler for RuntimeClass ""
 //! [runtimes.runc]                               # RuntimeClass handler "runc"
 //!   path = "/usr/sbin/runc"
-//!   root = "/run/berth/runc"                    # its --root (default: RUNROOT/runtimes/NAME)
+//!   # root = ...                                # not honoured yet: every runtime's --root is RUNROOT/runtime
 //! [cni]
 //!   conf_dir = "/etc/cni/net.d"
 //!   bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
@@ -89,7 +89,8 @@ pub struct RuntimeHandler {
     /// The binary. Default (the "berth" handler only): berth-runtime next
     /// to berthd, or `--runtime`.
     pub path: Option<PathBuf>,
-    /// Its state directory (`--root`). Default: RUNROOT/runtimes/NAME.
+    /// Its state directory (`--root`). Not honoured yet (a warning says
+    /// so): every runtime's is RUNROOT/runtime, the engine's.
     pub root: Option<PathBuf>,
 }
 
@@ -281,7 +282,15 @@ pub fn resolve_handlers(
             }
         };
         check_executable(name, &path)?;
-        let root = h.root.clone().unwrap_or_else(|| runroot.join("runtimes").join(name));
+        // Every runtime keeps its state under the engine's one runtime
+        // root (state directories are per container ID, so runtimes never
+        // meet there): the engine's stop/kill/exec/stats reach a container
+        // through the root its record's runtime used.
+        let root = runroot.join("runtime");
+        if let Some(asked) = h.root.as_ref().filter(|r| **r != root) {
+            tracing::warn!(handler = %name, asked = %asked.display(), used = %root.display(),
+                "runtimes.{name}.root is not honoured yet: every runtime keeps its state under RUNROOT/runtime");
+        }
         out.push(ResolvedHandler { name: name.clone(), path, root });
     }
     Ok(out)
@@ -392,7 +401,7 @@ config_path = "/etc/berth/certs.d"
     }
 
     #[test]
-    fn handlers_resolve_to_executables_with_their_own_roots() {
+    fn handlers_resolve_to_executables_and_the_engines_runtime_root() {
         let c =
             load_str("[runtimes.sh]\npath = \"/bin/sh\"\n[runtimes.missing]\npath = \"/nonexistent/runc\"").unwrap();
         let err = resolve_handlers(&c, Path::new("/run/b"), Some(Path::new("/bin/sh"))).unwrap_err().to_string();
@@ -403,8 +412,8 @@ config_path = "/etc/berth/certs.d"
         assert_eq!(
             got,
             [
-                ("berth", Path::new("/bin/true"), Path::new("/run/b/runtimes/berth")),
-                ("sh", Path::new("/bin/sh"), Path::new("/run/b/runtimes/sh"))
+                ("berth", Path::new("/bin/true"), Path::new("/run/b/runtime")),
+                ("sh", Path::new("/bin/sh"), Path::new("/run/b/runtime"))
             ]
         );
     }
