@@ -45,6 +45,7 @@ impl Engine {
             restart_count: 0,
             pid: Some(st.init.pid),
             last: true,
+            oom_killed: false,
         })
     }
 
