@@ -44,3 +44,25 @@ fn sigkill_from_outside_is_not_an_oom_kill() {
     assert_eq!((s["ExitCode"].as_i64(), s["OOMKilled"].as_bool()), (Some(137), Some(false)), "{s}");
     b.ok(&["rm", "sleeper"]);
 }
+
+/// The shim reads the cgroup the bundle names, whichever runtime made it.
+#[test]
+fn an_oom_kill_under_runc_is_seen_too() {
+    let b = Berth::new();
+    let runc = std::path::Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        eprintln!("skipped: no runc at {}", runc.display());
+        return;
+    }
+    let run = |args: &[&str]| {
+        let mut c = b.command_with_runtime(runc);
+        c.args(args);
+        berth_testkit::output_via_files(&mut c)
+    };
+    let out = run(&["run", "--name", "filler", "--network", "none", "-m", "8m", &b.image, "sh", "-c", FILL_ONCE]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    let inspect = run(&["inspect", "filler"]);
+    let s = serde_json::from_slice::<serde_json::Value>(&inspect.stdout).unwrap()[0]["State"].clone();
+    assert_eq!((s["ExitCode"].as_i64(), s["OOMKilled"].as_bool()), (Some(137), Some(true)), "{s}");
+    assert!(run(&["rm", "filler"]).status.success());
+}
