@@ -5,6 +5,10 @@
 //! - v1: an eventfd registered on memory.oom_control through
 //!   cgroup.event_control; the kernel bumps its counter on every OOM.
 //! - v2: inotify on memory.events; the `oom_kill` count in it goes up.
+//!
+//! [`kill_count`] reads the same counter once, for a caller that only
+//! needs to know afterwards whether a run saw an OOM kill (the shim, just
+//! before the runtime's `delete` takes the cgroup away).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -76,6 +80,20 @@ impl OomWatcher {
     }
 }
 
+/// How many processes of the cgroup the kernel's OOM killer has killed
+/// (v1: memory.oom_control's `oom_kill`, kernel 4.13+; v2: memory.events'
+/// `oom_kill`, which counts sub-cgroups too). None when the cgroup has no
+/// memory controller or is gone.
+pub fn kill_count(cg: &Cgroup) -> Option<u64> {
+    let (dir, file) = match cg.target("memory") {
+        Target::V1(d) => (d, "memory.oom_control"),
+        Target::V2(d) => (d, "memory.events"),
+        Target::Missing => return None,
+    };
+    let text = fs::read_opt(dir, file).ok().flatten()?;
+    Some(text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(fs::parse_u64).unwrap_or(0))
+}
+
 fn v1(dir: &Path) -> Result<OomWatcher> {
     let efd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
         .map_err(|e| io_err("eventfd for", dir)(e.into()))?;
@@ -96,4 +114,39 @@ fn v2(dir: &Path) -> Result<OomWatcher> {
 
 fn oom_kills(dir: &Path) -> u64 {
     fs::read_keyed(dir, "memory.events").get("oom_kill").copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cgroup(key: &str, dir: &Path) -> Cgroup {
+        Cgroup { dirs: [(key.to_string(), dir.to_path_buf())].into() }
+    }
+
+    #[test]
+    fn kill_count_reads_v1_oom_control_and_v2_memory_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v1 = tmp.path().join("memory");
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::write(v1.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
+        assert_eq!(kill_count(&cgroup("memory", &v1)), Some(3));
+
+        let v2 = tmp.path().join("unified");
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(v2.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        std::fs::write(v2.join("memory.events"), "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\noom_group_kill 0\n")
+            .unwrap();
+        assert_eq!(kill_count(&cgroup(crate::UNIFIED, &v2)), Some(1));
+    }
+
+    #[test]
+    fn kill_count_is_none_without_a_memory_cgroup_and_zero_on_old_kernels() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(kill_count(&cgroup("memory", &tmp.path().join("gone"))), None);
+        assert_eq!(kill_count(&cgroup("pids", tmp.path())), None);
+        // Before 4.13, v1 has no oom_kill line.
+        std::fs::write(tmp.path().join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n").unwrap();
+        assert_eq!(kill_count(&cgroup("memory", tmp.path())), Some(0));
+    }
 }

@@ -531,6 +531,7 @@ impl Engine {
             // The shim's time, the one its state.json keeps for `refresh`.
             r.started_at = Some(started.started_at.clone());
             r.exit_code = None;
+            r.oom_killed = false;
         })?;
         Ok((rec, watch))
     }
@@ -901,6 +902,7 @@ fn set_exited(r: &mut ContainerRecord, e: berth_shim::client::Exit) {
     r.exit_code = Some(e.code);
     r.finished_at = Some(e.exited_at);
     r.restart_count = e.restart_count;
+    r.oom_killed = e.oom_killed;
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ impl Engine {
             restart_count: 0,
             pid: Some(st.init.pid),
             last: true,
+            oom_killed: false,
         })
     }
 
@@ -81,6 +82,7 @@ impl Engine {
         r.status = Status::Exited;
         r.exit_code = Some(LOST_EXIT_CODE);
         r.finished_at = Some(berth_proc::time::now());
+        r.oom_killed = false;
         let Some((_lock, now)) = self.try_lock_record(&r.id) else { return };
         // A `start` may have come in between: only what was seen is changed.
         let same =
@@ -94,6 +96,7 @@ impl Engine {
             x.status = Status::Exited;
             x.exit_code = r.exit_code;
             x.finished_at = r.finished_at.clone();
+            x.oom_killed = false;
         });
     }
 
@@ -151,6 +154,7 @@ impl Engine {
             r.started_at = now.started_at.clone();
             r.finished_at = now.finished_at.clone();
             r.restart_count = now.restart_count;
+            r.oom_killed = now.oom_killed;
         });
     }
 }

@@ -314,6 +314,7 @@ impl Engine {
                 "Running": running,
                 "Paused": rec.status == Status::Paused,
                 "Restarting": rec.status == Status::Restarting,
+                "OOMKilled": rec.oom_killed,
                 "Dead": rec.status == Status::Dead,
                 "Pid": if running { rec.pid.unwrap_or(0) } else { 0 },
                 "ExitCode": rec.exit_code.unwrap_or(0),

@@ -72,6 +72,11 @@ pub struct ContainerRecord {
     pub bundle: PathBuf,
     #[serde(default)]
     pub restart_count: u32,
+    /// The last run ended with an OOM kill in its cgroup (the shim saw
+    /// it): docker's State.OOMKilled, the CRI's reason OOMKilled. A start
+    /// clears it.
+    #[serde(default)]
+    pub oom_killed: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// What the container was made with beyond its image and labels.
@@ -163,6 +168,7 @@ impl ContainerRecord {
             finished_at: None,
             bundle,
             restart_count: 0,
+            oom_killed: false,
             labels: BTreeMap::new(),
             config: ContainerConfig::default(),
             namespace: String::new(),

@@ -138,6 +138,9 @@ pub struct Exit {
     pub pid: Option<i32>,
     /// No restart follows: the shim is done with the container.
     pub last: bool,
+    /// The kernel's OOM killer killed a process of the container's cgroup
+    /// during the run that ended (false in files of shims that predate it).
+    pub oom_killed: bool,
 }
 
 pub fn exit_status(state_dir: &Path) -> Option<Exit> {
@@ -148,6 +151,7 @@ pub fn exit_status(state_dir: &Path) -> Option<Exit> {
         restart_count: v["restartCount"].as_u64().unwrap_or(0) as u32,
         pid: v["pid"].as_i64().map(|p| p as i32),
         last: v["last"].as_bool().unwrap_or(false),
+        oom_killed: v["oomKilled"].as_bool().unwrap_or(false),
     })
 }
 

@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod crilog;
 pub mod logfile;
+mod oom;
 pub mod protocol;
 /// A process by pid and start time (berth-proc, shared with the runtime).
 pub use berth_proc as process;

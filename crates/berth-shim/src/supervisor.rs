@@ -26,6 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::config::Config;
 use crate::logfile::{Log, Stream};
+use crate::oom::OomCounter;
 use crate::process::ProcessId;
 use crate::{ShimError, protocol, time};
 
@@ -100,7 +101,10 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
     let me = ProcessId::current();
     let mut clients: Vec<Client> = Vec::new();
     let mut restarts = 0u32;
+    let oom = OomCounter::of_bundle(&cfg.bundle);
     loop {
+        // Before the create: an OOM kill right after the start still counts.
+        let oom_before = oom.kills();
         let (pid, mut io) = match start_container(cfg) {
             Ok(started) => started,
             Err(failure) => {
@@ -109,7 +113,15 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
                     return Err(failure.into());
                 }
                 // A restart that failed: the container stays exited.
-                write_exit(cfg, &Ended { code: 127, restarts, pid: None, last: true, error: Some(&failure.message) });
+                let ended = Ended {
+                    code: 127,
+                    restarts,
+                    pid: None,
+                    last: true,
+                    error: Some(&failure.message),
+                    oom_killed: false,
+                };
+                write_exit(cfg, &ended);
                 finish(cfg, sync.as_mut(), 127);
                 return Err(failure.into());
             }
@@ -130,13 +142,15 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         }
         let stopped = cfg.state_dir.join("stopped").exists();
         let again = cfg.restart.again(code, restarts, stopped);
+        // Read while the cgroup is still there: `delete` removes it.
+        let oom_killed = oom.kills() > oom_before;
         // The runtime forgets the container before its exit is recorded:
         // whoever sees the exit (`stop`, then `start` at once) may create
         // it again, and must never meet this shim's late `delete`.
         if !cfg.no_delete {
             let _ = runtime(cfg).delete(&cfg.id, true);
         }
-        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None });
+        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None, oom_killed });
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !again {
@@ -697,6 +711,9 @@ struct Ended<'a> {
     /// No restart follows.
     last: bool,
     error: Option<&'a str>,
+    /// The kernel's OOM killer killed a process of the container's cgroup
+    /// during this run (docker's State.OOMKilled, the CRI's OOMKilled).
+    oom_killed: bool,
 }
 
 /// exit.json, written whole (temp file + rename) for the engine to read.
@@ -713,6 +730,10 @@ fn write_exit(cfg: &Config, e: &Ended) {
     }
     if let Some(err) = e.error {
         text.push_str(&format!(",\"error\":{}", json_string(err)));
+    }
+    // Only when true: an engine that predates the field reads the same file.
+    if e.oom_killed {
+        text.push_str(",\"oomKilled\":true");
     }
     text.push_str("}\n");
     write_whole(cfg, "exit.json", &text);

@@ -572,3 +572,35 @@ fn after_a_rename_and_a_reopen_new_lines_go_to_a_new_file() {
     assert_eq!(n(old.last().unwrap()) + 1, n(&new[0]), "no line lost or doubled between the files");
     assert!(old.windows(2).all(|w| n(&w[0]) + 1 == n(&w[1])));
 }
+
+/// A shim's container in a cgroup of `parent` with an 8 MB memory limit.
+fn limited(parent: &berth_testkit::cgroup::CgroupParent, args: &[&str]) -> Boxed {
+    let mut b = Boxed::new(berth(), args);
+    let path = format!("{}/{}", parent.path(), b.cfg.id);
+    b.bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = path.into();
+        c["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 8 << 20 });
+    });
+    b.bundle.write();
+    b
+}
+
+#[test]
+fn an_oom_kill_in_the_containers_cgroup_is_recorded_and_a_sigkill_is_not() {
+    let parent = berth_testkit::cgroup::CgroupParent::new("shim-oom");
+    // busybox tail keeps the last "line" of /dev/zero, which never ends.
+    let mut filler = limited(&parent, &["/bin/sh", "-c", "tail /dev/zero"]);
+    filler.start().unwrap();
+    let exit = filler.wait_exit();
+    assert_eq!((exit.code, exit.oom_killed), (137, true), "{exit:?}");
+    let text = std::fs::read_to_string(filler.cfg.state_dir.join("exit.json")).unwrap();
+    assert!(text.contains("\"oomKilled\":true"), "{text}");
+
+    let mut sleeper = limited(&parent, &["sleep", "300"]);
+    let s = sleeper.start().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let exit = sleeper.wait_exit();
+    assert_eq!((exit.code, exit.oom_killed), (137, false), "{exit:?}");
+    let text = std::fs::read_to_string(sleeper.cfg.state_dir.join("exit.json")).unwrap();
+    assert!(!text.contains("oomKilled"), "only written when true: {text}");
+}

@@ -492,8 +492,10 @@ pub async fn status(d: Arc<Daemon>, req: v1::ContainerStatusRequest) -> Result<v
         let c = find(&engine, &req.container_id)?;
         let exited = c.rec.status == EngineStatus::Exited;
         let exit_code = if exited { c.rec.exit_code.unwrap_or(-1) } else { 0 };
+        // containerd's reasons; an OOM kill first, whatever the code.
         let reason = match (exited, exit_code) {
             (false, _) => "",
+            (true, _) if c.rec.oom_killed => "OOMKilled",
             (true, 0) => "Completed",
             (true, _) => "Error",
         };
