@@ -312,6 +312,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Frames go out as several small writes (a SETTINGS, then a
+        // SYN_REPLY; data, FINs, the status): with Nagle each waits for the
+        // client's delayed ACK (tens of ms per round trip). Go's clients and
+        // servers set TCP_NODELAY too.
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!("streaming server: TCP_NODELAY: {e}");
+        }
         let shared = shared.clone();
         tokio::spawn(async move {
             let res = match &shared.tls {
