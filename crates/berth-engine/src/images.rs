@@ -538,11 +538,7 @@ impl Images {
     pub fn detail(&self, key: &str) -> Result<Option<ImageDetail>, Error> {
         let store = self.store()?;
         let s = store.meta.read_all()?;
-        let id = match berth_image::images::find(&s, key) {
-            Ok(id) => id,
-            Err(berth_image::Error::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
+        let Some(id) = find_image(&s, key)? else { return Ok(None) };
         s.image(&id).map(|img| detail_of(&store, &s, img)).transpose()
     }
 
@@ -553,11 +549,7 @@ impl Images {
     pub fn remove_with_all_names(&self, key: &str) -> Result<Option<Vec<Removed>>, Error> {
         let store = self.store()?;
         let s = store.meta.read_all()?;
-        let id = match berth_image::images::find(&s, key) {
-            Ok(id) => id,
-            Err(berth_image::Error::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
+        let Some(id) = find_image(&s, key)? else { return Ok(None) };
         // Unused: forced, so that several repositories naming it are no
         // reason to keep it. Used: not forced, so rmi refuses (and names
         // the container). A container that takes its hold between this
@@ -586,6 +578,15 @@ impl Images {
         let mut containers = FsUsage { path: root.join("containers"), ..FsUsage::default() };
         du(&root.join("containers"), &mut containers, &mut seen);
         Ok(StoreUsage { images, containers })
+    }
+}
+
+/// The image `key` names in `s`; None when there is none.
+fn find_image(s: &berth_image::store::meta::Snapshot, key: &str) -> Result<Option<berth_image::Digest>, Error> {
+    match berth_image::images::find(s, key) {
+        Ok(id) => Ok(Some(id)),
+        Err(berth_image::Error::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
