@@ -58,7 +58,8 @@ fn created_container_waits_for_start_then_runs() {
     rt.ok(&["start", &id]);
     assert_eq!(rt.state(&id)["status"], "running");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !out.exists() && Instant::now() < deadline {
+    // The shell creates the file before it writes to it: wait for the line.
+    while std::fs::read_to_string(&out).map_or(true, |t| !t.ends_with('\n')) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "started\n");
