@@ -12,7 +12,8 @@
 # Environment: BERTH_SHARED_DIR (default: the shared/ beside the repository),
 # CRITEST, CRICTL (default: $BERTH_SHARED_DIR/tools/…), RESULTS (default:
 # ./critest-results: critest.log, junit.xml, berthd.log), KEEP=1 keeps the
-# run directory, SUBNET (default 10.99.0.0/16) for the CNI config written
+# run directory, SUBNET (default 10.N.0.0/16, N from the script's PID, so
+# two runs side by side get their own bridge and subnet) for the CNI config written
 # for berthd. Needs root. CI runs it (.ci/run) with the skips README lists.
 set -euo pipefail
 
@@ -42,7 +43,8 @@ SHARED=${BERTH_SHARED_DIR:-$(find_shared)} || { echo "critest.sh: no shared/ fou
 CRITEST=${CRITEST:-$SHARED/tools/critest}
 CRICTL=${CRICTL:-$SHARED/tools/crictl}
 RESULTS=${RESULTS:-$PWD/critest-results}
-SUBNET=${SUBNET:-10.99.0.0/16}
+SUBNET=${SUBNET:-10.$((100 + $$ % 150)).0.0/16}
+bridge=bcrit$(($$ % 100000))
 mkdir -p "$RESULTS"
 
 (cd "$repo" && cargo build -q -p berthd -p berth-runtime -p berth-shim)
@@ -62,7 +64,7 @@ cleanup() {
 	[ -n "$berthd_pid" ] && kill -TERM "$berthd_pid" 2>/dev/null && wait "$berthd_pid" 2>/dev/null || true
 	# Mounts berthd left under the run directory (none when all went well).
 	{ grep -F " $run/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m"; done
-	ip link del bcrit0 2>/dev/null || true
+	ip link del "$bridge" 2>/dev/null || true
 	[ -n "$reg_pid" ] && kill -TERM "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null || true
 	[ -f "$run/berthd.log" ] && cp "$run/berthd.log" "$RESULTS/berthd.log"
 	# Cgroups berthd may have made for pods: only under our own parent.
@@ -116,7 +118,7 @@ done
 mkdir -p "$run/net.d"
 cat >"$run/net.d/10-berth-critest.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "berth-critest", "plugins": [
-  {"type": "bridge", "bridge": "bcrit0", "isGateway": true, "ipMasq": false,
+  {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$SUBNET"}]], "dataDir": "$run/cni-ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 EOF
@@ -145,4 +147,12 @@ rc=0
 "$CRITEST" "${args[@]}" "${extra[@]}" >"$RESULTS/critest.log" 2>&1 || rc=$?
 echo "critest.sh: critest exited $rc; log in $RESULTS/critest.log"
 grep -E '^(Ran [0-9]+ of [0-9]+ Specs|SUCCESS!|FAIL!)|Passed \| [0-9]+ Failed' "$RESULTS/critest.log" || tail -n 20 "$RESULTS/critest.log"
+if [ "$rc" != 0 ]; then
+	# CI keeps only this output: name each failed spec with what it saw.
+	echo "critest.sh: failures:"
+	sed -n '/^Summarizing [0-9]* Failure/,$p' "$RESULTS/critest.log" | head -n 40
+	grep -n -B2 -A25 '\[FAILED\]' "$RESULTS/critest.log" | head -n 120
+	echo "critest.sh: berthd log (warnings and errors):"
+	grep -E 'WARN|ERROR' "$run/berthd.log" | tail -n 40 || true
+fi
 exit "$rc"
