@@ -91,10 +91,15 @@ fn run(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         daemon.stream = Some(start_stream_server(&daemon).await?);
         serve(Arc::new(daemon), &cli.listen).await
-    })
+    });
+    // Dropping the runtime would wait for every blocking call still going
+    // (a pull from a registry that never answers: for ever). What berthd
+    // does survives a SIGKILL at any point, so leaving them is safe.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    served
 }
 
 /// The streaming server behind Exec, Attach and PortForward: on the

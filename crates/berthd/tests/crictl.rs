@@ -146,6 +146,28 @@ fn sigterm_stops_berthd_while_a_client_stays_connected() {
     drop(client);
 }
 
+/// berthd stops on SIGTERM within its grace also while a call is stuck
+/// in blocking work (here a pull from a "registry" that takes connections
+/// and never answers): dropping the async runtime waited for it.
+#[test]
+fn sigterm_stops_berthd_while_a_pull_hangs() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let _held = std::thread::spawn(move || silent.incoming().take(8).flatten().collect::<Vec<_>>());
+    let mut d = Berthd::start("");
+    let mut pull = d.crictl_cmd().args(["pull", &format!("{addr}/silent/image:1")]).spawn().unwrap();
+    // The pull is under way once the registry has its connection.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let began = std::time::Instant::now();
+    let status = d.stop_with(Signal::SIGTERM);
+    let took = began.elapsed();
+    let _ = pull.kill();
+    let _ = pull.wait();
+    let status = status.expect("berthd did not exit within 30 s of SIGTERM");
+    assert!(status.success(), "{status}: {}", d.stderr());
+    assert!(took < std::time::Duration::from_secs(15), "berthd took {took:?} to stop: {}", d.stderr());
+}
+
 /// berthd started by hand on the socket (and state) of `d`, or others.
 fn berthd_on(d: &Berthd, listen: &std::path::Path, runroot: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_berthd"))
