@@ -279,11 +279,24 @@ fn run_blocking(
         }
         status
     };
-    if !meta.host_network {
-        let net = pod_network(d, config, &meta, &rec.id).map_err(undo)?;
-        engine.attach_pod_network(&rec.id, net).map_err(|e| undo(engine_status("RunPodSandbox: CNI ADD", e)))?;
+    let net = match meta.host_network {
+        true => None,
+        false => Some(pod_network(d, config, &meta, &rec.id).map_err(undo)?),
+    };
+    // The namespace is pinned at create, so CNI ADD (three plugin
+    // processes) and the infra container's start (shim and runtime) need
+    // nothing of each other: run them side by side. Both are done, or
+    // undone together, before the pod is reported.
+    let (added, started) = std::thread::scope(|s| {
+        let add = net.map(|net| s.spawn(|| engine.attach_pod_network(&rec.id, net)));
+        let started = engine.start(&rec.id);
+        let added = add.map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (added, started)
+    });
+    if let Some(Err(e)) = added {
+        return Err(undo(engine_status("RunPodSandbox: CNI ADD", e)));
     }
-    engine.start(&rec.id).map_err(|e| undo(engine_status("RunPodSandbox: start the infra container", e)))?;
+    started.map_err(|e| undo(engine_status("RunPodSandbox: start the infra container", e)))?;
     tracing::info!(id = %rec.id, pod = %meta.name, namespace = %meta.namespace, "pod sandbox ready");
     d.events.publish(&rec.id, &rec.id, Kind::ContainerCreatedEvent);
     d.events.publish(&rec.id, &rec.id, Kind::ContainerStartedEvent);
