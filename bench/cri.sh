@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # cri.sh: berthd's CRI beside containerd 1.6's CRI plugin, driven by the same
-# client (cri-tools' crictl) the same way:
+# clients the same way: cri-tools' crictl
 #   pod      crictl runp POD.json                      (RunPodSandbox)
 #   ctr      crictl create POD CTR.json POD.json + start (CreateContainer + StartContainer)
 #   teardown crictl stopp POD + rmp POD                 (StopPodSandbox + RemovePodSandbox)
+# and the same three steps again through one kept gRPC connection, as the
+# kubelet calls a runtime (crates/berthd/examples/cri-bench.rs: crictl
+# starts a Go process and dials anew for every call, a fixed cost both
+# daemons pay that the kubelet does not).
 # Medians (min, max) of N iterations per daemon; each iteration runs one
 # full pod lifecycle on each daemon, the order alternating; 2 uncounted
 # warm-up iterations first. Then the idle RSS of each daemon (VmRSS of the
@@ -47,7 +51,7 @@ SHARED=${BERTH_SHARED_DIR:-$(find_shared)} || { say "no shared/ found; set BERTH
 CRICTL=${CRICTL:-$SHARED/tools/crictl}
 command -v containerd >/dev/null || { say "containerd is not installed (apt-get install containerd)"; exit 1; }
 
-(cd "$repo" && cargo build -q --release -p berthd -p berth-runtime -p berth-shim)
+(cd "$repo" && cargo build -q --release -p berthd -p berth-runtime -p berth-shim && cargo build -q --release -p berthd --example cri-bench)
 bin=${CARGO_TARGET_DIR:-$repo/target}/release
 
 W=$(mktemp -d /tmp/berth-cri-bench.XXXXXX)
@@ -209,8 +213,8 @@ EOF
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 
-# One pod lifecycle on daemon $1 (label $2, iteration $3): appends
-# "pod ctr teardown" milliseconds to $W/times-$2.
+# One pod lifecycle on daemon $1 (label $2, iteration $3) with crictl:
+# appends "pod ctr teardown" milliseconds to $W/times-crictl-$2.
 lifecycle() {
 	local s=$1 name=$2-$3 t pod pod_ms ctr_ms cid
 	pod_json "$name" "$2" >"$W/pod-$name.json"
@@ -224,44 +228,62 @@ lifecycle() {
 	t=$(date +%s%N)
 	cri "$s" stopp "$pod" >/dev/null
 	cri "$s" rmp "$pod" >/dev/null
-	echo "$pod_ms $ctr_ms $(ms "$t")" >>"$W/times-$2"
+	echo "$pod_ms $ctr_ms $(ms "$t")" >>"$W/times-crictl-$2"
 	rm -f "$W/pod-$name.json"
+}
+
+# The same through one kept gRPC connection: $W/times-grpc-$2.
+lifecycle_grpc() {
+	local name=$2-g$3
+	"$bin/examples/cri-bench" "unix://$1" "$name" "$W/logs/$2/$name" "/$CG/$2-pods/$name" "$IMG" >>"$W/times-grpc-$2"
 }
 
 say "N=$N (2 warm-up iterations first); containerd $(containerd --version | awk '{print $3}'), berthd $("$bin/berthd" --version 2>/dev/null | awk '{print $2}')"
 for i in $(seq -1 "$N"); do
 	if [ $((i % 2)) = 0 ]; then order="ctrd berthd"; else order="berthd ctrd"; fi
 	for d in $order; do
-		if [ "$d" = ctrd ]; then lifecycle "$CTRD_SOCK" ctrd "$i"; else lifecycle "$BERTHD_SOCK" berthd "$i"; fi
+		if [ "$d" = ctrd ]; then sock=$CTRD_SOCK; else sock=$BERTHD_SOCK; fi
+		lifecycle "$sock" "$d" "$i"
+		lifecycle_grpc "$sock" "$d" "$i"
 	done
-	if [ "$i" = 0 ]; then rm -f "$W/times-ctrd" "$W/times-berthd"; fi
+	if [ "$i" = 0 ]; then rm -f "$W"/times-*; fi
 done
 
 # median min max of column $2 of file $1
 stats() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR]=$1} END {m = NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%g %d %d", m, a[1], a[NR]}'; }
 # pod + container start per iteration, as one column
-awk '{print $1 + $2}' "$W/times-ctrd" >"$W/start-ctrd"
-awk '{print $1 + $2}' "$W/times-berthd" >"$W/start-berthd"
+for f in "$W"/times-*; do awk '{print $1 + $2}' "$f" >"${f/times-/start-}"; done
 
 sleep 2
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 rss_c=$(rss "$CTRD_PID") rss_b=$(rss "$BERTHD_PID")
 
-printf '\n%-34s %22s %22s %8s\n' "medians of $N (min-max), ms" "containerd 1.6 CRI" "berthd" "ratio"
-row() { # LABEL FILE-SUFFIX COLUMN
+row() { # LABEL FILE-PREFIX COLUMN
 	local cm cmin cmax bm bmin bmax
 	read -r cm cmin cmax <<<"$(stats "$W/$2ctrd" "$3")"
 	read -r bm bmin bmax <<<"$(stats "$W/$2berthd" "$3")"
 	printf '%-34s %22s %22s %8.2f\n' "$1" "$cm ($cmin-$cmax)" "$bm ($bmin-$bmax)" "$(echo "$bm / $cm" | bc -l)"
 }
-row "RunPodSandbox" times- 1
-row "CreateContainer + StartContainer" times- 2
-row "pod + container start" start- 1
-row "StopPodSandbox + RemovePodSandbox" times- 3
-printf '%-34s %22s %22s %8.2f\n' "idle daemon RSS, KiB" "$rss_c" "$rss_b" "$(echo "$rss_b / $rss_c" | bc -l)"
-read -r cstart _ <<<"$(stats "$W/start-ctrd" 1)"
-read -r bstart _ <<<"$(stats "$W/start-berthd" 1)"
-goal_t=$(echo "$bstart * 2 <= $cstart" | bc) goal_m=$(echo "$rss_b * 2 <= $rss_c" | bc)
+goal() { # CLIENT
+	local cstart bstart
+	read -r cstart _ <<<"$(stats "$W/start-$1-ctrd" 1)"
+	read -r bstart _ <<<"$(stats "$W/start-$1-berthd" 1)"
+	[ "$(echo "$bstart * 2 <= $cstart" | bc)" = 1 ] && echo yes || echo no
+}
+for client in crictl grpc; do
+	case $client in
+	crictl) title="crictl, a process per call" ;;
+	grpc) title="one kept gRPC connection" ;;
+	esac
+	printf '\n%s: medians of %s (min-max), ms\n' "$title" "$N"
+	printf '%-34s %22s %22s %8s\n' "" "containerd 1.6 CRI" "berthd" "ratio"
+	row "RunPodSandbox" "times-$client-" 1
+	row "CreateContainer + StartContainer" "times-$client-" 2
+	row "pod + container start" "start-$client-" 1
+	row "StopPodSandbox + RemovePodSandbox" "times-$client-" 3
+done
 echo
-echo "goal: pod + container start at most half of containerd's: $([ "$goal_t" = 1 ] && echo yes || echo no)"
-echo "goal: idle RSS at most half of containerd's: $([ "$goal_m" = 1 ] && echo yes || echo no)"
+printf '%-34s %22s %22s %8.2f\n' "idle daemon RSS, KiB" "$rss_c" "$rss_b" "$(echo "$rss_b / $rss_c" | bc -l)"
+echo
+echo "goal: pod + container start at most half of containerd's: crictl $(goal crictl), one connection $(goal grpc)"
+echo "goal: idle RSS at most half of containerd's: $([ "$(echo "$rss_b * 2 <= $rss_c" | bc)" = 1 ] && echo yes || echo no)"
