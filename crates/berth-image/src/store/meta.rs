@@ -2,15 +2,21 @@
 //! explicit references held by others (the engine's containers), which the
 //! garbage collector treats as roots.
 //!
-//! redb allows one open handle per file across processes, so each
-//! operation opens the database, runs one transaction and closes it again,
-//! waiting (bounded) while another berth process holds it. The long parts of
-//! a pull (downloads, unpacking) never hold the database.
+//! Several berth processes (CLI commands, berthd) use the database at
+//! once: it is opened in redb's multi-writer mode (byte-range locks, as
+//! the engine's containers.redb) once per process and path, and each
+//! operation is one transaction. (Opening it exclusively per operation,
+//! as before, cost about seven fdatasyncs each time: the open's repair
+//! check, the commit, and the allocator state written at close.) The long
+//! parts of a pull (downloads, unpacking) never hold a write transaction.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
@@ -78,6 +84,7 @@ pub enum Resource {
 #[derive(Clone, Debug)]
 pub struct Meta {
     path: PathBuf,
+    db: Arc<Database>,
 }
 
 fn db_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
@@ -167,36 +174,60 @@ impl Tx<'_> {
 }
 
 impl Meta {
+    /// The database at `path`, created with every table when missing.
+    /// One handle per process and file: a later open of the same file
+    /// (same device and inode) shares it.
     pub fn open(path: &Path) -> Result<Meta> {
-        let m = Meta { path: path.to_path_buf() };
-        // Create the file and every table once. Only when there is no file
-        // yet: a commit costs fsyncs on every command otherwise, and the
-        // readers take a missing table as an empty one.
-        if !path.exists() {
+        static OPEN: Mutex<Option<HashMap<PathBuf, ((u64, u64), Arc<Database>)>>> = Mutex::new(None);
+        let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+        let map = open.get_or_insert_with(HashMap::new);
+        let file_id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        if let Some((id, db)) = map.get(path)
+            && file_id(path) == Some(*id)
+        {
+            return Ok(Meta { path: path.to_path_buf(), db: db.clone() });
+        }
+        let m = Meta { path: path.to_path_buf(), db: Arc::new(Self::db(path)?) };
+        // Create every table once. Only when one is missing: a commit costs
+        // fsyncs, and the readers take a missing table as an empty one.
+        let present = m.db.begin_read().is_ok_and(|r| {
+            r.open_table(IMAGES).is_ok()
+                && r.open_table(TAGS).is_ok()
+                && r.open_table(DIGESTS).is_ok()
+                && r.open_table(SNAPSHOTS).is_ok()
+                && r.open_table(REFS).is_ok()
+        });
+        if !present {
             m.write(|_| Ok(()))?;
+        }
+        if let Some(id) = file_id(path) {
+            map.insert(path.to_path_buf(), (id, m.db.clone()));
         }
         Ok(m)
     }
 
-    fn db(&self) -> Result<Database> {
+    /// Opens the file in multi-writer mode, waiting (bounded) while a
+    /// process that opens it exclusively (a berth from before this mode)
+    /// holds it.
+    fn db(path: &Path) -> Result<Database> {
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            match Database::create(&self.path) {
+            match Database::builder().set_concurrency_mode(ConcurrencyMode::MultiWriter).create(path) {
                 Ok(db) => return Ok(db),
                 Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                Err(e) => return Err(db_err(&self.path)(&e)),
+                Err(e) => return Err(db_err(path)(&e)),
             }
         }
     }
 
-    /// Runs `f` in one write transaction, committed if it returns Ok.
+    /// Runs `f` in one write transaction, committed if it returns Ok
+    /// (waiting while another process writes).
     pub fn write<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let db = self.db()?;
-        let tx = db.begin_write().map_err(e!(&self.path))?;
+        let tx = self.db.begin_write().map_err(e!(&self.path))?;
         {
             // Touch every table so it exists.
             tx.open_table(IMAGES).map_err(e!(&self.path))?;
@@ -210,29 +241,9 @@ impl Meta {
         Ok(out)
     }
 
-    /// The database for reading only: a shared lock and no writes, so no
-    /// fdatasync (a writable open syncs several times, which is most of a
-    /// short command's time). Falls back to [`Meta::db`] when the file
-    /// cannot be opened so (it needs repair, or does not exist yet).
-    fn db_read(&self) -> Result<Box<dyn ReadableDatabase>> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match redb::ReadOnlyDatabase::open(&self.path) {
-                Ok(db) => return Ok(Box::new(db)),
-                Err(DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(_) => return Ok(Box::new(self.db()?)),
-            }
-        }
-    }
-
     /// Reads everything in one consistent view.
     pub fn read_all(&self) -> Result<Snapshot> {
-        let db = self.db_read()?;
-        let rx = db.begin_read().map_err(e!(&self.path))?;
+        let rx = self.db.begin_read().map_err(e!(&self.path))?;
         load(&rx, &self.path)
     }
 }
