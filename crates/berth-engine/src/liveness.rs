@@ -23,7 +23,7 @@ impl Engine {
     /// The shim's state directory (state.json, exit.json, attach.sock).
     /// Short: unix socket paths (attach, console) must fit in 108 bytes,
     /// whatever the runroot.
-    pub(crate) fn state_dir(&self, id: &str) -> PathBuf {
+    pub fn state_dir(&self, id: &str) -> PathBuf {
         self.runroot.join("s").join(&id[..12.min(id.len())])
     }
 

@@ -80,6 +80,25 @@ pub struct Config {
     pub stream: StreamConfig,
     #[serde(skip_serializing)]
     pub registry: RegistryConfig,
+    pub events: EventsConfig,
+}
+
+/// `[events]`: GetContainerEvents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How often the engine's records are read again for containers that
+    /// ended or went without berthd's call. A safety net: each running
+    /// container's shim directory is watched with inotify, so an exit is
+    /// told at once. Humantime: "5s", "500ms".
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { poll_interval: std::time::Duration::from_secs(5) }
+    }
 }
 
 /// `[runtimes.NAME]`.
@@ -169,6 +188,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             stream: StreamConfig::default(),
             registry: RegistryConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }

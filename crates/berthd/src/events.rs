@@ -6,12 +6,16 @@
 //! (create, start, stop, remove of pods and containers) hand it a small
 //! [`Note`] through an unbounded channel (a note per RPC, so it grows only
 //! as fast as RPCs arrive and the dispatcher drains it without waiting on
-//! anyone). Once a second it also looks at the engine's records of the
-//! "k8s" namespace to notice containers that ended on their own: one
-//! database read, plus the shim's state.json/exit.json of each container
-//! it last saw running (cheap at 1000 containers; nothing is read for
-//! stopped ones). It remembers the last event of each ID, so a container
-//! both stopped by the kubelet and seen exited is announced once.
+//! anyone). It also looks at the engine's records of the "k8s" namespace
+//! to notice containers that ended on their own: one database read, plus
+//! the shim's state.json/exit.json of each container it last saw running
+//! (nothing is read for stopped ones). It looks at once when a shim
+//! records an exit (each running container's shim directory is watched
+//! with inotify, [`ExitWatch`]), and every `[events] poll_interval` anyway
+//! (for what no watch sees: a record removed by the `berth` CLI, a watch
+//! the kernel refused). It remembers the last event of each ID, so a
+//! container both stopped by the kubelet and seen exited is announced
+//! once.
 //!
 //! Subscribers get a bounded broadcast channel ([`CAPACITY`] events): a
 //! subscriber that falls that far behind is dropped with an error (as
@@ -20,11 +24,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use berth_cri_api::v1;
+use berth_engine::engine::Engine;
 use berth_engine::pod::K8S_NAMESPACE;
 use berth_engine::store::Status as EngineStatus;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
@@ -34,9 +40,6 @@ use crate::runtime::Daemon;
 
 /// Events a subscriber may fall behind by before it is dropped.
 pub const CAPACITY: usize = 1024;
-/// How often the engine's records are looked at for containers that
-/// ended on their own.
-const POLL: Duration = Duration::from_secs(1);
 
 pub use v1::ContainerEventType as Kind;
 
@@ -109,20 +112,42 @@ type Known = HashMap<String, (Kind, String)>;
 async fn dispatch(d: Weak<Daemon>, mut rx: mpsc::UnboundedReceiver<Note>) {
     let mut known = Known::new();
     let mut seeded = false;
-    let mut tick = tokio::time::interval(POLL);
+    let every = d.upgrade().map(|d| d.config.events.poll_interval).unwrap_or_default();
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut exits = ExitWatch::new();
     loop {
-        let notes = tokio::select! {
+        let note = tokio::select! {
             n = rx.recv() => match n {
-                Some(n) => vec![n],
+                Some(n) => Some(n),
                 None => return,
             },
-            _ = tick.tick() => {
-                let Some(daemon) = d.upgrade() else { return };
+            _ = tick.tick() => None,
+            _ = exits.fired() => None,
+        };
+        let Some(daemon) = d.upgrade() else { return };
+        let notes = match note {
+            Some(n) => {
+                // Watched from its start: its exit wakes the next look.
+                if n.kind == Kind::ContainerStartedEvent
+                    && let Ok(engine) = daemon.engine()
+                    && exits.watch(&engine, &n.id)
+                {
+                    tick.reset_immediately();
+                }
+                vec![n]
+            }
+            None => {
+                tick.reset();
                 match poll(daemon.clone(), std::mem::take(&mut known), seeded).await {
                     Ok((k, notes)) => {
                         known = k;
                         seeded = true;
+                        if let Ok(engine) = daemon.engine()
+                            && exits.follow(&engine, &known)
+                        {
+                            tick.reset_immediately();
+                        }
                         notes
                     }
                     Err((k, e)) => {
@@ -133,12 +158,103 @@ async fn dispatch(d: Weak<Daemon>, mut rx: mpsc::UnboundedReceiver<Note>) {
                 }
             }
         };
-        let Some(daemon) = d.upgrade() else { return };
         for n in notes {
             if fresh(&mut known, &n) && daemon.events.out.receiver_count() > 0 {
                 let ev = event(&daemon, n).await;
                 // No subscriber left: nobody to tell.
                 let _ = daemon.events.out.send(ev);
+            }
+        }
+    }
+}
+
+/// Wakes the dispatcher when a shim records its container's exit
+/// (exit.json appears in the shim's state directory): one inotify watch
+/// per running container, none for the others. Without inotify (or when
+/// the kernel refuses a watch) the periodic look still finds the exit.
+struct ExitWatch {
+    fd: Option<AsyncFd<Watches>>,
+    dirs: HashMap<String, WatchDescriptor>,
+    warned: bool,
+}
+
+/// The inotify instance, as tokio wants it (nix's type has no AsRawFd).
+struct Watches(Inotify);
+
+impl std::os::fd::AsRawFd for Watches {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl ExitWatch {
+    fn new() -> ExitWatch {
+        let fd =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(|e| e.to_string()).and_then(|i| {
+                // SAFETY: the Inotify (and its descriptor) is owned by the
+                // AsyncFd from here on: it stays open and is the same
+                // descriptor until the AsyncFd is dropped.
+                unsafe { AsyncFd::register_with_interest(Watches(i), tokio::io::Interest::READABLE) }
+                    .map_err(|e| e.to_string())
+            });
+        let fd = fd.map_err(|e| tracing::warn!("container events: no inotify ({e}); exits are found by polling")).ok();
+        ExitWatch { fd, dirs: HashMap::new(), warned: false }
+    }
+
+    /// Watches container `id`'s shim directory; true if its exit is
+    /// already recorded (it ended before the watch).
+    fn watch(&mut self, engine: &Engine, id: &str) -> bool {
+        let Some(fd) = &self.fd else { return false };
+        if self.dirs.contains_key(id) {
+            return false;
+        }
+        let dir = engine.state_dir(id);
+        match fd.get_ref().0.add_watch(&dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO) {
+            Ok(wd) => {
+                self.dirs.insert(id.to_owned(), wd);
+                dir.join("exit.json").exists()
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.warned, true) {
+                    tracing::warn!(dir = %dir.display(), "container events: cannot watch ({e}); such exits are found by polling");
+                }
+                false
+            }
+        }
+    }
+
+    /// Watches exactly the containers last seen running; true if one of
+    /// them has already ended.
+    fn follow(&mut self, engine: &Engine, known: &Known) -> bool {
+        let running = |id: &String| known.get(id).is_some_and(|(k, _)| *k == Kind::ContainerStartedEvent);
+        let gone: Vec<String> = self.dirs.keys().filter(|id| !running(id)).cloned().collect();
+        for id in gone {
+            if let (Some(fd), Some(wd)) = (&self.fd, self.dirs.remove(&id)) {
+                // Fails harmlessly when the directory (and so the watch) is gone.
+                let _ = fd.get_ref().0.rm_watch(wd);
+            }
+        }
+        let mut ended = false;
+        for id in known.keys().filter(|id| running(id)) {
+            ended |= self.watch(engine, id);
+        }
+        ended
+    }
+
+    /// Resolves when an exit.json appears in a watched directory.
+    async fn fired(&self) {
+        let Some(fd) = &self.fd else { return std::future::pending().await };
+        loop {
+            let Ok(mut ready) = fd.readable().await else { return std::future::pending().await };
+            match ready.get_inner().0.read_events() {
+                Ok(events) => {
+                    if events.iter().any(|e| e.name.as_deref().is_some_and(|n| n == "exit.json")) {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                Err(_) => return std::future::pending().await,
             }
         }
     }

@@ -1278,3 +1278,38 @@ fn a_memory_limit_oom_kill_is_reported_with_reason_oom_killed() {
         assert!(n.pods(None).is_empty());
     });
 }
+
+/// A container that ends on its own is told at once, from the watch on
+/// its shim's directory: with the periodic look an hour apart, both one
+/// that exits later and one that exits before berthd could watch it are
+/// reported STOPPED (the look would take an hour).
+#[test]
+fn exits_are_told_from_the_shims_directory_without_waiting_for_a_look() {
+    use v1::ContainerEventType as K;
+    in_test_host(|| {
+        let mut n = Node::start_with(11, "[events]\npoll_interval = \"1h\"\n");
+        n.pull_busybox();
+        let mut events = subscribe(&mut n);
+        let config = n.pod_config("exits", &[]);
+        let pod = n.run_pod(&config).unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", n.d.stderr()));
+        let at_once = n.container(&pod, &config, "at-once", "exit 0", |_| {}).unwrap();
+        let later = n
+            .container(&pod, &config, "later", "while [ ! -e /shared/go ]; do sleep 0.1; done; exit 3", |_| {})
+            .unwrap();
+        let got = events_until(&n, &mut events, |e| {
+            kinds_of(e, &at_once).contains(&K::ContainerStoppedEvent)
+                && kinds_of(e, &later).contains(&K::ContainerStartedEvent)
+        });
+        assert_eq!(
+            kinds_of(&got, &at_once),
+            [K::ContainerCreatedEvent, K::ContainerStartedEvent, K::ContainerStoppedEvent]
+        );
+        std::fs::write(n.shared.path().join("go"), "").unwrap();
+        let got = events_until(&n, &mut events, |e| kinds_of(e, &later).contains(&K::ContainerStoppedEvent));
+        let stopped = got.iter().find(|e| e.container_id == later).unwrap();
+        let status = stopped.containers_statuses.iter().find(|s| s.id == later).expect("its status in the event");
+        assert_eq!(status.exit_code, 3, "{status:?}");
+        n.stop_pod(&pod).unwrap();
+        n.remove_pod(&pod).unwrap();
+    });
+}
