@@ -81,6 +81,9 @@ pub enum Resource {
     Blob(Digest),
 }
 
+/// A database this process has open: the file's (device, inode), and the handle.
+type Opened = ((u64, u64), Arc<Database>);
+
 #[derive(Clone, Debug)]
 pub struct Meta {
     path: PathBuf,
@@ -178,7 +181,7 @@ impl Meta {
     /// One handle per process and file: a later open of the same file
     /// (same device and inode) shares it.
     pub fn open(path: &Path) -> Result<Meta> {
-        static OPEN: Mutex<Option<HashMap<PathBuf, ((u64, u64), Arc<Database>)>>> = Mutex::new(None);
+        static OPEN: Mutex<Option<HashMap<PathBuf, Opened>>> = Mutex::new(None);
         let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
         let map = open.get_or_insert_with(HashMap::new);
         let file_id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
