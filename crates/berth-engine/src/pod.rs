@@ -104,6 +104,9 @@ pub struct SpecOverrides {
     /// "rslave" when one receives from the host (as containerd sets it),
     /// so the container's copies of host mounts stay in their peer groups.
     pub rootfs_propagation: Option<String>,
+    /// The CRI's extras (rro mounts, the groups policy, hugepages,
+    /// unified): see [`crate::spec::cri`].
+    pub cri: crate::spec::cri::CriOverrides,
 }
 
 /// A host device node as it appears in a container (the CRI's Device).
@@ -189,7 +192,9 @@ impl SpecOverrides {
             if let Some(adj) = self.oom_score_adj {
                 process.set_oom_score_adj(Some(clamp_oom_score_adj(adj)));
             }
-            if !self.additional_gids.is_empty() {
+            if self.cri.groups_policy.is_some() {
+                self.cri.apply_groups(process, &self.additional_gids);
+            } else if !self.additional_gids.is_empty() {
                 let mut user = process.user().clone();
                 let mut gids = user.additional_gids().clone().unwrap_or_default();
                 for g in &self.additional_gids {
@@ -201,6 +206,7 @@ impl SpecOverrides {
                 process.set_user(user);
             }
         }
+        self.cri.apply(spec);
         if !self.annotations.is_empty() {
             let mut a = spec.annotations().clone().unwrap_or_default();
             a.extend(self.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -375,6 +381,10 @@ pub struct ResourceUpdate {
     pub cpu_period: Option<u64>,
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
+    /// linux.resources.hugepageLimits (page size as "2MB", bytes).
+    pub hugepage_limits: Vec<(String, u64)>,
+    /// linux.resources.unified (cgroup v2 file -> value).
+    pub unified: BTreeMap<String, String>,
 }
 
 impl ResourceUpdate {
@@ -395,6 +405,7 @@ impl ResourceUpdate {
         if cpu != before {
             res.set_cpu(Some(cpu));
         }
+        crate::spec::cri::merge_hugepages_and_unified(res, &self.hugepage_limits, &self.unified);
     }
 }
 

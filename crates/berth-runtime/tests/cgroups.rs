@@ -298,8 +298,8 @@ fn a_limit_the_host_cannot_apply_fails_create_clearly() {
     let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
     assert!(err.contains("linux.resources"), "{err}");
     // Pure v2 refuses v1-only realtime limits; v1 (with or without a
-    // hybrid cgroup2 mount) cannot apply a memory.* unified key.
-    assert!(err.contains(if v2() { "need cgroup v1" } else { "memory" }), "{err}");
+    // hybrid cgroup2 mount) refuses unified, in runc's words.
+    assert!(err.contains(if v2() { "need cgroup v1" } else { "cannot use unified on cgroup v1" }), "{err}");
     assert_eq!(err.matches("linux.resources").count(), 1, "said once: {err}");
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }

@@ -19,6 +19,7 @@ use berth_engine::store::{ContainerRecord, Status as EngineStatus};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::container_extras::ProcessUser;
 use crate::events::Kind;
 use crate::pods::{Sandbox, blocking, engine_status, find_sandbox, now_ns, selected};
 use crate::runtime::Daemon;
@@ -41,6 +42,10 @@ pub struct ContainerMeta {
     pub annotations: BTreeMap<String, String>,
     pub mounts: Vec<MountMeta>,
     pub created_at: i64,
+    /// The identity its process ran with, read from /proc when it started
+    /// (ContainerStatus.user, also once it has stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ProcessUser>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -49,6 +54,8 @@ pub struct MountMeta {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: i32,
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// A container: its record (refreshed) and meta.
@@ -127,7 +134,12 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
             return Err(Status::invalid_argument("CreateContainer: config.image.image is required"));
         }
         let handler_engine = d.engine_for(&sb.meta.runtime_handler)?;
-        let (mut flags, mounts, overrides) = spec_of(&config)?;
+        // Checked before spec_of, which makes missing host directories.
+        let rro = crate::features::of_handler(&d, &sb.meta.runtime_handler).recursive_read_only_mounts;
+        let extras = crate::container_extras::overrides(&config, rro)
+            .map_err(|e| Status::invalid_argument(format!("CreateContainer: {e}")))?;
+        let (mut flags, mounts, mut overrides) = spec_of(&config)?;
+        overrides.cri = extras;
         if config.stdin_once {
             // The streaming server's attach closes the container's stdin
             // when the first client's ends.
@@ -167,9 +179,11 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
                     host_path: m.host_path.clone(),
                     readonly: m.readonly,
                     propagation: m.propagation,
+                    recursive_read_only: m.recursive_read_only,
                 })
                 .collect(),
             created_at: now_ns(),
+            user: None,
         };
         // The kubelet's log file, in the CRI format; none asked, none kept.
         let log = match meta.log_path.as_str() {
@@ -402,11 +416,32 @@ pub async fn start(d: Arc<Daemon>, req: v1::StartContainerRequest) -> Result<v1:
     blocking(move || {
         let c = find(&engine, &req.container_id)?;
         let e = d.engine_for(&c.meta.runtime_handler)?;
-        e.start(&c.rec.id).map_err(|e| engine_status("StartContainer", e))?;
+        let rec = e.start(&c.rec.id).map_err(|e| engine_status("StartContainer", e))?;
+        record_user(&engine, &rec);
         d.events.publish(&c.rec.id, &c.meta.sandbox_id, Kind::ContainerStartedEvent);
         Ok(v1::StartContainerResponse {})
     })
     .await
+}
+
+/// Keeps the identity the started process has (its init set it up before
+/// `start`) in the container's meta, so ContainerStatus reports it after
+/// the process is gone, as containerd does. A process that is gone
+/// already has none to keep.
+fn record_user(engine: &Engine, rec: &ContainerRecord) {
+    let Some(user) = rec.pid.and_then(ProcessUser::of_pid) else { return };
+    let stored = engine.containers().and_then(|s| {
+        Ok(s.update(&rec.id, |r| {
+            let Some(v) = r.extensions.get_mut(CONTAINER_EXT) else { return };
+            if let Ok(mut meta) = serde_json::from_value::<ContainerMeta>(v.clone()) {
+                meta.user = Some(user);
+                *v = serde_json::to_value(&meta).unwrap_or_else(|_| v.clone());
+            }
+        })?)
+    });
+    if let Err(e) = stored {
+        tracing::warn!(id = %rec.id, "StartContainer: cannot keep the process's identity: {e}");
+    }
 }
 
 /// StopContainer: SIGTERM, SIGKILL after the timeout. Stopping a stopped
@@ -508,9 +543,14 @@ pub async fn status(d: Arc<Daemon>, req: v1::ContainerStatusRequest) -> Result<v
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: m.propagation,
+                recursive_read_only: m.recursive_read_only,
                 ..Default::default()
             })
             .collect();
+        // What start recorded; else (berthd restarted between start and
+        // the record) what the running process has now.
+        let running_pid = c.rec.pid.filter(|_| c.rec.status == EngineStatus::Running);
+        let user = c.meta.user.clone().or_else(|| running_pid.and_then(ProcessUser::of_pid)).map(|u| u.to_cri());
         let mut info = HashMap::new();
         if req.verbose {
             let v = serde_json::json!({
@@ -538,6 +578,7 @@ pub async fn status(d: Arc<Daemon>, req: v1::ContainerStatusRequest) -> Result<v
             mounts,
             log_path: c.meta.log_path.clone(),
             image_id: c.rec.image_id.clone(),
+            user,
             ..Default::default()
         };
         Ok(v1::ContainerStatusResponse { status: Some(status), info })
@@ -633,8 +674,9 @@ pub async fn list_stats(
     .await
 }
 
-/// UpdateContainerResources: CPU and memory limits (in the cgroup when it
-/// runs, and in its config for a restart).
+/// UpdateContainerResources: CPU, memory and hugepage limits and unified
+/// values, checked as at create (in the cgroup when it runs, and in its
+/// config for a restart).
 pub async fn update(
     d: Arc<Daemon>,
     req: v1::UpdateContainerResourcesRequest,
@@ -643,11 +685,9 @@ pub async fn update(
     blocking(move || {
         let c = find(&engine, &req.container_id)?;
         let Some(r) = req.linux else { return Ok(v1::UpdateContainerResourcesResponse {}) };
-        if !r.hugepage_limits.is_empty() || !r.unified.is_empty() {
-            return Err(Status::invalid_argument(
-                "UpdateContainerResources: hugepage_limits and unified are not supported by berthd",
-            ));
-        }
+        let bad = |e: String| Status::invalid_argument(format!("UpdateContainerResources: {e}"));
+        let hugepage_limits = crate::container_extras::hugepages(&r.hugepage_limits).map_err(bad)?;
+        let unified = crate::container_extras::unified(&r.unified).map_err(bad)?;
         let update = ResourceUpdate {
             memory_limit: Some(r.memory_limit_in_bytes).filter(|m| *m > 0),
             cpu_shares: u64::try_from(r.cpu_shares).ok().filter(|s| *s > 0),
@@ -655,6 +695,8 @@ pub async fn update(
             cpu_period: u64::try_from(r.cpu_period).ok().filter(|p| *p > 0),
             cpuset_cpus: Some(r.cpuset_cpus).filter(|s| !s.is_empty()),
             cpuset_mems: Some(r.cpuset_mems).filter(|s| !s.is_empty()),
+            hugepage_limits,
+            unified,
         };
         let e = d.engine_for(&c.meta.runtime_handler)?;
         e.update_resources(&c.rec.id, &update).map_err(|e| engine_status("UpdateContainerResources", e))?;

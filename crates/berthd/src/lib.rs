@@ -5,8 +5,10 @@
 //! streaming server behind Exec, Attach and PortForward.
 
 pub mod config;
+pub mod container_extras;
 pub mod containers;
 pub mod events;
+pub mod features;
 pub mod image;
 pub mod pods;
 pub mod runtime;

@@ -248,6 +248,7 @@ fn run_blocking(
         // containerd sets them on the sandbox).
         overrides: SpecOverrides {
             sysctls: config.linux.as_ref().map(|l| l.sysctls.clone().into_iter().collect()).unwrap_or_default(),
+            annotations: crate::container_extras::pod_resource_annotations(config),
             ..Default::default()
         },
         ..Default::default()

@@ -199,12 +199,18 @@ impl RuntimeService {
             condition("RuntimeReady", Ok(()), ""),
             condition("NetworkReady", cni.as_ref().map(|_| ()).map_err(Clone::clone), "NetworkPluginNotReady"),
         ];
-        let features = Some(v1::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false });
         // The default handler is listed under "" too: that is the name a
         // pod without a RuntimeClass asks for.
         let runtime_handlers = std::iter::once(String::new())
             .chain(d.handlers.iter().map(|h| h.name.clone()))
-            .map(|name| v1::RuntimeHandler { name, features })
+            .map(|name| {
+                let f = crate::features::of_handler(d, &name);
+                let features = Some(v1::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: f.recursive_read_only_mounts,
+                    user_namespaces: false,
+                });
+                v1::RuntimeHandler { name, features }
+            })
             .collect();
         let mut info = HashMap::new();
         if verbose {
@@ -219,7 +225,8 @@ impl RuntimeService {
             status: Some(v1::RuntimeStatus { conditions }),
             info,
             runtime_handlers,
-            features: Some(v1::RuntimeFeatures { supplemental_groups_policy: false }),
+            // Merge and Strict are both honoured (see containers::groups_policy).
+            features: Some(v1::RuntimeFeatures { supplemental_groups_policy: true }),
         }
     }
 }

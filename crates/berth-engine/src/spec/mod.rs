@@ -3,6 +3,7 @@
 //! profile), the image's config (entrypoint, cmd, env, workdir, user),
 //! then the `run` flags on top, with docker's precedence rules.
 
+pub mod cri;
 pub mod flags;
 pub mod user;
 

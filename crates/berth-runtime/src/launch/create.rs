@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use berth_cgroups::{Cgroup, Layout};
+use berth_cgroups::{Cgroup, Layout, LayoutKind};
 use nix::fcntl::{OFlag, open};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket};
@@ -68,7 +68,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let dir = o.root.create_dir(o.id)?;
     let mut undo =
         Undo { dir: Some(dir.clone()), cgroup: None, pid: None, poststop: None, net_devices: None, disarmed: false };
-    let planned = plan_cgroup(&bundle.spec, o.id)?;
+    let planned = plan_cgroup(&bundle.spec, o.id, &bundle.dir.join("config.json"))?;
     // Saved before the cgroup is made, so a create killed from here on
     // leaves a container that reads as stopped and that `delete` cleans up,
     // its cgroup included (in every hierarchy it got to), as runc's state
@@ -179,7 +179,7 @@ struct CgroupSetup {
 /// The container's cgroup as it will be: where, and whether it exists
 /// already (then it is joined, not made, and never removed). Nothing is
 /// made yet. No cgroup when the host has none.
-fn plan_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
+fn plan_cgroup(spec: &Spec, id: &str, file: &Path) -> Result<CgroupSetup> {
     let layout = match Layout::detect() {
         Ok(l) => l,
         Err(e) => {
@@ -187,12 +187,27 @@ fn plan_cgroup(spec: &Spec, id: &str) -> Result<CgroupSetup> {
             return Ok(CgroupSetup { layout: None, cgroup: None, default_path: false, joined: false });
         }
     };
+    check_unified(spec, &layout, file)?;
     let configured = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     let default = configured.is_none();
     let path = configured.unwrap_or_else(|| default_cgroup_path(id));
     let cg = Cgroup::resolve(&layout, &path)?;
     let joined = cg.exists();
     Ok(CgroupSetup { layout: Some(layout), cgroup: Some(cg), default_path: default, joined })
+}
+
+/// linux.resources.unified is cgroup v2's alone: refused (in runc's words)
+/// on a v1 or hybrid host, where the keys would land in the cgroup2 mount
+/// beside the v1 controllers that really hold the limits, or fail there.
+fn check_unified(spec: &Spec, layout: &Layout, file: &Path) -> Result<()> {
+    let unified = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).and_then(|r| r.unified().as_ref());
+    match unified {
+        Some(u) if !u.is_empty() && layout.kind != LayoutKind::V2 => Err(Error::config(
+            file,
+            "linux.resources.unified: invalid configuration: cannot use unified on cgroup v1 (this host's cgroups are v1 or hybrid)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Creates (or joins) the planned cgroup and applies its limits. No
