@@ -199,12 +199,16 @@ impl RuntimeService {
             condition("RuntimeReady", Ok(()), ""),
             condition("NetworkReady", cni.as_ref().map(|_| ()).map_err(Clone::clone), "NetworkPluginNotReady"),
         ];
-        let features = Some(v1::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces: false });
         // The default handler is listed under "" too: that is the name a
         // pod without a RuntimeClass asks for.
-        let runtime_handlers = std::iter::once(String::new())
-            .chain(d.handlers.iter().map(|h| h.name.clone()))
-            .map(|name| v1::RuntimeHandler { name, features })
+        let default = d.handlers.iter().find(|h| h.name == d.config.default_runtime);
+        let runtime_handlers = std::iter::once((String::new(), default))
+            .chain(d.handlers.iter().map(|h| (h.name.clone(), Some(h))))
+            .map(|(name, h)| {
+                let user_namespaces = h.is_some_and(|h| crate::userns::handler_feature(&h.path));
+                let features = Some(v1::RuntimeHandlerFeatures { recursive_read_only_mounts: false, user_namespaces });
+                v1::RuntimeHandler { name, features }
+            })
             .collect();
         let mut info = HashMap::new();
         if verbose {
