@@ -80,7 +80,8 @@ pub fn engine_status(what: &str, e: berth_engine::Error) -> Status {
     match e {
         E::Store(StoreError::NotFound(_)) | E::NoSuchImage(_) => Status::not_found(msg),
         E::Store(StoreError::NameInUse { .. }) => Status::already_exists(msg),
-        E::Spec(_) => Status::invalid_argument(msg),
+        E::Spec(_) | E::Userns(berth_engine::userns::UsernsError::Mapping(_)) => Status::invalid_argument(msg),
+        E::Userns(berth_engine::userns::UsernsError::Refused(_)) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }

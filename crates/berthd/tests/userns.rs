@@ -203,6 +203,7 @@ fn a_pod_user_namespace_maps_root_idmaps_the_rootfs_and_volumes_and_leaves_nothi
         // keeps nothing.
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         let e = n.run_pod(&config, "").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
         assert!(
             e.message().contains(&state.display().to_string()) && e.message().contains("0711"),
             "the refusal names the directory and the fix: {}",
