@@ -51,6 +51,10 @@ mkdir -p "$RESULTS"
 target=${CARGO_TARGET_DIR:-$repo/target}/debug
 
 run=$(mktemp -d /tmp/berth-critest.XXXXXX)
+# Searchable by others (0711): a pod with its own user namespace reaches
+# its rootfs below the runroot as a host uid of its own (berthd makes its
+# runroot so, not the directories above it).
+chmod 711 "$run"
 reg_pid=""
 berthd_pid=""
 cgroup_parent="/berth-critest-$$"

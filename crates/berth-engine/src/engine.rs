@@ -5,6 +5,7 @@
 //! command line. No daemon: every `berth` call opens the stores, does its
 //! work, and leaves the container to its shim.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -306,14 +307,25 @@ impl Engine {
             image.record.layers.iter().rev().map(|l| store.snapshots.fs_path(&l.chain_id)).collect();
         let rootfs = run.join("rootfs");
         let (upper, work) = (data.join("upper"), data.join("work"));
-        mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?;
+        let pod = opts.pod.clone().unwrap_or_default();
+        // A pod's user namespace (an infra container's pins it, and a
+        // network namespace it owns) comes before the rootfs it idmaps.
+        let userns = match &pod.userns {
+            Some(u) => Some((crate::userns::prepare(run, &self.runroot, u)?, u)),
+            None => None,
+        };
+        match &userns {
+            Some((ns, u)) => crate::userns::mount_rootfs(&lowers, &upper, &work, &rootfs, ns.fd.as_fd(), &u.mappings)?,
+            None => mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?,
+        }
         kill_point("create:mounted");
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let mut attachment = None;
-        let pod = opts.pod.clone().unwrap_or_default();
         let netns = match opts.network.as_str() {
             _ if pod.join_netns.is_some() => pod.join_netns.clone(),
+            // Pinned with the pod's user namespace, which owns it.
+            "none" if userns.as_ref().is_some_and(|(_, u)| u.join.is_none()) => Some(run.join("netns")),
             "host" => None,
             mode => {
                 // NetNs::create brings up lo (docker's `none` has it too).
@@ -348,6 +360,9 @@ impl Engine {
         };
         let mut spec = spec::build(id, &defaults, flags, &paths)?;
         pod.overrides.apply(&mut spec);
+        if let Some((ns, u)) = &userns {
+            crate::userns::apply(&mut spec, &ns.path, u);
+        }
         let config = run.join("config.json");
         spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;
         Ok(attachment)
@@ -778,6 +793,9 @@ impl Engine {
         }
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        // A pod's pinned user namespace (see crate::userns): its pin file
+        // is a mount point, which remove_dir_all below cannot remove.
+        crate::userns::unpin(&run)?;
         kill_point("rm:unmounted");
         // The shim deletes the runtime's container when it ends; only one
         // it left (killed, or a container never started) needs the runtime.

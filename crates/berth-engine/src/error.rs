@@ -88,6 +88,9 @@ pub enum Error {
     /// A pod's CNI ADD (see [`crate::pod`]); undone before this is returned.
     #[error("attach pod {id} to network {network}: {source}")]
     Attach { id: String, network: String, source: Box<network::NetworkError> },
+    /// A pod's user namespace (see [`crate::userns`]).
+    #[error(transparent)]
+    Userns(#[from] crate::userns::UsernsError),
 }
 
 impl From<crate::observe::ObserveError> for Error {

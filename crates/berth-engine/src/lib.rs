@@ -27,6 +27,7 @@ pub mod prune;
 pub mod spec;
 pub mod store;
 pub mod system;
+pub mod userns;
 pub mod volume;
 
 pub use error::Error;

@@ -48,6 +48,8 @@ pub struct PodSettings {
     /// cgroupfs driver does).
     pub cgroup_parent: Option<String>,
     pub overrides: SpecOverrides,
+    /// The pod's user namespace (see [`crate::userns`]); None: the host's.
+    pub userns: Option<crate::userns::PodUserns>,
 }
 
 /// A pod's DNS settings (the CRI's DnsConfig).

@@ -156,6 +156,7 @@ pub async fn create(d: Arc<Daemon>, req: v1::CreateContainerRequest) -> Result<v
             files_of: Some(sb.rec.id.clone()),
             cgroup_parent: sb.meta.cgroup_parent.clone(),
             overrides,
+            userns: crate::userns::of_container(&sb, engine.userns_path(&sb.rec.id), &config)?,
             ..Default::default()
         };
         let log_path = match (sb.meta.log_directory.as_str(), config.log_path.as_str()) {

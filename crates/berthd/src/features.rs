@@ -1,9 +1,11 @@
 //! What each runtime handler can do, as `StatusResponse` reports it and
-//! CreateContainer checks it: recursive read-only mounts need the OCI
-//! runtime to list `rro` in its `features` output (runtime-spec 1.2's
-//! features document, as containerd introspects it) and a kernel with
-//! mount_setattr(2) (5.12). A runtime without a `features` command (crun
-//! 1.8, old runc) is taken at its word: no. The answer is cached per
+//! CreateContainer and RunPodSandbox check it, from the OCI runtime's
+//! `features` output (runtime-spec 1.2's features document, as containerd
+//! introspects it): recursive read-only mounts need `rro` in its mount
+//! options and a kernel with mount_setattr(2) (5.12); pods with their own
+//! user namespace need idmapped mounts (linux.mountExtensions.idmap). A
+//! runtime without a `features` command (crun 1.8, old runc) is taken at
+//! its word: neither. The answer is cached per
 //! runtime binary, so the command runs once per daemon.
 
 use std::collections::HashMap;
@@ -20,6 +22,7 @@ const FEATURES_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandlerFeatures {
     pub recursive_read_only_mounts: bool,
+    pub user_namespaces: bool,
 }
 
 fn cache() -> &'static Mutex<HashMap<PathBuf, HandlerFeatures>> {
@@ -35,7 +38,7 @@ pub fn of_runtime(path: &Path) -> HandlerFeatures {
     let f = match runtime_features_json(path) {
         Ok(doc) => from_features_doc(&doc, kernel_has_mount_setattr()),
         Err(why) => {
-            tracing::info!(runtime = %path.display(), "no features document ({why}): recursive read-only mounts off");
+            tracing::info!(runtime = %path.display(), "no features document ({why}): recursive read-only mounts and user namespaces off");
             HandlerFeatures::default()
         }
     };
@@ -58,7 +61,8 @@ pub fn from_features_doc(doc: &serde_json::Value, kernel_rro: bool) -> HandlerFe
         .get("mountOptions")
         .and_then(|o| o.as_array())
         .is_some_and(|opts| opts.iter().any(|o| o.as_str() == Some("rro")));
-    HandlerFeatures { recursive_read_only_mounts: lists_rro && kernel_rro }
+    let idmap = doc.pointer("/linux/mountExtensions/idmap/enabled") == Some(&serde_json::Value::Bool(true));
+    HandlerFeatures { recursive_read_only_mounts: lists_rro && kernel_rro, user_namespaces: idmap }
 }
 
 /// Runs `RUNTIME features` (with a deadline: a hung runtime must not hang
@@ -122,6 +126,14 @@ mod tests {
         assert!(!from_features_doc(&with, false).recursive_read_only_mounts);
         assert!(!from_features_doc(&without, true).recursive_read_only_mounts);
         assert!(!from_features_doc(&serde_json::json!({}), true).recursive_read_only_mounts);
+    }
+
+    #[test]
+    fn user_namespaces_need_the_runtime_to_make_idmapped_mounts() {
+        let idmap = |enabled| serde_json::json!({"linux": {"mountExtensions": {"idmap": {"enabled": enabled}}}});
+        assert!(from_features_doc(&idmap(true), false).user_namespaces);
+        assert!(!from_features_doc(&idmap(false), true).user_namespaces);
+        assert!(!from_features_doc(&serde_json::json!({"linux": {}}), true).user_namespaces);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod serve;
 pub mod socket;
 pub mod stats;
 pub mod stream;
+pub mod userns;
 
 /// The answer to an RPC berthd does not serve yet.
 pub fn not_yet(rpc: &str) -> tonic::Status {

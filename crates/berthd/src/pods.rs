@@ -23,6 +23,7 @@ use berth_engine::images::{ImageSettings, PullPolicy, PullRequest, no_events};
 use berth_engine::pod::{Dns, K8S_NAMESPACE, PodNetwork, PodSettings, SpecOverrides};
 use berth_engine::spec::{Namespaces, NsMode, RunFlags};
 use berth_engine::store::{ContainerRecord, Status as EngineStatus};
+use berth_engine::userns::PodUserns;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
@@ -55,6 +56,9 @@ pub struct SandboxMeta {
     pub hostname: String,
     /// Nanoseconds since the epoch.
     pub created_at: i64,
+    /// The pod's own user namespace (None: the host's); see [`crate::userns`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<berth_engine::userns::Mappings>,
 }
 
 /// Runs `f` on the blocking pool.
@@ -76,7 +80,8 @@ pub fn engine_status(what: &str, e: berth_engine::Error) -> Status {
     match e {
         E::Store(StoreError::NotFound(_)) | E::NoSuchImage(_) => Status::not_found(msg),
         E::Store(StoreError::NameInUse { .. }) => Status::already_exists(msg),
-        E::Spec(_) => Status::invalid_argument(msg),
+        E::Spec(_) | E::Userns(berth_engine::userns::UsernsError::Mapping(_)) => Status::invalid_argument(msg),
+        E::Userns(berth_engine::userns::UsernsError::Refused(_)) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }
@@ -205,6 +210,10 @@ pub async fn run(d: Arc<Daemon>, req: v1::RunPodSandboxRequest) -> Result<v1::Ru
     let linux = config.linux.clone().unwrap_or_default();
     let sec = linux.security_context.clone().unwrap_or_default();
     let ns = sec.namespace_options.as_ref();
+    let userns = crate::userns::of_pod(ns)?;
+    if userns.is_some() {
+        crate::userns::check_handler(&handler, &engine.runtime)?;
+    }
     let meta = SandboxMeta {
         name: md.name.clone(),
         uid: md.uid.clone(),
@@ -219,6 +228,7 @@ pub async fn run(d: Arc<Daemon>, req: v1::RunPodSandboxRequest) -> Result<v1::Ru
         cgroup_parent: Some(linux.cgroup_parent.clone()).filter(|p| !p.is_empty()),
         hostname: config.hostname.clone(),
         created_at: now_ns(),
+        userns,
     };
     blocking(move || run_blocking(&d, &engine, &config, meta)).await
 }
@@ -251,6 +261,9 @@ fn run_blocking(
             annotations: crate::container_extras::pod_resource_annotations(config),
             ..Default::default()
         },
+        // The infra container pins the pod's user namespace (and the
+        // network namespace it owns); the members join it.
+        userns: meta.userns.clone().map(|mappings| PodUserns { mappings, join: None, idmapped_mounts: Vec::new() }),
         ..Default::default()
     };
     let opts = CreateOptions {
@@ -429,6 +442,7 @@ pub async fn status(d: Arc<Daemon>, req: v1::PodSandboxStatusRequest) -> Result<
             network: if sb.meta.host_network { v1::NamespaceMode::Node as i32 } else { v1::NamespaceMode::Pod as i32 },
             pid: sb.meta.pid_mode,
             ipc: sb.meta.ipc_mode,
+            userns_options: Some(crate::userns::status(sb.meta.userns.as_ref())),
             ..Default::default()
         };
         let linux = Some(v1::LinuxPodSandboxStatus { namespaces: Some(v1::Namespace { options: Some(ns_opts) }) });

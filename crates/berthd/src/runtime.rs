@@ -207,7 +207,7 @@ impl RuntimeService {
                 let f = crate::features::of_handler(d, &name);
                 let features = Some(v1::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: f.recursive_read_only_mounts,
-                    user_namespaces: false,
+                    user_namespaces: f.user_namespaces,
                 });
                 v1::RuntimeHandler { name, features }
             })

@@ -92,7 +92,7 @@ impl NetNs {
 /// Sets `lo` up in this thread's network namespace: what the CNI loopback
 /// plugin does, without starting a program for it (a few ms per
 /// container). Two ioctls on a socket; no crate wraps SIOCSIFFLAGS.
-fn loopback_up() -> std::io::Result<()> {
+pub(crate) fn loopback_up() -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: socket(2) with constant arguments; the fd is owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
