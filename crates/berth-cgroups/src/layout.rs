@@ -62,11 +62,27 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Reads /proc/self/mountinfo and /proc/self/cgroup.
+    /// Reads /proc/self/mountinfo and /proc/self/cgroup; then, in this
+    /// process, only /proc/self/cgroup (a line per hierarchy) while it
+    /// stays the same: mountinfo grows with every container's mounts (two
+    /// thousand lines at a thousand containers), and a daemon asks for the
+    /// layout per container create and per stats call. A hierarchy
+    /// mounted or unmounted while the cgroup membership stays as it was is
+    /// not seen until the process starts again.
     pub fn detect() -> Result<Layout> {
-        let mountinfo = read("/proc/self/mountinfo")?;
+        use std::sync::Mutex;
+        static SEEN: Mutex<Option<(String, Layout)>> = Mutex::new(None);
         let cgroup = read("/proc/self/cgroup")?;
-        Layout::parse(&mountinfo, &cgroup)
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((text, layout)) = seen.as_ref()
+            && *text == cgroup
+        {
+            return Ok(layout.clone());
+        }
+        let mountinfo = read("/proc/self/mountinfo")?;
+        let layout = Layout::parse(&mountinfo, &cgroup)?;
+        *seen = Some((cgroup, layout.clone()));
+        Ok(layout)
     }
 
     /// Builds the layout from the text of mountinfo and /proc/self/cgroup.
