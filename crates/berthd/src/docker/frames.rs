@@ -32,18 +32,6 @@ pub fn content_type(raw: bool, version: super::version::ApiVersion) -> &'static 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_have_dockers_header() {
-        assert_eq!(&frame(STDERR, b"hi\n", false)[..], b"\x02\x00\x00\x00\x00\x00\x00\x03hi\n");
-        assert_eq!(&frame(STDOUT, b"", false)[..], b"\x01\x00\x00\x00\x00\x00\x00\x00");
-        assert_eq!(&frame(STDOUT, b"raw", true)[..], b"raw");
-    }
-}
-
 /// A writer of one stream's frames into a session's output channel, from
 /// a blocking thread (the engine's log follower writes into it). A
 /// stream the client did not ask for is dropped; a client gone is
@@ -67,5 +55,17 @@ impl std::io::Write for FrameWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_dockers_header() {
+        assert_eq!(&frame(STDERR, b"hi\n", false)[..], b"\x02\x00\x00\x00\x00\x00\x00\x03hi\n");
+        assert_eq!(&frame(STDOUT, b"", false)[..], b"\x01\x00\x00\x00\x00\x00\x00\x00");
+        assert_eq!(&frame(STDOUT, b"raw", true)[..], b"raw");
     }
 }
