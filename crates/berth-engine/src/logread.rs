@@ -62,7 +62,9 @@ fn parse_duration(s: &str) -> Result<chrono::Duration, TimeError> {
             "m" => 60.0,
             "h" => 3600.0,
             _ => {
-                return Err(TimeError(format!("{s:?}: not a time, Unix timestamp or duration (units: ns us ms s m h)")));
+                return Err(TimeError(format!(
+                    "{s:?}: not a time, Unix timestamp or duration (units: ns us ms s m h)"
+                )));
             }
         };
         total += n * scale;

@@ -292,3 +292,89 @@ print("left", [x.name for x in c.containers.list(all=True)])
         assert_eq!(text, "wait 4\nlogs 'out\\nerr\\n'\nstderr 'err\\n'\nexec 6 'in\\n'\nlisted ['pylive']\nleft []\n");
     });
 }
+
+/// stdin and terminals through attach: `run -i` reads what is piped in,
+/// `run -t` prints on a terminal, and a command that does not exist is
+/// docker's 127.
+#[test]
+fn run_attaches_stdin_and_terminals() {
+    in_test_host(|| {
+        let n = Node::start();
+        n.docker_ok(DOCKER_28, &["pull", &n.image]);
+        let mut c = n.docker_cmd(DOCKER_28);
+        c.args(["run", "--rm", "-i", &n.image, "sh", "-c", "cat; echo done"]).stdin(std::process::Stdio::piped());
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"line one\nline two\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "line one\nline two\ndone\n");
+
+        let mut c = n.docker_cmd(DOCKER_28);
+        c.args(["run", "--rm", "-it", &n.image, "sh", "-c", "tty; exit 2"]);
+        let (code, out) = berth_testkit::run_on_pty(&mut c, b"", Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains("/dev/pts/"), "{out}");
+
+        let missing = n.docker(DOCKER_28, &["run", "--rm", &n.image, "nosuchcommand"]);
+        assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+        let left = n.docker_ok(DOCKER_28, &["ps", "-a", "-q"]);
+        assert_eq!(left, "", "--rm containers are gone");
+    });
+}
+
+/// The rest of the container routes the CLI uses: logs -f/--tail, wait,
+/// restart, kill, pause, rename, top, and the image routes: tag,
+/// image inspect, history, rmi with docker's conflict.
+#[test]
+fn the_other_container_and_image_routes() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = DOCKER_28;
+        n.docker_ok(cli, &["pull", &n.image]);
+        n.docker_ok(
+            cli,
+            &["run", "-d", "--name", "c", &n.image, "sh", "-c", "for i in 1 2 3; do echo $i; done; sleep 100"],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.docker_ok(cli, &["logs", "c"]) != "1\n2\n3\n" {
+            assert!(Instant::now() < deadline, "logs: {}", n.docker_ok(cli, &["logs", "c"]));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(n.docker_ok(cli, &["logs", "--tail", "1", "c"]), "3\n");
+        let top = n.docker_ok(cli, &["top", "c"]);
+        assert!(top.contains("sleep 100"), "{top}");
+        n.docker_ok(cli, &["pause", "c"]);
+        assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Status}}", "c"]).trim(), "paused");
+        n.docker_ok(cli, &["unpause", "c"]);
+        n.docker_ok(cli, &["rename", "c", "d"]);
+        // logs -f ends when the container does.
+        let mut follow = n.docker_cmd(cli);
+        follow.args(["logs", "-f", "d"]).stdout(std::process::Stdio::piped());
+        let follower = follow.spawn().unwrap();
+        // sh as pid 1 ignores TERM: KILL it.
+        n.docker_ok(cli, &["kill", "-s", "KILL", "d"]);
+        let out = follower.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n");
+        assert_eq!(n.docker_ok(cli, &["wait", "d"]).trim(), "137");
+        n.docker_ok(cli, &["restart", "-t", "1", "d"]);
+        assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Running}}", "d"]).trim(), "true");
+
+        n.docker_ok(cli, &["tag", &n.image, "mine:v1"]);
+        let images = n.docker_ok(cli, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        assert!(images.lines().any(|l| l == "mine:v1"), "{images}");
+        let id = n.docker_ok(cli, &["image", "inspect", "-f", "{{.Id}}", "mine:v1"]);
+        assert!(id.starts_with("sha256:"), "{id}");
+        n.docker_ok(cli, &["history", "mine:v1"]);
+        n.docker_ok(cli, &["rmi", "mine:v1"]);
+        let used = n.docker(cli, &["rmi", &n.image]);
+        assert!(!used.status.success());
+        assert!(stderr(&used).contains("conflict") || stderr(&used).contains("being used"), "{}", stderr(&used));
+        let missing = n.docker(cli, &["image", "inspect", "nosuch:1"]);
+        assert!(stderr(&missing).contains("No such image: nosuch:1"), "{}", stderr(&missing));
+    });
+}

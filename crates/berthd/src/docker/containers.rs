@@ -236,13 +236,22 @@ pub async fn start(c: Call, key: &str) -> ApiResult {
             return Ok(empty(StatusCode::NOT_MODIFIED));
         }
         let attached = api.attached.lock().map(|m| m.get(&rec.id).copied().unwrap_or(0)).unwrap_or(0);
-        if attached > 0 {
-            let (_, watch) = api.engine.start_watched(&rec.id)?;
-            if let Ok(mut w) = api.watches.lock() {
-                w.insert(rec.id.clone(), watch);
-            }
+        let started = if attached > 0 {
+            api.engine.start_watched(&rec.id).map(|(_, watch)| {
+                if let Ok(mut w) = api.watches.lock() {
+                    w.insert(rec.id.clone(), watch);
+                }
+            })
         } else {
-            api.engine.start(&rec.id)?;
+            api.engine.start(&rec.id).map(drop)
+        };
+        if let Err(e) = started {
+            // As dockerd: an auto-remove container that cannot start is
+            // removed (`run --rm` waits for that).
+            if rec.config.auto_remove {
+                let _ = api.engine.remove(&rec.id, true);
+            }
+            return Err(e.into());
         }
         Ok(empty(StatusCode::NO_CONTENT))
     })
