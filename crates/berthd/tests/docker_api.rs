@@ -170,6 +170,9 @@ fn the_docker_cli_works(n: &Node, cli: &str, tag: &str) {
     let three = n.docker(cli, &["exec", &name, "sh", "-c", "echo before; exit 3"]);
     assert_eq!(three.status.code(), Some(3), "{}", stderr(&three));
     assert_eq!(String::from_utf8_lossy(&three.stdout), "before\n");
+    let missing = n.docker(cli, &["exec", &name, "nosuchcommand"]);
+    assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("nosuchcommand"), "{}", stderr(&missing));
     assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Status}}", &name]).trim(), "running");
 
     n.docker_ok(cli, &["stop", "-t", "1", &name]);

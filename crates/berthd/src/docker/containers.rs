@@ -435,13 +435,23 @@ fn wait_for(engine: &Engine, rec: &ContainerRecord, condition: &str) -> Result<i
     if condition == "not-running" && !running(rec.status) {
         return Ok(rec.exit_code.unwrap_or(0).into());
     }
+    // The engine's wait hears the exit from the container's shim, so it
+    // learns the code even when an auto-remove container is gone before a
+    // poll sees it exited; a wait made before `start` (as `run` makes it)
+    // has no shim yet to listen to: it first waits for the start.
+    let store = engine.containers()?;
+    while let Ok(r) = store.get(&rec.id) {
+        if engine.refresh(&r).status != Status::Created {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let code = match engine.wait(&rec.id, || {}) {
         Ok(code) => code,
         Err(berth_engine::Error::Store(StoreError::NotFound(_))) => rec.exit_code.unwrap_or(0),
         Err(e) => return Err(e.into()),
     };
     if condition == "removed" {
-        let store = engine.containers()?;
         while store.get(&rec.id).is_ok() {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -538,7 +548,7 @@ pub async fn attach(c: Call, key: &str) -> ApiResult {
     if let Ok(mut m) = api.attached.lock() {
         *m.entry(id.clone()).or_default() += 1;
     }
-    let super::hijack::Channels { out, input, gone } = ch;
+    let super::hijack::Channels { out, input, gone, ready } = ch;
     if stdin && rec.config.stdin {
         let stdin_once = rec.extensions.get("docker").and_then(|d| d["Config"]["StdinOnce"].as_bool()).unwrap_or(false);
         tokio::task::spawn_blocking({
@@ -546,11 +556,15 @@ pub async fn attach(c: Call, key: &str) -> ApiResult {
             move || forward_stdin(&engine, &rec, input, stdin_once)
         });
     }
+    // Where the output starts is now; it is sent once the connection is
+    // handed over (see Channels::ready).
+    let path = api.engine.log_path(&rec);
+    let mut f = if logs { LogFollower::new(path) } else { LogFollower::at_end(path) };
     tokio::task::spawn_blocking(move || {
         let (mut w_out, mut w_err) = writers(&o, &out);
-        let path = api.engine.log_path(&rec);
-        let mut f = if logs { LogFollower::new(path) } else { LogFollower::at_end(path) };
-        if stream {
+        if ready.blocking_recv().is_err() {
+            // Never handed over: nothing to send.
+        } else if stream {
             follow_until_exit(&api.engine, &rec, &mut f, &mut w_out, &mut w_err, &gone);
         } else {
             let _ = f.pump_to(&mut w_out, &mut w_err);

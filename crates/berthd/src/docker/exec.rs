@@ -189,13 +189,38 @@ pub async fn start(c: Call, id: &str) -> ApiResult {
         });
         return Ok(super::json(StatusCode::OK, &json!({})));
     }
-    let (resp, ch) = super::hijack::respond(&c.headers, c.upgrade, content_type(e.tty, c.version));
-    if e.tty {
-        start_tty(engine, e, ch).await?;
-    } else {
-        start_piped(engine, e, ch).await?;
-    }
+    let (resp, mut ch) = super::hijack::respond(&c.headers, c.upgrade, content_type(e.tty, c.version));
+    tokio::spawn(async move {
+        // As dockerd: the process starts once the connection is taken over;
+        // a failure to start is told on the stream, its code by inspect.
+        if (&mut ch.ready).await.is_err() {
+            e.set(|s| s.running = false);
+            return;
+        }
+        let out = ch.out.clone();
+        let started = if e.tty { start_tty(engine, e.clone(), ch).await } else { start_piped(engine, e.clone(), ch).await };
+        if let Err((err, code)) = started {
+            let _ = out.send(frame(STDERR, format!("{}\n", err.message).as_bytes(), e.tty)).await;
+            e.set(|s| {
+                s.running = false;
+                s.exit_code = Some(code);
+            });
+        }
+    });
     Ok(resp)
+}
+
+/// A failure to start an exec: the error, and the exit code docker gives
+/// (127: no such command, 126: cannot run it or anything else).
+type StartError = (ApiError, i32);
+
+fn internal(e: ApiError) -> StartError {
+    (e, 126)
+}
+
+fn start_error(e: berth_engine::Error) -> StartError {
+    let code = e.exec_failure().map_or(126, |f| f.exit_code());
+    (ApiError::from(e), code)
 }
 
 /// A blocking pipe (the process's end must be blocking) with close-on-exec.
@@ -207,33 +232,34 @@ async fn start_piped(
     engine: berth_engine::engine::Engine,
     e: Arc<Exec>,
     ch: super::hijack::Channels,
-) -> Result<(), ApiError> {
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+) -> Result<(), StartError> {
+    let (out_r, out_w) = pipe().map_err(internal)?;
+    let (err_r, err_w) = pipe().map_err(internal)?;
     let (in_r, in_w) = if e.stdin {
-        let (r, w) = pipe()?;
+        let (r, w) = pipe().map_err(internal)?;
         (r, Some(w))
     } else {
         (
             std::fs::File::open("/dev/null")
                 .map(OwnedFd::from)
-                .map_err(|e| ApiError::internal(format!("open /dev/null: {e}")))?,
+                .map_err(|e| internal(ApiError::internal(format!("open /dev/null: {e}"))))?,
             None,
         )
     };
     let ex = e.clone();
     // The process's ends are dropped here once the shim has them: EOF on
     // ours means the process (and whatever it started) closed them.
-    let (mut attach, pid) = blocking(move || {
-        Ok(engine.exec_with_stdio(&ex.container, &ex.opts, [in_r.as_fd(), out_w.as_fd(), err_w.as_fd()])?)
+    let (mut attach, pid) = tokio::task::spawn_blocking(move || {
+        engine.exec_with_stdio(&ex.container, &ex.opts, [in_r.as_fd(), out_w.as_fd(), err_w.as_fd()])
     })
     .await
-    .inspect_err(|_| e.set(|s| s.running = false))?;
+    .map_err(|e| internal(ApiError::internal(format!("exec task: {e}"))))?
+    .map_err(start_error)?;
     e.set(|s| s.pid = pid);
     let super::hijack::Channels { out, mut input, .. } = ch;
     if let Some(w) = in_w {
         let mut w = tokio::net::unix::pipe::Sender::from_owned_fd(w)
-            .map_err(|e| ApiError::internal(format!("stdin pipe: {e}")))?;
+            .map_err(|e| internal(ApiError::internal(format!("stdin pipe: {e}"))))?;
         tokio::spawn(async move {
             while let Some(b) = input.recv().await {
                 if w.write_all(&b).await.is_err() {
@@ -278,12 +304,13 @@ async fn start_tty(
     engine: berth_engine::engine::Engine,
     e: Arc<Exec>,
     ch: super::hijack::Channels,
-) -> Result<(), ApiError> {
+) -> Result<(), StartError> {
     let ex = e.clone();
-    let tty = blocking(move || Ok(engine.exec_tty(&ex.container, &ex.opts)?))
+    let tty = tokio::task::spawn_blocking(move || engine.exec_tty(&ex.container, &ex.opts))
         .await
-        .inspect_err(|_| e.set(|s| s.running = false))?;
-    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| ApiError::internal(format!("dup the pty: {e}")));
+        .map_err(|e| internal(ApiError::internal(format!("exec task: {e}"))))?
+        .map_err(start_error)?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| internal(ApiError::internal(format!("dup the pty: {e}"))));
     let (reader, writer) = (std::fs::File::from(dup(&tty.master)?), std::fs::File::from(dup(&tty.master)?));
     let master = Arc::new(dup(&tty.master)?);
     e.set(|s| s.master = Some(master));

@@ -12,7 +12,7 @@ use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper::{HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Resp, full, stream_response};
 
@@ -27,6 +27,11 @@ pub struct Channels {
     /// The client can no longer be written to: whoever produces output
     /// may stop.
     pub gone: Arc<AtomicBool>,
+    /// Fires once the answer is on the wire and the connection is ours
+    /// (an error if it never is). A process started only then cannot
+    /// have its first output arrive with the answer's headers, where a
+    /// client's HTTP parser would buffer it away (docker-py's does).
+    pub ready: oneshot::Receiver<()>,
 }
 
 impl Channels {
@@ -48,25 +53,33 @@ pub fn respond(headers: &HeaderMap, upgrade: Option<OnUpgrade>, content_type: &'
     let (out, out_rx) = mpsc::channel::<Bytes>(64);
     let (in_tx, input) = mpsc::channel::<Bytes>(64);
     let gone = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready) = oneshot::channel();
     let upgrade = upgrade.filter(|_| wants_upgrade(headers));
     let Some(on) = upgrade else {
         // No input comes: the sender goes now.
         drop(in_tx);
-        return (stream_response(content_type, out_rx), Channels { out, input, gone });
+        let _ = ready_tx.send(());
+        return (stream_response(content_type, out_rx), Channels { out, input, gone, ready });
     };
-    tokio::spawn(pump(on, out_rx, in_tx, gone.clone()));
+    tokio::spawn(pump(on, out_rx, in_tx, gone.clone(), ready_tx));
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(UPGRADE, HeaderValue::from_static("tcp"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (r, Channels { out, input, gone })
+    (r, Channels { out, input, gone, ready })
 }
 
 /// Copies the session's output to the taken-over connection and its input
 /// from it, until the output ends (then the connection is shut down).
-async fn pump(on: OnUpgrade, mut out: mpsc::Receiver<Bytes>, input: mpsc::Sender<Bytes>, gone: Arc<AtomicBool>) {
+async fn pump(
+    on: OnUpgrade,
+    mut out: mpsc::Receiver<Bytes>,
+    input: mpsc::Sender<Bytes>,
+    gone: Arc<AtomicBool>,
+    ready: oneshot::Sender<()>,
+) {
     let upgraded = match on.await {
         Ok(u) => u,
         Err(e) => {
@@ -75,6 +88,7 @@ async fn pump(on: OnUpgrade, mut out: mpsc::Receiver<Bytes>, input: mpsc::Sender
             return;
         }
     };
+    let _ = ready.send(());
     let (mut r, mut w) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];

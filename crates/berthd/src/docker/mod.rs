@@ -129,6 +129,7 @@ pub async fn serve(
 
 async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let began = std::time::Instant::now();
     let resp = match route(api, req).await {
         Ok(r) => r,
         Err(e) => {
@@ -136,7 +137,8 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Resp, Infallibl
             json_text(e.status, e.body())
         }
     };
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "docker API");
+    let ms = began.elapsed().as_millis();
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms, "docker API");
     Ok(resp)
 }
 
