@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::errors::ApiError;
 use super::frames::{FrameWriter, STDERR, STDOUT, content_type};
-use super::{ApiResult, Call, blocking, empty};
+use super::{Api, ApiResult, Call, blocking, empty};
 
 /// The default namespace's record `key` (the kubelet's containers, in
 /// the "k8s" namespace, are not the Docker API's), refreshed.
@@ -235,10 +235,17 @@ pub async fn start(c: Call, key: &str) -> ApiResult {
         if running(rec.status) {
             return Ok(empty(StatusCode::NOT_MODIFIED));
         }
-        let attached = api.attached.lock().map(|m| m.get(&rec.id).copied().unwrap_or(0)).unwrap_or(0);
-        let started = if attached > 0 {
+        let attached = |api: &Api| api.attached.lock().map(|m| m.get(&rec.id).copied().unwrap_or(0)).unwrap_or(0);
+        let started = if attached(&api) > 0 {
             api.engine.start_watched(&rec.id).map(|(_, watch)| {
-                if let Ok(mut w) = api.watches.lock() {
+                // Kept only while a session is still attached, decided under
+                // the sessions' lock: a short-lived container's session may
+                // have ended already, and a watch kept then would hold back
+                // an auto-remove forever.
+                if let Ok(m) = api.attached.lock()
+                    && m.get(&rec.id).is_some_and(|n| *n > 0)
+                    && let Ok(mut w) = api.watches.lock()
+                {
                     w.insert(rec.id.clone(), watch);
                 }
             })
@@ -570,6 +577,7 @@ pub async fn attach(c: Call, key: &str) -> ApiResult {
             let _ = f.pump_to(&mut w_out, &mut w_err);
         }
         // The last output is sent: an auto-remove container's shim may go on.
+        // Under the sessions' lock, as start decides to keep a watch.
         if let Ok(mut m) = api.attached.lock() {
             let n = m.entry(id.clone()).or_default();
             *n = n.saturating_sub(1);

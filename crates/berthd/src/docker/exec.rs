@@ -198,7 +198,8 @@ pub async fn start(c: Call, id: &str) -> ApiResult {
             return;
         }
         let out = ch.out.clone();
-        let started = if e.tty { start_tty(engine, e.clone(), ch).await } else { start_piped(engine, e.clone(), ch).await };
+        let started =
+            if e.tty { start_tty(engine, e.clone(), ch).await } else { start_piped(engine, e.clone(), ch).await };
         if let Err((err, code)) = started {
             let _ = out.send(frame(STDERR, format!("{}\n", err.message).as_bytes(), e.tty)).await;
             e.set(|s| {
