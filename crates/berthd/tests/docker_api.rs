@@ -367,6 +367,12 @@ fn the_other_container_and_image_routes() {
         n.docker_ok(cli, &["restart", "-t", "1", "d"]);
         assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Running}}", "d"]).trim(), "true");
 
+        n.docker_ok(cli, &["run", "-d", "--name", "web", "-p", "18080:8080", &n.image, "sleep", "100"]);
+        let ports = n.docker_ok(cli, &["ps", "--filter", "name=web", "--format", "{{.Ports}}"]);
+        assert_eq!(ports.trim(), "0.0.0.0:18080->8080/tcp");
+        let port = n.docker_ok(cli, &["port", "web"]);
+        assert!(port.contains("8080/tcp -> 0.0.0.0:18080"), "{port}");
+
         n.docker_ok(cli, &["tag", &n.image, "mine:v1"]);
         let images = n.docker_ok(cli, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
         assert!(images.lines().any(|l| l == "mine:v1"), "{images}");
