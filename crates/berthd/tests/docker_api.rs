@@ -387,3 +387,27 @@ fn the_other_container_and_image_routes() {
         assert!(stderr(&missing).contains("No such image: nosuch:1"), "{}", stderr(&missing));
     });
 }
+
+/// A `wait` whose client hangs up stops waiting (no thread left behind
+/// per abandoned wait on a long-running container).
+#[test]
+fn a_wait_whose_client_hangs_up_ends() {
+    in_test_host(|| {
+        let n = Node::start();
+        n.docker_ok(DOCKER_28, &["pull", &n.image]);
+        n.docker_ok(DOCKER_28, &["run", "-d", "--name", "w", &n.image, "sleep", "100"]);
+        let mut waiter = n.docker_cmd(DOCKER_28).args(["wait", "w"]).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !n.d.stderr().contains("/containers/w/wait") {
+            assert!(Instant::now() < deadline, "no wait request");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        waiter.kill().unwrap();
+        waiter.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !n.d.stderr().contains("wait: the client hung up") {
+            assert!(Instant::now() < deadline, "the wait goes on: {}", tail(&n.d.stderr(), 20));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}

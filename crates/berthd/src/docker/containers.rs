@@ -428,9 +428,14 @@ pub async fn wait(c: Call, key: &str) -> ApiResult {
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     tokio::task::spawn_blocking(move || {
-        let code = wait_for(&engine, &rec, &condition);
+        // A client that hung up stops the wait (its body's receiver goes).
+        let code = wait_for(&engine, &rec, &condition, || !tx.is_closed());
         let body = match code {
-            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+            Ok(Some(code)) => json!({ "StatusCode": code, "Error": null }),
+            Ok(None) => {
+                tracing::debug!(container = %rec.id, "wait: the client hung up; no longer waiting");
+                return;
+            }
             Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
         };
         let _ = tx.blocking_send(Bytes::from(body.to_string() + "\n"));
@@ -438,9 +443,16 @@ pub async fn wait(c: Call, key: &str) -> ApiResult {
     Ok(super::stream_response("application/json", rx))
 }
 
-fn wait_for(engine: &Engine, rec: &ContainerRecord, condition: &str) -> Result<i64, ApiError> {
+/// The exit code once `condition` holds; None when `keep_waiting` says
+/// to stop first.
+fn wait_for(
+    engine: &Engine,
+    rec: &ContainerRecord,
+    condition: &str,
+    keep_waiting: impl Fn() -> bool,
+) -> Result<Option<i64>, ApiError> {
     if condition == "not-running" && !running(rec.status) {
-        return Ok(rec.exit_code.unwrap_or(0).into());
+        return Ok(Some(rec.exit_code.unwrap_or(0).into()));
     }
     // The engine's wait hears the exit from the container's shim, so it
     // learns the code even when an auto-remove container is gone before a
@@ -451,19 +463,26 @@ fn wait_for(engine: &Engine, rec: &ContainerRecord, condition: &str) -> Result<i
         if engine.refresh(&r).status != Status::Created {
             break;
         }
+        if !keep_waiting() {
+            return Ok(None);
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let code = match engine.wait(&rec.id, || {}) {
-        Ok(code) => code,
+    let code = match engine.wait_while(&rec.id, &keep_waiting) {
+        Ok(Some(code)) => code,
+        Ok(None) => return Ok(None),
         Err(berth_engine::Error::Store(StoreError::NotFound(_))) => rec.exit_code.unwrap_or(0),
         Err(e) => return Err(e.into()),
     };
     if condition == "removed" {
         while store.get(&rec.id).is_ok() {
+            if !keep_waiting() {
+                return Ok(None);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    Ok(code.into())
+    Ok(Some(code.into()))
 }
 
 /// The options of logs and attach's output: which streams, from where.

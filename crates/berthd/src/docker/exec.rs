@@ -39,15 +39,29 @@ pub struct ExecState {
     pub pid: i32,
     /// The pty's master while it runs with a terminal (for resize).
     pub master: Option<Arc<OwnedFd>>,
+    /// When it ended (finished instances are forgotten after a while).
+    pub ended: Option<std::time::Instant>,
 }
 
 impl Exec {
     fn set(&self, f: impl FnOnce(&mut ExecState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
+            if !s.running && s.exit_code.is_some() && s.ended.is_none() {
+                s.ended = Some(std::time::Instant::now());
+            }
         }
     }
+
+    /// Ended long enough ago for its client to have read its exit code
+    /// (dockerd also forgets finished exec instances).
+    fn stale(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.ended.is_some_and(|t| t.elapsed() > EXEC_KEPT))
+    }
 }
+
+/// How long a finished exec instance can still be inspected.
+const EXEC_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn new_exec_id() -> String {
     berth_engine::store::new_id()
@@ -104,6 +118,7 @@ pub async fn create(c: Call, key: &str) -> ApiResult {
     };
     let id = exec.id.clone();
     if let Ok(mut m) = c.api.execs.lock() {
+        m.retain(|_, e| !e.stale());
         m.insert(id.clone(), Arc::new(exec));
     }
     Ok(super::json(StatusCode::CREATED, &json!({ "Id": id })))
