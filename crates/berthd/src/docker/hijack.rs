@@ -94,6 +94,9 @@ async fn pump(
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             match r.read(&mut buf).await {
+                // EOF is the end of the client's input, not a hang-up: the
+                // docker CLI half-closes at once when it sends no input,
+                // and reads on.
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
