@@ -296,26 +296,13 @@ print("left", [x.name for x in c.containers.list(all=True)])
     });
 }
 
-/// stdin and terminals through attach: `run -i` reads what is piped in,
-/// `run -t` prints on a terminal, and a command that does not exist is
-/// docker's 127.
+/// Terminals through attach: `run -t` prints on a terminal, and a command
+/// that does not exist is docker's 127.
 #[test]
-fn run_attaches_stdin_and_terminals() {
+fn run_attaches_terminals() {
     in_test_host(|| {
         let n = Node::start();
         n.docker_ok(DOCKER_28, &["pull", &n.image]);
-        let mut c = n.docker_cmd(DOCKER_28);
-        c.args(["run", "--rm", "-i", &n.image, "sh", "-c", "cat; echo done"]).stdin(std::process::Stdio::piped());
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(b"line one\nline two\n").unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "line one\nline two\ndone\n");
 
         let mut c = n.docker_cmd(DOCKER_28);
         c.args(["run", "--rm", "-it", &n.image, "sh", "-c", "tty; exit 2"]);
@@ -409,5 +396,40 @@ fn a_wait_whose_client_hangs_up_ends() {
             assert!(Instant::now() < deadline, "the wait goes on: {}", tail(&n.d.stderr(), 20));
             std::thread::sleep(Duration::from_millis(50));
         }
+    });
+}
+
+/// `run -i` reads what is piped in, and the end of it ends `cat`.
+///
+/// Known to fail now and then (about 1 run in 6), and `berth run -i` of
+/// the `berth` CLI hangs the same way (1 in 15 in a loop): the close of
+/// the container's stdin, sent to its shim right after the start, does
+/// not always reach the container. Not the API's: see the report.
+#[test]
+fn run_i_passes_stdin_and_its_end() {
+    in_test_host(|| {
+        let n = Node::start();
+        n.docker_ok(DOCKER_28, &["pull", &n.image]);
+        let mut c = n.docker_cmd(DOCKER_28);
+        c.args(["run", "--rm", "-i", &n.image, "sh", "-c", "cat; echo done"]).stdin(std::process::Stdio::piped());
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"line one\nline two\n").unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let log: String = n.d.stderr().lines().filter(|l| l.contains("docker")).collect::<Vec<_>>().join("\n");
+                panic!("run -i did not end: its stdin's end did not reach the container\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "line one\nline two\ndone\n");
     });
 }

@@ -646,12 +646,15 @@ fn forward_stdin(engine: &Engine, rec: &ContainerRecord, mut input: tokio::sync:
     let mut shim = None;
     while let Some(data) = input.blocking_recv() {
         let Some(a) = connect(engine, rec, &mut shim) else { return };
-        if a.send_stdin(&data).is_err() {
+        if let Err(e) = a.send_stdin(&data) {
+            tracing::debug!(container = %rec.id, error = %e, "attach: stdin to the shim");
             return;
         }
+        tracing::trace!(container = %rec.id, bytes = data.len(), "attach: stdin sent");
     }
     if once && let Some(a) = connect(engine, rec, &mut shim) {
-        let _ = a.close_stdin();
+        let closed = a.close_stdin();
+        tracing::debug!(container = %rec.id, ?closed, "attach: the client's input ended; stdin closed");
     }
 }
 
@@ -665,7 +668,10 @@ fn connect<'a>(
     if shim.is_none() {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
-            let now = engine.containers().ok()?.get(&rec.id).ok().map(|r| engine.refresh(&r))?;
+            // The record says running once `start` has the shim started
+            // with the container's stdin in place (its state file may say
+            // so a little earlier).
+            let now = engine.containers().ok()?.get(&rec.id).ok()?;
             if running(now.status)
                 && let Ok(a) = engine.attach(&now)
             {
