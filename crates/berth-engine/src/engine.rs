@@ -624,6 +624,17 @@ impl Engine {
 
     /// Waits for the container to end; its exit code.
     pub fn wait(&self, id: &str, mut on_tick: impl FnMut()) -> Result<i32, Error> {
+        let code = self.wait_while(id, || {
+            on_tick();
+            true
+        })?;
+        Ok(code.unwrap_or(-1))
+    }
+
+    /// [`Engine::wait`] that gives up (None) once `keep_waiting` says no
+    /// (asked every few milliseconds): a daemon's waiter whose client hung
+    /// up stops.
+    pub fn wait_while(&self, id: &str, mut keep_waiting: impl FnMut() -> bool) -> Result<Option<i32>, Error> {
         let store = self.containers()?;
         let rec = store.get(id)?;
         // The shim tells its clients each exit before it runs its exit
@@ -637,17 +648,19 @@ impl Engine {
         // Short at first: `start -a` of a short command is mostly this wait.
         let mut pause = Duration::from_millis(2);
         loop {
-            on_tick();
+            if !keep_waiting() {
+                return Ok(None);
+            }
             let rec = match store.get(&rec.id) {
                 Ok(r) => r,
-                Err(crate::store::StoreError::NotFound(_)) if let Some(code) = heard => return Ok(code),
+                Err(crate::store::StoreError::NotFound(_)) if let Some(code) = heard => return Ok(Some(code)),
                 Err(e) => return Err(e.into()),
             };
             let now = self.refresh(&rec);
             if now.status == Status::Exited {
                 self.save_state(&now);
-                on_tick();
-                return Ok(now.exit_code.unwrap_or(-1));
+                keep_waiting();
+                return Ok(Some(now.exit_code.unwrap_or(-1)));
             }
             match waiter.as_mut().map(|w| w.exit_within(pause)) {
                 Some(Ok(Some(code))) => heard = Some(code),

@@ -18,6 +18,7 @@ pub mod execsync;
 pub mod images;
 pub mod liveness;
 pub mod logconfig;
+pub mod logread;
 pub mod names;
 pub mod network;
 pub mod observe;
@@ -57,6 +58,33 @@ pub mod units {
     /// and `info` print: "64MiB", "1.066MiB".
     pub fn bytes_size(n: u64) -> String {
         custom_size(n, 1024.0, &BINARY, 4)
+    }
+
+    /// docker's HumanDuration.
+    pub fn human_duration(secs: i64) -> String {
+        let s = secs.max(0);
+        let (m, h, d) = (s / 60, s / 3600, s / 86400);
+        match () {
+            _ if s < 1 => "Less than a second".into(),
+            _ if s == 1 => "1 second".into(),
+            _ if s < 60 => format!("{s} seconds"),
+            _ if m == 1 => "About a minute".into(),
+            _ if m < 60 => format!("{m} minutes"),
+            _ if h == 1 => "About an hour".into(),
+            _ if h < 48 => format!("{h} hours"),
+            _ if h < 24 * 7 * 2 => format!("{d} days"),
+            _ if h < 24 * 30 * 2 => format!("{} weeks", d / 7),
+            _ if h < 24 * 365 * 2 => format!("{} months", d / 30),
+            _ => format!("{} years", d / 365),
+        }
+    }
+
+    /// "2 weeks ago" for an RFC 3339 time; "N/A" when unknown.
+    pub fn since(created: Option<&str>) -> String {
+        match created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) {
+            Some(t) => format!("{} ago", human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds())),
+            None => "N/A".into(),
+        }
     }
 
     /// `%.{digits}g` with a unit from `units`, each `base` times the last

@@ -104,6 +104,31 @@ impl Engine {
         Ok(a.exec_exit()?)
     }
 
+    /// [`Engine::exec`] with the caller's fds as the process's stdin,
+    /// stdout and stderr (a daemon's pipes, not its own stdio): the shim's
+    /// session, whose [`berth_shim::client::Attach::exec_exit`] gives the
+    /// exit code, and the process's pid. Only through the shim: a
+    /// container whose shim is gone is refused (its exec would have no
+    /// one to report the exit code).
+    pub fn exec_with_stdio(
+        &self,
+        key: &str,
+        o: &ExecOptions,
+        stdio: [std::os::fd::BorrowedFd<'_>; 3],
+    ) -> Result<(berth_shim::client::Attach, i32), Error> {
+        let rec = self.running(key)?;
+        let args = self.exec_args(&rec, o, &[])?;
+        if !self.shim_alive(&rec.id) {
+            return Err(Error::NotRunning(format!(
+                "container {} has lost its shim (it was killed): exec through it is not possible",
+                rec.id
+            )));
+        }
+        let mut a = self.attach(&rec)?;
+        let pid = a.exec(&args, stdio)?;
+        Ok((a, pid))
+    }
+
     /// A console socket for a runtime's `--console-socket` (runc's
     /// protocol), in a private directory under the runroot that goes with
     /// the returned guard: the directory, the socket's path, its listener

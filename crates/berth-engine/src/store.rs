@@ -152,6 +152,27 @@ where
 }
 
 impl ContainerRecord {
+    /// docker's status words for `ps` and the API's `/containers/json`
+    /// ("Up 5 seconds", "Exited (0) 2 minutes ago", "Created" ...), which
+    /// scripts match (docker's container/state.go).
+    pub fn status_text(&self) -> String {
+        use crate::units::since;
+        let up_for = || since(self.started_at.as_deref()).trim_end_matches(" ago").to_owned();
+        match self.status {
+            Status::Running => format!("Up {}", up_for()),
+            Status::Paused => format!("Up {} (Paused)", up_for()),
+            Status::Exited => {
+                format!("Exited ({}) {}", self.exit_code.unwrap_or(-1), since(self.finished_at.as_deref()))
+            }
+            Status::Created => "Created".into(),
+            Status::Restarting => {
+                format!("Restarting ({}) {}", self.exit_code.unwrap_or(0), since(self.finished_at.as_deref()))
+            }
+            Status::Removing => "Removal In Progress".into(),
+            Status::Dead => "Dead".into(),
+        }
+    }
+
     /// A container just created: no process yet.
     pub fn new(id: &str, name: &str, image: &str, image_id: &str, bundle: PathBuf) -> ContainerRecord {
         ContainerRecord {

@@ -14,31 +14,14 @@ pub fn human_size(n: u64) -> String {
     berth_engine::units::human_size(n)
 }
 
-/// docker's HumanDuration.
+/// docker's HumanDuration (the engine's, shared with berthd).
 pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    match () {
-        _ if s < 1 => "Less than a second".into(),
-        _ if s == 1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if m == 1 => "About a minute".into(),
-        _ if m < 60 => format!("{m} minutes"),
-        _ if h == 1 => "About an hour".into(),
-        _ if h < 48 => format!("{h} hours"),
-        _ if h < 24 * 7 * 2 => format!("{d} days"),
-        _ if h < 24 * 30 * 2 => format!("{} weeks", d / 7),
-        _ if h < 24 * 365 * 2 => format!("{} months", d / 30),
-        _ => format!("{} years", d / 365),
-    }
+    berth_engine::units::human_duration(secs)
 }
 
 /// "2 weeks ago" for an RFC 3339 time; "N/A" when unknown.
 pub fn since(created: Option<&str>) -> String {
-    match created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) {
-        Some(t) => format!("{} ago", human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds())),
-        None => "N/A".into(),
-    }
+    berth_engine::units::since(created)
 }
 
 /// docker/cli's tables: Go's tabwriter as `tabwriter.NewWriter(out, 10, 1,

@@ -19,6 +19,9 @@
 //!   # tls_cert_file = "/etc/berth/stream.crt"   # both set: the URLs are https
 //!   # tls_key_file = "/etc/berth/stream.key"
 //!   # debug_host_streamer_dir = "/tmp/x"        # TEST ONLY: see StreamConfig
+//! [docker]                                      # the Docker Engine API (off unless enabled or --docker-listen)
+//!   enabled = false
+//!   listen = "unix:///run/berth/docker.sock"
 //! [registry]                                    # berth-image's RegistryConfig
 //!   config_path = "/etc/berth/certs.d"          # containerd-style <host>/hosts.toml mirrors
 //! ```
@@ -54,6 +57,8 @@ pub enum ConfigError {
     BadHandlerName { path: PathBuf, name: String },
     #[error("{path}: stream.{key}: {reason}")]
     Stream { path: PathBuf, key: &'static str, reason: String },
+    #[error("{path}: docker.listen: {reason}")]
+    DockerListen { path: PathBuf, reason: String },
     #[error("runtime handler {name:?}: {binary}: {reason}")]
     RuntimeBinary { name: String, binary: PathBuf, reason: String },
 }
@@ -78,6 +83,7 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeHandler>,
     pub cni: CniConfig,
     pub stream: StreamConfig,
+    pub docker: DockerConfig,
     #[serde(skip_serializing)]
     pub registry: RegistryConfig,
     pub events: EventsConfig,
@@ -99,6 +105,38 @@ impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig { poll_interval: std::time::Duration::from_secs(5) }
     }
+}
+
+/// `[docker]`: the Docker Engine API server (see [`crate::docker`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Serve it (berthd's `--docker-listen` serves it too).
+    pub enabled: bool,
+    /// `unix:///ABSOLUTE/PATH` (TCP with TLS comes later).
+    pub listen: String,
+}
+
+/// The Docker API's socket when nothing else is said (dockerd's is
+/// /run/docker.sock).
+pub const DEFAULT_DOCKER_LISTEN: &str = "unix:///run/berth/docker.sock";
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig { enabled: false, listen: DEFAULT_DOCKER_LISTEN.into() }
+    }
+}
+
+/// The socket path of a `unix:///PATH` listen address, or why it is not one.
+pub fn docker_socket_path(listen: &str) -> Result<PathBuf, String> {
+    let Some(path) = listen.strip_prefix("unix://") else {
+        return Err(format!("{listen:?}: only unix:///PATH is served (TCP with TLS is not implemented yet)"));
+    };
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(format!("{listen:?}: the socket path must be absolute (unix:///run/berth/docker.sock)"));
+    }
+    Ok(path)
 }
 
 /// `[runtimes.NAME]`.
@@ -187,6 +225,7 @@ impl Default for Config {
             runtimes: BTreeMap::new(),
             cni: CniConfig::default(),
             stream: StreamConfig::default(),
+            docker: DockerConfig::default(),
             registry: RegistryConfig::default(),
             events: EventsConfig::default(),
         }
@@ -223,6 +262,8 @@ impl Config {
             }
         }
         self.check_stream(path)?;
+        docker_socket_path(&self.docker.listen)
+            .map_err(|reason| ConfigError::DockerListen { path: path.into(), reason })?;
         if !self.runtimes.contains_key(&self.default_runtime) {
             let known = self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(ConfigError::UnknownDefault { path: path.into(), name: self.default_runtime.clone(), known });
@@ -399,6 +440,10 @@ config_path = "/etc/berth/certs.d"
         assert_eq!(c.cni.bin_dirs.len(), 2);
         assert_eq!((c.stream.address.as_str(), c.stream.port), ("127.0.0.1", 10010));
         assert_eq!(c.registry.config_path, [Path::new("/etc/berth/certs.d")]);
+        assert!(!c.docker.enabled && c.docker.listen == DEFAULT_DOCKER_LISTEN);
+        let c = load_str("[docker]\nenabled = true\nlisten = \"unix:///tmp/d.sock\"\n").unwrap();
+        assert!(c.docker.enabled);
+        assert_eq!(docker_socket_path(&c.docker.listen).unwrap(), Path::new("/tmp/d.sock"));
     }
 
     #[test]
@@ -413,6 +458,12 @@ config_path = "/etc/berth/certs.d"
             ("[stream]\naddress = \"localhost\"", "stream.address: \"localhost\" is not an IP address"),
             ("[stream]\ndebug_host_streamer_dir = \"rel\"", "stream.debug_host_streamer_dir: rel is not an absolute"),
             ("[stream]\nport = 70000", "port"),
+            ("[docker]\nlisten = \"tcp://0.0.0.0:2375\"", "docker.listen: \"tcp://0.0.0.0:2375\": only unix:///PATH"),
+            (
+                "[docker]\nlisten = \"unix://rel.sock\"",
+                "docker.listen: \"unix://rel.sock\": the socket path must be absolute",
+            ),
+            ("[docker]\nenable = true", "unknown field `enable`"),
         ];
         for (text, want) in cases {
             let err = load_str(text).unwrap_err().to_string();

@@ -2,11 +2,13 @@
 //! socket. [`config`] is `/etc/berth/berthd.toml`, [`socket`] the listening
 //! socket and the daemon's lock, [`runtime`] and [`image`] the two CRI
 //! services, [`serve`] runs them until a shutdown signal, [`stream`] is the
-//! streaming server behind Exec, Attach and PortForward.
+//! streaming server behind Exec, Attach and PortForward, [`docker`] the
+//! Docker Engine API.
 
 pub mod config;
 pub mod container_extras;
 pub mod containers;
+pub mod docker;
 pub mod events;
 pub mod features;
 pub mod image;

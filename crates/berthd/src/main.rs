@@ -1,4 +1,4 @@
-//! berthd: the CRI server. Thin: flags, logging, config, then the library
+//! berthd: the CRI server and the Docker Engine API. Thin: flags, logging, config, then the library
 //! serves until SIGTERM or SIGINT, and the socket is removed. Pods and
 //! containers are left as they are (their shims hold them).
 
@@ -13,7 +13,11 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
-#[command(name = "berthd", version, about = "berth's daemon: a Kubernetes CRI server (runtime.v1) on a unix socket")]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth's daemon: a Kubernetes CRI server (runtime.v1) and the Docker Engine API on unix sockets"
+)]
 struct Cli {
     /// Where images, snapshots and the metadata database live (shared with `berth`).
     #[arg(long, default_value = "/var/lib/berth")]
@@ -34,6 +38,10 @@ struct Cli {
     /// The unix socket to serve the CRI on.
     #[arg(long, default_value = "/run/berth/berthd.sock")]
     listen: PathBuf,
+    /// Serve the Docker Engine API on this socket (unix:///PATH), whatever
+    /// the config's [docker] says.
+    #[arg(long, value_name = "unix:///PATH")]
+    docker_listen: Option<String>,
     /// Append logs to this file instead of stderr.
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -82,6 +90,13 @@ fn run(cli: Cli) -> Result<()> {
     }
     anyhow::ensure!(cli.cgroup_parent.starts_with('/'), "--cgroup-parent {}: must start with /", cli.cgroup_parent);
     let config = Config::load(&cli.config)?;
+    let docker = match &cli.docker_listen {
+        Some(l) => Some(berthd::config::docker_socket_path(l).map_err(|e| anyhow::anyhow!("--docker-listen {e}"))?),
+        None if config.docker.enabled => {
+            Some(berthd::config::docker_socket_path(&config.docker.listen).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let handlers = resolve_handlers(&config, &cli.runroot, cli.runtime.as_deref())?;
     let mut daemon = Daemon::new(config, handlers, cli.root.clone(), cli.runroot.clone(), cli.cgroup_parent.clone());
     // Held until exit: one berthd per state directory.
@@ -93,7 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("start the async runtime")?;
     let served = rt.block_on(async {
         daemon.stream = Some(start_stream_server(&daemon).await?);
-        serve(Arc::new(daemon), &cli.listen).await
+        serve(Arc::new(daemon), &cli.listen, docker.as_deref()).await
     });
     // Dropping the runtime would wait for every blocking call still going
     // (a pull from a registry that never answers: for ever). What berthd
@@ -129,10 +144,22 @@ async fn start_stream_server(daemon: &Daemon) -> Result<berthd::stream::Server> 
 /// How long calls in flight may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {
+async fn serve(daemon: Arc<Daemon>, listen: &Path, docker: Option<&Path>) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let (listener, socket) = berthd::socket::bind(listen)?;
+    // The Docker API shares the engine and the shutdown: it stops taking
+    // connections at the signal, and its socket goes with the CRI's.
+    let (docker_stop, docker_stopped) = tokio::sync::watch::channel(false);
+    let docker_socket = match docker {
+        Some(path) => {
+            let (l, file) = berthd::socket::bind(path)?;
+            tokio::spawn(berthd::docker::serve(daemon.clone(), l, docker_stopped));
+            tracing::info!(socket = %path.display(), "berthd serving the Docker Engine API");
+            Some(file)
+        }
+        None => None,
+    };
     tracing::info!(socket = %listen.display(), version = env!("CARGO_PKG_VERSION"), "berthd serving the CRI");
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
@@ -141,6 +168,7 @@ async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {
             _ = int.recv() => "SIGINT",
         };
         tracing::info!(signal = which, "shutting down; pods and containers keep running");
+        let _ = docker_stop.send(true);
         let _ = stopping_tx.send(());
     };
     // tonic's graceful stop waits for every client to hang up: a kubelet
@@ -161,6 +189,9 @@ async fn serve(daemon: Arc<Daemon>, listen: &Path) -> Result<()> {
         }
     };
     socket.remove();
+    if let Some(s) = docker_socket {
+        s.remove();
+    }
     served.context("serve the CRI")?;
     tracing::info!("berthd stopped");
     Ok(())

@@ -76,20 +76,7 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
     } else {
         format!("\"{}…\"", cmd.chars().take(19).collect::<String>())
     };
-    let status = match r.status {
-        Status::Running => format!("Up {}", up_for(r.started_at.as_deref())),
-        Status::Paused => format!("Up {} (Paused)", up_for(r.started_at.as_deref())),
-        Status::Exited => {
-            format!("Exited ({}) {}", r.exit_code.unwrap_or(-1), berth::format::since(r.finished_at.as_deref()))
-        }
-        Status::Created => "Created".into(),
-        // docker's words (container/state.go), which scripts match.
-        Status::Restarting => {
-            format!("Restarting ({}) {}", r.exit_code.unwrap_or(0), berth::format::since(r.finished_at.as_deref()))
-        }
-        Status::Removing => "Removal In Progress".into(),
-        Status::Dead => "Dead".into(),
-    };
+    let status = r.status_text();
     let state = serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let ports: Vec<String> = r
         .config
@@ -116,11 +103,6 @@ fn ps_row(r: &ContainerRecord, no_trunc: bool) -> serde_json::Map<String, serde_
         "Networks": r.config.network,
     });
     v.as_object().cloned().unwrap_or_default()
-}
-
-/// "5 seconds" since `started`.
-fn up_for(started: Option<&str>) -> String {
-    berth::format::since(started).trim_end_matches(" ago").to_owned()
 }
 
 /// One `--filter key=value`.

@@ -1,0 +1,277 @@
+//! The image routes: pull (`/images/create`, with docker's JSON progress
+//! stream), list, inspect, history, tag and remove, on the engine's image
+//! operations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use berth_engine::images::{Credentials, ImageEvent, LayerProgress, PullRequest, Removed};
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+use super::errors::ApiError;
+use super::{ApiResult, Call, blocking, empty};
+
+/// `fromImage` and `tag` as one reference: `busybox` + `1.36`,
+/// `busybox:1.36` + "", or a digest.
+fn reference(from: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_owned(),
+    }
+}
+
+/// The X-Registry-Auth header: base64url JSON of docker's AuthConfig.
+fn credentials(headers: &hyper::HeaderMap) -> Option<(Credentials, Vec<String>)> {
+    let raw = headers.get("x-registry-auth")?.to_str().ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(raw.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw.trim()))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let username = v["username"].as_str().filter(|u| !u.is_empty())?.to_owned();
+    let password = v["password"].as_str().unwrap_or_default().to_owned();
+    let servers = v["serveraddress"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_owned()]).unwrap_or_default();
+    Some((Credentials { username, password }, servers))
+}
+
+/// docker's progress bar text: `[==>      ]  1.2MB/4.5MB`.
+fn bar(current: u64, total: u64) -> String {
+    use berth_engine::units::human_size;
+    if total == 0 {
+        return human_size(current);
+    }
+    let width = 50u64;
+    let done = (current.min(total) * width / total) as usize;
+    let arrow = if done < width as usize { ">" } else { "" };
+    let fill = "=".repeat(done.saturating_sub(usize::from(!arrow.is_empty())));
+    let pad = " ".repeat(width as usize - fill.len() - arrow.len());
+    format!("[{fill}{arrow}{pad}] {:>8}/{}", human_size(current), human_size(total))
+}
+
+/// Turns the engine's pull events into docker's JSON lines.
+struct Progress {
+    layers: Mutex<HashMap<String, (u64, u64)>>,
+    /// Unbounded: the engine calls back from its own async tasks, where
+    /// nothing may block.
+    tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+}
+
+impl Progress {
+    fn send(&self, v: Value) {
+        let _ = self.tx.send(Bytes::from(v.to_string() + "\r\n"));
+    }
+
+    fn event(&self, e: ImageEvent) {
+        match e {
+            ImageEvent::Pulling { what, repository } => {
+                self.send(json!({ "status": format!("Pulling from {repository}"), "id": what }));
+            }
+            ImageEvent::Layer { id, progress } => self.layer(id, progress),
+            ImageEvent::Pulled(p) => {
+                self.send(json!({ "status": format!("Digest: {}", p.digest) }));
+                let name = berth_engine::images::familiar(&p.reference.to_string());
+                let words = if p.up_to_date { "Image is up to date for" } else { "Downloaded newer image for" };
+                self.send(json!({ "status": format!("Status: {words} {name}") }));
+            }
+            ImageEvent::Missing { .. } | ImageEvent::Pushing { .. } => {}
+        }
+    }
+
+    fn layer(&self, id: String, p: LayerProgress) {
+        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        match p {
+            LayerProgress::Start { total } => {
+                layers.insert(id.clone(), (0, total));
+                self.send(json!({ "status": "Pulling fs layer", "progressDetail": {}, "id": id }));
+            }
+            LayerProgress::Advance { bytes } => {
+                let e = layers.entry(id.clone()).or_default();
+                e.0 += bytes;
+                let (current, total) = *e;
+                self.send(json!({
+                    "status": "Downloading",
+                    "progressDetail": { "current": current, "total": total },
+                    "progress": bar(current, total),
+                    "id": id,
+                }));
+            }
+            LayerProgress::Status(s) | LayerProgress::Finish(s) => {
+                self.send(json!({ "status": s, "progressDetail": {}, "id": id }));
+            }
+        }
+    }
+}
+
+/// `POST /images/create?fromImage=X&tag=Y`: a pull, its progress streamed
+/// as docker's JSON lines. A pull that fails before any progress is a
+/// plain error answer (404 for an unknown image); later, an `error` line.
+pub async fn create(c: Call) -> ApiResult {
+    let (_, c) = c.json().await?;
+    if c.query.get("fromSrc").is_some() {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "import (fromSrc) is not implemented in berthd yet"));
+    }
+    let from = c.query.get("fromImage").ok_or_else(|| ApiError::bad("fromImage is required (fromSrc: not yet)"))?;
+    let reference = reference(from, c.query.get("tag"));
+    let platform = c.query.get("platform").map(str::to_owned);
+    let creds = credentials(&c.headers);
+    let images = c.api.images();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let progress = Arc::new(Progress { layers: Mutex::default(), tx: tx.clone() });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    tokio::task::spawn_blocking(move || {
+        let req = PullRequest { platform, max_layer_size: None };
+        let sink = progress.clone();
+        let on_event: berth_engine::images::OnEvent = Arc::new(move |e| sink.event(e));
+        let pulled = match &creds {
+            Some((c, servers)) => images.pull_with_credentials(&reference, &req, c, servers, on_event),
+            None => images.pull(&reference, &req, on_event),
+        };
+        let _ = done_tx.send(pulled.map(|_| ()).map_err(|e| pull_error(&reference, e)));
+    });
+    drop(tx);
+    // Whichever first: the first progress line, or the end (an error
+    // then is a plain error answer).
+    let mut done_rx = done_rx;
+    let first = tokio::select! {
+        line = rx.recv() => line,
+        done = &mut done_rx => {
+            done.map_err(|_| ApiError::internal("the pull task ended"))??;
+            rx.recv().await
+        }
+    };
+    let (out, out_rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        if let Some(l) = first {
+            let _ = out.send(l).await;
+        }
+        while let Some(l) = rx.recv().await {
+            let _ = out.send(l).await;
+        }
+        // After the last progress line: how it ended, as docker's error line.
+        if let Ok(Err(e)) = done_rx.await {
+            let line = json!({ "errorDetail": { "message": e.message }, "error": e.message });
+            let _ = out.send(Bytes::from(line.to_string() + "\r\n")).await;
+        }
+    });
+    Ok(super::stream_response("application/json", out_rx))
+}
+
+fn pull_error(reference: &str, e: berth_engine::Error) -> ApiError {
+    match &e {
+        berth_engine::Error::Image(berth_image::Error::Registry { status: 404, .. })
+        | berth_engine::Error::Image(berth_image::Error::NotFound(_)) => {
+            ApiError::not_found(format!("manifest for {reference} not found: manifest unknown: {e}"))
+        }
+        _ => ApiError::from(e),
+    }
+}
+
+pub async fn list(c: Call) -> ApiResult {
+    let images = c.api.images();
+    let rows = blocking(move || Ok(images.list(None)?)).await?;
+    let mut by_id: BTreeMap<String, (Vec<String>, Vec<String>, i64, u64)> = BTreeMap::new();
+    let mut order = Vec::new();
+    for r in rows {
+        let id = r.id.to_string();
+        let e = by_id.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            let created = r.created.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            (Vec::new(), Vec::new(), created.map_or(0, |t| t.timestamp()), r.size)
+        });
+        if r.repository != "<none>" && r.tag != "<none>" {
+            let t = format!("{}:{}", r.repository, r.tag);
+            if !e.0.contains(&t) {
+                e.0.push(t);
+            }
+        }
+        if r.repository != "<none>" && r.digest != "<none>" {
+            let d = format!("{}@{}", r.repository, r.digest);
+            if !e.1.contains(&d) {
+                e.1.push(d);
+            }
+        }
+    }
+    let out: Vec<Value> = order
+        .iter()
+        .filter_map(|id| by_id.get(id).map(|e| (id, e)))
+        .map(|(id, (tags, digests, created, size))| {
+            json!({
+                "Id": id, "ParentId": "", "RepoTags": tags, "RepoDigests": digests, "Created": created,
+                "Size": size, "VirtualSize": size, "SharedSize": -1, "Labels": {}, "Containers": -1,
+            })
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &Value::Array(out)))
+}
+
+pub async fn inspect(c: Call, name: &str) -> ApiResult {
+    let images = c.api.images();
+    let name = name.to_owned();
+    let v = blocking(move || Ok(images.inspect(&name)?)).await?;
+    Ok(super::json(StatusCode::OK, &v))
+}
+
+/// The image config's history, newest first, as `docker history` reads it.
+pub async fn history(c: Call, name: &str) -> ApiResult {
+    let images = c.api.images();
+    let name = name.to_owned();
+    let v = blocking(move || {
+        let doc = images.inspect(&name)?;
+        let id = doc["Id"].clone();
+        let detail = images.detail(&name)?.ok_or_else(|| ApiError::not_found(format!("No such image: {name}")))?;
+        let mut out: Vec<Value> = detail
+            .config
+            .history()
+            .iter()
+            .flatten()
+            .map(|h| {
+                let created = h.created().as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+                json!({
+                    "Id": "<missing>",
+                    "Created": created.map_or(0, |t| t.timestamp()),
+                    "CreatedBy": h.created_by().clone().unwrap_or_default(),
+                    "Tags": null,
+                    "Size": 0,
+                    "Comment": h.comment().clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.reverse();
+        if let Some(first) = out.first_mut() {
+            first["Id"] = id;
+            first["Tags"] = json!(detail.tags.iter().map(|t| berth_engine::images::familiar(t)).collect::<Vec<_>>());
+        }
+        Ok(Value::Array(out))
+    })
+    .await?;
+    Ok(super::json(StatusCode::OK, &v))
+}
+
+pub async fn tag(c: Call, name: &str) -> ApiResult {
+    let repo = c.query.get("repo").ok_or_else(|| ApiError::bad("repo is required"))?;
+    let target = reference(repo, Some(c.query.get("tag").unwrap_or("latest")));
+    let images = c.api.images();
+    let name = name.to_owned();
+    blocking(move || Ok(images.tag(&name, &target)?)).await?;
+    Ok(empty(StatusCode::CREATED))
+}
+
+pub async fn remove(c: Call, name: &str) -> ApiResult {
+    let force = c.query.flag("force");
+    let engine = c.api.engine.clone();
+    let name = name.to_owned();
+    let removed = blocking(move || Ok(engine.remove_image(&name, force)?)).await?;
+    let out: Vec<Value> = removed
+        .iter()
+        .map(|r| match r {
+            Removed::Untagged(n) => json!({ "Untagged": n }),
+            Removed::Deleted(d) => json!({ "Deleted": d.to_string() }),
+        })
+        .collect();
+    Ok(super::json(StatusCode::OK, &Value::Array(out)))
+}
