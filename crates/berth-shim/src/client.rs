@@ -235,6 +235,15 @@ impl Attach {
         protocol::write_frame(&mut self.stream, protocol::CLOSE_STDIN, &[])
     }
 
+    /// Says this connection only sends input (stdin, its close): the shim
+    /// sends it no container output, which nobody would read. Unread
+    /// output fills a connection's buffer, and the shim drops a client it
+    /// cannot write to, with the input it had not read yet. (The waiters'
+    /// frame: it makes the client quiet and nothing else.)
+    pub fn input_only(&mut self) -> std::io::Result<()> {
+        protocol::write_frame(&mut self.stream, protocol::WAIT, &[])
+    }
+
     pub fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
         let mut p = rows.to_be_bytes().to_vec();
         p.extend_from_slice(&cols.to_be_bytes());

@@ -58,7 +58,8 @@ struct Client {
     /// Fds received with the bytes not yet decoded (SCM_RIGHTS).
     fds: Vec<OwnedFd>,
     /// Gets no container output: it asked for an exec session (and gets
-    /// that session's frames), or it only waits for the exit.
+    /// that session's frames), it only waits for the exit or only sends
+    /// input, or it hung up (see [`send_output`]).
     quiet: bool,
 }
 
@@ -511,7 +512,7 @@ fn supervise(
                         let _ = l.write(stream, &buf[..n]);
                     }
                     let frame = protocol::encode(kind, &buf[..n]);
-                    clients.retain_mut(|c| c.quiet || c.stream.write_all(&frame).is_ok());
+                    clients.retain_mut(|c| send_output(c, &frame));
                 }
                 Slot::Client(id) => {
                     // By id: output written earlier in this round may have
@@ -529,6 +530,27 @@ fn supervise(
             }
         }
         clients.retain(|c| !gone.contains(&c.id));
+    }
+}
+
+/// Writes an output frame to client `c`; false if it must go. A client
+/// that hung up is kept, deaf, until its input is read to the end: what
+/// it sent before leaving (stdin's last bytes, the close of stdin) must
+/// still reach the container. (Dropped at once, a `run -i` whose output
+/// came back as it left lost its close of stdin, and the container waited
+/// for ever.)
+fn send_output(c: &mut Client, frame: &[u8]) -> bool {
+    if c.quiet {
+        return true;
+    }
+    match c.stream.write_all(frame) {
+        Ok(()) => true,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
+            c.quiet = true;
+            true
+        }
+        // Too slow to take it (its buffer is full): dropped, as before.
+        Err(_) => false,
     }
 }
 

@@ -185,6 +185,35 @@ fn stdin_through_the_attach_socket_reaches_the_container() {
     assert_eq!((String::from_utf8_lossy(&out).as_ref(), code), ("ping\n", 0));
 }
 
+/// The input a client sent before it hung up reaches the container, also
+/// when output came back as it left: the shim dropped a client whose
+/// write failed before reading what it had sent (a `run -i` whose close
+/// of stdin was lost waited for ever). The container writes all the
+/// time, so output is due in every round of the shim's loop.
+#[test]
+fn stdin_sent_just_before_hanging_up_is_not_lost_to_output() {
+    for round in 0..5 {
+        let mut b = Boxed::new(
+            berth(),
+            &["/bin/sh", "-c", "while :; do echo tick; done & cat > /got; kill $!; wait $!; cat /got; echo done"],
+        );
+        b.cfg.stdin = true;
+        b.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !lines(&b.log(), "stdout").contains(&"tick\n".to_owned()) {
+            assert!(Instant::now() < deadline, "round {round}: never ticked");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut a = Attach::connect(&b.cfg.state_dir).unwrap();
+        a.send_stdin(b"ping\n").unwrap();
+        a.close_stdin().unwrap();
+        drop(a);
+        let exit = b.wait_exit();
+        let out = lines(&b.log(), "stdout");
+        assert!(out.ends_with(&["ping\n".to_owned(), "done\n".to_owned()]), "round {round}: {exit:?}");
+    }
+}
+
 #[test]
 fn a_terminal_container_answers_through_attach_and_follows_resizes() {
     let mut b = Boxed::new(berth(), &["/bin/sh"]);

@@ -419,6 +419,60 @@ fn run_it_gets_a_real_pty_and_piped_stdin_reaches_the_container() {
     assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
 }
 
+/// `run -i`: input typed after much output still reaches the container,
+/// to its end. The CLI's stdin connection to the shim got the output too,
+/// read by nobody: once its buffer was full the shim dropped it, and
+/// what came after (here all the input) was lost; the container waited
+/// for ever.
+#[test]
+fn run_i_input_after_much_output_reaches_the_container() {
+    use std::io::{Read, Write};
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let mut c = b.command();
+    let script = "head -c 4000000 /dev/zero | tr '\\0' x; echo; echo out; cat; echo done";
+    c.args(["run", "-i", "--rm", "--network", "none", &b.image, "sh", "-c", script]);
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        let mut told = false;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if !told && all.windows(4).any(|w| w == b"out\n") {
+                told = true;
+                let _ = tx.send(());
+            }
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("the output never ended");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ping\n").unwrap();
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the container never saw the end of its input");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().unwrap();
+    assert!(out.ends_with(b"out\nping\ndone\n"), "{:?}", String::from_utf8_lossy(&out[out.len().saturating_sub(40)..]));
+    assert!(status.success(), "{status}");
+    assert_eq!(b.ok(&["ps", "-a", "-q"]), "");
+}
+
 fn berth_cmd(b: &Berth) -> Command {
     b.command()
 }

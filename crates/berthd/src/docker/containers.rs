@@ -673,7 +673,8 @@ fn connect<'a>(
             // so a little earlier).
             let now = engine.containers().ok()?.get(&rec.id).ok()?;
             if running(now.status)
-                && let Ok(a) = engine.attach(&now)
+                && let Ok(mut a) = engine.attach(&now)
+                && a.input_only().is_ok()
             {
                 *shim = Some(a);
                 break;

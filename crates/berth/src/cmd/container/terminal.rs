@@ -92,6 +92,9 @@ pub fn forward_stdin(engine: &Engine, rec: &ContainerRecord, tty: bool) -> Resul
 }
 
 fn copy_stdin(attach: &mut Attach) {
+    if attach.input_only().is_err() {
+        return;
+    }
     let mut buf = [0u8; 8192];
     let mut stdin = std::io::stdin().lock();
     loop {
