@@ -56,6 +56,12 @@ if [ "${#missing_interop[@]}" -gt 0 ]; then
   if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$rc" = 0 ] || exit "$rc"
 fi
+# crates/berthd/tests/docker_api.rs drives berthd's Docker API with
+# docker-py (PyPI's `docker`, as the brief's clients list it).
+if ! python3 -c 'import docker' 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq python3-pip
+  python3 -m pip install -q docker 2>/dev/null || python3 -m pip install -q --break-system-packages docker
+fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 # scripts/fuzz.sh (the last CI step) drives the fuzz targets with
 # cargo-fuzz; it runs on stable too (see the script), so no nightly here.

@@ -198,6 +198,12 @@ fn the_docker_cli_works(n: &Node, cli: &str, tag: &str) {
 
 #[test]
 fn docker_28_drives_berthd() {
+    // The newer CLI is the machine's own, where it has one (setup.sh
+    // installs Debian's 20.10 only).
+    if !std::path::Path::new(DOCKER_28).exists() {
+        eprintln!("skipped: no newer docker CLI at {DOCKER_28}");
+        return;
+    }
     in_test_host(|| {
         let n = Node::start();
         the_docker_cli_works(&n, DOCKER_28, "28");
