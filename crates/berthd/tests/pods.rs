@@ -21,29 +21,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_cri_api::v1;
-use berth_testkit::cri::{Berthd, StandIns};
 use berth_testkit::workspace_bin;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-const PAUSE: &str = "registry.k8s.io/pause:3.10";
-
-/// A node: the stand-in registry, a CNI conf dir and a berthd, with a CRI
-/// client. Dropped, it removes every pod berthd has (then berthd and its
-/// state go with their own guards).
-struct Node {
-    rt: tokio::runtime::Runtime,
-    client: v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    bridge: String,
-    ipam_dir: PathBuf,
-    /// Shared with the containers (bind-mounted), world-writable.
-    shared: tempfile::TempDir,
-    /// A berthd started again by [`Node::kill_and_restart_berthd`], on
-    /// the first one's state (stopped before that state goes).
-    restarted: Option<std::process::Child>,
-    d: Berthd,
-    _cni: tempfile::TempDir,
-    _stand_ins: StandIns,
-}
+mod common;
+use common::{BUSYBOX, Node, PAUSE};
 
 impl Node {
     /// `n` makes the bridge name and the subnet unique to the test.
@@ -53,40 +34,7 @@ impl Node {
 
     /// [`Node::start`] with more of berthd.toml (e.g. runtime handlers).
     fn start_with(n: u8, extra: &str) -> Node {
-        let stand_ins = StandIns::start(Some(&[PAUSE, BUSYBOX]));
-        let cni = tempfile::Builder::new().prefix("berth-pods-cni-").tempdir().unwrap();
-        let bridge = format!("bpod{}{n}", std::process::id() % 10000);
-        let ipam_dir = cni.path().join("ipam");
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": format!("podnet{n}"),
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{ "subnet": format!("10.99.{n}.0/24") }]],
-                        "routes": [{ "dst": "0.0.0.0/0" }],
-                        "dataDir": ipam_dir,
-                    }
-                },
-                { "type": "portmap", "capabilities": { "portMappings": true } }
-            ]
-        });
-        let conf_dir = cni.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(conf_dir.join("10-pods.conflist"), conflist.to_string()).unwrap();
-        let config = format!(
-            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n{extra}",
-            stand_ins.certs_d().display(),
-            conf_dir.display()
-        );
-        let d = Berthd::start(&config);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(berth_cri_api::runtime_client(&d.endpoint())).unwrap();
-        let shared = tempfile::Builder::new().prefix("berth-pods-shared-").tempdir().unwrap();
-        std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        Node { rt, client, bridge, ipam_dir, shared, restarted: None, d, _cni: cni, _stand_ins: stand_ins }
+        Node::start_serving(n, &[PAUSE, BUSYBOX], extra)
     }
 
     fn pull_busybox(&self) {
@@ -94,41 +42,20 @@ impl Node {
         assert!(out.status.success(), "crictl pull: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// A pod config as the kubelet makes one, under the daemon's cgroup
-    /// parent (a kubelet-style absolute pod cgroup).
+    /// A pod config as the kubelet makes one, with `ports` published
+    /// (container, host).
     fn pod_config(&self, name: &str, ports: &[(i32, i32)]) -> v1::PodSandboxConfig {
-        let uid = format!("uid-{name}-{}", std::process::id());
-        v1::PodSandboxConfig {
-            metadata: Some(v1::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self.d.dir.path().join("logs").join(&uid).to_string_lossy().into_owned(),
-            port_mappings: ports
-                .iter()
-                .map(|(c, h)| v1::PortMapping { container_port: *c, host_port: *h, ..Default::default() })
-                .collect(),
-            labels: HashMap::from([("app".to_owned(), name.to_owned())]),
-            annotations: HashMap::from([("note".to_owned(), "kept".to_owned())]),
-            linux: Some(v1::LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.d.cgroup.path()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        let mut config = self.base_pod_config(name);
+        config.port_mappings = ports
+            .iter()
+            .map(|(c, h)| v1::PortMapping { container_port: *c, host_port: *h, ..Default::default() })
+            .collect();
+        config.annotations = HashMap::from([("note".to_owned(), "kept".to_owned())]);
+        config
     }
 
     fn run_pod(&mut self, config: &v1::PodSandboxConfig) -> Result<String, tonic::Status> {
         self.run_pod_with(config, "")
-    }
-
-    fn run_pod_with(&mut self, config: &v1::PodSandboxConfig, handler: &str) -> Result<String, tonic::Status> {
-        let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
-        let mut c = self.client.clone();
-        self.rt.block_on(c.run_pod_sandbox(req)).map(|r| r.into_inner().pod_sandbox_id)
     }
 
     /// A busybox container running `script`, with the shared dir at /shared.
@@ -181,16 +108,6 @@ impl Node {
         self.rt.block_on(c.container_status(req)).unwrap().into_inner().status.unwrap()
     }
 
-    fn stop_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
-        let mut c = self.client.clone();
-        self.rt.block_on(c.stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: id.into() })).map(|_| ())
-    }
-
-    fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
-        let mut c = self.client.clone();
-        self.rt.block_on(c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() })).map(|_| ())
-    }
-
     fn pods(&mut self, filter: Option<v1::PodSandboxFilter>) -> Vec<v1::PodSandbox> {
         let mut c = self.client.clone();
         self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter })).unwrap().into_inner().items
@@ -199,21 +116,6 @@ impl Node {
     fn containers(&mut self, filter: Option<v1::ContainerFilter>) -> Vec<v1::Container> {
         let mut c = self.client.clone();
         self.rt.block_on(c.list_containers(v1::ListContainersRequest { filter })).unwrap().into_inner().containers
-    }
-
-    /// The shared file `name`'s content once it has some.
-    fn shared_file(&self, name: &str) -> String {
-        let p = self.shared.path().join(name);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match std::fs::read_to_string(&p) {
-                Ok(s) if s.ends_with('\n') => return s,
-                _ if Instant::now() > deadline => {
-                    panic!("{} was not written\nberthd:\n{}", p.display(), self.d.stderr())
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
     }
 
     /// `berth ARGS` on berthd's root and runroot; its stdout.
@@ -255,25 +157,6 @@ impl Node {
             }
         }
         out
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let pods: Vec<String> = {
-            let mut c = self.client.clone();
-            let r = self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter: None }));
-            r.map(|r| r.into_inner().items.into_iter().map(|p| p.id).collect()).unwrap_or_default()
-        };
-        for id in pods {
-            let _ = self.remove_pod(&id);
-        }
-        // SIGKILL: a SIGTERMed berthd waits for this node's client to hang
-        // up, and the client goes only after this.
-        if let Some(mut child) = self.restarted.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 

@@ -6,85 +6,34 @@
 //! cgroup, and `unified` refused on a cgroup v1 host.
 //!
 //! Each test runs in a network namespace of its own that plays the host,
-//! with its own stand-in registry, CNI config and berthd (the harness is
-//! a trimmed copy of tests/pods.rs'); the [`Node`] guard removes every
-//! pod when the test ends, failed or not.
+//! with its own stand-in registry, CNI config and berthd (tests/common);
+//! the [`Node`] guard removes every pod when the test ends, failed or not.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use berth_cri_api::v1;
-use berth_testkit::cri::{Berthd, StandIns};
 use berth_testkit::in_test_host;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-const PAUSE: &str = "registry.k8s.io/pause:3.10";
+mod common;
+use common::{BUSYBOX, Node, PAUSE};
+
 /// critest's image whose default-user (1000) is in group 50000 of its /etc/group.
 const PREDEFINED_GROUP: &str = "gcr.io/k8s-staging-cri-tools/test-image-predefined-group:latest";
 
-struct Node {
-    rt: tokio::runtime::Runtime,
-    client: v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    /// Shared with the containers (bind-mounted at /shared), world-writable.
-    shared: tempfile::TempDir,
-    d: Berthd,
-    _cni: tempfile::TempDir,
-    _stand_ins: StandIns,
-}
-
 impl Node {
+    /// A node serving `images` (pulled, but for pause) with more of
+    /// berthd.toml.
     fn start(n: u8, images: &[&str], extra: &str) -> Node {
-        let stand_ins = StandIns::start(Some(images));
-        let cni = tempfile::Builder::new().prefix("berth-sec-cni-").tempdir().unwrap();
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": format!("secnet{n}"),
-            "plugins": [{
-                "type": "bridge", "bridge": format!("bsec{}{n}", std::process::id() % 10000), "isGateway": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": format!("10.98.{n}.0/24") }]],
-                    "dataDir": cni.path().join("ipam"),
-                }
-            }]
-        });
-        let conf_dir = cni.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(conf_dir.join("10-sec.conflist"), conflist.to_string()).unwrap();
-        let config = format!(
-            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n{extra}",
-            stand_ins.certs_d().display(),
-            conf_dir.display()
-        );
-        let d = Berthd::start(&config);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(berth_cri_api::runtime_client(&d.endpoint())).unwrap();
-        let shared = tempfile::Builder::new().prefix("berth-sec-shared-").tempdir().unwrap();
-        std::fs::set_permissions(shared.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let node = Node::start_serving(n, images, extra);
         for image in images.iter().filter(|i| **i != PAUSE) {
-            d.crictl_ok(&["pull", image]);
+            node.pull(image);
         }
-        Node { rt, client, shared, d, _cni: cni, _stand_ins: stand_ins }
+        node
     }
 
     fn pod_config(&self, name: &str) -> v1::PodSandboxConfig {
-        let uid = format!("uid-{name}-{}", std::process::id());
-        v1::PodSandboxConfig {
-            metadata: Some(v1::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self.d.dir.path().join("logs").join(&uid).to_string_lossy().into_owned(),
-            linux: Some(v1::LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.d.cgroup.path()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        self.base_pod_config(name)
     }
 
     fn run_pod(&mut self, config: &v1::PodSandboxConfig) -> String {
@@ -160,35 +109,10 @@ impl Node {
         self.rt.block_on(c.update_container_resources(req)).map(|_| ())
     }
 
-    /// The shared file `name`'s content once it has some.
-    fn shared_file(&self, name: &str) -> String {
-        let p = self.shared.path().join(name);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match std::fs::read_to_string(&p) {
-                Ok(s) if s.ends_with('\n') => return s,
-                _ if Instant::now() > deadline => {
-                    panic!("{} was not written\nberthd:\n{}", p.display(), self.d.stderr())
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-
     /// Container `id`'s config.json as the engine wrote it.
     fn spec_of(&self, id: &str) -> serde_json::Value {
         let p = self.d.dir.path().join("run/containers").join(id).join("config.json");
         serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let mut c = self.client.clone();
-        let pods = self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter: None }));
-        for p in pods.map(|r| r.into_inner().items).unwrap_or_default() {
-            let _ = self.rt.block_on(c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: p.id }));
-        }
     }
 }
 

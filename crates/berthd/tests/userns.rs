@@ -6,9 +6,9 @@
 //! options are refused with their reason, and RemovePodSandbox leaves no
 //! mount or pin behind.
 //!
-//! The harness is a trimmed copy of tests/pods.rs's [`Node`]: a thread in a
-//! network namespace of its own plays the host, with the stand-in registry,
-//! a bridge CNI config and a berthd of its own.
+//! The harness is tests/common's [`Node`]: a thread in a network namespace
+//! of its own plays the host, with the stand-in registry, a bridge CNI
+//! config and a berthd of its own.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,86 +16,35 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_cri_api::v1;
-use berth_testkit::cri::{Berthd, StandIns};
 use berth_testkit::in_test_host;
 
-const BUSYBOX: &str = "docker.io/library/busybox:latest";
-const PAUSE: &str = "registry.k8s.io/pause:3.10";
+mod common;
+use common::{BUSYBOX, Node, PAUSE};
+
 /// The pod's range on the host: container ids 0-65535 are these.
 const HOST_ID: u32 = 231072;
 const SIZE: u32 = 65536;
 
-struct Node {
-    rt: tokio::runtime::Runtime,
-    client: v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>,
-    /// World-writable, bound plain (not idmapped) at /shared.
-    shared: tempfile::TempDir,
-    d: Berthd,
-    _cni: tempfile::TempDir,
-    _stand_ins: StandIns,
-}
-
 impl Node {
     fn start(n: u8, extra: &str) -> Node {
-        let stand_ins = StandIns::start(Some(&[PAUSE, BUSYBOX]));
-        let cni = tempfile::Builder::new().prefix("berth-userns-cni-").tempdir().unwrap();
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": format!("usernsnet{n}"),
-            "plugins": [{
-                "type": "bridge", "bridge": format!("bun{}{n}", std::process::id() % 10000), "isGateway": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": format!("10.98.{n}.0/24") }]],
-                    "dataDir": cni.path().join("ipam"),
-                }
-            }]
-        });
-        let conf_dir = cni.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(conf_dir.join("10-pods.conflist"), conflist.to_string()).unwrap();
-        let config = format!(
-            "[registry]\nconfig_path = \"{}\"\n[cni]\nconf_dir = \"{}\"\n{extra}",
-            stand_ins.certs_d().display(),
-            conf_dir.display()
-        );
-        let d = Berthd::start(&config);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = rt.block_on(berth_cri_api::runtime_client(&d.endpoint())).unwrap();
-        let shared = tempfile::Builder::new().prefix("berth-userns-shared-").tempdir().unwrap();
-        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let out = d.crictl(&["pull", BUSYBOX]);
-        assert!(out.status.success(), "crictl pull: {}", String::from_utf8_lossy(&out.stderr));
-        Node { rt, client, shared, d, _cni: cni, _stand_ins: stand_ins }
+        let node = Node::start_serving(n, &[PAUSE, BUSYBOX], extra);
+        node.pull(BUSYBOX);
+        node
     }
 
     fn pod_config(&self, name: &str, userns: Option<v1::UserNamespace>) -> v1::PodSandboxConfig {
-        let uid = format!("uid-{name}-{}", std::process::id());
-        v1::PodSandboxConfig {
-            metadata: Some(v1::PodSandboxMetadata {
-                name: name.into(),
-                uid: uid.clone(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
-            log_directory: self.d.dir.path().join("logs").join(&uid).to_string_lossy().into_owned(),
-            linux: Some(v1::LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.d.cgroup.path()),
-                security_context: Some(v1::LinuxSandboxSecurityContext {
-                    namespace_options: Some(v1::NamespaceOption { userns_options: userns, ..Default::default() }),
-                    ..Default::default()
-                }),
+        let mut config = self.base_pod_config(name);
+        if let Some(linux) = config.linux.as_mut() {
+            linux.security_context = Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption { userns_options: userns, ..Default::default() }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            });
         }
+        config
     }
 
     fn run_pod(&mut self, config: &v1::PodSandboxConfig, handler: &str) -> Result<String, tonic::Status> {
-        let req = v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
-        let mut c = self.client.clone();
-        self.rt.block_on(c.run_pod_sandbox(req)).map(|r| r.into_inner().pod_sandbox_id)
+        self.run_pod_with(config, handler)
     }
 
     /// A busybox container of the pod running `script`, with the pod's
@@ -134,40 +83,6 @@ impl Node {
         let id = self.rt.block_on(c.create_container(req))?.into_inner().container_id;
         self.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: id.clone() }))?;
         Ok(id)
-    }
-
-    fn remove_pod(&mut self, id: &str) -> Result<(), tonic::Status> {
-        let mut c = self.client.clone();
-        self.rt.block_on(c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() })).map(|_| ())
-    }
-
-    fn pod_ids(&mut self) -> Vec<String> {
-        let mut c = self.client.clone();
-        let r = self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter: None }));
-        r.map(|r| r.into_inner().items.into_iter().map(|p| p.id).collect()).unwrap_or_default()
-    }
-
-    /// The shared file `name` once it is complete (ends with a newline).
-    fn shared_file(&self, name: &str) -> String {
-        let p = self.shared.path().join(name);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match std::fs::read_to_string(&p) {
-                Ok(s) if s.ends_with('\n') => return s,
-                _ if Instant::now() > deadline => {
-                    panic!("{} was not written\nberthd:\n{}", p.display(), self.d.stderr())
-                }
-                _ => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for id in self.pod_ids() {
-            let _ = self.remove_pod(&id);
-        }
     }
 }
 
