@@ -28,6 +28,29 @@ fn free_port() -> u16 {
 }
 
 impl Registry {
+    /// A registry holding busybox (every applet linked, as the runtime
+    /// tests use it; `sh` its command) as `ADDR/test/busybox:1`; the
+    /// registry and that reference.
+    pub fn with_busybox() -> (Registry, String) {
+        use crate::image::{Comp, Layer, OciLayout};
+        let reg = Registry::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        crate::make_busybox_rootfs(&rootfs);
+        let mut layout = OciLayout::new(&tmp.path().join("layout"));
+        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        let img = layout.image(
+            &[Layer::new().tree(".", &rootfs).tar()],
+            Comp::Gzip,
+            serde_json::json!({"Cmd": ["sh"], "Env": [env]}),
+            "amd64",
+        );
+        layout.tag(&img, "1");
+        let image = format!("{}/test/busybox:1", reg.addr());
+        layout.push("1", &image, &[]);
+        (reg, image)
+    }
+
     /// Plain HTTP, no auth.
     pub fn start() -> Registry {
         Registry::start_with(RegistryOptions::default())

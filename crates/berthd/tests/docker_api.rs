@@ -14,10 +14,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use berth_testkit::cri::Berthd;
-use berth_testkit::image::{Comp, Layer, OciLayout};
 use berth_testkit::registry::Registry;
 use berth_testkit::{in_test_host, workspace_bin};
-use serde_json::json;
 
 const DOCKER_28: &str = "/usr/local/bin/docker";
 const DOCKER_20: &str = "/usr/bin/docker";
@@ -34,21 +32,7 @@ struct Node {
 
 impl Node {
     fn start() -> Node {
-        let registry = Registry::start();
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        berth_testkit::make_busybox_rootfs(&rootfs);
-        let mut layout = OciLayout::new(&tmp.path().join("layout"));
-        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        let img = layout.image(
-            &[Layer::new().tree(".", &rootfs).tar()],
-            Comp::Gzip,
-            json!({"Cmd": ["sh"], "Env": [env]}),
-            "amd64",
-        );
-        layout.tag(&img, "1");
-        let image = format!("{}/test/busybox:1", registry.addr());
-        layout.push("1", &image, &[]);
+        let (registry, image) = Registry::with_busybox();
         let client_dir = tempfile::Builder::new().prefix("berth-docker-client-").tempdir().unwrap();
         let docker_sock = client_dir.path().join("docker.sock");
         let d = Berthd::start(&format!("[docker]\nenabled = true\nlisten = \"unix://{}\"\n", docker_sock.display()));

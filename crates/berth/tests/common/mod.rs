@@ -9,10 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use berth_testkit::cgroup::CgroupParent;
-use berth_testkit::image::{Comp, Layer, OciLayout};
 use berth_testkit::registry::Registry;
 use berth_testkit::{require_root, workspace_bin};
-use serde_json::json;
 
 pub struct Berth {
     pub dir: tempfile::TempDir,
@@ -28,21 +26,7 @@ impl Berth {
     /// tests use it), and berth's own root and runroot.
     pub fn new() -> Berth {
         require_root();
-        let reg = Registry::start();
-        let tmp = tempfile::tempdir().unwrap();
-        let rootfs = tmp.path().join("rootfs");
-        berth_testkit::make_busybox_rootfs(&rootfs);
-        let mut layout = OciLayout::new(&tmp.path().join("layout"));
-        let env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-        let img = layout.image(
-            &[Layer::new().tree(".", &rootfs).tar()],
-            Comp::Gzip,
-            json!({"Cmd": ["sh"], "Env": [env]}),
-            "amd64",
-        );
-        layout.tag(&img, "1");
-        let image = format!("{}/test/busybox:1", reg.addr());
-        layout.push("1", &image, &[]);
+        let (reg, image) = Registry::with_busybox();
         let dir = tempfile::Builder::new().prefix("berth-cli-").tempdir().unwrap();
         Berth { dir, _registry: reg, image, cgroup: CgroupParent::new("cli") }
     }
