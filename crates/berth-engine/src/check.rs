@@ -573,7 +573,13 @@ impl Leftovers {
             match owner {
                 Some(x) if ids.contains(x.as_str()) => {}
                 Some(x) if is_container_id(&x) => {
-                    let name = if m.ends_with("netns") { "its network namespace pin" } else { "a mount" };
+                    let name = if m.ends_with("netns") {
+                        "its network namespace pin"
+                    } else if m.ends_with(crate::userns::PIN) {
+                        "its user namespace pin"
+                    } else {
+                        "a mount"
+                    };
                     self.note(&x, format!("{name} ({})", m.display()));
                     self.id_mounts.entry(x).or_default().push(m);
                 }

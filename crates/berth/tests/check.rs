@@ -228,6 +228,11 @@ fn leave_an_orphan(b: &Berth, id: &str, cgroups: &CgroupParent) -> PathBuf {
     let extra = bundle.join("extra");
     std::fs::create_dir_all(&extra).unwrap();
     nix::mount::mount(Some("tmpfs"), &extra, Some("tmpfs"), nix::mount::MsFlags::empty(), None::<&str>).unwrap();
+    // A pod's user namespace pin (berthd's pods with userns_options POD).
+    let pin = bundle.join("userns");
+    std::fs::write(&pin, "").unwrap();
+    nix::mount::mount(Some("/proc/self/ns/user"), &pin, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .unwrap();
     let ipam = run.join("cni/ipam/bridge");
     std::fs::create_dir_all(&ipam).unwrap();
     std::fs::write(ipam.join("10.77.0.9"), format!("{id}\r\neth0")).unwrap();
@@ -254,15 +259,21 @@ fn what_a_container_without_a_record_left_is_found_and_removed() {
     let (code, out) = check(&b, &[]);
     assert_eq!(code, Some(1), "{out}");
     let line = out.lines().find(|l| l.starts_with(&format!("container {}: no record", &id[..12]))).unwrap_or("");
-    for what in
-        ["its run directory", "the runtime's state", "a mount (", "its address lease 10.77.0.9", "its lock file"]
-    {
+    for what in [
+        "its run directory",
+        "the runtime's state",
+        "a mount (",
+        "its user namespace pin (",
+        "its address lease 10.77.0.9",
+        "its lock file",
+    ] {
         assert!(line.contains(what), "{what} is reported: {out}");
     }
     let (code, out) = check(&b, &["--repair"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("repaired: removed them"), "{out}");
     assert!(!is_mounted(&extra), "unmounted");
+    assert!(!is_mounted(&extra.with_file_name("userns")), "the pin unmounted");
     assert!(berth_testkit::leaks::processes_with(&id).is_empty(), "its process is gone with the runtime's state");
     let scope = Scope {
         root: root(&b),
@@ -285,6 +296,7 @@ struct Orphan {
 impl Drop for Orphan {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.extra, nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(&self.extra.with_file_name("userns"), nix::mount::MntFlags::MNT_DETACH);
         if !self.id.is_empty() {
             let mut c = Command::new(berth_testkit::workspace_bin("berth-runtime"));
             c.arg("--root").arg(&self.runtime_root).args(["delete", "--force", &self.id]);
