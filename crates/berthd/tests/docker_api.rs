@@ -20,6 +20,12 @@ use berth_testkit::{in_test_host, workspace_bin};
 const DOCKER_28: &str = "/usr/local/bin/docker";
 const DOCKER_20: &str = "/usr/bin/docker";
 
+/// The newest docker CLI the machine has: 28.x where there is one (not
+/// every machine), else Debian's 20.10 (setup.sh installs it).
+fn newest() -> &'static str {
+    if std::path::Path::new(DOCKER_28).exists() { DOCKER_28 } else { DOCKER_20 }
+}
+
 struct Node {
     d: Berthd,
     /// `REGISTRY/test/busybox:1`.
@@ -210,7 +216,7 @@ fn too_old_and_too_new_api_versions_get_dockerds_answer() {
             ("1.40", "client version 1.40 is too old. Minimum supported API version is 1.41"),
             ("1.99", "client version 1.99 is too new. Maximum supported API version is 1.50"),
         ] {
-            let out = n.docker_cmd(DOCKER_28).env("DOCKER_API_VERSION", v).arg("ps").output().unwrap();
+            let out = n.docker_cmd(newest()).env("DOCKER_API_VERSION", v).arg("ps").output().unwrap();
             assert!(!out.status.success());
             assert!(stderr(&out).contains(want), "{v}: {}", stderr(&out));
         }
@@ -221,9 +227,9 @@ fn too_old_and_too_new_api_versions_get_dockerds_answer() {
 fn exec_it_runs_on_a_terminal() {
     in_test_host(|| {
         let n = Node::start();
-        n.docker_ok(DOCKER_28, &["pull", &n.image]);
-        n.docker_ok(DOCKER_28, &["run", "-d", "--name", "t", &n.image, "sleep", "100"]);
-        let mut c = n.docker_cmd(DOCKER_28);
+        n.docker_ok(newest(), &["pull", &n.image]);
+        n.docker_ok(newest(), &["run", "-d", "--name", "t", &n.image, "sleep", "100"]);
+        let mut c = n.docker_cmd(newest());
         c.args(["exec", "-it", "t", "sh", "-c", "tty; read line; echo got:$line; exit 5"]);
         let (code, out) = berth_testkit::run_on_pty(&mut c, b"hello\r", Duration::from_secs(30));
         assert_eq!(code, Some(5), "{out}");
@@ -239,15 +245,15 @@ fn berth_cli_and_the_docker_api_share_containers() {
     in_test_host(|| {
         let n = Node::start();
         n.berth_ok(&["run", "-d", "--name", "from-cli", "--network", "none", &n.image, "sleep", "100"]);
-        let ps = n.docker_ok(DOCKER_28, &["ps", "--format", "{{.Names}} {{.State}}"]);
+        let ps = n.docker_ok(newest(), &["ps", "--format", "{{.Names}} {{.State}}"]);
         assert!(ps.lines().any(|l| l == "from-cli running"), "{ps}");
 
-        n.docker_ok(DOCKER_28, &["run", "-d", "--name", "from-api", &n.image, "sleep", "100"]);
+        n.docker_ok(newest(), &["run", "-d", "--name", "from-api", &n.image, "sleep", "100"]);
         let ps = n.berth_ok(&["ps", "--format", "{{.Names}}"]);
         assert!(ps.lines().any(|l| l == "from-api"), "{ps}");
         n.berth_ok(&["stop", "-t", "1", "from-api"]);
-        assert_eq!(n.docker_ok(DOCKER_28, &["inspect", "-f", "{{.State.Status}}", "from-api"]).trim(), "exited");
-        n.docker_ok(DOCKER_28, &["rm", "-f", "from-cli"]);
+        assert_eq!(n.docker_ok(newest(), &["inspect", "-f", "{{.State.Status}}", "from-api"]).trim(), "exited");
+        n.docker_ok(newest(), &["rm", "-f", "from-cli"]);
         let all = n.berth_ok(&["ps", "-a", "--format", "{{.Names}}"]);
         assert!(!all.lines().any(|l| l == "from-cli"), "{all}");
     });
@@ -258,7 +264,7 @@ fn berth_cli_and_the_docker_api_share_containers() {
 fn the_python_sdk_drives_berthd() {
     in_test_host(|| {
         let n = Node::start();
-        n.docker_ok(DOCKER_28, &["pull", &n.image]);
+        n.docker_ok(newest(), &["pull", &n.image]);
         let script = r#"
 import sys, docker
 c = docker.DockerClient(base_url=sys.argv[1])
@@ -292,17 +298,17 @@ print("left", [x.name for x in c.containers.list(all=True)])
 fn run_attaches_terminals() {
     in_test_host(|| {
         let n = Node::start();
-        n.docker_ok(DOCKER_28, &["pull", &n.image]);
+        n.docker_ok(newest(), &["pull", &n.image]);
 
-        let mut c = n.docker_cmd(DOCKER_28);
+        let mut c = n.docker_cmd(newest());
         c.args(["run", "--rm", "-it", &n.image, "sh", "-c", "tty; exit 2"]);
         let (code, out) = berth_testkit::run_on_pty(&mut c, b"", Duration::from_secs(30));
         assert_eq!(code, Some(2), "{out}");
         assert!(out.contains("/dev/pts/"), "{out}");
 
-        let missing = n.docker(DOCKER_28, &["run", "--rm", &n.image, "nosuchcommand"]);
+        let missing = n.docker(newest(), &["run", "--rm", &n.image, "nosuchcommand"]);
         assert_eq!(missing.status.code(), Some(127), "{}", stderr(&missing));
-        let left = n.docker_ok(DOCKER_28, &["ps", "-a", "-q"]);
+        let left = n.docker_ok(newest(), &["ps", "-a", "-q"]);
         assert_eq!(left, "", "--rm containers are gone");
     });
 }
@@ -314,7 +320,7 @@ fn run_attaches_terminals() {
 fn the_other_container_and_image_routes() {
     in_test_host(|| {
         let n = Node::start();
-        let cli = DOCKER_28;
+        let cli = newest();
         n.docker_ok(cli, &["pull", &n.image]);
         n.docker_ok(
             cli,
@@ -371,9 +377,9 @@ fn the_other_container_and_image_routes() {
 fn a_wait_whose_client_hangs_up_ends() {
     in_test_host(|| {
         let n = Node::start();
-        n.docker_ok(DOCKER_28, &["pull", &n.image]);
-        n.docker_ok(DOCKER_28, &["run", "-d", "--name", "w", &n.image, "sleep", "100"]);
-        let mut waiter = n.docker_cmd(DOCKER_28).args(["wait", "w"]).spawn().unwrap();
+        n.docker_ok(newest(), &["pull", &n.image]);
+        n.docker_ok(newest(), &["run", "-d", "--name", "w", &n.image, "sleep", "100"]);
+        let mut waiter = n.docker_cmd(newest()).args(["wait", "w"]).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !n.d.stderr().contains("/containers/w/wait") {
             assert!(Instant::now() < deadline, "no wait request");
@@ -399,8 +405,8 @@ fn a_wait_whose_client_hangs_up_ends() {
 fn run_i_passes_stdin_and_its_end() {
     in_test_host(|| {
         let n = Node::start();
-        n.docker_ok(DOCKER_28, &["pull", &n.image]);
-        let mut c = n.docker_cmd(DOCKER_28);
+        n.docker_ok(newest(), &["pull", &n.image]);
+        let mut c = n.docker_cmd(newest());
         c.args(["run", "--rm", "-i", &n.image, "sh", "-c", "cat; echo done"]).stdin(std::process::Stdio::piped());
         c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
