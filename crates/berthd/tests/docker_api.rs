@@ -429,3 +429,34 @@ fn run_i_passes_stdin_and_its_end() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "line one\nline two\ndone\n");
     });
 }
+
+/// `docker volume`: create, list, inspect, data kept across containers,
+/// removal refused while a container mounts it, dockerd's words for what
+/// does not exist; the `berth` CLI sees the same volumes.
+#[test]
+fn volumes_round_trip() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        assert_eq!(n.docker_ok(cli, &["volume", "create", "--label", "team=a", "v1"]).trim(), "v1");
+        assert_eq!(n.docker_ok(cli, &["volume", "ls", "-q", "--filter", "label=team=a"]).trim(), "v1");
+        assert_eq!(n.docker_ok(cli, &["volume", "ls", "-q", "--filter", "label=team=b"]).trim(), "");
+        let mountpoint = n.docker_ok(cli, &["volume", "inspect", "-f", "{{.Mountpoint}}", "v1"]);
+        assert!(std::path::Path::new(mountpoint.trim()).is_dir(), "{mountpoint}");
+        n.docker_ok(cli, &["run", "--rm", "-v", "v1:/data", &n.image, "sh", "-c", "echo kept > /data/f"]);
+        assert_eq!(n.docker_ok(cli, &["run", "--rm", "-v", "v1:/data", &n.image, "cat", "/data/f"]), "kept\n");
+        assert!(n.berth_ok(&["volume", "ls", "-q"]).lines().any(|l| l == "v1"), "berth sees it");
+        n.docker_ok(cli, &["create", "--name", "user", "-v", "v1:/data", &n.image, "true"]);
+        let busy = n.docker(cli, &["volume", "rm", "v1"]);
+        let err = String::from_utf8_lossy(&busy.stderr);
+        assert!(!busy.status.success() && err.contains("volume is in use"), "{err}");
+        n.docker_ok(cli, &["rm", "user"]);
+        assert_eq!(n.docker_ok(cli, &["volume", "rm", "v1"]).trim(), "v1");
+        let gone = n.docker(cli, &["volume", "inspect", "v1"]);
+        let err = String::from_utf8_lossy(&gone.stderr);
+        assert!(!gone.status.success() && err.to_lowercase().contains("no such volume"), "{err}");
+        let anonymous = n.docker_ok(cli, &["volume", "create"]);
+        assert_eq!(anonymous.trim().len(), 64, "{anonymous}");
+    });
+}

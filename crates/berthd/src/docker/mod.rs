@@ -24,6 +24,7 @@ pub mod hijack;
 pub mod images;
 pub mod system;
 pub mod version;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -246,6 +247,10 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => images::history(c, &name.join("/")).await,
         (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => images::tag(c, &name.join("/")).await,
         (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => images::remove(c, &name.join("/")).await,
+        (&M::POST, ["volumes", "create"]) => volumes::create(c).await,
+        (&M::GET, ["volumes"]) => volumes::list(c).await,
+        (&M::GET, ["volumes", name]) => volumes::inspect(c, name).await,
+        (&M::DELETE, ["volumes", name]) => volumes::remove(c, name).await,
         (&M::POST, ["build"]) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "build is not implemented in berthd yet (it arrives with berth build)",
