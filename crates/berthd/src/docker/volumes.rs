@@ -50,7 +50,7 @@ pub async fn create(c: Call) -> ApiResult {
         .unwrap_or_default();
     let given = body["Name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned);
     let anonymous = given.is_none();
-    let name = given.unwrap_or_else(|| berth_engine::store::new_id());
+    let name = given.unwrap_or_else(berth_engine::store::new_id);
     let engine = c.api.engine.clone();
     let v =
         blocking(move || engine.volumes().create(&name, labels, anonymous).map_err(|e| volume_error(&name, e))).await?;
