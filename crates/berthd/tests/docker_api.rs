@@ -460,3 +460,33 @@ fn volumes_round_trip() {
         assert_eq!(anonymous.trim().len(), 64, "{anonymous}");
     });
 }
+
+/// `docker network`: create with a subnet, two containers on it reach
+/// each other by name, removal refused while one is attached, dockerd's
+/// words for what does not exist; the `berth` CLI sees the same network.
+#[test]
+fn networks_join_containers_by_name() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        n.docker_ok(cli, &["network", "create", "--subnet", "10.77.42.0/24", "net1"]);
+        assert!(n.docker_ok(cli, &["network", "ls", "--format", "{{.Name}}"]).lines().any(|l| l == "net1"));
+        let subnet =
+            n.docker_ok(cli, &["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "net1"]);
+        assert_eq!(subnet.trim(), "10.77.42.0/24");
+        assert!(n.berth_ok(&["network", "ls", "-q"]).lines().any(|l| l == "net1"), "berth sees it");
+        n.docker_ok(cli, &["run", "-d", "--name", "a", "--network", "net1", &n.image, "sleep", "100"]);
+        let ping = n.docker(cli, &["run", "--rm", "--network", "net1", &n.image, "ping", "-c", "1", "-W", "5", "a"]);
+        assert!(ping.status.success(), "ping a by name: {}", String::from_utf8_lossy(&ping.stdout));
+        let busy = n.docker(cli, &["network", "rm", "net1"]);
+        let err = String::from_utf8_lossy(&busy.stderr);
+        assert!(!busy.status.success() && err.contains("active endpoints"), "{err}");
+        n.docker_ok(cli, &["rm", "-f", "a"]);
+        n.docker_ok(cli, &["network", "rm", "net1"]);
+        let gone = n.docker(cli, &["network", "inspect", "net1"]);
+        let err = String::from_utf8_lossy(&gone.stderr);
+        let err = err.to_lowercase();
+        assert!(!gone.status.success() && (err.contains("not found") || err.contains("no such network")), "{err}");
+    });
+}

@@ -22,6 +22,7 @@ pub mod exec;
 pub mod frames;
 pub mod hijack;
 pub mod images;
+pub mod networks;
 pub mod system;
 pub mod version;
 pub mod volumes;
@@ -247,6 +248,10 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::GET, ["images", name @ .., "history"]) if !name.is_empty() => images::history(c, &name.join("/")).await,
         (&M::POST, ["images", name @ .., "tag"]) if !name.is_empty() => images::tag(c, &name.join("/")).await,
         (&M::DELETE, ["images", name @ ..]) if !name.is_empty() => images::remove(c, &name.join("/")).await,
+        (&M::POST, ["networks", "create"]) => networks::create(c).await,
+        (&M::GET, ["networks"]) => networks::list(c).await,
+        (&M::GET, ["networks", name]) => networks::inspect(c, name).await,
+        (&M::DELETE, ["networks", name]) => networks::remove(c, name).await,
         (&M::POST, ["volumes", "create"]) => volumes::create(c).await,
         (&M::GET, ["volumes"]) => volumes::list(c).await,
         (&M::GET, ["volumes", name]) => volumes::inspect(c, name).await,
