@@ -490,3 +490,26 @@ fn networks_join_containers_by_name() {
         assert!(!gone.status.success() && (err.contains("not found") || err.contains("no such network")), "{err}");
     });
 }
+
+/// `docker stats --no-stream`: the container's name, its processes and
+/// the memory it uses, as the engine reads its cgroup.
+#[test]
+fn stats_report_the_containers_processes_and_memory() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        n.docker_ok(
+            cli,
+            &["run", "-d", "--name", "s", "-m", "64m", &n.image, "sh", "-c", "sleep 100 & sleep 100 & wait"],
+        );
+        let out = n.docker_ok(cli, &["stats", "--no-stream", "--format", "{{.Name}}|{{.PIDs}}|{{.MemUsage}}", "s"]);
+        let fields: Vec<&str> = out.trim().split('|').collect();
+        assert_eq!(fields.len(), 3, "{out}");
+        assert_eq!((fields[0], fields[1]), ("s", "3"), "{out}");
+        let (used, limit) = fields[2].split_once(" / ").unwrap_or_else(|| panic!("{out}"));
+        assert!(!used.starts_with("0B"), "memory in use: {out}");
+        assert_eq!(limit.trim(), "64MiB", "{out}");
+        n.docker_ok(cli, &["rm", "-f", "s"]);
+    });
+}

@@ -23,6 +23,7 @@ pub mod frames;
 pub mod hijack;
 pub mod images;
 pub mod networks;
+pub mod stats;
 pub mod system;
 pub mod version;
 pub mod volumes;
@@ -236,6 +237,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["containers", id, "resize"]) => containers::resize(c, id).await,
         (&M::POST, ["containers", id, "rename"]) => containers::rename(c, id).await,
         (&M::GET, ["containers", id, "top"]) => containers::top(c, id).await,
+        (&M::GET, ["containers", id, "stats"]) => stats::stats(c, id).await,
         (&M::DELETE, ["containers", id]) => containers::remove(c, id).await,
         (&M::POST, ["containers", id, "exec"]) => exec::create(c, id).await,
         (&M::POST, ["exec", id, "start"]) => exec::start(c, id).await,
