@@ -475,11 +475,15 @@ fn wait_for(
         Err(e) => return Err(e.into()),
     };
     if condition == "removed" {
+        // Short at first: `run --rm` waits for this (the shim's exit
+        // command removes the container a few ms after the exit).
+        let mut pause = Duration::from_millis(2);
         while store.get(&rec.id).is_ok() {
             if !keep_waiting() {
                 return Ok(None);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
     Ok(Some(code.into()))
