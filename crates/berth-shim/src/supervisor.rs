@@ -512,7 +512,7 @@ fn supervise(
                         let _ = l.write(stream, &buf[..n]);
                     }
                     let frame = protocol::encode(kind, &buf[..n]);
-                    clients.retain_mut(|c| send_output(c, &frame));
+                    clients.iter_mut().for_each(|c| send_output(c, &frame));
                 }
                 Slot::Client(id) => {
                     // By id: output written earlier in this round may have
@@ -533,24 +533,25 @@ fn supervise(
     }
 }
 
-/// Writes an output frame to client `c`; false if it must go. A client
-/// that hung up is kept, deaf, until its input is read to the end: what
-/// it sent before leaving (stdin's last bytes, the close of stdin) must
-/// still reach the container. (Dropped at once, a `run -i` whose output
-/// came back as it left lost its close of stdin, and the container waited
-/// for ever.)
-fn send_output(c: &mut Client, frame: &[u8]) -> bool {
+/// Writes an output frame to client `c`. A client that cannot take it
+/// (it hung up, or it is too slow: its buffer is full) gets no more
+/// output: a slow reader sees its stream end where it fell behind (the
+/// write side is shut; a frame may be cut), as when it was dropped. But
+/// it is kept, deaf, until its input is read to the end: what it sent
+/// (stdin's last bytes, the close of stdin) must still reach the
+/// container. (Dropped at once, a `run -i` whose output came back as it
+/// left, or whose connection the container's output filled before it said
+/// it only sends input, lost its close of stdin; the container waited for
+/// ever.)
+fn send_output(c: &mut Client, frame: &[u8]) {
     if c.quiet {
-        return true;
+        return;
     }
-    match c.stream.write_all(frame) {
-        Ok(()) => true,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
-            c.quiet = true;
-            true
+    if let Err(e) = c.stream.write_all(frame) {
+        if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
         }
-        // Too slow to take it (its buffer is full): dropped, as before.
-        Err(_) => false,
+        c.quiet = true;
     }
 }
 
