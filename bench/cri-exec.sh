@@ -39,24 +39,8 @@ CG=berth-cri-exec-$$
 BERTHD_PID= CTRD_PID=
 say() { printf 'cri-exec: %s\n' "$*" >&2; }
 
-# PIDs of the containerd shims serving the containerd at socket $1.
-shims_of() {
-	local p
-	for p in /proc/[0-9]*; do
-		[[ $(cat "$p/comm" 2>/dev/null) == containerd-shim* ]] || continue
-		[[ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" == *"-address $1 "* ]] && echo "${p#/proc/}"
-	done
-	return 0
-}
-stop_pid() {
-	kill "$1" 2>/dev/null || return 0
-	for _ in $(seq 200); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-}
+# shims_of, stop_pid
+. "$repo/bench/lib.sh"
 cleanup() {
 	set +e
 	if [[ -n $CTRD_PID ]]; then

@@ -37,25 +37,8 @@ REG_PID= DOCKERD_PID= BERTHD_PID=
 dk() { DOCKER_CONFIG=$W/cli "$DOCKER" -H "unix://$W/docker/sock" "$@"; }
 bk() { DOCKER_CONFIG=$W/cli "$DOCKER" -H "unix://$W/berthd/docker.sock" "$@"; }
 
-# PIDs of the containerd shims serving the containerd at socket $1.
-shims_of() {
-	local p
-	for p in /proc/[0-9]*; do
-		[[ $(cat "$p/comm" 2>/dev/null) == containerd-shim* ]] || continue
-		[[ "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" == *"-address $1 "* ]] && echo "${p#/proc/}"
-	done
-	return 0
-}
-# Stop a daemon of ours by PID: SIGTERM, up to ~20 s, then SIGKILL.
-stop_pid() {
-	kill "$1" 2>/dev/null || return 0
-	for _ in $(seq 200); do
-		kill -0 "$1" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-}
+# shims_of, stop_pid
+. "$repo/bench/lib.sh"
 
 cleanup() {
 	local rc=$? ids p
