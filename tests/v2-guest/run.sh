@@ -276,10 +276,15 @@ printf 'passwd: files\ngroup: files\nhosts: files\n' >"$root/etc/nsswitch.conf"
 ln -s /proc/self/mounts "$root/etc/mtab"
 
 declare -A libs=()
+# Whether FILE starts with ELF's magic (binary blobs are FILEs too: `od`
+# keeps their NUL bytes out of the shell's strings).
+is_elf() {
+	[[ $(od -An -tx1 -N4 "$1" 2>/dev/null | tr -d ' \n') == 7f454c46 ]]
+}
 # Notes the shared libraries (and the dynamic loader) an ELF file needs.
 note_libs() {
 	local f=$1 out line
-	[[ $(head -c4 "$f" 2>/dev/null) == $'\x7fELF' ]] || return 0
+	is_elf "$f" || return 0
 	out=$(ldd "$f" 2>/dev/null) || return 0 # static, or not a program
 	while read -r line; do
 		if [[ $line == *"not found"* ]]; then
@@ -308,7 +313,7 @@ put() {
 # untouched.
 strip_debug() {
 	[[ ! -u $1 && ! -g $1 ]] || return 0 # strip would drop setuid (newuidmap)
-	[[ $(head -c4 "$1" 2>/dev/null) == $'\x7fELF' ]] || return 0
+	is_elf "$1" || return 0
 	command -v strip >/dev/null || return 0
 	strip --strip-debug "$1" 2>/dev/null || true
 }

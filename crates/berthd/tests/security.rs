@@ -2,15 +2,12 @@
 //! as the container's process sees them: recursive read-only mounts
 //! (reported per runtime handler, refused when asked wrongly), the
 //! SupplementalGroupsPolicy with ContainerStatus.user, the pod's
-//! resources on its sandbox, hugepage limits in the container's hugetlb
-//! cgroup, and `unified` refused on a cgroup v1 host.
+//! resources on its sandbox. (Resources in the container's cgroups:
+//! cgroups.rs.)
 //!
 //! Each test runs in a network namespace of its own that plays the host,
 //! with its own stand-in registry, CNI config and berthd (tests/common);
 //! the [`Node`] guard removes every pod when the test ends, failed or not.
-
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use berth_cri_api::v1;
 use berth_testkit::in_test_host;
@@ -43,76 +40,9 @@ impl Node {
         r.unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.d.stderr())).into_inner().pod_sandbox_id
     }
 
-    fn create(
-        &mut self,
-        pod: &str,
-        config: &v1::PodSandboxConfig,
-        name: &str,
-        image: &str,
-        script: &str,
-        edit: impl FnOnce(&mut v1::ContainerConfig),
-    ) -> Result<String, tonic::Status> {
-        let mut cc = v1::ContainerConfig {
-            metadata: Some(v1::ContainerMetadata { name: name.into(), attempt: 0 }),
-            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            mounts: vec![v1::Mount {
-                container_path: "/shared".into(),
-                host_path: self.shared.path().to_string_lossy().into_owned(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        edit(&mut cc);
-        let req = v1::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(cc),
-            sandbox_config: Some(config.clone()),
-        };
-        let mut c = self.client.clone();
-        Ok(self.rt.block_on(c.create_container(req))?.into_inner().container_id)
-    }
-
-    fn start_container(&mut self, id: &str) {
-        let mut c = self.client.clone();
-        let r = self.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: id.into() }));
-        r.unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.stderr()));
-    }
-
-    fn stop(&mut self, id: &str) {
-        let mut c = self.client.clone();
-        self.rt.block_on(c.stop_container(v1::StopContainerRequest { container_id: id.into(), timeout: 0 })).unwrap();
-    }
-
-    fn container_status(&mut self, id: &str) -> v1::ContainerStatus {
-        let mut c = self.client.clone();
-        let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: true };
-        self.rt.block_on(c.container_status(req)).unwrap().into_inner().status.unwrap()
-    }
-
-    fn pid_of(&mut self, id: &str) -> i32 {
-        let mut c = self.client.clone();
-        let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: true };
-        let info = self.rt.block_on(c.container_status(req)).unwrap().into_inner().info;
-        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-        v["pid"].as_i64().unwrap() as i32
-    }
-
     fn status(&mut self) -> v1::StatusResponse {
         let mut c = self.client.clone();
         self.rt.block_on(c.status(v1::StatusRequest { verbose: false })).unwrap().into_inner()
-    }
-
-    fn update(&mut self, id: &str, r: v1::LinuxContainerResources) -> Result<(), tonic::Status> {
-        let mut c = self.client.clone();
-        let req = v1::UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(r), ..Default::default() };
-        self.rt.block_on(c.update_container_resources(req)).map(|_| ())
-    }
-
-    /// Container `id`'s config.json as the engine wrote it.
-    fn spec_of(&self, id: &str) -> serde_json::Value {
-        let p = self.d.dir.path().join("run/containers").join(id).join("config.json");
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
     }
 }
 
@@ -187,7 +117,7 @@ fn a_recursive_read_only_mount_reaches_submounts_and_wrong_ones_are_refused() {
         let script = "for f in /mnt/top /mnt/sub/below; do if touch $f 2>/dev/null; then echo $f writable; \
                       else echo $f read-only; fi; done > /shared/rro.tmp; mv /shared/rro.tmp /shared/rro; sleep 1000";
         let id = n
-            .create(&pod, &config, "rro", BUSYBOX, script, |c| {
+            .create_container(&pod, &config, "rro", BUSYBOX, script, |c| {
                 c.mounts.push(tree.mount(true, true, P::PropagationPrivate))
             })
             .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.stderr()));
@@ -202,7 +132,7 @@ fn a_recursive_read_only_mount_reaches_submounts_and_wrong_ones_are_refused() {
             ("slave", tree.mount(true, true, P::PropagationHostToContainer), "PROPAGATION_HOST_TO_CONTAINER"),
             ("shared", tree.mount(true, true, P::PropagationBidirectional), "PROPAGATION_BIDIRECTIONAL"),
         ] {
-            let e = n.create(&pod, &config, name, BUSYBOX, "true", |c| c.mounts.push(m)).unwrap_err();
+            let e = n.create_container(&pod, &config, name, BUSYBOX, "true", |c| c.mounts.push(m)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e}");
             assert!(e.message().contains("/mnt") && e.message().contains(why), "{name}: {}", e.message());
         }
@@ -219,7 +149,7 @@ fn groups_under(
     let name = format!("groups{}", policy as i32);
     let script = format!("id -G > /shared/{name}.tmp; mv /shared/{name}.tmp /shared/{name}; sleep 1000");
     let id = n
-        .create(pod, config, &name, PREDEFINED_GROUP, &script, |c| {
+        .create_container(pod, config, &name, PREDEFINED_GROUP, &script, |c| {
             c.linux = Some(v1::LinuxContainerConfig {
                 security_context: Some(v1::LinuxContainerSecurityContext {
                     run_as_user: Some(v1::Int64Value { value: 1000 }),
@@ -281,74 +211,5 @@ fn pod_resources_reach_the_sandbox_as_containerds_annotations() {
         assert_eq!(a["io.kubernetes.cri.sandbox-cpu-quota"], "50000", "{a}");
         assert_eq!(a["io.kubernetes.cri.sandbox-cpu-shares"], "512", "{a}");
         assert_eq!(a["io.kubernetes.cri.sandbox-memory"], (256u64 << 20).to_string(), "{a}");
-    })
-}
-
-/// The v1 hugetlb cgroup directory of process `pid`, if the host has one.
-fn hugetlb_dir(pid: i32) -> Option<PathBuf> {
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = cg.lines().find_map(|l| l.split_once(":hugetlb:").map(|(_, p)| p.to_owned()))?;
-    Some(Path::new("/sys/fs/cgroup/hugetlb").join(path.trim_start_matches('/')))
-}
-
-#[test]
-fn hugepage_limits_reach_the_hugetlb_cgroup_and_unified_is_refused_on_v1() {
-    in_test_host(|| {
-        let mut n = Node::start(5, &[PAUSE, BUSYBOX], "");
-        let config = n.pod_config("huge");
-        let pod = n.run_pod(&config);
-        let huge = |mb: u64| v1::HugepageLimit { page_size: "2MB".into(), limit: mb << 20 };
-        let id = n
-            .create(&pod, &config, "huge", BUSYBOX, "sleep 1000", |c| {
-                c.linux = Some(v1::LinuxContainerConfig {
-                    resources: Some(v1::LinuxContainerResources {
-                        hugepage_limits: vec![huge(4)],
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-            })
-            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", n.d.stderr()));
-        n.start_container(&id);
-        let limit = n.spec_of(&id)["linux"]["resources"]["hugepageLimits"].clone();
-        assert_eq!(limit, serde_json::json!([{ "pageSize": "2MB", "limit": 4u64 << 20 }]));
-        let pid = n.pid_of(&id);
-        if let Some(dir) = hugetlb_dir(pid) {
-            let read = || std::fs::read_to_string(dir.join("hugetlb.2MB.limit_in_bytes")).unwrap().trim().to_owned();
-            assert_eq!(read(), (4u64 << 20).to_string(), "the limit is in the container's hugetlb cgroup");
-            n.update(&id, v1::LinuxContainerResources { hugepage_limits: vec![huge(8)], ..Default::default() })
-                .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", n.d.stderr()));
-            assert_eq!(read(), (8u64 << 20).to_string(), "UpdateContainerResources changes it");
-        } else {
-            eprintln!("note: no v1 hugetlb hierarchy here; the cgroup file is not checked");
-        }
-
-        // A page size the host lacks, named.
-        let bad = v1::LinuxContainerResources {
-            hugepage_limits: vec![v1::HugepageLimit { page_size: "3MB".into(), limit: 1 << 20 }],
-            ..Default::default()
-        };
-        let e = n.update(&id, bad).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("\"3MB\""), "{}", e.message());
-
-        // unified needs cgroup v2 alone, as runc says.
-        let v2_only =
-            !Path::new("/sys/fs/cgroup/memory").exists() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if !v2_only {
-            let unified = v1::LinuxContainerResources {
-                unified: HashMap::from([("memory.high".to_owned(), "100M".to_owned())]),
-                ..Default::default()
-            };
-            let e = n
-                .create(&pod, &config, "unified", BUSYBOX, "true", |c| {
-                    c.linux = Some(v1::LinuxContainerConfig { resources: Some(unified.clone()), ..Default::default() })
-                })
-                .unwrap_err();
-            assert_eq!(e.code(), tonic::Code::InvalidArgument);
-            assert!(e.message().contains("cannot use unified on cgroup v1"), "{}", e.message());
-            let e = n.update(&id, unified).unwrap_err();
-            assert!(e.message().contains("memory.high") && e.message().contains("cgroup v1"), "{}", e.message());
-        }
     })
 }

@@ -133,6 +133,75 @@ impl Node {
         }
     }
 
+    /// Creates (does not start) a container of `image` running `sh -c
+    /// script`, with the shared dir at /shared; `edit` changes the config.
+    pub fn create_container(
+        &mut self,
+        pod: &str,
+        config: &v1::PodSandboxConfig,
+        name: &str,
+        image: &str,
+        script: &str,
+        edit: impl FnOnce(&mut v1::ContainerConfig),
+    ) -> Result<String, tonic::Status> {
+        let mut cc = v1::ContainerConfig {
+            metadata: Some(v1::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            mounts: vec![v1::Mount {
+                container_path: "/shared".into(),
+                host_path: self.shared.path().to_string_lossy().into_owned(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        edit(&mut cc);
+        let req = v1::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(cc),
+            sandbox_config: Some(config.clone()),
+        };
+        let mut c = self.client.clone();
+        Ok(self.rt.block_on(c.create_container(req))?.into_inner().container_id)
+    }
+
+    pub fn start_container(&mut self, id: &str) {
+        let mut c = self.client.clone();
+        let r = self.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: id.into() }));
+        r.unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.stderr()));
+    }
+
+    /// StopContainer with no grace period.
+    pub fn stop(&mut self, id: &str) {
+        let mut c = self.client.clone();
+        self.rt.block_on(c.stop_container(v1::StopContainerRequest { container_id: id.into(), timeout: 0 })).unwrap();
+    }
+
+    pub fn container_status(&mut self, id: &str) -> v1::ContainerStatus {
+        let mut c = self.client.clone();
+        let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        self.rt.block_on(c.container_status(req)).unwrap().into_inner().status.unwrap()
+    }
+
+    pub fn pid_of(&mut self, id: &str) -> i32 {
+        let mut c = self.client.clone();
+        let req = v1::ContainerStatusRequest { container_id: id.into(), verbose: true };
+        let info = self.rt.block_on(c.container_status(req)).unwrap().into_inner().info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        v["pid"].as_i64().unwrap() as i32
+    }
+
+    pub fn update(&mut self, id: &str, r: v1::LinuxContainerResources) -> Result<(), tonic::Status> {
+        let mut c = self.client.clone();
+        let req = v1::UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(r), ..Default::default() };
+        self.rt.block_on(c.update_container_resources(req)).map(|_| ())
+    }
+
+    /// Container `id`'s config.json as the engine wrote it.
+    pub fn spec_of(&self, id: &str) -> serde_json::Value {
+        let p = self.d.dir.path().join("run/containers").join(id).join("config.json");
+        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    }
     pub fn pod_ids(&mut self) -> Vec<String> {
         let mut c = self.client.clone();
         let r = self.rt.block_on(c.list_pod_sandbox(v1::ListPodSandboxRequest { filter: None }));
