@@ -66,6 +66,7 @@ trap cleanup EXIT
 
 # ------------------------------------------------------------ the image
 layout=$cache/layout
+mkdir -p "$cache" # a fresh machine has none yet (debootstrap's log goes there)
 if [[ ! -f $layout/index.json ]]; then
 	rootfs=$cache/rootfs
 	if [[ ! -d $rootfs/usr ]]; then
