@@ -360,8 +360,80 @@ impl Engine {
                 "Ports": ports,
                 "Networks": if address.is_empty() { json!({}) } else { json!({ network: { "IPAddress": address } }) },
             },
+            "Mounts": self.user_mounts(&rec),
         }))
     }
+
+    /// docker's `Mounts`: the volumes, binds and tmpfs the user asked for,
+    /// read from the container's config.json (the one place that holds
+    /// them all as resolved), without the mounts every container has.
+    fn user_mounts(&self, rec: &ContainerRecord) -> Value {
+        let spec = rec.bundle.join("config.json");
+        let Ok(spec) =
+            std::fs::read(&spec).map_err(drop).and_then(|b| serde_json::from_slice::<Value>(&b).map_err(drop))
+        else {
+            return json!([]);
+        };
+        let volumes = self.root.join("volumes");
+        let mounts = spec["mounts"].as_array().map(Vec::as_slice).unwrap_or_default();
+        Value::Array(mounts.iter().filter_map(|m| docker_mount(m, &volumes)).collect())
+    }
+}
+
+/// Destinations every container gets from the engine, not the user.
+const SYSTEM_MOUNTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    crate::spec::INIT_PATH,
+];
+
+/// One OCI mount in docker's `Mounts` shape, if the user asked for it: a
+/// bind from ROOT/volumes/NAME/_data is volume NAME.
+fn docker_mount(m: &Value, volumes: &std::path::Path) -> Option<Value> {
+    let dest = m["destination"].as_str()?;
+    if SYSTEM_MOUNTS.contains(&dest) {
+        return None;
+    }
+    let opts: Vec<&str> =
+        m["options"].as_array().map(|o| o.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let rw = !opts.contains(&"ro");
+    let source = m["source"].as_str().unwrap_or_default();
+    let propagation = opts
+        .iter()
+        .find(|o| matches!(**o, "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave"))
+        .copied()
+        .unwrap_or("rprivate");
+    if m["type"] == "tmpfs" {
+        return Some(
+            json!({ "Type": "tmpfs", "Source": "", "Destination": dest, "Mode": "", "RW": rw, "Propagation": "" }),
+        );
+    }
+    if !opts.iter().any(|o| *o == "bind" || *o == "rbind") && m["type"] != "bind" {
+        return None;
+    }
+    let volume = std::path::Path::new(source)
+        .strip_prefix(volumes)
+        .ok()
+        .filter(|rest| rest.ends_with("_data") && rest.components().count() == 2)
+        .and_then(|rest| rest.components().next())
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    Some(match volume {
+        Some(name) => json!({
+            "Type": "volume", "Name": name, "Source": source, "Destination": dest,
+            "Driver": "local", "Mode": "z", "RW": rw, "Propagation": "",
+        }),
+        None => json!({
+            "Type": "bind", "Source": source, "Destination": dest, "Mode": "", "RW": rw, "Propagation": propagation,
+        }),
+    })
 }
 
 /// The terminal `child` (the runtime's `exec --tty`) sends to `listener`,

@@ -383,10 +383,29 @@ fn volumes_bind_mounts_env_files_and_labels() {
         "grep -c ' /fast tmpfs ' /proc/mounts; echo $A $B",
     ]);
     assert_eq!(out, "1\nfrom-file flag\n");
-    b.ok(&["run", "-d", "--name", "lab", "--network", "none", "-l", "tier=web", &b.image, "sleep", "60"]);
+    // inspect's Labels, and Mounts as docker shows them: what the user
+    // asked for, not the mounts every container has.
+    #[rustfmt::skip]
+    b.ok(&["run", "-d", "--name", "lab", "--network", "none", "-l", "tier=web", "-v", "seen:/data",
+        "-v", &bind, "--tmpfs", "/fast", &b.image, "sleep", "60"]);
     let v: serde_json::Value = serde_json::from_str(&b.ok(&["inspect", "lab"])).unwrap();
     assert_eq!(v[0]["Config"]["Labels"]["tier"], "web");
-    b.ok(&["rm", "-f", "lab"]);
+    let mounts = v[0]["Mounts"].as_array().unwrap_or_else(|| panic!("no Mounts: {v}"));
+    let by_dest =
+        |d: &str| mounts.iter().find(|m| m["Destination"] == d).unwrap_or_else(|| panic!("{d} in {mounts:?}"));
+    let vol = by_dest("/data");
+    assert_eq!(
+        (&vol["Type"], &vol["Name"], &vol["RW"], &vol["Driver"]),
+        (&"volume".into(), &"seen".into(), &true.into(), &"local".into())
+    );
+    assert!(vol["Source"].as_str().unwrap().ends_with("/volumes/seen/_data"), "{vol}");
+    let h = by_dest("/h");
+    assert_eq!((&h["Type"], &h["RW"], &h["Propagation"]), (&"bind".into(), &false.into(), &"rprivate".into()));
+    assert_eq!(h["Source"], host.path().to_str().unwrap());
+    assert_eq!(by_dest("/fast")["Type"], "tmpfs");
+    assert_eq!(mounts.len(), 3, "only the user's mounts: {mounts:?}");
+    b.ok(&["rm", "-f", "-v", "lab"]);
+    b.ok(&["volume", "rm", "seen"]);
 }
 
 #[test]

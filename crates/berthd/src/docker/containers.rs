@@ -220,7 +220,6 @@ fn merge_docker_fields(v: &mut Value, rec: &ContainerRecord, engine: &Engine) {
     v["ResolvConfPath"] = json!(run.join("resolv.conf"));
     v["HostnamePath"] = json!(run.join("hostname"));
     v["HostsPath"] = json!(run.join("hosts"));
-    v["Mounts"] = json!([]);
     v["State"]["Error"] = json!("");
     v["ExecIDs"] = Value::Null;
 }
