@@ -137,7 +137,7 @@ struct Wanted {
 
 impl Wanted {
     fn from_spec(c: &LinuxCapabilities) -> Result<Wanted> {
-        let supported = caps::runtime::thread_all_supported();
+        let supported = supported_caps();
         let held =
             caps::read(None, CapSet::Permitted).map_err(|e| Error::Container(format!("read capabilities: {e}")))?;
         let mut warned = HashSet::new();
@@ -179,12 +179,26 @@ impl Wanted {
     }
 }
 
+/// The capabilities this kernel knows: all up to the highest one that
+/// PR_CAPBSET_READ accepts, probed from the top (one call on a current
+/// kernel; caps' thread_all_supported asks for each of forty-one).
+fn supported_caps() -> CapsHashSet {
+    let mut all: Vec<Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    let last = all.iter().rev().find(|c| caps::has_cap(None, CapSet::Bounding, **c).is_ok()).map(|c| c.index());
+    all.into_iter().filter(|c| last.is_some_and(|l| c.index() <= l)).collect()
+}
+
+/// Drops from the bounding set every supported capability not in `keep`,
+/// without reading it first: dropping one that is already gone succeeds
+/// (given CAP_SETPCAP; without it, only one still there is an error).
 fn drop_bounding(keep: &CapsHashSet) -> Result<()> {
-    let current =
-        caps::read(None, CapSet::Bounding).map_err(|e| Error::Container(format!("read bounding set: {e}")))?;
-    for cap in current.difference(keep) {
-        caps::drop(None, CapSet::Bounding, *cap)
-            .map_err(|e| Error::Container(format!("drop {cap} from the bounding set: {e}")))?;
+    for cap in supported_caps().difference(keep) {
+        match caps::drop(None, CapSet::Bounding, *cap) {
+            Ok(()) => {}
+            Err(_) if matches!(caps::has_cap(None, CapSet::Bounding, *cap), Ok(false)) => {}
+            Err(e) => return Err(Error::Container(format!("drop {cap} from the bounding set: {e}"))),
+        }
     }
     Ok(())
 }

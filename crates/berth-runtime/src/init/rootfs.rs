@@ -40,15 +40,37 @@ impl Rootfs {
 
     /// Resolves `dest` inside the root, `None` if it does not exist.
     pub fn resolve_opt(&self, dest: &Path) -> Result<Option<Handle>> {
-        match self.root.resolve(dest) {
-            Ok(h) => Ok(Some(h)),
-            Err(e) if errno_of(&e) == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(Error::Path { step: format!("resolve '{}' in the rootfs", dest.display()), source: e }),
+        match self.probe(dest, rustix::fs::ResolveFlags::empty()) {
+            Ok(fd) => Ok(Some(Handle::from_fd(fd))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            // pathrs again, for its error (or its answer, if the kernel's
+            // openat2 refused something pathrs can do).
+            Err(_) => match self.root.resolve(dest) {
+                Ok(h) => Ok(Some(h)),
+                Err(e) if errno_of(&e) == Some(libc::ENOENT) => Ok(None),
+                Err(e) => Err(Error::Path { step: format!("resolve '{}' in the rootfs", dest.display()), source: e }),
+            },
         }
+    }
+
+    /// `dest` resolved inside the root by the kernel: openat2 with
+    /// RESOLVE_IN_ROOT and no magic links, the call pathrs itself makes on
+    /// this kernel (the runtime needs Linux 5.12 anyway). For lookups that
+    /// may miss: pathrs builds each error eagerly, reading the root's path
+    /// through a verified procfs (some thirty system calls per miss), and a
+    /// start looks up a dozen paths that are not there (masked paths, the
+    /// v1 hierarchies' mount points).
+    fn probe(&self, dest: &Path, extra: rustix::fs::ResolveFlags) -> rustix::io::Result<std::os::fd::OwnedFd> {
+        use rustix::fs::{Mode as RMode, OFlags, ResolveFlags};
+        let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | extra;
+        rustix::fs::openat2(&self.root, dest, OFlags::PATH | OFlags::CLOEXEC, RMode::empty(), how)
     }
 
     /// Makes `dest` (and its parents) a directory inside the root.
     pub fn mkdir(&self, dest: &Path) -> Result<Handle> {
+        if let Some(h) = self.existing_dir(dest).or_else(|| self.mkdir_last(dest)) {
+            return Ok(h);
+        }
         let perm = Permissions::from_mode(0o755);
         let step = || format!("mkdir '{}' in the rootfs", dest.display());
         match self.root.mkdir_all(dest, &perm) {
@@ -67,11 +89,43 @@ impl Rootfs {
     /// the way (for proc and sysfs: CVE-2019-16884, CVE-2023-27561). `why`
     /// is the error's text when that fails.
     pub fn mkdir_no_symlinks(&self, dest: &Path, why: impl FnOnce() -> String) -> Result<Handle> {
-        self.root
-            .as_ref()
-            .with_resolver_flags(pathrs::flags::ResolverFlags::NO_SYMLINKS)
-            .mkdir_all(dest, &Permissions::from_mode(0o755))
-            .step(why)
+        let existing = self.probe(dest, rustix::fs::ResolveFlags::NO_SYMLINKS).ok().map(Handle::from_fd);
+        if let Some(h) = existing.filter(is_dir) {
+            return Ok(h);
+        }
+        let strict = self.root.as_ref().with_resolver_flags(pathrs::flags::ResolverFlags::NO_SYMLINKS);
+        strict.mkdir_all(dest, &Permissions::from_mode(0o755)).step(why)
+    }
+
+    /// `dest` if it already is a directory (symlinks followed inside the
+    /// root, as mkdir_all follows them): one openat2 and an fstat. pathrs's mkdir_all
+    /// checks its procfs handle and reopens each component through
+    /// /proc/thread-self/fd (some thirty system calls) even when there is
+    /// nothing to make, and a container's start makes a dozen such calls.
+    fn existing_dir(&self, dest: &Path) -> Option<Handle> {
+        self.probe(dest, rustix::fs::ResolveFlags::empty()).ok().map(Handle::from_fd).filter(is_dir)
+    }
+
+    /// The common case of a missing directory, cheaply: its parent exists
+    /// and only the last component is missing (/dev/pts on a fresh /dev,
+    /// each v1 hierarchy under the cgroup tmpfs). The parent is resolved
+    /// inside the root by openat2 (RESOLVE_IN_ROOT, as pathrs does it), the
+    /// name made with mkdirat on that handle, and opened beneath it with no
+    /// symlink allowed, so a swapped path cannot lead out of the root.
+    /// Anything else (a missing parent, a symlink or a file at `dest`) is
+    /// left to the full path (None).
+    fn mkdir_last(&self, dest: &Path) -> Option<Handle> {
+        use rustix::fs::{Mode as RMode, OFlags, ResolveFlags};
+        let name = dest.file_name()?;
+        let parent = self.probe(dest.parent()?, rustix::fs::ResolveFlags::empty()).ok()?;
+        match rustix::fs::mkdirat(&parent, name, RMode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(_) => return None,
+        }
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat2(&parent, name, flags, RMode::empty(), how).ok()?;
+        Some(Handle::from_fd(fd))
     }
 
     /// `path` with every symlink among its existing components replaced by
@@ -143,6 +197,10 @@ impl Rootfs {
         }
         self.resolve(dest)
     }
+}
+
+fn is_dir(h: &Handle) -> bool {
+    nix::sys::stat::fstat(h).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// The errno behind a pathrs error, if it came from a system call.
