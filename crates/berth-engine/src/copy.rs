@@ -400,6 +400,14 @@ mod tests {
     }
 
     #[test]
+    fn link_targets_are_absolute_in_the_container_and_never_climb_above_it() {
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("y")), "/etc/y");
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("../../../usr/y")), "/usr/y");
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("/abs/./z")), "/abs/z");
+        assert_eq!(link_target(Path::new("/x"), Path::new("..")), "/");
+    }
+
+    #[test]
     fn hard_links_copy_out_as_links_as_docker_cp_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");

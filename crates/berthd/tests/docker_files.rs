@@ -19,6 +19,7 @@ use docker_node::{DOCKER_20, Node, newest, stderr};
 /// Nothing a request staged is left in berthd's scratch directory.
 fn scratch_is_empty(n: &Node) {
     let dir = n.root().join("docker-scratch");
+    assert!(dir.is_dir(), "requests stage in {}", dir.display());
     let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
 }
@@ -133,6 +134,12 @@ try:
     box.get_archive("/nosuch")
 except docker.errors.NotFound as e:
     print("missing", e.status_code)
+for what, path, data in [("onto-file", "/tmp/hello", tar_of(file("x", b"x"))), ("not-tar", "/tmp", b"garbage" * 200)]:
+    try:
+        box.put_archive(path, data)
+        print(what, "accepted")
+    except docker.errors.APIError as e:
+        print(what, e.status_code)
 box.remove(force=True)
 "#;
         let out = Command::new("python3")
@@ -144,7 +151,7 @@ box.remove(force=True)
         assert_eq!(
             text,
             "put True\nstat hello 9 0o600\ngot hello 0o600 b'hi there\\n'\ndotdot 400 True\nhardlink 400 True\n\
-             inside ['2', 'hello']\nmissing 404\n"
+             inside ['2', 'hello']\nmissing 404\nonto-file 400\nnot-tar 400\n"
         );
         assert!(!Path::new("/etc").join(&marker).exists(), "nothing on the host");
         scratch_is_empty(&n);
@@ -205,11 +212,20 @@ fn save_and_load_between_two_berthds() {
 fn login_and_push_to_a_registry_with_auth() {
     in_test_host(|| {
         let n = Node::start();
-        let cli = newest();
-        n.docker_ok(cli, &["pull", &n.image]);
+        n.docker_ok(newest(), &["pull", &n.image]);
         let opts = RegistryOptions { users: vec![("bob".into(), "s3cret".into())], ..Default::default() };
         let reg = Registry::start_with(opts);
-        let target = format!("{}/team/pushed:1", reg.addr());
+        login_and_push(&n, &reg, newest(), "one");
+        if newest() != DOCKER_20 {
+            n.docker_ok(DOCKER_20, &["logout", &reg.addr()]);
+            login_and_push(&n, &reg, DOCKER_20, "two");
+        }
+    });
+}
+
+fn login_and_push(n: &Node, reg: &Registry, cli: &str, repo: &str) {
+    {
+        let target = format!("{}/{repo}/pushed:1", reg.addr());
         n.docker_ok(cli, &["tag", &n.image, &target]);
 
         let denied = n.docker(cli, &["push", &target]);
@@ -233,11 +249,11 @@ fn login_and_push_to_a_registry_with_auth() {
         assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
         n.docker_ok(cli, &["rmi", &target]);
         n.docker_ok(cli, &["pull", &target]);
-        let missing = n.docker(cli, &["push", &format!("{}/team/nosuch:1", reg.addr())]);
+        let missing = n.docker(cli, &["push", &format!("{}/{repo}/nosuch:1", reg.addr())]);
         assert!(!missing.status.success());
         let e = String::from_utf8_lossy(&missing.stdout).into_owned() + &stderr(&missing);
         assert!(e.contains("An image does not exist locally with the tag"), "{e}");
-    });
+    }
 }
 
 /// The prunes take what nothing uses and leave the rest; `system df`
@@ -253,6 +269,8 @@ fn prunes_take_only_what_nothing_uses() {
         let df = n.docker_ok(cli, &["system", "df", "--format", "{{.Type}} {{.TotalCount}} {{.Active}}"]);
         assert!(df.lines().any(|l| l == "Images 1 1"), "{df}");
         assert!(df.lines().any(|l| l == "Containers 2 1"), "{df}");
+        let verbose = n.docker_ok(cli, &["system", "df", "-v"]);
+        assert!(verbose.contains("live") && verbose.contains("done"), "{verbose}");
 
         let pruned = n.docker_ok(cli, &["container", "prune", "-f"]);
         let done_id = pruned.lines().find(|l| l.len() == 64).unwrap_or_else(|| panic!("{pruned}"));

@@ -13,6 +13,10 @@
 //! inspect, start, stop, restart, kill, pause, unpause, wait, attach,
 //! logs, resize, rename, top, remove); exec (create, start, resize,
 //! inspect); images (create = pull, list, inspect, tag, remove, history).
+//! Files and transfers: container archive (GET/HEAD/PUT: `docker cp`) and
+//! export ([`archive`]); image push, save (get), load, `/auth` and search
+//! (a clear error) ([`transfer`]); the prunes and `/system/df`
+//! ([`prune`]). Unix socket or TCP with TLS ([`listen`]).
 //! Anything else answers 404 with dockerd's "page not found".
 
 pub mod archive;
