@@ -287,7 +287,23 @@ fn prunes_take_only_what_nothing_uses() {
         if cli != DOCKER_20 {
             n.docker_ok(cli, &["volume", "prune", "-af"]);
             assert_eq!(n.docker_ok(cli, &["volume", "ls", "-q"]).trim(), "");
+            // API 1.41 (docker 20.10): every unused volume, named or not.
+            n.docker_ok(cli, &["volume", "create", "named2"]);
+            n.docker_ok(DOCKER_20, &["volume", "prune", "-f"]);
+            assert_eq!(n.docker_ok(cli, &["volume", "ls", "-q"]).trim(), "");
         }
+
+        // Filters: only the stopped containers with the label go.
+        n.docker_ok(cli, &["create", "--name", "tagged", "--label", "tier=tmp", &n.image, "true"]);
+        n.docker_ok(cli, &["create", "--name", "untagged", &n.image, "true"]);
+        n.docker_ok(cli, &["container", "prune", "-f", "--filter", "label=tier=tmp"]);
+        let names = n.docker_ok(cli, &["ps", "-a", "--format", "{{.Names}}"]);
+        let mut names: Vec<&str> = names.lines().collect();
+        names.sort();
+        assert_eq!(names, ["live", "untagged"]);
+        n.docker_ok(cli, &["container", "prune", "-f", "--filter", "until=1h"]);
+        assert_eq!(n.docker_ok(cli, &["ps", "-a", "-q"]).lines().count(), 2, "none made over an hour ago");
+        n.docker_ok(cli, &["rm", "untagged"]);
 
         n.docker_ok(cli, &["network", "create", "idle"]);
         let pruned = n.docker_ok(cli, &["network", "prune", "-f"]);
