@@ -24,19 +24,41 @@ pub(super) fn reference(from: &str, tag: Option<&str>) -> String {
     }
 }
 
-/// The X-Registry-Auth header: base64url JSON of docker's AuthConfig.
-pub(super) fn credentials(headers: &hyper::HeaderMap) -> Option<(Credentials, Vec<String>)> {
-    let raw = headers.get("x-registry-auth")?.to_str().ok()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(raw.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw.trim()))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let username = v["username"].as_str().filter(|u| !u.is_empty())?.to_owned();
-    let password = v["password"].as_str().unwrap_or_default().to_owned();
-    let servers = v["serveraddress"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_owned()]).unwrap_or_default();
-    Some((Credentials { username, password }, servers))
+/// The X-Registry-Auth header: base64url JSON of docker's AuthConfig
+/// (`username`/`password`, `auth` = base64 of `USER:PASSWORD`, or an
+/// `identitytoken`), and the servers it names. A header that is not one
+/// (the CLI sends `{}` when it has nothing) gives none; a `registrytoken`
+/// is refused, naming it.
+pub(super) fn credentials(headers: &hyper::HeaderMap) -> Result<Option<(Credentials, Vec<String>)>, ApiError> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    let Some(raw) = headers.get("x-registry-auth").and_then(|h| h.to_str().ok()) else { return Ok(None) };
+    let raw = raw.trim();
+    let Ok(bytes) = URL_SAFE.decode(raw).or_else(|_| URL_SAFE_NO_PAD.decode(raw)).or_else(|_| STANDARD.decode(raw))
+    else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { return Ok(None) };
+    let text = |k: &str| v[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let servers = text("serveraddress").into_iter().collect();
+    let creds = if let Some(token) = text("identitytoken") {
+        Credentials { username: berth_image::registry::credentials::IDENTITY_TOKEN_USER.into(), password: token }
+    } else if text("registrytoken").is_some() {
+        return Err(ApiError::bad(
+            "X-Registry-Auth: a registrytoken (a bearer token) is not supported by berthd: give username and \
+             password, auth or identitytoken",
+        ));
+    } else if let Some(user) = text("username") {
+        Credentials { username: user, password: text("password").unwrap_or_default() }
+    } else if let Some(auth) = text("auth") {
+        let bad = |why: &str| ApiError::bad(format!("X-Registry-Auth: auth {why}"));
+        let decoded = STANDARD.decode(auth.trim()).map_err(|_| bad("is not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| bad("is not UTF-8 once decoded"))?;
+        let (u, p) = text.split_once(':').ok_or_else(|| bad("is not base64 of USER:PASSWORD"))?;
+        Credentials { username: u.to_owned(), password: p.to_owned() }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((creds, servers)))
 }
 
 /// docker's progress bar text: `[==>      ]  1.2MB/4.5MB`.
@@ -127,7 +149,7 @@ pub async fn create(c: Call) -> ApiResult {
     let from = c.query.get("fromImage").ok_or_else(|| ApiError::bad("fromImage is required (fromSrc: not yet)"))?;
     let reference = reference(from, c.query.get("tag"));
     let platform = c.query.get("platform").map(str::to_owned);
-    let creds = credentials(&c.headers);
+    let creds = credentials(&c.headers)?;
     let images = c.api.images();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let progress = Arc::new(Progress::new(tx.clone(), "Downloading"));
@@ -299,4 +321,34 @@ pub async fn remove(c: Call, name: &str) -> ApiResult {
         })
         .collect();
     Ok(super::json(StatusCode::OK, &Value::Array(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+    fn header(v: Value) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-registry-auth", URL_SAFE.encode(v.to_string()).parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn registry_auth_headers_read_as_docker_writes_them() {
+        let (c, s) = credentials(&header(json!({"username": "bob", "password": "pw", "serveraddress": "r:5000"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str(), s), ("bob", "pw", vec!["r:5000".to_owned()]));
+        let (c, _) = credentials(&header(json!({"auth": STANDARD.encode("amy:secret")}))).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("amy", "secret"));
+        let (c, _) = credentials(&header(json!({"identitytoken": "refresh"}))).unwrap().unwrap();
+        assert_eq!(c.password, "refresh");
+        assert!(credentials(&header(json!({}))).unwrap().is_none());
+        assert!(credentials(&hyper::HeaderMap::new()).unwrap().is_none());
+        let e = credentials(&header(json!({"registrytoken": "t"}))).unwrap_err();
+        assert!(e.message.contains("registrytoken"), "{e}");
+        let e = credentials(&header(json!({"auth": STANDARD.encode("nocolon")}))).unwrap_err();
+        assert!(e.message.contains("USER:PASSWORD"), "{e}");
+    }
 }

@@ -37,7 +37,7 @@ pub async fn push(c: Call, name: &str) -> ApiResult {
         None => name.to_owned(),
     };
     let parsed = berth_engine::images::Reference::parse(&target).map_err(|e| ApiError::bad(e.to_string()))?;
-    let images = match credentials(&c.headers) {
+    let images = match credentials(&c.headers)? {
         Some((creds, servers)) => c.api.images().with_credentials(&creds, &servers, parsed.registry()),
         None => c.api.images(),
     };
