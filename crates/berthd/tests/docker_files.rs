@@ -57,6 +57,11 @@ fn cp_round_trip(n: &Node, cli: &str) {
     assert_eq!(mode(&out.join("tree/script")), 0o750);
     assert_eq!(mode(&out.join("tree/sub/data")), 0o600);
     assert_eq!(std::fs::read_link(out.join("tree/link")).unwrap(), Path::new("script"));
+    // -L follows the link (the stat header's linkTarget).
+    let followed = work.path().join("followed");
+    n.docker_ok(cli, &["cp", "-L", "cp:/tmp/tree/link", followed.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&followed).unwrap(), "#!/bin/sh\necho hi\n");
+    assert!(!followed.is_symlink());
 
     // A stopped container's files are still there to copy.
     n.docker_ok(cli, &["stop", "-t", "1", "cp"]);
@@ -422,5 +427,20 @@ fn tcp_is_served_with_tls_and_client_certificates() {
         ));
         let f = refused.err().expect("plain TCP without allow_insecure_tcp must not start");
         assert!(f.stderr.contains("TCP is served with TLS only"), "{}", f.stderr);
+        drop(d);
+        // ... unless the config says so.
+        let insecure = berth_testkit::cri::Berthd::start(&format!(
+            "[docker]\nenabled = true\nlisten = \"tcp://127.0.0.1:{port}\"\nallow_insecure_tcp = true\n"
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let plain = docker(&["-H", &host, "version", "--format", "{{.Server.Os}}"]);
+            if plain.status.success() {
+                assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "linux");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}\n{}", stderr(&plain), insecure.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     });
 }
