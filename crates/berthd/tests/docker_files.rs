@@ -206,6 +206,19 @@ fn save_and_load_between_two_berthds() {
         let loaded = b.docker_ok(cli, &["load", "-i", tar.to_str().unwrap()]);
         assert!(loaded.contains("Loaded image: moved:1"), "{loaded}");
         assert_eq!(b.docker_ok(cli, &["run", "--rm", "moved:1", "echo", "moved"]), "moved\n");
+
+        // A pipe: save's stream straight into load.
+        a.docker_ok(cli, &["tag", &a.image, "piped:2"]);
+        let mut save = a.docker_cmd(cli);
+        save.args(["save", "piped:2"]).stdout(std::process::Stdio::piped());
+        let mut save = save.spawn().unwrap();
+        let mut load = b.docker_cmd(cli);
+        load.args(["load"]).stdin(save.stdout.take().unwrap());
+        let out = load.output().unwrap();
+        assert!(save.wait().unwrap().success());
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Loaded image: piped:2"), "{out:?}");
+        assert_eq!(b.docker_ok(cli, &["run", "--rm", "piped:2", "echo", "piped"]), "piped\n");
         let missing = a.docker(cli, &["save", "-o", tar.to_str().unwrap(), "nosuch:1"]);
         assert!(stderr(&missing).contains("No such image: nosuch:1"), "{}", stderr(&missing));
     });
