@@ -77,7 +77,12 @@ fn cp_round_trip(n: &Node, cli: &str) {
             || e.contains("No such container:path: cp:/nosuch"),
         "{e}"
     );
-    n.docker_ok(cli, &["rm", "cp"]);
+    // ... and to copy into, kept for its next start.
+    std::fs::write(work.path().join("later"), "later\n").unwrap();
+    n.docker_ok(cli, &["cp", work.path().join("later").to_str().unwrap(), "cp:/later"]);
+    n.docker_ok(cli, &["start", "cp"]);
+    assert_eq!(n.docker_ok(cli, &["exec", "cp", "cat", "/later"]), "later\n");
+    n.docker_ok(cli, &["rm", "-f", "cp"]);
     scratch_is_empty(n);
 }
 
