@@ -104,6 +104,64 @@ impl Engine {
         copy(&source, &target, if archive { Owner::Keep } else { Owner::Fixed(0, 0) }, src)
     }
 
+    /// What `path` in the container is (docker's `HEAD .../archive`): the
+    /// entry itself, a symlink not followed.
+    pub fn stat_in_container(&self, key: &str, path: &str) -> Result<PathStat, CopyError> {
+        let rec = self.refresh(&self.containers()?.get(key)?);
+        let root = self.copy_root(&rec)?;
+        let source = container_source(&root, &rec, path)?;
+        let not_found = || CopyError::NotFound { path: path.to_owned(), container: rec.name.clone() };
+        let st = match &source.name {
+            Some(name) => fstatat(&source.dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW),
+            None => fstat(&source.dir),
+        }
+        .map_err(|_| not_found())?;
+        let link_target = match &source.name {
+            Some(name) if kind_of(&st) == SFlag::S_IFLNK => {
+                let target = nix::fcntl::readlinkat(&source.dir, name.as_os_str()).map_err(|_| not_found())?;
+                Some(link_target(&container_path(path), Path::new(&target)))
+            }
+            _ => None,
+        };
+        let shown = Path::new(path);
+        let name = match shown.file_name() {
+            Some(n) if !wants_contents(path) => n.to_string_lossy().into_owned(),
+            _ if path.ends_with("/.") || path == "." => ".".to_owned(),
+            _ => "/".to_owned(),
+        };
+        Ok(PathStat {
+            name,
+            size: st.st_size as u64,
+            mode: st.st_mode,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            link_target,
+        })
+    }
+
+    /// `export`: the container's root filesystem (its overlay, without
+    /// the mounts a running container has over it) copied into the new
+    /// directory `dst`, owners kept.
+    pub fn export_rootfs(&self, key: &str, dst: &Path) -> Result<(), CopyError> {
+        let rec = self.refresh(&self.containers()?.get(key)?);
+        let root = self.overlay_root(&rec)?;
+        let source = container_source(&root, &rec, "/.")?;
+        let target = host_target(dst, &source)?;
+        copy(&source, &target, Owner::Keep, Path::new("/"))
+    }
+
+    /// The container's overlay rootfs, which must be mounted (an empty
+    /// directory there is not the container's).
+    fn overlay_root(&self, rec: &ContainerRecord) -> Result<pathrs::Root, CopyError> {
+        let rootfs = self.run_dir(&rec.id).join("rootfs");
+        if !is_mountpoint(&rootfs) {
+            return Err(CopyError::NotMounted(rec.id.clone()));
+        }
+        let fd =
+            openat(nix::fcntl::AT_FDCWD, &rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(io("open the rootfs of", &rootfs))?;
+        Ok(pathrs::Root::from_fd(fd))
+    }
+
     /// The container's `/`: as its init process sees it while it runs
     /// (with its volumes and tmpfs mounts), else its overlay rootfs, which
     /// must be mounted (an empty directory there is not the container's).
@@ -125,8 +183,40 @@ impl Engine {
                 return Ok(pathrs::Root::from_fd(fd));
             }
         }
-        Ok(pathrs::Root::from_fd(open(&rootfs).map_err(io("open the rootfs of", &rootfs))?))
+        self.overlay_root(rec)
     }
+}
+
+/// One entry in a container, as docker's `X-Docker-Container-Path-Stat`
+/// describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStat {
+    /// The last component of the path asked for (`.` for `DIR/.`).
+    pub name: String,
+    pub size: u64,
+    /// `st_mode`: the type and permission bits.
+    pub mode: u32,
+    /// Seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// A symlink's target, absolute in the container (resolved against
+    /// the link's directory, not followed further).
+    pub link_target: Option<String>,
+}
+
+/// `target` of the symlink at `link`, as an absolute path.
+fn link_target(link: &Path, target: &Path) -> String {
+    let joined = link.parent().unwrap_or(Path::new("/")).join(target);
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out.display().to_string()
 }
 
 /// A mount's root has another device than its parent.
@@ -307,6 +397,14 @@ mod tests {
         let src = source_in(&root, "/etc");
         assert!(matches!(host_target(&out.join("h"), &src), Err(CopyError::DirectoryToFile(_))));
         assert!(matches!(host_target(&out.join("nope/"), &src), Err(CopyError::NoDirectory(_))));
+    }
+
+    #[test]
+    fn link_targets_are_absolute_in_the_container_and_never_climb_above_it() {
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("y")), "/etc/y");
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("../../../usr/y")), "/usr/y");
+        assert_eq!(link_target(Path::new("/etc/x"), Path::new("/abs/./z")), "/abs/z");
+        assert_eq!(link_target(Path::new("/x"), Path::new("..")), "/");
     }
 
     #[test]

@@ -899,15 +899,32 @@ fn kill_point(step: &str) {
 /// keeps it through `start`, and a killed one drops it with its life. The
 /// id is new, so nobody else waits for this lock; prune only tries it.
 fn claim(p: &Path) -> Result<(), Error> {
-    static HELD: std::sync::Mutex<Vec<nix::fcntl::Flock<std::fs::File>>> = std::sync::Mutex::new(Vec::new());
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     }
     let f = std::fs::File::create(p).map_err(io("create", p))?;
     let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
-    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push((p.to_owned(), lock));
     Ok(())
+}
+
+/// The creating locks this process holds, by path.
+static CLAIMED: std::sync::Mutex<Vec<(PathBuf, nix::fcntl::Flock<std::fs::File>)>> = std::sync::Mutex::new(Vec::new());
+
+impl Engine {
+    /// Lets go of container `id`'s creating lock before this process ends:
+    /// for a daemon, whose creates end with their request (a client's
+    /// start is a request of its own, as with dockerd), not with the
+    /// process; else `container prune` would take its containers for
+    /// ones still being made, and every create would keep a descriptor.
+    pub fn release_creating_lock(&self, id: &str) {
+        let p = self.creating_lock(id);
+        // The file first: a lock file nobody holds means the same, and
+        // one that is gone cannot be mistaken for a newer creator's.
+        let _ = std::fs::remove_file(&p);
+        CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).retain(|(held, _)| *held != p);
+    }
 }
 
 /// The name a container holds its image under in the image metadata.

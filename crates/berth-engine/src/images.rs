@@ -430,6 +430,14 @@ impl Images {
     /// `login`: checks the credentials against the registry, then stores
     /// them; the registry's name.
     pub fn login(&self, server: Option<&str>, creds: Credentials) -> Result<String, Error> {
+        let server = self.check_login(server, &creds)?;
+        self.registry.auth_store().set(&server, &creds)?;
+        Ok(server)
+    }
+
+    /// Checks credentials against the registry without storing them (the
+    /// Docker API's `/auth`: the client keeps them); the registry's name.
+    pub fn check_login(&self, server: Option<&str>, creds: &Credentials) -> Result<String, Error> {
         let server = registry_name(server);
         // Checked before they are stored, as docker does: a throwaway auth
         // store that holds only them.
@@ -439,14 +447,13 @@ impl Images {
             source,
         })?;
         let check = AuthStore { own: dir.path().join("auth.json"), fallbacks: vec![] };
-        check.set(&server, &creds)?;
+        check.set(&server, creds)?;
         let cfg = RegistryConfig { auth: Some(check), ..self.registry.clone() };
         block_on(async {
             let reg = Registry::connect(&server, &cfg).await?;
             reg.check_login().await
         })?
         .map_err(|source| Error::Login { server: server.clone(), source })?;
-        self.registry.auth_store().set(&server, &creds)?;
         Ok(server)
     }
 
@@ -514,14 +521,20 @@ impl Images {
         on_event: OnEvent,
     ) -> Result<Pulled, Error> {
         let r = Reference::parse(reference)?;
-        let default = [r.registry().to_owned()];
+        self.with_credentials(creds, servers, r.registry()).pull(reference, req, on_event)
+    }
+
+    /// These operations with `creds` given for `servers` (none: for
+    /// `default`), beside (and before) the stored ones: the Docker API's
+    /// X-Registry-Auth.
+    pub fn with_credentials(&self, creds: &Credentials, servers: &[String], default: &str) -> Images {
+        let default = [default.to_owned()];
         let servers = if servers.is_empty() { &default[..] } else { servers };
         let mut registry = self.registry.clone();
         for s in servers {
             registry.given.insert(registry_name(Some(s)), creds.clone());
         }
-        let once = Images { engine: self.engine.clone(), registry, settings: self.settings.clone() };
-        once.pull(reference, req, on_event)
+        Images { engine: self.engine.clone(), registry, settings: self.settings.clone() }
     }
 
     /// Every image with its names, newest first.

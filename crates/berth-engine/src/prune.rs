@@ -61,10 +61,17 @@ impl Engine {
     /// network; the ids and the space their writable layers took. Not one
     /// that a `create`/`run` is still making or starting.
     pub fn prune_containers(&self) -> Result<Pruned, Error> {
+        self.prune_containers_where(&|_| true)
+    }
+
+    /// [`Engine::prune_containers`], of the containers `pick` chooses
+    /// only (the Docker API's `until` and `label` filters).
+    pub fn prune_containers_where(&self, pick: &dyn Fn(&ContainerRecord) -> bool) -> Result<Pruned, Error> {
         let mut out = Pruned::default();
         // Only the default namespace's: berthd's (the kubelet's) are the
         // kubelet's to collect.
-        for rec in self.current_containers()?.into_iter().filter(|r| r.namespace.is_empty()).filter(stopped) {
+        let all = self.current_containers()?.into_iter();
+        for rec in all.filter(|r| r.namespace.is_empty()).filter(stopped).filter(|r| pick(r)) {
             // Checked after the state: a creator that has ended since
             // either started it (remove then refuses) or left it stopped.
             if self.being_created(&rec.id) {
@@ -111,7 +118,16 @@ impl Engine {
     /// `image prune`: dangling images (with `all`, every image) that no
     /// container uses; their IDs.
     pub fn prune_images(&self, all: bool) -> Result<Vec<Digest>, Error> {
-        Ok(berth_image::images::prune(&self.store()?, all, &|h| self.image_user(h))?)
+        self.prune_images_where(all, &|_| true)
+    }
+
+    /// [`Engine::prune_images`], of the images `pick` chooses only.
+    pub fn prune_images_where(
+        &self,
+        all: bool,
+        pick: &dyn Fn(&berth_image::store::meta::ImageRecord) -> bool,
+    ) -> Result<Vec<Digest>, Error> {
+        Ok(berth_image::images::prune_where(&self.store()?, all, &|h| self.image_user(h), pick)?)
     }
 
     /// Garbage collection of the image store, after dropping the image
@@ -139,9 +155,15 @@ impl Engine {
 
     /// Removes the volumes no container mounts; their names and sizes.
     pub fn prune_volumes(&self) -> Result<Pruned, Error> {
+        self.prune_volumes_where(&|_| true)
+    }
+
+    /// [`Engine::prune_volumes`], of the volumes `pick` chooses only
+    /// (docker ≥ 1.42 prunes anonymous volumes unless told `all`).
+    pub fn prune_volumes_where(&self, pick: &dyn Fn(&crate::volume::Volume) -> bool) -> Result<Pruned, Error> {
         let vols = self.volumes();
         let mut out = Pruned::default();
-        for v in vols.list()? {
+        for v in vols.list()?.into_iter().filter(|v| pick(v)) {
             let users = self.volume_users(&v.name)?;
             if !users.is_empty() {
                 continue;

@@ -209,12 +209,23 @@ fn delete_image(tx: &Tx<'_>, s: &Snapshot, id: &Digest) -> Result<()> {
 /// Removes dangling images (no tag; with `all`, every image) that no
 /// container uses. Returns their IDs. One transaction, as [`remove`].
 pub fn prune(store: &Store, all: bool, users: Users<'_>) -> Result<Vec<Digest>> {
+    prune_where(store, all, users, &|_| true)
+}
+
+/// [`prune`], of the images `pick` chooses only (the API's `until` and
+/// `label` filters).
+pub fn prune_where(
+    store: &Store,
+    all: bool,
+    users: Users<'_>,
+    pick: &dyn Fn(&crate::store::meta::ImageRecord) -> bool,
+) -> Result<Vec<Digest>> {
     store.meta.write(|tx| {
         let s = tx.read_all()?;
         let doomed: Vec<Digest> = s
             .images
             .iter()
-            .filter(|i| (all || s.tags_of(&i.id).is_empty()) && users_of(&s, &i.id, users).is_empty())
+            .filter(|i| (all || s.tags_of(&i.id).is_empty()) && users_of(&s, &i.id, users).is_empty() && pick(i))
             .map(|i| i.id.clone())
             .collect();
         for id in &doomed {

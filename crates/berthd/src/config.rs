@@ -21,7 +21,11 @@
 //!   # debug_host_streamer_dir = "/tmp/x"        # TEST ONLY: see StreamConfig
 //! [docker]                                      # the Docker Engine API (off unless enabled or --docker-listen)
 //!   enabled = false
-//!   listen = "unix:///run/berth/docker.sock"
+//!   listen = "unix:///run/berth/docker.sock"   # or tcp://HOST:PORT, with TLS:
+//!   # tls_cert = "/etc/berth/docker.crt"        # the server's certificate chain (PEM)
+//!   # tls_key = "/etc/berth/docker.key"
+//!   # tls_ca = "/etc/berth/docker-ca.crt"       # clients must show a certificate this CA signed
+//!   # allow_insecure_tcp = false                # tcp:// without TLS: anyone reaching the port is root here
 //! [registry]                                    # berth-image's RegistryConfig
 //!   config_path = "/etc/berth/certs.d"          # containerd-style <host>/hosts.toml mirrors
 //! ```
@@ -113,8 +117,27 @@ impl Default for EventsConfig {
 pub struct DockerConfig {
     /// Serve it (berthd's `--docker-listen` serves it too).
     pub enabled: bool,
-    /// `unix:///ABSOLUTE/PATH` (TCP with TLS comes later).
+    /// `unix:///ABSOLUTE/PATH`, or `tcp://HOST:PORT` (with TLS unless
+    /// `allow_insecure_tcp`).
     pub listen: String,
+    /// The server's certificate chain (PEM), for `tcp://`.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate this CA (PEM) signed, as
+    /// dockerd's `--tlsverify --tlscacert`.
+    pub tls_ca: Option<PathBuf>,
+    /// Serve `tcp://` without TLS: whoever reaches the port controls
+    /// every container and so is root on this host (dockerd's 2375).
+    pub allow_insecure_tcp: bool,
+}
+
+/// Where the Docker API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DockerListen {
+    Unix(PathBuf),
+    /// `HOST:PORT`, with TLS unless the config allows plain TCP.
+    Tcp(String),
 }
 
 /// The Docker API's socket when nothing else is said (dockerd's is
@@ -123,14 +146,51 @@ pub const DEFAULT_DOCKER_LISTEN: &str = "unix:///run/berth/docker.sock";
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { enabled: false, listen: DEFAULT_DOCKER_LISTEN.into() }
+        DockerConfig {
+            enabled: false,
+            listen: DEFAULT_DOCKER_LISTEN.into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            allow_insecure_tcp: false,
+        }
+    }
+}
+
+impl DockerConfig {
+    /// `listen` (or the `--docker-listen` given instead), checked against
+    /// the TLS settings: TCP without TLS only when the config says so.
+    pub fn listen_on(&self, listen: &str) -> Result<DockerListen, String> {
+        let Some(addr) = listen.strip_prefix("tcp://") else {
+            return docker_socket_path(listen).map(DockerListen::Unix);
+        };
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(format!("{listen:?}: give tcp://HOST:PORT (tcp://127.0.0.1:2376)"));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), Some(_)) => {}
+            (None, None) if self.allow_insecure_tcp => {
+                if self.tls_ca.is_some() {
+                    return Err("tls_ca needs tls_cert and tls_key (the server's own certificate)".into());
+                }
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{listen:?}: TCP is served with TLS only (set [docker] tls_cert and tls_key, and tls_ca to \
+                     verify clients): whoever reaches an open Docker API port is root on this host; \
+                     allow_insecure_tcp = true serves it without TLS anyway"
+                ));
+            }
+            _ => return Err("tls_cert and tls_key go together: set both".into()),
+        }
+        Ok(DockerListen::Tcp(addr.to_owned()))
     }
 }
 
 /// The socket path of a `unix:///PATH` listen address, or why it is not one.
 pub fn docker_socket_path(listen: &str) -> Result<PathBuf, String> {
     let Some(path) = listen.strip_prefix("unix://") else {
-        return Err(format!("{listen:?}: only unix:///PATH is served (TCP with TLS is not implemented yet)"));
+        return Err(format!("{listen:?}: give unix:///PATH or tcp://HOST:PORT"));
     };
     let path = PathBuf::from(path);
     if !path.is_absolute() {
@@ -262,7 +322,8 @@ impl Config {
             }
         }
         self.check_stream(path)?;
-        docker_socket_path(&self.docker.listen)
+        self.docker
+            .listen_on(&self.docker.listen)
             .map_err(|reason| ConfigError::DockerListen { path: path.into(), reason })?;
         if !self.runtimes.contains_key(&self.default_runtime) {
             let known = self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ");
@@ -444,6 +505,10 @@ config_path = "/etc/berth/certs.d"
         let c = load_str("[docker]\nenabled = true\nlisten = \"unix:///tmp/d.sock\"\n").unwrap();
         assert!(c.docker.enabled);
         assert_eq!(docker_socket_path(&c.docker.listen).unwrap(), Path::new("/tmp/d.sock"));
+        let c = load_str("[docker]\nlisten = \"tcp://127.0.0.1:2375\"\nallow_insecure_tcp = true\n").unwrap();
+        assert_eq!(c.docker.listen_on(&c.docker.listen), Ok(DockerListen::Tcp("127.0.0.1:2375".into())));
+        let c = load_str("[docker]\nlisten = \"tcp://127.0.0.1:2376\"\ntls_cert = \"/c\"\ntls_key = \"/k\"\n").unwrap();
+        assert_eq!(c.docker.listen_on(&c.docker.listen), Ok(DockerListen::Tcp("127.0.0.1:2376".into())));
     }
 
     #[test]
@@ -458,7 +523,12 @@ config_path = "/etc/berth/certs.d"
             ("[stream]\naddress = \"localhost\"", "stream.address: \"localhost\" is not an IP address"),
             ("[stream]\ndebug_host_streamer_dir = \"rel\"", "stream.debug_host_streamer_dir: rel is not an absolute"),
             ("[stream]\nport = 70000", "port"),
-            ("[docker]\nlisten = \"tcp://0.0.0.0:2375\"", "docker.listen: \"tcp://0.0.0.0:2375\": only unix:///PATH"),
+            (
+                "[docker]\nlisten = \"tcp://0.0.0.0:2375\"",
+                "docker.listen: \"tcp://0.0.0.0:2375\": TCP is served with TLS only (set [docker] tls_cert",
+            ),
+            ("[docker]\nlisten = \"tcp://0.0.0.0:2375\"\ntls_cert = \"/c\"", "tls_cert and tls_key go together"),
+            ("[docker]\nlisten = \"http://x\"", "give unix:///PATH or tcp://HOST:PORT"),
             (
                 "[docker]\nlisten = \"unix://rel.sock\"",
                 "docker.listen: \"unix://rel.sock\": the socket path must be absolute",

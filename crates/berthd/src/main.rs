@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use berthd::config::{Config, resolve_handlers};
+use berthd::config::{Config, DockerListen, resolve_handlers};
 use berthd::runtime::Daemon;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,9 +38,10 @@ struct Cli {
     /// The unix socket to serve the CRI on.
     #[arg(long, default_value = "/run/berth/berthd.sock")]
     listen: PathBuf,
-    /// Serve the Docker Engine API on this socket (unix:///PATH), whatever
-    /// the config's [docker] says.
-    #[arg(long, value_name = "unix:///PATH")]
+    /// Serve the Docker Engine API here (unix:///PATH, or tcp://HOST:PORT
+    /// with the config's [docker] TLS settings), whatever the config's
+    /// [docker] enabled/listen say.
+    #[arg(long, value_name = "unix:///PATH|tcp://HOST:PORT")]
     docker_listen: Option<String>,
     /// Append logs to this file instead of stderr.
     #[arg(long)]
@@ -91,9 +92,9 @@ fn run(cli: Cli) -> Result<()> {
     anyhow::ensure!(cli.cgroup_parent.starts_with('/'), "--cgroup-parent {}: must start with /", cli.cgroup_parent);
     let config = Config::load(&cli.config)?;
     let docker = match &cli.docker_listen {
-        Some(l) => Some(berthd::config::docker_socket_path(l).map_err(|e| anyhow::anyhow!("--docker-listen {e}"))?),
+        Some(l) => Some(config.docker.listen_on(l).map_err(|e| anyhow::anyhow!("--docker-listen {e}"))?),
         None if config.docker.enabled => {
-            Some(berthd::config::docker_socket_path(&config.docker.listen).map_err(anyhow::Error::msg)?)
+            Some(config.docker.listen_on(&config.docker.listen).map_err(anyhow::Error::msg)?)
         }
         None => None,
     };
@@ -108,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("start the async runtime")?;
     let served = rt.block_on(async {
         daemon.stream = Some(start_stream_server(&daemon).await?);
-        serve(Arc::new(daemon), &cli.listen, docker.as_deref()).await
+        serve(Arc::new(daemon), &cli.listen, docker.as_ref()).await
     });
     // Dropping the runtime would wait for every blocking call still going
     // (a pull from a registry that never answers: for ever). What berthd
@@ -144,7 +145,34 @@ async fn start_stream_server(daemon: &Daemon) -> Result<berthd::stream::Server> 
 /// How long calls in flight may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn serve(daemon: Arc<Daemon>, listen: &Path, docker: Option<&Path>) -> Result<()> {
+/// The Docker API's listener, and the socket file to remove at exit.
+async fn docker_listener(
+    daemon: &Daemon,
+    listen: &DockerListen,
+) -> Result<(berthd::docker::listen::Listener, Option<berthd::socket::SocketFile>)> {
+    use berthd::docker::listen::{Listener, tls_acceptor};
+    Ok(match listen {
+        DockerListen::Unix(path) => {
+            let (l, file) = berthd::socket::bind(path)?;
+            tracing::info!(socket = %path.display(), "berthd serving the Docker Engine API");
+            (Listener::Unix(l), Some(file))
+        }
+        DockerListen::Tcp(addr) => {
+            let tls = tls_acceptor(&daemon.config.docker)?;
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .with_context(|| format!("Docker API: listen on tcp://{addr}"))?;
+            let verify = daemon.config.docker.tls_ca.is_some();
+            if tls.is_none() {
+                tracing::warn!(%addr, "serving the Docker Engine API on plain TCP (allow_insecure_tcp): anyone who reaches it is root here");
+            }
+            tracing::info!(%addr, tls = tls.is_some(), verify_clients = verify, "berthd serving the Docker Engine API");
+            (Listener::Tcp(l, tls), None)
+        }
+    })
+}
+
+async fn serve(daemon: Arc<Daemon>, listen: &Path, docker: Option<&DockerListen>) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let (listener, socket) = berthd::socket::bind(listen)?;
@@ -152,11 +180,10 @@ async fn serve(daemon: Arc<Daemon>, listen: &Path, docker: Option<&Path>) -> Res
     // connections at the signal, and its socket goes with the CRI's.
     let (docker_stop, docker_stopped) = tokio::sync::watch::channel(false);
     let docker_socket = match docker {
-        Some(path) => {
-            let (l, file) = berthd::socket::bind(path)?;
+        Some(listen) => {
+            let (l, file) = docker_listener(&daemon, listen).await?;
             tokio::spawn(berthd::docker::serve(daemon.clone(), l, docker_stopped));
-            tracing::info!(socket = %path.display(), "berthd serving the Docker Engine API");
-            Some(file)
+            file
         }
         None => None,
     };

@@ -16,7 +16,7 @@ use super::{ApiResult, Call, blocking, empty};
 
 /// `fromImage` and `tag` as one reference: `busybox` + `1.36`,
 /// `busybox:1.36` + "", or a digest.
-fn reference(from: &str, tag: Option<&str>) -> String {
+pub(super) fn reference(from: &str, tag: Option<&str>) -> String {
     match tag {
         Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
         Some(t) => format!("{from}:{t}"),
@@ -24,19 +24,41 @@ fn reference(from: &str, tag: Option<&str>) -> String {
     }
 }
 
-/// The X-Registry-Auth header: base64url JSON of docker's AuthConfig.
-fn credentials(headers: &hyper::HeaderMap) -> Option<(Credentials, Vec<String>)> {
-    let raw = headers.get("x-registry-auth")?.to_str().ok()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(raw.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw.trim()))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let username = v["username"].as_str().filter(|u| !u.is_empty())?.to_owned();
-    let password = v["password"].as_str().unwrap_or_default().to_owned();
-    let servers = v["serveraddress"].as_str().filter(|s| !s.is_empty()).map(|s| vec![s.to_owned()]).unwrap_or_default();
-    Some((Credentials { username, password }, servers))
+/// The X-Registry-Auth header: base64url JSON of docker's AuthConfig
+/// (`username`/`password`, `auth` = base64 of `USER:PASSWORD`, or an
+/// `identitytoken`), and the servers it names. A header that is not one
+/// (the CLI sends `{}` when it has nothing) gives none; a `registrytoken`
+/// is refused, naming it.
+pub(super) fn credentials(headers: &hyper::HeaderMap) -> Result<Option<(Credentials, Vec<String>)>, ApiError> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    let Some(raw) = headers.get("x-registry-auth").and_then(|h| h.to_str().ok()) else { return Ok(None) };
+    let raw = raw.trim();
+    let Ok(bytes) = URL_SAFE.decode(raw).or_else(|_| URL_SAFE_NO_PAD.decode(raw)).or_else(|_| STANDARD.decode(raw))
+    else {
+        return Ok(None);
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { return Ok(None) };
+    let text = |k: &str| v[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let servers = text("serveraddress").into_iter().collect();
+    let creds = if let Some(token) = text("identitytoken") {
+        Credentials { username: berth_image::registry::credentials::IDENTITY_TOKEN_USER.into(), password: token }
+    } else if text("registrytoken").is_some() {
+        return Err(ApiError::bad(
+            "X-Registry-Auth: a registrytoken (a bearer token) is not supported by berthd: give username and \
+             password, auth or identitytoken",
+        ));
+    } else if let Some(user) = text("username") {
+        Credentials { username: user, password: text("password").unwrap_or_default() }
+    } else if let Some(auth) = text("auth") {
+        let bad = |why: &str| ApiError::bad(format!("X-Registry-Auth: auth {why}"));
+        let decoded = STANDARD.decode(auth.trim()).map_err(|_| bad("is not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| bad("is not UTF-8 once decoded"))?;
+        let (u, p) = text.split_once(':').ok_or_else(|| bad("is not base64 of USER:PASSWORD"))?;
+        Credentials { username: u.to_owned(), password: p.to_owned() }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((creds, servers)))
 }
 
 /// docker's progress bar text: `[==>      ]  1.2MB/4.5MB`.
@@ -53,20 +75,26 @@ fn bar(current: u64, total: u64) -> String {
     format!("[{fill}{arrow}{pad}] {:>8}/{}", human_size(current), human_size(total))
 }
 
-/// Turns the engine's pull events into docker's JSON lines.
-struct Progress {
+/// Turns the engine's pull and push events into docker's JSON lines.
+pub(super) struct Progress {
     layers: Mutex<HashMap<String, (u64, u64)>>,
     /// Unbounded: the engine calls back from its own async tasks, where
     /// nothing may block.
     tx: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    /// What a layer's bytes moving is called: "Downloading", "Pushing".
+    verb: &'static str,
 }
 
 impl Progress {
-    fn send(&self, v: Value) {
+    pub(super) fn new(tx: tokio::sync::mpsc::UnboundedSender<Bytes>, verb: &'static str) -> Progress {
+        Progress { layers: Mutex::default(), tx, verb }
+    }
+
+    pub(super) fn send(&self, v: Value) {
         let _ = self.tx.send(Bytes::from(v.to_string() + "\r\n"));
     }
 
-    fn event(&self, e: ImageEvent) {
+    pub(super) fn event(&self, e: ImageEvent) {
         match e {
             ImageEvent::Pulling { what, repository } => {
                 self.send(json!({ "status": format!("Pulling from {repository}"), "id": what }));
@@ -78,7 +106,10 @@ impl Progress {
                 let words = if p.up_to_date { "Image is up to date for" } else { "Downloaded newer image for" };
                 self.send(json!({ "status": format!("Status: {words} {name}") }));
             }
-            ImageEvent::Missing { .. } | ImageEvent::Pushing { .. } => {}
+            ImageEvent::Pushing { repository } => {
+                self.send(json!({ "status": format!("The push refers to repository [{repository}]") }));
+            }
+            ImageEvent::Missing { .. } => {}
         }
     }
 
@@ -94,7 +125,7 @@ impl Progress {
                 e.0 += bytes;
                 let (current, total) = *e;
                 self.send(json!({
-                    "status": "Downloading",
+                    "status": self.verb,
                     "progressDetail": { "current": current, "total": total },
                     "progress": bar(current, total),
                     "id": id,
@@ -118,11 +149,11 @@ pub async fn create(c: Call) -> ApiResult {
     let from = c.query.get("fromImage").ok_or_else(|| ApiError::bad("fromImage is required (fromSrc: not yet)"))?;
     let reference = reference(from, c.query.get("tag"));
     let platform = c.query.get("platform").map(str::to_owned);
-    let creds = credentials(&c.headers);
+    let creds = credentials(&c.headers)?;
     let images = c.api.images();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let progress = Arc::new(Progress { layers: Mutex::default(), tx: tx.clone() });
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let progress = Arc::new(Progress::new(tx.clone(), "Downloading"));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<Vec<Value>, ApiError>>();
     tokio::task::spawn_blocking(move || {
         let req = PullRequest { platform, max_layer_size: None };
         let sink = progress.clone();
@@ -131,16 +162,25 @@ pub async fn create(c: Call) -> ApiResult {
             Some((c, servers)) => images.pull_with_credentials(&reference, &req, c, servers, on_event),
             None => images.pull(&reference, &req, on_event),
         };
-        let _ = done_tx.send(pulled.map(|_| ()).map_err(|e| pull_error(&reference, e)));
+        let _ = done_tx.send(pulled.map(|_| Vec::new()).map_err(|e| pull_error(&reference, e)));
     });
     drop(tx);
-    // Whichever first: the first progress line, or the end (an error
-    // then is a plain error answer).
-    let mut done_rx = done_rx;
+    progress_response(rx, done_rx).await
+}
+
+/// docker's JSON progress stream of work that sends its lines to `rx`
+/// and its end to `done` (with last lines to add). An end before any line
+/// (an error then) is a plain error answer (404 for an unknown image);
+/// later, an `error` line.
+pub(super) async fn progress_response(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    mut done: tokio::sync::oneshot::Receiver<Result<Vec<Value>, ApiError>>,
+) -> ApiResult {
+    let mut last = None;
     let first = tokio::select! {
         line = rx.recv() => line,
-        done = &mut done_rx => {
-            done.map_err(|_| ApiError::internal("the pull task ended"))??;
+        d = &mut done => {
+            last = Some(d.map_err(|_| ApiError::internal("the image task ended"))??);
             rx.recv().await
         }
     };
@@ -152,10 +192,17 @@ pub async fn create(c: Call) -> ApiResult {
         while let Some(l) = rx.recv().await {
             let _ = out.send(l).await;
         }
-        // After the last progress line: how it ended, as docker's error line.
-        if let Ok(Err(e)) = done_rx.await {
-            let line = json!({ "errorDetail": { "message": e.message }, "error": e.message });
-            let _ = out.send(Bytes::from(line.to_string() + "\r\n")).await;
+        // After the last progress line: how it ended, as docker's lines.
+        let ended = match last {
+            Some(lines) => Ok(lines),
+            None => done.await.unwrap_or_else(|_| Err(ApiError::internal("the image task ended"))),
+        };
+        let lines = match ended {
+            Ok(lines) => lines,
+            Err(e) => vec![json!({ "errorDetail": { "message": e.message }, "error": e.message })],
+        };
+        for l in lines {
+            let _ = out.send(Bytes::from(l.to_string() + "\r\n")).await;
         }
     });
     Ok(super::stream_response("application/json", out_rx))
@@ -274,4 +321,34 @@ pub async fn remove(c: Call, name: &str) -> ApiResult {
         })
         .collect();
     Ok(super::json(StatusCode::OK, &Value::Array(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+    fn header(v: Value) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-registry-auth", URL_SAFE.encode(v.to_string()).parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn registry_auth_headers_read_as_docker_writes_them() {
+        let (c, s) = credentials(&header(json!({"username": "bob", "password": "pw", "serveraddress": "r:5000"})))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str(), s), ("bob", "pw", vec!["r:5000".to_owned()]));
+        let (c, _) = credentials(&header(json!({"auth": STANDARD.encode("amy:secret")}))).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("amy", "secret"));
+        let (c, _) = credentials(&header(json!({"identitytoken": "refresh"}))).unwrap().unwrap();
+        assert_eq!(c.password, "refresh");
+        assert!(credentials(&header(json!({}))).unwrap().is_none());
+        assert!(credentials(&hyper::HeaderMap::new()).unwrap().is_none());
+        let e = credentials(&header(json!({"registrytoken": "t"}))).unwrap_err();
+        assert!(e.message.contains("registrytoken"), "{e}");
+        let e = credentials(&header(json!({"auth": STANDARD.encode("nocolon")}))).unwrap_err();
+        assert!(e.message.contains("USER:PASSWORD"), "{e}");
+    }
 }

@@ -13,8 +13,14 @@
 //! inspect, start, stop, restart, kill, pause, unpause, wait, attach,
 //! logs, resize, rename, top, remove); exec (create, start, resize,
 //! inspect); images (create = pull, list, inspect, tag, remove, history).
+//! Files and transfers: container archive (GET/HEAD/PUT: `docker cp`) and
+//! export ([`archive`]); image push, save (get), load, `/auth` and search
+//! (a clear error) ([`transfer`]); the prunes and `/system/df`
+//! ([`prune`]). Unix socket or TCP with TLS ([`listen`]).
 //! Anything else answers 404 with dockerd's "page not found".
 
+pub mod archive;
+pub mod bodyio;
 pub mod containers;
 pub mod create;
 pub mod errors;
@@ -22,9 +28,12 @@ pub mod exec;
 pub mod frames;
 pub mod hijack;
 pub mod images;
+pub mod listen;
 pub mod networks;
+pub mod prune;
 pub mod stats;
 pub mod system;
+pub mod transfer;
 pub mod version;
 pub mod volumes;
 
@@ -82,6 +91,7 @@ impl Api {
         if engine.cli.is_none() {
             tracing::warn!("no berth CLI beside berthd: auto-remove containers are removed only while berthd waits");
         }
+        bodyio::clear_scratch(&engine.root);
         Ok(Api { daemon, engine, execs: Mutex::default(), attached: Mutex::default(), watches: Mutex::default() })
     }
 
@@ -93,11 +103,7 @@ impl Api {
 
 /// Serves the API on `listener` until `stop` turns true. Connections in
 /// flight (a `logs -f`, an attach) end with the daemon.
-pub async fn serve(
-    daemon: Arc<Daemon>,
-    listener: tokio::net::UnixListener,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn serve(daemon: Arc<Daemon>, listener: listen::Listener, mut stop: tokio::sync::watch::Receiver<bool>) {
     let api = match Api::new(daemon) {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -110,8 +116,8 @@ pub async fn serve(
             c = listener.accept() => c,
             _ = stop.changed() => break,
         };
-        let stream = match conn {
-            Ok((s, _)) => s,
+        let accepted = match conn {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "docker API: accept");
                 continue;
@@ -119,6 +125,13 @@ pub async fn serve(
         };
         let api = api.clone();
         tokio::spawn(async move {
+            let stream = match accepted.ready().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(error = %e, "docker API: TLS handshake failed");
+                    return;
+                }
+            };
             let service = hyper::service::service_fn(move |req| handle(api.clone(), req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -258,6 +271,24 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::GET, ["volumes"]) => volumes::list(c).await,
         (&M::GET, ["volumes", name]) => volumes::inspect(c, name).await,
         (&M::DELETE, ["volumes", name]) => volumes::remove(c, name).await,
+        // Files, image transfer, prunes, df, auth (wip-dockfs).
+        (&M::GET, ["containers", id, "archive"]) => archive::get(c, id).await,
+        (&M::HEAD, ["containers", id, "archive"]) => archive::head(c, id).await,
+        (&M::PUT, ["containers", id, "archive"]) => archive::put(c, id).await,
+        (&M::GET, ["containers", id, "export"]) => archive::export(c, id).await,
+        (&M::POST, ["containers", "prune"]) => prune::containers(c).await,
+        (&M::POST, ["images", "prune"]) => prune::images(c).await,
+        (&M::POST, ["networks", "prune"]) => prune::networks(c).await,
+        (&M::POST, ["volumes", "prune"]) => prune::volumes(c).await,
+        (&M::POST, ["build", "prune"]) => prune::build(c).await,
+        (&M::GET, ["system", "df"]) => prune::df(c).await,
+        (&M::GET, ["images", "get"]) => transfer::save_many(c).await,
+        (&M::GET, ["images", "search"]) => transfer::search(c).await,
+        (&M::GET, ["images", name @ .., "get"]) if !name.is_empty() => transfer::save_one(c, &name.join("/")).await,
+        (&M::POST, ["images", "load"]) => transfer::load(c).await,
+        (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => transfer::push(c, &name.join("/")).await,
+        (&M::POST, ["auth"]) => transfer::auth(c).await,
+        // End of wip-dockfs's routes.
         (&M::POST, ["build"]) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "build is not implemented in berthd yet (it arrives with berth build)",
