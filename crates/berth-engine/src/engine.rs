@@ -150,6 +150,21 @@ impl Engine {
     /// [`Engine::being_created`]), so `container prune`/`system prune`
     /// leave it to the `run` that is still making and starting it.
     pub fn create(&self, image_key: &str, flags: &RunFlags, opts: &CreateOptions) -> Result<ContainerRecord, Error> {
+        let made = self.create_claimed(image_key, flags, opts);
+        if let Ok(rec) = &made
+            && DAEMON_CREATES.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.release_creating_lock(&rec.id);
+        }
+        made
+    }
+
+    fn create_claimed(
+        &self,
+        image_key: &str,
+        flags: &RunFlags,
+        opts: &CreateOptions,
+    ) -> Result<ContainerRecord, Error> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
         berth_cgroups::prime_moves();
@@ -182,7 +197,7 @@ impl Engine {
             None => crate::names::insert_with_generated_name(&store, &mut rec),
         };
         if let Err(e) = inserted {
-            let _ = std::fs::remove_file(self.creating_lock(&id));
+            self.release_creating_lock(&id);
             return Err(e.into());
         }
         kill_point("create:recorded");
@@ -193,7 +208,7 @@ impl Engine {
             Err(e) => {
                 let _ = self.store().and_then(|s| Ok(s.meta.write(|tx| tx.remove_refs(&holder(&id)))?));
                 let _ = store.remove(&id);
-                let _ = std::fs::remove_file(self.creating_lock(&id));
+                self.release_creating_lock(&id);
                 return Err(e);
             }
         };
@@ -217,7 +232,7 @@ impl Engine {
                 // network DEL failed) stays, dead, for `rm` to finish.
                 if self.cleanup(&rec).is_ok() {
                     let _ = store.remove(&id);
-                    let _ = std::fs::remove_file(self.creating_lock(&id));
+                    self.release_creating_lock(&id);
                 }
                 Err(e)
             }
@@ -907,6 +922,18 @@ fn claim(p: &Path) -> Result<(), Error> {
         .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
     CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push((p.to_owned(), lock));
     Ok(())
+}
+
+/// Set by a daemon (see [`creates_end_with_their_call`]).
+static DAEMON_CREATES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For a daemon: each create lets go of its container's creating lock
+/// when it returns, since its start is a request of its own (as dockerd's
+/// and the kubelet's are), not the rest of this process's life; else
+/// `container prune` would take every container the daemon made for one
+/// still being made, and each create would keep a descriptor open.
+pub fn creates_end_with_their_call() {
+    DAEMON_CREATES.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The creating locks this process holds, by path.

@@ -91,6 +91,8 @@ fn run(cli: Cli) -> Result<()> {
     }
     anyhow::ensure!(cli.cgroup_parent.starts_with('/'), "--cgroup-parent {}: must start with /", cli.cgroup_parent);
     let config = Config::load(&cli.config)?;
+    // A create ends with its request here, not with the process.
+    berth_engine::engine::creates_end_with_their_call();
     let docker = match &cli.docker_listen {
         Some(l) => Some(config.docker.listen_on(l).map_err(|e| anyhow::anyhow!("--docker-listen {e}"))?),
         None if config.docker.enabled => {

@@ -721,6 +721,14 @@ fn crictl_runs_a_pod_and_a_container_as_a_user_would() {
         let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
         let pod = n.d.crictl_ok(&["runp", &p("pod.json")]).trim().to_owned();
         let ctr = n.d.crictl_ok(&["create", &pod, &p("ctr.json"), &p("pod.json")]).trim().to_owned();
+        // Each create let go of its container's creating lock when it
+        // returned (a daemon's creates end with their call): none is left
+        // for prune to mistake for one still being made, and berthd keeps
+        // no descriptor per container.
+        let creating: Vec<_> = std::fs::read_dir(dir.join("run/creating"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(creating.is_empty(), "creating locks left: {creating:?}");
         n.d.crictl_ok(&["start", &ctr]);
         assert_eq!(n.shared_file("crictl"), "started\n");
 
@@ -816,6 +824,14 @@ fn logs_are_the_kubelets_format_exec_sync_reports_and_times_out_and_the_log_reop
         let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
         let pod = n.d.crictl_ok(&["runp", &p("pod.json")]).trim().to_owned();
         let ctr = n.d.crictl_ok(&["create", &pod, &p("ctr.json"), &p("pod.json")]).trim().to_owned();
+        // Each create let go of its container's creating lock when it
+        // returned (a daemon's creates end with their call): none is left
+        // for prune to mistake for one still being made, and berthd keeps
+        // no descriptor per container.
+        let creating: Vec<_> = std::fs::read_dir(dir.join("run/creating"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(creating.is_empty(), "creating locks left: {creating:?}");
         n.d.crictl_ok(&["start", &ctr]);
 
         // The file the kubelet named, in its format.

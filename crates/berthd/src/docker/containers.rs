@@ -39,10 +39,9 @@ pub async fn create(c: Call) -> ApiResult {
     let req = super::create::parse(&body, name.as_deref())?;
     let engine = c.api.engine.clone();
     let rec = blocking(move || {
-        let rec = engine.create(&req.image, &req.flags, &req.opts)?;
-        // Made: the client's start is a request of its own (see the lock's doc).
-        engine.release_creating_lock(&rec.id);
-        Ok(rec)
+        // berthd's creates let go of their creating lock when they return
+        // (main: creates_end_with_their_call): the start is a request of its own.
+        Ok(engine.create(&req.image, &req.flags, &req.opts)?)
     })
     .await?;
     Ok(super::json(StatusCode::CREATED, &json!({ "Id": rec.id, "Warnings": [] })))
