@@ -217,7 +217,14 @@ pub fn errno_of(e: &pathrs::error::Error) -> Option<i32> {
 pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
     let flags = initial_propagation(propagation)?;
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "make / a slave mount (rootfsPropagation)")?;
-    make_parent_mount_private(rootfs)?;
+    // After rslave or rprivate no mount here is shared (a shared one
+    // became a slave or private): pivot_root cannot trip on the parent
+    // mount, and its search through mountinfo (a line per mount on the
+    // host: thousands with a thousand containers) is only needed when the
+    // tree stays shared.
+    if flags.contains(MsFlags::MS_SHARED) {
+        make_parent_mount_private(rootfs)?;
+    }
     mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .step(|| format!("bind mount rootfs '{}' on itself", rootfs.display()))?;
     Ok(())
