@@ -8,6 +8,7 @@
 //! it keeps its records in redb and attaches containers to networks
 //! through the standard CNI plugins. Failures are [`Error`].
 
+pub mod changes;
 pub mod check;
 pub mod copy;
 pub mod crilog;

@@ -353,7 +353,7 @@ impl Engine {
             "Config": { "Image": rec.image, "Cmd": args, "Tty": rec.config.tty, "Labels": rec.labels },
             "HostConfig": {
                 "NetworkMode": network,
-                "RestartPolicy": { "Name": rec.config.restart.as_deref().unwrap_or("no") },
+                "RestartPolicy": restart_policy(rec.config.restart.as_deref()),
             },
             "NetworkSettings": {
                 "IPAddress": address,
@@ -380,8 +380,15 @@ impl Engine {
     }
 }
 
+/// `--restart` as docker's inspect shows it: on-failure's count apart.
+fn restart_policy(given: Option<&str>) -> Value {
+    let given = given.unwrap_or("no");
+    let (name, count) = given.split_once(':').map_or((given, 0), |(n, c)| (n, c.parse::<i64>().unwrap_or(0)));
+    json!({ "Name": name, "MaximumRetryCount": count })
+}
+
 /// Destinations every container gets from the engine, not the user.
-const SYSTEM_MOUNTS: &[&str] = &[
+pub(crate) const SYSTEM_MOUNTS: &[&str] = &[
     "/proc",
     "/dev",
     "/dev/pts",

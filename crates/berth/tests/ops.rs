@@ -275,6 +275,22 @@ fn rename_moves_the_name_and_names_stay_unique() {
     assert!(b.ok(&["ps"]).contains("uno"));
 }
 
+/// `diff`: what a stopped container added, changed and deleted, in
+/// docker's letters and order; a container that changed nothing has none.
+#[test]
+fn diff_lists_what_the_container_changed() {
+    let b = berth();
+    b.exited(
+        "changer",
+        &["sh", "-c", "mkdir -p /new/sub && echo x > /new/sub/f && echo y >> /etc/passwd && rm /etc/group"],
+    );
+    let diff = b.ok(&["diff", "changer"]);
+    assert_eq!(diff, "C /etc\nD /etc/group\nC /etc/passwd\nA /new\nA /new/sub\nA /new/sub/f\n");
+    b.exited("idle", &["true"]);
+    assert_eq!(b.ok(&["container", "diff", "idle"]), "");
+    assert!(b.fails(&["diff", "nosuch"]).contains("No such container: nosuch"));
+}
+
 #[test]
 fn container_prune_removes_the_stopped_and_keeps_the_running() {
     let b = berth();

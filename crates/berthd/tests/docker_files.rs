@@ -195,6 +195,58 @@ fn export_is_the_root_filesystem() {
     });
 }
 
+/// `docker diff` lists what the container added, changed and deleted in
+/// its image; `docker update` changes a running container's memory limit
+/// in its cgroup and shows in inspect; `docker import` makes an image of a
+/// tarball (with a `--change`) that runs.
+#[test]
+fn diff_update_and_import_as_docker_does() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        let script = "echo x > /added; echo more >> /etc/passwd; rm /etc/group; touch /ready; sleep 100";
+        n.docker_ok(cli, &["run", "-d", "--name", "df", "-m", "64m", &n.image, "sh", "-c", script]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !n.docker(cli, &["exec", "df", "test", "-f", "/ready"]).status.success() {
+            assert!(Instant::now() < deadline, "/ready not made");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let diff = n.docker_ok(cli, &["diff", "df"]);
+        for line in ["A /added", "C /etc", "C /etc/passwd", "D /etc/group", "A /ready"] {
+            assert!(diff.lines().any(|l| l == line), "{line:?} in:\n{diff}");
+        }
+        assert!(!diff.lines().any(|l| l.ends_with(" /bin/busybox")), "untouched files are not listed:\n{diff}");
+
+        n.docker_ok(cli, &["update", "-m", "96m", "--restart", "on-failure:2", "df"]);
+        let limit = n.docker_ok(
+            cli,
+            &[
+                "exec",
+                "df",
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+            ],
+        );
+        assert_eq!(limit.trim(), (96u64 << 20).to_string(), "the new limit is in the container's cgroup");
+        let shown =
+            n.docker_ok(cli, &["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}", "df"]);
+        assert_eq!(shown.trim(), format!("{} on-failure 2", 96u64 << 20));
+        let bad = n.docker(cli, &["update", "--restart", "sometimes", "df"]);
+        assert!(!bad.status.success() && stderr(&bad).contains("invalid restart policy"), "{}", stderr(&bad));
+
+        let work = tempfile::tempdir().unwrap();
+        let tar = work.path().join("root.tar");
+        n.docker_ok(cli, &["export", "-o", tar.to_str().unwrap(), "df"]);
+        let id =
+            n.docker_ok(cli, &["import", "--change", "CMD [\"cat\", \"/added\"]", tar.to_str().unwrap(), "imported:1"]);
+        assert!(id.trim().starts_with("sha256:"), "{id}");
+        assert_eq!(n.docker_ok(cli, &["run", "--rm", "imported:1"]), "x\n", "the import runs its CMD");
+        n.docker_ok(cli, &["rm", "-f", "df"]);
+    });
+}
+
 /// `docker save IMG | docker load` into another berthd, and the loaded
 /// image runs there.
 #[test]

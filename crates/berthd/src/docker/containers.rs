@@ -349,6 +349,88 @@ pub async fn rename(c: Call, key: &str) -> ApiResult {
     .await
 }
 
+/// `POST /containers/{id}/update`: new limits (applied now to a running
+/// container, at its next start to a stopped one) and restart policy, kept
+/// where inspect shows them.
+pub async fn update(c: Call, key: &str) -> ApiResult {
+    let (body, c) = c.json().await?;
+    let engine = c.api.engine.clone();
+    let key = key.to_owned();
+    blocking(move || {
+        let rec = find(&engine, &key)?;
+        let num = |k: &str| body.get(k).and_then(Value::as_i64).filter(|v| *v != 0);
+        let text = |k: &str| body.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+        let mut u = berth_engine::pod::ResourceUpdate {
+            memory_limit: num("Memory"),
+            cpu_shares: num("CpuShares").map(|v| v as u64),
+            cpu_quota: num("CpuQuota"),
+            cpu_period: num("CpuPeriod").map(|v| v as u64),
+            cpuset_cpus: text("CpusetCpus"),
+            cpuset_mems: text("CpusetMems"),
+            ..Default::default()
+        };
+        if let Some(nano) = num("NanoCpus") {
+            if u.cpu_quota.is_some() || u.cpu_period.is_some() {
+                return Err(ApiError::bad(
+                    "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set",
+                ));
+            }
+            // docker's --cpus: a quota over the default 100 ms period.
+            (u.cpu_period, u.cpu_quota) = (Some(100_000), Some(nano / 10_000));
+        }
+        let restart = match body.get("RestartPolicy") {
+            Some(p) if p.get("Name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) => {
+                Some(super::create::restart_policy(p)?)
+            }
+            _ => None,
+        };
+        if restart.as_ref().is_some_and(|r| r.is_some()) && rec.config.auto_remove {
+            return Err(ApiError::bad(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container",
+            ));
+        }
+        if u != berth_engine::pod::ResourceUpdate::default() {
+            engine.update_resources(&rec.id, &u)?;
+        }
+        engine
+            .containers()?
+            .update(&rec.id, |r| {
+                if let Some(restart) = &restart {
+                    r.config.restart = restart.clone();
+                }
+                let docker = r.extensions.entry("docker".to_owned()).or_insert_with(|| json!({}));
+                if !docker["HostConfig"].is_object() {
+                    docker["HostConfig"] = json!({});
+                }
+                for k in ["Memory", "CpuShares", "CpuQuota", "CpuPeriod", "NanoCpus", "CpusetCpus", "CpusetMems"] {
+                    if let Some(v) = body.get(k).filter(|v| !v.is_null() && **v != json!(0) && **v != json!("")) {
+                        docker["HostConfig"][k] = v.clone();
+                    }
+                }
+                if let Some(p) = body.get("RestartPolicy").filter(|_| restart.is_some()) {
+                    docker["HostConfig"]["RestartPolicy"] = p.clone();
+                }
+            })
+            .map_err(berth_engine::Error::from)?;
+        Ok(super::json(StatusCode::OK, &json!({ "Warnings": [] })))
+    })
+    .await
+}
+
+/// `GET /containers/{id}/changes`: docker's `diff` (Kind 0 changed, 1
+/// added, 2 deleted).
+pub async fn changes(c: Call, key: &str) -> ApiResult {
+    let engine = c.api.engine.clone();
+    let key = key.to_owned();
+    blocking(move || {
+        let rec = find(&engine, &key)?;
+        let list: Vec<Value> =
+            engine.changes(&rec.id)?.iter().map(|c| json!({ "Path": c.path, "Kind": c.kind as u8 })).collect();
+        Ok(super::json(StatusCode::OK, &Value::Array(list)))
+    })
+    .await
+}
+
 pub async fn remove(c: Call, key: &str) -> ApiResult {
     let (force, volumes) = (c.query.flag("force"), c.query.flag("v"));
     let engine = c.api.engine.clone();

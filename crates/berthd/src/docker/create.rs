@@ -237,7 +237,7 @@ fn check_modes(host: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn restart_policy(v: &Value) -> Result<Option<String>, ApiError> {
+pub(super) fn restart_policy(v: &Value) -> Result<Option<String>, ApiError> {
     let name = v.get("Name").and_then(Value::as_str).unwrap_or_default();
     let max = v.get("MaximumRetryCount").and_then(Value::as_i64).unwrap_or(0);
     match name {

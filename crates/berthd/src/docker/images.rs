@@ -142,11 +142,11 @@ impl Progress {
 /// as docker's JSON lines. A pull that fails before any progress is a
 /// plain error answer (404 for an unknown image); later, an `error` line.
 pub async fn create(c: Call) -> ApiResult {
-    let (_, c) = c.json().await?;
-    if c.query.get("fromSrc").is_some() {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "import (fromSrc) is not implemented in berthd yet"));
+    if let Some(from_body) = c.query.get("fromSrc").map(|s| s == "-") {
+        return import(c, from_body).await;
     }
-    let from = c.query.get("fromImage").ok_or_else(|| ApiError::bad("fromImage is required (fromSrc: not yet)"))?;
+    let (_, c) = c.json().await?;
+    let from = c.query.get("fromImage").ok_or_else(|| ApiError::bad("fromImage or fromSrc is required"))?;
     let reference = reference(from, c.query.get("tag"));
     let platform = c.query.get("platform").map(str::to_owned);
     let creds = credentials(&c.headers)?;
@@ -166,6 +166,31 @@ pub async fn create(c: Call) -> ApiResult {
     });
     drop(tx);
     progress_response(rx, done_rx).await
+}
+
+/// `POST /images/create?fromSrc=-`: `docker import`, the root filesystem
+/// tarball in the body (any compression the engine reads), with `repo`,
+/// `tag`, `message` and repeated `changes`; answered, as dockerd does, with
+/// one status line holding the new image's ID. A URL source is refused:
+/// berthd fetches nothing on a client's behalf.
+async fn import(c: Call, from_body: bool) -> ApiResult {
+    if !from_body {
+        return Err(ApiError::bad("fromSrc: only \"-\" (the request body) is supported; berthd does not fetch URLs"));
+    }
+    let reference = c.query.get("repo").map(|r| reference(r, c.query.get("tag")));
+    let opts = berth_engine::images::ImportOptions {
+        changes: c.query.all("changes").into_iter().map(str::to_owned).collect(),
+        message: c.query.get("message").map(str::to_owned),
+        source: "-".into(),
+        reference,
+    };
+    let images = c.api.images();
+    let body = super::bodyio::BodyReader::new(c.req.into_body());
+    let id = blocking(move || Ok(images.import(body, &opts)?)).await?;
+    let line = serde_json::json!({ "status": id.to_string() }).to_string() + "\r\n";
+    let mut r = hyper::Response::new(super::full(line));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 /// docker's JSON progress stream of work that sends its lines to `rx`

@@ -159,16 +159,22 @@ async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Result<Resp, Infallibl
 }
 
 /// A request's query parameters (`?all=1&filters=...`), decoded.
-pub struct Query(HashMap<String, String>);
+pub struct Query(HashMap<String, String>, Vec<(String, String)>);
 
 impl Query {
     fn of(req: &Request<Incoming>) -> Query {
         let q = req.uri().query().unwrap_or_default();
-        Query(form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        Query(pairs.iter().cloned().collect(), pairs)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Every value of a repeated parameter (`changes=A&changes=B`), in order.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.1.iter().filter(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str()).collect()
     }
 
     /// A boolean as dockerd reads one: "1", "true", "True" (anything but
@@ -250,6 +256,8 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["containers", id, "resize"]) => containers::resize(c, id).await,
         (&M::POST, ["containers", id, "rename"]) => containers::rename(c, id).await,
         (&M::GET, ["containers", id, "top"]) => containers::top(c, id).await,
+        (&M::POST, ["containers", id, "update"]) => containers::update(c, id).await,
+        (&M::GET, ["containers", id, "changes"]) => containers::changes(c, id).await,
         (&M::GET, ["containers", id, "stats"]) => stats::stats(c, id).await,
         (&M::DELETE, ["containers", id]) => containers::remove(c, id).await,
         (&M::POST, ["containers", id, "exec"]) => exec::create(c, id).await,

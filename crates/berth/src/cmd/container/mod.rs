@@ -41,6 +41,8 @@ pub enum ContainerCmd {
     Port(observe::PortArgs),
     /// Rename a container
     Rename(observe::RenameArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(observe::DiffArgs),
     /// List containers
     #[command(alias = "ls", alias = "list")]
     Ps(ps::PsArgs),
@@ -108,6 +110,7 @@ pub fn container(engine: &Engine, config: &Config, c: ContainerCmd) -> Result<i3
         ContainerCmd::Cp(a) => observe::cp(engine, a)?,
         ContainerCmd::Port(a) => observe::port(engine, a)?,
         ContainerCmd::Rename(a) => observe::rename(engine, a)?,
+        ContainerCmd::Diff(a) => observe::diff(engine, a)?,
     }
     Ok(0)
 }

@@ -68,6 +68,22 @@ pub struct RenameArgs {
     new_name: String,
 }
 
+#[derive(Args)]
+pub struct DiffArgs {
+    container: String,
+}
+
+/// `berth diff`: docker's letters (A added, C changed, D deleted), one
+/// path per line, sorted.
+pub fn diff(engine: &Engine, a: DiffArgs) -> Result<()> {
+    let mut out = String::new();
+    for c in engine.changes(&a.container)? {
+        out.push_str(&format!("{} {}\n", c.kind.letter(), c.path));
+    }
+    print!("{out}");
+    Ok(())
+}
+
 /// `berth top`: ps -ef's columns for the container's processes.
 pub fn top(engine: &Engine, a: TopArgs) -> Result<()> {
     if !a.ps_options.is_empty() && a.ps_options != ["-ef"] {
