@@ -181,9 +181,11 @@ pub enum Sharing {
 /// `COPY [flags] src... dest` (also the body of [`Add`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copy {
-    /// Raw source words (from the JSON form or split on whitespace); for a
-    /// heredoc source, its name (`<<EOF` -> `EOF`), matching
-    /// [`Copy::heredocs`].
+    /// Raw source paths (from the JSON form or split on whitespace, no
+    /// quote removal: docker splits COPY's shell form on whitespace only).
+    /// Heredoc sources (`COPY <<EOF /dst`) are not here but in
+    /// [`Copy::heredocs`], each to be written as a file named after it (as
+    /// BuildKit's `SourceContents`).
     pub sources: Vec<String>,
     pub dest: String,
     /// `--from=stage|index|image` (COPY only).
