@@ -264,3 +264,17 @@ impl Dockerfile {
             .or_else(|| name.parse::<usize>().ok().and_then(|i| self.stages.get(i)))
     }
 }
+
+impl Healthcheck {
+    /// The image config's `Healthcheck.Test`, as docker writes it:
+    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
+    pub fn test(&self) -> Vec<String> {
+        match self {
+            Healthcheck::None => vec!["NONE".into()],
+            Healthcheck::Check { command: Command::Exec(args), .. } => {
+                std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect()
+            }
+            Healthcheck::Check { command: Command::Shell(cmd), .. } => vec!["CMD-SHELL".into(), cmd.clone()],
+        }
+    }
+}

@@ -436,6 +436,10 @@ impl<'a> Lexer<'a> {
             return Ok(String::new());
         };
         let pat = Pattern::parse(&pattern)?;
+        // A plain string (the usual case): linear, whatever the value's size.
+        if let Some(lit) = pat.literal().filter(|l| !l.is_empty()) {
+            return Ok(if all { value.replace(&lit, &replacement) } else { value.replacen(&lit, &replacement, 1) });
+        }
         let v: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let mut i = 0;
@@ -495,6 +499,11 @@ impl Pattern {
             });
         }
         Ok(Pattern(toks))
+    }
+
+    /// The pattern as a plain string, when it has no wildcard.
+    fn literal(&self) -> Option<String> {
+        self.0.iter().map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect()
     }
 
     /// `ends[n]`: whether `v[..n]` matches the whole pattern (one pass,
@@ -657,6 +666,18 @@ mod tests {
         ok("${XXX/a/b}", "");
         bad("${FILE:#x}", "unsupported modifier (:#) in substitution");
         bad("${FILE#\\x}", "invalid pattern (\\x) in substitution: invalid escape '\\x'");
+    }
+
+    #[test]
+    fn replacement_in_a_large_value() {
+        let big = "ab".repeat(200_000);
+        let look = |k: &str| (k == "BIG").then(|| big.clone());
+        let out = expand("${BIG//b/c}", look, '\\').expect("expands");
+        assert_eq!(out, "ac".repeat(200_000));
+        let out = expand("${BIG/b/c}", look, '\\').expect("expands");
+        assert!(out.starts_with("acab") && out.len() == big.len());
+        let out = expand("${BIG%%b*}", look, '\\').expect("expands");
+        assert_eq!(out, "a");
     }
 
     #[test]

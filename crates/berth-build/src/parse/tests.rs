@@ -512,6 +512,13 @@ fn healthcheck_forms() {
             retries: None,
         })
     );
+    let h = |t: &str| match inst(t) {
+        Instruction::Healthcheck(h) => h.test(),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(h("HEALTHCHECK NONE"), s(&["NONE"]));
+    assert_eq!(h("HEALTHCHECK CMD [\"a\", \"b\"]"), s(&["CMD", "a", "b"]));
+    assert_eq!(h("HEALTHCHECK CMD a  b"), s(&["CMD-SHELL", "a  b"]));
     assert_eq!(lcm("FROM scratch\nHEALTHCHECK NONE x\n").2, "HEALTHCHECK NONE takes no arguments");
     assert_eq!(
         lcm("FROM scratch\nHEALTHCHECK RUN x\n"),
