@@ -23,7 +23,7 @@ mod instruction;
 mod mount;
 mod words;
 
-pub use expand::{ExpandError, expand, expand_words};
+pub use expand::{ExpandError, expand, expand_heredoc, expand_words};
 pub use mount::parse_mount;
 
 use crate::ast::{Dockerfile, Heredoc, Instruction, Located, Stage};
