@@ -664,3 +664,26 @@ fn heredoc_with_backtick_escape() {
     let Instruction::Run(r) = &d.stages[0].instructions[0].inner else { panic!() };
     assert_eq!(r.heredocs, vec![doc("EOF", "C:\\x `\n", true, false)]);
 }
+
+#[test]
+fn heredoc_delimiter_quoting_rules() {
+    // Part quoted: the name without quotes, no expansion.
+    assert_eq!(run("RUN <<eo'f'\necho foo\neof\n").heredocs, vec![doc("eof", "echo foo\n", false, false)]);
+    // An escaped quote is part of the name and does not stop expansion.
+    assert_eq!(run("RUN <<eo\\'f\necho foo\neo'f\n").heredocs, vec![doc("eo'f", "echo foo\n", true, false)]);
+    assert_eq!(run("RUN <<'e'o\\'f\necho foo\neo'f\n").heredocs, vec![doc("eo'f", "echo foo\n", false, false)]);
+    // A `$` name stays as written.
+    assert_eq!(run("RUN <<$EOF\n$EOF\n").heredocs, vec![doc("$EOF", "", true, false)]);
+    // Spaces after << and a redirection after the word.
+    let r = run("RUN <<  EOF  > foo\nEOF\n");
+    assert_eq!(r.heredocs, vec![doc("EOF", "", true, false)]);
+    // Bodies are read in order, whatever they contain.
+    let c = copy("COPY <<X <<Y /dest\nY\nX\nX\nY\n");
+    assert_eq!(c.heredocs, vec![doc("X", "Y\n", true, false), doc("Y", "X\n", true, false)]);
+    // A file descriptor prefix; a comment-like body line is kept.
+    let r = run("RUN 3<<EOF\n# not a comment\nEOF\n");
+    assert_eq!(r.heredocs, vec![doc("EOF", "# not a comment\n", true, false)]);
+    // Flags before the heredoc.
+    let r = run("RUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n");
+    assert_eq!((r.mounts.len(), r.heredocs.clone()), (1, vec![doc("MOUNT", "echo hello\n", true, false)]));
+}
