@@ -10,13 +10,14 @@
 //! a parsed file has its stages numbered in order, lower-case stage names,
 //! instructions in line order with `line <= end_line <= lines`; expanding
 //! any raw value never panics, and a word without `$`, quotes or escapes
-//! expands to itself; `.dockerignore`: `skip_dir(d)` implies every path
+//! expands to itself; an ONBUILD trigger as stored parses back to the
+//! same instruction; `.dockerignore`: `skip_dir(d)` implies every path
 //! under `d` is excluded, and the root is never excluded.
 
 #![no_main]
 
 use berth_build::ast::{Dockerfile, Instruction};
-use berth_build::parse::{expand, expand_words};
+use berth_build::parse::{expand, expand_words, parse_trigger};
 use berth_build::{Ignore, parse};
 use libfuzzer_sys::fuzz_target;
 
@@ -84,6 +85,12 @@ fn expand_all(inst: &Instruction, escape: char) {
         Instruction::Copy(c) => c.sources.iter().chain([&c.dest]).for_each(|w| expand_one(w, escape)),
         Instruction::Add(a) => a.copy.sources.iter().for_each(|w| expand_one(w, escape)),
         Instruction::Arg(args) => args.iter().filter_map(|a| a.default.as_ref()).for_each(|w| expand_one(w, escape)),
+        // The trigger as stored in the image parses back to the same
+        // instruction (with the default escape: docker stores no escape).
+        Instruction::Onbuild(o) if escape == '\\' => match parse_trigger(&o.trigger) {
+            Ok(again) => assert_eq!(again.inner, *o.instruction, "{:?}", o.trigger),
+            Err(e) => panic!("trigger {:?}: {e}", o.trigger),
+        },
         _ => {}
     }
 }

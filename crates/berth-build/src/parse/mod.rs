@@ -199,6 +199,35 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     Ok(out)
 }
 
+/// Parses an ONBUILD trigger from a base image's config (`OnBuild`), as a
+/// build FROM that image runs it: exactly one instruction, which may have
+/// heredocs (as [`crate::ast::Onbuild::trigger`] writes them); never FROM,
+/// ONBUILD or MAINTAINER. Positions in errors are within the trigger.
+pub fn parse_trigger(trigger: &str) -> Result<Located<Instruction>, ParseError> {
+    let lines = lines_of(trigger);
+    let mut d = Directives { escape: '\\', syntax: None, seen: Vec::new(), done: true };
+    let mut found = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(l) = read_logical(&lines, &mut i, &mut d)? else { continue };
+        if found.is_some() {
+            return Err(ParseError::at(l.line, 1, "onbuild trigger should be a single expression"));
+        }
+        let split = words::split_command(&l, 0, d.escape);
+        let name = split.cmd.text.to_ascii_uppercase();
+        if matches!(name.as_str(), "FROM" | "MAINTAINER" | "ONBUILD") {
+            return Err(l.err(split.cmd.off, format!("{name} isn't allowed as an ONBUILD trigger")));
+        }
+        let heredocs = read_heredocs(&l, &split, &lines, &mut i, d.escape)?;
+        let end_line = i.max(l.end_line);
+        let Parsed::Inst(inner) = instruction::parse_instruction(&l, &split, heredocs, d.escape)? else {
+            return Err(l.err(split.cmd.off, "FROM isn't allowed as an ONBUILD trigger"));
+        };
+        found = Some(Located { line: l.line, end_line, original: l.text.trim().to_string(), inner });
+    }
+    found.ok_or_else(|| ParseError::at(1, 1, "onbuild trigger should be a single expression"))
+}
+
 /// Reads the next instruction's lines from `lines[*i..]` (skipping blank
 /// lines, comments and directives), continuations joined.
 fn read_logical(lines: &[&str], i: &mut usize, d: &mut Directives) -> Result<Option<Logical>, ParseError> {

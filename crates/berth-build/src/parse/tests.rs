@@ -687,3 +687,22 @@ fn heredoc_delimiter_quoting_rules() {
     let r = run("RUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n");
     assert_eq!((r.mounts.len(), r.heredocs.clone()), (1, vec![doc("MOUNT", "echo hello\n", true, false)]));
 }
+
+#[test]
+fn onbuild_triggers_parse_back() {
+    for text in ["ONBUILD RUN echo hi", "ONBUILD COPY --chown=1 . /app", "ONBUILD RUN <<EOF\necho hi\nEOF\n"] {
+        let Instruction::Onbuild(o) = inst(text) else { panic!("{text}") };
+        let again = parse_trigger(&o.trigger).unwrap_or_else(|e| panic!("{:?}: {e}", o.trigger));
+        assert_eq!(again.inner, *o.instruction, "{text}");
+    }
+    assert_eq!(
+        parse_trigger("RUN a\nRUN b").map_err(|e| e.message),
+        Err("onbuild trigger should be a single expression".into())
+    );
+    assert_eq!(parse_trigger("").map_err(|e| e.message), Err("onbuild trigger should be a single expression".into()));
+    assert_eq!(parse_trigger("FROM x").map_err(|e| e.message), Err("FROM isn't allowed as an ONBUILD trigger".into()));
+    assert_eq!(
+        parse_trigger("BOGUS x").map_err(|e| (e.line, e.column, e.message)),
+        Err((1, 1, "unknown instruction: BOGUS".into()))
+    );
+}
