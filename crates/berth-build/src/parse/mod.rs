@@ -41,6 +41,13 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// An expansion error met while dispatching `at` (the executor's
+    /// `${X:?}` or bad `${...}`), reported like a syntax error at the
+    /// instruction's first line: `Dockerfile:5:1: failed to process ...`.
+    pub fn expansion<T>(at: &Located<T>, err: &ExpandError) -> ParseError {
+        ParseError::at(at.line, 1, err.to_string())
+    }
+
     pub(crate) fn at(line: usize, column: usize, message: impl Into<String>) -> Self {
         ParseError { line, column, message: message.into() }
     }

@@ -706,3 +706,15 @@ fn onbuild_triggers_parse_back() {
         Err((1, 1, "unknown instruction: BOGUS".into()))
     );
 }
+
+#[test]
+fn expansion_errors_name_the_instruction_line() {
+    let d = p("FROM scratch\n\nWORKDIR ${DIR:?set DIR}\n");
+    let w = &d.stages[0].instructions[0];
+    let Instruction::Workdir(raw) = &w.inner else { panic!() };
+    let e = expand(raw, |_| None, d.escape).expect_err("unset");
+    assert_eq!(
+        ParseError::expansion(w, &e).to_string(),
+        "Dockerfile:3:1: failed to process \"${DIR:?set DIR}\": DIR: set DIR"
+    );
+}
