@@ -5,7 +5,9 @@
 //! expansion), [`ignore`] (`.dockerignore`).
 
 pub mod ast;
+pub mod ignore;
 pub mod parse;
 
 pub use ast::*;
+pub use ignore::{Ignore, IgnoreError};
 pub use parse::{ParseError, parse};
