@@ -54,6 +54,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Build an image from a Dockerfile.
+    Build(cmd::build::BuildArgs),
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
@@ -175,6 +177,7 @@ fn run(cli: Cli) -> Result<i32> {
     let engine = &engine;
     let image = |c| cmd::image::image(engine, &config, c);
     match cli.cmd {
+        Cmd::Build(a) => cmd::build::build(engine, &config, a)?,
         Cmd::Pull(a) => image(ImageCmd::Pull(a))?,
         Cmd::Push(a) => image(ImageCmd::Push(a))?,
         Cmd::Images(a) => image(ImageCmd::Ls(a))?,

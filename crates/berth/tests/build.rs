@@ -1,0 +1,242 @@
+//! `berth build` end to end: real Dockerfiles on the busybox image the
+//! other CLI tests use, each with its own root (removed with everything
+//! in it when the test ends, also when it fails), and what the built
+//! image does when `berth run` runs it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::Berth;
+
+/// A build context directory with these files.
+fn context(b: &Berth, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = b.dir.path().join(name);
+    for (f, body) in files {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    dir
+}
+
+fn build(b: &Berth, ctx: &Path, extra: &[&str]) -> Output {
+    let mut c = b.command();
+    c.arg("build").args(extra).arg(ctx);
+    berth_testkit::output_via_files(&mut c)
+}
+
+fn build_ok(b: &Berth, ctx: &Path, extra: &[&str]) -> String {
+    let out = build(b, ctx, extra);
+    assert!(out.status.success(), "build failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `berth run --rm IMAGE sh -c SCRIPT`'s stdout.
+fn run_sh(b: &Berth, image: &str, script: &str) -> String {
+    b.ok(&["run", "--rm", image, "sh", "-c", script])
+}
+
+/// The one directory under the root's cache mounts (a RUN's side effects
+/// land there, on the host).
+fn cache_mount_file(b: &Berth, name: &str) -> String {
+    let dir = b.dir.path().join("root/build-cache-mounts");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return String::new() };
+    let dirs: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    std::fs::read_to_string(dirs[0].join(name)).unwrap_or_default()
+}
+
+#[test]
+fn multi_stage_copy_from_with_args_and_env_seen_by_the_container() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "ARG BASE={}\n\
+         FROM $BASE AS builder\n\
+         ARG GREETING=hello\n\
+         ENV TARGET=world\n\
+         RUN mkdir -p /out && echo \"$GREETING $TARGET\" > /out/msg\n\
+         FROM ${{BASE}}\n\
+         COPY --from=builder /out/msg /final/\n\
+         ENV SEEN=\"${{TARGET:-unset}}\" LATER=after\n\
+         CMD [\"cat\", \"/final/msg\"]\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "multi:1", "--build-arg", "GREETING=hi"]);
+    assert_eq!(b.ok(&["run", "--rm", "multi:1"]), "hi world\n");
+    // TARGET was the first stage's ENV: not in the second one.
+    assert_eq!(run_sh(&b, "multi:1", "echo $SEEN $LATER; test -e /out || echo no-out"), "unset after\nno-out\n");
+}
+
+#[test]
+fn user_and_workdir_take_effect_under_run() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nWORKDIR /app\nWORKDIR sub\nRUN touch made-here\nUSER 1234:5678\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "userdir"]);
+    assert_eq!(run_sh(&b, "userdir", "pwd; id -u; id -g; ls"), "/app/sub\n1234\n5678\nmade-here\n");
+    let cfg = &b.inspect("userdir")["Config"];
+    assert_eq!(cfg["User"], "1234:5678");
+    assert_eq!(cfg["WorkingDir"], "/app/sub");
+}
+
+#[test]
+fn a_file_deleted_in_a_later_layer_is_absent_when_run() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nRUN echo x > /gone && mkdir -p /d/old && echo o > /d/old/f\nRUN rm /gone && rm -rf /d && mkdir /d && echo n > /d/new\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "deleted"]);
+    assert_eq!(run_sh(&b, "deleted", "test -e /gone || echo absent; ls /d"), "absent\nnew\n");
+}
+
+#[test]
+fn dockerignore_excludes_a_file_from_copy() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nCOPY . /ctx/\n", b.image);
+    let ctx = context(
+        &b,
+        "ctx",
+        &[
+            ("Dockerfile", &df),
+            ("keep.txt", "k"),
+            ("secret.txt", "s"),
+            ("sub/x", "x"),
+            (".dockerignore", "secret.txt\nsub\n"),
+        ],
+    );
+    build_ok(&b, &ctx, &["-t", "ignored"]);
+    assert_eq!(run_sh(&b, "ignored", "ls -A /ctx"), ".dockerignore\nDockerfile\nkeep.txt\n");
+}
+
+#[test]
+fn copy_refuses_paths_outside_the_context() {
+    let b = Berth::new();
+    let df = format!("FROM {}\nCOPY ../outside /x\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    b.ok(&["pull", &b.image]);
+    let out = build(&b, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outside the build context"), "{err}");
+}
+
+#[test]
+fn a_second_build_is_fully_cached() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nENV A=1\nRUN --mount=type=cache,target=/cache echo ran >> /cache/count && echo layer > /l\nCOPY f /f\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("f", "content")]);
+    build_ok(&b, &ctx, &["-t", "cached"]);
+    let first = b.inspect("cached")["Id"].clone();
+    assert_eq!(cache_mount_file(&b, "count"), "ran\n");
+    let log = build_ok(&b, &ctx, &["-t", "cached"]);
+    assert_eq!(cache_mount_file(&b, "count"), "ran\n", "the RUN ran again:\n{log}");
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    assert_eq!(b.inspect("cached")["Id"], first, "a fully cached build gives the same image");
+    // --no-cache runs it again.
+    build_ok(&b, &ctx, &["-t", "cached", "--no-cache"]);
+    assert_eq!(cache_mount_file(&b, "count"), "ran\nran\n");
+}
+
+#[test]
+fn a_changed_context_file_rebuilds_only_the_steps_after_its_copy() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\n\
+         RUN --mount=type=cache,target=/c echo before >> /c/log\n\
+         COPY f /f\n\
+         RUN --mount=type=cache,target=/c echo after >> /c/log && cat /f > /copy\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("f", "one")]);
+    build_ok(&b, &ctx, &["-t", "changed"]);
+    assert_eq!(cache_mount_file(&b, "log"), "before\nafter\n");
+    std::fs::write(ctx.join("f"), "two").unwrap();
+    build_ok(&b, &ctx, &["-t", "changed"]);
+    assert_eq!(cache_mount_file(&b, "log"), "before\nafter\nafter\n");
+    assert_eq!(run_sh(&b, "changed", "cat /copy"), "two");
+    // Same content, new mtime: still cached.
+    std::fs::write(ctx.join("f"), "two").unwrap();
+    build_ok(&b, &ctx, &["-t", "changed"]);
+    assert_eq!(cache_mount_file(&b, "log"), "before\nafter\nafter\n");
+}
+
+#[test]
+fn a_failing_run_names_its_exit_code_and_leaves_nothing_behind() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo partial > /p\nRUN exit 3\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let out = build(&b, &ctx, &["-t", "failing"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("process \"/bin/sh -c exit 3\" did not complete successfully: exit code: 3"), "{err}");
+    assert!(b.cmd(&["image", "inspect", "failing"]).status.code() != Some(0), "a failed build was tagged");
+    let mounts = common::leftovers(b.dir.path());
+    assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+    let work: Vec<_> = std::fs::read_dir(b.dir.path().join("root/build")).unwrap().collect();
+    assert!(work.is_empty(), "build directories left: {work:?}");
+    let mut cgroups = Vec::new();
+    for d in b.cgroup().dirs() {
+        cgroups.extend(std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+    }
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}
+
+#[test]
+fn source_date_epoch_gives_byte_equal_images() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo hi > /hi && mkdir /d\nCOPY f /d/f\nENV X=1\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("f", "data")]);
+    let mut ids = Vec::new();
+    for tag in ["epoch:1", "epoch:2"] {
+        let mut c = b.command();
+        c.args(["build", "--no-cache", "-q", "-t", tag]).arg(&ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+        let out = berth_testkit::output_via_files(&mut c);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert!(ids[0].starts_with("sha256:"), "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(b.inspect("epoch:1")["Created"], "2023-11-14T22:13:20Z");
+}
+
+#[test]
+fn a_syntax_error_names_the_file_and_line() {
+    let b = Berth::new();
+    let df = format!("FROM {}\nRUN true\nNOSUCH x\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let out = build(&b, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+}
+
+#[test]
+fn a_built_image_is_pushed_and_pulled_back() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo pushed > /p\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let (registry, _) = b.image.split_once('/').unwrap();
+    let name = format!("{registry}/built:1");
+    build_ok(&b, &ctx, &["-t", &name]);
+    b.ok(&["push", &name]);
+    b.ok(&["rmi", &name]);
+    b.ok(&["pull", &name]);
+    assert_eq!(run_sh(&b, &name, "cat /p"), "pushed\n");
+}
