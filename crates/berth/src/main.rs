@@ -56,6 +56,9 @@ struct Cli {
 enum Cmd {
     /// Build an image from a Dockerfile.
     Build(cmd::build::BuildArgs),
+    /// Manage builds.
+    #[command(subcommand)]
+    Builder(cmd::build::BuilderCmd),
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> Result<i32> {
     let image = |c| cmd::image::image(engine, &config, c);
     match cli.cmd {
         Cmd::Build(a) => cmd::build::build(engine, &config, a)?,
+        Cmd::Builder(c) => cmd::build::builder(engine, c)?,
         Cmd::Pull(a) => image(ImageCmd::Pull(a))?,
         Cmd::Push(a) => image(ImageCmd::Push(a))?,
         Cmd::Images(a) => image(ImageCmd::Ls(a))?,

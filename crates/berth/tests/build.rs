@@ -240,3 +240,89 @@ fn a_built_image_is_pushed_and_pulled_back() {
     b.ok(&["pull", &name]);
     assert_eq!(run_sh(&b, &name, "cat /p"), "pushed\n");
 }
+
+#[test]
+fn a_killed_build_is_cleaned_up_by_the_next_one() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN --mount=type=cache,target=/c touch /c/started && sleep 1000\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let mut c = b.command();
+    c.arg("build").arg(&ctx).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    // Until the step runs (bounded: a build that never gets there fails).
+    let mut waited = 0;
+    while cache_mount_file_exists(&b, "started").is_none() {
+        assert!(waited < 1200, "the RUN never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!common::leftovers(b.dir.path()).is_empty(), "the killed build should have left its overlay");
+
+    let ctx2 = context(&b, "ctx2", &[("Dockerfile", &format!("FROM {}\nRUN true\n", b.image))]);
+    build_ok(&b, &ctx2, &[]);
+    let mounts = common::leftovers(b.dir.path());
+    assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+    let work: Vec<_> = std::fs::read_dir(b.dir.path().join("root/build")).unwrap().collect();
+    assert!(work.is_empty(), "build directories left: {work:?}");
+    assert!(b.cgroup().procs().is_empty(), "the step's processes survived");
+    let mut cgroups = Vec::new();
+    for d in b.cgroup().dirs() {
+        cgroups.extend(std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+    }
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+}
+
+fn cache_mount_file_exists(b: &Berth, name: &str) -> Option<PathBuf> {
+    let dir = b.dir.path().join("root/build-cache-mounts");
+    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path().join(name)).find(|p| p.exists())
+}
+
+#[test]
+fn copy_does_not_follow_a_symlink_out_of_the_context() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nCOPY link/passwd /x\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    std::os::unix::fs::symlink("/etc", ctx.join("link")).unwrap();
+    let out = build(&b, &ctx, &[]);
+    assert_eq!(out.status.code(), Some(1), "the host's /etc/passwd was copied");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_next_build_only() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let parent =
+        context(&b, "parent", &[("Dockerfile", &format!("FROM {}\nONBUILD RUN echo triggered > /t\n", b.image))]);
+    build_ok(&b, &parent, &["-t", "parent"]);
+    assert_eq!(b.inspect("parent")["Config"]["OnBuild"], serde_json::json!(["RUN echo triggered > /t"]));
+    assert_eq!(run_sh(&b, "parent", "test -e /t || echo none"), "none\n");
+    let child = context(&b, "child", &[("Dockerfile", "FROM parent\nRUN cat /t > /seen\n")]);
+    build_ok(&b, &child, &["-t", "child"]);
+    assert_eq!(run_sh(&b, "child", "cat /seen"), "triggered\n");
+    assert!(b.inspect("child")["Config"]["OnBuild"].as_array().is_none_or(|a| a.is_empty()));
+}
+
+#[test]
+fn the_cache_survives_image_prune_and_builder_prune_drops_it() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN --mount=type=cache,target=/c echo ran >> /c/count && echo x > /x\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "kept"]);
+    b.ok(&["rmi", "kept"]);
+    b.ok(&["image", "prune", "-a", "-f"]);
+    b.ok(&["pull", &b.image]);
+    build_ok(&b, &ctx, &["-t", "kept"]);
+    assert_eq!(cache_mount_file(&b, "count"), "ran\n", "image prune dropped the build cache");
+    b.ok(&["rmi", "kept"]);
+    let out = b.ok(&["builder", "prune", "-f"]);
+    assert!(out.starts_with("Total:"), "{out}");
+    build_ok(&b, &ctx, &["-t", "kept"]);
+    assert_eq!(cache_mount_file(&b, "count"), "ran\nran\n", "builder prune kept the cache");
+}

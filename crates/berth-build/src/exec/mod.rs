@@ -295,6 +295,14 @@ impl Builder<'_> {
     fn build_stage(&self, index: usize) -> Result<()> {
         let stage = &self.df.stages[index];
         let mut state = self.from(stage)?;
+        // Only an image's triggers run (a stage's ONBUILD is for images
+        // built FROM the result).
+        let from_image = self.stage_ref(&self.base_of(stage)?, index).is_none();
+        let triggers = if from_image { self.onbuild_triggers(stage, &mut state)? } else { Vec::new() };
+        for (trigger, ins) in triggers {
+            let label = format!("[{}1/{}] ONBUILD {trigger}", stage_label(stage), stage.instructions.len() + 1);
+            self.dispatch(stage, &mut state, &ins, &label)?;
+        }
         let total = stage.instructions.len() + 1;
         for (i, ins) in stage.instructions.iter().enumerate() {
             let label = format!("[{}{}/{}] {}", stage_label(stage), i + 2, total, ins.original);
@@ -302,6 +310,24 @@ impl Builder<'_> {
         }
         self.done.lock().unwrap_or_else(|e| e.into_inner()).insert(index, state);
         Ok(())
+    }
+
+    /// The base image's ONBUILD triggers, run before the stage's own
+    /// instructions; the new image does not inherit them (as docker).
+    fn onbuild_triggers(&self, stage: &Stage, state: &mut State) -> Result<Vec<(String, Located<Instruction>)>> {
+        let Some(triggers) = state.config["config"]["OnBuild"].as_array().cloned() else { return Ok(Vec::new()) };
+        state.cfg().insert("OnBuild".into(), Value::Null);
+        let mut out = Vec::new();
+        for t in triggers.iter().filter_map(Value::as_str) {
+            let parsed = crate::parse(&format!("FROM scratch\n{t}\n"))
+                .map_err(|e| self.step_err(stage.line, &stage.original, format!("ONBUILD {t}: {}", e.message)))?;
+            let Some(mut ins) = parsed.stages.into_iter().next().and_then(|s| s.instructions.into_iter().next()) else {
+                continue;
+            };
+            ins.line = stage.line;
+            out.push((t.to_string(), ins));
+        }
+        Ok(out)
     }
 
     fn step_err(&self, line: usize, original: &str, message: impl std::fmt::Display) -> Error {
@@ -415,7 +441,7 @@ impl Builder<'_> {
                 self.copy_step(stage, state, ins, &a.copy, true, label)?
             }
             Instruction::Workdir(w) => {
-                self.progress.step(label);
+                let n = self.progress.step(label);
                 let w = self.ex(state, ins, w)?;
                 let cur = state.str_field("WorkingDir");
                 let dir = if w.starts_with('/') {
@@ -426,7 +452,7 @@ impl Builder<'_> {
                 let dir = format!("/{}", crate::context::clean_source(&dir).unwrap_or_default());
                 state.cfg().insert("WorkingDir".into(), json!(dir));
                 let key = cache::key(&[&state.key.to_string(), "WORKDIR", &dir]);
-                self.layer_step(state, key, &format!("WORKDIR {dir}"), label, |fs| {
+                self.layer_step(state, key, &format!("WORKDIR {dir}"), n, |fs| {
                     let root = rustix::fs::open(
                         &fs.rootfs,
                         rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -563,7 +589,7 @@ impl Builder<'_> {
         state: &mut State,
         key: Digest,
         created_by: &str,
-        label: &str,
+        n: usize,
         f: impl FnOnce(&step::StepFs) -> Result<()>,
     ) -> Result<()> {
         if !self.opts.no_cache
@@ -578,7 +604,7 @@ impl Builder<'_> {
             }
             state.push_history(hit.history);
             state.key = key;
-            self.progress.line(*self.progress.n.lock().unwrap_or_else(|e| e.into_inner()), "CACHED");
+            self.progress.line(n, "CACHED");
             return Ok(());
         }
         let mut fs = step::StepFs::mount(self.store, self.work.path(), &self.next_dir(), &state.layers)?;
@@ -601,7 +627,6 @@ impl Builder<'_> {
         }
         state.push_history(history);
         state.key = key;
-        let _ = label;
         Ok(())
     }
 
@@ -613,7 +638,7 @@ impl Builder<'_> {
         r: &crate::ast::Run,
         label: &str,
     ) -> Result<()> {
-        self.progress.step(label);
+        let n = self.progress.step(label);
         let shell = state.shell();
         let argv = match (&r.command, r.heredocs.as_slice()) {
             (Command::Shell(s), [h]) if s.trim().starts_with("<<") && !s.trim().contains(' ') => {
@@ -673,7 +698,7 @@ impl Builder<'_> {
         let state_root = self.work.runtime_root();
         let bundle_base = self.work.path().to_path_buf();
         let bundle_name = self.next_dir();
-        self.layer_step(state, key, &created_by, label, |fs| {
+        self.layer_step(state, key, &created_by, n, |fs| {
             let targets = run::mount_targets(&mounts);
             let missing = run::missing_in(&fs.rootfs, &targets);
             let out = || -> Option<std::process::Stdio> {
@@ -804,7 +829,7 @@ impl Builder<'_> {
         // The source tree: the context, a heredoc's files, or a stage's
         // (or an image's) rootfs, mounted read-only for the copy.
         let heredoc_dir;
-        let from_fs;
+        let _from_fs;
         let (root_path, ignore, from_key): (PathBuf, Option<&crate::ignore::Ignore>, String) = if !c.heredocs.is_empty()
         {
             heredoc_dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
@@ -829,8 +854,7 @@ impl Builder<'_> {
             };
             let fs = step::StepFs::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
             let p = fs.rootfs.clone();
-            from_fs = fs;
-            let _ = &from_fs;
+            _from_fs = fs;
             (p, None, key)
         } else {
             (self.ctx.root().to_path_buf(), Some(self.ctx.ignore()), String::new())
@@ -858,9 +882,7 @@ impl Builder<'_> {
         let key = cache::key(&[&state.key.to_string(), &created_by, &content, &format!("{chown:?} {chmod:?}")]);
         self.progress.line(n, &format!("transferring {}", selected.join(" ")));
         let src = copy::Source { root: root_fd, shown: &root_path, ignore };
-        let store = self.store;
-        let _ = store;
-        self.layer_step(state, key, &created_by, label, |fs| {
+        self.layer_step(state, key, &created_by, n, |fs| {
             let owner = match &chown {
                 Some(spec) => copy::resolve_chown(&fs.rootfs, spec)?,
                 None => (0, 0),

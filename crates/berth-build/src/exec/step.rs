@@ -174,6 +174,11 @@ pub fn commit(store: &Store, fs: &StepFs, parent: &[LayerRecord], epoch: Option<
 /// Makes sure the snapshot of `layer` is on disk and recorded (a cached
 /// layer whose snapshot a collection removed is unpacked again).
 pub fn ensure_snapshot(store: &Store, layer: &LayerRecord, parent: Option<&LayerRecord>) -> Result<()> {
+    if store.snapshots.exists(&layer.chain_id) {
+        // Recorded when it was made (the record goes in before any image
+        // or cache entry refers to it).
+        return Ok(());
+    }
     let opts = berth_image::unpack::UnpackOptions::default();
     let size = match berth_image::pull::unpack_blob(store, &layer.digest, &layer.diff_id, &layer.chain_id, &opts, true)?
     {

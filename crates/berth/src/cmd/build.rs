@@ -10,7 +10,7 @@ use berth_build::context::Context;
 use berth_build::exec::{BuildOptions, build as run_build};
 use berth_engine::engine::Engine;
 use berth_engine::images::PullRequest;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::progress;
@@ -55,6 +55,37 @@ pub struct BuildArgs {
     pub secrets: Vec<String>,
     /// The directory (or `-`: a tar on stdin) the build reads files from.
     pub context: String,
+}
+
+#[derive(Subcommand)]
+pub enum BuilderCmd {
+    /// Remove the build cache.
+    Prune(BuilderPruneArgs),
+}
+
+#[derive(Args)]
+pub struct BuilderPruneArgs {
+    /// Do not prompt for confirmation (berth never prompts).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove all of the cache (berth's cache has no other kind).
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+/// `builder prune`: drops every cache entry, then collects what only the
+/// cache held (layers of no image, snapshots, entry blobs).
+pub fn builder(engine: &Engine, c: BuilderCmd) -> Result<()> {
+    match c {
+        BuilderCmd::Prune(a) => {
+            let _ = (a.force, a.all);
+            let store = engine.store()?;
+            berth_build::cache::prune(&store)?;
+            let report = engine.collect_garbage()?;
+            println!("Total:\t{}", berth_engine::units::human_size(report.bytes));
+            Ok(())
+        }
+    }
 }
 
 pub fn build(engine: &Engine, config: &Config, a: BuildArgs) -> Result<()> {
