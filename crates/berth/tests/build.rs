@@ -194,6 +194,8 @@ fn a_failing_run_names_its_exit_code_and_leaves_nothing_behind() {
         cgroups.extend(std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
     }
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(inspect[0]["Containers"], serde_json::json!([]), "the failed step's address was not given back");
 }
 
 #[test]
@@ -273,6 +275,8 @@ fn a_killed_build_is_cleaned_up_by_the_next_one() {
         cgroups.extend(std::fs::read_dir(d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
     }
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+    let inspect: serde_json::Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(inspect[0]["Containers"], serde_json::json!([]), "the killed step's address was not given back");
 }
 
 fn cache_mount_file_exists(b: &Berth, name: &str) -> Option<PathBuf> {
@@ -325,4 +329,64 @@ fn the_cache_survives_image_prune_and_builder_prune_drops_it() {
     assert!(out.starts_with("Total:"), "{out}");
     build_ok(&b, &ctx, &["-t", "kept"]);
     assert_eq!(cache_mount_file(&b, "count"), "ran\nran\n", "builder prune kept the cache");
+}
+
+/// The interfaces a RUN saw, as it wrote them into the image.
+const LIST_IFACES: &str = "awk -F: 'NR>2 {gsub(/ /, \"\", $1); print $1}' /proc/net/dev | sort | tr '\\n' ' '";
+
+#[test]
+fn run_steps_get_docker_s_networks() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nRUN {LIST_IFACES} > /default\nRUN --network=none {LIST_IFACES} > /none\nRUN --network=host {LIST_IFACES} > /host\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "nets"]);
+    assert_eq!(run_sh(&b, "nets", "cat /default; echo; cat /none"), "eth0 lo \nlo ");
+    // The host's network: its interfaces, the bridge the first step was
+    // attached to among them (others come and go on a shared host).
+    let inspect = b.ok(&["network", "inspect", "bridge"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let bridge = v[0]["Options"]["com.docker.network.bridge.name"].as_str().unwrap().to_string();
+    let seen = run_sh(&b, "nets", "cat /host");
+    assert!(seen.split(' ').any(|i| i == bridge), "{bridge} not in {seen}");
+    // The steps' addresses were given back.
+    assert!(v[0]["Containers"].as_array().is_some_and(|c| c.is_empty()), "{inspect}");
+}
+
+#[test]
+fn heredocs_run_as_scripts_and_copy_as_files() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nARG WHO=you\nRUN <<EOF\necho one > /one\necho two > /two\nEOF\nCOPY <<EOF /greeting\nhello $WHO\nEOF\nCOPY <<'EOF' /raw\nhello $WHO\nEOF\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "heredocs"]);
+    assert_eq!(run_sh(&b, "heredocs", "cat /one /two /greeting /raw"), "one\ntwo\nhello you\nhello $WHO\n");
+}
+
+#[test]
+fn target_builds_only_the_stages_it_needs() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {0} AS first\nRUN echo first > /f\n\
+         FROM {0} AS unused\nRUN --mount=type=cache,target=/c echo ran >> /c/unused\n\
+         FROM first AS second\nRUN echo second >> /f\n\
+         FROM {0}\nRUN --mount=type=cache,target=/c echo ran >> /c/last\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let iid = b.dir.path().join("iid");
+    build_ok(&b, &ctx, &["-t", "targeted", "--target", "second", "--iidfile", iid.to_str().unwrap()]);
+    assert_eq!(run_sh(&b, "targeted", "cat /f"), "first\nsecond\n");
+    assert!(!b.dir.path().join("root/build-cache-mounts").exists(), "a stage the target does not need ran");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), b.inspect("targeted")["Id"].as_str().unwrap());
+    let out = build(&b, &ctx, &["--target", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target stage \"nosuch\" could not be found"));
 }

@@ -164,7 +164,7 @@ pub fn build(
 ) -> Result<Built> {
     let store = engine.store()?;
     let _adding = store.adding()?;
-    step::clean_stale(&engine.root, &engine.runtime);
+    step::clean_stale(engine);
     let work = step::WorkDir::new(&engine.root)?;
     let b = Builder {
         engine,
@@ -692,9 +692,8 @@ impl Builder<'_> {
         let key = cache::key(&[&state.key.to_string(), &created_by, network, &mount_key, &format!("{:?}", env)]);
         let user = state.str_field("User");
         let workdir = state.str_field("WorkingDir");
-        let runtime = self.engine.runtime.clone();
+        let engine = self.engine;
         let quiet = self.opts.quiet;
-        let cgroup_parent = self.engine.cgroup_parent.clone();
         let state_root = self.work.runtime_root();
         let bundle_base = self.work.path().to_path_buf();
         let bundle_name = self.next_dir();
@@ -722,7 +721,7 @@ impl Builder<'_> {
                 output_err: out(),
             };
             let bundle = bundle_base.join(format!("{bundle_name}-bundle"));
-            let res = run::run(&runtime, &state_root, &bundle, &fs.rootfs, &cgroup_parent, p);
+            let res = run::run(engine, &state_root, &bundle, &fs.rootfs, p);
             let _ = berth_image::snapshot::remove_tree(&bundle);
             res?;
             step::remove_stubs(&fs.upper, &missing);

@@ -6,6 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use berth_engine::engine::Engine;
+use berth_engine::network::DEFAULT_NETWORK;
+use berth_engine::network::netns::NetNs;
 use berth_engine::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
 
@@ -17,7 +20,7 @@ pub struct Process<'a> {
     pub env: Vec<String>,
     pub user: String,
     pub workdir: String,
-    /// "none", "host" or "default".
+    /// "none", "host" or "default" (the engine's bridge network).
     pub network: &'a str,
     pub mounts: Vec<ResolvedMount>,
     /// Where the step's output goes (None: nowhere, `-q`).
@@ -74,18 +77,78 @@ pub fn missing_in(rootfs: &Path, targets: &[String]) -> Vec<String> {
 
 /// Runs `p` on `rootfs` with `runtime` (state under `state_root`);
 /// `bundle` is a new directory for its config.json and log.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    runtime: &Path,
+pub fn run(engine: &Engine, state_root: &Path, bundle: &Path, rootfs: &Path, p: Process<'_>) -> Result<()> {
+    std::fs::create_dir_all(bundle).ctx("create", bundle)?;
+    // No "-": the network records are NETWORK-ID-IFNAME.
+    let id = format!("build{}", &berth_image::Digest::of(bundle.as_os_str().as_encoded_bytes()).hex()[..12]);
+    let net = match p.network {
+        "default" => Some(Joined::join(engine, state_root, bundle, &id)?),
+        _ => None,
+    };
+    let res = run_in(engine, state_root, bundle, rootfs, &id, net.as_ref().map(|n| n.netns.as_path()), p);
+    if let Some(n) = net {
+        n.leave(engine)?;
+    }
+    res
+}
+
+/// A step's place on the engine's default bridge network (docker's
+/// default for RUN: a network namespace of its own with outside access).
+struct Joined {
+    id: String,
+    netns: PathBuf,
+    /// Names the attachment for the cleanup of a killed build.
+    record: PathBuf,
+}
+
+impl Joined {
+    fn join(engine: &Engine, state_root: &Path, bundle: &Path, id: &str) -> Result<Joined> {
+        let netns = bundle.join("netns");
+        let nets = state_root.with_file_name("networks");
+        std::fs::create_dir_all(&nets).ctx("create", &nets)?;
+        let record = nets.join(id);
+        std::fs::write(&record, id).ctx("write", &record)?;
+        let j = Joined { id: id.to_string(), netns, record };
+        let joined = NetNs::create(&j.netns).map_err(berth_engine::Error::from).and_then(|_| {
+            engine.networks().attach(DEFAULT_NETWORK, id, &j.netns, "eth0", &[]).map_err(berth_engine::Error::from)
+        });
+        match joined {
+            Ok(_) => Ok(j),
+            Err(e) => {
+                let _ = j.leave(engine);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn leave(self, engine: &Engine) -> Result<()> {
+        leave(engine, &self.id, Some(&self.netns));
+        let _ = NetNs::remove(&self.netns);
+        let _ = std::fs::remove_file(&self.record);
+        Ok(())
+    }
+}
+
+/// Gives a step's address back (and removes its veth when `netns` is
+/// still there).
+pub fn leave(engine: &Engine, id: &str, netns: Option<&Path>) {
+    if let Err(e) = engine.networks().detach(DEFAULT_NETWORK, id, netns, "eth0") {
+        tracing::warn!(id, "detach a build step from {DEFAULT_NETWORK}: {e}");
+    }
+}
+
+fn run_in(
+    engine: &Engine,
     state_root: &Path,
     bundle: &Path,
     rootfs: &Path,
-    cgroup_parent: &str,
+    id: &str,
+    netns: Option<&Path>,
     p: Process<'_>,
 ) -> Result<()> {
-    std::fs::create_dir_all(bundle).ctx("create", bundle)?;
-    let id = format!("build-{}", &berth_image::Digest::of(bundle.as_os_str().as_encoded_bytes()).hex()[..12]);
-    let files = host_files(bundle, &id)?;
+    let runtime = &engine.runtime;
+    let cgroup_parent = &engine.cgroup_parent;
+    let files = host_files(bundle, id, netns.is_some())?;
     let defaults = ImageDefaults {
         env: p.env.clone(),
         working_dir: p.workdir.clone(),
@@ -103,12 +166,12 @@ pub fn run(
         hosts: Some(files.0),
         resolv_conf: Some(files.1),
         hostname_file: None,
-        netns: None,
+        netns: netns.map(Path::to_path_buf),
         cgroups_path: format!("{}/{id}", cgroup_parent.trim_end_matches('/')),
         mounts: p.mounts.clone(),
         ..Default::default()
     };
-    let mut spec = spec::build(&id, &defaults, &flags, &paths)?;
+    let mut spec = spec::build(id, &defaults, &flags, &paths)?;
     if p.network == "none"
         && let Some(linux) = spec.linux_mut()
     {
@@ -131,7 +194,7 @@ pub fn run(
         .arg(&log)
         .args(["--log-format", "json", "run", "--bundle"])
         .arg(bundle)
-        .arg(&id)
+        .arg(id)
         .stdin(Stdio::null())
         .stdout(p.output.unwrap_or_else(Stdio::null))
         .stderr(p.output_err.unwrap_or_else(Stdio::null))
@@ -142,7 +205,7 @@ pub fn run(
         .arg("--root")
         .arg(state_root)
         .args(["delete", "--force"])
-        .arg(&id)
+        .arg(id)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
@@ -172,15 +235,20 @@ fn runtime_error(log: &Path) -> Option<String> {
 
 /// /etc/hosts and /etc/resolv.conf for a step: the host's resolvers (the
 /// step shares the host's network), and localhost.
-fn host_files(bundle: &Path, id: &str) -> Result<(PathBuf, PathBuf)> {
+fn host_files(bundle: &Path, id: &str, own_netns: bool) -> Result<(PathBuf, PathBuf)> {
     let hosts = bundle.join("hosts");
     let mut f = std::fs::File::create(&hosts).ctx("create", &hosts)?;
     writeln!(f, "127.0.0.1\tlocalhost buildkitsandbox {id}\n::1\tlocalhost ip6-localhost ip6-loopback")
         .ctx("write", &hosts)?;
     let resolv = bundle.join("resolv.conf");
-    // The step shares the host's network (see Builder::network), so the
-    // host's resolvers, a loopback one included, answer it.
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // In a namespace of its own a resolver on the host's loopback is out of
+    // reach: the engine's containers' resolv.conf (those left out); with
+    // the host's network, the host's own.
+    let text = if own_netns {
+        berth_engine::pod::Dns::default().resolv_conf()
+    } else {
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    };
     std::fs::write(&resolv, text).ctx("write", &resolv)?;
     Ok((hosts, resolv))
 }

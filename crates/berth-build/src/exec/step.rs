@@ -58,8 +58,9 @@ impl Drop for WorkDir {
 /// Removes the work directories of builds that were killed: their mounts,
 /// their steps' runtime state (the runtime's `delete --force` also kills a
 /// step's processes and removes its cgroup), then the files.
-pub fn clean_stale(root: &Path, runtime: &Path) {
-    let parent = root.join("build");
+pub fn clean_stale(engine: &berth_engine::engine::Engine) {
+    let runtime = &engine.runtime;
+    let parent = engine.root.join("build");
     let Ok(entries) = std::fs::read_dir(&parent) else { return };
     for e in entries.flatten() {
         let dir = e.path();
@@ -81,6 +82,13 @@ pub fn clean_stale(root: &Path, runtime: &Path) {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .status();
+            }
+        }
+        // Addresses on the bridge network (the veths went with the
+        // namespaces, when the runtime's delete let go of them).
+        if let Ok(ids) = std::fs::read_dir(dir.join("networks")) {
+            for id in ids.flatten() {
+                super::run::leave(engine, &id.file_name().to_string_lossy(), None);
             }
         }
         unmount_under(&dir);
