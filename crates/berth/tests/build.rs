@@ -390,3 +390,45 @@ fn target_builds_only_the_stages_it_needs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("target stage \"nosuch\" could not be found"));
 }
+
+#[test]
+fn copy_chown_chmod_and_add_unpacks_a_local_tar() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nCOPY --chown=12:34 --chmod=640 f /owned/f\nCOPY d /dir/\nADD t.tar /unpacked/\nCOPY t.tar /kept/\n",
+        b.image
+    );
+    let ctx =
+        context(&b, "ctx", &[("Dockerfile", &df), ("f", "f"), ("d/a", "a"), ("d/sub/b", "b"), ("tree/in-tar", "t")]);
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(ctx.join("tree"))
+        .args(["-cf"])
+        .arg(ctx.join("t.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    build_ok(&b, &ctx, &["-t", "copied"]);
+    let out = run_sh(&b, "copied", "stat -c '%u:%g %a' /owned/f; ls -R /dir; cat /unpacked/in-tar; ls /kept");
+    assert_eq!(out, "12:34 640\n/dir:\na\nsub\n\n/dir/sub:\nb\ntt.tar\n");
+}
+
+#[test]
+fn a_context_tar_on_stdin() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nCOPY hello /hello\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("hello", "from stdin")]);
+    let tar = std::process::Command::new("tar").arg("-C").arg(&ctx).args(["-cf", "-", "."]).output().unwrap();
+    assert!(tar.status.success());
+    let input = b.dir.path().join("ctx.tar");
+    std::fs::write(&input, &tar.stdout).unwrap();
+    let mut c = b.command();
+    c.args(["build", "-t", "stdin", "-"]).stdin(std::fs::File::open(&input).unwrap());
+    // (output_via_files would take stdin away.)
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(run_sh(&b, "stdin", "cat /hello"), "from stdin");
+}

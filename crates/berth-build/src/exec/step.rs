@@ -175,8 +175,47 @@ pub fn commit(store: &Store, fs: &StepFs, parent: &[LayerRecord], epoch: Option<
         diff_id: layer.diff_id,
         chain_id: chain,
     };
-    ensure_snapshot(store, &record, parent.last())?;
+    adopt_upper(store, &fs.upper, &record, layer.unpacked_size, parent.last())?;
     Ok(record)
+}
+
+/// Makes the upper directory itself the layer's snapshot (renamed, as
+/// docker's overlay2 keeps a container's diff directory as the image's
+/// layer): it already is the diff in overlay form, so nothing is unpacked
+/// or deleted (which, for a COPY of many files, cost most of the step).
+/// Another filesystem under the root (EXDEV) falls back to unpacking the
+/// blob.
+fn adopt_upper(
+    store: &Store,
+    upper: &Path,
+    layer: &LayerRecord,
+    size: u64,
+    parent: Option<&LayerRecord>,
+) -> Result<()> {
+    if let Some(prep) = store.snapshots.prepare(&layer.chain_id)? {
+        let target = prep.fs_path();
+        std::fs::remove_dir(&target).ctx("remove", &target)?;
+        match std::fs::rename(upper, &target) {
+            Ok(()) => {
+                prep.commit(size, true)?;
+                record(store, layer, parent, size)?;
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => drop(prep),
+            Err(e) => return Err(e).ctx("rename to", &target),
+        }
+    }
+    ensure_snapshot(store, layer, parent)
+}
+
+fn record(store: &Store, layer: &LayerRecord, parent: Option<&LayerRecord>, size: u64) -> Result<()> {
+    let rec = SnapshotRecord {
+        chain_id: layer.chain_id.clone(),
+        diff_id: layer.diff_id.clone(),
+        parent: parent.map(|p| p.chain_id.clone()),
+        size,
+    };
+    store.meta.write(|tx| tx.put_snapshot(&rec))?;
+    Ok(())
 }
 
 /// Makes sure the snapshot of `layer` is on disk and recorded (a cached
@@ -193,14 +232,7 @@ pub fn ensure_snapshot(store: &Store, layer: &LayerRecord, parent: Option<&Layer
         Some(n) => n,
         None => store.snapshots.size(&layer.chain_id),
     };
-    let rec = SnapshotRecord {
-        chain_id: layer.chain_id.clone(),
-        diff_id: layer.diff_id.clone(),
-        parent: parent.map(|p| p.chain_id.clone()),
-        size,
-    };
-    store.meta.write(|tx| tx.put_snapshot(&rec))?;
-    Ok(())
+    record(store, layer, parent, size)
 }
 
 /// Removes the mount-point stubs the runtime made in the upper directory

@@ -57,6 +57,9 @@ pub struct Layer {
     /// The blob's size.
     pub size: u64,
     pub media_type: &'static str,
+    /// Bytes of the regular files in it (each hardlinked file once), as
+    /// [`crate::unpack::Unpacked::size`] counts them.
+    pub unpacked_size: u64,
 }
 
 /// Writes the diff in `upper` as a gzip layer into the content store.
@@ -74,21 +77,23 @@ pub fn store_layer(content: &ContentStore, upper: &Path, opts: &LayerOptions) ->
     let blob = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()));
     let gz = GzEncoder::new(blob, Compression::fast());
     let mut tar = HashingWriter::new(gz);
-    write_tar(upper, &mut tar, opts)?;
+    let unpacked_size = write_tar(upper, &mut tar, opts)?;
     let (gz, diff_id, _) = tar.finish();
     let blob = gz.finish().ctx(|| format!("write {shown}"))?;
     let (mut buffered, digest, size) = blob.finish();
     buffered.flush().ctx(|| format!("write {shown}"))?;
     drop(buffered);
     content.adopt(tmp, &digest)?;
-    Ok(Layer { diff_id, digest, size, media_type: media::OCI_LAYER_GZIP })
+    Ok(Layer { diff_id, digest, size, media_type: media::OCI_LAYER_GZIP, unpacked_size })
 }
 
-/// Writes the diff in `upper` as an uncompressed tar to `out`.
-pub fn write_tar(upper: &Path, out: impl Write, opts: &LayerOptions) -> Result<()> {
-    let mut w = TarWriter { tar: tar::Builder::new(out), opts, links: HashMap::new() };
+/// Writes the diff in `upper` as an uncompressed tar to `out`; the bytes
+/// of its regular files.
+pub fn write_tar(upper: &Path, out: impl Write, opts: &LayerOptions) -> Result<u64> {
+    let mut w = TarWriter { tar: tar::Builder::new(out), opts, links: HashMap::new(), size: 0 };
     w.dir(upper, "")?;
-    w.tar.finish().ctx(|| "finish layer tar".into())
+    w.tar.finish().ctx(|| "finish layer tar".into())?;
+    Ok(w.size)
 }
 
 struct TarWriter<'a, W: Write> {
@@ -96,6 +101,8 @@ struct TarWriter<'a, W: Write> {
     opts: &'a LayerOptions,
     /// (dev, ino) of files with several links → the first name written.
     links: HashMap<(u64, u64), String>,
+    /// Bytes of the regular files written.
+    size: u64,
 }
 
 impl<W: Write> TarWriter<'_, W> {
@@ -176,6 +183,7 @@ impl<W: Write> TarWriter<'_, W> {
                 .ctx(|| format!("open {}", abs.display()))?;
             let mut h = self.header(EntryType::Regular, &m);
             h.set_size(m.len());
+            self.size += m.len();
             // A file that changed size since the stat would corrupt the
             // tar: read exactly what the header says.
             let mut data = io::Read::take(f, m.len());
