@@ -432,3 +432,59 @@ fn a_context_tar_on_stdin() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(run_sh(&b, "stdin", "cat /hello"), "from stdin");
 }
+
+#[test]
+fn run_bind_mounts_from_a_stage_and_the_context_leave_no_stubs() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {0} AS tools\nRUN echo tool > /tool\n\
+         FROM {0}\n\
+         RUN --mount=type=bind,from=tools,source=/tool,target=/mnt/tool cat /mnt/tool > /seen\n\
+         RUN --mount=type=bind,source=input,target=/in --mount=type=cache,target=/c cat /in >> /c/log && cat /in > /copied\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("input", "one\n")]);
+    build_ok(&b, &ctx, &["-t", "binds"]);
+    assert_eq!(
+        run_sh(&b, "binds", "cat /seen /copied; test -e /mnt || test -e /in || echo no-stubs"),
+        "tool\none\nno-stubs\n"
+    );
+    // A bound context file is part of the step's key.
+    std::fs::write(ctx.join("input"), "two\n").unwrap();
+    build_ok(&b, &ctx, &["-t", "binds"]);
+    assert_eq!(cache_mount_file(&b, "log"), "one\ntwo\n");
+    assert_eq!(run_sh(&b, "binds", "cat /copied"), "two\n");
+}
+
+/// The image config as stored (history included).
+fn config_of(b: &Berth, image: &str) -> serde_json::Value {
+    let id = b.inspect(image)["Id"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let bytes = std::fs::read(b.dir.path().join("root/content/sha256").join(id)).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn predefined_proxy_args_reach_run_but_not_the_history() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nARG MODE=fast\nRUN echo \"$HTTP_PROXY $MODE\" > /seen\nENV E=1\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "proxied", "--build-arg", "HTTP_PROXY=http://proxy.invalid:3128"]);
+    assert_eq!(run_sh(&b, "proxied", "cat /seen"), "http://proxy.invalid:3128 fast\n");
+    let cfg = config_of(&b, "proxied");
+    let history: Vec<String> =
+        cfg["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("").to_string()).collect();
+    assert!(history.iter().all(|h| !h.contains("proxy.invalid")), "{history:#?}");
+    assert!(
+        history.iter().any(|h| h == "RUN |1 MODE=fast /bin/sh -c echo \"$HTTP_PROXY $MODE\" > /seen"),
+        "{history:#?}"
+    );
+    let last = cfg["history"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["empty_layer"], true);
+    let layers = cfg["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, cfg["rootfs"]["diff_ids"].as_array().unwrap().len());
+    // Another proxy: still cached, as docker keeps proxies out of the key.
+    let log = build_ok(&b, &ctx, &["-t", "proxied", "--build-arg", "HTTP_PROXY=http://other.invalid:3128"]);
+    assert_eq!(log.matches("CACHED").count(), 1, "{log}");
+}

@@ -671,6 +671,8 @@ impl Builder<'_> {
         for (k, v) in &args {
             env.push(format!("{k}={v}"));
         }
+        // The proxies change no result: not in the key (as docker).
+        let env_key = format!("{env:?}");
         for p in PREDEFINED_ARGS {
             if let Some(v) = self.opts.build_args.get(p) {
                 env.push(format!("{p}={v}"));
@@ -687,9 +689,9 @@ impl Builder<'_> {
             Some(NetworkMode::Host) => "host",
             Some(NetworkMode::Default) | None => self.opts.network.as_str(),
         };
-        let mounts = self.run_mounts(stage, state, ins, r)?;
-        let mount_key = format!("{:?}", r.mounts);
-        let key = cache::key(&[&state.key.to_string(), &created_by, network, &mount_key, &format!("{:?}", env)]);
+        let (mounts, _mounted, bound) = self.run_mounts(stage, state, ins, r)?;
+        let mount_key = format!("{:?} {bound}", r.mounts);
+        let key = cache::key(&[&state.key.to_string(), &created_by, network, &mount_key, &env_key]);
         let user = state.str_field("User");
         let workdir = state.str_field("WorkingDir");
         let engine = self.engine;
@@ -737,10 +739,14 @@ impl Builder<'_> {
         state: &State,
         ins: &Located<Instruction>,
         r: &crate::ast::Run,
-    ) -> Result<Vec<berth_engine::spec::ResolvedMount>> {
+    ) -> Result<(Vec<berth_engine::spec::ResolvedMount>, Vec<step::ReadOnly>, String)> {
         use berth_engine::spec::ResolvedMount;
         let err = |m: String| self.step_err(ins.line, &ins.original, m);
         let mut out = Vec::new();
+        // Stages' rootfs mounted for binds, kept until the step is done.
+        let mut mounted = Vec::new();
+        // What the binds read, for the cache key.
+        let mut bound = String::new();
         for m in &r.mounts {
             let target = m.target.as_deref().map(|t| self.ex(state, ins, t)).transpose()?;
             match m.kind {
@@ -779,11 +785,25 @@ impl Builder<'_> {
                     let src = m.source.as_deref().map(|s| self.ex(state, ins, s)).transpose()?.unwrap_or_default();
                     let src = crate::context::clean_source(&src).map_err(err)?;
                     let root = match &m.from {
-                        Some(f) => match self.stage_ref(f, stage.index) {
-                            Some(_) => return Err(err("RUN --mount=type=bind,from=STAGE is not supported yet".into())),
-                            None => return Err(err(format!("RUN --mount from {f}: not a stage of this Dockerfile"))),
-                        },
-                        None => self.ctx.root().to_path_buf(),
+                        Some(f) => {
+                            let (layers, key) = self.layers_of(f, stage.index).map_err(|e| err(e.to_string()))?;
+                            let ro = step::ReadOnly::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
+                            bound.push_str(&format!("{key} {src}\n"));
+                            let root = ro.path.clone();
+                            mounted.push(ro);
+                            root
+                        }
+                        None => {
+                            let h = hash_sources(
+                                self.ctx.fd(),
+                                self.ctx.root(),
+                                std::slice::from_ref(&src),
+                                Some(self.ctx.ignore()),
+                            )
+                            .map_err(|e| err(e.to_string()))?;
+                            bound.push_str(&format!("context {src} {h}\n"));
+                            self.ctx.root().to_path_buf()
+                        }
                     };
                     let source = root.join(&src);
                     // Resolved here and checked to stay in the context.
@@ -797,7 +817,23 @@ impl Builder<'_> {
                 MountKind::Ssh => return Err(err("RUN --mount=type=ssh is not supported yet".into())),
             }
         }
-        Ok(out)
+        Ok((out, mounted, bound))
+    }
+
+    /// The layers (and cache key) of a stage (by name or index, before
+    /// `before`) or of an image.
+    fn layers_of(&self, name: &str, before: usize) -> Result<(Vec<LayerRecord>, String)> {
+        match self.stage_ref(name, before) {
+            Some(i) => {
+                let s = self.done.lock().unwrap_or_else(|e| e.into_inner()).get(&i).cloned();
+                let s = s.ok_or_else(|| Error::Invalid(format!("stage {name} was not built")))?;
+                Ok((s.layers, s.key.to_string()))
+            }
+            None => {
+                let img = (self.resolve)(name)?;
+                Ok((img.record.layers.clone(), img.record.id.to_string()))
+            }
+        }
     }
 
     fn copy_step(
@@ -840,19 +876,9 @@ impl Builder<'_> {
             (heredoc_dir.path().to_path_buf(), None, "heredoc".into())
         } else if let Some(f) = &c.from {
             let f = self.ex(state, ins, f)?;
-            let (layers, key) = match self.stage_ref(&f, stage.index) {
-                Some(i) => {
-                    let s = self.done.lock().unwrap_or_else(|e| e.into_inner()).get(&i).cloned();
-                    let s = s.ok_or_else(|| err(format!("stage {f} was not built")))?;
-                    (s.layers, s.key.to_string())
-                }
-                None => {
-                    let img = (self.resolve)(&f).map_err(|e| err(e.to_string()))?;
-                    (img.record.layers.clone(), img.record.id.to_string())
-                }
-            };
-            let fs = step::StepFs::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
-            let p = fs.rootfs.clone();
+            let (layers, key) = self.layers_of(&f, stage.index).map_err(|e| err(e.to_string()))?;
+            let fs = step::ReadOnly::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
+            let p = fs.path.clone();
             _from_fs = fs;
             (p, None, key)
         } else {

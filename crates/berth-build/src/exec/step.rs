@@ -161,6 +161,37 @@ impl Drop for StepFs {
     }
 }
 
+/// A read-only view of a stage's (or an image's) rootfs: what COPY
+/// --from and RUN --mount=type=bind,from= read. Unmounted on drop.
+pub struct ReadOnly {
+    pub path: PathBuf,
+    dir: PathBuf,
+}
+
+impl ReadOnly {
+    pub fn mount(store: &Store, work: &Path, name: &str, layers: &[LayerRecord]) -> Result<ReadOnly> {
+        let dir = work.join(name);
+        let path = dir.join("rootfs");
+        let empty = dir.join("empty");
+        for d in [&path, &empty] {
+            std::fs::create_dir_all(d).ctx("create", d)?;
+        }
+        let mut lowers: Vec<PathBuf> = layers.iter().rev().map(|l| store.snapshots.fs_path(&l.chain_id)).collect();
+        if lowers.is_empty() {
+            lowers.push(empty);
+        }
+        mount_overlay(&lowers, None, &path)?;
+        Ok(ReadOnly { path, dir })
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+        let _ = remove_tree(&self.dir);
+    }
+}
+
 /// Commits the changes in `fs` (unmounted) on top of `parent` as a layer
 /// and its snapshot.
 pub fn commit(store: &Store, fs: &StepFs, parent: &[LayerRecord], epoch: Option<i64>) -> Result<LayerRecord> {
