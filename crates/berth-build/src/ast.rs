@@ -110,10 +110,14 @@ pub enum Command {
 /// `RUN [--mount=...]... [--network=...] [--security=...] command`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
-    /// With heredocs, the shell form holds the first line after the flags
-    /// (e.g. `<<EOF` or `python3 <<EOF`), heredoc bodies in [`Run::heredocs`]
-    /// (BuildKit: a command that is only `<<EOF` runs the body as a script;
-    /// otherwise the line and the heredocs go to the shell together).
+    /// With heredocs, the shell form holds the line after the flags (e.g.
+    /// `<<EOF` or `python3 <<EOF > out`), the bodies are in
+    /// [`Run::heredocs`]. BuildKit then runs: for a command that is one
+    /// heredoc word (`<<EOF`), the body itself: as an executable file when
+    /// it starts with `#!`, else as the shell's command string; otherwise
+    /// the shell gets the line, then for each heredoc `\n`, its body and
+    /// its name (a real shell heredoc). The bodies are never expanded by
+    /// the builder.
     pub command: Command,
     pub mounts: Vec<RunMount>,
     pub network: Option<NetworkMode>,
@@ -262,5 +266,19 @@ impl Dockerfile {
             .iter()
             .find(|s| s.name.as_deref() == Some(lower.as_str()))
             .or_else(|| name.parse::<usize>().ok().and_then(|i| self.stages.get(i)))
+    }
+}
+
+impl Healthcheck {
+    /// The image config's `Healthcheck.Test`, as docker writes it:
+    /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
+    pub fn test(&self) -> Vec<String> {
+        match self {
+            Healthcheck::None => vec!["NONE".into()],
+            Healthcheck::Check { command: Command::Exec(args), .. } => {
+                std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect()
+            }
+            Healthcheck::Check { command: Command::Shell(cmd), .. } => vec!["CMD-SHELL".into(), cmd.clone()],
+        }
     }
 }

@@ -510,6 +510,14 @@ mod tests {
         assert!(ig.excluded("util/docker/web/foo"));
         assert!(!ig.excluded("util/docker/web/bar"));
 
+        // An exception before the pattern it would undo does nothing.
+        let ig = Ignore::from_patterns(["!main.go", "*.go"]).expect("parses");
+        assert!(ig.excluded("main.go"));
+        let ig = Ignore::from_patterns(["docs/*", "!docs/README.md"]).expect("parses");
+        assert!(!ig.excluded("docs/README.md"));
+        assert!(ig.excluded("docs/other.md"));
+        assert!(!ig.excluded("docs"));
+
         // An exception re-includes a file under an excluded directory.
         let ig = Ignore::parse("docs\n!docs/keep.txt\n").expect("parses");
         assert!(ig.excluded("docs"));

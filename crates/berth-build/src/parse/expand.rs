@@ -12,11 +12,11 @@
 //! | FROM | base and `--platform`, with the meta ARGs (before the first FROM) only |
 //! | ENV, LABEL | keys and values, each with [`expand`] |
 //! | ARG | the default, with [`expand`] |
-//! | ADD, COPY | each source and the destination with [`expand`]; `--chown`, `--chmod`, `--from` no (BuildKit expands `--chown`/`--chmod`: yes, with [`expand`]); heredoc bodies when [`crate::ast::Heredoc::expand`] (COPY) |
+//! | ADD, COPY | each source, the destination, `--chown`, `--chmod` (and ADD's `--checksum`) with [`expand`]; `--from` never (BuildKit refuses a `--from` that would change by expansion: "variable expansion is not supported for --from"); heredoc bodies with [`expand_heredoc`] when [`crate::ast::Heredoc::expand`] |
 //! | WORKDIR, USER, STOPSIGNAL | [`expand`] |
 //! | EXPOSE, VOLUME | each word with [`expand_words`] (one `${PORTS}` may give several) |
 //! | RUN `--mount` values | [`expand`] (`from` excepted) |
-//! | RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK | no: the shell of the container expands them (RUN sees ARGs and ENVs as environment variables) |
+//! | RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK | no: the shell of the container expands them (RUN sees ARGs and ENVs as environment variables); RUN's heredoc bodies neither (BuildKit ignores `expand` there: the shell sees the body) |
 //! | ONBUILD | no: the trigger is expanded when a build FROM the image runs it |
 //!
 //! An unset variable expands to the empty string (`${X:?}` and `${X?}`
@@ -52,6 +52,18 @@ where
     lx.run(word).map(|(_, w)| w)
 }
 
+/// Expands a COPY/ADD heredoc body as BuildKit does: quotes are plain
+/// characters, `$VAR`/`${...}` expand, `\` escapes (whatever the file's
+/// escape character).
+pub fn expand_heredoc<F>(body: &str, lookup: F) -> Result<String, ExpandError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let mut lx = Lexer::new(body, '\\', &lookup);
+    lx.skip_quotes = true;
+    lx.run(body).map(|(s, _)| s)
+}
+
 /// Options of the lexer the parser itself needs (heredoc detection): quotes
 /// and escapes kept, unset variables left as written.
 pub(crate) fn raw_words(word: &str, raw_quotes: bool) -> Result<Vec<String>, ExpandError> {
@@ -81,6 +93,8 @@ struct Lexer<'a> {
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset: bool,
+    /// Quotes are plain characters (heredoc bodies).
+    skip_quotes: bool,
     lookup: Lookup<'a>,
 }
 
@@ -135,6 +149,7 @@ impl<'a> Lexer<'a> {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset: false,
+            skip_quotes: false,
             lookup,
         }
     }
@@ -187,12 +202,12 @@ impl<'a> Lexer<'a> {
                     result.push_str(&t);
                     words.add_raw_string(&t);
                 }
-                '\'' => {
+                '\'' if !self.skip_quotes => {
                     let t = self.single_quote()?;
                     result.push_str(&t);
                     words.add_raw_string(&t);
                 }
-                '"' => {
+                '"' if !self.skip_quotes => {
                     let t = self.double_quote()?;
                     result.push_str(&t);
                     words.add_raw_string(&t);
@@ -436,6 +451,10 @@ impl<'a> Lexer<'a> {
             return Ok(String::new());
         };
         let pat = Pattern::parse(&pattern)?;
+        // A plain string (the usual case): linear, whatever the value's size.
+        if let Some(lit) = pat.literal().filter(|l| !l.is_empty()) {
+            return Ok(if all { value.replace(&lit, &replacement) } else { value.replacen(&lit, &replacement, 1) });
+        }
         let v: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let mut i = 0;
@@ -495,6 +514,11 @@ impl Pattern {
             });
         }
         Ok(Pattern(toks))
+    }
+
+    /// The pattern as a plain string, when it has no wildcard.
+    fn literal(&self) -> Option<String> {
+        self.0.iter().map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect()
     }
 
     /// `ends[n]`: whether `v[..n]` matches the whole pattern (one pass,
@@ -660,6 +684,18 @@ mod tests {
     }
 
     #[test]
+    fn replacement_in_a_large_value() {
+        let big = "ab".repeat(200_000);
+        let look = |k: &str| (k == "BIG").then(|| big.clone());
+        let out = expand("${BIG//b/c}", look, '\\').expect("expands");
+        assert_eq!(out, "ac".repeat(200_000));
+        let out = expand("${BIG/b/c}", look, '\\').expect("expands");
+        assert!(out.starts_with("acab") && out.len() == big.len());
+        let out = expand("${BIG%%b*}", look, '\\').expect("expands");
+        assert_eq!(out, "a");
+    }
+
+    #[test]
     fn words_split_like_a_shell() {
         let w = |s: &str| expand_words(s, env, '\\').expect("expands");
         assert_eq!(w("hello${SPACE}bye"), ["helloabc", "defbye"]);
@@ -678,6 +714,12 @@ mod tests {
         assert_eq!(e("C:\\dir"), "C:\\dir");
         assert_eq!(e("a` b`$PWD"), "a b$PWD");
         assert_eq!(e("\"`\"q\""), "\"q");
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes() {
+        let b = expand_heredoc("echo '$PWD' \"${SHELL}\" \\$PWD it's\n", env).expect("expands");
+        assert_eq!(b, "echo '/home' \"bash\" $PWD it's\n");
     }
 
     #[test]

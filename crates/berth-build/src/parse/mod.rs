@@ -23,7 +23,7 @@ mod instruction;
 mod mount;
 mod words;
 
-pub use expand::{ExpandError, expand, expand_words};
+pub use expand::{ExpandError, expand, expand_heredoc, expand_words};
 pub use mount::parse_mount;
 
 use crate::ast::{Dockerfile, Heredoc, Instruction, Located, Stage};
@@ -41,6 +41,13 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// An expansion error met while dispatching `at` (the executor's
+    /// `${X:?}` or bad `${...}`), reported like a syntax error at the
+    /// instruction's first line: `Dockerfile:5:1: failed to process ...`.
+    pub fn expansion<T>(at: &Located<T>, err: &ExpandError) -> ParseError {
+        ParseError::at(at.line, 1, err.to_string())
+    }
+
     pub(crate) fn at(line: usize, column: usize, message: impl Into<String>) -> Self {
         ParseError { line, column, message: message.into() }
     }
@@ -197,6 +204,35 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     out.escape = d.escape;
     out.syntax = d.syntax;
     Ok(out)
+}
+
+/// Parses an ONBUILD trigger from a base image's config (`OnBuild`), as a
+/// build FROM that image runs it: exactly one instruction, which may have
+/// heredocs (as [`crate::ast::Onbuild::trigger`] writes them); never FROM,
+/// ONBUILD or MAINTAINER. Positions in errors are within the trigger.
+pub fn parse_trigger(trigger: &str) -> Result<Located<Instruction>, ParseError> {
+    let lines = lines_of(trigger);
+    let mut d = Directives { escape: '\\', syntax: None, seen: Vec::new(), done: true };
+    let mut found = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let Some(l) = read_logical(&lines, &mut i, &mut d)? else { continue };
+        if found.is_some() {
+            return Err(ParseError::at(l.line, 1, "onbuild trigger should be a single expression"));
+        }
+        let split = words::split_command(&l, 0, d.escape);
+        let name = split.cmd.text.to_ascii_uppercase();
+        if matches!(name.as_str(), "FROM" | "MAINTAINER" | "ONBUILD") {
+            return Err(l.err(split.cmd.off, format!("{name} isn't allowed as an ONBUILD trigger")));
+        }
+        let heredocs = read_heredocs(&l, &split, &lines, &mut i, d.escape)?;
+        let end_line = i.max(l.end_line);
+        let Parsed::Inst(inner) = instruction::parse_instruction(&l, &split, heredocs, d.escape)? else {
+            return Err(l.err(split.cmd.off, "FROM isn't allowed as an ONBUILD trigger"));
+        };
+        found = Some(Located { line: l.line, end_line, original: l.text.trim().to_string(), inner });
+    }
+    found.ok_or_else(|| ParseError::at(1, 1, "onbuild trigger should be a single expression"))
 }
 
 /// Reads the next instruction's lines from `lines[*i..]` (skipping blank

@@ -512,6 +512,13 @@ fn healthcheck_forms() {
             retries: None,
         })
     );
+    let h = |t: &str| match inst(t) {
+        Instruction::Healthcheck(h) => h.test(),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(h("HEALTHCHECK NONE"), s(&["NONE"]));
+    assert_eq!(h("HEALTHCHECK CMD [\"a\", \"b\"]"), s(&["CMD", "a", "b"]));
+    assert_eq!(h("HEALTHCHECK CMD a  b"), s(&["CMD-SHELL", "a  b"]));
     assert_eq!(lcm("FROM scratch\nHEALTHCHECK NONE x\n").2, "HEALTHCHECK NONE takes no arguments");
     assert_eq!(
         lcm("FROM scratch\nHEALTHCHECK RUN x\n"),
@@ -656,4 +663,58 @@ fn heredoc_with_backtick_escape() {
     let d = p("# escape=`\nFROM scratch\nRUN <<EOF\nC:\\x `\nEOF\n");
     let Instruction::Run(r) = &d.stages[0].instructions[0].inner else { panic!() };
     assert_eq!(r.heredocs, vec![doc("EOF", "C:\\x `\n", true, false)]);
+}
+
+#[test]
+fn heredoc_delimiter_quoting_rules() {
+    // Part quoted: the name without quotes, no expansion.
+    assert_eq!(run("RUN <<eo'f'\necho foo\neof\n").heredocs, vec![doc("eof", "echo foo\n", false, false)]);
+    // An escaped quote is part of the name and does not stop expansion.
+    assert_eq!(run("RUN <<eo\\'f\necho foo\neo'f\n").heredocs, vec![doc("eo'f", "echo foo\n", true, false)]);
+    assert_eq!(run("RUN <<'e'o\\'f\necho foo\neo'f\n").heredocs, vec![doc("eo'f", "echo foo\n", false, false)]);
+    // A `$` name stays as written.
+    assert_eq!(run("RUN <<$EOF\n$EOF\n").heredocs, vec![doc("$EOF", "", true, false)]);
+    // Spaces after << and a redirection after the word.
+    let r = run("RUN <<  EOF  > foo\nEOF\n");
+    assert_eq!(r.heredocs, vec![doc("EOF", "", true, false)]);
+    // Bodies are read in order, whatever they contain.
+    let c = copy("COPY <<X <<Y /dest\nY\nX\nX\nY\n");
+    assert_eq!(c.heredocs, vec![doc("X", "Y\n", true, false), doc("Y", "X\n", true, false)]);
+    // A file descriptor prefix; a comment-like body line is kept.
+    let r = run("RUN 3<<EOF\n# not a comment\nEOF\n");
+    assert_eq!(r.heredocs, vec![doc("EOF", "# not a comment\n", true, false)]);
+    // Flags before the heredoc.
+    let r = run("RUN --mount=type=cache,target=/foo <<MOUNT\necho hello\nMOUNT\n");
+    assert_eq!((r.mounts.len(), r.heredocs.clone()), (1, vec![doc("MOUNT", "echo hello\n", true, false)]));
+}
+
+#[test]
+fn onbuild_triggers_parse_back() {
+    for text in ["ONBUILD RUN echo hi", "ONBUILD COPY --chown=1 . /app", "ONBUILD RUN <<EOF\necho hi\nEOF\n"] {
+        let Instruction::Onbuild(o) = inst(text) else { panic!("{text}") };
+        let again = parse_trigger(&o.trigger).unwrap_or_else(|e| panic!("{:?}: {e}", o.trigger));
+        assert_eq!(again.inner, *o.instruction, "{text}");
+    }
+    assert_eq!(
+        parse_trigger("RUN a\nRUN b").map_err(|e| e.message),
+        Err("onbuild trigger should be a single expression".into())
+    );
+    assert_eq!(parse_trigger("").map_err(|e| e.message), Err("onbuild trigger should be a single expression".into()));
+    assert_eq!(parse_trigger("FROM x").map_err(|e| e.message), Err("FROM isn't allowed as an ONBUILD trigger".into()));
+    assert_eq!(
+        parse_trigger("BOGUS x").map_err(|e| (e.line, e.column, e.message)),
+        Err((1, 1, "unknown instruction: BOGUS".into()))
+    );
+}
+
+#[test]
+fn expansion_errors_name_the_instruction_line() {
+    let d = p("FROM scratch\n\nWORKDIR ${DIR:?set DIR}\n");
+    let w = &d.stages[0].instructions[0];
+    let Instruction::Workdir(raw) = &w.inner else { panic!() };
+    let e = expand(raw, |_| None, d.escape).expect_err("unset");
+    assert_eq!(
+        ParseError::expansion(w, &e).to_string(),
+        "Dockerfile:3:1: failed to process \"${DIR:?set DIR}\": DIR: set DIR"
+    );
 }
