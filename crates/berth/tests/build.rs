@@ -488,3 +488,20 @@ fn predefined_proxy_args_reach_run_but_not_the_history() {
     let log = build_ok(&b, &ctx, &["-t", "proxied", "--build-arg", "HTTP_PROXY=http://other.invalid:3128"]);
     assert_eq!(log.matches("CACHED").count(), 1, "{log}");
 }
+
+#[test]
+fn from_scratch_with_a_binary_copied_from_another_image() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM scratch\nCOPY --from={} /bin/busybox /bin/busybox\nCMD [\"/bin/busybox\", \"echo\", \"from scratch\"]\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "scratchy"]);
+    assert_eq!(b.ok(&["run", "--rm", "scratchy"]), "from scratch\n");
+    let bad = context(&b, "bad", &[("Dockerfile", "FROM scratch\nCOPY --parents a/b /x/\n")]);
+    let out = build(&b, &bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--parents is not supported yet"));
+}

@@ -319,11 +319,8 @@ impl Builder<'_> {
         state.cfg().insert("OnBuild".into(), Value::Null);
         let mut out = Vec::new();
         for t in triggers.iter().filter_map(Value::as_str) {
-            let parsed = crate::parse(&format!("FROM scratch\n{t}\n"))
+            let mut ins = crate::parse::parse_trigger(t)
                 .map_err(|e| self.step_err(stage.line, &stage.original, format!("ONBUILD {t}: {}", e.message)))?;
-            let Some(mut ins) = parsed.stages.into_iter().next().and_then(|s| s.instructions.into_iter().next()) else {
-                continue;
-            };
             ins.line = stage.line;
             out.push((t.to_string(), ins));
         }
@@ -431,13 +428,20 @@ impl Builder<'_> {
         let err = |m: String| self.step_err(ins.line, &ins.original, m);
         match &ins.inner {
             Instruction::Run(r) => {
+                if r.security.as_deref().is_some_and(|s| s != "sandbox") {
+                    return Err(err("RUN --security=insecure is not supported".into()));
+                }
                 self.run_step(stage, state, ins, r, label)?;
             }
-            Instruction::Copy(c) => self.copy_step(stage, state, ins, c, false, label)?,
+            Instruction::Copy(c) => {
+                unsupported_copy_flags(c).map_err(err)?;
+                self.copy_step(stage, state, ins, c, false, label)?
+            }
             Instruction::Add(a) => {
                 if a.copy.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
                     return Err(err("ADD from a URL or git repository is not supported yet".into()));
                 }
+                unsupported_copy_flags(&a.copy).map_err(err)?;
                 self.copy_step(stage, state, ins, &a.copy, true, label)?
             }
             Instruction::Workdir(w) => {
@@ -1006,6 +1010,19 @@ fn set_label(state: &mut State, k: &str, v: &str) {
     let mut labels = state.config["config"]["Labels"].as_object().cloned().unwrap_or_default();
     labels.insert(k.to_string(), json!(v));
     state.cfg().insert("Labels".into(), Value::Object(labels));
+}
+
+/// COPY/ADD flags berth does not carry out yet: refused rather than
+/// silently giving another layout. (`--link` only changes how BuildKit
+/// stores the layer, not what it holds: accepted.)
+fn unsupported_copy_flags(c: &crate::ast::Copy) -> Result<(), String> {
+    if c.parents {
+        return Err("--parents is not supported yet".into());
+    }
+    if !c.exclude.is_empty() {
+        return Err("--exclude is not supported yet".into());
+    }
+    Ok(())
 }
 
 /// RUN/CMD/ENTRYPOINT's argv: the exec form as is, the shell form through
