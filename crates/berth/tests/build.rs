@@ -505,3 +505,52 @@ fn from_scratch_with_a_binary_copied_from_another_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--parents is not supported yet"));
 }
+
+#[test]
+fn platform_args_and_from_platform() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM --platform=$BUILDPLATFORM {}\nARG TARGETARCH\nARG TARGETOS\nRUN echo $TARGETOS/$TARGETARCH > /p\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "plat"]);
+    let inspect = b.inspect("plat");
+    let want = format!("{}/{}\n", inspect["Os"].as_str().unwrap(), inspect["Architecture"].as_str().unwrap());
+    assert_eq!(run_sh(&b, "plat", "cat /p"), want);
+    let other = if want.contains("amd64") { "linux/arm64" } else { "linux/amd64" };
+    let bad = context(&b, "bad", &[("Dockerfile", &format!("FROM --platform={other} {}\n", b.image))]);
+    let out = build(&b, &bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this machine's platform"));
+}
+
+#[test]
+fn concurrent_builds_on_one_root_all_succeed_with_one_result() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo same > /s\nCOPY f /f\nRUN cat /f >> /s\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("f", "file\n")]);
+    let children: Vec<_> = ["race:1", "race:2", "race:3"]
+        .iter()
+        .map(|t| {
+            let mut c = b.command();
+            c.args(["build", "-q", "-t", t]).arg(&ctx);
+            c.env("SOURCE_DATE_EPOCH", "1700000000");
+            c.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for ch in children {
+        let out = ch.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    assert_eq!(run_sh(&b, "race:3", "cat /s"), "same\nfile\n");
+    assert!(common::leftovers(b.dir.path()).is_empty());
+}

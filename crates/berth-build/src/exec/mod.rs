@@ -206,17 +206,37 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// The meta ARGs' values (build args override the defaults).
+    /// The meta ARGs' values (build args override the defaults), and the
+    /// platform args BuildKit defines (berth builds for its own platform).
     fn meta_lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
         move |name: &str| {
             if let Some(v) = self.opts.build_args.get(name) {
                 return Some(v.clone());
             }
-            self.df.meta_args.iter().rev().find(|a| a.inner.name == name).and_then(|a| {
+            let declared = self.df.meta_args.iter().rev().find(|a| a.inner.name == name).and_then(|a| {
                 let d = a.inner.default.as_deref()?;
                 expand(d, |n| self.opts.build_args.get(n).cloned(), self.df.escape).ok()
-            })
+            });
+            declared.or_else(|| platform_arg(name))
         }
+    }
+
+    /// FROM --platform: only this machine's platform can be built.
+    fn check_platform(&self, stage: &Stage) -> Result<()> {
+        let Some(p) = &stage.platform else { return Ok(()) };
+        let p =
+            expand(p, self.meta_lookup(), self.df.escape).map_err(|e| self.step_err(stage.line, &stage.original, e))?;
+        let host = berth_image::Platform::host();
+        let wanted: berth_image::Platform =
+            p.parse().map_err(|e| self.step_err(stage.line, &stage.original, format!("--platform {p}: {e}")))?;
+        if wanted.os != host.os || wanted.architecture != host.architecture {
+            return Err(self.step_err(
+                stage.line,
+                &stage.original,
+                format!("--platform {p}: berth builds for this machine's platform ({host}) only"),
+            ));
+        }
+        Ok(())
     }
 
     fn base_of(&self, stage: &Stage) -> Result<String> {
@@ -338,6 +358,7 @@ impl Builder<'_> {
 
     /// FROM: a stage's result, scratch, or an image.
     fn from(&self, stage: &Stage) -> Result<State> {
+        self.check_platform(stage)?;
         let base = self.base_of(stage)?;
         let n = self.progress.step(&format!(
             "[{}1/{}] {}",
@@ -488,7 +509,8 @@ impl Builder<'_> {
                         Some(v) => Some(v.clone()),
                         None => match &d.default {
                             Some(def) => Some(self.ex(state, ins, def)?),
-                            // A bare ARG re-declares a meta ARG.
+                            // A bare ARG re-declares a meta ARG (or a
+                            // platform arg).
                             None => (self.meta_lookup())(&d.name),
                         },
                     };
@@ -997,6 +1019,20 @@ fn rfc3339(epoch: i64) -> String {
     chrono::DateTime::from_timestamp(epoch, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// BuildKit's automatic platform args, for this machine (build and target
+/// platforms are the same: berth does not cross-build).
+fn platform_arg(name: &str) -> Option<String> {
+    let p = berth_image::Platform::host();
+    let field = name.strip_prefix("TARGET").or_else(|| name.strip_prefix("BUILD"))?;
+    match field {
+        "PLATFORM" => Some(p.to_string()),
+        "OS" => Some(p.os.clone()),
+        "ARCH" => Some(p.architecture.clone()),
+        "VARIANT" => Some(p.variant.clone().unwrap_or_default()),
+        _ => None,
+    }
 }
 
 fn stage_label(stage: &Stage) -> String {
