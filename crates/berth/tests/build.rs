@@ -554,3 +554,18 @@ fn concurrent_builds_on_one_root_all_succeed_with_one_result() {
     assert_eq!(run_sh(&b, "race:3", "cat /s"), "same\nfile\n");
     assert!(common::leftovers(b.dir.path()).is_empty());
 }
+
+#[test]
+fn output_writes_an_archive_that_loads_elsewhere() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo exported > /e\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let dest = b.dir.path().join("out.tar");
+    let dest_arg = format!("type=oci,dest={}", dest.display());
+    build_ok(&b, &ctx, &["-t", "exported:1", "--output", &dest_arg]);
+    b.ok(&["rmi", "exported:1"]);
+    b.ok(&["load", "-i", dest.to_str().unwrap()]);
+    let id = b.inspect("exported:1")["Id"].as_str().unwrap().to_string();
+    assert_eq!(run_sh(&b, &id, "cat /e"), "exported\n");
+}

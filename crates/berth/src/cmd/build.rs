@@ -50,6 +50,13 @@ pub struct BuildArgs {
     /// The RUN steps' network: default, none or host.
     #[arg(long, default_value = "default")]
     pub network: String,
+    /// Also write the image to a file: type=docker|oci,dest=FILE (one
+    /// archive that is both a docker-archive and an OCI layout, as `save`).
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    /// The platform to build for: only this machine's (no cross builds).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// A secret for RUN --mount=type=secret: id=ID,src=FILE.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -96,6 +103,14 @@ pub fn build(engine: &Engine, config: &Config, a: BuildArgs) -> Result<()> {
         bail!("invalid --network {:?}: default, none or host", a.network);
     }
     let build_args = parse_build_args(&a.build_args)?;
+    let output = a.output.as_deref().map(parse_output).transpose()?;
+    if let Some(p) = &a.platform {
+        let host = berth_engine::images::Platform::host();
+        let wanted: berth_engine::images::Platform = p.parse()?;
+        if wanted.os != host.os || wanted.architecture != host.architecture {
+            bail!("--platform {p}: berth builds for this machine's platform ({host}) only");
+        }
+    }
     let labels = a
         .labels
         .iter()
@@ -155,10 +170,36 @@ pub fn build(engine: &Engine, config: &Config, a: BuildArgs) -> Result<()> {
     if let Some(f) = &a.iidfile {
         std::fs::write(f, built.id.to_string()).with_context(|| format!("write {}", f.display()))?;
     }
+    if let Some(dest) = output {
+        images.save_to(&[built.id.to_string()], &dest).with_context(|| format!("write {}", dest.display()))?;
+    }
     if a.quiet {
         println!("{}", built.id);
     }
     Ok(())
+}
+
+/// `--output type=docker|oci,dest=FILE` (also `-o FILE`, docker's short
+/// form for a local tar).
+fn parse_output(s: &str) -> Result<PathBuf> {
+    if !s.contains('=') {
+        return Ok(PathBuf::from(s));
+    }
+    let (mut kind, mut dest) = (None, None);
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("type", v)) => kind = Some(v),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => bail!("invalid --output {s:?}: type=docker|oci,dest=FILE"),
+        }
+    }
+    match (kind, dest) {
+        (Some("docker" | "oci" | "tar") | None, Some(d)) => Ok(d),
+        (Some(k), _) if !matches!(k, "docker" | "oci" | "tar") => {
+            bail!("--output type={k}: berth writes docker and oci archives only")
+        }
+        _ => bail!("invalid --output {s:?}: dest=FILE is needed"),
+    }
 }
 
 /// The Dockerfile's name (for messages) and text: `-f -` from stdin, `-f
