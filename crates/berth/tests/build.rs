@@ -569,3 +569,29 @@ fn output_writes_an_archive_that_loads_elsewhere() {
     let id = b.inspect("exported:1")["Id"].as_str().unwrap().to_string();
     assert_eq!(run_sh(&b, &id, "cat /e"), "exported\n");
 }
+
+#[test]
+fn secret_and_tmpfs_mounts_are_seen_by_run_and_not_kept() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\n\
+         RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = s3cret && echo ok > /ok\n\
+         RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && echo tmp > /tmp-ok\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let secret = b.dir.path().join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let arg = format!("id=tok,src={}", secret.display());
+    build_ok(&b, &ctx, &["-t", "secrets", "--secret", &arg]);
+    assert_eq!(
+        run_sh(&b, "secrets", "cat /ok /tmp-ok; test -e /run/secrets || test -e /scratch || echo gone"),
+        "ok\ntmp\ngone\n"
+    );
+    let df2 = format!("FROM {}\nRUN --mount=type=secret,id=missing,required=true true\n", b.image);
+    let ctx2 = context(&b, "ctx2", &[("Dockerfile", &df2)]);
+    let out = build(&b, &ctx2, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret missing: not provided"));
+}
