@@ -595,3 +595,20 @@ fn secret_and_tmpfs_mounts_are_seen_by_run_and_not_kept() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("secret missing: not provided"));
 }
+
+#[test]
+fn cache_mounts_take_their_owner_and_mode() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nUSER 1000:1000\nRUN --mount=type=cache,target=/home/c,uid=1000,gid=1000,mode=0700,sharing=locked touch /home/c/mine\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "cachemode"]);
+    let dir = std::fs::read_dir(b.dir.path().join("root/build-cache-mounts")).unwrap().next().unwrap().unwrap().path();
+    let m = std::fs::metadata(dir.join("mine")).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::gid(&m)), (1000, 1000));
+    let d = std::fs::metadata(&dir).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::mode(&d) & 0o7777, 0o700);
+}

@@ -765,7 +765,7 @@ impl Builder<'_> {
         state: &State,
         ins: &Located<Instruction>,
         r: &crate::ast::Run,
-    ) -> Result<(Vec<berth_engine::spec::ResolvedMount>, Vec<step::ReadOnly>, String)> {
+    ) -> Result<(Vec<berth_engine::spec::ResolvedMount>, Vec<step::Held>, String)> {
         use berth_engine::spec::ResolvedMount;
         let err = |m: String| self.step_err(ins.line, &ins.original, m);
         let mut out = Vec::new();
@@ -780,7 +780,12 @@ impl Builder<'_> {
                     let target = target.ok_or_else(|| err("a cache mount needs a target".into()))?;
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
                     let dir = self.engine.root.join("build-cache-mounts").join(Digest::of(id.as_bytes()).hex());
-                    std::fs::create_dir_all(&dir).map_err(|e| err(format!("create {}: {e}", dir.display())))?;
+                    step::cache_dir(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0), m.mode.unwrap_or(0o755))
+                        .map_err(|e| err(e.to_string()))?;
+                    if m.sharing == crate::ast::Sharing::Locked {
+                        // One step at a time uses it (across builds too).
+                        mounted.push(step::Held::Lock(step::lock(&dir).map_err(|e| err(e.to_string()))?));
+                    }
                     out.push(ResolvedMount::Bind { source: dir, target, readonly: m.readonly, propagation: None });
                 }
                 MountKind::Tmpfs => {
@@ -816,7 +821,7 @@ impl Builder<'_> {
                             let ro = step::ReadOnly::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
                             bound.push_str(&format!("{key} {src}\n"));
                             let root = ro.path.clone();
-                            mounted.push(ro);
+                            mounted.push(step::Held::Mount(ro));
                             root
                         }
                         None => {

@@ -161,6 +161,44 @@ impl Drop for StepFs {
     }
 }
 
+/// What a RUN step holds while it runs: a stage's rootfs mounted for a
+/// bind, a locked cache directory.
+pub enum Held {
+    Mount(ReadOnly),
+    Lock(File),
+}
+
+/// A cache mount's directory, made on first use with the owner and mode
+/// the mount asks for (BuildKit's defaults: root, 0755).
+pub fn cache_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).ctx("create", parent)?;
+    // Made aside and renamed, so a concurrent step never sees it half set.
+    let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(parent).ctx("create a directory in", parent)?;
+    std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid)).ctx("chown", tmp.path())?;
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .ctx("chmod", tmp.path())?;
+    match std::fs::rename(tmp.path(), dir) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            Ok(())
+        }
+        // Another step made it first.
+        Err(_) if dir.is_dir() => Ok(()),
+        Err(e) => Err(e).ctx("rename to", dir),
+    }
+}
+
+/// `sharing=locked`: an exclusive lock on the cache directory.
+pub fn lock(dir: &Path) -> Result<File> {
+    let f = File::open(dir).ctx("open", dir)?;
+    rustix::fs::flock(&f, FlockOperation::LockExclusive).ctx("lock", dir)?;
+    Ok(f)
+}
+
 /// A read-only view of a stage's (or an image's) rootfs: what COPY
 /// --from and RUN --mount=type=bind,from= read. Unmounted on drop.
 pub struct ReadOnly {
