@@ -612,3 +612,64 @@ fn cache_mounts_take_their_owner_and_mode() {
     let d = std::fs::metadata(&dir).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::mode(&d) & 0o7777, 0o700);
 }
+
+/// A one-file HTTP server on a free loopback port, for ADD URL: serves
+/// `body` at `/files/payload.txt`, 404 elsewhere; lives as long as the test.
+fn http_server(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let ok = String::from_utf8_lossy(&req).starts_with("GET /files/payload.txt ");
+            let (status, body) = if ok { ("200 OK", body) } else { ("404 Not Found", "") };
+            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_fetches_a_url_and_checks_its_checksum() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let base = http_server("remote content\n");
+    let sum = berth_testkit::image::sha256(b"remote content\n");
+    let df = format!(
+        "FROM {}\nADD {base}/files/payload.txt /downloaded/\nADD --checksum={sum} {base}/files/payload.txt /checked\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "fetched"]);
+    assert_eq!(
+        run_sh(&b, "fetched", "cat /downloaded/payload.txt /checked; stat -c %a /checked"),
+        "remote content\nremote content\n600\n"
+    );
+    let bad = context(
+        &b,
+        "bad",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}\nADD --checksum=sha256:{} {base}/files/payload.txt /x\n", b.image, "0".repeat(64)),
+        )],
+    );
+    let out = build(&b, &bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("digest mismatch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let missing = context(&b, "missing", &[("Dockerfile", &format!("FROM {}\nADD {base}/nosuch.txt /x\n", b.image))]);
+    let out = build(&b, &missing, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
+}

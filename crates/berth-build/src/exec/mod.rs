@@ -11,6 +11,7 @@
 //! the [`crate::cache`] first.
 
 pub mod copy;
+pub mod fetch;
 pub mod run;
 pub mod step;
 
@@ -456,14 +457,17 @@ impl Builder<'_> {
             }
             Instruction::Copy(c) => {
                 unsupported_copy_flags(c).map_err(err)?;
-                self.copy_step(stage, state, ins, c, false, label)?
+                self.copy_step(stage, state, ins, c, None, label)?
             }
             Instruction::Add(a) => {
-                if a.copy.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
-                    return Err(err("ADD from a URL or git repository is not supported yet".into()));
+                let git = |s: &String| s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git");
+                if a.copy.sources.iter().any(|s| git(s) || (s.contains("://") && !fetch::is_url(s))) {
+                    return Err(err(
+                        "ADD from a git repository (or a URL other than http/https) is not supported yet".into()
+                    ));
                 }
                 unsupported_copy_flags(&a.copy).map_err(err)?;
-                self.copy_step(stage, state, ins, &a.copy, true, label)?
+                self.copy_step(stage, state, ins, &a.copy, Some(a.checksum.as_deref()), label)?
             }
             Instruction::Workdir(w) => {
                 let n = self.progress.step(label);
@@ -873,9 +877,12 @@ impl Builder<'_> {
         state: &mut State,
         ins: &Located<Instruction>,
         c: &crate::ast::Copy,
-        add: bool,
+        // ADD, with its --checksum.
+        add: Option<Option<&str>>,
         label: &str,
     ) -> Result<()> {
+        let checksum = add.flatten();
+        let add = add.is_some();
         let n = self.progress.step(label);
         let err = |m: String| self.step_err(ins.line, &ins.original, m);
         let mut sources = Vec::new();
@@ -896,8 +903,21 @@ impl Builder<'_> {
         // (or an image's) rootfs, mounted read-only for the copy.
         let heredoc_dir;
         let _from_fs;
-        let (root_path, ignore, from_key): (PathBuf, Option<&crate::ignore::Ignore>, String) = if !c.heredocs.is_empty()
-        {
+        let urls = add && sources.iter().any(|s| fetch::is_url(s));
+        let (root_path, ignore, from_key): (PathBuf, Option<&crate::ignore::Ignore>, String) = if urls {
+            if !sources.iter().all(|s| fetch::is_url(s)) || c.from.is_some() {
+                return Err(err("ADD cannot mix URLs with other sources".into()));
+            }
+            heredoc_dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
+            let mut names = Vec::new();
+            for url in &sources {
+                let (path, _digest) =
+                    fetch::fetch(url, heredoc_dir.path(), checksum).map_err(|e| err(e.to_string()))?;
+                names.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            }
+            sources = names;
+            (heredoc_dir.path().to_path_buf(), None, "url".into())
+        } else if !c.heredocs.is_empty() {
             heredoc_dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
             for h in &c.heredocs {
                 let body = if h.expand { self.ex(state, ins, &h.body)? } else { h.body.clone() };
@@ -929,7 +949,7 @@ impl Builder<'_> {
             many |= found.len() > 1 || s.contains(['*', '?', '[']);
             selected.extend(found);
         }
-        let content = if from_key.is_empty() || from_key == "heredoc" {
+        let content = if from_key.is_empty() || from_key == "heredoc" || from_key == "url" {
             hash_sources(root_fd, &root_path, &selected, ignore)?
         } else {
             format!("{from_key} {}", selected.join(" "))
@@ -943,7 +963,8 @@ impl Builder<'_> {
                 Some(spec) => copy::resolve_chown(&fs.rootfs, spec)?,
                 None => (0, 0),
             };
-            let op = copy::CopyOp { sources: &selected, many, dest: dest.clone(), owner, chmod, extract: add };
+            // A downloaded archive is added as it is (docker unpacks local ones only).
+            let op = copy::CopyOp { sources: &selected, many, dest: dest.clone(), owner, chmod, extract: add && !urls };
             copy::copy(&src, &op, &fs.rootfs)
         })
         .map_err(|e| match e {
