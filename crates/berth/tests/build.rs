@@ -431,6 +431,15 @@ fn a_context_tar_on_stdin() {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(run_sh(&b, "stdin", "cat /hello"), "from stdin");
+    let work: Vec<_> = std::fs::read_dir(b.dir.path().join("root/build")).unwrap().collect();
+    assert!(work.is_empty(), "the unpacked context was left: {work:?}");
+    assert!(
+        !std::fs::read_dir(b.dir.path().join("root")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("context-"))
+    );
 }
 
 #[test]

@@ -122,12 +122,16 @@ pub fn build(engine: &Engine, config: &Config, a: BuildArgs) -> Result<()> {
         _ => None,
     };
 
-    let store = engine.store()?;
+    // A context from stdin is unpacked into a locked work directory under
+    // the root: removed when done, or by the next build if this one is
+    // killed.
+    let ctx_dir;
     let ctx = if a.context == "-" {
         if a.file.as_deref() == Some("-") {
             bail!("invalid argument: can't use stdin for both build context and dockerfile");
         }
-        Context::tar(std::io::stdin().lock(), store.root())?
+        ctx_dir = berth_build::exec::step::WorkDir::new(&engine.root)?;
+        Context::tar(std::io::stdin().lock(), ctx_dir.path())?
     } else {
         let dir = Path::new(&a.context);
         if !dir.is_dir() {
