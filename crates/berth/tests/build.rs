@@ -215,6 +215,14 @@ fn source_date_epoch_gives_byte_equal_images() {
     assert!(ids[0].starts_with("sha256:"), "{ids:?}");
     assert_eq!(ids[0], ids[1]);
     assert_eq!(b.inspect("epoch:1")["Created"], "2023-11-14T22:13:20Z");
+    // The cache keeps builds with and without it apart.
+    build_ok(&b, &ctx, &["-t", "plain"]);
+    assert_ne!(b.inspect("plain")["Created"], "2023-11-14T22:13:20Z", "took the epoch build's steps");
+    let mut c = b.command();
+    c.args(["build", "-q", "-t", "epoch:3"]).arg(&ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = berth_testkit::output_via_files(&mut c);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), ids[0]);
 }
 
 #[test]

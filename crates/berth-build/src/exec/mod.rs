@@ -622,6 +622,11 @@ impl Builder<'_> {
         n: usize,
         f: impl FnOnce(&step::StepFs) -> Result<()>,
     ) -> Result<()> {
+        // A layer made with SOURCE_DATE_EPOCH has other times in it.
+        let key = match self.opts.source_date_epoch {
+            Some(e) => cache::key(&[&key.to_string(), &format!("SOURCE_DATE_EPOCH={e}")]),
+            None => key,
+        };
         if !self.opts.no_cache
             && let Some(hit) = cache::get(self.store, &key)?
         {
