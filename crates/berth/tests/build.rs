@@ -65,7 +65,8 @@ fn multi_stage_copy_from_with_args_and_env_seen_by_the_container() {
         b.image
     );
     let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
-    build_ok(&b, &ctx, &["-t", "multi:1", "--build-arg", "GREETING=hi"]);
+    let log = build_ok(&b, &ctx, &["-t", "multi:1", "--build-arg", "GREETING=hi", "--build-arg", "UNUSED=x"]);
+    assert!(log.contains("[Warning] One or more build-args [UNUSED] were not consumed"), "{log}");
     assert_eq!(b.ok(&["run", "--rm", "multi:1"]), "hi world\n");
     // TARGET was the first stage's ENV: not in the second one.
     assert_eq!(run_sh(&b, "multi:1", "echo $SEEN $LATER; test -e /out || echo no-out"), "unset after\nno-out\n");

@@ -188,7 +188,31 @@ pub fn build(
     b.build_stages(&order)?;
     let state = b.done.lock().unwrap_or_else(|e| e.into_inner()).get(&target.index).cloned();
     let state = state.ok_or_else(|| Error::Invalid("target stage was not built".into()))?;
-    b.write_image(state)
+    let built = b.write_image(state)?;
+    let unused = unused_build_args(df, opts);
+    if !unused.is_empty() && !opts.quiet {
+        eprintln!("[Warning] One or more build-args [{}] were not consumed", unused.join(" "));
+    }
+    Ok(built)
+}
+
+/// Build args no ARG of the Dockerfile declares (docker warns of them).
+fn unused_build_args(df: &Dockerfile, opts: &BuildOptions) -> Vec<String> {
+    let mut declared: Vec<&str> = df.meta_args.iter().map(|a| a.inner.name.as_str()).collect();
+    for s in &df.stages {
+        for ins in &s.instructions {
+            if let Instruction::Arg(decls) = &ins.inner {
+                declared.extend(decls.iter().map(|d| d.name.as_str()));
+            }
+        }
+    }
+    opts.build_args
+        .keys()
+        .filter(|k| {
+            !declared.contains(&k.as_str()) && !PREDEFINED_ARGS.contains(&k.as_str()) && *k != "SOURCE_DATE_EPOCH"
+        })
+        .cloned()
+        .collect()
 }
 
 struct Builder<'a> {
