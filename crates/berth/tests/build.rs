@@ -76,7 +76,7 @@ fn multi_stage_copy_from_with_args_and_env_seen_by_the_container() {
 fn user_and_workdir_take_effect_under_run() {
     let b = Berth::new();
     b.ok(&["pull", &b.image]);
-    let df = format!("FROM {}\nWORKDIR /app\nWORKDIR sub\nRUN touch made-here\nUSER 1234:5678\n", b.image);
+    let df = format!("FROM {}\nWORKDIR /../../app\nWORKDIR sub\nRUN touch made-here\nUSER 1234:5678\n", b.image);
     let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
     build_ok(&b, &ctx, &["-t", "userdir"]);
     assert_eq!(run_sh(&b, "userdir", "pwd; id -u; id -g; ls"), "/app/sub\n1234\n5678\nmade-here\n");

@@ -442,7 +442,9 @@ impl Builder<'_> {
                 } else {
                     format!("{}/{w}", if cur.is_empty() { "" } else { cur.trim_end_matches('/') })
                 };
-                let dir = format!("/{}", crate::context::clean_source(&dir).unwrap_or_default());
+                // Cleaned as a path in the rootfs: `..` stops at its root.
+                let clean = berth_fs::CleanPath::new(dir.as_bytes());
+                let dir = if clean.is_root() { "/".to_string() } else { format!("/{}", clean.display()) };
                 state.cfg().insert("WorkingDir".into(), json!(dir));
                 let key = cache::key(&[&state.key.to_string(), "WORKDIR", &dir]);
                 self.layer_step(state, key, &format!("WORKDIR {dir}"), n, |fs| {
