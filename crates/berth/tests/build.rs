@@ -691,3 +691,32 @@ fn add_fetches_a_url_and_checks_its_checksum() {
     let out = build(&b, &missing, &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn config_instructions_land_in_the_image_config() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nARG PORT=8080\nLABEL a=1 \"b c\"=\"d e\"\nEXPOSE $PORT 53/UDP\nVOLUME [\"/data\"]\nSTOPSIGNAL SIGINT\n\
+         HEALTHCHECK --interval=5s --retries=2 CMD true\nSHELL [\"/bin/sh\", \"-ec\"]\nENTRYPOINT echo entry\nMAINTAINER someone\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "configured", "--label", "from=cli"]);
+    let cfg = config_of(&b, "configured");
+    let c = &cfg["config"];
+    assert_eq!(c["Labels"], serde_json::json!({"a": "1", "b c": "d e", "from": "cli"}));
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "53/udp": {}}));
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(
+        c["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000u64, "Retries": 2})
+    );
+    assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    // The shell form goes through SHELL; an inherited CMD is dropped.
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-ec", "echo entry"]));
+    assert!(c["Cmd"].is_null(), "{c}");
+    assert_eq!(cfg["author"], "someone");
+    assert_eq!(b.ok(&["run", "--rm", "configured"]), "entry\n");
+}

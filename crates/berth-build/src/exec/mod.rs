@@ -549,7 +549,7 @@ impl Builder<'_> {
                 self.meta_step(state, ins, &sh.join(" "));
             }
             Instruction::Healthcheck(h) => {
-                let v = healthcheck(h, &state.shell());
+                let v = healthcheck(h);
                 state.cfg().insert("Healthcheck".into(), v.clone());
                 self.meta_step(state, ins, &v.to_string());
             }

@@ -94,8 +94,7 @@ pub(crate) fn command_argv(c: &Command, shell: &[String]) -> Vec<String> {
     }
 }
 
-pub(crate) fn healthcheck(h: &Healthcheck, shell: &[String]) -> Value {
-    let _ = shell;
+pub(crate) fn healthcheck(h: &Healthcheck) -> Value {
     match h {
         Healthcheck::None => json!({"Test": ["NONE"]}),
         Healthcheck::Check { command, interval, timeout, start_period, start_interval, retries } => {
