@@ -720,3 +720,26 @@ fn config_instructions_land_in_the_image_config() {
     assert_eq!(cfg["author"], "someone");
     assert_eq!(b.ok(&["run", "--rm", "configured"]), "entry\n");
 }
+
+#[test]
+fn independent_stages_build_at_the_same_time() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    // Each stage's RUN waits (bounded) for the other's mark: built one
+    // after the other, the first would give up and fail the build.
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rendezvous,target=/s touch /s/{me} && \
+             i=0; while [ ! -e /s/{other} ]; do i=$((i+1)); [ $i -lt 600 ] || exit 7; sleep 0.1; done; echo {me} > /{me}\n"
+        )
+    };
+    let df = format!(
+        "FROM {0} AS left\n{1}FROM {0} AS right\n{2}FROM {0}\nCOPY --from=left /left /\nCOPY --from=right /right /\n",
+        b.image,
+        wait("left", "right"),
+        wait("right", "left")
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "parallel"]);
+    assert_eq!(run_sh(&b, "parallel", "cat /left /right"), "left\nright\n");
+}
