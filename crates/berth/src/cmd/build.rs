@@ -88,6 +88,18 @@ pub fn builder(engine: &Engine, c: BuilderCmd) -> Result<()> {
             let _ = (a.force, a.all);
             let store = engine.store()?;
             berth_build::cache::prune(&store)?;
+            {
+                // RUN --mount=type=cache directories too, as docker's; not
+                // while a build runs (it holds the store's adding guard).
+                let _collecting = store.collecting()?;
+                let mounts = engine.root.join("build-cache-mounts");
+                match std::fs::remove_dir_all(&mounts) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("remove {}", mounts.display()));
+                    }
+                    _ => {}
+                }
+            }
             let report = engine.collect_garbage()?;
             println!("Total:\t{}", berth_engine::units::human_size(report.bytes));
             Ok(())
