@@ -133,6 +133,7 @@ impl Ignore {
             return false;
         }
         let parents: Vec<usize> = path.match_indices('/').map(|(i, _)| i).collect();
+        let chars: Vec<char> = path.chars().collect();
         let mut matched = false;
         for p in &self.patterns {
             // An exclusion can only flip "not matched", an exception only
@@ -140,7 +141,14 @@ impl Ignore {
             if p.exception != matched {
                 continue;
             }
-            let hit = p.matches(&path) || parents.iter().any(|&i| p.matches(&path[..i]));
+            let hit = match &p.kind {
+                // The path or one of its parents, in one pass.
+                MatchKind::Glob(toks) => {
+                    let reach = glob_prefixes(toks, &chars);
+                    reach[chars.len()] || chars.iter().enumerate().any(|(i, c)| *c == '/' && reach[i])
+                }
+                _ => p.matches(&path) || parents.iter().any(|&i| p.matches(&path[..i])),
+            };
             if hit {
                 matched = !p.exception;
             }
@@ -319,51 +327,66 @@ fn class(chars: &[char]) -> Option<(Tok, usize)> {
     }
 }
 
-/// Whether the whole of `s` matches `toks` (memoized: no exponential
-/// backtracking on `*a*a*a...`).
-fn glob(toks: &[Tok], s: &[char]) -> bool {
-    let w = s.len() + 1;
-    let mut memo = vec![None; (toks.len() + 1) * w];
-    fn go(toks: &[Tok], s: &[char], t: usize, i: usize, memo: &mut [Option<bool>], w: usize) -> bool {
-        if let Some(r) = memo[t * w + i] {
-            return r;
-        }
-        let r = match toks.get(t) {
-            None => i == s.len(),
-            Some(Tok::Star) => {
-                let mut j = i;
-                loop {
-                    if go(toks, s, t + 1, j, memo, w) {
-                        break true;
-                    }
-                    if j == s.len() || s[j] == '/' {
-                        break false;
-                    }
-                    j += 1;
+/// `reach[n]`: whether `s[..n]` matches the whole of `toks`. One forward
+/// pass per token, linear in the path: a path and all its parent
+/// directories are matched at once, and no pattern (`**/**/**...`) can
+/// make it backtrack.
+fn glob_prefixes(toks: &[Tok], s: &[char]) -> Vec<bool> {
+    let n = s.len();
+    let mut cur = vec![false; n + 1];
+    cur[0] = true;
+    for tok in toks {
+        let mut next = vec![false; n + 1];
+        match tok {
+            Tok::Star => {
+                // From a reached position, through any run of non-'/'.
+                let mut live = false;
+                for i in 0..=n {
+                    live = cur[i] || (live && s[i - 1] != '/');
+                    next[i] = live;
                 }
             }
-            Some(Tok::Any) => (i..=s.len()).any(|j| go(toks, s, t + 1, j, memo, w)),
-            Some(Tok::DirStar) => {
-                go(toks, s, t + 1, i, memo, w)
-                    || (i..s.len()).any(|j| s[j] == '/' && go(toks, s, t + 1, j + 1, memo, w))
+            Tok::DirStar => {
+                // Nothing, or anything that ends with a '/'.
+                let mut seen = false;
+                for i in 0..=n {
+                    if i > 0 && s[i - 1] == '/' && seen {
+                        next[i] = true;
+                    }
+                    seen |= cur[i];
+                    next[i] |= cur[i];
+                }
             }
-            Some(tok) => match s.get(i) {
-                None => false,
-                Some(&c) => {
+            Tok::Any => {
+                let mut seen = false;
+                for i in 0..=n {
+                    seen |= cur[i];
+                    next[i] = seen;
+                }
+            }
+            _ => {
+                for i in 0..n {
+                    let c = s[i];
                     let ok = match tok {
                         Tok::Lit(l) => *l == c,
                         Tok::Quest => c != '/',
                         Tok::Class(neg, ranges) => ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg,
                         _ => false,
                     };
-                    ok && go(toks, s, t + 1, i + 1, memo, w)
+                    if cur[i] && ok {
+                        next[i + 1] = true;
+                    }
                 }
-            },
-        };
-        memo[t * w + i] = Some(r);
-        r
+            }
+        }
+        cur = next;
     }
-    go(toks, s, 0, 0, &mut memo, w)
+    cur
+}
+
+/// Whether the whole of `s` matches `toks`.
+fn glob(toks: &[Tok], s: &[char]) -> bool {
+    glob_prefixes(toks, s)[s.len()]
 }
 
 /// Go's `path.Clean`.
@@ -539,6 +562,21 @@ mod tests {
         assert!(!ig.skip_dir("src"));
         assert!(!ig.skip_dir("src/a"));
         assert!(ig.skip_dir("src/a/y"));
+    }
+
+    #[test]
+    fn deep_paths_and_many_double_stars_stay_linear() {
+        // Found by fuzzing: `****`-style patterns on a deep path used to
+        // backtrack for seconds per path.
+        let deep = format!("{}x", "a/".repeat(3000));
+        let ig = Ignore::from_patterns(["**/**/**/**/x", "!**/**/**/**/b/**", "****y"]).expect("parses");
+        assert!(ig.excluded(&deep));
+        // `****y` is a glob (`(.*/)?(.*/)?y`): `y` as a whole name only.
+        assert!(!ig.excluded(&format!("{}xy", "a/".repeat(3000))));
+        assert!(ig.excluded(&format!("{}y/z", "a/".repeat(3000))));
+        assert!(ig.excluded(&format!("{}y", "a/".repeat(3000))));
+        assert!(!ig.excluded(&format!("{}b/x", "a/".repeat(3000))));
+        assert!(!ig.skip_dir(&"a/".repeat(3000)));
     }
 
     #[test]

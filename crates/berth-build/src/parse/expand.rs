@@ -456,15 +456,19 @@ impl<'a> Lexer<'a> {
             return Ok(if all { value.replace(&lit, &replacement) } else { value.replacen(&lit, &replacement, 1) });
         }
         let v: Vec<char> = value.chars().collect();
+        // Where a match can start (one backward pass), then the longest
+        // match from each start used: linear in practice, like Go's regexp
+        // (a greedy `*` match runs to the last possible end).
+        let starts = pat.starts(&v);
         let mut out = String::new();
         let mut i = 0;
         let mut last_end: Option<usize> = None;
         let mut replaced = false;
         while i <= v.len() {
-            if all || !replaced {
+            if (all || !replaced) && starts[i] {
                 // Empty matches right after a previous match are skipped,
                 // as Go's ReplaceAllString does.
-                if let Some(n) = pat.match_at(&v, i).filter(|&n| n > 0 || last_end != Some(i)) {
+                if let Some(n) = pat.longest_match(&v, i).filter(|&n| n > 0 || last_end != Some(i)) {
                     out.push_str(&replacement);
                     replaced = true;
                     last_end = Some(i + n);
@@ -563,9 +567,68 @@ impl Pattern {
         Self::pick(&Self::prefix_ends(&toks, &rev), greedy)
     }
 
-    /// The longest match starting at `i` (the replacement is greedy).
-    fn match_at(&self, v: &[char], i: usize) -> Option<usize> {
-        self.prefix_len(&v[i..], true)
+    /// `starts[i]`: whether some match begins at `v[i]`.
+    fn starts(&self, v: &[char]) -> Vec<bool> {
+        let n = v.len();
+        let mut cur = vec![true; n + 1];
+        for t in self.0.iter().rev() {
+            let mut next = vec![false; n + 1];
+            match t {
+                Tok::Star => {
+                    let mut reach = false;
+                    for i in (0..=n).rev() {
+                        reach |= cur[i];
+                        next[i] = reach;
+                    }
+                }
+                Tok::Any | Tok::Lit(_) => {
+                    for i in 0..n {
+                        next[i] = cur[i + 1] && (*t == Tok::Any || *t == Tok::Lit(v[i]));
+                    }
+                }
+            }
+            cur = next;
+        }
+        cur
+    }
+
+    /// The length of the longest match starting at `v[s]`: the pattern's
+    /// states advanced character by character, stopping when none is left.
+    fn longest_match(&self, v: &[char], s: usize) -> Option<usize> {
+        let toks = &self.0;
+        let p = toks.len();
+        // A `*` may match nothing: its state also stands for the next one.
+        let close = |set: &mut [bool]| {
+            for t in 0..p {
+                if set[t] && toks[t] == Tok::Star {
+                    set[t + 1] = true;
+                }
+            }
+        };
+        let mut set = vec![false; p + 1];
+        set[0] = true;
+        close(&mut set);
+        let mut best = set[p].then_some(0);
+        for (k, &c) in v[s..].iter().enumerate() {
+            let mut next = vec![false; p + 1];
+            for t in (0..p).filter(|&t| set[t]) {
+                match toks[t] {
+                    Tok::Star => next[t] = true,
+                    Tok::Any => next[t + 1] = true,
+                    Tok::Lit(l) if l == c => next[t + 1] = true,
+                    Tok::Lit(_) => {}
+                }
+            }
+            close(&mut next);
+            if next[p] {
+                best = Some(k + 1);
+            }
+            if !next.contains(&true) {
+                break;
+            }
+            set = next;
+        }
+        best
     }
 }
 
@@ -693,6 +756,14 @@ mod tests {
         assert!(out.starts_with("acab") && out.len() == big.len());
         let out = expand("${BIG%%b*}", look, '\\').expect("expands");
         assert_eq!(out, "a");
+        // Wildcards that can never match, or match once to the end.
+        let out = expand("${BIG//a*c/x}", look, '\\').expect("expands");
+        assert_eq!(out, big);
+        let out = expand("${BIG//a*/x}", look, '\\').expect("expands");
+        assert_eq!(out, "x");
+        // `ba` pairs; the last `b` has nothing after it.
+        let out = expand("${BIG//b?/x}", look, '\\').expect("expands");
+        assert_eq!(out, format!("a{}b", "x".repeat(199_999)));
     }
 
     #[test]

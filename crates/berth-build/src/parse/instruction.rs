@@ -178,6 +178,12 @@ fn sources_and_dest(c: &Ctx, heredocs: Vec<Heredoc>) -> R<(Vec<String>, String, 
     let mut docs = Vec::new();
     for src in args {
         match head(&src) {
+            // The body becomes a file of that name (BuildKit: in an empty
+            // tree, where a path fails): a plain name only, so no executor
+            // can be led to write it elsewhere.
+            Some(h) if h.name.contains('/') || h.name == "." || h.name == ".." => {
+                return Err(c.at_args(format!("{} heredoc name {:?} must be a plain file name", c.name(), h.name)));
+            }
             Some(h) => docs.push(heredocs.iter().find(|d| d.name == h.name).cloned().unwrap_or(Heredoc {
                 name: h.name,
                 body: String::new(),

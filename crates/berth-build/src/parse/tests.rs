@@ -644,6 +644,15 @@ fn copy_heredoc() {
         lcm("FROM scratch\nCOPY a <<EOF\nx\nEOF\n"),
         (2, 6, "COPY cannot accept a heredoc as a destination".into())
     );
+    // The name becomes a file name: never a path.
+    assert_eq!(
+        lcm("FROM scratch\nCOPY <<../../etc/x /d\nx\n../../etc/x\n"),
+        (2, 6, "COPY heredoc name \"../../etc/x\" must be a plain file name".into())
+    );
+    assert_eq!(lcm("FROM scratch\nADD <</abs /d\nx\n/abs\n").2, "ADD heredoc name \"/abs\" must be a plain file name");
+    assert_eq!(lcm("FROM scratch\nCOPY <<.. /d\nx\n..\n").2, "COPY heredoc name \"..\" must be a plain file name");
+    // RUN's heredocs are the shell's: any delimiter.
+    assert_eq!(run("RUN cat <<a/b\nx\na/b\n").heredocs, vec![doc("a/b", "x\n", true, false)]);
 }
 
 #[test]
