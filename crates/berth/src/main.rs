@@ -54,6 +54,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Build an image from a Dockerfile.
+    Build(cmd::build::BuildArgs),
+    /// Manage builds.
+    #[command(subcommand)]
+    Builder(cmd::build::BuilderCmd),
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
@@ -175,6 +180,8 @@ fn run(cli: Cli) -> Result<i32> {
     let engine = &engine;
     let image = |c| cmd::image::image(engine, &config, c);
     match cli.cmd {
+        Cmd::Build(a) => cmd::build::build(engine, &config, a)?,
+        Cmd::Builder(c) => cmd::build::builder(engine, c)?,
         Cmd::Pull(a) => image(ImageCmd::Pull(a))?,
         Cmd::Push(a) => image(ImageCmd::Push(a))?,
         Cmd::Images(a) => image(ImageCmd::Ls(a))?,

@@ -4,9 +4,11 @@
 //! and verified, so a snapshot at its final path is always complete; a
 //! per-chain-ID lock makes concurrent pulls unpack each layer once.
 //!
+//! [`diff`] turns an overlay upper directory back into a layer (builds).
 //! [`overlay`] mounts a chain as a rootfs (berth needs overlayfs: there is
 //! no copying fallback).
 
+pub mod diff;
 pub mod overlay;
 
 use std::fs::{self, File};

@@ -98,6 +98,24 @@ impl ContentStore {
         Ok(d)
     }
 
+    /// Stores the finished file `tmp` (in this store's `ingest/`, so on
+    /// the same filesystem) as the blob `digest`, which its writer computed
+    /// while writing it: renamed into place, not copied.
+    pub fn adopt(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        if self.contains(digest) {
+            return Ok(());
+        }
+        let f = tmp.as_file();
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .ctx(|| format!("chmod {}", tmp.path().display()))?;
+        f.sync_all().ctx(|| format!("fsync {}", tmp.path().display()))?;
+        let blob = self.path(digest);
+        tmp.persist(&blob)
+            .map_err(|e| Error::Io { context: format!("rename to {}", blob.display()), source: e.error })?;
+        let dir = self.root.join("sha256");
+        File::open(&dir).and_then(|d| d.sync_all()).ctx(|| format!("fsync {}", dir.display()))
+    }
+
     /// Starts (or resumes) writing the blob `expected`. Blocks while another
     /// writer (thread or process) holds the same blob; when it returns, the
     /// blob may have been completed meanwhile: check [`Ingest::is_done`].

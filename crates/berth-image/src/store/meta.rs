@@ -244,6 +244,21 @@ impl Meta {
         Ok(out)
     }
 
+    /// What `holder` references, if it has an entry (one lookup: the
+    /// build cache asks this once per step).
+    pub fn refs(&self, holder: &str) -> Result<Option<Vec<Resource>>> {
+        let rx = self.db.begin_read().map_err(e!(&self.path))?;
+        let t = match rx.open_table(REFS) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(&self.path)(&e)),
+        };
+        let Some(v) = t.get(holder).map_err(e!(&self.path))? else { return Ok(None) };
+        let r = serde_json::from_slice(v.value())
+            .map_err(|_| Error::Db { path: self.path.clone(), reason: format!("corrupt ref entry {holder}") })?;
+        Ok(Some(r))
+    }
+
     /// Reads everything in one consistent view.
     pub fn read_all(&self) -> Result<Snapshot> {
         let rx = self.db.begin_read().map_err(e!(&self.path))?;

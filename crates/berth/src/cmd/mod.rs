@@ -2,6 +2,7 @@
 //! module holds its flags and turns the engine's typed results into
 //! docker's output. `main.rs` only parses and dispatches here.
 
+pub mod build;
 pub mod container;
 pub mod image;
 pub mod network;

@@ -57,6 +57,11 @@ impl Berth {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The cgroup parent this test's containers go under.
+    pub fn cgroup(&self) -> &CgroupParent {
+        &self.cgroup
+    }
+
     pub fn inspect(&self, name: &str) -> serde_json::Value {
         serde_json::from_str::<serde_json::Value>(&self.ok(&["inspect", name])).unwrap()[0].clone()
     }
