@@ -157,7 +157,7 @@ fn main() {
 }
 
 /// A program beside this binary, else on PATH.
-fn sibling(name: &str) -> PathBuf {
+pub(crate) fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(|d| d.join(name)))

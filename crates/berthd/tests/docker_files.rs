@@ -514,3 +514,87 @@ fn tcp_is_served_with_tls_and_client_certificates() {
         }
     });
 }
+
+/// A `berth system service` and what it started: killed, and every
+/// container on its root removed, also when the test failed.
+struct Service {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    cgroup: berth_testkit::cgroup::CgroupParent,
+}
+
+impl Service {
+    fn berth(&self) -> Command {
+        let mut c = Command::new(berth_testkit::workspace_bin("berth"));
+        c.arg("--root").arg(self.dir.path().join("root"));
+        c.arg("--runroot").arg(self.dir.path().join("run"));
+        c.arg("--runtime").arg(berth_testkit::workspace_bin("berth-runtime"));
+        c.env("BERTH_SHIM", berth_testkit::workspace_bin("berth-shim")).env("BERTH_CGROUP_PARENT", self.cgroup.path());
+        c
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
+        if let Ok(out) = self.berth().args(["ps", "-aq"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.berth().args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// `berth system service URI`, as podman's: the Docker API in the
+/// foreground on the CLI's own root, so what docker makes there `berth`
+/// lists and removes; SIGTERM ends it cleanly.
+#[test]
+fn berth_system_service_serves_the_docker_api_on_the_clis_root() {
+    in_test_host(|| {
+        let (_registry, image) = Registry::with_busybox();
+        let dir = tempfile::Builder::new().prefix("berth-service-").tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        let cgroup = berth_testkit::cgroup::CgroupParent::new("service");
+        let mut s = Service { child: Command::new("true").spawn().unwrap(), dir, cgroup };
+        let _ = s.child.wait();
+        let config = s.dir.path().join("berthd.toml");
+        std::fs::create_dir_all(s.dir.path().join("net.d")).unwrap();
+        std::fs::write(&config, format!("[cni]\nconf_dir = \"{}\"\n", s.dir.path().join("net.d").display())).unwrap();
+        let log = std::fs::File::create(s.dir.path().join("service.log")).unwrap();
+        s.child = s
+            .berth()
+            .args(["system", "service", &format!("unix://{}", sock.display()), "--daemon-config"])
+            .arg(&config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            let log = std::fs::read_to_string(s.dir.path().join("service.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "no Docker API socket; log:\n{log}");
+            assert!(s.child.try_wait().unwrap().is_none(), "the service ended; log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let docker = |args: &[&str]| {
+            let mut c = Command::new(newest());
+            c.env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .env("DOCKER_CONFIG", s.dir.path().join("docker-config"))
+                .args(args);
+            berth_testkit::output_via_files(&mut c)
+        };
+        let out = docker(&["run", "-d", "--name", "served", "--network", "none", &image, "sleep", "100"]);
+        assert!(out.status.success(), "docker run: {}", stderr(&out));
+        let ps = s.berth().args(["ps", "--format", "{{.Names}} {{.Status}}"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(ps.lines().any(|l| l.starts_with("served Up")), "berth ps on the same root: {ps}");
+        let rm = s.berth().args(["rm", "-f", "served"]).output().unwrap();
+        assert!(rm.status.success());
+        let gone = docker(&["ps", "-aq"]);
+        assert_eq!(String::from_utf8_lossy(&gone.stdout).trim(), "", "docker sees berth's rm");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        let status = s.child.wait().unwrap();
+        assert!(status.success(), "SIGTERM ends the service cleanly: {status:?}");
+        assert!(!sock.exists(), "its socket goes with it");
+    });
+}

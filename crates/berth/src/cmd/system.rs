@@ -3,6 +3,7 @@
 //! output (podman's for `system check`, which docker lacks).
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use berth_engine::engine::Engine;
@@ -24,6 +25,18 @@ pub enum SystemCmd {
     Info(InfoArgs),
     /// Check the stores and containers for consistency (and repair)
     Check(CheckArgs),
+    /// Serve the Docker Engine API in the foreground (berthd on this root)
+    Service(ServiceArgs),
+}
+
+#[derive(Args)]
+pub struct ServiceArgs {
+    /// Where to listen (unix:///PATH, or tcp://HOST:PORT with berthd.toml's TLS settings)
+    #[arg(default_value = "unix:///run/berth/docker.sock")]
+    uri: String,
+    /// berthd's configuration (its [docker] TLS settings, registries, CNI)
+    #[arg(long, default_value = "/etc/berth/berthd.toml")]
+    daemon_config: PathBuf,
 }
 
 #[derive(Args)]
@@ -117,7 +130,34 @@ pub fn system(engine: &Engine, c: SystemCmd) -> Result<()> {
         SystemCmd::Prune(a) => prune(engine, a),
         SystemCmd::Info(a) => info(engine, a),
         SystemCmd::Check(a) => check(engine, a),
+        SystemCmd::Service(a) => service(engine, a),
     }
+}
+
+/// `berth system service [URI]`, as podman's: the Docker Engine API in the
+/// foreground until SIGTERM or Ctrl-C, on this root, runroot, runtime and
+/// cgroup parent. It is berthd itself (exec'd: one server, not two), with
+/// its CRI socket in the runroot.
+fn service(engine: &Engine, a: ServiceArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let berthd = crate::sibling("berthd");
+    let err = std::process::Command::new(&berthd)
+        .arg("--root")
+        .arg(&engine.root)
+        .arg("--runroot")
+        .arg(&engine.runroot)
+        .arg("--runtime")
+        .arg(&engine.runtime)
+        .arg("--cgroup-parent")
+        .arg(&engine.cgroup_parent)
+        .arg("--config")
+        .arg(&a.daemon_config)
+        .arg("--listen")
+        .arg(engine.runroot.join("berthd.sock"))
+        .arg("--docker-listen")
+        .arg(&a.uri)
+        .exec();
+    bail!("run {}: {err}", berthd.display())
 }
 
 /// `berth system check`: one line per problem (and what was done about
