@@ -88,6 +88,10 @@ pub enum Error {
     /// A pod's CNI ADD (see [`crate::pod`]); undone before this is returned.
     #[error("attach pod {id} to network {network}: {source}")]
     Attach { id: String, network: String, source: Box<network::NetworkError> },
+    /// A `network connect`/`disconnect` that docker refuses too (its
+    /// words: already connected, not connected, host network).
+    #[error("{0}")]
+    Endpoint(String),
     /// A pod's user namespace (see [`crate::userns`]).
     #[error(transparent)]
     Userns(#[from] crate::userns::UsernsError),

@@ -152,6 +152,11 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
             let _ = runtime(cfg).delete(&cfg.id, true);
         }
         write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None, oom_killed });
+        // After exit.json: a reader woken by the event finds the exit.
+        if oom_killed {
+            emit(cfg, "oom", None);
+        }
+        emit(cfg, "die", Some(code));
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !again {
@@ -723,6 +728,21 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Appends the container's event `action` to the engine's event log, once
+/// per exit (this shim is the one that saw it). A failure is only logged:
+/// the container's exit is recorded either way.
+fn emit(cfg: &Config, action: &str, exit_code: Option<i32>) {
+    let Some(dir) = &cfg.events_dir else { return };
+    let mut attrs: std::collections::BTreeMap<String, String> = cfg.event_attrs.iter().cloned().collect();
+    if let Some(code) = exit_code {
+        attrs.insert("exitCode".into(), code.to_string());
+    }
+    let line = crate::events::line(crate::events::now_nano(), "container", action, &cfg.id, &attrs);
+    if let Err(e) = crate::events::append(dir, &line) {
+        eprintln!("berth-shim: append the {action} event to {}: {e}", dir.display());
+    }
 }
 
 /// One end of the container, as exit.json records it.

@@ -3,6 +3,7 @@
 //! docker's output. `main.rs` only parses and dispatches here.
 
 pub mod container;
+pub mod events;
 pub mod image;
 pub mod network;
 pub mod system;

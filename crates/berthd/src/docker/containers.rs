@@ -38,7 +38,17 @@ pub async fn create(c: Call) -> ApiResult {
     }
     let req = super::create::parse(&body, name.as_deref())?;
     let engine = c.api.engine.clone();
-    let rec = blocking(move || Ok(engine.create(&req.image, &req.flags, &req.opts)?)).await?;
+    let rec = blocking(move || {
+        let rec = engine.create(&req.image, &req.flags, &req.opts)?;
+        for (net, aliases) in &req.connect {
+            if let Err(e) = engine.connect(net, &rec.id, aliases) {
+                let _ = engine.remove(&rec.id, true);
+                return Err(e.into());
+            }
+        }
+        Ok(rec)
+    })
+    .await?;
     Ok(super::json(StatusCode::CREATED, &json!({ "Id": rec.id, "Warnings": [] })))
 }
 
@@ -100,11 +110,7 @@ fn network_name(r: &ContainerRecord) -> &str {
 
 /// One `/containers/json` entry.
 fn summary(r: &ContainerRecord) -> Value {
-    let address = r.config.address.clone().unwrap_or_default();
-    let networks = match r.config.network.as_str() {
-        "none" | "host" => json!({}),
-        _ => json!({ network_name(r): { "IPAddress": address } }),
-    };
+    let networks = berth_engine::network::networks_json(r);
     json!({
         "Id": r.id,
         "Names": [format!("/{}", r.name)],
@@ -339,7 +345,7 @@ pub async fn rename(c: Call, key: &str) -> ApiResult {
         if rec.name == new {
             return Err(ApiError::bad("Renaming a container with the same name as its current name"));
         }
-        engine.containers()?.rename(&rec.id, new).map_err(berth_engine::Error::from)?;
+        engine.rename(&rec.id, new)?;
         Ok(empty(StatusCode::NO_CONTENT))
     })
     .await

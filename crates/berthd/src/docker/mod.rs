@@ -18,6 +18,7 @@
 pub mod containers;
 pub mod create;
 pub mod errors;
+pub mod events;
 pub mod exec;
 pub mod frames;
 pub mod hijack;
@@ -258,6 +259,11 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::GET, ["volumes"]) => volumes::list(c).await,
         (&M::GET, ["volumes", name]) => volumes::inspect(c, name).await,
         (&M::DELETE, ["volumes", name]) => volumes::remove(c, name).await,
+        // Events and network connect/disconnect (issue 15, wip-dockev).
+        (&M::GET, ["events"]) => events::events(c).await,
+        (&M::POST, ["networks", name, "connect"]) => networks::connect(c, name).await,
+        (&M::POST, ["networks", name, "disconnect"]) => networks::disconnect(c, name).await,
+        (&M::POST, ["networks", "prune"]) => networks::prune(c).await,
         (&M::POST, ["build"]) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "build is not implemented in berthd yet (it arrives with berth build)",

@@ -1,0 +1,138 @@
+//! `berth events`: the engine's event log, written by every berth process
+//! (this CLI, berthd, the shims), printed as `docker events` prints it.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Berth;
+
+/// Now as `--since`/`--until` take it (Unix seconds with nanoseconds).
+fn now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// The events of `filters` between `since` and now, as `berth events`
+/// replays them (`--until` now: no following).
+fn replay(b: &Berth, since: &str, filters: &[&str]) -> Vec<String> {
+    let until = now();
+    let mut args = vec!["events", "--since", since, "--until", &until];
+    for f in filters {
+        args.extend(["--filter", f]);
+    }
+    b.ok(&args).lines().map(str::to_owned).collect()
+}
+
+/// Until `f` gives Some, at most 30 s (a shim writes `die` on its own time).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// create, start and the shim's die (with the exit code, though nothing
+/// waited for the detached container), in docker's line format, once each.
+#[test]
+fn a_detached_containers_life_is_in_the_log_in_dockers_format() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let since = now();
+    let id =
+        b.ok(&["run", "-d", "--name", "ev1", "--network", "none", "--label", "team=x", &b.image, "sh", "-c", "exit 7"]);
+    let id = id.trim().to_owned();
+    let lines = eventually("the die event", || {
+        let l = replay(&b, &since, &["container=ev1"]);
+        l.iter().any(|l| l.contains(" container die ")).then_some(l)
+    });
+    let actions: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap_or_default()).collect();
+    assert_eq!(actions, ["create", "start", "die"], "{lines:#?}");
+    let die = &lines[2];
+    let (time, rest) = die.split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.len() >= 20 && time.as_bytes()[10] == b'T', "RFC 3339 in UTC: {die}");
+    assert_eq!(
+        rest,
+        format!("container die {id} (exitCode=7, image={}, name=ev1, team=x)", b.image),
+        "docker's line: attributes sorted, labels among them"
+    );
+    // Looked at again (wait and inspect refresh the record): still once.
+    b.ok(&["wait", "ev1"]);
+    b.ok(&["inspect", "ev1"]);
+    let dies = replay(&b, &since, &["event=die"]);
+    assert_eq!(dies.len(), 1, "die is written once: {dies:#?}");
+    b.ok(&["rm", "ev1"]);
+    let destroyed = replay(&b, &since, &["event=destroy", "type=container"]);
+    assert_eq!(destroyed.len(), 1, "{destroyed:#?}");
+    let none = replay(&b, &since, &["type=network"]);
+    assert!(none.is_empty(), "filters keep only what they name: {none:#?}");
+}
+
+/// A writer killed mid-line leaves a torn line: readers skip it and read
+/// on (here the torn line is written by hand, as a full disk leaves one),
+/// and `--since`/`--until` pick a window of the replay.
+#[test]
+fn a_torn_line_breaks_no_reader_and_since_until_pick_a_window() {
+    let b = Berth::new();
+    let t0 = now();
+    b.ok(&["volume", "create", "v1"]);
+    let t1 = now();
+    let log = b.dir.path().join("run/events/events.log");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"{\"time\":1,\"type\":\"volu").unwrap();
+    }
+    b.ok(&["volume", "create", "v2"]);
+    let t2 = now();
+    let vols = |since: &str, until: &str| {
+        let out = b.ok(&[
+            "events",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Actor.ID}} {{.Action}}",
+        ]);
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(vols(&t0, &t1), ["v1 create"]);
+    assert_eq!(vols(&t1, &t2), ["v2 create"], "the event after the torn line is read");
+    assert_eq!(vols(&t0, &t2), ["v1 create", "v2 create"]);
+    b.ok(&["volume", "rm", "v1", "v2"]);
+    assert_eq!(vols(&t2, &now()), ["v1 destroy", "v2 destroy"]);
+}
+
+/// Without `--until`, `berth events` follows the log: an event written by
+/// another berth process after it started is printed.
+#[test]
+fn events_follows_what_other_processes_write() {
+    let b = Berth::new();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut c = b.command();
+    c.args(["events", "--since", &now(), "--filter", "type=network", "--format", "{{.Action}} {{.Actor.ID}}"]);
+    c.stdout(out.reopen().unwrap()).stderr(std::process::Stdio::null());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(c.spawn().unwrap());
+    b.ok(&["network", "create", "evnet"]);
+    b.ok(&["network", "rm", "evnet"]);
+    let seen = eventually("the followed events", || {
+        let text = std::fs::read_to_string(out.path()).unwrap();
+        text.contains("destroy evnet").then_some(text)
+    });
+    assert_eq!(seen, "create evnet\ndestroy evnet\n");
+    drop(guard);
+}
