@@ -564,7 +564,7 @@ impl Engine {
             r.exit_code = None;
             r.oom_killed = false;
         })?;
-        self.container_event(&rec, "start", &[]);
+        // The shim wrote the start event (see berth_shim::events).
         Ok((rec, watch))
     }
 

@@ -92,8 +92,9 @@ pub struct Config {
     /// Run after the container's last exit, as conmon's --exit-command:
     /// the engine's `rm` for `run -d --rm`. Program, then its arguments.
     pub exit_command: Vec<String>,
-    /// The engine's events directory: each exit is appended to its log as
-    /// a `die` event (see [`crate::events`]), whoever is watching or not.
+    /// The engine's events directory: each start and exit of the
+    /// container is appended to its log as a `start` and a `die` event
+    /// (see [`crate::events`]), whoever is watching or not.
     pub events_dir: Option<PathBuf>,
     /// The die event's attributes (`name=web`, `image=busybox`, labels),
     /// as the engine knows them.

@@ -132,6 +132,10 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         // init with the last run's exit (exit.json names its init).
         write_state(cfg, pid, me, &started_at);
         let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+        // Here, not by the engine once it hears of the start: a container
+        // that ends at once has its die after its start (and a restart
+        // policy's runs each have theirs).
+        emit(cfg, "start", None);
         if !reported && let Some(s) = sync.as_mut() {
             let shim_pid = std::process::id();
             let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{shim_pid},\"startedAt\":\"{started_at}\"}}");
@@ -151,12 +155,13 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         if !cfg.no_delete {
             let _ = runtime(cfg).delete(&cfg.id, true);
         }
-        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None, oom_killed });
-        // After exit.json: a reader woken by the event finds the exit.
+        // Before exit.json, as docker orders them: whoever sees the exit
+        // (a `stop`, which then writes its own event) finds die before it.
         if oom_killed {
             emit(cfg, "oom", None);
         }
         emit(cfg, "die", Some(code));
+        write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None, oom_killed });
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
         if !again {
