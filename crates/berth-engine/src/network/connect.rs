@@ -57,11 +57,25 @@ impl Engine {
                 rec.name, net.name
             )));
         }
-        let ifname = free_ifname(&rec);
-        let a = nets.attach(&net.name, &rec.id, &netns, &ifname, &[])?;
+        // Disconnected from every network (compose disconnects and
+        // connects again a container's own): this one becomes its own
+        // again, on eth0 with the ports it publishes.
+        let own = rec.config.network == "none" && rec.config.networks.is_empty();
+        let ifname = if own { "eth0".to_owned() } else { free_ifname(&rec) };
+        let ports = if own { rec.config.ports.clone() } else { Vec::new() };
+        let a = nets.attach(&net.name, &rec.id, &netns, &ifname, &ports)?;
         let conn =
             Connection { network: net.name.clone(), ifname, address: a.address.to_string(), aliases: aliases.to_vec() };
-        let rec = match store.update(&rec.id, |r| r.config.networks.push(conn.clone())) {
+        let updated = store.update(&rec.id, |r| {
+            if own {
+                r.config.network = conn.network.clone();
+                r.config.address = Some(conn.address.clone());
+                r.config.aliases = conn.aliases.clone();
+            } else {
+                r.config.networks.push(conn.clone());
+            }
+        });
+        let rec = match updated {
             Ok(r) => r,
             Err(e) => {
                 let _ = nets.detach(&net.name, &rec.id, Some(&netns), &conn.ifname);
@@ -98,6 +112,7 @@ impl Engine {
             self.withdraw(name, &rec);
         }
         let rec = if primary(&rec) == name {
+            // Its ports stay on the record: a connect gives them back.
             self.networks().detach(name, &rec.id, netns, "eth0")?;
             store.update(&rec.id, |r| {
                 r.config.network = "none".into();

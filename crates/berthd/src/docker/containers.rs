@@ -140,17 +140,21 @@ pub async fn list(c: Call) -> ApiResult {
         if !(all || running(r.status)) {
             continue;
         }
-        // Same key: any may match; different keys: all must.
+        // Same key: any may match, but every label must (dockerd's
+        // rule: compose asks for project=P and oneoff=False at once);
+        // different keys: all must.
         let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort();
         keys.dedup();
         let mut ok = true;
         for k in keys {
-            let mut any = false;
-            for (_, v) in filters.iter().filter(|(fk, _)| fk == k) {
-                any |= filter_matches(k, v, r)?;
-            }
-            ok &= any;
+            let mut matched = filters.iter().filter(|(fk, _)| fk == k).map(|(_, v)| filter_matches(k, v, r));
+            let hit = if k == "label" {
+                matched.try_fold(true, |all, m| m.map(|m| all && m))?
+            } else {
+                matched.try_fold(false, |any, m| m.map(|m| any || m))?
+            };
+            ok &= hit;
         }
         if ok {
             out.push(summary(r));
