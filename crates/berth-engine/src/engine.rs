@@ -564,7 +564,11 @@ impl Engine {
             r.exit_code = None;
             r.oom_killed = false;
         })?;
-        // The shim wrote the start event (see berth_shim::events).
+        // The shim wrote the start event (see berth_shim::events); the
+        // volumes' mount events are docker's too.
+        for v in &rec.config.volumes {
+            self.named_event("volume", "mount", v, &[("container", rec.id.clone())]);
+        }
         Ok((rec, watch))
     }
 

@@ -423,6 +423,21 @@ impl Engine {
         self.emit("container", action, &rec.id, a);
     }
 
+    /// An exec's event, as docker names them: `exec_create: CMD`,
+    /// `exec_start: CMD`, then `exec_die` with its exit code, each with
+    /// the exec's ID.
+    pub fn exec_event(&self, rec: &ContainerRecord, action: &str, cmd: &[String], exec_id: &str, code: Option<i32>) {
+        let mut extra = vec![("execID", exec_id.to_owned())];
+        let action = match code {
+            Some(c) => {
+                extra.push(("exitCode", c.to_string()));
+                action.to_owned()
+            }
+            None => format!("{action}: {}", cmd.join(" ")),
+        };
+        self.container_event(rec, &action, &extra);
+    }
+
     /// A network or volume event (its name is its ID).
     pub fn named_event(&self, kind: &str, action: &str, name: &str, extra: &[(&str, String)]) {
         let mut a: BTreeMap<String, String> = extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
@@ -505,6 +520,37 @@ mod tests {
         std::fs::write(dir.path().join(LOG), text).unwrap();
         let all = collect(dir.path(), &Query::default()).unwrap();
         assert_eq!(all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_follower_reads_on_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        // A full log: the next append rotates it.
+        let filler = format!("{}\n", "x".repeat(berth_shim::events::MAX_SIZE as usize));
+        std::fs::write(dir.path().join(LOG), filler).unwrap();
+        let path = dir.path().to_owned();
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let q = Query { follow: true, ..Default::default() };
+            read(
+                &path,
+                &q,
+                |e| {
+                    seen.push(e.id.clone());
+                    seen.len() < 2
+                },
+                || true,
+            )
+            .unwrap();
+            seen
+        });
+        // Give the reader the old file first (it follows either way).
+        std::thread::sleep(Duration::from_millis(100));
+        let l = |id: &str| berth_shim::events::line(now_nano(), "volume", "create", id, &BTreeMap::new());
+        berth_shim::events::append(dir.path(), &l("after-rotation")).unwrap();
+        berth_shim::events::append(dir.path(), &l("next")).unwrap();
+        assert!(dir.path().join(ROTATED).exists(), "rotated");
+        assert_eq!(reader.join().unwrap(), ["after-rotation", "next"]);
     }
 
     #[test]

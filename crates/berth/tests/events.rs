@@ -65,6 +65,12 @@ fn a_detached_containers_life_is_in_the_log_in_dockers_format() {
     b.ok(&["inspect", "ev1"]);
     let dies = replay(&b, &since, &["event=die"]);
     assert_eq!(dies.len(), 1, "die is written once: {dies:#?}");
+    let volume = b.ok(&["run", "-d", "--name", "ev2", "--network", "none", "-v", "evvol:/data", &b.image, "true"]);
+    let mounted = eventually("the volume's mount event", || {
+        let l = replay(&b, &since, &["type=volume", "event=mount"]);
+        (!l.is_empty()).then_some(l)
+    });
+    assert!(mounted[0].contains(&format!("volume mount evvol (container={}", volume.trim())), "{mounted:#?}");
     b.ok(&["rm", "ev1"]);
     let destroyed = replay(&b, &since, &["event=destroy", "type=container"]);
     assert_eq!(destroyed.len(), 1, "{destroyed:#?}");

@@ -141,3 +141,64 @@ fn since_and_until_replay_a_window() {
         assert!(!bad.status.success() && dockerkit::stderr(&bad).contains("colour"), "{}", dockerkit::stderr(&bad));
     });
 }
+
+/// `docker exec` (berthd) and `berth exec` (the CLI) leave docker's exec
+/// events: exec_create and exec_start with the command, exec_die with the
+/// exit code, one exec ID for the three.
+#[test]
+fn execs_leave_their_events_with_the_exit_code() {
+    in_test_host(|| {
+        let n = Node::start();
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        n.docker_ok(cli, &["run", "-d", "--name", "ex", "--network", "none", &n.image, "sleep", "100"]);
+        let since = now();
+        let five = n.docker(cli, &["exec", "ex", "sh", "-c", "exit 5"]);
+        assert_eq!(five.status.code(), Some(5));
+        let six = n.berth(&["exec", "ex", "sh", "-c", "exit 6"]);
+        assert_eq!(six.status.code(), Some(6));
+        let fmt = "{{.Action}}|{{.Actor.Attributes.execID}}|{{with .Actor.Attributes.exitCode}}{{.}}{{end}}";
+        let lines = eventually("both exec_die events", || {
+            let out = n.docker_ok(
+                cli,
+                &["events", "--since", &since, "--until", &now(), "--filter", "container=ex", "--format", fmt],
+            );
+            (out.matches("exec_die").count() == 2).then_some(out)
+        });
+        let rows: Vec<Vec<&str>> = lines.lines().map(|l| l.split('|').collect()).collect();
+        let actions: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+        assert_eq!(
+            actions,
+            [
+                "exec_create: sh -c exit 5",
+                "exec_start: sh -c exit 5",
+                "exec_die",
+                "exec_create: sh -c exit 6",
+                "exec_start: sh -c exit 6",
+                "exec_die"
+            ],
+            "{lines}"
+        );
+        assert_eq!((rows[2][2], rows[5][2]), ("5", "6"), "{lines}");
+        assert!(
+            rows[..3].iter().all(|r| r[1] == rows[0][1]) && rows[3..].iter().all(|r| r[1] == rows[3][1]),
+            "{lines}"
+        );
+        assert_ne!(rows[0][1], rows[3][1]);
+        let started = n.docker_ok(
+            cli,
+            &[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &now(),
+                "--filter",
+                "event=exec_start",
+                "--format",
+                "{{.Action}}",
+            ],
+        );
+        assert_eq!(started.lines().count(), 2, "event=exec_start matches 'exec_start: CMD': {started}");
+    });
+}

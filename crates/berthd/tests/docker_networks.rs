@@ -62,7 +62,18 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
         // The berth CLI on the same engine; rm then takes the connection.
         n.berth_ok(&["network", "connect", "back", "a"]);
         assert!(ping(&n, "b", "a"));
-        n.docker_ok(cli, &["rm", "-f", "a", "b", "peer"]);
+
+        // A created container, connected before it starts.
+        n.docker_ok(cli, &["create", "--name", "late", "--network", "front", &n.image, "sleep", "300"]);
+        n.docker_ok(cli, &["network", "connect", "--alias", "late-alias", "back", "late"]);
+        n.docker_ok(cli, &["start", "late"]);
+        assert!(ping(&n, "b", "late-alias"), "a created container connected, then started");
+
+        // prune: only networks no container uses.
+        n.docker_ok(cli, &["network", "create", "spare"]);
+        let pruned = n.docker_ok(cli, &["network", "prune", "-f"]);
+        assert!(pruned.contains("spare") && !pruned.contains("front"), "{pruned}");
+        n.docker_ok(cli, &["rm", "-f", "a", "b", "peer", "late"]);
         n.docker_ok(cli, &["network", "rm", "back", "front"]);
         let left = n.berth_ok(&["network", "ls", "-q"]);
         assert_eq!(left.trim(), "bridge");

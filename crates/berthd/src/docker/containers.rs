@@ -583,6 +583,7 @@ pub async fn attach(c: Call, key: &str) -> ApiResult {
         blocking(move || find(&engine, &key)).await?
     };
     let o = Output { stdout, stderr, raw: rec.config.tty };
+    api.engine.container_event(&rec, "attach", &[]);
     let (resp, ch) = super::hijack::respond(&c.headers, c.upgrade, content_type(o.raw, c.version));
     let id = rec.id.clone();
     if let Ok(mut m) = api.attached.lock() {
