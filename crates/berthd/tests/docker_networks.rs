@@ -55,6 +55,7 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
 
         n.docker_ok(cli, &["network", "disconnect", "back", "a"]);
         assert!(!ping(&n, "b", "a"), "disconnected: gone from back's names");
+        assert!(!ping(&n, "a", "db"), "and back's names from its own");
         let eth1 = n.docker(cli, &["exec", "a", "cat", "/sys/class/net/eth1/address"]);
         assert!(!eth1.status.success(), "its interface on back is gone");
         assert!(ping(&n, "peer", "a"), "still on front");

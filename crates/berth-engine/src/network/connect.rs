@@ -110,6 +110,8 @@ impl Engine {
         let netns = Some(netns.as_path()).filter(|p| p.exists());
         if name != DEFAULT_NETWORK {
             self.withdraw(name, &rec);
+            // And its peers there out of its own hosts file.
+            remove_lines(&self.run_dir(&rec.id).join("hosts"), &self.peers(name, &rec.id).unwrap_or_default());
         }
         let rec = if primary(&rec) == name {
             // Its ports stay on the record: a connect gives them back.
@@ -199,6 +201,19 @@ fn connected(rec: &ContainerRecord, network: &str) -> bool {
 /// eth1, eth2 ...: the first one no connection of the container uses.
 fn free_ifname(rec: &ContainerRecord) -> String {
     (1..).map(|i| format!("eth{i}")).find(|n| !rec.config.networks.iter().any(|c| &c.ifname == n)).unwrap_or_default()
+}
+
+/// Takes the lines of `peers` out of a hosts file, in place (see
+/// [`append_lines`]).
+fn remove_lines(path: &Path, peers: &[HostEntry]) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let gone: Vec<String> =
+        peers.iter().filter_map(|p| p.names.first().map(|n| format!("{}\t{n} ", p.address))).collect();
+    let kept: String =
+        text.lines().filter(|l| !gone.iter().any(|g| l.starts_with(g.as_str()))).map(|l| format!("{l}\n")).collect();
+    if kept.len() != text.len() {
+        let _ = std::fs::write(path, kept);
+    }
 }
 
 /// Appends `peers` to a hosts file in place (it is bind-mounted into the
