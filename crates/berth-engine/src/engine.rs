@@ -215,6 +215,9 @@ impl Engine {
                 })?;
                 kill_point("create:done");
                 self.container_event(&rec, "create", &[]);
+                if let Some(a) = &attachment {
+                    self.named_event("network", "connect", &a.network, &[("container", rec.id.clone())]);
+                }
                 Ok(rec)
             }
             Err(e) => {
@@ -271,8 +274,11 @@ impl Engine {
         let removed = berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?;
         for r in &removed {
             match r {
-                Removed::Untagged(n) => self.image_event("untag", n, n),
-                Removed::Deleted(d) => self.image_event("delete", &d.to_string(), name),
+                Removed::Untagged(n) => {
+                    let n = crate::images::familiar(n);
+                    self.image_event("untag", &n, &n)
+                }
+                Removed::Deleted(d) => self.image_event("delete", &d.to_string(), &crate::images::familiar(name)),
             }
         }
         Ok(removed)
@@ -829,6 +835,9 @@ impl Engine {
                 network: net.to_owned(),
                 source: Box::new(source),
             })?;
+            if rec.config.address.is_some() {
+                self.named_event("network", "disconnect", net, &[("container", rec.id.clone())]);
+            }
         }
         self.disconnect_all(rec)?;
         let rootfs = run.join("rootfs");

@@ -304,7 +304,8 @@ impl Images {
             reference: r,
         };
         on_event(ImageEvent::Pulled(pulled.clone()));
-        let name = pulled.reference.to_string();
+        // docker's familiar names: busybox:latest, not docker.io/library/...
+        let name = familiar_ref(&pulled.reference);
         self.engine.image_event("pull", &name, &name);
         Ok(pulled)
     }
@@ -318,7 +319,7 @@ impl Images {
         let progress = Arc::new(Events(on_event));
         let d = block_on(berth_image::push::push(&store, &self.registry, name, &dest, progress))??;
         let size = store.content.size(&d).unwrap_or(0);
-        let pushed = dest.to_string();
+        let pushed = familiar_ref(&dest);
         self.engine.image_event("push", &pushed, &pushed);
         Ok((d, size))
     }
@@ -357,7 +358,7 @@ impl Images {
         let target = Reference::parse(target)?;
         berth_image::images::tag(&self.store()?, source, &target)?;
         let id = self.engine.image(source).map(|i| i.record.id.to_string()).unwrap_or_else(|_| source.to_owned());
-        self.engine.image_event("tag", &id, &target.to_string());
+        self.engine.image_event("tag", &id, &familiar_ref(&target));
         Ok(())
     }
 

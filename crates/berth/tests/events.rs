@@ -41,8 +41,15 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn a_detached_containers_life_is_in_the_log_in_dockers_format() {
     let b = Berth::new();
-    b.ok(&["pull", &b.image]);
     let since = now();
+    b.ok(&["pull", &b.image]);
+    b.ok(&["tag", &b.image, "evtag:1"]);
+    let images = replay(&b, &since, &["type=image"]);
+    let actions: Vec<String> =
+        images.iter().map(|l| l.split(' ').skip(2).take(2).collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(actions.len(), 2, "{images:#?}");
+    assert_eq!(actions[0], format!("pull {}", b.image), "{images:#?}");
+    assert!(actions[1].starts_with("tag sha256:") && images[1].contains("name=evtag:1"), "{images:#?}");
     let id =
         b.ok(&["run", "-d", "--name", "ev1", "--network", "none", "--label", "team=x", &b.image, "sh", "-c", "exit 7"]);
     let id = id.trim().to_owned();
@@ -141,4 +148,23 @@ fn events_follows_what_other_processes_write() {
     });
     assert_eq!(seen, "create evnet\ndestroy evnet\n");
     drop(guard);
+}
+
+/// An event log that cannot be written (its directory is a file here)
+/// fails no operation: containers run, exit and are removed, volumes are
+/// made, and the exit is recorded whoever could not log it.
+#[test]
+fn an_unwritable_event_log_fails_nothing() {
+    let b = Berth::new();
+    std::fs::create_dir_all(b.dir.path().join("run")).unwrap();
+    std::fs::write(b.dir.path().join("run/events"), "not a directory").unwrap();
+    b.ok(&["pull", &b.image]);
+    b.ok(&["volume", "create", "quiet"]);
+    b.ok(&["run", "-d", "--name", "q", "--network", "none", &b.image, "sh", "-c", "exit 4"]);
+    assert_eq!(b.ok(&["wait", "q"]).trim(), "4");
+    b.ok(&["rm", "q"]);
+    b.ok(&["volume", "rm", "quiet"]);
+    let e = b.cmd(&["events", "--since", "0", "--until", &now()]);
+    assert!(!e.status.success(), "events says why it cannot read the log");
+    assert!(String::from_utf8_lossy(&e.stderr).contains("event log"), "{}", String::from_utf8_lossy(&e.stderr));
 }

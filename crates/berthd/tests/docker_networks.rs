@@ -19,6 +19,7 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
         let n = Node::start();
         let cli = newest();
         n.docker_ok(cli, &["pull", &n.image]);
+        let since = dockerkit::now();
         n.docker_ok(cli, &["network", "create", "front"]);
         n.docker_ok(cli, &["network", "create", "back"]);
         let run = |name: &str, net: &str, alias: &str| {
@@ -59,6 +60,31 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
         let eth1 = n.docker(cli, &["exec", "a", "cat", "/sys/class/net/eth1/address"]);
         assert!(!eth1.status.success(), "its interface on back is gone");
         assert!(ping(&n, "peer", "a"), "still on front");
+        let a_id = n.docker_ok(cli, &["inspect", "-f", "{{.Id}}", "a"]);
+        let events = n.docker_ok(
+            cli,
+            &[
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &dockerkit::now(),
+                "--filter",
+                "network=back",
+                "--filter",
+                "event=connect",
+                "--filter",
+                "event=disconnect",
+                "--format",
+                "{{.Action}} {{.Actor.Attributes.container}}",
+            ],
+        );
+        let b_id = n.docker_ok(cli, &["inspect", "-f", "{{.Id}}", "b"]);
+        assert_eq!(
+            events,
+            format!("connect {}\nconnect {}\ndisconnect {}\n", b_id.trim(), a_id.trim(), a_id.trim()),
+            "the network's events name the container"
+        );
 
         // The berth CLI on the same engine; rm then takes the connection.
         n.berth_ok(&["network", "connect", "back", "a"]);

@@ -142,6 +142,7 @@ impl Engine {
                 network: c.network.clone(),
                 source: Box::new(source),
             })?;
+            self.named_event("network", "disconnect", &c.network, &[("container", rec.id.clone())]);
         }
         Ok(())
     }
