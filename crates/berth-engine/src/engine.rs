@@ -154,6 +154,7 @@ impl Engine {
     pub fn create(&self, image_key: &str, flags: &RunFlags, opts: &CreateOptions) -> Result<ContainerRecord, Error> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
+        network::check_aliases(&opts.aliases)?;
         berth_cgroups::prime_moves();
         let id = new_id();
         let store = self.containers()?;

@@ -9,6 +9,20 @@ mod dockerkit;
 use berth_testkit::in_test_host;
 use dockerkit::{Node, newest};
 
+/// A raw POST of `body` to the Docker API; the whole response.
+fn post(n: &Node, path: &str, body: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(&n.docker_sock).unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn ping(n: &Node, from: &str, to: &str) -> bool {
     n.docker(newest(), &["exec", from, "ping", "-c", "1", "-W", "3", to]).status.success()
 }
@@ -47,6 +61,13 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
         let mut members: Vec<&str> = members.split_whitespace().collect();
         members.sort();
         assert_eq!(members, ["a", "b"]);
+        // The docker CLI splits a flag at line breaks: straight to the API.
+        let hostile = post(
+            &n,
+            "/networks/front/connect",
+            r#"{"Container":"b","EndpointConfig":{"Aliases":["x\n10.9.9.9 evil"]}}"#,
+        );
+        assert!(hostile.starts_with("HTTP/1.1 400") && hostile.contains("invalid network alias"), "{hostile}");
         let twice = n.docker(cli, &["network", "connect", "back", "a"]);
         assert!(
             !twice.status.success() && dockerkit::stderr(&twice).contains("already exists"),

@@ -37,6 +37,7 @@ impl Engine {
     /// `network connect NETWORK CONTAINER [--alias A]...`: attaches the
     /// container on its next free interface; `network` event `connect`.
     pub fn connect(&self, network: &str, key: &str, aliases: &[String]) -> Result<ContainerRecord, Error> {
+        check_aliases(aliases)?;
         let store = self.containers()?;
         let id = store.get(key)?.id;
         let (_lock, rec) = self.lock_record(&id)?;
@@ -186,6 +187,15 @@ fn entry(rec: &ContainerRecord, c: &Connection) -> HostEntry {
     HostEntry { address: c.address.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), names }
 }
 
+/// Aliases go into hosts files as they are: host names only (docker's
+/// container-name rule), never whitespace or line breaks.
+pub fn check_aliases(aliases: &[String]) -> Result<(), Error> {
+    match aliases.iter().find(|a| !crate::names::is_valid(a)) {
+        Some(bad) => Err(Error::BadAlias(bad.clone())),
+        None => Ok(()),
+    }
+}
+
 /// The network it was made on ("" and "bridge": the default one).
 pub(crate) fn primary(rec: &ContainerRecord) -> &str {
     match rec.config.network.as_str() {
@@ -224,5 +234,18 @@ fn append_lines(path: &Path, peers: &[HostEntry]) {
     let text: String = peers.iter().map(|p| format!("{}\t{}\n", p.address, p.names.join(" "))).collect();
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
         let _ = f.write_all(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_that_would_write_lines_into_hosts_files_are_refused() {
+        check_aliases(&["web".into(), "db-1.internal".into()]).unwrap();
+        for bad in ["web\n10.0.0.1 evil", "two words", "", "-x", "a\tb"] {
+            assert!(matches!(check_aliases(&[bad.into()]), Err(Error::BadAlias(_))), "{bad:?}");
+        }
     }
 }

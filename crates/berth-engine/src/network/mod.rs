@@ -22,7 +22,7 @@
 
 pub mod cni;
 mod connect;
-pub use connect::networks_json;
+pub use connect::{check_aliases, networks_json};
 mod endpoint;
 pub mod hosts;
 pub mod netns;
