@@ -168,3 +168,43 @@ fn an_unwritable_event_log_fails_nothing() {
     assert!(!e.status.success(), "events says why it cannot read the log");
     assert!(String::from_utf8_lossy(&e.stderr).contains("event log"), "{}", String::from_utf8_lossy(&e.stderr));
 }
+
+/// Writers SIGKILLed at any point (here: `volume create`s killed one to
+/// thirty milliseconds in, while others write) leave whole lines only:
+/// each line is one write(2), so a reader never meets half an event.
+#[test]
+fn killed_writers_leave_only_whole_lines() {
+    let b = Berth::new();
+    let since = now();
+    // Three at a time, each killed 0 to 7 ms after it started.
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let b = &b;
+            s.spawn(move || {
+                for i in 0..10 {
+                    let mut c = b.command();
+                    c.args(["volume", "create", &format!("k{t}-{i}")]);
+                    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                    let mut child = c.spawn().unwrap();
+                    std::thread::sleep(Duration::from_millis((i + t) as u64 % 8));
+                    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                }
+            });
+        }
+    });
+    let text = std::fs::read_to_string(b.dir.path().join("run/events/events.log")).unwrap_or_default();
+    assert!(text.is_empty() || text.ends_with('\n'), "the log ends with a whole line");
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line {l:?}: {e}"));
+        assert_eq!(v["type"], "volume", "{l}");
+    }
+    eprintln!("{} whole lines written by the killed writers", text.lines().count());
+    let replayed = replay(&b, &since, &["type=volume"]);
+    assert_eq!(replayed.len(), text.lines().count(), "every line is read back");
+    let made = b.ok(&["volume", "ls", "-q"]);
+    for v in made.lines() {
+        let _ = b.cmd(&["volume", "rm", v]);
+    }
+}
