@@ -122,6 +122,9 @@ fn since_and_until_replay_a_window() {
         let t2 = now();
         let window = |since: &str, until: &str| {
             let out = n.docker_ok(cli, &["events", "--since", since, "--until", until]);
+            // Debian's 20.10 CLI (API 1.41) reads the same stream.
+            let old = n.docker_ok(dockerkit::DOCKER_20, &["events", "--since", since, "--until", until]);
+            assert_eq!(out, old, "docker 20.10 and the newest CLI print the same");
             out.lines()
                 .map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()).unwrap_or_default())
                 .collect::<Vec<_>>()
