@@ -208,3 +208,35 @@ fn killed_writers_leave_only_whole_lines() {
         let _ = b.cmd(&["volume", "rm", v]);
     }
 }
+
+/// A container whose shim was SIGKILLed still gets its die (with the
+/// engine's "status unknown" code), written once by whichever berth
+/// process first records the lost exit.
+#[test]
+fn a_container_whose_shim_was_killed_still_dies_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let since = now();
+    b.ok(&["run", "-d", "--name", "orphan", "--network", "none", &b.image, "sleep", "100"]);
+    let init = b.inspect("orphan")["State"]["Pid"].as_i64().unwrap() as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+    // The shim is the init's parent (its subreaper).
+    let shim: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    eventually("the shim to go", || {
+        (!std::path::Path::new(&format!("/proc/{shim}/stat")).exists()
+            || std::fs::read_to_string(format!("/proc/{shim}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    });
+    kill(Pid::from_raw(init), Signal::SIGKILL).unwrap();
+    eventually("the container to be seen exited", || {
+        (b.inspect("orphan")["State"]["Status"] == "exited").then_some(())
+    });
+    b.ok(&["ps", "-a"]);
+    b.ok(&["inspect", "orphan"]);
+    let dies = replay(&b, &since, &["event=die"]);
+    assert_eq!(dies.len(), 1, "{dies:#?}");
+    assert!(dies[0].contains("(exitCode=137,"), "{dies:#?}");
+}
