@@ -322,6 +322,12 @@ impl Engine {
         let rec = store.get(key)?;
         store.rename(&rec.id, new)?;
         let renamed = store.get(&rec.id)?;
+        // Its shim's die event names it as it is now.
+        let dir = self.state_dir(&rec.id);
+        if dir.exists() {
+            let attrs = serde_json::to_vec(&Engine::container_attributes(&renamed)).unwrap_or_default();
+            let _ = berth_fs::write_atomic(&dir.join(berth_shim::events::ATTRS_FILE), &attrs, 0o644);
+        }
         self.container_event(&renamed, "rename", &[("oldName", format!("/{}", rec.name))]);
         Ok(renamed)
     }

@@ -29,6 +29,10 @@ pub const MAX_SIZE: u64 = 4 << 20;
 /// The longest line written: attributes (labels first) are dropped to
 /// keep under it.
 pub const MAX_LINE: usize = 3800;
+/// In a shim's state directory: the attributes of its container's
+/// events when they changed since the shim started (a rename), as a JSON
+/// object; the shim's `--event-attr`s otherwise.
+pub const ATTRS_FILE: &str = "event-attrs.json";
 /// How every event line starts: readers resynchronise on it.
 pub const LINE_START: &str = "{\"time\":";
 

@@ -740,7 +740,12 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {
 /// the container's exit is recorded either way.
 fn emit(cfg: &Config, action: &str, exit_code: Option<i32>) {
     let Some(dir) = &cfg.events_dir else { return };
-    let mut attrs: std::collections::BTreeMap<String, String> = cfg.event_attrs.iter().cloned().collect();
+    let renamed = std::fs::read(cfg.state_dir.join(crate::events::ATTRS_FILE)).ok();
+    let mut attrs: std::collections::BTreeMap<String, String> =
+        match renamed.and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(a) => a,
+            None => cfg.event_attrs.iter().cloned().collect(),
+        };
     if let Some(code) = exit_code {
         attrs.insert("exitCode".into(), code.to_string());
     }

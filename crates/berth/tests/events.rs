@@ -240,3 +240,22 @@ fn a_container_whose_shim_was_killed_still_dies_once() {
     assert_eq!(dies.len(), 1, "{dies:#?}");
     assert!(dies[0].contains("(exitCode=137,"), "{dies:#?}");
 }
+
+/// A container renamed while it runs dies under its new name (its shim
+/// was started with the old one): `--filter container=NEW` finds it.
+#[test]
+fn a_renamed_container_dies_under_its_new_name() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let since = now();
+    b.ok(&["run", "-d", "--name", "before", "--network", "none", &b.image, "sleep", "100"]);
+    b.ok(&["rename", "before", "after"]);
+    b.ok(&["kill", "after"]);
+    let dies = eventually("the die event", || {
+        let d = replay(&b, &since, &["event=die"]);
+        (!d.is_empty()).then_some(d)
+    });
+    assert!(dies[0].contains("name=after"), "{dies:#?}");
+    let renamed = replay(&b, &since, &["event=rename", "container=after"]);
+    assert!(renamed.len() == 1 && renamed[0].contains("oldName=/before"), "{renamed:#?}");
+}
