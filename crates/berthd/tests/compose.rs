@@ -98,6 +98,17 @@ networks:
         assert!(web_logs.contains("web-ready"), "{web_logs}");
         let exec = compose_ok(&n, &bin, dir.path(), &["exec", "-T", "web", "cat", "/www/index.html"]);
         assert_eq!(exec.trim(), "hello-from-web");
+        // compose disconnects and connects each container again: its own
+        // name still resolves to its address on the network.
+        let own = compose_ok(
+            &n,
+            &bin,
+            dir.path(),
+            &["exec", "-T", "web", "sh", "-c", "grep -w \"$(hostname)\" /etc/hosts | cut -f1; ip -4 -o addr show eth0"],
+        );
+        let mut lines = own.lines();
+        let (listed, actual) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+        assert!(own.lines().count() == 2 && actual.contains(&format!(" {listed}/")), "{own}");
 
         let mut s = match std::net::TcpStream::connect(("127.0.0.1", port)) {
             Ok(s) => s,

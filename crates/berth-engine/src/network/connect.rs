@@ -83,10 +83,17 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        let hosts = self.run_dir(&rec.id).join("hosts");
+        if own {
+            // Its own line, with its new address (see disconnect).
+            let hostname = std::fs::read_to_string(self.run_dir(&rec.id).join("hostname")).unwrap_or_default();
+            let me = HostEntry { address: a.address, names: vec![hostname.trim().to_owned()] };
+            append_lines(&hosts, std::slice::from_ref(&me));
+        }
         if net.name != DEFAULT_NETWORK {
             let peers = self.peers(&net.name, &rec.id)?;
             self.announce(&peers, &self.entry_on(&rec, &net.name).unwrap_or_else(|| entry(&rec, &conn)));
-            append_lines(&self.run_dir(&rec.id).join("hosts"), &peers);
+            append_lines(&hosts, &peers);
         }
         self.named_event("network", "connect", &net.name, &[("container", rec.id.clone())]);
         Ok(rec)
@@ -117,6 +124,10 @@ impl Engine {
         let rec = if primary(&rec) == name {
             // Its ports stay on the record: a connect gives them back.
             self.networks().detach(name, &rec.id, netns, "eth0")?;
+            // Its own line goes with the address (a connect writes the new).
+            if let Some(addr) = &rec.config.address {
+                remove_address(&self.run_dir(&rec.id).join("hosts"), addr);
+            }
             store.update(&rec.id, |r| {
                 r.config.network = "none".into();
                 r.config.address = None;
@@ -222,6 +233,16 @@ fn remove_lines(path: &Path, peers: &[HostEntry]) {
         peers.iter().filter_map(|p| p.names.first().map(|n| format!("{}\t{n} ", p.address))).collect();
     let kept: String =
         text.lines().filter(|l| !gone.iter().any(|g| l.starts_with(g.as_str()))).map(|l| format!("{l}\n")).collect();
+    if kept.len() != text.len() {
+        let _ = std::fs::write(path, kept);
+    }
+}
+
+/// Takes every line of `address` out of a hosts file, in place.
+fn remove_address(path: &Path, address: &str) {
+    let Ok(text) = std::fs::read_to_string(path) else { return };
+    let prefix = format!("{address}\t");
+    let kept: String = text.lines().filter(|l| !l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
     if kept.len() != text.len() {
         let _ = std::fs::write(path, kept);
     }
