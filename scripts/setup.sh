@@ -62,6 +62,20 @@ if ! python3 -c 'import docker' 2>/dev/null; then
   python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq python3-pip
   python3 -m pip install -q docker 2>/dev/null || python3 -m pip install -q --break-system-packages docker
 fi
+# crates/berthd/tests/compose.rs drives berthd with docker-compose 1.29
+# (PyPI), in a venv of its own: it needs docker-py < 7 (7 dropped
+# kwargs_from_env's ssl_version) and requests < 2.32 (docker-py 6 breaks
+# on 2.32's http+docker), while the other tests use docker-py 7. Its
+# PyYAML 5.4.1 has no wheel for Python >= 3.11 and its sdist does not
+# build with Cython 3: built first without build isolation, with Cython
+# 0.29. BERTH_COMPOSE names another docker-compose for the test.
+compose_venv=/opt/berth-compose
+if [ ! -x "$compose_venv/bin/docker-compose" ]; then
+  python3 -m venv "$compose_venv" 2>/dev/null || { apt-get install -y -qq python3-venv && python3 -m venv "$compose_venv"; }
+  "$compose_venv/bin/pip" install -q 'cython<3' wheel 'setuptools<70'
+  "$compose_venv/bin/pip" install -q --no-build-isolation 'PyYAML==5.4.1'
+  "$compose_venv/bin/pip" install -q 'docker-compose==1.29.*' 'docker<7' 'requests<2.32' 'PyYAML==5.4.1'
+fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
 # scripts/fuzz.sh (the last CI step) drives the fuzz targets with
 # cargo-fuzz; it runs on stable too (see the script), so no nightly here.

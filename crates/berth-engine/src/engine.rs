@@ -86,6 +86,8 @@ pub struct CreateOptions {
     pub runtime: Option<PathBuf>,
     /// A pod's infra container or member (see [`crate::pod`]).
     pub pod: Option<crate::pod::PodSettings>,
+    /// Network aliases on its network (docker's `--network-alias`).
+    pub aliases: Vec<String>,
 }
 
 impl Engine {
@@ -167,6 +169,7 @@ impl Engine {
     ) -> Result<ContainerRecord, Error> {
         // Bad flags are refused before anything is made.
         flags.validate()?;
+        network::check_aliases(&opts.aliases)?;
         berth_cgroups::prime_moves();
         let id = new_id();
         let store = self.containers()?;
@@ -188,6 +191,8 @@ impl Engine {
             address: None,
             log: opts.log.clone(),
             runtime: opts.runtime.clone(),
+            aliases: opts.aliases.clone(),
+            networks: Vec::new(),
         };
         rec.labels = flags.labels.iter().cloned().collect();
         rec.namespace = opts.namespace.clone();
@@ -225,6 +230,10 @@ impl Engine {
                     }
                 })?;
                 kill_point("create:done");
+                self.container_event(&rec, "create", &[]);
+                if let Some(a) = &attachment {
+                    self.named_event("network", "connect", &a.network, &[("container", rec.id.clone())]);
+                }
                 Ok(rec)
             }
             Err(e) => {
@@ -278,7 +287,17 @@ impl Engine {
     /// keep their layers either way.
     pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, Error> {
         let store = self.store()?;
-        Ok(berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?)
+        let removed = berth_image::images::remove(&store, name, force, &|h| self.image_user(h))?;
+        for r in &removed {
+            match r {
+                Removed::Untagged(n) => {
+                    let n = crate::images::familiar(n);
+                    self.image_event("untag", &n, &n)
+                }
+                Removed::Deleted(d) => self.image_event("delete", &d.to_string(), &crate::images::familiar(name)),
+            }
+        }
+        Ok(removed)
     }
 
     /// What the holder `holder` of an image does with it (see
@@ -403,7 +422,9 @@ impl Engine {
         };
         std::fs::write(&hosts, network::hosts::hosts_file(own.as_ref(), &peers, &[])).map_err(io("write", &hosts))?;
         if let Some(a) = attachment.as_ref().filter(|a| a.network != network::DEFAULT_NETWORK) {
-            let entry = HostEntry { address: a.address, names: vec![rec.name.clone(), id[..12].to_owned()] };
+            let mut names = vec![rec.name.clone(), id[..12].to_owned()];
+            names.extend(rec.config.aliases.iter().filter(|n| **n != rec.name).cloned());
+            let entry = HostEntry { address: a.address, names };
             self.announce(&peers, &entry);
         }
         let resolv = run.join("resolv.conf");
@@ -445,10 +466,10 @@ impl Engine {
                     continue;
                 }
                 UserMount::Volume { name, target, readonly } => {
-                    (vols.create(name, Default::default(), false)?, target, *readonly)
+                    (self.create_volume(name, Default::default(), false)?, target, *readonly)
                 }
                 UserMount::Anonymous { target } => {
-                    (vols.create(&anonymous_volume(&rec.id, i), Default::default(), true)?, target, false)
+                    (self.create_volume(&anonymous_volume(&rec.id, i), Default::default(), true)?, target, false)
                 }
             };
             vols.populate_from(&vol, rootfs, target)?;
@@ -504,6 +525,8 @@ impl Engine {
             sync_fd: None,
             no_delete: false,
             exit_command: self.exit_command(rec),
+            events_dir: Some(self.events_dir()),
+            event_attrs: Engine::container_attributes(rec).into_iter().collect(),
         }
     }
 
@@ -563,6 +586,11 @@ impl Engine {
             r.exit_code = None;
             r.oom_killed = false;
         })?;
+        // The shim wrote the start event (see berth_shim::events); the
+        // volumes' mount events are docker's too.
+        for v in &rec.config.volumes {
+            self.named_event("volume", "mount", v, &[("container", rec.id.clone())]);
+        }
         Ok((rec, watch))
     }
 
@@ -704,8 +732,11 @@ impl Engine {
             self.resume(&rec.id)?;
         }
         let init = self.init_of(&rec);
+        // docker's order: kill (each signal), die (the shim's), stop.
+        self.container_event(&rec, "kill", &[("signal", "15".into())]);
         self.signal(&rec.id, init, Signal::SIGTERM);
         if !self.wait_stopped(&rec, init, timeout) {
+            self.container_event(&rec, "kill", &[("signal", "9".into())]);
             self.signal(&rec.id, init, Signal::SIGKILL);
             if !self.wait_stopped(&rec, init, Duration::from_secs(10)) {
                 return Err(Error::DidNotStop { id: rec.id.clone(), pid: init.map_or(0, |p| p.pid) });
@@ -720,12 +751,13 @@ impl Engine {
             now = self.refresh(&rec);
         }
         self.save_state(&now);
+        self.container_event(&rec, "stop", &[]);
         Ok(())
     }
 
     /// Takes container `id`'s lock (see [`crate::store::ContainerLock`])
     /// and reads its record under it (see [`RecordLock`]).
-    fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), Error> {
+    pub(crate) fn lock_record(&self, id: &str) -> Result<(RecordLock, ContainerRecord), Error> {
         let lock = crate::store::ContainerLock::acquire(&self.runroot.join("locks"), id)?;
         let held = RecordLock { _lock: lock, engine: self.clone(), id: id.to_owned() };
         match self.containers()?.get(id) {
@@ -787,11 +819,12 @@ impl Engine {
         kill_point("rm:unlocked");
         store.remove(&rec.id)?;
         kill_point("rm:removed");
+        self.container_event(&rec, "destroy", &[]);
         if volumes {
             let vols = self.volumes();
             for name in &rec.config.volumes {
                 if vols.get(name).is_ok_and(|v| v.anonymous) {
-                    vols.remove(name, &self.volume_users(name)?)?;
+                    self.remove_volume(name, &self.volume_users(name)?)?;
                 }
             }
         }
@@ -818,7 +851,11 @@ impl Engine {
                 network: net.to_owned(),
                 source: Box::new(source),
             })?;
+            if rec.config.address.is_some() {
+                self.named_event("network", "disconnect", net, &[("container", rec.id.clone())]);
+            }
         }
+        self.disconnect_all(rec)?;
         let rootfs = run.join("rootfs");
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         // A pod's pinned user namespace (see crate::userns): its pin file

@@ -88,6 +88,14 @@ pub enum Error {
     /// A pod's CNI ADD (see [`crate::pod`]); undone before this is returned.
     #[error("attach pod {id} to network {network}: {source}")]
     Attach { id: String, network: String, source: Box<network::NetworkError> },
+    /// A network alias that is not a host name: it would go into hosts
+    /// files as it is.
+    #[error("invalid network alias {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    BadAlias(String),
+    /// A `network connect`/`disconnect` that docker refuses too (its
+    /// words: already connected, not connected, host network).
+    #[error("{0}")]
+    Endpoint(String),
     /// A pod's user namespace (see [`crate::userns`]).
     #[error(transparent)]
     Userns(#[from] crate::userns::UsernsError),

@@ -304,6 +304,9 @@ impl Images {
             reference: r,
         };
         on_event(ImageEvent::Pulled(pulled.clone()));
+        // docker's familiar names: busybox:latest, not docker.io/library/...
+        let name = familiar_ref(&pulled.reference);
+        self.engine.image_event("pull", &name, &name);
         Ok(pulled)
     }
 
@@ -316,6 +319,8 @@ impl Images {
         let progress = Arc::new(Events(on_event));
         let d = block_on(berth_image::push::push(&store, &self.registry, name, &dest, progress))??;
         let size = store.content.size(&d).unwrap_or(0);
+        let pushed = familiar_ref(&dest);
+        self.engine.image_event("push", &pushed, &pushed);
         Ok((d, size))
     }
 
@@ -350,12 +355,20 @@ impl Images {
 
     /// `tag SOURCE TARGET`.
     pub fn tag(&self, source: &str, target: &str) -> Result<(), Error> {
-        Ok(berth_image::images::tag(&self.store()?, source, &Reference::parse(target)?)?)
+        let target = Reference::parse(target)?;
+        berth_image::images::tag(&self.store()?, source, &target)?;
+        let id = self.engine.image(source).map(|i| i.record.id.to_string()).unwrap_or_else(|_| source.to_owned());
+        self.engine.image_event("tag", &id, &familiar_ref(&target));
+        Ok(())
     }
 
     /// `save`: a docker-archive (and OCI layout) of `names` to `out`.
     pub fn save(&self, names: &[String], out: impl Write) -> Result<(), Error> {
-        Ok(berth_image::archive::save(&self.store()?, names, out)?)
+        berth_image::archive::save(&self.store()?, names, out)?;
+        for n in names {
+            self.engine.image_event("save", n, n);
+        }
+        Ok(())
     }
 
     /// `save -o FILE`: written beside `path` and renamed over it when
@@ -381,7 +394,12 @@ impl Images {
     /// directory.
     pub fn load(&self, input: &Path) -> Result<Vec<Loaded>, Error> {
         let loaded = berth_image::archive::load(&self.store()?, input, &self.unpack_options(None))?;
-        Ok(loaded.into_iter().map(|(rec, names)| Loaded { id: rec.id, names }).collect())
+        let loaded: Vec<Loaded> = loaded.into_iter().map(|(rec, names)| Loaded { id: rec.id, names }).collect();
+        for l in &loaded {
+            let name = l.names.first().map(|n| n.to_string()).unwrap_or_else(|| l.id.to_string());
+            self.engine.image_event("load", &name, &name);
+        }
+        Ok(loaded)
     }
 
     /// `load` from a stream (stdin): spooled to a temporary file under the
@@ -424,7 +442,9 @@ impl Images {
         write_json(&dir.path().join("config.json"), &image)?;
         write_json(&dir.path().join("manifest.json"), &manifest)?;
         let loaded = berth_image::archive::load(&store, dir.path(), &self.unpack_options(None))?;
-        loaded.into_iter().next().map(|(rec, _)| rec.id).ok_or(Error::EmptyImport)
+        let id = loaded.into_iter().next().map(|(rec, _)| rec.id).ok_or(Error::EmptyImport)?;
+        self.engine.image_event("import", &id.to_string(), opts.reference.as_deref().unwrap_or_default());
+        Ok(id)
     }
 
     /// `login`: checks the credentials against the registry, then stores

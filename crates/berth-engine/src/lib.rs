@@ -14,6 +14,7 @@ pub mod copy;
 pub mod crilog;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod execio;
 pub mod execsync;
 pub mod images;

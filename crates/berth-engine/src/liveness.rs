@@ -34,6 +34,9 @@ impl Engine {
     pub(crate) fn lost_exit(&self, rec: &ContainerRecord, dir: &Path, st: &ShimState) -> Exit {
         if berth_shim::client::record_lost_exit(dir, st.init.pid, LOST_EXIT_CODE) {
             tracing::warn!(id = %rec.id, shim = st.shim.pid, "the shim died before the container: exit status unknown");
+            // The shim cannot write the die event now; this call recorded
+            // the exit, once (record_lost_exit is true for one caller).
+            self.container_event(rec, "die", &[("exitCode", LOST_EXIT_CODE.to_string())]);
             // Not --force: the runtime refuses to delete a container it
             // still sees running.
             let _ = self.oci_runtime().delete(&rec.id, false);

@@ -2,6 +2,7 @@
 //! `exec` (with and without a terminal), `kill`, `pause`/`unpause`,
 //! `restart`, and docker's `inspect` view of a record.
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -272,13 +273,17 @@ impl Engine {
     /// Sends `signal` (a name or number, as `kill -s` takes it).
     pub fn kill(&self, key: &str, signal: &str) -> Result<(), Error> {
         let rec = self.running(key)?;
-        Ok(self.oci_runtime().kill(&rec.id, signal, false)?)
+        self.oci_runtime().kill(&rec.id, signal, false)?;
+        let number = signal_number(signal).map_or_else(|| signal.to_owned(), |n| n.to_string());
+        self.container_event(&rec, "kill", &[("signal", number)]);
+        Ok(())
     }
 
     /// `pause`: the runtime freezes the container's cgroup.
     pub fn pause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.running(key)?;
         self.oci_runtime().pause(&rec.id)?;
+        self.container_event(&rec, "pause", &[]);
         Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
     }
 
@@ -289,6 +294,7 @@ impl Engine {
             return Err(Error::NotRunning(format!("Container {} is not paused", rec.id)));
         }
         self.resume(&rec.id)?;
+        self.container_event(&rec, "unpause", &[]);
         Ok(self.containers()?.get(&rec.id)?)
     }
 
@@ -304,7 +310,26 @@ impl Engine {
     pub fn restart(&self, key: &str, timeout: std::time::Duration) -> Result<ContainerRecord, Error> {
         let rec = self.containers()?.get(key)?;
         self.stop(&rec.id, timeout)?;
-        self.start(&rec.id)
+        let rec = self.start(&rec.id)?;
+        self.container_event(&rec, "restart", &[]);
+        Ok(rec)
+    }
+
+    /// `rename`: the record's new name (unique, as at create), and docker's
+    /// rename event with the old name.
+    pub fn rename(&self, key: &str, new: &str) -> Result<ContainerRecord, Error> {
+        let store = self.containers()?;
+        let rec = store.get(key)?;
+        store.rename(&rec.id, new)?;
+        let renamed = store.get(&rec.id)?;
+        // Its shim's die event names it as it is now.
+        let dir = self.state_dir(&rec.id);
+        if dir.exists() {
+            let attrs = serde_json::to_vec(&Engine::container_attributes(&renamed)).unwrap_or_default();
+            let _ = berth_fs::write_atomic(&dir.join(berth_shim::events::ATTRS_FILE), &attrs, 0o644);
+        }
+        self.container_event(&renamed, "rename", &[("oldName", format!("/{}", rec.name))]);
+        Ok(renamed)
     }
 
     /// docker's `inspect` shape of a container (the fields scripts use).
@@ -358,7 +383,7 @@ impl Engine {
             "NetworkSettings": {
                 "IPAddress": address,
                 "Ports": ports,
-                "Networks": if address.is_empty() { json!({}) } else { json!({ network: { "IPAddress": address } }) },
+                "Networks": crate::network::networks_json(&rec),
             },
             "Mounts": self.user_mounts(&rec),
         }))
@@ -463,4 +488,15 @@ fn console_from(
             return Err("the runtime sent no terminal within 60 s".into());
         }
     }
+}
+
+/// A signal's number from a name (`TERM`, `SIGTERM`) or number, as the
+/// kill event shows it.
+fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Some(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse::<Signal>().ok().map(|s| s as i32)
 }

@@ -169,7 +169,7 @@ impl Engine {
                 continue;
             }
             let size = dir_size(&v.mountpoint);
-            vols.remove(&v.name, &users)?;
+            self.remove_volume(&v.name, &users)?;
             out.removed.push(v.name);
             out.bytes += size;
         }

@@ -139,6 +139,25 @@ pub struct ContainerConfig {
     /// (a CRI runtime handler's); its shim runs this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<PathBuf>,
+    /// More names it answers to on its network (docker's network aliases;
+    /// compose gives each container its service's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_is_default")]
+    pub aliases: Vec<String>,
+    /// The networks it was connected to after it was made (`network
+    /// connect`), each on its own interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_is_default")]
+    pub networks: Vec<Connection>,
+}
+
+/// A network a container was connected to after its creation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub network: String,
+    /// eth1, eth2 ...
+    pub ifname: String,
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// `null` as the type's default: records written as `Value`s may hold a

@@ -167,6 +167,32 @@ fn check_name(name: &str) -> Result<(), VolumeError> {
 }
 
 /// Now, RFC 3339 UTC with seconds (what docker prints).
+/// Volume operations that front ends call: they add the volume events.
+impl crate::engine::Engine {
+    /// [`Volumes::create`], and a `create` event when the volume is new.
+    pub fn create_volume(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        anonymous: bool,
+    ) -> Result<Volume, VolumeError> {
+        let vols = self.volumes();
+        let new = matches!(vols.get(name), Err(VolumeError::NotFound(_)));
+        let v = vols.create(name, labels, anonymous)?;
+        if new {
+            self.named_event("volume", "create", name, &[]);
+        }
+        Ok(v)
+    }
+
+    /// [`Volumes::remove`], and its `destroy` event.
+    pub fn remove_volume(&self, name: &str, users: &[String]) -> Result<(), VolumeError> {
+        self.volumes().remove(name, users)?;
+        self.named_event("volume", "destroy", name, &[]);
+        Ok(())
+    }
+}
+
 pub fn now_rfc3339() -> String {
     berth_proc::time::now_secs()
 }

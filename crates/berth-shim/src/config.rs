@@ -92,12 +92,19 @@ pub struct Config {
     /// Run after the container's last exit, as conmon's --exit-command:
     /// the engine's `rm` for `run -d --rm`. Program, then its arguments.
     pub exit_command: Vec<String>,
+    /// The engine's events directory: each start and exit of the
+    /// container is appended to its log as a `start` and a `die` event
+    /// (see [`crate::events`]), whoever is watching or not.
+    pub events_dir: Option<PathBuf>,
+    /// The die event's attributes (`name=web`, `image=busybox`, labels),
+    /// as the engine knows them.
+    pub event_attrs: Vec<(String, String)>,
 }
 
 pub const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime PATH] [--runtime-root DIR]
        [--log-path FILE [--log-format json-file|cri] [--log-max-size BYTES] [--log-max-files N]] [--terminal] [--stdin]
        [--restart no|on-failure[:N]|always|unless-stopped] [--sync-fd N] [--no-delete]
-       [--exit-command PATH [--exit-command-arg ARG]...]";
+       [--exit-command PATH [--exit-command-arg ARG]...] [--events-dir DIR [--event-attr KEY=VALUE]...]";
 
 impl Config {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Config, ShimError> {
@@ -117,6 +124,8 @@ impl Config {
             sync_fd: None,
             no_delete: false,
             exit_command: Vec::new(),
+            events_dir: None,
+            event_attrs: Vec::new(),
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -139,6 +148,14 @@ impl Config {
                 "--no-delete" => c.no_delete = true,
                 "--exit-command" => c.exit_command.insert(0, value()?),
                 "--exit-command-arg" => c.exit_command.push(value()?),
+                "--events-dir" => c.events_dir = Some(value()?.into()),
+                "--event-attr" => {
+                    let v = value()?;
+                    let (k, v) = v
+                        .split_once('=')
+                        .ok_or_else(|| ShimError::Usage(format!("--event-attr {v:?}: want KEY=VALUE")))?;
+                    c.event_attrs.push((k.to_owned(), v.to_owned()));
+                }
                 "-h" | "--help" => return Err(ShimError::Usage(USAGE.into())),
                 other => return Err(ShimError::Usage(format!("unknown flag {other}\n{USAGE}"))),
             }
@@ -190,6 +207,12 @@ impl Config {
             a.extend(["--exit-command".into(), prog.clone()]);
             for arg in args {
                 a.extend(["--exit-command-arg".into(), arg.clone()]);
+            }
+        }
+        if let Some(d) = &self.events_dir {
+            a.extend(["--events-dir".into(), path(d)]);
+            for (k, v) in &self.event_attrs {
+                a.extend(["--event-attr".into(), format!("{k}={v}")]);
             }
         }
         a
@@ -246,6 +269,10 @@ mod tests {
             "/bin/berth",
             "--exit-command-arg",
             "x y",
+            "--events-dir",
+            "/ev",
+            "--event-attr",
+            "name=a=b",
         ];
         let c = Config::parse(args.iter().map(|s| s.to_string())).unwrap();
         assert_eq!(
@@ -256,6 +283,8 @@ mod tests {
         assert_eq!((again.log_max_files, again.sync_fd, again.restart), (2, Some(3), Restart::OnFailure(3)));
         assert_eq!(again.exit_command, ["/bin/berth", "rm", "x y"]);
         assert_eq!(again.log_format, LogFormat::Cri);
+        assert_eq!(again.events_dir.as_deref(), Some(std::path::Path::new("/ev")));
+        assert_eq!(again.event_attrs, [("name".to_owned(), "a=b".to_owned())]);
         assert!(LogFormat::parse("journald").is_err());
         assert!(
             Config::parse(["--id".to_string(), "x".into()]).unwrap_err().to_string().contains("--bundle is required")

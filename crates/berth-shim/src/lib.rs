@@ -17,6 +17,7 @@
 pub mod client;
 pub mod config;
 pub mod crilog;
+pub mod events;
 pub mod logfile;
 mod oom;
 pub mod protocol;

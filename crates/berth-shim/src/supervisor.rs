@@ -132,6 +132,10 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         // init with the last run's exit (exit.json names its init).
         write_state(cfg, pid, me, &started_at);
         let _ = std::fs::remove_file(cfg.state_dir.join("exit.json"));
+        // Here, not by the engine once it hears of the start: a container
+        // that ends at once has its die after its start (and a restart
+        // policy's runs each have theirs).
+        emit(cfg, "start", None);
         if !reported && let Some(s) = sync.as_mut() {
             let shim_pid = std::process::id();
             let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{shim_pid},\"startedAt\":\"{started_at}\"}}");
@@ -151,6 +155,12 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
         if !cfg.no_delete {
             let _ = runtime(cfg).delete(&cfg.id, true);
         }
+        // Before exit.json, as docker orders them: whoever sees the exit
+        // (a `stop`, which then writes its own event) finds die before it.
+        if oom_killed {
+            emit(cfg, "oom", None);
+        }
+        emit(cfg, "die", Some(code));
         write_exit(cfg, &Ended { code, restarts, pid: Some(pid), last: !again, error: None, oom_killed });
         let frame = protocol::encode(protocol::EXIT, &code.to_be_bytes());
         clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
@@ -723,6 +733,26 @@ fn write_all(fd: RawFd, mut data: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Appends the container's event `action` to the engine's event log, once
+/// per exit (this shim is the one that saw it). A failure is only logged:
+/// the container's exit is recorded either way.
+fn emit(cfg: &Config, action: &str, exit_code: Option<i32>) {
+    let Some(dir) = &cfg.events_dir else { return };
+    let renamed = std::fs::read(cfg.state_dir.join(crate::events::ATTRS_FILE)).ok();
+    let mut attrs: std::collections::BTreeMap<String, String> =
+        match renamed.and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(a) => a,
+            None => cfg.event_attrs.iter().cloned().collect(),
+        };
+    if let Some(code) = exit_code {
+        attrs.insert("exitCode".into(), code.to_string());
+    }
+    let line = crate::events::line(crate::events::now_nano(), "container", action, &cfg.id, &attrs);
+    if let Err(e) = crate::events::append(dir, &line) {
+        eprintln!("berth-shim: append the {action} event to {}: {e}", dir.display());
+    }
 }
 
 /// One end of the container, as exit.json records it.

@@ -45,6 +45,8 @@ impl Boxed {
             sync_fd: None,
             no_delete: false,
             exit_command: Vec::new(),
+            events_dir: None,
+            event_attrs: Vec::new(),
         };
         Boxed { rt, bundle, state, cfg, started: None }
     }

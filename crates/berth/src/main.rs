@@ -96,6 +96,8 @@ enum Cmd {
     /// Manage berth.
     #[command(subcommand)]
     System(system::SystemCmd),
+    /// Get real time events from the engine.
+    Events(cmd::events::EventsArgs),
     /// Display system-wide information.
     Info(system::InfoArgs),
     /// Show the berth version information.
@@ -200,6 +202,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Network(c) => network::network(engine, c)?,
         Cmd::Volume(c) => volume::volume(engine, c)?,
         Cmd::System(c) => system::system(engine, c)?,
+        Cmd::Events(a) => cmd::events::events(engine, a)?,
         Cmd::Info(a) => system::info(engine, a)?,
         Cmd::Version(a) => system::version(engine, a)?,
     }

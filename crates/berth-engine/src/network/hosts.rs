@@ -95,9 +95,11 @@ impl Engine {
         let mut out = Vec::new();
         for peer in self.networks().endpoints(network)? {
             let Ok(r) = store.get(&peer) else { continue };
-            let Some(address) = r.config.address.as_deref().and_then(|a| a.parse().ok()) else { continue };
-            if r.id != id {
-                out.push(HostEntry { address, names: vec![r.name.clone(), r.id[..12].to_owned()] });
+            if r.id != id
+                && !out.iter().any(|e: &HostEntry| e.names.get(1).is_some_and(|n| r.id.starts_with(n.as_str())))
+                && let Some(e) = self.entry_on(&r, network)
+            {
+                out.push(e);
             }
         }
         Ok(out)
@@ -122,8 +124,8 @@ impl Engine {
     /// Takes the container's lines out of its peers' hosts files.
     pub(crate) fn withdraw(&self, network: &str, rec: &ContainerRecord) {
         let Ok(peers) = self.peers(network, &rec.id) else { return };
-        let Some(address) = rec.config.address.as_deref() else { return };
-        let own = format!("{address}\t{} ", rec.name);
+        let Some(own) = self.entry_on(rec, network) else { return };
+        let own = format!("{}\t{} ", own.address, rec.name);
         for p in &peers {
             let Some(id) = p.names.get(1) else { continue };
             let Ok(peer) = self.containers().and_then(|s| Ok(s.get(id)?)) else { continue };

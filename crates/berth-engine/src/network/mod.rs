@@ -21,6 +21,8 @@
 //! it): the kernel removes the veth with the namespace, in the background.
 
 pub mod cni;
+mod connect;
+pub use connect::{check_aliases, networks_json};
 mod endpoint;
 pub mod hosts;
 pub mod netns;
@@ -89,6 +91,10 @@ pub struct Network {
     /// CIDR, e.g. "10.77.0.0/24".
     pub subnet: String,
     pub gateway: Ipv4Addr,
+    /// docker's network labels (compose finds its networks by them),
+    /// kept in the conflist under a key of berth's that CNI ignores.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A port published from the host to a container (docker's `-p`).
@@ -195,6 +201,16 @@ impl Networks {
     /// A new bridge network; `subnet` given, or the next free /24 of the
     /// pool. Names and subnets must not clash with existing networks.
     pub fn create(&self, name: &str, subnet: Option<&str>) -> Result<Network, NetworkError> {
+        self.create_labelled(name, subnet, Default::default())
+    }
+
+    /// [`Networks::create`] with docker's labels.
+    pub fn create_labelled(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Network, NetworkError> {
         check_name(name)?;
         let existing = self.list()?;
         if existing.iter().any(|n| n.name == name) {
@@ -221,7 +237,7 @@ impl Networks {
         }
         let bridge =
             (1..).map(|i| format!("berth{i}")).find(|b| !existing.iter().any(|e| &e.bridge == b)).unwrap_or_default();
-        let net = network_for(name, bridge, addr, len);
+        let net = Network { labels, ..network_for(name, bridge, addr, len) };
         self.write_new(&net)?;
         Ok(net)
     }
@@ -266,7 +282,8 @@ impl Networks {
                     }
                 },
                 { "type": "portmap", "capabilities": { "portMappings": true } }
-            ]
+            ],
+            "berth": { "labels": net.labels },
         })
     }
 
@@ -469,7 +486,7 @@ pub(crate) fn runtime_config(ports: &[PortMapping]) -> Map<String, Value> {
 
 fn network_for(name: &str, bridge: String, addr: Ipv4Addr, len: u8) -> Network {
     let gateway = Ipv4Addr::from(u32::from(addr) + 1);
-    Network { name: name.into(), bridge, subnet: format!("{addr}/{len}"), gateway }
+    Network { name: name.into(), bridge, subnet: format!("{addr}/{len}"), gateway, labels: Default::default() }
 }
 
 /// Reads a [`Network`] back from its conflist.
@@ -481,6 +498,7 @@ fn network_of(list: &Value) -> Option<Network> {
         bridge: bridge["bridge"].as_str()?.into(),
         subnet: range["subnet"].as_str()?.into(),
         gateway: range["gateway"].as_str()?.parse().ok()?,
+        labels: serde_json::from_value(list["berth"]["labels"].clone()).unwrap_or_default(),
     })
 }
 

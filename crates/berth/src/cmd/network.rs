@@ -1,4 +1,4 @@
-//! `network create/ls/rm/inspect/prune`.
+//! `network create/ls/rm/inspect/connect/disconnect`.
 
 use anyhow::{Result, bail};
 use berth_engine::engine::Engine;
@@ -9,7 +9,26 @@ pub enum NetworkCmd {
     Create {
         #[arg(long)]
         subnet: Option<String>,
+        /// Set metadata on a network (KEY=VALUE)
+        #[arg(long)]
+        label: Vec<String>,
         name: String,
+    },
+    /// Connect a container to a network
+    Connect {
+        /// Add a network-scoped alias for the container
+        #[arg(long)]
+        alias: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network
+    Disconnect {
+        /// Force the container to disconnect from a network
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
     },
     /// List networks
     #[command(alias = "list")]
@@ -33,9 +52,19 @@ pub enum NetworkCmd {
 pub fn network(engine: &Engine, c: NetworkCmd) -> Result<()> {
     let nets = engine.networks();
     match c {
-        NetworkCmd::Create { subnet, name } => {
-            nets.create(&name, subnet.as_deref())?;
+        NetworkCmd::Create { subnet, label, name } => {
+            let labels = label
+                .iter()
+                .map(|l| l.split_once('=').map_or((l.clone(), String::new()), |(k, v)| (k.into(), v.into())))
+                .collect();
+            engine.create_network(&name, subnet.as_deref(), labels)?;
             println!("{name}");
+        }
+        NetworkCmd::Connect { alias, network, container } => {
+            engine.connect(&network, &container, &alias)?;
+        }
+        NetworkCmd::Disconnect { force, network, container } => {
+            engine.disconnect(&network, &container, force)?;
         }
         NetworkCmd::Ls { quiet } => {
             let mut all = nets.list()?;
@@ -59,7 +88,7 @@ pub fn network(engine: &Engine, c: NetworkCmd) -> Result<()> {
                 if !users.is_empty() {
                     bail!("network {n} has active endpoints ({} containers): remove them first", users.len());
                 }
-                nets.remove(&n)?;
+                engine.remove_network(&n)?;
                 println!("{n}");
             }
         }

@@ -38,7 +38,7 @@ pub fn volume(engine: &Engine, c: VolumeCmd) -> Result<()> {
                 .iter()
                 .map(|l| l.split_once('=').map_or((l.clone(), String::new()), |(k, v)| (k.to_owned(), v.to_owned())))
                 .collect();
-            println!("{}", vols.create(&name, labels, false)?.name);
+            println!("{}", engine.create_volume(&name, labels, false)?.name);
         }
         VolumeCmd::Ls { quiet } => {
             if !quiet {
@@ -50,7 +50,7 @@ pub fn volume(engine: &Engine, c: VolumeCmd) -> Result<()> {
         }
         VolumeCmd::Rm { volumes } => {
             for v in volumes {
-                vols.remove(&v, &engine.volume_users(&v)?)?;
+                engine.remove_volume(&v, &engine.volume_users(&v)?)?;
                 println!("{v}");
             }
         }

@@ -41,7 +41,14 @@ pub async fn create(c: Call) -> ApiResult {
     let rec = blocking(move || {
         // berthd's creates let go of their creating lock when they return
         // (main: creates_end_with_their_call): the start is a request of its own.
-        Ok(engine.create(&req.image, &req.flags, &req.opts)?)
+        let rec = engine.create(&req.image, &req.flags, &req.opts)?;
+        for (net, aliases) in &req.connect {
+            if let Err(e) = engine.connect(net, &rec.id, aliases) {
+                let _ = engine.remove(&rec.id, true);
+                return Err(e.into());
+            }
+        }
+        Ok(rec)
     })
     .await?;
     Ok(super::json(StatusCode::CREATED, &json!({ "Id": rec.id, "Warnings": [] })))
@@ -105,11 +112,7 @@ fn network_name(r: &ContainerRecord) -> &str {
 
 /// One `/containers/json` entry.
 fn summary(r: &ContainerRecord) -> Value {
-    let address = r.config.address.clone().unwrap_or_default();
-    let networks = match r.config.network.as_str() {
-        "none" | "host" => json!({}),
-        _ => json!({ network_name(r): { "IPAddress": address } }),
-    };
+    let networks = berth_engine::network::networks_json(r);
     json!({
         "Id": r.id,
         "Names": [format!("/{}", r.name)],
@@ -139,17 +142,21 @@ pub async fn list(c: Call) -> ApiResult {
         if !(all || running(r.status)) {
             continue;
         }
-        // Same key: any may match; different keys: all must.
+        // Same key: any may match, but every label must (dockerd's
+        // rule: compose asks for project=P and oneoff=False at once);
+        // different keys: all must.
         let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort();
         keys.dedup();
         let mut ok = true;
         for k in keys {
-            let mut any = false;
-            for (_, v) in filters.iter().filter(|(fk, _)| fk == k) {
-                any |= filter_matches(k, v, r)?;
-            }
-            ok &= any;
+            let mut matched = filters.iter().filter(|(fk, _)| fk == k).map(|(_, v)| filter_matches(k, v, r));
+            let hit = if k == "label" {
+                matched.try_fold(true, |all, m| m.map(|m| all && m))?
+            } else {
+                matched.try_fold(false, |any, m| m.map(|m| any || m))?
+            };
+            ok &= hit;
         }
         if ok {
             out.push(summary(r));
@@ -343,7 +350,7 @@ pub async fn rename(c: Call, key: &str) -> ApiResult {
         if rec.name == new {
             return Err(ApiError::bad("Renaming a container with the same name as its current name"));
         }
-        engine.containers()?.rename(&rec.id, new).map_err(berth_engine::Error::from)?;
+        engine.rename(&rec.id, new)?;
         Ok(empty(StatusCode::NO_CONTENT))
     })
     .await
@@ -659,6 +666,7 @@ pub async fn attach(c: Call, key: &str) -> ApiResult {
         blocking(move || find(&engine, &key)).await?
     };
     let o = Output { stdout, stderr, raw: rec.config.tty };
+    api.engine.container_event(&rec, "attach", &[]);
     let (resp, ch) = super::hijack::respond(&c.headers, c.upgrade, content_type(o.raw, c.version));
     let id = rec.id.clone();
     if let Ok(mut m) = api.attached.lock() {

@@ -122,6 +122,9 @@ pub struct CreateRequest {
     pub image: String,
     pub flags: RunFlags,
     pub opts: CreateOptions,
+    /// Networks beyond its own (NetworkingConfig's other endpoints), with
+    /// their aliases: connected once it is made.
+    pub connect: Vec<(String, Vec<String>)>,
 }
 
 /// Reads a create request's body; `name` is the `?name=` parameter.
@@ -195,6 +198,7 @@ pub fn parse(body: &Value, name: Option<&str>) -> Result<CreateRequest, ApiError
         }
         Some(m) => m.to_owned(),
     };
+    let (aliases, connect) = endpoints(body.get("NetworkingConfig").unwrap_or(&Value::Null), &network)?;
     let ports = port_bindings(hget("PortBindings"))?;
     if !ports.is_empty() && matches!(network.as_str(), "none" | "host") {
         return Err(ApiError::bad(format!("conflicting options: port publishing and the {network} network mode")));
@@ -210,9 +214,39 @@ pub fn parse(body: &Value, name: Option<&str>) -> Result<CreateRequest, ApiError
         init: if hget("Init").as_bool().unwrap_or(false) { Some(init_binary()?) } else { None },
         log: Some(log_config(hget("LogConfig"))?),
         extensions: [("docker".to_owned(), json!({ "Config": strip_host(config), "HostConfig": host }))].into(),
+        aliases,
         ..Default::default()
     };
-    Ok(CreateRequest { image, flags: f, opts })
+    Ok(CreateRequest { image, flags: f, opts, connect })
+}
+
+/// NetworkingConfig.EndpointsConfig: the aliases on the container's own
+/// network (`network`), and the other networks with theirs.
+type Endpoints = (Vec<String>, Vec<(String, Vec<String>)>);
+
+fn endpoints(v: &Value, network: &str) -> Result<Endpoints, ApiError> {
+    let Some(eps) = object(v, "NetworkingConfig")?.and_then(|n| n.get("EndpointsConfig")) else {
+        return Ok(Default::default());
+    };
+    let (mut own, mut others) = (Vec::new(), Vec::new());
+    for (net, ep) in object(eps, "NetworkingConfig.EndpointsConfig")?.into_iter().flatten() {
+        if ["IPv4Address", "IPv6Address"]
+            .iter()
+            .any(|k| ep.pointer(&format!("/IPAMConfig/{k}")).is_some_and(|a| !unset(a)))
+        {
+            return Err(ApiError::bad(format!(
+                "NetworkingConfig.EndpointsConfig.{net}.IPAMConfig: berth's networks assign addresses themselves"
+            )));
+        }
+        let aliases = strings(ep.get("Aliases").unwrap_or(&Value::Null), "Aliases")?.unwrap_or_default();
+        let same = net == network || (network == "bridge" && net == "default");
+        if same {
+            own = aliases;
+        } else if !matches!(network, "none" | "host") {
+            others.push((net.clone(), aliases));
+        }
+    }
+    Ok((own, others))
 }
 
 fn strip_host(config: &Map<String, Value>) -> Value {

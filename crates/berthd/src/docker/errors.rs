@@ -94,6 +94,9 @@ impl From<E> for ApiError {
                 ApiError::bad(e.to_string())
             }
             E::Network(berth_engine::network::NetworkError::BadPort { .. }) => ApiError::bad(e.to_string()),
+            E::Network(berth_engine::network::NetworkError::NotFound(_)) => ApiError::not_found(e.to_string()),
+            E::Endpoint(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            E::BadAlias(_) => ApiError::bad(e.to_string()),
             E::Volume(_) => ApiError::bad(e.to_string()),
             e => ApiError::internal(e.to_string()),
         }

@@ -29,6 +29,9 @@ pub struct Exec {
     pub stderr: bool,
     pub privileged: bool,
     pub state: Mutex<ExecState>,
+    /// For its events (exec_die when it ends).
+    pub engine: berth_engine::engine::Engine,
+    pub record: berth_engine::store::ContainerRecord,
 }
 
 #[derive(Default)]
@@ -47,8 +50,11 @@ impl Exec {
     fn set(&self, f: impl FnOnce(&mut ExecState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
-            if !s.running && s.exit_code.is_some() && s.ended.is_none() {
+            if !s.running
+                && let (Some(code), None) = (s.exit_code, s.ended)
+            {
                 s.ended = Some(std::time::Instant::now());
+                self.engine.exec_event(&self.record, "exec_die", &self.opts.args, &self.id, Some(code));
             }
         }
     }
@@ -115,8 +121,11 @@ pub async fn create(c: Call, key: &str) -> ApiResult {
         stderr: b("AttachStderr"),
         privileged: false,
         state: Mutex::default(),
+        engine: c.api.engine.clone(),
+        record: rec,
     };
     let id = exec.id.clone();
+    exec.engine.exec_event(&exec.record, "exec_create", &exec.opts.args, &id, None);
     if let Ok(mut m) = c.api.execs.lock() {
         m.retain(|_, e| !e.stale());
         m.insert(id.clone(), Arc::new(exec));
@@ -180,6 +189,7 @@ pub async fn start(c: Call, id: &str) -> ApiResult {
         st.started = true;
         st.running = true;
     }
+    e.engine.exec_event(&e.record, "exec_start", &e.opts.args, &e.id, None);
     let engine = c.api.engine.clone();
     if detach {
         let null = || std::fs::File::open("/dev/null").map(OwnedFd::from);

@@ -24,6 +24,7 @@ pub mod bodyio;
 pub mod containers;
 pub mod create;
 pub mod errors;
+pub mod events;
 pub mod exec;
 pub mod frames;
 pub mod hijack;
@@ -286,7 +287,6 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::GET, ["containers", id, "export"]) => archive::export(c, id).await,
         (&M::POST, ["containers", "prune"]) => prune::containers(c).await,
         (&M::POST, ["images", "prune"]) => prune::images(c).await,
-        (&M::POST, ["networks", "prune"]) => prune::networks(c).await,
         (&M::POST, ["volumes", "prune"]) => prune::volumes(c).await,
         (&M::POST, ["build", "prune"]) => prune::build(c).await,
         (&M::GET, ["system", "df"]) => prune::df(c).await,
@@ -297,6 +297,11 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => transfer::push(c, &name.join("/")).await,
         (&M::POST, ["auth"]) => transfer::auth(c).await,
         // End of wip-dockfs's routes.
+        // Events and network connect/disconnect (issue 15, wip-dockev).
+        (&M::GET, ["events"]) => events::events(c).await,
+        (&M::POST, ["networks", name, "connect"]) => networks::connect(c, name).await,
+        (&M::POST, ["networks", name, "disconnect"]) => networks::disconnect(c, name).await,
+        (&M::POST, ["networks", "prune"]) => networks::prune(c).await,
         (&M::POST, ["build"]) => Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "build is not implemented in berthd yet (it arrives with berth build)",

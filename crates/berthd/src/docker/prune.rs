@@ -132,17 +132,6 @@ pub async fn images(c: Call) -> ApiResult {
     Ok(super::json(StatusCode::OK, &v))
 }
 
-/// `POST /networks/prune`: user networks no container is on.
-pub async fn networks(c: Call) -> ApiResult {
-    let f = Filters::of(&c, &[])?;
-    if f.until.is_some() || !f.label.is_empty() || !f.not_label.is_empty() {
-        return Err(ApiError::bad("network prune filters are not supported by berth (its networks keep no labels)"));
-    }
-    let engine = c.api.engine.clone();
-    let pruned = blocking(move || Ok(engine.prune_networks()?)).await?;
-    Ok(super::json(StatusCode::OK, &json!({ "NetworksDeleted": pruned.removed })))
-}
-
 /// `POST /volumes/prune`: volumes no container mounts; from API 1.42
 /// anonymous ones only unless the `all` filter says otherwise.
 pub async fn volumes(c: Call) -> ApiResult {

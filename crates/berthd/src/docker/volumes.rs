@@ -53,7 +53,7 @@ pub async fn create(c: Call) -> ApiResult {
     let name = given.unwrap_or_else(berth_engine::store::new_id);
     let engine = c.api.engine.clone();
     let v =
-        blocking(move || engine.volumes().create(&name, labels, anonymous).map_err(|e| volume_error(&name, e))).await?;
+        blocking(move || engine.create_volume(&name, labels, anonymous).map_err(|e| volume_error(&name, e))).await?;
     Ok(super::json(StatusCode::CREATED, &shape(&v)))
 }
 
@@ -115,7 +115,7 @@ pub async fn remove(c: Call, name: &str) -> ApiResult {
     let name = name.to_owned();
     blocking(move || {
         let users = engine.volume_users(&name)?;
-        engine.volumes().remove(&name, &users).map_err(|e| volume_error(&name, e))
+        engine.remove_volume(&name, &users).map_err(|e| volume_error(&name, e))
     })
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))

@@ -86,6 +86,7 @@ fn attach_to(engine: &Engine, key: &str, stdin: bool) -> Result<i32> {
     }
     let tty = rec.config.tty;
     let stdin = stdin && rec.config.stdin;
+    engine.container_event(&rec, "attach", &[]);
     follow(engine, &rec, stdin, tty, LogFollower::at_end(engine.log_path(&rec)), None)
 }
 

@@ -300,7 +300,7 @@ pub fn rename(engine: &Engine, a: RenameArgs) -> Result<()> {
     if rec.name == new {
         bail!("Renaming a container with the same name as its current name");
     }
-    store.rename(&rec.id, new)?;
+    engine.rename(&rec.id, new)?;
     Ok(())
 }
 

@@ -82,15 +82,29 @@ pub fn rm(engine: &Engine, a: RmArgs) -> Result<()> {
 /// (stdin only with `-i`); with `-t` it gets a pty of its own.
 pub fn exec(engine: &Engine, a: ExecArgs) -> Result<i32> {
     let o = ExecOptions { args: a.command, env: a.env, user: a.user, workdir: a.workdir, detach: a.detach };
-    if a.tty {
-        return super::lifecycle::exec_tty(engine, &a.container, &o, a.interactive);
+    // docker's exec events (an exec with no container fails below).
+    let rec = engine.containers()?.get(&a.container).ok();
+    let exec_id = berth_engine::store::new_id();
+    if let Some(r) = &rec {
+        engine.exec_event(r, "exec_create", &o.args, &exec_id, None);
+        engine.exec_event(r, "exec_start", &o.args, &exec_id, None);
     }
-    match engine.exec(&a.container, &o, a.interactive) {
-        Ok(code) => Ok(code),
-        // The runtime's words, from the shim or (no shim) its own log.
-        Err(e @ (Error::Shim(_) | Error::Runtime(_))) => super::lifecycle::exec_failed(e),
-        Err(e) => Err(e.into()),
+    let result = if a.tty {
+        super::lifecycle::exec_tty(engine, &a.container, &o, a.interactive)
+    } else {
+        match engine.exec(&a.container, &o, a.interactive) {
+            Ok(code) => Ok(code),
+            // The runtime's words, from the shim or (no shim) its own log.
+            Err(e @ (Error::Shim(_) | Error::Runtime(_))) => super::lifecycle::exec_failed(e),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if let (Some(r), Ok(code)) = (&rec, &result)
+        && !a.detach
+    {
+        engine.exec_event(r, "exec_die", &o.args, &exec_id, Some(*code));
     }
+    result
 }
 
 pub fn kill(engine: &Engine, a: KillArgs) -> Result<()> {

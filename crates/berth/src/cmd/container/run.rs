@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// none, host, bridge or a network's name
     #[arg(long, alias = "net", default_value = "bridge")]
     network: String,
+    /// Add a network-scoped alias for the container (user networks)
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
     /// Publish a port: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]
     #[arg(short, long = "publish")]
     publish: Vec<String>,
@@ -223,6 +226,7 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         auto_remove: r.rm,
         init,
         log: Some(log),
+        aliases: r.network_alias,
         ..Default::default()
     };
     let policy: PullPolicy = r.pull.parse()?;

@@ -1,0 +1,163 @@
+//! The node the Docker API tests of events and compose share (the same as
+//! docker_api.rs's): its own berthd with the Docker API on a socket of
+//! its own, a registry holding busybox, the docker CLI and the `berth`
+//! CLI on berthd's root. Dropped, it removes every container, network and
+//! volume through the `berth` CLI, then berthd and its state go, failed
+//! or not.
+
+#![allow(dead_code)] // each test binary uses its own part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_testkit::cri::Berthd;
+use berth_testkit::registry::Registry;
+use berth_testkit::workspace_bin;
+
+pub const DOCKER_28: &str = "/usr/local/bin/docker";
+pub const DOCKER_20: &str = "/usr/bin/docker";
+
+/// The newest docker CLI the machine has.
+pub fn newest() -> &'static str {
+    if Path::new(DOCKER_28).exists() { DOCKER_28 } else { DOCKER_20 }
+}
+
+pub struct Node {
+    pub d: Berthd,
+    /// `REGISTRY/test/busybox:1`.
+    pub image: String,
+    pub docker_sock: PathBuf,
+    /// DOCKER_CONFIG, and the socket's directory.
+    pub client_dir: tempfile::TempDir,
+    _registry: Registry,
+}
+
+impl Node {
+    pub fn start() -> Node {
+        let (registry, image) = Registry::with_busybox();
+        let client_dir = tempfile::Builder::new().prefix("berth-docker-client-").tempdir().unwrap();
+        let docker_sock = client_dir.path().join("docker.sock");
+        let d = Berthd::start(&format!("[docker]\nenabled = true\nlisten = \"unix://{}\"\n", docker_sock.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&docker_sock).is_err() {
+            assert!(Instant::now() < deadline, "no Docker API socket; berthd log:\n{}", d.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Node { d, image, docker_sock, client_dir, _registry: registry }
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.docker_sock.display())
+    }
+
+    pub fn docker_cmd(&self, cli: &str) -> Command {
+        let mut c = Command::new(cli);
+        c.env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_CONFIG", self.client_dir.path().join("config"))
+            .env_remove("DOCKER_API_VERSION")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    pub fn docker(&self, cli: &str, args: &[&str]) -> Output {
+        berth_testkit::output_via_files(self.docker_cmd(cli).args(args))
+    }
+
+    /// stdout; panics with stderr and berthd's log when it fails.
+    pub fn docker_ok(&self, cli: &str, args: &[&str]) -> String {
+        let out = self.docker(cli, args);
+        assert!(
+            out.status.success(),
+            "{cli} {args:?}: {}\nberthd log (tail):\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.d.stderr(), 40)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The `berth` CLI on berthd's root and runroot.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(workspace_bin("berth"));
+        c.arg("--root").arg(self.d.dir.path().join("root"));
+        c.arg("--runroot").arg(self.d.dir.path().join("run"));
+        c.arg("--runtime").arg(workspace_bin("berth-runtime"));
+        c.env("BERTH_SHIM", workspace_bin("berth-shim")).env("BERTH_CGROUP_PARENT", self.d.cgroup.path());
+        c.args(args);
+        berth_testkit::output_via_files(&mut c)
+    }
+
+    pub fn berth_ok(&self, args: &[&str]) -> String {
+        let out = self.berth(args);
+        assert!(out.status.success(), "berth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn berthd_log(&self) -> String {
+        tail(&self.d.stderr(), 40)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let ids = self.berth(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&ids.stdout).lines() {
+            let _ = self.berth(&["rm", "-f", id]);
+        }
+        let nets = self.berth(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&nets.stdout).lines().filter(|n| *n != "bridge") {
+            let _ = self.berth(&["network", "rm", n]);
+        }
+        let vols = self.berth(&["volume", "ls", "-q"]);
+        for v in String::from_utf8_lossy(&vols.stdout).lines() {
+            let _ = self.berth(&["volume", "rm", v]);
+        }
+        for m in leftovers(self.d.dir.path()).iter().rev() {
+            if let Some(point) = m.split_whitespace().nth(4) {
+                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Now as docker's `--since`/`--until` take it (Unix seconds.nanoseconds).
+pub fn now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// Until `f` gives Some, at most 30 s.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
