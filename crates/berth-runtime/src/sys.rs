@@ -46,6 +46,35 @@ pub fn fork() -> nix::Result<ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
+/// fork(2) straight into new namespaces: clone(2) with `flags` (CLONE_NEW*,
+/// not CLONE_NEWTIME, which clone(2) cannot take) and no new stack, so the
+/// child runs on a copy of ours, exactly as after fork. Same promise as
+/// [`fork`]: the process is single-threaded. (nix's `clone` wants a
+/// callback and a stack; libc has no fork-like wrapper for this.)
+pub fn fork_into(flags: nix::sched::CloneFlags) -> nix::Result<ForkResult> {
+    debug_assert!(thread_count().is_none_or(|n| n == 1), "berth-runtime must stay single-threaded to fork safely");
+    let flags = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: x86_64/aarch64 clone(flags, newsp = 0 (keep our stack, as
+    // fork does), parent_tid, child_tid, tls all unused). Single-threaded
+    // (checked above in debug builds): the child inherits no lock held by
+    // another thread, as with fork().
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            0 as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match r {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: nix::unistd::Pid::from_raw(pid as i32) }),
+    }
+}
+
 /// Number of threads of this process, from /proc/self/stat.
 pub fn thread_count() -> Option<usize> {
     berth_proc::own_stat().map(|s| s.num_threads as usize)

@@ -355,3 +355,25 @@ fn a_create_killed_after_making_the_cgroup_leaves_it_to_delete() {
     rt.ok(&["delete", "--force", &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+/// A private cgroup namespace is rooted at the container's own cgroup
+/// (made there once the init is in it): every hierarchy shows as "/" in
+/// the container's /proc/self/cgroup, and its files are the container's.
+#[test]
+fn a_cgroup_namespace_is_rooted_at_the_containers_cgroup() {
+    let rt = runtime();
+    let parent = CgParent::new();
+    let mut b = Bundle::busybox();
+    let id = unique_id("cgns");
+    with_resources(&mut b, &parent, &id, json!({ "pids": { "limit": 77 } }));
+    b.edit(|c| c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({ "type": "cgroup" })));
+    b.sh("cat /proc/self/cgroup");
+    let (code, out, err) = rt.run(&b, &id);
+    assert_eq!(code, 0, "{out}{err}");
+    let paths: Vec<&str> = out.lines().filter_map(|l| l.splitn(3, ':').nth(2)).collect();
+    assert!(!paths.is_empty(), "{out}");
+    // v1 hybrid: the hugetlb-only cgroup2 line is not the container's.
+    let own: Vec<&str> =
+        out.lines().filter(|l| v2() || !l.starts_with("0::")).filter_map(|l| l.splitn(3, ':').nth(2)).collect();
+    assert!(own.iter().all(|p| *p == "/"), "every hierarchy rooted at the container's cgroup:\n{out}");
+}

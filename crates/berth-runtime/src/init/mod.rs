@@ -126,6 +126,25 @@ fn run_intermediate(plan: &Plan, chan: &Channel, role: Role) -> Result<()> {
     }
 }
 
+/// A new container's init that was forked straight into its namespaces
+/// (launch::spawn_init_directly): once the runtime has put it in its
+/// cgroup, the cgroup namespace (rooted where its maker is), then the
+/// init's work.
+pub fn direct_init(plan: &Plan, chan: &Channel) -> ! {
+    let cgroupns = nix::sched::CloneFlags::CLONE_NEWCGROUP;
+    let ready = chan.expect(&Msg::Proceed, "runtime").and_then(|()| {
+        if plan.ns.unshare.contains(cgroupns) {
+            nix::sched::unshare(cgroupns).step(|| "create cgroup namespace")?;
+        }
+        Ok(())
+    });
+    if let Err(e) = ready {
+        let _ = chan.send(&Msg::failure(&e));
+        sys::exit_now(1)
+    }
+    init_main(plan, chan)
+}
+
 /// The program to exec once the container is set up.
 struct Prepared {
     program: PathBuf,

@@ -85,6 +85,17 @@ impl NsPlan {
             || (t == LinuxNamespaceType::User && self.new_user)
     }
 
+    /// Whether a new container's init can be forked straight into its
+    /// namespaces (see launch::spawn_init_directly): no user namespace (its
+    /// id maps are written between unshare and the fork), nothing to join,
+    /// no time namespace (clone(2) cannot make one; its offsets come first).
+    pub fn can_clone_directly(&self) -> bool {
+        !self.new_user
+            && self.join.is_empty()
+            && self.time_offsets.is_none()
+            && !self.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    }
+
     /// setns into every namespace to join.
     pub fn join_all(&self) -> Result<()> {
         for (t, fd) in &self.join {
@@ -146,7 +157,7 @@ pub fn proc_ns_file(t: LinuxNamespaceType) -> &'static str {
     }
 }
 
-fn flag_names(f: CloneFlags) -> String {
+pub fn flag_names(f: CloneFlags) -> String {
     let names = [
         (CloneFlags::CLONE_NEWNS, "mount"),
         (CloneFlags::CLONE_NEWUTS, "uts"),
