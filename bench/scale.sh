@@ -3,7 +3,8 @@
 # containers (`berth run -d --network none IMG sleep 100000`, one after the
 # other) and reports the time per start in buckets (1-100, 101-500,
 # 501-N: median and p90), then, with all N running: `berth run --rm
-# --network none IMG true` (median of 20), `berth ps` and `berth inspect`
+# --network none IMG true` (median of 20, also measured before the first
+# start), `berth ps` and `berth inspect`
 # (medians of 5), memory (the shims' PSS summed from /proc/PID/smaps_rollup,
 # the container processes' PSS, and the "used" column of `free` before and
 # after), the time to remove them all (`berth rm -f` in batches of 50), and
@@ -24,6 +25,11 @@
 # hierarchy. An EXIT trap (also on Ctrl-C) removes every container, kills
 # any shim or conmon left (by PID, found by $W in its command line),
 # unmounts what is under $W, removes the cgroups and $W.
+#
+# Debug binaries (PROFILE=debug) are slower throughout, and redb built with
+# debug assertions walks every page of a database each time it is opened (a
+# cost per command that grows with N, absent from release builds): build
+# them with --config 'profile.dev.package.redb.debug-assertions=false'.
 #
 # Needs: busybox-static, podman and crun for the podman side. The bench
 # raises its own `ulimit -n` to the hard limit: 1000 shims hold ~10 fds
@@ -66,8 +72,15 @@ pids_of() {
 	done
 	return 0
 }
-# cg_procs SUB: the processes in the cgroups under /$CG/SUB (pids hierarchy).
-cg_procs() { cat /sys/fs/cgroup/pids/$CG/"$1"/*/cgroup.procs 2>/dev/null || true; }
+# cg_procs SUB: the processes in the containers' cgroups under /$CG/SUB
+# (pids hierarchy), not podman's conmon cgroup there.
+cg_procs() {
+	local d
+	for d in /sys/fs/cgroup/pids/$CG/"$1"/*/; do
+		[[ $(basename "$d") == conmon ]] || cat "$d/cgroup.procs" 2>/dev/null
+	done
+	return 0
+}
 # cg_left SUB: cgroup directories left under /$CG/SUB, in any hierarchy.
 cg_left() {
 	local d
@@ -135,7 +148,7 @@ pss() {
 	awk '/^Pss:/ { s += $2 } END { print s + 0 }' "${files[@]}" 2>/dev/null
 }
 free_used() { free -k | awk '/^Mem:/ { print $3 }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f\n", k / 1024 }'; }
 
 if [[ ${BUILD:-1} == 1 ]]; then
 	say "building berth ($PROFILE)"
@@ -229,6 +242,7 @@ drain() {
 }
 
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg); nproc $(nproc)"
+R[berth/rm0]=$(repeat 20 $BERTH run --rm --network none "$IMG" true | median || true)
 R[berth/free0]=$(free_used)
 RUNIMG=$IMG fill berth "$BERTH run -d --network none" $((N * 3600 * 1000000))
 at_n berth
@@ -253,6 +267,7 @@ EOF
 	tar -C "$W/rootfs" -c . | pm import --quiet - localhost/bench-busybox >/dev/null
 	if pm run --rm --network none --cgroup-parent "/$CG/podman" localhost/bench-busybox true >"$W/cmd.log" 2>&1; then
 		say "podman: budget ${BUDGET}s"
+		R[podman/rm0]=$(repeat 10 pm run --rm --network none --cgroup-parent "/$CG/podman" localhost/bench-busybox true | median || true)
 		R[podman/free0]=$(free_used)
 		RUNIMG=localhost/bench-busybox fill podman "pm run -d --network none --cgroup-parent /$CG/podman" $((BUDGET * 1000000))
 		at_n podman
@@ -268,7 +283,7 @@ fi
 TOOLS=(berth)
 [[ -n ${R[podman/n]:-} ]] && TOOLS+=(podman)
 row() { printf '%-44s' "$1"; shift; printf ' %22s' "$@"; echo; }
-cell() { local v=${R[$1/$2]:-}; [[ -n $v ]] && printf "$3" $v || echo -; }
+cell() { local v=${R[$1/$2]:-}; [[ -n $v ]] && printf "$3\n" $v || echo -; }
 echo
 echo "scale: $N containers asked; $(nproc) cores; load average now $(cut -d' ' -f1-3 /proc/loadavg); binaries: $PROFILE"
 row "" "${TOOLS[@]}"
@@ -277,6 +292,7 @@ for b in 1:100 101:500 501:$N; do
 	((${b%:*} <= N)) || continue
 	row "run -d, containers ${b/:/-}: median/p90 ms" $(for t in "${TOOLS[@]}"; do cell $t $b '%s/%s'; done)
 done
+row "idle: run --rm true, median ms" $(for t in "${TOOLS[@]}"; do cell $t rm0 '%s'; done)
 row "at N: run --rm true, median ms" $(for t in "${TOOLS[@]}"; do cell $t rm1 '%s'; done)
 row "at N: ps, median ms" $(for t in "${TOOLS[@]}"; do cell $t ps '%s'; done)
 row "at N: inspect, median ms" $(for t in "${TOOLS[@]}"; do cell $t inspect '%s'; done)
