@@ -62,13 +62,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Reads /proc/self/mountinfo and /proc/self/cgroup; then, in this
-    /// process, only /proc/self/cgroup (a line per hierarchy) while it
-    /// stays the same: mountinfo grows with every container's mounts (two
-    /// thousand lines at a thousand containers), and a daemon asks for the
-    /// layout per container create and per stats call. A hierarchy
-    /// mounted or unmounted while the cgroup membership stays as it was is
-    /// not seen until the process starts again.
+    /// Reads /proc/self/cgroup and finds each hierarchy it lists at its
+    /// standard mount point (see [`Layout::from_standard_mounts`]), else
+    /// reads /proc/self/mountinfo; then, in this process, only
+    /// /proc/self/cgroup (a line per hierarchy) while it stays the same.
+    /// mountinfo grows with every container's mounts (two thousand lines,
+    /// ~200 reads, at a thousand containers) and every berth process (CLI,
+    /// shim, runtime) asks for the layout once; a daemon asks per container
+    /// create and per stats call. A hierarchy mounted or unmounted while
+    /// the cgroup membership stays as it was is not seen until the process
+    /// starts again.
     pub fn detect() -> Result<Layout> {
         use std::sync::Mutex;
         static SEEN: Mutex<Option<(String, Layout)>> = Mutex::new(None);
@@ -79,10 +82,74 @@ impl Layout {
         {
             return Ok(layout.clone());
         }
-        let mountinfo = read("/proc/self/mountinfo")?;
-        let layout = Layout::parse(&mountinfo, &cgroup)?;
+        let layout = match Layout::from_standard_mounts(Path::new(CGROUP_ROOT), &cgroup) {
+            Some(layout) => layout,
+            None => Layout::parse(&read("/proc/self/mountinfo")?, &cgroup)?,
+        };
         *seen = Some((cgroup, layout.clone()));
         Ok(layout)
+    }
+
+    /// The layout from /proc/self/cgroup's text alone, each hierarchy it
+    /// lists found where systemd mounts it under `root` (/sys/fs/cgroup):
+    /// v1 ones at ROOT/CONTROLLERS ("cpu,cpuacct", "systemd" for
+    /// name=systemd), the unified one at ROOT itself or ROOT/unified. Each
+    /// is checked with statfs (a cgroup or cgroup2 file system) and statx
+    /// (the root of a mount, a superblock of its own); the cost is a few
+    /// calls per hierarchy however many mounts the host has. The result is
+    /// what [`Layout::parse`] makes of mountinfo, in the same (mount)
+    /// order. None, for mountinfo to decide, when any hierarchy is not
+    /// there or its mount does not show this process's cgroup at the
+    /// listed path (a subtree mounted, as in a container without a cgroup
+    /// namespace; the mount root is only in mountinfo).
+    pub fn from_standard_mounts(root: &Path, proc_cgroup: &str) -> Option<Layout> {
+        use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC};
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for line in proc_cgroup.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_id, ctrls, own) = (parts.next()?, parts.next()?, parts.next()?);
+            let own_path = PathBuf::from(own);
+            if ctrls.is_empty() {
+                let (mount, dir) = [root.to_path_buf(), root.join("unified")]
+                    .into_iter()
+                    .find_map(|d| cgroup_mount(&d, CGROUP2_SUPER_MAGIC).map(|m| (m, d)))?;
+                unified = Some((mount, Self::hierarchy(dir, Vec::new(), own_path)?));
+                continue;
+            }
+            let dir = root.join(ctrls.strip_prefix("name=").unwrap_or(ctrls));
+            let mount = cgroup_mount(&dir, CGROUP_SUPER_MAGIC)?;
+            let mut controllers: Vec<String> = ctrls.split(',').map(str::to_string).collect();
+            controllers.sort();
+            v1.push((mount, Self::hierarchy(dir, controllers, own_path)?));
+        }
+        // Each hierarchy is a superblock of its own: two lines found at one
+        // mount mean the names did not say what is mounted.
+        let mut devs: Vec<_> = v1.iter().chain(unified.iter()).map(|(m, _)| m.dev).collect();
+        devs.sort_unstable();
+        devs.dedup();
+        if devs.len() != v1.len() + usize::from(unified.is_some()) {
+            return None;
+        }
+        // Mount order, as mountinfo lists them.
+        v1.sort_by_key(|(m, _)| m.id);
+        let kind = match (v1.is_empty(), unified.is_some()) {
+            (true, true) => LayoutKind::V2,
+            (false, false) => LayoutKind::V1,
+            (false, true) => LayoutKind::Hybrid,
+            (true, false) => return None,
+        };
+        Some(Layout { kind, v1: v1.into_iter().map(|(_, h)| h).collect(), unified: unified.map(|(_, h)| h) })
+    }
+
+    /// A hierarchy mounted whole at `mountpoint`, if this process's cgroup
+    /// is there.
+    fn hierarchy(mountpoint: PathBuf, controllers: Vec<String>, own_path: PathBuf) -> Option<Hierarchy> {
+        let own = mountpoint.join(own_path.strip_prefix("/").unwrap_or(&own_path));
+        if !own.is_dir() {
+            return None;
+        }
+        Some(Hierarchy { mountpoint, mount_root: "/".into(), controllers, own_path })
     }
 
     /// Builds the layout from the text of mountinfo and /proc/self/cgroup.
@@ -136,6 +203,45 @@ impl Layout {
     pub fn v1_hierarchy(&self, controller: &str) -> Option<&Hierarchy> {
         self.v1.iter().find(|h| h.controllers.iter().any(|c| c == controller))
     }
+}
+
+/// Where systemd (and every distribution) mounts the cgroup file systems.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A mount found by [`cgroup_mount`]: its id (the unique one where the
+/// kernel has it, which grows in mount order) and its device.
+struct MountStat {
+    id: u64,
+    dev: (u32, u32),
+}
+
+/// `dir` when it is the root of a mount of a file system with `magic`
+/// (not a symlink to one, not a directory inside one).
+fn cgroup_mount(dir: &Path, magic: nix::sys::statfs::FsType) -> Option<MountStat> {
+    use std::os::unix::ffi::OsStrExt;
+    if nix::sys::statfs::statfs(dir).ok()?.filesystem_type() != magic {
+        return None;
+    }
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let mask = libc::STATX_MNT_ID | libc::STATX_MNT_ID_UNIQUE;
+    // SAFETY: `path` is NUL-terminated and outlives the call; `stx` is a
+    // statx buffer the kernel fills (zeroed first, so it is initialised
+    // whatever the kernel writes).
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, path.as_ptr(), libc::AT_SYMLINK_NOFOLLOW, mask, stx.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised above and filled by a successful statx.
+    let stx = unsafe { stx.assume_init() };
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & mount_root == 0 || stx.stx_attributes & mount_root == 0 {
+        return None;
+    }
+    if stx.stx_mask & (libc::STATX_MNT_ID | libc::STATX_MNT_ID_UNIQUE) == 0 {
+        return None;
+    }
+    Some(MountStat { id: stx.stx_mnt_id, dev: (stx.stx_dev_major, stx.stx_dev_minor) })
 }
 
 fn read(path: &str) -> Result<String> {
@@ -236,6 +342,44 @@ mod tests {
         let l = Layout::parse(mi, "0::/user.slice\n").unwrap();
         assert_eq!(l.kind, LayoutKind::V2);
         assert_eq!(l.unified.unwrap().own_path, PathBuf::from("/user.slice"));
+    }
+
+    fn same_layout(a: &Layout, b: &Layout) {
+        assert_eq!(a.kind, b.kind);
+        assert_eq!(a.v1, b.v1);
+        assert_eq!(a.unified, b.unified);
+    }
+
+    #[test]
+    fn the_standard_mounts_give_the_layout_mountinfo_gives() {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let from_mountinfo = Layout::parse(&mountinfo, &cgroup).unwrap();
+        let fast = Layout::from_standard_mounts(Path::new("/sys/fs/cgroup"), &cgroup)
+            .expect("this host's hierarchies are at /sys/fs/cgroup/NAME");
+        same_layout(&fast, &from_mountinfo);
+        same_layout(&Layout::detect().unwrap(), &from_mountinfo);
+    }
+
+    #[test]
+    fn hierarchies_not_at_the_standard_mounts_are_left_to_mountinfo() {
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        // Not a cgroup file system.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Layout::from_standard_mounts(dir.path(), &cgroup).is_none());
+        let root = Path::new("/sys/fs/cgroup");
+        let some_v1 = cgroup.lines().find(|l| !l.contains("::")).unwrap().to_owned();
+        let (id, rest) = some_v1.split_once(':').unwrap();
+        let ctrls = rest.split_once(':').unwrap().0;
+        // A cgroup the mount does not show (a subtree mounted: the mount
+        // root is only in mountinfo).
+        let elsewhere = format!("{id}:{ctrls}:/berth-no-such-cgroup-{}\n", std::process::id());
+        assert!(Layout::from_standard_mounts(root, &elsewhere).is_none());
+        // Two hierarchies named at one mount.
+        let twice = format!("{some_v1}\n99:{ctrls}:/\n");
+        assert!(Layout::from_standard_mounts(root, &twice).is_none());
+        // A hierarchy named where nothing is mounted.
+        assert!(Layout::from_standard_mounts(root, "3:berth_no_such_controller:/\n").is_none());
     }
 
     #[test]

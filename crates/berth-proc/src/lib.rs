@@ -69,13 +69,28 @@ pub fn stat(pid: i32) -> Option<Stat> {
     if pid <= 0 {
         return None;
     }
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    parse_stat(&read_stat(&format!("/proc/{pid}/stat"))?)
 }
 
 /// This process's /proc/self/stat (right inside a pid namespace whose
 /// /proc is not ours, where our pid means another process).
 pub fn own_stat() -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    parse_stat(&read_stat("/proc/self/stat")?)
+}
+
+/// A stat file in one read(): the line is a few hundred bytes, and procfs
+/// gives it whole to a buffer that holds it. read_to_string, for a file
+/// whose size says 0, probes and grows its buffer instead (six reads a
+/// line), and `ps`, `refresh` and the shim read one per container. A
+/// line that fills the buffer is read again whole.
+fn read_stat(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    if n == buf.len() {
+        return std::fs::read_to_string(path).ok();
+    }
+    String::from_utf8(buf[..n].to_vec()).ok()
 }
 
 /// The fields of one stat line. The command name may itself hold spaces
@@ -100,6 +115,19 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_process_is_read_whole_and_an_absent_one_is_none() {
+        let me = ProcessId::current().unwrap();
+        let own = own_stat().unwrap();
+        assert_eq!(me.start, own.start);
+        assert!(me.is_alive());
+        let text = read_stat(&format!("/proc/{}/stat", me.pid)).unwrap();
+        assert!(text.ends_with('\n'), "the whole line: {text:?}");
+        assert_eq!(stat(me.pid).unwrap().comm, own.comm);
+        assert!(stat(i32::MAX).is_none());
+        assert!(!ProcessId { pid: me.pid, start: me.start + 1 }.is_alive());
+    }
 
     #[test]
     fn stat_fields_are_read_after_the_last_paren() {
