@@ -224,7 +224,7 @@ fn build_rootfs(plan: &Plan, chan: &Channel) -> Result<OciState> {
     mounts::mount_all(&env, spec.mounts().as_deref().unwrap_or_default())?;
     devices::setup(&root, spec, in_userns)?;
     let pty = if process.terminal().unwrap_or(false) { Some(console::open_in_rootfs(&root, process)?) } else { None };
-    let state = runtime_hooks(chan)?;
+    let state = state_for_hooks(plan, chan)?;
     hooks::run(spec, HookKind::CreateContainer, &state)?;
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         paths::write_sysctls(&root, sysctl)?;
@@ -276,7 +276,7 @@ fn share_host_mount_ns(plan: &Plan, chan: &Channel) -> Result<OciState> {
             skipped.join(", ")
         );
     }
-    let state = runtime_hooks(chan)?;
+    let state = state_for_hooks(plan, chan)?;
     hooks::run(spec, HookKind::CreateContainer, &state)?;
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         // The host's /proc/sys shows this process's own namespaces.
@@ -289,6 +289,41 @@ fn share_host_mount_ns(plan: &Plan, chan: &Channel) -> Result<OciState> {
         hand_over_terminal(plan, &console::open_here(process)?)?;
     }
     Ok(state)
+}
+
+/// Whether the init must wait for the runtime between its mounts and the
+/// rest of its setup: the runtime then runs the prestart and createRuntime
+/// hooks and has moved netDevices in (sysctls may name them), and sends
+/// the state that createContainer and startContainer hooks and a seccomp
+/// agent are given. Without any of those the init goes on alone: a round
+/// trip fewer per container start.
+pub fn waits_for_runtime(spec: &Spec, seccomp_listener: bool) -> bool {
+    use HookKind::*;
+    seccomp_listener
+        || [Prestart, CreateRuntime, CreateContainer, StartContainer]
+            .into_iter()
+            .any(|k| !hooks::of(spec, k).is_empty())
+        || spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()).is_some_and(|d| !d.is_empty())
+}
+
+/// The state from the runtime if the init waits for it (see
+/// [`waits_for_runtime`]); else one that no hook or agent will see (there
+/// is none), for the init to know itself an init.
+fn state_for_hooks(plan: &Plan, chan: &Channel) -> Result<OciState> {
+    if waits_for_runtime(&plan.spec, plan.seccomp_listener.is_some()) {
+        return runtime_hooks(chan);
+    }
+    Ok(OciState {
+        oci_version: plan.spec.version().clone(),
+        id: plan.id.clone(),
+        pid: 0,
+        status: crate::container::Status::Creating,
+        bundle: PathBuf::new(),
+        rootfs: plan.rootfs.clone(),
+        created: String::new(),
+        owner: String::new(),
+        annotations: None,
+    })
 }
 
 /// Asks the runtime to run prestart and createRuntime hooks; returns the

@@ -127,6 +127,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         exec_state: None,
         idmapped: super::idmap::prepare(&bundle.spec)?,
     };
+    let init_waits = crate::init::waits_for_runtime(&plan.spec, plan.seccomp_listener.is_some());
     let spawned = spawn(&plan, Role::Init)?;
     undo.pid = Some(spawned.pid);
     // The init now holds what it needs; ours can go.
@@ -142,7 +143,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         container.save()?;
     }
 
-    if spawned.early != Some(Msg::RunHooks) {
+    if init_waits && spawned.early != Some(Msg::RunHooks) {
         spawned.chan.expect(&Msg::RunHooks, "the container's init")?;
     }
     let start_time = sys::start_time(spawned.pid)
@@ -151,9 +152,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     container.state.init_start_time = start_time;
     let state = container.oci_state(Status::Creating);
     undo.poststop = Some((bundle.spec.clone(), container.oci_state(Status::Stopped)));
-    hooks::run(&bundle.spec, HookKind::Prestart, &state)?;
-    hooks::run(&bundle.spec, HookKind::CreateRuntime, &state)?;
-    spawned.chan.send(&Msg::HooksDone(state.to_json()))?;
+    if init_waits {
+        hooks::run(&bundle.spec, HookKind::Prestart, &state)?;
+        hooks::run(&bundle.spec, HookKind::CreateRuntime, &state)?;
+        spawned.chan.send(&Msg::HooksDone(state.to_json()))?;
+    }
     spawned.chan.expect(&Msg::Ready, "the container's init")?;
 
     let pty_master = ours.as_ref().map(receive_master).transpose()?;
