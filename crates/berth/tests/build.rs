@@ -744,3 +744,128 @@ fn independent_stages_build_at_the_same_time() {
     build_ok(&b, &ctx, &["-t", "parallel"]);
     assert_eq!(run_sh(&b, "parallel", "cat /left /right"), "left\nright\n");
 }
+
+#[test]
+fn copy_heredocs_keep_quotes_and_mix_with_context_files() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\nARG WHO=you\nCOPY <<EOF /quoted\nsay \"$WHO\" it's '${{WHO}}' \\$WHO\nEOF\nCOPY a <<EOF /d/\nfrom heredoc\nEOF\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df), ("a", "from the context\n")]);
+    build_ok(&b, &ctx, &["-t", "mixed"]);
+    // BuildKit: quotes are the file's, only $ and \ are the builder's.
+    assert_eq!(run_sh(&b, "mixed", "cat /quoted"), "say \"you\" it's 'you' $WHO\n");
+    assert_eq!(run_sh(&b, "mixed", "cat /d/a /d/EOF; ls /d"), "from the context\nfrom heredoc\nEOF\na\n");
+}
+
+#[test]
+fn run_heredocs_with_a_shebang_or_a_spaced_delimiter_run_their_body() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!(
+        "FROM {}\n\
+         RUN <<EOF\n#!/bin/awk -f\nBEGIN {{ print \"awk ran\" > \"/by-awk\" }}\nEOF\n\
+         RUN << EOF\necho spaced > /spaced\nEOF\n\
+         RUN mkdir -m 777 /w\n\
+         USER 1234\n\
+         RUN <<SCRIPT\n#!/bin/sh\necho \"$0 $(id -u)\" > /w/who\nSCRIPT\n",
+        b.image
+    );
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "shebang"]);
+    assert_eq!(run_sh(&b, "shebang", "cat /by-awk /spaced /w/who"), "awk ran\nspaced\n/dev/pipes/SCRIPT 1234\n");
+}
+
+#[test]
+fn copy_from_refuses_variables() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {0} AS a\nRUN echo a > /a\nFROM {0}\nARG X=a\nCOPY --from=$X /a /a\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let out = build(&b, &ctx, &["-t", "fromvar"]);
+    assert_eq!(out.status.code(), Some(1), "COPY --from=$X was expanded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"),
+        "{err}"
+    );
+    assert!(err.contains("Dockerfile:5"), "{err}");
+}
+
+#[test]
+fn system_prune_drops_the_build_cache() {
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN --mount=type=cache,target=/c echo ran >> /c/count && echo x > /x\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    build_ok(&b, &ctx, &["-t", "pruned"]);
+    assert_eq!(cache_mount_file(&b, "count"), "ran\n");
+    b.ok(&["rmi", "pruned"]);
+    b.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(cache_mount_file(&b, "count"), "", "system prune kept the cache mounts");
+    b.ok(&["pull", &b.image]);
+    let log = build_ok(&b, &ctx, &["-t", "pruned"]);
+    assert!(!log.contains("CACHED"), "system prune kept the step cache:\n{log}");
+    assert_eq!(cache_mount_file(&b, "count"), "ran\n");
+}
+
+/// podman's own storage for one test, under the test's directory; what
+/// its containers mounted is unmounted when it ends (the directory goes
+/// with the test's).
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn command(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("podman");
+        c.arg("--root").arg(self.dir.join("root")).arg("--runroot").arg(self.dir.join("run"));
+        c.arg("--tmpdir").arg(self.dir.join("tmp")).args(["--storage-driver", "vfs", "--events-backend", "file"]);
+        c.args(["--cgroup-manager", "cgroupfs"]);
+        c
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for m in common::leftovers(&self.dir).iter().rev() {
+            if let Some(point) = m.split_whitespace().nth(4) {
+                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn podman_runs_a_pushed_built_image() {
+    if std::process::Command::new("podman").arg("--version").output().is_err() {
+        eprintln!("skipped: podman is not installed");
+        return;
+    }
+    let b = Berth::new();
+    b.ok(&["pull", &b.image]);
+    let df = format!("FROM {}\nRUN echo written by a berth RUN > /made\nCMD [\"cat\", \"/made\"]\n", b.image);
+    let ctx = context(&b, "ctx", &[("Dockerfile", &df)]);
+    let (registry, _) = b.image.split_once('/').unwrap();
+    let name = format!("{registry}/for-podman:1");
+    build_ok(&b, &ctx, &["-t", &name]);
+    b.ok(&["push", &name]);
+    let podman = Podman { dir: b.dir.path().join("podman") };
+    let mut c = podman.command();
+    // No cgroup of podman's (none outside this test's own parent), no network.
+    c.args(["run", "--rm", "--tls-verify=false", "--network", "none", "--cgroups=disabled", "--runtime", "crun"]);
+    // Low limits: podman would raise them, which root here cannot (no
+    // CAP_SYS_RESOURCE); lowering is always allowed.
+    use nix::sys::resource::{Resource, getrlimit};
+    for (name, r) in [("nofile", Resource::RLIMIT_NOFILE), ("nproc", Resource::RLIMIT_NPROC)] {
+        let low = getrlimit(r).unwrap().0.min(1024);
+        c.arg("--ulimit").arg(format!("{name}={low}:{low}"));
+    }
+    c.arg(&name);
+    let out = berth_testkit::output_via_files(&mut c);
+    assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "written by a berth RUN\n");
+}

@@ -173,3 +173,48 @@ pub fn parse_chmod(s: &str) -> Result<u32> {
         .filter(|m| *m <= 0o7777)
         .ok_or_else(|| Error::Invalid(format!("invalid chmod parameter {s:?}: an octal mode is expected")))
 }
+
+/// Writes a heredoc's body as the file `name` in `dir` (a directory of the
+/// step's own), mode `mode`. The name must be one plain path component:
+/// the parser refuses others for COPY/ADD, and this write is confined by
+/// itself too (a body never lands outside `dir`, whatever the AST holds).
+pub fn write_heredoc(dir: &Path, name: &str, body: &[u8], mode: u32) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Error::Invalid(format!("heredoc name {name:?} must be a plain file name")));
+    }
+    let d =
+        rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ctx("open", dir)?;
+    let fd = rustix::fs::openat(
+        &d,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .ctx("create", &dir.join(name))?;
+    // The umask does not decide the mode (a `#!` script must be executable).
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).ctx("chmod", &dir.join(name))?;
+    std::io::Write::write_all(&mut std::fs::File::from(fd), body).ctx("write", &dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heredoc_names_cannot_leave_their_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("step");
+        std::fs::create_dir(&dir).unwrap();
+        let abs = top.path().join("abs");
+        for bad in ["../escape", "sub/x", ".", "..", "", abs.to_str().unwrap()] {
+            let e = write_heredoc(&dir, bad, b"x", 0o644).expect_err(bad);
+            assert!(e.to_string().contains(&format!("heredoc name {bad:?}")), "{e}");
+        }
+        assert!(!top.path().join("escape").exists(), "a heredoc was written outside its directory");
+        assert!(!abs.exists(), "a heredoc was written at an absolute path");
+        write_heredoc(&dir, "EOF", b"body\n", 0o755).unwrap();
+        assert_eq!(std::fs::read(dir.join("EOF")).unwrap(), b"body\n");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join("EOF")).unwrap().permissions());
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+}

@@ -2,6 +2,7 @@
 //! mounts) and COPY/ADD (sources from the context, a stage, an image, a
 //! heredoc or a URL), each through [`Builder::layer_step`].
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_image::Digest;
@@ -13,6 +14,7 @@ use crate::ast::{Command, Instruction, Located, MountKind, NetworkMode, Stage};
 use crate::cache;
 use crate::context::{hash_sources, select};
 use crate::error::{Error, Result};
+use crate::parse::expand_heredoc;
 
 impl Builder<'_> {
     pub(super) fn run_step(
@@ -24,22 +26,38 @@ impl Builder<'_> {
         label: &str,
     ) -> Result<()> {
         let n = self.progress.step(label);
+        let err = |m: String| self.step_err(ins.line, &ins.original, m);
         let shell = state.shell();
-        let argv = match (&r.command, r.heredocs.as_slice()) {
-            (Command::Shell(s), [h]) if s.trim().starts_with("<<") && !s.trim().contains(' ') => {
+        // A `#!` script's file (BuildKit mounts it on /dev/pipes), kept
+        // until the step is done.
+        let mut script = None;
+        let argv = match (&r.command, single_heredoc(r)) {
+            (Command::Shell(_), Some(h)) if h.body.starts_with("#!") => {
+                let dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
+                // Readable by the step's user, whoever it is.
+                std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(|e| err(e.to_string()))?;
+                copy::write_heredoc(dir.path(), &h.name, h.body.as_bytes(), 0o755).map_err(|e| err(e.to_string()))?;
+                let mut a = shell.clone();
+                a.push(format!("{PIPES}/{}", h.name));
+                script = Some(dir);
+                a
+            }
+            (Command::Shell(_), Some(h)) => {
                 let mut a = shell.clone();
                 a.push(h.body.clone());
                 a
             }
-            (Command::Shell(s), hs) if !hs.is_empty() => {
-                let mut script = s.clone();
-                for h in hs {
-                    script.push('\n');
-                    script.push_str(&h.body);
-                    script.push_str(&h.name);
+            (Command::Shell(s), None) if !r.heredocs.is_empty() => {
+                // The line and the bodies as a real shell heredoc.
+                let mut full = s.clone();
+                for h in &r.heredocs {
+                    full.push('\n');
+                    full.push_str(&h.body);
+                    full.push_str(&h.name);
                 }
                 let mut a = shell.clone();
-                a.push(script);
+                a.push(full);
                 a
             }
             (c, _) => command_argv(c, &shell),
@@ -74,8 +92,18 @@ impl Builder<'_> {
             Some(NetworkMode::Host) => "host",
             Some(NetworkMode::Default) | None => self.opts.network.as_str(),
         };
-        let (mounts, _mounted, bound) = self.run_mounts(stage, state, ins, r)?;
-        let mount_key = format!("{:?} {bound}", r.mounts);
+        let (mut mounts, _mounted, bound) = self.run_mounts(stage, state, ins, r)?;
+        if let Some(dir) = &script {
+            mounts.push(berth_engine::spec::ResolvedMount::Bind {
+                source: dir.path().to_path_buf(),
+                target: PIPES.into(),
+                readonly: true,
+                propagation: None,
+            });
+        }
+        // The bodies are not all in the command (a `#!` script is a file).
+        let bodies: Vec<&str> = r.heredocs.iter().map(|h| h.body.as_str()).collect();
+        let mount_key = format!("{:?} {bound} {bodies:?}", r.mounts);
         let key = cache::key(&[&state.key.to_string(), &created_by, network, &mount_key, &env_key]);
         let user = state.str_field("User");
         let workdir = state.str_field("WorkingDir");
@@ -254,79 +282,174 @@ impl Builder<'_> {
         let chmod = c.chmod.as_deref().map(|m| self.ex(state, ins, m)).transpose()?;
         let chmod = chmod.as_deref().map(copy::parse_chmod).transpose()?;
         let chown = c.chown.as_deref().map(|m| self.ex(state, ins, m)).transpose()?;
-        // The source tree: the context, a heredoc's files, or a stage's
-        // (or an image's) rootfs, mounted read-only for the copy.
-        let heredoc_dir;
-        let _from_fs;
         let urls = add && sources.iter().any(|s| fetch::is_url(s));
-        let (root_path, ignore, from_key): (PathBuf, Option<&crate::ignore::Ignore>, String) = if urls {
-            if !sources.iter().all(|s| fetch::is_url(s)) || c.from.is_some() {
-                return Err(err("ADD cannot mix URLs with other sources".into()));
-            }
-            heredoc_dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
-            let mut names = Vec::new();
-            for url in &sources {
-                let (path, _digest) =
-                    fetch::fetch(url, heredoc_dir.path(), checksum).map_err(|e| err(e.to_string()))?;
-                names.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            }
-            sources = names;
-            (heredoc_dir.path().to_path_buf(), None, "url".into())
-        } else if !c.heredocs.is_empty() {
-            heredoc_dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
-            for h in &c.heredocs {
-                let body = if h.expand { self.ex(state, ins, &h.body)? } else { h.body.clone() };
-                std::fs::write(heredoc_dir.path().join(&h.name), body).map_err(|e| err(e.to_string()))?;
-                sources.push(h.name.clone());
-            }
-            (heredoc_dir.path().to_path_buf(), None, "heredoc".into())
-        } else if let Some(f) = &c.from {
-            let f = self.ex(state, ins, f)?;
-            let (layers, key) = self.layers_of(&f, stage.index).map_err(|e| err(e.to_string()))?;
-            let fs = step::ReadOnly::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
-            let p = fs.path.clone();
-            _from_fs = fs;
-            (p, None, key)
-        } else {
-            (self.ctx.root().to_path_buf(), Some(self.ctx.ignore()), String::new())
-        };
-        let root = rustix::fs::open(
-            &root_path,
-            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| err(format!("open {}: {e}", root_path.display())))?;
-        let root_fd = std::os::fd::AsFd::as_fd(&root);
-        let mut selected = Vec::new();
-        let mut many = sources.len() > 1;
-        for s in &sources {
-            let found = select(root_fd, &root_path, s, ignore).map_err(|e| err(e.to_string()))?;
-            many |= found.len() > 1 || s.contains(['*', '?', '[']);
-            selected.extend(found);
+        // The source trees, as BuildKit adds them: the named sources (from
+        // the context, URLs, a stage or an image), then the heredocs' files.
+        let mut trees = Vec::new();
+        if !sources.is_empty() {
+            trees.push(self.source_tree(stage, ins, c, &sources, urls, checksum)?);
         }
-        let content = if from_key.is_empty() || from_key == "heredoc" || from_key == "url" {
-            hash_sources(root_fd, &root_path, &selected, ignore)?
-        } else {
-            format!("{from_key} {}", selected.join(" "))
-        };
+        if !c.heredocs.is_empty() {
+            trees.push(self.heredoc_tree(state, ins, &c.heredocs)?);
+        }
+        let mut many = sources.len() + c.heredocs.len() > 1;
+        let mut content = String::new();
+        for t in &mut trees {
+            let fd = t.root.as_fd();
+            for s in &t.names {
+                let found = select(fd, &t.path, s, t.ignore).map_err(|e| err(e.to_string()))?;
+                many |= found.len() > 1 || s.contains(['*', '?', '[']);
+                t.selected.extend(found);
+            }
+            let hashed = match &t.key {
+                None => hash_sources(fd, &t.path, &t.selected, t.ignore)?,
+                Some(k) => format!("{k} {}", t.selected.join(" ")),
+            };
+            content.push_str(&hashed);
+            content.push('\n');
+        }
+        let selected: Vec<String> = trees.iter().flat_map(|t| t.selected.iter().cloned()).collect();
         let created_by = format!("{} {} {dest}", if add { "ADD" } else { "COPY" }, selected.join(" "));
         let key = cache::key(&[&state.key.to_string(), &created_by, &content, &format!("{chown:?} {chmod:?}")]);
         self.progress.line(n, &format!("transferring {}", selected.join(" ")));
-        let src = copy::Source { root: root_fd, shown: &root_path, ignore };
         self.layer_step(state, key, &created_by, n, |fs| {
             let owner = match &chown {
                 Some(spec) => copy::resolve_chown(&fs.rootfs, spec)?,
                 None => (0, 0),
             };
-            // A downloaded archive is added as it is (docker unpacks local ones only).
-            let op = copy::CopyOp { sources: &selected, many, dest: dest.clone(), owner, chmod, extract: add && !urls };
-            copy::copy(&src, &op, &fs.rootfs)
+            for t in &trees {
+                let src = copy::Source { root: t.fd(), shown: &t.path, ignore: t.ignore };
+                // A downloaded archive is added as it is (docker unpacks
+                // local ones only); a heredoc's file is never unpacked.
+                let extract = add && !urls && !t.heredocs;
+                let op = copy::CopyOp { sources: &t.selected, many, dest: dest.clone(), owner, chmod, extract };
+                copy::copy(&src, &op, &fs.rootfs)?;
+            }
+            Ok(())
         })
         .map_err(|e| match e {
             Error::Step { .. } => e,
             e => err(e.to_string()),
         })
     }
+
+    /// Where COPY/ADD's named sources come from: downloaded URLs, a stage's
+    /// (or an image's) rootfs mounted read-only, or the context.
+    fn source_tree(
+        &self,
+        stage: &Stage,
+        ins: &Located<Instruction>,
+        c: &crate::ast::Copy,
+        sources: &[String],
+        urls: bool,
+        checksum: Option<&str>,
+    ) -> Result<Tree<'_>> {
+        let err = |m: String| self.step_err(ins.line, &ins.original, m);
+        if urls {
+            if !sources.iter().all(|s| fetch::is_url(s)) || c.from.is_some() {
+                return Err(err("ADD cannot mix URLs with other sources".into()));
+            }
+            let dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
+            let mut names = Vec::new();
+            for url in sources {
+                let (path, _digest) = fetch::fetch(url, dir.path(), checksum).map_err(|e| err(e.to_string()))?;
+                names.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            }
+            return Tree::open(dir.path().to_path_buf(), names, None, None, Held::Dir { _dir: dir }, false)
+                .map_err(err);
+        }
+        if let Some(f) = &c.from {
+            // Never expanded: checked in dispatch.
+            let (layers, key) = self.layers_of(f, stage.index).map_err(|e| err(e.to_string()))?;
+            let fs = step::ReadOnly::mount(self.store, self.work.path(), &self.next_dir(), &layers)?;
+            let p = fs.path.clone();
+            return Tree::open(p, sources.to_vec(), None, Some(key), Held::Mount { _fs: fs }, false).map_err(err);
+        }
+        let ctx = self.ctx.root().to_path_buf();
+        Tree::open(ctx, sources.to_vec(), Some(self.ctx.ignore()), None, Held::Nothing, false).map_err(err)
+    }
+
+    /// The heredocs' bodies as files (each named after its heredoc, in a
+    /// directory of the step's own); bodies with an unquoted delimiter
+    /// expanded as BuildKit does (quotes kept).
+    fn heredoc_tree(
+        &self,
+        state: &State,
+        ins: &Located<Instruction>,
+        docs: &[crate::ast::Heredoc],
+    ) -> Result<Tree<'_>> {
+        let err = |m: String| self.step_err(ins.line, &ins.original, m);
+        let dir = tempfile::tempdir_in(self.work.path()).map_err(|e| err(e.to_string()))?;
+        let mut names = Vec::new();
+        for h in docs {
+            let body = if h.expand {
+                expand_heredoc(&h.body, self.lookup(state)).map_err(|e| err(e.to_string()))?
+            } else {
+                h.body.clone()
+            };
+            copy::write_heredoc(dir.path(), &h.name, body.as_bytes(), 0o644).map_err(|e| err(e.to_string()))?;
+            names.push(h.name.clone());
+        }
+        Tree::open(dir.path().to_path_buf(), names, None, None, Held::Dir { _dir: dir }, true).map_err(err)
+    }
+}
+
+/// What keeps a source tree there while the step reads it (removed or
+/// unmounted when dropped).
+enum Held {
+    Nothing,
+    Dir { _dir: tempfile::TempDir },
+    Mount { _fs: step::ReadOnly },
+}
+
+/// One tree COPY/ADD reads: its directory (held open), the names asked
+/// for and what they selected.
+struct Tree<'a> {
+    path: PathBuf,
+    root: OwnedFd,
+    names: Vec<String>,
+    selected: Vec<String>,
+    ignore: Option<&'a crate::ignore::Ignore>,
+    /// For a stage or image: its key (its files are not hashed); None:
+    /// the selected files' content is.
+    key: Option<String>,
+    heredocs: bool,
+    _held: Held,
+}
+
+impl<'a> Tree<'a> {
+    fn open(
+        path: PathBuf,
+        names: Vec<String>,
+        ignore: Option<&'a crate::ignore::Ignore>,
+        key: Option<String>,
+        held: Held,
+        heredocs: bool,
+    ) -> Result<Tree<'a>, String> {
+        let root = rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+        Ok(Tree { path, root, names, selected: Vec::new(), ignore, key, heredocs, _held: held })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+}
+
+/// Where a RUN's `#!` heredoc is mounted, as BuildKit's.
+const PIPES: &str = "/dev/pipes";
+
+/// The heredoc of a RUN whose command is that heredoc alone (`<<EOF`,
+/// `<< EOF`, `<<-EOF`, `3<<EOF`): BuildKit runs its body as the script
+/// rather than handing the line to the shell.
+fn single_heredoc(r: &crate::ast::Run) -> Option<&crate::ast::Heredoc> {
+    let (Command::Shell(s), [h]) = (&r.command, r.heredocs.as_slice()) else { return None };
+    let head = crate::parse::parse_heredoc_word(s.trim()).ok().flatten()?;
+    (head.name == h.name).then_some(h)
 }
 
 /// COPY/ADD flags berth does not carry out yet: refused rather than

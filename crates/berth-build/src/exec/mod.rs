@@ -421,6 +421,7 @@ impl Builder<'_> {
             }
             Instruction::Copy(c) => {
                 unsupported_copy_flags(c).map_err(err)?;
+                from_not_expanded(c.from.as_deref(), self.df.escape).map_err(err)?;
                 self.copy_step(stage, state, ins, c, None, label)?
             }
             Instruction::Add(a) => {
@@ -629,6 +630,18 @@ impl Builder<'_> {
         state.push_history(history);
         state.key = key;
         Ok(())
+    }
+}
+
+/// `COPY --from` is never expanded: BuildKit refuses a value expansion
+/// would change (the stage graph is known before any ARG has a value).
+fn from_not_expanded(from: Option<&str>, escape: char) -> Result<(), String> {
+    let Some(f) = from else { return Ok(()) };
+    match expand(f, |_| None, escape) {
+        Ok(e) if e == f => Ok(()),
+        _ => Err("variable expansion is not supported for --from, define a new stage with FROM using ARG from global \
+                  scope as a workaround"
+            .into()),
     }
 }
 

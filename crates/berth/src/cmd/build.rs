@@ -86,24 +86,28 @@ pub fn builder(engine: &Engine, c: BuilderCmd) -> Result<()> {
     match c {
         BuilderCmd::Prune(a) => {
             let _ = (a.force, a.all);
-            let store = engine.store()?;
-            berth_build::cache::prune(&store)?;
-            {
-                // RUN --mount=type=cache directories too, as docker's; not
-                // while a build runs (it holds the store's adding guard).
-                let _collecting = store.collecting()?;
-                let mounts = engine.root.join("build-cache-mounts");
-                match std::fs::remove_dir_all(&mounts) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(e).with_context(|| format!("remove {}", mounts.display()));
-                    }
-                    _ => {}
-                }
-            }
+            prune_build_cache(engine)?;
             let report = engine.collect_garbage()?;
             println!("Total:\t{}", berth_engine::units::human_size(report.bytes));
             Ok(())
         }
+    }
+}
+
+/// Drops the build cache (`builder prune`, `system prune`): the step
+/// cache's entries and the RUN --mount=type=cache directories, as docker's.
+/// What only the cache held goes at the next garbage collection.
+pub fn prune_build_cache(engine: &Engine) -> Result<()> {
+    let store = engine.store()?;
+    berth_build::cache::prune(&store)?;
+    // Not while a build runs (it holds the store's adding guard).
+    let _collecting = store.collecting()?;
+    let mounts = engine.root.join("build-cache-mounts");
+    match std::fs::remove_dir_all(&mounts) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", mounts.display()))
+        }
+        _ => Ok(()),
     }
 }
 

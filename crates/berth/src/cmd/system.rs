@@ -256,6 +256,7 @@ fn prune(engine: &Engine, a: SystemPruneArgs) -> Result<()> {
         }
         println!();
     }
+    crate::cmd::build::prune_build_cache(engine)?;
     let gc = engine.collect_garbage()?;
     println!("Total reclaimed space: {}", human_size(containers.bytes + volumes.bytes + gc.bytes));
     Ok(())
