@@ -21,6 +21,7 @@
 
 pub mod archive;
 pub mod bodyio;
+pub mod build;
 pub mod containers;
 pub mod create;
 pub mod errors;
@@ -288,7 +289,6 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["images", "prune"]) => prune::images(c).await,
         (&M::POST, ["networks", "prune"]) => prune::networks(c).await,
         (&M::POST, ["volumes", "prune"]) => prune::volumes(c).await,
-        (&M::POST, ["build", "prune"]) => prune::build(c).await,
         (&M::GET, ["system", "df"]) => prune::df(c).await,
         (&M::GET, ["images", "get"]) => transfer::save_many(c).await,
         (&M::GET, ["images", "search"]) => transfer::search(c).await,
@@ -297,10 +297,9 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["images", name @ .., "push"]) if !name.is_empty() => transfer::push(c, &name.join("/")).await,
         (&M::POST, ["auth"]) => transfer::auth(c).await,
         // End of wip-dockfs's routes.
-        (&M::POST, ["build"]) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "build is not implemented in berthd yet (it arrives with berth build)",
-        )),
+        // The builder (wip-dockbuild).
+        (&M::POST, ["build"]) => build::build(c).await,
+        (&M::POST, ["build", "prune"]) => build::prune(c).await,
         _ => Err(ApiError::not_found("page not found")),
     }
 }

@@ -1,0 +1,174 @@
+//! `POST /build` and `/build/prune` on berth's builder, driven by the real
+//! docker CLIs (classic builder: `DOCKER_BUILDKIT=0`) and docker-py: the
+//! image runs with what RUN, COPY, ENV and CMD put in it, a second build
+//! is cached, `docker builder prune` drops the cache, a Dockerfile error
+//! names its line, BuildKit's protocol gets a clear refusal, and the image
+//! is the berth CLI's too.
+
+#[path = "common/docker_node.rs"]
+mod docker_node;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use berth_testkit::in_test_host;
+use docker_node::{DOCKER_20, Node, newest, stderr, tail};
+
+fn classic(n: &Node, cli: &str, args: &[&str]) -> Output {
+    let mut c = n.docker_cmd(cli);
+    c.env("DOCKER_BUILDKIT", "0").args(args);
+    berth_testkit::output_via_files(&mut c)
+}
+
+fn classic_ok(n: &Node, cli: &str, args: &[&str]) -> String {
+    let out = classic(n, cli, args);
+    assert!(
+        out.status.success(),
+        "{cli} {args:?}: {}\n{}\nberthd log (tail):\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        tail(&n.d.stderr(), 40)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A context: a Dockerfile FROM the node's busybox that RUNs, COPYs a
+/// context file and sets ENV and CMD; and a file the build must not see.
+fn context(n: &Node, dir: &Path) {
+    std::fs::write(dir.join("msg.txt"), "from the context\n").unwrap();
+    std::fs::write(dir.join("secret.txt"), "ignored\n").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "secret.txt\n").unwrap();
+    let df = format!(
+        "FROM {}\nENV GREETING=hello\nCOPY msg.txt /msg.txt\nRUN echo ran-at-build > /built && echo run-output-line\n\
+         CMD [\"sh\", \"-c\", \"echo $GREETING; cat /msg.txt /built; ls /secret.txt 2>&1 || true\"]\n",
+        n.image
+    );
+    std::fs::write(dir.join("Dockerfile"), df).unwrap();
+}
+
+/// Whether the RUN step ran (its output, not its command line, is there).
+fn ran_here(out: &str) -> bool {
+    out.lines().any(|l| l.trim() == "run-output-line")
+}
+
+fn scratch_is_empty(n: &Node) {
+    let dir = n.root().join("docker-scratch");
+    let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+}
+
+#[test]
+fn docker_build_with_both_clis_runs_caches_and_prunes() {
+    in_test_host(|| {
+        let n = Node::start();
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        context(&n, dir);
+        let ctx = dir.to_str().unwrap();
+
+        let out = classic_ok(&n, DOCKER_20, &["build", "-t", "x:1", ctx]);
+        assert!(out.contains("Step 1/5 : FROM"), "{out}");
+        assert!(out.contains("Step 4/5 : RUN echo ran-at-build"), "{out}");
+        assert!(ran_here(&out), "the RUN's output is streamed: {out}");
+        assert!(out.contains("Successfully built "), "{out}");
+        assert!(out.contains("Successfully tagged x:1"), "{out}");
+        assert!(!out.contains("Using cache"), "a first build has no cache: {out}");
+
+        let ran = n.docker_ok(DOCKER_20, &["run", "--rm", "x:1"]);
+        assert!(ran.starts_with("hello\nfrom the context\nran-at-build\n"), "{ran}");
+        assert!(ran.contains("No such file"), ".dockerignore keeps secret.txt out: {ran}");
+
+        // The same build again, with the newest CLI: COPY and RUN cached.
+        let again = classic_ok(&n, newest(), &["build", "-t", "x:2", ctx]);
+        assert_eq!(again.matches("Using cache").count(), 2, "{again}");
+        assert!(!ran_here(&again), "a cached RUN does not run: {again}");
+        assert_eq!(n.docker_ok(newest(), &["run", "--rm", "x:2"]), ran);
+
+        // The berth CLI on the same root sees the images.
+        let images = n.berth_ok(&["images"]);
+        assert!(images.lines().any(|l| l.starts_with("x ") && l.contains(" 1 ")), "{images}");
+        assert!(images.lines().any(|l| l.starts_with("x ") && l.contains(" 2 ")), "{images}");
+
+        // builder prune drops the cache: the next build runs the RUN again.
+        let pruned = classic_ok(&n, DOCKER_20, &["builder", "prune", "-f"]);
+        assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+        let cold = classic_ok(&n, DOCKER_20, &["build", "-q", "-t", "x:3", ctx]);
+        assert!(cold.trim().starts_with("sha256:"), "-q prints the ID only: {cold}");
+        let third = classic_ok(&n, DOCKER_20, &["build", "--no-cache", "-t", "x:4", ctx]);
+        assert!(ran_here(&third) && !third.contains("Using cache"), "{third}");
+        scratch_is_empty(&n);
+    });
+}
+
+#[test]
+fn a_dockerfile_error_names_its_line_and_a_failing_run_its_code() {
+    in_test_host(|| {
+        let n = Node::start();
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        std::fs::write(dir.join("Dockerfile"), format!("FROM {}\nNOPE this is not an instruction\n", n.image)).unwrap();
+        let ctx = dir.to_str().unwrap();
+        for cli in [DOCKER_20, newest()] {
+            let out = classic(&n, cli, &["build", "-t", "bad:1", ctx]);
+            assert!(!out.status.success(), "{cli}: a syntax error fails");
+            let e = stderr(&out);
+            assert!(e.contains("line 2") && e.to_lowercase().contains("nope"), "{cli}: {e}");
+        }
+        std::fs::write(dir.join("Dockerfile"), format!("FROM {}\nRUN echo before; exit 3\n", n.image)).unwrap();
+        let out = classic(&n, DOCKER_20, &["build", "-t", "bad:2", ctx]);
+        assert!(!out.status.success());
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(all.contains("before") && all.contains("exit code: 3"), "{all}");
+        assert!(!n.berth_ok(&["images"]).contains("bad "), "nothing tagged");
+        // -f names a Dockerfile that is not there.
+        let out = classic(&n, DOCKER_20, &["build", "-f", "Nope.df", ctx]);
+        assert!(!out.status.success());
+        scratch_is_empty(&n);
+
+        // BuildKit's protocol and remote contexts: clear 400s.
+        let sock = n.docker_sock.to_str().unwrap();
+        for (query, words) in [("version=2", "DOCKER_BUILDKIT=0"), ("remote=https://example.com/x.git", "remote")] {
+            let out = Command::new("curl")
+                .args(["-s", "-w", "\n%{http_code}", "--unix-socket", sock, "-X", "POST"])
+                .arg(format!("http://d/v1.41/build?{query}"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.ends_with("\n400") && text.contains(words), "{query}: {text}");
+        }
+    });
+}
+
+#[test]
+fn docker_py_builds_with_args_and_labels_and_returns_the_image_and_logs() {
+    in_test_host(|| {
+        let n = Node::start();
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            format!(
+                "FROM {}\nARG WHO=nobody\nRUN echo who=$WHO > /who && cat /who\nCMD [\"cat\", \"/who\"]\n",
+                n.image
+            ),
+        )
+        .unwrap();
+        let script = format!(
+            r#"
+import sys, docker
+c = docker.DockerClient(base_url=sys.argv[1])
+img, logs = c.images.build(path={dir:?}, tag="py:1", buildargs={{"WHO": "py"}}, labels={{"made.by": "berth"}})
+print("tags", img.tags)
+print("label", c.images.get("py:1").labels.get("made.by"))
+print("logs", "".join(l.get("stream", "") for l in logs).replace("\n", "|"))
+print("run", c.containers.run("py:1", remove=True).decode().strip())
+"#,
+            dir = dir.to_str().unwrap()
+        );
+        let out = n.python(&script);
+        assert!(out.contains("tags ['py:1']"), "{out}");
+        assert!(out.contains("label berth"), "{out}");
+        assert!(out.contains("who=py") && out.contains("Successfully tagged py:1"), "{out}");
+        assert!(out.contains("run who=py"), "{out}");
+    });
+}
