@@ -94,7 +94,7 @@ fn docker_build_with_both_clis_runs_caches_and_prunes() {
         assert!(pruned.contains("Total reclaimed space"), "{pruned}");
         let cold = classic_ok(&n, DOCKER_20, &["build", "-q", "-t", "x:3", ctx]);
         assert!(cold.trim().starts_with("sha256:"), "-q prints the ID only: {cold}");
-        let third = classic_ok(&n, DOCKER_20, &["build", "--no-cache", "-t", "x:4", ctx]);
+        let third = classic_ok(&n, DOCKER_20, &["build", "--compress", "--no-cache", "-t", "x:4", ctx]);
         assert!(ran_here(&third) && !third.contains("Using cache"), "{third}");
         scratch_is_empty(&n);
     });
@@ -170,5 +170,57 @@ print("run", c.containers.run("py:1", remove=True).decode().strip())
         assert!(out.contains("label berth"), "{out}");
         assert!(out.contains("who=py") && out.contains("Successfully tagged py:1"), "{out}");
         assert!(out.contains("run who=py"), "{out}");
+    });
+}
+
+/// compose's `build:` (docker-compose 1.29, as setup.sh installs it in
+/// /opt/berth-compose; BERTH_COMPOSE names another): `build`, the image
+/// runs, a second `build` is cached.
+#[test]
+fn compose_builds_a_service_image() {
+    let compose = std::env::var("BERTH_COMPOSE").unwrap_or_else(|_| "/opt/berth-compose/bin/docker-compose".into());
+    if !Path::new(&compose).exists() {
+        eprintln!("skipped: no docker-compose at {compose} (scripts/setup.sh installs it)");
+        return;
+    }
+    in_test_host(move || {
+        let n = Node::start();
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        std::fs::create_dir(dir.join("app")).unwrap();
+        std::fs::write(
+            dir.join("app/Dockerfile.app"),
+            format!("FROM {}\nARG FLAVOUR\nRUN echo built-$FLAVOUR > /flavour\nCMD [\"cat\", \"/flavour\"]\n", n.image),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            "version: \"3.8\"\nservices:\n  app:\n    build:\n      context: ./app\n      dockerfile: Dockerfile.app\n      \
+             args:\n        FLAVOUR: compose\n    image: composed:1\n",
+        )
+        .unwrap();
+        let run = |args: &[&str]| {
+            let mut c = Command::new(&compose);
+            c.current_dir(dir)
+                .env("DOCKER_HOST", format!("unix://{}", n.docker_sock.display()))
+                .env("DOCKER_BUILDKIT", "0")
+                .env("COMPOSE_DOCKER_CLI_BUILD", "0")
+                .args(["-p", "bt"])
+                .args(args);
+            let out = berth_testkit::output_via_files(&mut c);
+            assert!(
+                out.status.success(),
+                "docker-compose {args:?}: {}{}\nberthd:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                stderr(&out),
+                tail(&n.d.stderr(), 30)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&["build"]);
+        assert_eq!(n.docker_ok(DOCKER_20, &["run", "--rm", "composed:1"]), "built-compose\n");
+        // A second `build` is cached.
+        let again = run(&["build"]);
+        assert!(again.contains("Using cache"), "{again}");
     });
 }
