@@ -224,3 +224,70 @@ fn compose_builds_a_service_image() {
         assert!(again.contains("Using cache"), "{again}");
     });
 }
+
+/// Whether a process whose command line is `cmd` is running.
+fn running(cmd: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim_end() == cmd)
+            .unwrap_or(false)
+    })
+}
+
+/// A client that goes away mid-build takes the build with it: the RUN's
+/// process ends, and the next build leaves nothing of it behind (work
+/// directory, mounts).
+#[test]
+fn a_build_whose_client_goes_away_is_stopped_and_cleaned() {
+    in_test_host(|| {
+        let n = Node::start();
+        let marker = format!("sleep {}", 100_000 + std::process::id() % 10_000);
+        let script = format!(
+            r#"
+import io, socket, sys, tarfile
+df = "FROM {image}\nRUN {marker}\n".encode()
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    info = tarfile.TarInfo("Dockerfile"); info.size = len(df); t.addfile(info, io.BytesIO(df))
+body = buf.getvalue()
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1][len("unix://"):])
+s.sendall(b"POST /v1.41/build?t=slow:1 HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\n"
+          + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+seen = b""
+while b"Step 2/2" not in seen:
+    chunk = s.recv(4096)
+    if not chunk: break
+    seen += chunk
+import os, time
+def running():
+    for p in os.listdir("/proc"):
+        try:
+            if open("/proc/%s/cmdline" % p, "rb").read().replace(b"\0", b" ").strip() == b"{marker}": return True
+        except OSError: pass
+    return False
+deadline = time.time() + 20
+while not running() and time.time() < deadline: time.sleep(0.05)
+print("started" if running() else "never started")
+print(seen.decode(errors="replace"))
+s.close()
+"#,
+            image = n.image
+        );
+        let out = n.python(&script);
+        assert!(out.contains("Step 2/2") && out.starts_with("started"), "{out}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while running(&marker) {
+            assert!(std::time::Instant::now() < deadline, "{marker} still runs after its client went away");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("Dockerfile"), format!("FROM {}\nRUN true\n", n.image)).unwrap();
+        classic_ok(&n, DOCKER_20, &["build", "-t", "next:1", work.path().to_str().unwrap()]);
+        let left: Vec<_> = std::fs::read_dir(n.root().join("build")).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(left.is_empty(), "left by the abandoned build: {left:?}");
+        let mounts = docker_node::leftovers(&n.root());
+        assert!(mounts.is_empty(), "{mounts:?}");
+        assert!(!n.berth_ok(&["images"]).contains("slow "), "the abandoned build tagged nothing");
+        scratch_is_empty(&n);
+    });
+}

@@ -10,8 +10,8 @@
 //! build runs in a worker process (berthd itself, [`WORKER_ARG`]): the
 //! builder writes its progress and RUN output to stderr, which the worker
 //! pipes to us, and its result to stdout. A client that goes away kills
-//! the worker's process group; the next build cleans what it left, as
-//! after any kill.
+//! the worker's process group, then what it left (a step's container, in
+//! a session of its own; mounts; files) is cleaned as a killed build's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use berth_build::ast::{Dockerfile, Instruction};
 use berth_build::context::Context;
+use berth_engine::engine::Engine;
 use berth_engine::images::Credentials;
 use berth_engine::images::{PullRequest, familiar};
 use berth_image::Reference;
@@ -266,7 +267,7 @@ async fn run(
         network: p.network.clone(),
         quiet: p.quiet,
     };
-    let id = run_worker(&job, ctx, out).await?;
+    let id = run_worker(&api.engine, &job, ctx, out).await?;
     let digest: berth_image::Digest = id.parse().map_err(|e| format!("the build worker's image ID {id:?}: {e}"))?;
     out.send(json!({ "aux": { "ID": id } }));
     if p.quiet {
@@ -360,7 +361,7 @@ fn auth_config(v: &Value) -> Option<Credentials> {
 
 /// Runs the worker on `job`: its stderr (progress, RUN output) into the
 /// stream as it comes; its image ID, or why it failed.
-async fn run_worker(job: &Job, ctx: &Context, out: &Out) -> Result<String, String> {
+async fn run_worker(engine: &Engine, job: &Job, ctx: &Context, out: &Out) -> Result<String, String> {
     let job_file = ctx.root().with_extension("job.json");
     let text = serde_json::to_vec(job).map_err(|e| format!("encode the build job: {e}"))?;
     std::fs::write(&job_file, text).map_err(|e| format!("write {}: {e}", job_file.display()))?;
@@ -395,6 +396,16 @@ async fn run_worker(job: &Job, ctx: &Context, out: &Out) -> Result<String, Strin
                     );
                 }
                 let _ = child.wait().await;
+                // A step's process is in a session of its own (the
+                // runtime's): the worker's work directory, now unlocked,
+                // is cleaned as a killed build's (runtime delete --force
+                // ends the step, then mounts and files go).
+                let engine = engine.clone();
+                let _ = blocking(move || {
+                    berth_build::exec::step::clean_stale(&engine);
+                    Ok(())
+                })
+                .await;
                 return Err("the client went away".into());
             }
         };
