@@ -291,3 +291,38 @@ s.close()
         scratch_is_empty(&n);
     });
 }
+
+/// A FROM image in a registry with auth is pulled with the credentials
+/// the CLI sends (X-Registry-Config): refused when logged out, pulled
+/// once logged in.
+#[test]
+fn from_a_registry_with_auth_uses_the_clis_credentials() {
+    in_test_host(|| {
+        use berth_testkit::registry::{Registry, RegistryOptions};
+        let n = Node::start();
+        let cli = DOCKER_20;
+        n.docker_ok(cli, &["pull", &n.image]);
+        let reg = Registry::start_with(RegistryOptions {
+            users: vec![("bob".into(), "s3cret".into())],
+            ..Default::default()
+        });
+        let base = format!("{}/priv/base:1", reg.addr());
+        n.docker_ok(cli, &["login", "-u", "bob", "-p", "s3cret", &reg.addr()]);
+        n.docker_ok(cli, &["tag", &n.image, &base]);
+        n.docker_ok(cli, &["push", &base]);
+        n.docker_ok(cli, &["rmi", &base]);
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(work.path().join("Dockerfile"), format!("FROM {base}\nRUN echo private > /p\n")).unwrap();
+        let ctx = work.path().to_str().unwrap();
+
+        n.docker_ok(cli, &["logout", &reg.addr()]);
+        let denied = classic(&n, cli, &["build", "-t", "priv:1", ctx]);
+        assert!(!denied.status.success(), "no credentials, no pull");
+        let e = String::from_utf8_lossy(&denied.stdout).into_owned() + &stderr(&denied);
+        assert!(e.contains("401") || e.to_lowercase().contains("unauthorized") || e.contains("auth"), "{e}");
+
+        n.docker_ok(cli, &["login", "-u", "bob", "-p", "s3cret", &reg.addr()]);
+        classic_ok(&n, cli, &["build", "-t", "priv:1", ctx]);
+        assert_eq!(n.docker_ok(cli, &["run", "--rm", "priv:1", "cat", "/p"]), "private\n");
+    });
+}
