@@ -69,6 +69,9 @@ fn docker_build_with_both_clis_runs_caches_and_prunes() {
         let out = classic_ok(&n, DOCKER_20, &["build", "-t", "x:1", ctx]);
         assert!(out.contains("Step 1/5 : FROM"), "{out}");
         assert!(out.contains("Step 4/5 : RUN echo ran-at-build"), "{out}");
+        // Every instruction is a step, as the classic builder shows them.
+        assert!(out.contains("Step 2/5 : ENV GREETING=hello\nStep 3/5 : COPY msg.txt /msg.txt"), "{out}");
+        assert!(out.contains("Step 5/5 : CMD"), "{out}");
         assert!(ran_here(&out), "the RUN's output is streamed: {out}");
         assert!(out.contains("Successfully built "), "{out}");
         assert!(out.contains("Successfully tagged x:1"), "{out}");

@@ -166,10 +166,11 @@ pub async fn build(c: Call) -> ApiResult {
     })
     .await?;
     let bases = base_images(&df, &p.build_args);
+    let steps = Steps::new(&df);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
         let out = Out(tx);
-        if let Err(m) = run(&api, &p, &bases, auths, &ctx, text, &out).await {
+        if let Err(m) = run(&api, &p, &bases, auths, &ctx, text, steps, &out).await {
             out.error(&m);
         }
         // The context and the scratch directory go once the build is over.
@@ -241,6 +242,7 @@ async fn run(
     auths: BTreeMap<String, Credentials>,
     ctx: &Context,
     dockerfile: String,
+    mut steps: Steps,
     out: &Out,
 ) -> Result<(), String> {
     for base in bases {
@@ -267,7 +269,10 @@ async fn run(
         network: p.network.clone(),
         quiet: p.quiet,
     };
-    let id = run_worker(&api.engine, &job, ctx, out).await?;
+    let id = run_worker(&api.engine, &job, ctx, &mut steps, out).await?;
+    if !p.quiet {
+        steps.rest().iter().for_each(|l| out.stream(l));
+    }
     let digest: berth_image::Digest = id.parse().map_err(|e| format!("the build worker's image ID {id:?}: {e}"))?;
     out.send(json!({ "aux": { "ID": id } }));
     if p.quiet {
@@ -361,7 +366,7 @@ fn auth_config(v: &Value) -> Option<Credentials> {
 
 /// Runs the worker on `job`: its stderr (progress, RUN output) into the
 /// stream as it comes; its image ID, or why it failed.
-async fn run_worker(engine: &Engine, job: &Job, ctx: &Context, out: &Out) -> Result<String, String> {
+async fn run_worker(engine: &Engine, job: &Job, ctx: &Context, steps: &mut Steps, out: &Out) -> Result<String, String> {
     let job_file = ctx.root().with_extension("job.json");
     let text = serde_json::to_vec(job).map_err(|e| format!("encode the build job: {e}"))?;
     std::fs::write(&job_file, text).map_err(|e| format!("write {}: {e}", job_file.display()))?;
@@ -417,9 +422,7 @@ async fn run_worker(engine: &Engine, job: &Job, ctx: &Context, out: &Out) -> Res
                 if last.len() > 20 {
                     last.remove(0);
                 }
-                if let Some(t) = translate(&text) {
-                    out.stream(&t);
-                }
+                steps.lines(&text).iter().for_each(|l| out.stream(l));
             }
         }
     }
@@ -437,6 +440,82 @@ async fn run_worker(engine: &Engine, job: &Job, ctx: &Context, out: &Out) -> Res
 /// classic builder's: `#3 [2/4] RUN x` → `Step 2/4 : RUN x`, `#3 CACHED` →
 /// ` ---> Using cache`, `#1 resolved X to sha256:...` → ` ---> 0123456789ab`;
 /// other lines (a RUN's output, warnings) as they are.
+/// A step line's label and instruction: `#3 [stage-0 2/4] RUN x` gives
+/// `stage-0 2/4` and `RUN x`.
+fn step_line(line: &str) -> Option<(&str, &str)> {
+    let (n, what) = line.strip_prefix('#')?.split_once(' ')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    what.trim_end_matches('\n').strip_prefix('[')?.split_once("] ")
+}
+
+/// The classic builder shows every instruction as a step; berth's builder
+/// reports FROM and the steps that make layers. The ones between (ENV,
+/// CMD, ...) are filled in from the Dockerfile, in order, per stage.
+pub struct Steps {
+    /// Per stage: its name (or `stage-N`, as the builder labels it) and
+    /// its steps' text, FROM first.
+    stages: Vec<(String, Vec<String>)>,
+    /// Per stage: the last step shown.
+    shown: Vec<usize>,
+}
+
+impl Steps {
+    pub fn new(df: &Dockerfile) -> Steps {
+        let stages: Vec<(String, Vec<String>)> = df
+            .stages
+            .iter()
+            .map(|s| {
+                let label = s.name.clone().unwrap_or_else(|| format!("stage-{}", s.index));
+                let all = std::iter::once(s.original.clone()).chain(s.instructions.iter().map(|i| i.original.clone()));
+                (label, all.collect())
+            })
+            .collect();
+        Steps { shown: vec![0; stages.len()], stages }
+    }
+
+    /// What to stream for one line of the worker's stderr.
+    pub fn lines(&mut self, line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some((label, _)) = step_line(line)
+            && let Some((stage, count)) = label.rsplit_once(' ').or(Some(("", label)))
+            && let Some((i, _)) = count.split_once('/')
+            && let Ok(i) = i.parse::<usize>()
+        {
+            let s = if stage.is_empty() { Some(0) } else { self.stages.iter().position(|(l, _)| l == stage) };
+            if let Some(s) = s.filter(|s| *s < self.stages.len()) {
+                for j in self.shown[s] + 1..i {
+                    out.push(self.step(s, j));
+                }
+                self.shown[s] = self.shown[s].max(i);
+            }
+        }
+        out.extend(translate(line));
+        out
+    }
+
+    /// The steps not shown yet of the stages that were built (after the
+    /// last of them).
+    pub fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in 0..self.stages.len() {
+            if self.shown[s] > 0 {
+                for j in self.shown[s] + 1..=self.stages[s].1.len() {
+                    out.push(self.step(s, j));
+                }
+                self.shown[s] = self.stages[s].1.len();
+            }
+        }
+        out
+    }
+
+    fn step(&self, s: usize, j: usize) -> String {
+        let all = &self.stages[s].1;
+        format!("Step {j}/{} : {}\n", all.len(), all.get(j - 1).map_or("", String::as_str))
+    }
+}
+
 pub fn translate(line: &str) -> Option<String> {
     let Some(rest) = line.strip_prefix('#') else { return Some(line.to_owned()) };
     let Some((n, what)) = rest.split_once(' ') else { return Some(line.to_owned()) };
@@ -534,6 +613,18 @@ mod tests {
         assert_eq!(translate("#2 resolved busybox to sha256:0123456789abcdef\n").unwrap(), " ---> 0123456789ab\n");
         assert_eq!(translate("hello from RUN\n").unwrap(), "hello from RUN\n");
         assert_eq!(translate("#!/bin/sh\n").unwrap(), "#!/bin/sh\n");
+    }
+
+    #[test]
+    fn steps_the_builder_does_not_report_are_filled_in() {
+        let df = berth_build::parse("FROM a AS b\nENV X=1\nRUN x\nCMD y\nFROM b\nLABEL l=1\nRUN z\n").unwrap();
+        let mut steps = Steps::new(&df);
+        assert_eq!(steps.lines("#1 [b 1/4] FROM a AS b\n"), ["Step 1/4 : FROM a AS b\n"]);
+        assert_eq!(steps.lines("#2 [b 3/4] RUN x\n"), ["Step 2/4 : ENV X=1\n", "Step 3/4 : RUN x\n"]);
+        assert_eq!(steps.lines("out\n"), ["out\n"]);
+        assert_eq!(steps.lines("#3 [stage-1 1/3] FROM b\n"), ["Step 1/3 : FROM b\n"]);
+        assert_eq!(steps.lines("#4 [stage-1 3/3] RUN z\n"), ["Step 2/3 : LABEL l=1\n", "Step 3/3 : RUN z\n"]);
+        assert_eq!(steps.rest(), ["Step 4/4 : CMD y\n"]);
     }
 
     #[test]
