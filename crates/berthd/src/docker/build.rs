@@ -79,6 +79,10 @@ struct Params {
     pull: bool,
     quiet: bool,
     network: String,
+    /// The images to pull first (see [`base_images`]).
+    bases: Vec<String>,
+    /// `X-Registry-Config`'s credentials by registry.
+    auths: BTreeMap<String, Credentials>,
 }
 
 fn params(c: &Call) -> Result<Params, ApiError> {
@@ -130,6 +134,8 @@ fn params(c: &Call) -> Result<Params, ApiError> {
         pull: q.flag("pull"),
         quiet: q.flag("q"),
         network: network.to_owned(),
+        bases: Vec::new(),
+        auths: registry_config(c.req.headers()),
     })
 }
 
@@ -144,8 +150,7 @@ fn json_map(raw: Option<&str>, what: &str) -> Result<Vec<(String, String)>, ApiE
 
 /// `POST /build`.
 pub async fn build(c: Call) -> ApiResult {
-    let p = params(&c)?;
-    let auths = registry_config(c.req.headers());
+    let mut p = params(&c)?;
     let api = c.api.clone();
     let scratch = bodyio::scratch(&api.engine.root)?;
     let body = bodyio::BodyReader::new(c.req.into_body());
@@ -165,12 +170,12 @@ pub async fn build(c: Call) -> ApiResult {
         Ok((ctx, df, text))
     })
     .await?;
-    let bases = base_images(&df, &p.build_args);
+    p.bases = base_images(&df, &p.build_args);
     let steps = Steps::new(&df);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     tokio::spawn(async move {
         let out = Out(tx);
-        if let Err(m) = run(&api, &p, &bases, auths, &ctx, text, steps, &out).await {
+        if let Err(m) = run(&api, &p, &ctx, text, steps, &out).await {
             out.error(&m);
         }
         // The context and the scratch directory go once the build is over.
@@ -238,15 +243,13 @@ fn base_images(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> Vec<St
 async fn run(
     api: &Arc<super::Api>,
     p: &Params,
-    bases: &[String],
-    auths: BTreeMap<String, Credentials>,
     ctx: &Context,
     dockerfile: String,
     mut steps: Steps,
     out: &Out,
 ) -> Result<(), String> {
-    for base in bases {
-        pull_base(api, base, p.pull, &auths, out).await?;
+    for base in &p.bases {
+        pull_base(api, base, p.pull, &p.auths, out).await?;
     }
     let e = &api.engine;
     let job = Job {
