@@ -8,6 +8,7 @@
 //! layers, the image), [`context`] (the build context, confined), [`cache`]
 //! (the step cache, kept in the image store).
 
+pub mod api;
 pub mod ast;
 pub mod cache;
 pub mod context;

@@ -52,6 +52,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A `POST /build` runs the builder in a process of its own.
+    if std::env::args_os().nth(1).is_some_and(|a| a == berthd::docker::build::WORKER_ARG) {
+        return berthd::docker::build::worker_main();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

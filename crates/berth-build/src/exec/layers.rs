@@ -166,7 +166,7 @@ impl Builder<'_> {
                 MountKind::Cache => {
                     let target = target.ok_or_else(|| err("a cache mount needs a target".into()))?;
                     let id = m.id.clone().unwrap_or_else(|| target.clone());
-                    let dir = self.engine.root.join("build-cache-mounts").join(Digest::of(id.as_bytes()).hex());
+                    let dir = self.engine.root.join(crate::api::CACHE_MOUNTS_DIR).join(Digest::of(id.as_bytes()).hex());
                     step::cache_dir(&dir, m.uid.unwrap_or(0), m.gid.unwrap_or(0), m.mode.unwrap_or(0o755))
                         .map_err(|e| err(e.to_string()))?;
                     if m.sharing == crate::ast::Sharing::Locked {

@@ -98,17 +98,8 @@ pub fn builder(engine: &Engine, c: BuilderCmd) -> Result<()> {
 /// cache's entries and the RUN --mount=type=cache directories, as docker's.
 /// What only the cache held goes at the next garbage collection.
 pub fn prune_build_cache(engine: &Engine) -> Result<()> {
-    let store = engine.store()?;
-    berth_build::cache::prune(&store)?;
-    // Not while a build runs (it holds the store's adding guard).
-    let _collecting = store.collecting()?;
-    let mounts = engine.root.join("build-cache-mounts");
-    match std::fs::remove_dir_all(&mounts) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("remove {}", mounts.display()))
-        }
-        _ => Ok(()),
-    }
+    berth_build::api::prune_cache(engine)?;
+    Ok(())
 }
 
 pub fn build(engine: &Engine, config: &Config, a: BuildArgs) -> Result<()> {

@@ -21,6 +21,7 @@
 
 pub mod archive;
 pub mod bodyio;
+pub mod build;
 pub mod containers;
 pub mod create;
 pub mod errors;
@@ -288,7 +289,6 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["containers", "prune"]) => prune::containers(c).await,
         (&M::POST, ["images", "prune"]) => prune::images(c).await,
         (&M::POST, ["volumes", "prune"]) => prune::volumes(c).await,
-        (&M::POST, ["build", "prune"]) => prune::build(c).await,
         (&M::GET, ["system", "df"]) => prune::df(c).await,
         (&M::GET, ["images", "get"]) => transfer::save_many(c).await,
         (&M::GET, ["images", "search"]) => transfer::search(c).await,
@@ -302,10 +302,9 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> ApiResult {
         (&M::POST, ["networks", name, "connect"]) => networks::connect(c, name).await,
         (&M::POST, ["networks", name, "disconnect"]) => networks::disconnect(c, name).await,
         (&M::POST, ["networks", "prune"]) => networks::prune(c).await,
-        (&M::POST, ["build"]) => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "build is not implemented in berthd yet (it arrives with berth build)",
-        )),
+        // The builder (wip-dockbuild).
+        (&M::POST, ["build"]) => build::build(c).await,
+        (&M::POST, ["build", "prune"]) => build::prune(c).await,
         _ => Err(ApiError::not_found("page not found")),
     }
 }

@@ -145,11 +145,6 @@ pub async fn volumes(c: Call) -> ApiResult {
     Ok(super::json(StatusCode::OK, &json!({ "VolumesDeleted": pruned.removed, "SpaceReclaimed": pruned.bytes })))
 }
 
-/// `POST /build/prune`: berth has no build cache yet.
-pub async fn build(_c: Call) -> ApiResult {
-    Ok(super::json(StatusCode::OK, &json!({ "CachesDeleted": [], "SpaceReclaimed": 0 })))
-}
-
 /// `GET /system/df`: images, containers and volumes with their sizes and
 /// users, as the docker CLI sums them.
 pub async fn df(c: Call) -> ApiResult {
