@@ -4,6 +4,7 @@
 //! from the host, and `down -v` leaving no container, network or volume
 //! (as the `berth` CLI sees the engine).
 
+#[path = "common/docker_node.rs"]
 mod dockerkit;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! code when nothing waited, docker's order of a stop's events, and
 //! `--since`/`--until` replays.
 
+#[path = "common/docker_node.rs"]
 mod dockerkit;
 
 use berth_testkit::in_test_host;

@@ -4,6 +4,7 @@
 //! disconnected; the `berth` CLI's connect on the same engine; `rm` takes
 //! a connection with it, so the network can go.
 
+#[path = "common/docker_node.rs"]
 mod dockerkit;
 
 use berth_testkit::in_test_host;

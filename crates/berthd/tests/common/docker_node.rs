@@ -1,15 +1,16 @@
-//! The harness of the Docker API tests (as docker_api.rs's): a berthd of
-//! its own serving the Docker API on a unix socket in a temp dir, a
-//! registry holding busybox, the docker CLI and the `berth` CLI on the
-//! same root. Drop removes every container through the `berth` CLI and
-//! unmounts what is left under berthd's dir, failed or not. Run inside
+//! The harness of the Docker API tests (files, build, events, networks,
+//! compose; docker_api.rs still has its own): a berthd of its own serving
+//! the Docker API on a unix socket in a temp dir, a registry holding
+//! busybox, the docker CLI and the `berth` CLI on the same root. Drop
+//! removes every container, network and volume through the `berth` CLI
+//! and unmounts what is left under berthd's dir, failed or not. Run inside
 //! `in_test_host` (a network namespace of the test's own).
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_testkit::cri::Berthd;
 use berth_testkit::registry::Registry;
@@ -54,6 +55,14 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
         Node { d, image, docker_sock, client_dir, registry }
+    }
+
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.docker_sock.display())
+    }
+
+    pub fn berthd_log(&self) -> String {
+        tail(&self.d.stderr(), 40)
     }
 
     pub fn docker_cmd(&self, cli: &str) -> Command {
@@ -122,6 +131,14 @@ impl Drop for Node {
         for id in String::from_utf8_lossy(&ids.stdout).lines() {
             let _ = self.berth(&["rm", "-f", id]);
         }
+        let nets = self.berth(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&nets.stdout).lines().filter(|n| *n != "bridge") {
+            let _ = self.berth(&["network", "rm", n]);
+        }
+        let vols = self.berth(&["volume", "ls", "-q"]);
+        for v in String::from_utf8_lossy(&vols.stdout).lines() {
+            let _ = self.berth(&["volume", "rm", v]);
+        }
         for m in leftovers(self.d.dir.path()).iter().rev() {
             if let Some(point) = m.split_whitespace().nth(4) {
                 let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
@@ -142,4 +159,32 @@ pub fn tail(s: &str, n: usize) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Now as docker's `--since`/`--until` take it (Unix seconds.nanoseconds).
+pub fn now() -> String {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// Until `f` gives Some, at most 30 s.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
