@@ -60,10 +60,7 @@ cleanup() {
 	local rc=$? p
 	set +e
 	if [[ -n $DOCKERD_PID ]]; then
-		stop_pid "$DOCKERD_PID"
-		p=$(cat "$W/docker/exec/containerd/containerd.pid" 2>/dev/null)
-		[[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat "/proc/$p/comm") == containerd ]] && stop_pid "$p"
-		for p in $(shims_of "$W/docker/exec/containerd/containerd.sock"); do kill -KILL "$p" 2>/dev/null; done
+		stop_dockerd "$DOCKERD_PID" "$W/docker/exec"
 	fi
 	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
 	for d in /sys/fs/cgroup/$CG /sys/fs/cgroup/*/$CG; do
@@ -85,15 +82,9 @@ else
 fi
 
 # --- the base image: busybox as a docker archive
-mkdir -p "$W/rootfs/bin" "$W/cli"
-cp /bin/busybox "$W/rootfs/bin/"
-for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$W/rootfs/bin/$a"; done
-umoci init --layout "$W/oci" && umoci new --image "$W/oci:busybox"
-umoci unpack --image "$W/oci:busybox" "$W/bundle" >/dev/null
-cp -a "$W/rootfs/." "$W/bundle/rootfs/"
-umoci repack --image "$W/oci:busybox" "$W/bundle"
-umoci config --image "$W/oci:busybox" --config.cmd sh --config.env PATH=/bin
-rm -rf "$W/bundle" "$W/rootfs"
+mkdir -p "$W/cli"
+busybox_oci "$W/oci" "$W"
+rm -rf "$W/rootfs"
 skopeo copy -q "oci:$W/oci:busybox" "docker-archive:$W/busybox.tar:busybox:latest"
 
 # --- the context: FILES small files in 100 directories, and the Dockerfile

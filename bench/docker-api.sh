@@ -51,11 +51,7 @@ cleanup() {
 	if [[ -n $DOCKERD_PID ]]; then
 		ids=$(dk ps -aq 2>/dev/null)
 		[[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
-		stop_pid "$DOCKERD_PID"
-		# dockerd stops the containerd it started; make sure.
-		p=$(cat "$W/docker/exec/containerd/containerd.pid" 2>/dev/null)
-		[[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat "/proc/$p/comm") == containerd ]] && stop_pid "$p"
-		for p in $(shims_of "$W/docker/exec/containerd/containerd.sock"); do kill -KILL "$p" 2>/dev/null; done
+		stop_dockerd "$DOCKERD_PID" "$W/docker/exec"
 	fi
 	[[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
 	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
@@ -76,14 +72,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$W/registry" "$port" >"$W/registry.yml"
 docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
 REG_PID=$!
-mkdir -p "$W/rootfs/bin" "$W/cli"
-cp /bin/busybox "$W/rootfs/bin/"
-for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$W/rootfs/bin/$a"; done
-umoci init --layout "$W/oci" && umoci new --image "$W/oci:busybox"
-umoci unpack --image "$W/oci:busybox" "$W/bundle" >/dev/null
-cp -a "$W/rootfs/." "$W/bundle/rootfs/"
-umoci repack --image "$W/oci:busybox" "$W/bundle"
-umoci config --image "$W/oci:busybox" --config.cmd sh --config.env PATH=/bin
+mkdir -p "$W/cli"
+busybox_oci "$W/oci" "$W"
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 skopeo copy -q --dest-tls-verify=false "oci:$W/oci:busybox" "docker://127.0.0.1:$port/busybox:latest"
 IMG=127.0.0.1:$port/busybox:latest

@@ -37,3 +37,50 @@ stop_pid() {
 	kill -KILL "$1" 2>/dev/null
 	wait "$1" 2>/dev/null
 }
+
+# Writes the config of a private podman under $1 (containers.conf,
+# registries.conf, storage.conf; `pm` in the scripts points podman at
+# them): no network, cgroupfs, file events, its own storage, the hard
+# ulimits as defaults.
+podman_config() {
+	mkdir -p "$1"
+	cat >"$1/containers.conf" <<CONF
+[containers]
+netns = "none"
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$1/events.log"
+tmp_dir = "$1/tmp"
+CONF
+	echo 'unqualified-search-registries = []' >"$1/registries.conf"
+	printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$1/storage" "$1/run" >"$1/storage.conf"
+}
+
+# Stops the private dockerd $1 (a PID) whose exec-root is $2, the
+# containerd it started and that containerd's shims, by PID.
+stop_dockerd() {
+	local p
+	stop_pid "$1"
+	# dockerd stops the containerd it started; make sure.
+	p=$(cat "$2/containerd/containerd.pid" 2>/dev/null)
+	[[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat "/proc/$p/comm") == containerd ]] && stop_pid "$p"
+	for p in $(shims_of "$2/containerd/containerd.sock"); do kill -KILL "$p" 2>/dev/null; done
+	return 0
+}
+
+# Makes the OCI layout $1 holding busybox:latest (Debian's busybox-static
+# with a link per applet, CMD sh, PATH=/bin); $2 is scratch space.
+busybox_oci() {
+	local a
+	mkdir -p "$2/rootfs/bin"
+	cp /bin/busybox "$2/rootfs/bin/"
+	for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$2/rootfs/bin/$a"; done
+	umoci init --layout "$1" && umoci new --image "$1:busybox"
+	umoci unpack --image "$1:busybox" "$2/bundle" >/dev/null
+	cp -a "$2/rootfs/." "$2/bundle/rootfs/"
+	umoci repack --image "$1:busybox" "$2/bundle"
+	umoci config --image "$1:busybox" --config.cmd sh --config.env PATH=/bin
+	rm -rf "$2/bundle"
+}

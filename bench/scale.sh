@@ -250,19 +250,7 @@ drain berth
 BUDGET=${BUDGET:-$(awk -v s="${R[berth/fill]}" 'BEGIN { printf "%d", s + 0.999 }')}
 
 if [[ $PODMAN == 1 ]] && command -v podman >/dev/null; then
-	mkdir -p "$W/podman"
-	cat >"$W/podman/containers.conf" <<EOF
-[containers]
-netns = "none"
-default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$W/podman/events.log"
-tmp_dir = "$W/podman/tmp"
-EOF
-	echo 'unqualified-search-registries = []' >"$W/podman/registries.conf"
-	printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$W/podman/storage" "$W/podman/run" >"$W/podman/storage.conf"
+	podman_config "$W/podman"
 	PODMAN_READY=1
 	tar -C "$W/rootfs" -c . | pm import --quiet - localhost/bench-busybox >/dev/null
 	if pm run --rm --network none --cgroup-parent "/$CG/podman" localhost/bench-busybox true >"$W/cmd.log" 2>&1; then

@@ -19,6 +19,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 W=$(mktemp -d /tmp/berth-shim-rss.XXXXXX)
 CTRD_PID=
 say() { printf 'shim-rss: %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 
 cleanup() {
 	set +e
@@ -102,20 +104,7 @@ pm() {
 		CONTAINERS_REGISTRIES_CONF=$W/podman/registries.conf podman "$@"
 }
 if command -v podman >/dev/null && command -v crun >/dev/null; then
-	mkdir -p "$W/podman"
-	nofile=$(ulimit -Hn)
-	cat >"$W/podman/containers.conf" <<EOF
-[containers]
-netns = "none"
-default_ulimits = ["nofile=$nofile:$nofile", "nproc=32768:32768"]
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "$W/podman/events.log"
-tmp_dir = "$W/podman/tmp"
-EOF
-	echo 'unqualified-search-registries = []' >"$W/podman/registries.conf"
-	printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' "$W/podman/storage" "$W/podman/run" >"$W/podman/storage.conf"
+	podman_config "$W/podman"
 	PODMAN_READY=1
 	tar -C "$ROOTFS" -c . | pm import --quiet - localhost/rss-busybox >/dev/null
 	vals=()
