@@ -870,12 +870,28 @@ impl Engine {
         }
         let shim_state = self.shim_config(rec).state_dir;
         for d in [&run, &data, &shim_state] {
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(io("remove", d))?;
-            }
+            remove_tree(d).map_err(io("remove", d))?;
         }
         self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
         Ok(())
+    }
+}
+
+/// Removes directory `d` and everything in it; gone already is fine. A
+/// shim still finishing (its exit record goes in with a temp file and a
+/// rename, under a loaded machine after `stop` stopped waiting) may add a
+/// file while the tree goes: ENOTEMPTY is tried again, for two seconds.
+fn remove_tree(d: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
