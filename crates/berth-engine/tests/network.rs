@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use berth_engine::network::{Attachment, NetNs, NetworkError, Networks, PortMapping};
 
-/// Whether the CNI plugins are installed (scripts/setup.sh installs them;
-/// the cgroup v2 guest has none, and networking is not what it tests).
+/// Whether the CNI plugins and iptables are installed (scripts/setup.sh
+/// installs them; the cgroup v2 guest has the plugins its pods need but no
+/// iptables, and networking is not what it tests).
 fn have_plugins() -> bool {
     let found = Networks::default_plugin_dirs().iter().any(|d| d.join("bridge").is_file());
     if !found {
@@ -23,8 +24,13 @@ fn have_plugins() -> bool {
             "skipped: no CNI plugins in {:?} (install containernetworking-plugins)",
             Networks::default_plugin_dirs()
         );
+        return false;
     }
-    found
+    let iptables = Command::new("iptables").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !iptables {
+        eprintln!("skipped: no iptables (network rules and published ports need it)");
+    }
+    iptables
 }
 
 /// The test's networks and containers; detaches and unpins everything
