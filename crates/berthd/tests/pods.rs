@@ -58,7 +58,8 @@ impl Node {
         self.run_pod_with(config, "")
     }
 
-    /// A busybox container running `script`, with the shared dir at /shared.
+    /// A started busybox container running `script`, with the shared dir
+    /// at /shared, a label naming it and its log at NAME.log.
     fn container(
         &mut self,
         pod: &str,
@@ -67,27 +68,12 @@ impl Node {
         script: &str,
         edit: impl FnOnce(&mut v1::ContainerConfig),
     ) -> Result<String, tonic::Status> {
-        let mut cc = v1::ContainerConfig {
-            metadata: Some(v1::ContainerMetadata { name: name.into(), attempt: 0 }),
-            image: Some(v1::ImageSpec { image: BUSYBOX.into(), ..Default::default() }),
-            command: vec!["sh".into(), "-c".into(), script.into()],
-            mounts: vec![v1::Mount {
-                container_path: "/shared".into(),
-                host_path: self.shared.path().to_string_lossy().into_owned(),
-                ..Default::default()
-            }],
-            labels: HashMap::from([("container".to_owned(), name.to_owned())]),
-            log_path: format!("{name}.log"),
-            ..Default::default()
-        };
-        edit(&mut cc);
-        let req = v1::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(cc),
-            sandbox_config: Some(config.clone()),
-        };
+        let id = self.create_container(pod, config, name, BUSYBOX, script, |c| {
+            c.labels = HashMap::from([("container".to_owned(), name.to_owned())]);
+            c.log_path = format!("{name}.log");
+            edit(c);
+        })?;
         let mut c = self.client.clone();
-        let id = self.rt.block_on(c.create_container(req))?.into_inner().container_id;
         self.rt.block_on(c.start_container(v1::StartContainerRequest { container_id: id.clone() }))?;
         Ok(id)
     }
