@@ -62,11 +62,7 @@ cleanup() {
 	if [[ -n $DOCKERD_PID ]]; then
 		stop_dockerd "$DOCKERD_PID" "$W/docker/exec"
 	fi
-	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-	for d in /sys/fs/cgroup/$CG /sys/fs/cgroup/*/$CG; do
-		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
-	rm -rf "$W"
+	remove_workdir "$W" "$CG"
 	exit "$rc"
 }
 trap cleanup EXIT INT TERM

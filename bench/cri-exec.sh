@@ -59,11 +59,7 @@ cleanup() {
 		for c in $(berth ps -aq 2>/dev/null); do berth rm -f "$c" >/dev/null 2>&1; done
 		stop_pid "$BERTHD_PID"
 	fi
-	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-	for d in /sys/fs/cgroup/$CG /sys/fs/cgroup/*/$CG; do
-		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
-	rm -rf "$W"
+	remove_workdir "$W" "$CG"
 }
 trap cleanup EXIT
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

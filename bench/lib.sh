@@ -84,3 +84,16 @@ busybox_oci() {
 	umoci config --image "$1:busybox" --config.cmd sh --config.env PATH=/bin
 	rm -rf "$2/bundle"
 }
+
+# Removes a script's work dir $1 and cgroup parent $2 (in every
+# hierarchy): unmounts what is left under the dir (deepest first), removes
+# the empty cgroups, then the dir.
+remove_workdir() {
+	local m d
+	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$1/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+	for d in /sys/fs/cgroup/$2 /sys/fs/cgroup/*/$2; do
+		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+	done
+	rm -rf "$1"
+	return 0
+}

@@ -78,11 +78,7 @@ cleanup() {
 	fi
 	[[ -n $PODMAN_READY ]] && pm rm --all --force --time 0 >/dev/null 2>&1
 	[[ -n $REG_PID ]] && kill "$REG_PID" 2>/dev/null && wait "$REG_PID" 2>/dev/null
-	while read -r m; do umount -l "$m" 2>/dev/null; done < <(awk -v w="$W/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-	for d in /sys/fs/cgroup/$CG /sys/fs/cgroup/*/$CG; do
-		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-	done
-	rm -rf "$W"
+	remove_workdir "$W" "$CG"
 }
 trap cleanup EXIT
 pm() {
