@@ -13,6 +13,7 @@ mod cgroup;
 pub mod devices;
 mod error;
 mod fs;
+mod join;
 mod layout;
 pub mod oom;
 mod prime;
@@ -23,5 +24,6 @@ pub mod v2;
 
 pub use cgroup::{Cgroup, FreezerState, UNIFIED};
 pub use error::{Error, Result};
+pub use join::SelfJoin;
 pub use layout::{Hierarchy, Layout, LayoutKind};
 pub use prime::prime_moves;

@@ -75,6 +75,32 @@ pub fn fork_into(flags: nix::sched::CloneFlags) -> nix::Result<ForkResult> {
     }
 }
 
+/// linux/sched.h's CLONE_INTO_CGROUP (libc's constant is an overflowing
+/// c_int, deprecated).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`fork_into`] with the child born in the cgroup v2 directory `cgroup`
+/// (clone3's CLONE_INTO_CGROUP, kernel 5.7+): no migration, so none of
+/// the migration lock's waits. ENOSYS/E2BIG on older kernels.
+pub fn fork_into_cgroup(flags: nix::sched::CloneFlags, cgroup: BorrowedFd<'_>) -> nix::Result<ForkResult> {
+    debug_assert!(thread_count().is_none_or(|n| n == 1), "berth-runtime must stay single-threaded to fork safely");
+    // SAFETY: clone_args is plain data; all-zero is its "nothing asked" value.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = flags.bits() as u64 | CLONE_INTO_CGROUP;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = cgroup.as_raw_fd() as u64;
+    // SAFETY: clone3 with a valid, fully initialised clone_args of the size
+    // given; stack 0 keeps ours (a copy, as with fork). Single-threaded
+    // (checked above in debug builds), so the child inherits no lock held
+    // by another thread.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, size_of::<libc::clone_args>()) };
+    match r {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent { child: nix::unistd::Pid::from_raw(pid as i32) }),
+    }
+}
+
 /// Number of threads of this process, from /proc/self/stat.
 pub fn thread_count() -> Option<usize> {
     berth_proc::own_stat().map(|s| s.num_threads as usize)

@@ -377,3 +377,40 @@ fn a_cgroup_namespace_is_rooted_at_the_containers_cgroup() {
         out.lines().filter(|l| v2() || !l.starts_with("0::")).filter_map(|l| l.splitn(3, ':').nth(2)).collect();
     assert!(own.iter().all(|p| *p == "/"), "every hierarchy rooted at the container's cgroup:\n{out}");
 }
+
+/// The init and an exec'd process are in the container's cgroup in every
+/// hierarchy the host has, the cgroup2 one included (they put themselves
+/// there: v1 `tasks`, clone3 into the unified one), and a cgroup limit
+/// binds the exec'd process too.
+#[test]
+fn init_and_exec_are_in_the_containers_cgroup_everywhere() {
+    let rt = runtime();
+    let parent = CgParent::new();
+    let mut b = Bundle::busybox();
+    let id = unique_id("cgjoin");
+    with_resources(&mut b, &parent, &id, json!({ "pids": { "limit": 3 } }));
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "60"]));
+    rt.ok(&["run", "-d", "--bundle", b.path().to_str().unwrap(), &id]);
+    let want = parent.path_for(&id);
+    let check = |who: &str, out: &str| {
+        let lines: Vec<&str> = out.lines().collect();
+        // One line per mounted hierarchy: every v1 controller set, and the
+        // "0::" one on v2 and on hybrid hosts.
+        let v1_mounted = std::fs::read_to_string("/proc/self/cgroup").unwrap().lines().count();
+        assert_eq!(lines.len(), v1_mounted, "{who}:\n{out}");
+        for l in lines {
+            let path = l.splitn(3, ':').nth(2).unwrap();
+            assert!(path.ends_with(&want), "{who} not in {want}: {l}\n{out}");
+        }
+    };
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    check("init", &std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap());
+    check("exec", &rt.ok(&["exec", &id, "cat", "/proc/self/cgroup"]));
+    // pids.max 3: sleep, the exec'd sh and one child fit; a fourth does not.
+    let out = rt.exec(&["exec", &id, "sh", "-c", "sleep 5 & sleep 5 & wait; echo done"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fork") || err.contains("Resource temporarily unavailable"), "{err}");
+    rt.ok(&["kill", &id, "KILL"]);
+    rt.ok(&["delete", "--force", &id]);
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

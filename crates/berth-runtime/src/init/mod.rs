@@ -28,7 +28,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use berth_cgroups::{Cgroup, Layout};
+use berth_cgroups::{Cgroup, Layout, SelfJoin};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{ForkResult, Gid, Uid, setresgid, setresuid, setsid};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
@@ -82,8 +82,8 @@ pub enum Role {
 }
 
 /// The intermediate process. Never returns.
-pub fn intermediate(plan: &Plan, chan: &Channel, role: Role) -> ! {
-    let code = match run_intermediate(plan, chan, role) {
+pub fn intermediate(plan: &Plan, chan: &Channel, role: Role, join: Option<&SelfJoin>) -> ! {
+    let code = match run_intermediate(plan, chan, role, join) {
         Ok(()) => 0,
         Err(e) => {
             let _ = chan.send(&Msg::failure(&e));
@@ -93,7 +93,12 @@ pub fn intermediate(plan: &Plan, chan: &Channel, role: Role) -> ! {
     sys::exit_now(code)
 }
 
-fn run_intermediate(plan: &Plan, chan: &Channel, role: Role) -> Result<()> {
+fn run_intermediate(plan: &Plan, chan: &Channel, role: Role, join: Option<&SelfJoin>) -> Result<()> {
+    // First, while still one thread in the runtime's namespaces (see
+    // berth_cgroups::SelfJoin); the container process forked below inherits it.
+    if let Some(join) = join {
+        join.join_v1()?;
+    }
     plan.ns.join_all()?;
     plan.ns.unshare_user()?;
     chan.send(&Msg::Hello)?;
@@ -127,17 +132,24 @@ fn run_intermediate(plan: &Plan, chan: &Channel, role: Role) -> Result<()> {
 }
 
 /// A new container's init that was forked straight into its namespaces
-/// (launch::spawn_init_directly): once the runtime has put it in its
-/// cgroup, the cgroup namespace (rooted where its maker is), then the
-/// init's work.
-pub fn direct_init(plan: &Plan, chan: &Channel) -> ! {
+/// (launch::spawn_init_directly): it joins its cgroup in every v1
+/// hierarchy itself (still one thread), waits for the runtime when that
+/// has the unified one to do, makes its cgroup namespace (rooted where it
+/// now is), then does the init's work.
+pub fn direct_init(plan: &Plan, chan: &Channel, join: Option<&SelfJoin>, runtime_moves_it: bool) -> ! {
     let cgroupns = nix::sched::CloneFlags::CLONE_NEWCGROUP;
-    let ready = chan.expect(&Msg::Proceed, "runtime").and_then(|()| {
+    let ready = (|| {
+        if let Some(join) = join {
+            join.join_v1()?;
+        }
+        if runtime_moves_it {
+            chan.expect(&Msg::Proceed, "runtime")?;
+        }
         if plan.ns.unshare.contains(cgroupns) {
             nix::sched::unshare(cgroupns).step(|| "create cgroup namespace")?;
         }
         Ok(())
-    });
+    })();
     if let Err(e) = ready {
         let _ = chan.send(&Msg::failure(&e));
         sys::exit_now(1)

@@ -23,6 +23,7 @@ use crate::channel::{Channel, Msg, recv_packet};
 use crate::error::{Context, Error, Result};
 use crate::init::{self, Plan, Role, namespaces};
 use crate::sys;
+use berth_cgroups::SelfJoin;
 
 /// A container process that has been forked and is running its setup.
 pub(crate) struct Spawned {
@@ -44,10 +45,18 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
         return spawn_init_directly(plan);
     }
     let (mine, theirs) = Channel::pair()?;
-    match sys::fork().step(|| "fork")? {
+    let affinity = exec_cpu_affinity(plan, role);
+    // execCPUAffinity.initial is for the process before it joins (a cpuset
+    // resets it), so with one set the runtime moves it, in order.
+    let join = match (affinity, &plan.cgroup) {
+        (None, Some(cg)) => Some(cg.self_join()?),
+        _ => None,
+    };
+    let (forked, unified_left) = fork_joined(nix::sched::CloneFlags::empty(), join.as_ref());
+    match forked.step(|| "fork")? {
         ForkResult::Child => {
             drop(mine);
-            init::intermediate(plan, &theirs, role)
+            init::intermediate(plan, &theirs, role, join.as_ref())
         }
         ForkResult::Parent { child } => {
             drop(theirs);
@@ -56,12 +65,13 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
             if plan.ns.new_user {
                 namespaces::write_id_maps(child.as_raw(), &plan.spec)?;
             }
-            let affinity = exec_cpu_affinity(plan, role);
             if let Some(initial) = affinity.and_then(|a| a.initial().as_deref()) {
                 crate::init::attrs::set_affinity(child.as_raw(), initial, "process.execCPUAffinity.initial")?;
             }
-            if let Some(cg) = &plan.cgroup {
-                cg.add_pid(child.as_raw())?;
+            match (&join, &plan.cgroup) {
+                (Some(join), _) if unified_left => join.add_pid_unified(child.as_raw())?,
+                (None, Some(cg)) => cg.add_pid(child.as_raw())?,
+                _ => {}
             }
             // After the move: joining a cpuset resets the affinity.
             if let Some(last) = affinity.and_then(|a| a.cpu_affinity_final().as_deref()) {
@@ -90,28 +100,52 @@ pub(crate) fn spawn(plan: &Plan, role: Role) -> Result<Spawned> {
     }
 }
 
+/// Forks (into `flags`' new namespaces) a child that will put itself in
+/// its cgroup (`join`): born in the unified hierarchy's by clone3 where
+/// there is one. The flag says the unified move is left to the runtime
+/// (a kernel without clone3).
+fn fork_joined(flags: nix::sched::CloneFlags, join: Option<&SelfJoin>) -> (nix::Result<ForkResult>, bool) {
+    match join.and_then(SelfJoin::unified_dir) {
+        Some(dir) => match sys::fork_into_cgroup(flags, dir) {
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG) => (sys::fork_into(flags), true),
+            other => (other, false),
+        },
+        None => (sys::fork_into(flags), false),
+    }
+}
+
 /// A new container's init forked straight into its new namespaces, as
 /// crun does: without a user namespace or namespaces to join there is
 /// nothing an intermediate process must do first, and a fork, an exit and
-/// a round trip fewer per container. The init waits in its namespaces
-/// until it is in its cgroup (Proceed), then makes its cgroup namespace
-/// there, as the intermediate would have.
+/// a round trip fewer per container.
+///
+/// The init also puts itself in its cgroup (berth_cgroups::SelfJoin): born
+/// in the unified hierarchy's cgroup by clone3, it moves itself in every v1
+/// hierarchy, which spares it the kernel's global migration lock and the
+/// RCU grace period a move by the runtime waits for after a quiet spell (on
+/// this host ~10 ms, most of a container's start). Then it makes its
+/// cgroup namespace there, as the intermediate would have. Only on a kernel
+/// without clone3 does the runtime still move it in the unified hierarchy,
+/// and the init waits for that (Proceed).
 fn spawn_init_directly(plan: &Plan) -> Result<Spawned> {
     let (mine, theirs) = Channel::pair()?;
     let flags = plan.ns.unshare - nix::sched::CloneFlags::CLONE_NEWCGROUP;
-    match sys::fork_into(flags).step(|| format!("fork into namespaces {}", namespaces::flag_names(flags)))? {
+    let join = plan.cgroup.as_ref().map(|cg| cg.self_join()).transpose()?;
+    let step = || format!("fork into namespaces {}", namespaces::flag_names(flags));
+    let (forked, runtime_moves_it) = fork_joined(flags, join.as_ref());
+    match forked.step(step)? {
         ForkResult::Child => {
             drop(mine);
-            init::direct_init(plan, &theirs)
+            init::direct_init(plan, &theirs, join.as_ref(), runtime_moves_it)
         }
         ForkResult::Parent { child } => {
             drop(theirs);
-            let mut reaper = Reaper(Some(child));
-            if let Some(cg) = &plan.cgroup {
-                cg.add_pid(child.as_raw())?;
+            if runtime_moves_it {
+                let mut reaper = Reaper(Some(child));
+                join.as_ref().map(|j| j.add_pid_unified(child.as_raw())).transpose()?;
+                mine.send(&Msg::Proceed)?;
+                reaper.0 = None;
             }
-            mine.send(&Msg::Proceed)?;
-            reaper.0 = None;
             Ok(Spawned { pid: child.as_raw(), chan: mine, early: None })
         }
     }
