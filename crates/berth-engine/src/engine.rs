@@ -170,7 +170,6 @@ impl Engine {
         // Bad flags are refused before anything is made.
         flags.validate()?;
         network::check_aliases(&opts.aliases)?;
-        berth_cgroups::prime_moves();
         let id = new_id();
         let store = self.containers()?;
         let name = opts.name.clone().unwrap_or_default();
@@ -350,7 +349,9 @@ impl Engine {
         };
         match &userns {
             Some((ns, u)) => crate::userns::mount_rootfs(&lowers, &upper, &work, &rootfs, ns.fd.as_fd(), &u.mappings)?,
-            None => mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work }), &rootfs)?,
+            None => {
+                mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work, volatile: opts.auto_remove }), &rootfs)?
+            }
         }
         kill_point("create:mounted");
 
@@ -569,8 +570,8 @@ impl Engine {
         if matches!(rec.status, Status::Running | Status::Paused) {
             return Err(Error::AlreadyRunning(rec.name));
         }
-        berth_cgroups::prime_moves();
         let cfg = self.shim_config(&rec);
+        prime_moves_for(&cfg.runtime);
         // The last run's files go before the new shim starts: a reader in
         // between sees the record, never a stale shim's state as if it
         // were this run's.
@@ -975,6 +976,17 @@ fn claim(p: &Path) -> Result<(), Error> {
         .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
     CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push((p.to_owned(), lock));
     Ok(())
+}
+
+/// Warms the kernel's cgroup-migration lock for runtimes that move the
+/// container into its cgroup themselves (runc, crun: see
+/// berth_cgroups::prime_moves). berth-runtime's processes join their
+/// cgroup without that lock, so for it this would be a fork for nothing.
+fn prime_moves_for(runtime: &Path) {
+    let berth = runtime.file_name().is_some_and(|n| n.to_string_lossy().starts_with("berth-runtime"));
+    if !berth {
+        berth_cgroups::prime_moves();
+    }
 }
 
 /// Set by a daemon (see [`creates_end_with_their_call`]).

@@ -116,7 +116,12 @@ fn layer_from_upper_unpacks_to_the_tree_the_overlay_showed() {
     let [upper, work, merged, unpacked, check] =
         s.mkdirs(&["upper", "work", "merged", "unpacked", "check"]).try_into().unwrap();
     let before = {
-        mount_overlay(std::slice::from_ref(&s.lower), Some(Upper { upper: &upper, work: &work }), &merged).unwrap();
+        mount_overlay(
+            std::slice::from_ref(&s.lower),
+            Some(Upper { upper: &upper, work: &work, volatile: false }),
+            &merged,
+        )
+        .unwrap();
         let _m = Mounted(merged.clone());
         change(&merged);
         listing(&merged)
@@ -145,7 +150,12 @@ fn source_date_epoch_makes_layers_byte_identical_and_clamps_mtimes() {
     for i in 0..2 {
         let [upper, work, merged] =
             s.mkdirs(&[&format!("u{i}"), &format!("w{i}"), &format!("m{i}")]).try_into().unwrap();
-        mount_overlay(std::slice::from_ref(&s.lower), Some(Upper { upper: &upper, work: &work }), &merged).unwrap();
+        mount_overlay(
+            std::slice::from_ref(&s.lower),
+            Some(Upper { upper: &upper, work: &work, volatile: false }),
+            &merged,
+        )
+        .unwrap();
         let m = Mounted(merged.clone());
         change(&merged);
         // Different times on disk in the two runs.

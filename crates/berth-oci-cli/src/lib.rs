@@ -139,6 +139,9 @@ pub struct Runtime {
     log: Option<PathBuf>,
     log_format: Option<LogFormat>,
     systemd_cgroup: bool,
+    /// Run the binary through this fd instead of its path (see
+    /// [`Runtime::exec_through`]), with this variable set.
+    through: Option<(std::sync::Arc<std::os::fd::OwnedFd>, OsString, OsString)>,
 }
 
 /// Where the runtime's (and so, for create/run/exec, the container's)
@@ -210,7 +213,7 @@ pub struct Event {
 
 impl Runtime {
     pub fn new(binary: impl Into<PathBuf>) -> Runtime {
-        Runtime { binary: binary.into(), root: None, log: None, log_format: None, systemd_cgroup: false }
+        Runtime { binary: binary.into(), root: None, log: None, log_format: None, systemd_cgroup: false, through: None }
     }
 
     /// `--root`: where the runtime keeps its containers' state.
@@ -239,9 +242,27 @@ impl Runtime {
         &self.binary
     }
 
+    /// Executes the binary through `fd` (an open handle of it, e.g. on a
+    /// read-only mount; exec'd as /proc/self/fd/N, argv[0] still the path)
+    /// with `var=value` added to its environment. The fd may be
+    /// close-on-exec: the kernel opens the binary before it closes those.
+    pub fn exec_through(mut self, fd: std::sync::Arc<std::os::fd::OwnedFd>, var: &str, value: &str) -> Runtime {
+        self.through = Some((fd, var.into(), value.into()));
+        self
+    }
+
     /// The command line with the global flags, before the verb.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.binary);
+        let mut c = match &self.through {
+            Some((fd, var, value)) => {
+                use std::os::fd::AsRawFd;
+                use std::os::unix::process::CommandExt;
+                let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                c.arg0(&self.binary).env(var, value);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         if let Some(root) = &self.root {
             c.arg("--root").arg(root);
         }

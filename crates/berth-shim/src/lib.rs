@@ -21,6 +21,7 @@ pub mod events;
 pub mod logfile;
 mod oom;
 pub mod protocol;
+mod sealed;
 /// A process by pid and start time (berth-proc, shared with the runtime).
 pub use berth_proc as process;
 pub mod supervisor;

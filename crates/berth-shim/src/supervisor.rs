@@ -282,7 +282,7 @@ fn start_container(cfg: &Config) -> Result<(i32, Io), Failure> {
     let _ = std::fs::remove_file(&pid_file);
     let _ = std::fs::remove_file(&runtime_log);
     // The container's stdio is the runtime's: its errors come from the log.
-    let rt = runtime(cfg).log(&runtime_log).log_format(LogFormat::Json);
+    let rt = crate::sealed::sealed(runtime(cfg)).log(&runtime_log).log_format(LogFormat::Json);
     // `run --detach`: create and start in one runtime process (one exec
     // less than `create` + `start`, a few ms of every start).
     let mut opts =
@@ -625,7 +625,7 @@ fn run_exec(cfg: &Config, n: u64, args: &[u8], fds: Vec<OwnedFd>) -> Result<i32,
     let opts = ExecOpts { detach: true, pid_file: Some(pid_file.clone()), ..Default::default() };
     // Waited for here, by pid: the reaper's waitpid(-1) only runs between
     // polls, so it cannot take this status.
-    let result = runtime(cfg)
+    let result = crate::sealed::sealed(runtime(cfg))
         .log(&log)
         .log_format(LogFormat::Json)
         .exec_prepared(&args, &opts, stdio)

@@ -77,11 +77,10 @@ impl Boxed {
     }
 
     fn log(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.cfg.log_path.as_ref().unwrap())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        let text = std::fs::read_to_string(self.cfg.log_path.as_ref().unwrap()).unwrap_or_default();
+        // Read while the shim may be mid-line: only whole lines count.
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        whole.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 }
 

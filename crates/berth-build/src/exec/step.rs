@@ -134,7 +134,9 @@ impl StepFs {
             // FROM scratch: overlay needs a lower layer.
             lowers.push(empty);
         }
-        mount_overlay(&lowers, Some(Upper { upper: &upper, work: &ovl_work }), &rootfs)?;
+        // Volatile: the step's upper only lives until its layer is cut
+        // (the layer blob is what must be durable), so no sync at umount.
+        mount_overlay(&lowers, Some(Upper { upper: &upper, work: &ovl_work, volatile: true }), &rootfs)?;
         Ok(StepFs { dir, rootfs, upper, mounted: true })
     }
 

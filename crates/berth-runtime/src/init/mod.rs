@@ -133,7 +133,7 @@ fn run_intermediate(plan: &Plan, chan: &Channel, role: Role, join: Option<&SelfJ
 
 /// A new container's init that was forked straight into its namespaces
 /// (launch::spawn_init_directly): it joins its cgroup in every v1
-/// hierarchy itself (still one thread), waits for the runtime when that
+/// hierarchy itself (still one thread), and the namespaces it shares, waits for the runtime when that
 /// has the unified one to do, makes its cgroup namespace (rooted where it
 /// now is), then does the init's work.
 pub fn direct_init(plan: &Plan, chan: &Channel, join: Option<&SelfJoin>, runtime_moves_it: bool) -> ! {
@@ -142,6 +142,7 @@ pub fn direct_init(plan: &Plan, chan: &Channel, join: Option<&SelfJoin>, runtime
         if let Some(join) = join {
             join.join_v1()?;
         }
+        plan.ns.join_all()?;
         if runtime_moves_it {
             chan.expect(&Msg::Proceed, "runtime")?;
         }

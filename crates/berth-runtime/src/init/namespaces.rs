@@ -87,13 +87,22 @@ impl NsPlan {
 
     /// Whether a new container's init can be forked straight into its
     /// namespaces (see launch::spawn_init_directly): no user namespace (its
-    /// id maps are written between unshare and the fork), nothing to join,
-    /// no time namespace (clone(2) cannot make one; its offsets come first).
+    /// id maps are written between unshare and the fork), no pid namespace
+    /// to join (setns into one applies to children only), no time
+    /// namespace (clone(2) cannot make one; its offsets come first). Other
+    /// namespaces to join (a network namespace made beforehand, as engines
+    /// do) the init joins itself, first thing.
     pub fn can_clone_directly(&self) -> bool {
+        use LinuxNamespaceType::{Pid, Time, User};
         !self.new_user
-            && self.join.is_empty()
+            && !self.join.iter().any(|(t, _)| matches!(t, User | Pid | Time))
             && self.time_offsets.is_none()
             && !self.unshare.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    }
+
+    /// The namespace of type `t` to join, if one is given by path.
+    pub fn joined(&self, t: LinuxNamespaceType) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.join.iter().find(|(j, _)| *j == t).map(|(_, fd)| fd.as_fd())
     }
 
     /// setns into every namespace to join.

@@ -128,6 +128,14 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         idmapped: super::idmap::prepare(&bundle.spec)?,
     };
     let init_waits = crate::init::waits_for_runtime(&plan.spec, plan.seccomp_listener.is_some());
+    // A network namespace given by path: the init joins it itself, maybe
+    // not yet when the devices move, so they go there by this handle.
+    let joined_net = plan
+        .ns
+        .joined(oci_spec::runtime::LinuxNamespaceType::Network)
+        .map(|fd| fd.try_clone_to_owned())
+        .transpose()
+        .step(|| "dup the network namespace's fd")?;
     let spawned = spawn(&plan, Role::Init)?;
     undo.pid = Some(spawned.pid);
     // The init now holds what it needs; ours can go.
@@ -135,8 +143,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     // Before any hook runs, so hooks and the program see the devices.
     if let Some(devices) = bundle.spec.linux().as_ref().and_then(|l| l.net_devices().as_ref()).filter(|d| !d.is_empty())
     {
-        let netns = std::fs::File::open(format!("/proc/{}/ns/net", spawned.pid))
-            .step(|| "open the container's network namespace")?;
+        let netns = match joined_net {
+            Some(fd) => std::fs::File::from(fd),
+            None => std::fs::File::open(format!("/proc/{}/ns/net", spawned.pid))
+                .step(|| "open the container's network namespace")?,
+        };
         let moved = crate::netdev::move_in(devices, std::os::fd::AsFd::as_fd(&netns))?;
         container.state.net_devices = moved.clone();
         undo.net_devices = Some((moved, OwnedFd::from(netns)));
