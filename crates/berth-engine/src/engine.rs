@@ -524,7 +524,10 @@ impl Engine {
             stdin: rec.config.stdin,
             restart: rec.config.restart.as_deref().and_then(|r| Restart::parse(r).ok()).unwrap_or(Restart::No),
             sync_fd: None,
-            no_delete: false,
+            // A `--rm` container's remover deletes it from the runtime,
+            // beside its other cleanup (see cleanup), instead of the shim
+            // before it reports the exit that the remover waits for.
+            no_delete: rec.config.auto_remove,
             exit_command: self.exit_command(rec),
             events_dir: Some(self.events_dir()),
             event_attrs: Engine::container_attributes(rec).into_iter().collect(),
@@ -805,9 +808,13 @@ impl Engine {
         // Marked first: a remover killed midway leaves a container that
         // cannot start and that the next `rm` finishes (every step of
         // cleanup is idempotent).
+        // Started first, to run beside the mark's commit as well: deleting
+        // an exited container from the runtime is what its shim would have
+        // done anyway, so a remover killed now leaves nothing amiss.
+        let deleting = self.start_runtime_delete(&rec.id);
         let rec = store.update(&rec.id, |r| r.status = Status::Removing)?;
         kill_point("rm:marked");
-        self.cleanup(&rec)?;
+        self.cleanup_with(&rec, deleting)?;
         kill_point("rm:cleaned");
         // The lock files go before the record, not after: a remover killed
         // in between leaves a record (removing) that the next `rm`
@@ -833,9 +840,24 @@ impl Engine {
     }
 
     fn cleanup(&self, rec: &ContainerRecord) -> Result<(), Error> {
+        self.cleanup_with(rec, self.start_runtime_delete(&rec.id))
+    }
+
+    /// Deletes the container from the runtime, in the background: a `--rm`
+    /// container's shim leaves that to the remover (see shim_config), as
+    /// does a killed shim or a container never started. It needs nothing
+    /// the rest of the cleanup removes (runc, crun and berth-runtime keep
+    /// their state, config.json included, in ROOT/ID), so it runs beside
+    /// it, and the cleanup waits for it at the end.
+    fn start_runtime_delete(&self, id: &str) -> Option<berth_oci_cli::Pending> {
+        if !self.runroot.join("runtime").join(id).exists() {
+            return None;
+        }
+        self.oci_runtime().spawn_delete(id, true).ok()
+    }
+
+    fn cleanup_with(&self, rec: &ContainerRecord, runtime_delete: Option<berth_oci_cli::Pending>) -> Result<(), Error> {
         let (data, run) = self.container_dirs(&rec.id);
-        // A pod's network first, while its namespace is there: DEL then
-        // removes the veth too.
         self.detach_pod_network(&rec.id)?;
         let netns = run.join("netns");
         let _ = NetNs::remove(&netns);
@@ -863,17 +885,14 @@ impl Engine {
         // is a mount point, which remove_dir_all below cannot remove.
         crate::userns::unpin(&run)?;
         kill_point("rm:unmounted");
-        // The shim deletes the runtime's container when it ends; only one
-        // it left (killed, or a container never started) needs the runtime.
-        // runc, crun and berth-runtime all keep their state in ROOT/ID.
-        if self.runroot.join("runtime").join(&rec.id).exists() {
-            let _ = self.oci_runtime().delete(&rec.id, true);
-        }
         let shim_state = self.shim_config(rec).state_dir;
         for d in [&run, &data, &shim_state] {
             remove_tree(d).map_err(io("remove", d))?;
         }
         self.store()?.meta.write(|tx| tx.remove_refs(&holder(&rec.id)))?;
+        if let Some(deleting) = runtime_delete {
+            let _ = deleting.wait();
+        }
         Ok(())
     }
 }

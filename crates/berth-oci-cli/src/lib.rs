@@ -313,7 +313,13 @@ impl Runtime {
 
     /// `delete [--force] ID`.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        self.simple("delete", if force { &["--force"] } else { &[] }, id)
+        self.spawn_delete(id, force)?.wait()
+    }
+
+    /// `delete`, started: the caller does other work and then waits.
+    pub fn spawn_delete(&self, id: &str, force: bool) -> Result<Pending> {
+        let flags: Vec<OsString> = if force { vec!["--force".into()] } else { Vec::new() };
+        self.spawn("delete", flags, id, Io::default())
     }
 
     pub fn pause(&self, id: &str) -> Result<()> {
