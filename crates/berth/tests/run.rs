@@ -23,6 +23,17 @@ fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(b.ok(&["ps", "-a", "-q"]), "", "--rm removed the container");
     assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
+    // Deleted from the runtime (by the remover, not the shim) and its
+    // cgroup gone, by the time `run --rm` returns.
+    let runtime_state: Vec<_> = std::fs::read_dir(b.dir.path().join("run/runtime"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().len() == 64)
+        .map(|e| e.path())
+        .collect();
+    assert!(runtime_state.is_empty(), "runtime state left: {runtime_state:?}");
+    assert!(b.cgroups_left().is_empty(), "cgroups left: {:?}", b.cgroups_left());
     let images = b.ok(&["images"]);
     assert!(images.contains("test/busybox"), "the image was pulled: {images}");
     // --network none still has a loopback that is up, as docker's does.
@@ -37,6 +48,34 @@ fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
         "ip link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping-ok",
     ]);
     assert!(lo.contains(",UP") && lo.contains("ping-ok"), "{lo}");
+}
+
+/// A `--rm` container's writable layer is mounted `volatile` (it goes
+/// with the container, so its umount need not flush the filesystem); a
+/// kept container's is not.
+#[test]
+fn only_a_rm_containers_overlay_is_volatile() {
+    let b = Berth::new();
+    let options = |id: &str| {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mounts.lines().find(|l| l.contains(id) && l.contains(" overlay ")).map(str::to_owned);
+        line.unwrap_or_else(|| panic!("no overlay for {id}:\n{mounts}"))
+    };
+    let kept = b.ok(&["run", "-d", "--network", "none", &b.image, "sleep", "60"]);
+    let gone = b.ok(&["run", "-d", "--rm", "--network", "none", &b.image, "sleep", "60"]);
+    // Kernels before 5.10 have no volatile: the option is then dropped.
+    let supported = !kernel_older_than(5, 10);
+    assert_eq!(options(gone.trim()).contains("volatile"), supported, "{}", options(gone.trim()));
+    assert!(!options(kept.trim()).contains("volatile"), "{}", options(kept.trim()));
+    b.ok(&["rm", "-f", kept.trim(), gone.trim()]);
+    assert!(leftovers(b.dir.path()).is_empty(), "mounts left: {:?}", leftovers(b.dir.path()));
+}
+
+fn kernel_older_than(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) < (major, minor)
 }
 
 #[test]

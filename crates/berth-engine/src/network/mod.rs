@@ -249,7 +249,11 @@ impl Networks {
         std::fs::create_dir_all(&self.conf_dir).map_err(io("create", &self.conf_dir))?;
         let path = self.conf_path(&net.name);
         let text = serde_json::to_vec_pretty(&self.conflist(net)).unwrap_or_default();
-        let tmp = self.conf_dir.join(format!(".{}.tmp", net.name));
+        // Unique per writer: two writers of one name (concurrent first
+        // uses of the default network) must not share, and so unlink, it.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.conf_dir.join(format!(".{}.{}.{seq}.tmp", net.name, std::process::id()));
         std::fs::write(&tmp, text).map_err(io("write", &tmp))?;
         // hard_link, not rename: it fails if another berth made the same
         // network meanwhile, instead of replacing its file.

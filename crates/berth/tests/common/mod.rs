@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of it
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use berth_testkit::cgroup::CgroupParent;
@@ -82,6 +82,22 @@ impl Drop for Berth {
 }
 
 /// Mounts under `dir` still in place.
+impl Berth {
+    /// Container cgroups left under this test's cgroup parent, in any
+    /// hierarchy.
+    pub fn cgroups_left(&self) -> Vec<PathBuf> {
+        let mut left = Vec::new();
+        for d in self.cgroup.dirs() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    left.push(e.path());
+                }
+            }
+        }
+        left
+    }
+}
+
 pub fn leftovers(dir: &Path) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     mounts.lines().filter(|l| l.contains(&dir.display().to_string())).map(str::to_owned).collect()
