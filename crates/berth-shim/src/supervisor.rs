@@ -141,6 +141,7 @@ pub fn run(cfg: &Config) -> Result<i32, ShimError> {
             let _ = writeln!(s, "{{\"pid\":{pid},\"shimPid\":{shim_pid},\"startedAt\":\"{started_at}\"}}");
             reported = true;
         }
+        release_startup_memory();
         let code = supervise(cfg, pid, &mut io, &sigfd, &listener, &mut clients, log.as_mut())?;
         if let Some(l) = log.as_mut() {
             let _ = l.flush();
@@ -209,6 +210,16 @@ fn wait_for_close(s: &mut UnixStream, grace: Duration) {
             _ => return,
         }
     }
+}
+
+/// Hands the heap pages that starting the container used (the runtime's
+/// command line and environment, its output, parsed files) back to the
+/// kernel before the long wait: a node runs one shim per container, so
+/// what each keeps is multiplied by their number (~150 KiB each here).
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; the
+    // shim is single-threaded, and no allocation is in flight.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn runtime(cfg: &Config) -> Runtime {
