@@ -370,32 +370,9 @@ fn idmapped_clone(dir: &Path, userns: BorrowedFd<'_>) -> Result<OwnedFd, UsernsE
     Ok(tree)
 }
 
-/// mount_setattr(2) with MOUNT_ATTR_IDMAP (Linux 5.12); rustix and nix do
-/// not wrap it.
+/// mount_setattr(2) with MOUNT_ATTR_IDMAP (Linux 5.12).
 fn set_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    let attr =
-        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
-    // SAFETY: `attr` is a valid struct mount_attr of the size passed, the
-    // path an empty C string used with AT_EMPTY_PATH on a valid fd.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    berth_fs::mount_setattr(tree, false, berth_fs::MOUNT_ATTR_IDMAP, 0, Some(userns))
 }
 
 /// config.json joins the pod's user namespace at `path` (the mappings are

@@ -21,6 +21,9 @@
 mod atomic;
 mod clean;
 pub mod copy;
+mod mount_attr;
+
+pub use mount_attr::{MOUNT_ATTR_IDMAP, mount_setattr};
 
 use std::ffi::OsStr;
 use std::io;

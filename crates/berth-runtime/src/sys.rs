@@ -301,45 +301,17 @@ pub fn set_domainname(name: &str) -> nix::Result<()> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
-/// struct mount_attr (linux/mount.h).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn mount_setattr(target: BorrowedFd<'_>, recursive: bool, attr: &MountAttr) -> nix::Result<()> {
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: `attr` is a valid mount_attr of the size passed; the path is
-    // an empty C string used with AT_EMPTY_PATH on a valid fd.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 { Err(Errno::last()) } else { Ok(()) }
-}
-
 /// mount_setattr(2) on a whole tree (AT_RECURSIVE), for the recursive
 /// mount options (rro, rnosuid, ...). Needs Linux 5.12.
 pub fn mount_setattr_recursive(target: BorrowedFd<'_>, set: u64, clear: u64) -> nix::Result<()> {
-    mount_setattr(target, true, &MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 })
+    berth_fs::mount_setattr(target, true, set, clear, None).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 /// Makes a detached mount tree idmapped through the mappings of user
 /// namespace `userns` (MOUNT_ATTR_IDMAP, Linux 5.12).
 pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, recursive: bool) -> nix::Result<()> {
-    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    let attr =
-        MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
-    mount_setattr(tree, recursive, &attr)
+    berth_fs::mount_setattr(tree, recursive, berth_fs::MOUNT_ATTR_IDMAP, 0, Some(userns))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))
 }
 
 /// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at

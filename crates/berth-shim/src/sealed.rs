@@ -10,7 +10,7 @@
 //! means the runtime seals itself, as before.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,31 +45,6 @@ fn readonly_bind(path: &Path) -> std::io::Result<OwnedFd> {
     let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
     let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     let fd = rustix::mount::open_tree(rustix::fs::CWD, path.as_c_str(), flags)?;
-    set_readonly(fd.as_fd())?;
+    berth_fs::mount_setattr(fd.as_fd(), false, libc::MOUNT_ATTR_RDONLY, 0, None)?;
     Ok(fd)
-}
-
-/// mount_setattr(2) with MOUNT_ATTR_RDONLY (neither libc nor rustix wraps it).
-fn set_readonly(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: a valid mount fd, an empty path with AT_EMPTY_PATH, and a
-    // fully initialised mount_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
