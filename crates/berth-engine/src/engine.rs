@@ -987,14 +987,26 @@ fn kill_point(step: &str) {
 /// keeps it through `start`, and a killed one drops it with its life. The
 /// id is new, so nobody else waits for this lock; prune only tries it.
 fn claim(p: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     }
-    let f = std::fs::File::create(p).map_err(io("create", p))?;
-    let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
-    CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push((p.to_owned(), lock));
-    Ok(())
+    // A prune's sweep unlinks a lock file it could lock and whose record
+    // does not exist (yet): taken between our create and our flock, the
+    // lock would then be on an unlinked file, invisible to being_created.
+    // The sweep unlinks only while it holds the lock, so a lock we get on a
+    // file that is still the one at `p` is one no sweep can take away.
+    loop {
+        let f = std::fs::File::create(p).map_err(io("create", p))?;
+        let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io("lock", p)(std::io::Error::from(e)))?;
+        let held = lock.metadata().map_err(io("stat", p))?;
+        let linked = std::fs::metadata(p).ok();
+        if linked.is_some_and(|m| m.dev() == held.dev() && m.ino() == held.ino()) {
+            CLAIMED.lock().unwrap_or_else(|e| e.into_inner()).push((p.to_owned(), lock));
+            return Ok(());
+        }
+    }
 }
 
 /// Warms the kernel's cgroup-migration lock for runtimes that move the

@@ -105,9 +105,10 @@ impl Engine {
         let store = self.containers()?;
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if self.being_created(&id) {
-                continue;
-            }
+            // Unlinked only while held (see engine::claim): a creator that
+            // gets the lock after us finds its file gone and makes another.
+            let Ok(f) = std::fs::File::open(e.path()) else { continue };
+            let Ok(_held) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) else { continue };
             if let Err(crate::store::StoreError::NotFound(_)) = store.get(&id) {
                 let _ = std::fs::remove_file(e.path());
             }
