@@ -53,6 +53,20 @@ pub fn in_test_host<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
+/// Polls `f` until it gives Some, at most 30 s (every 100 ms); panics
+/// naming `what` when it never does. For what a shim or daemon writes on
+/// its own time.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A container id no other test (or test run) uses.
 pub fn unique_id(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_testkit::eventually;
 use common::Berth;
 
 /// Now as `--since`/`--until` take it (Unix seconds with nanoseconds).
@@ -22,18 +23,6 @@ fn replay(b: &Berth, since: &str, filters: &[&str]) -> Vec<String> {
         args.extend(["--filter", f]);
     }
     b.ok(&args).lines().map(str::to_owned).collect()
-}
-
-/// Until `f` gives Some, at most 30 s (a shim writes `die` on its own time).
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// create, start and the shim's die (with the exit code, though nothing

@@ -10,8 +10,9 @@ mod dockerkit;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use berth_testkit::eventually;
 use berth_testkit::in_test_host;
-use dockerkit::{Node, eventually, tail};
+use dockerkit::{Node, tail};
 
 /// Where setup.sh installs docker-compose 1.29 (BERTH_COMPOSE overrides).
 const COMPOSE: &str = "/opt/berth-compose/bin/docker-compose";

@@ -6,8 +6,9 @@
 #[path = "common/docker_node.rs"]
 mod dockerkit;
 
+use berth_testkit::eventually;
 use berth_testkit::in_test_host;
-use dockerkit::{Killed, Node, eventually, newest, now};
+use dockerkit::{Killed, Node, newest, now};
 use serde_json::Value;
 
 /// A container started by the `berth` CLI is seen by a following `docker
@@ -91,20 +92,7 @@ fn die_carries_the_exit_code_when_nothing_waited() {
             ["create", "start", "kill", "kill", "die=137", "stop", "destroy"],
             "docker's order"
         );
-        let kills = n.docker_ok(
-            cli,
-            &[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &now(),
-                "--filter",
-                "event=kill",
-                "--format",
-                "{{.Actor.Attributes.signal}}",
-            ],
-        );
+        let kills = replay(&n, cli, &since, "event=kill", "{{.Actor.Attributes.signal}}");
         assert_eq!(kills, "15\n9\n");
     });
 }
@@ -189,20 +177,13 @@ fn execs_leave_their_events_with_the_exit_code() {
             "{lines}"
         );
         assert_ne!(rows[0][1], rows[3][1]);
-        let started = n.docker_ok(
-            cli,
-            &[
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &now(),
-                "--filter",
-                "event=exec_start",
-                "--format",
-                "{{.Action}}",
-            ],
-        );
+        let started = replay(&n, cli, &since, "event=exec_start", "{{.Action}}");
         assert_eq!(started.lines().count(), 2, "event=exec_start matches 'exec_start: CMD': {started}");
     });
+}
+
+/// The events since `since` until now that match `filter`, one `format`
+/// line each.
+fn replay(n: &Node, cli: &str, since: &str, filter: &str, format: &str) -> String {
+    n.docker_ok(cli, &["events", "--since", since, "--until", &now(), "--filter", filter, "--format", format])
 }

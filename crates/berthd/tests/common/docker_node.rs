@@ -167,18 +167,6 @@ pub fn now() -> String {
     format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
-/// Until `f` gives Some, at most 30 s.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A child process killed (and reaped) when dropped.
 pub struct Killed(pub std::process::Child);
 
