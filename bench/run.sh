@@ -53,7 +53,7 @@ say() { printf 'run-bench: %s\n' "$*" >&2; }
 # every hierarchy.
 CG=berth-run-bench-$$
 
-# shims_of, reap_shims, stop_pid
+# shims_of, reap_shims, stop_pid, busybox_oci
 . "$repo/bench/lib.sh"
 
 cleanup() {
@@ -108,14 +108,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$W/registry" "$port" >"$W/registry.yml"
 docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
 REG_PID=$!
-mkdir -p "$W/rootfs/bin"
-cp /bin/busybox "$W/rootfs/bin/"
-for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$W/rootfs/bin/$a"; done
-umoci init --layout "$W/oci" && umoci new --image "$W/oci:busybox"
-umoci unpack --image "$W/oci:busybox" "$W/bundle" >/dev/null
-cp -a "$W/rootfs/." "$W/bundle/rootfs/"
-umoci repack --image "$W/oci:busybox" "$W/bundle"
-umoci config --image "$W/oci:busybox" --config.cmd sh --config.env PATH=/bin
+busybox_oci "$W/oci" "$W"
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 skopeo copy -q --dest-tls-verify=false "oci:$W/oci:busybox" "docker://127.0.0.1:$port/busybox:latest"
 IMG=127.0.0.1:$port/busybox:latest
