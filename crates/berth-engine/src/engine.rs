@@ -21,7 +21,7 @@ use crate::logconfig::{LogConfig, Rotation};
 use crate::network::hosts::HostEntry;
 use crate::network::{self, Attachment, NetNs, Networks, PortMapping};
 use crate::spec::flags::UserMount;
-use crate::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
+use crate::spec::{self, ImageDefaults, NsMode, Paths, ResolvedMount, RunFlags};
 use crate::store::{ContainerConfig, ContainerRecord, ContainerStore, Status, new_id};
 use crate::volume::Volumes;
 
@@ -358,10 +358,14 @@ impl Engine {
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
         let mut attachment = None;
         let netns = match opts.network.as_str() {
-            _ if pod.join_netns.is_some() => pod.join_netns.clone(),
+            _ if let Some(p) = &pod.join_netns => NsMode::Join(p.clone()),
             // Pinned with the pod's user namespace, which owns it.
-            "none" if userns.as_ref().is_some_and(|(_, u)| u.join.is_none()) => Some(run.join("netns")),
-            "host" => None,
+            "none" if userns.as_ref().is_some_and(|(_, u)| u.join.is_none()) => NsMode::Join(run.join("netns")),
+            "host" => NsMode::Host,
+            // The runtime makes it and brings lo up, as for docker's
+            // `none`: no pin, so no mount on the host per container (each
+            // one makes every later mount namespace copy slower).
+            "none" if userns.is_none() => NsMode::Private,
             mode => {
                 // NetNs::create brings up lo (docker's `none` has it too).
                 let ns = NetNs::create(&run.join("netns"))?;
@@ -369,7 +373,7 @@ impl Engine {
                 if mode != "none" {
                     attachment = Some(nets.attach(network_name(mode), id, &ns.path, "eth0", &opts.ports)?);
                 }
-                Some(ns.path)
+                NsMode::Join(ns.path)
             }
         };
         let (hosts, resolv, hostname_file) = match &pod.files_of {

@@ -275,14 +275,25 @@ impl Engine {
         if rec.config.network == "host" {
             return Ok(None);
         }
-        let pin = self.run_dir(&rec.id).join("netns");
-        if !pin.exists() {
-            return Err(Error::NotRunning(format!(
-                "container {} has no network namespace (it is not running)",
-                rec.id
-            )));
+        match self.netns_of_record(&rec) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                Err(Error::NotRunning(format!("container {} has no network namespace (it is not running)", rec.id)))
+            }
         }
-        Ok(Some(pin))
+    }
+
+    /// A path to the container's network namespace: its pin, or, for one
+    /// the runtime made (`--network none`), its running init's
+    /// /proc/PID/ns/net, the init checked to be the shim's child (a pid
+    /// the record names may have been reused). `None` if neither.
+    pub(crate) fn netns_of_record(&self, rec: &ContainerRecord) -> Option<PathBuf> {
+        let pin = self.run_dir(&rec.id).join("netns");
+        if pin.exists() {
+            return Some(pin);
+        }
+        let (pid, shim) = (rec.pid?, rec.shim_pid?);
+        (crate::engine::parent_of(pid) == Some(shim)).then(|| PathBuf::from(format!("/proc/{pid}/ns/net")))
     }
 }
 

@@ -138,6 +138,22 @@ fn transfer(from: &str, to: &str, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> R
     })
 }
 
+/// The loopback device's index: the kernel gives it 1 in every network
+/// namespace (LOOPBACK_IFINDEX), before anything else exists there.
+const LOOPBACK_INDEX: u32 = 1;
+
+/// Brings up `lo` in a network namespace the runtime made, as runc and
+/// crun do: a new namespace's loopback starts down, and programs expect
+/// 127.0.0.1 to answer (docker's `--network none` has it up).
+pub fn loopback_up() -> Result<()> {
+    let nl = Netlink::open()?;
+    let mut msg = LinkMessage::default();
+    msg.header.index = LOOPBACK_INDEX;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    nl.request(RouteNetlinkMessage::SetLink(msg), 0).step(|| "set the loopback device up")
+}
+
 fn index_of(name: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(name).map_err(|e| match e {
         nix::errno::Errno::ENODEV => Error::Container(format!("no network interface {name:?} here")),

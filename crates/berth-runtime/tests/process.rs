@@ -501,3 +501,16 @@ fn an_exec_that_cannot_run_logs_its_errno() {
     rt.ok(&["delete", "-f", &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+#[test]
+fn a_new_network_namespace_has_its_loopback_up() {
+    // As runc and crun: a namespace the runtime makes gets lo up, so
+    // 127.0.0.1 answers (docker's `--network none` relies on it).
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let (out, _) = run_ok(&rt, &mut b, "cat /sys/class/net/lo/flags; ls /sys/class/net");
+    let mut lines = out.lines();
+    let flags = u32::from_str_radix(lines.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "IFF_UP is set on lo: {out}");
+    assert_eq!(lines.collect::<Vec<_>>(), ["lo"], "a namespace of its own, lo alone: {out}");
+}

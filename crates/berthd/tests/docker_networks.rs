@@ -118,11 +118,22 @@ fn connect_and_disconnect_a_running_container_with_aliases() {
         n.docker_ok(cli, &["start", "late"]);
         assert!(ping(&n, "b", "late-alias"), "a created container connected, then started");
 
+        // As docker: a container made with `--network none` stays so.
+        n.docker_ok(cli, &["run", "-d", "--name", "alone", "--network", "none", &n.image, "sleep", "300"]);
+        let lo = n.docker_ok(cli, &["exec", "alone", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"]);
+        assert_eq!(lo, "lo\n0x9\n", "a namespace of its own, lo up");
+        let refused = n.docker(cli, &["network", "connect", "back", "alone"]);
+        assert!(
+            !refused.status.success() && dockerkit::stderr(&refused).contains("private (none) mode"),
+            "{}",
+            dockerkit::stderr(&refused)
+        );
+
         // prune: only networks no container uses.
         n.docker_ok(cli, &["network", "create", "spare"]);
         let pruned = n.docker_ok(cli, &["network", "prune", "-f"]);
         assert!(pruned.contains("spare") && !pruned.contains("front"), "{pruned}");
-        n.docker_ok(cli, &["rm", "-f", "a", "b", "peer", "late"]);
+        n.docker_ok(cli, &["rm", "-f", "a", "b", "peer", "late", "alone"]);
         n.docker_ok(cli, &["network", "rm", "back", "front"]);
         let left = n.berth_ok(&["network", "ls", "-q"]);
         assert_eq!(left.trim(), "bridge");

@@ -9,8 +9,7 @@ use std::process::Stdio;
 use berth_engine::engine::Engine;
 use berth_engine::network::DEFAULT_NETWORK;
 use berth_engine::network::netns::NetNs;
-use berth_engine::spec::{self, ImageDefaults, Paths, ResolvedMount, RunFlags};
-use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+use berth_engine::spec::{self, ImageDefaults, NsMode, Paths, ResolvedMount, RunFlags};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -166,24 +165,17 @@ fn run_in(
         hosts: Some(files.0),
         resolv_conf: Some(files.1),
         hostname_file: None,
-        netns: netns.map(Path::to_path_buf),
+        netns: match (netns, p.network) {
+            (Some(path), _) => NsMode::Join(path.to_path_buf()),
+            // A network namespace of its own (only lo, up), as docker's none.
+            (None, "none") => NsMode::Private,
+            (None, _) => NsMode::Host,
+        },
         cgroups_path: format!("{}/{id}", cgroup_parent.trim_end_matches('/')),
         mounts: p.mounts.clone(),
         ..Default::default()
     };
-    let mut spec = spec::build(id, &defaults, &flags, &paths)?;
-    if p.network == "none"
-        && let Some(linux) = spec.linux_mut()
-    {
-        // A network namespace of its own (only lo), as docker's none.
-        let ns = LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Network)
-            .build()
-            .map_err(|e| Error::Invalid(format!("spec: {e}")))?;
-        let mut all = linux.namespaces().clone().unwrap_or_default();
-        all.push(ns);
-        linux.set_namespaces(Some(all));
-    }
+    let spec = spec::build(id, &defaults, &flags, &paths)?;
     let config = bundle.join("config.json");
     spec.save(&config).map_err(|e| Error::Invalid(format!("write {}: {e}", config.display())))?;
     let log = bundle.join("runtime.log");

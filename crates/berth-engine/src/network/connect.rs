@@ -43,14 +43,22 @@ impl Engine {
         let (_lock, rec) = self.lock_record(&id)?;
         let nets = self.networks();
         let net = if network == DEFAULT_NETWORK { nets.ensure_default()? } else { nets.get(network)? };
-        let netns = self.run_dir(&rec.id).join("netns");
         if matches!(rec.config.network.as_str(), "host") || rec.namespace == crate::pod::K8S_NAMESPACE {
             return Err(Error::Endpoint(
                 "container cannot be disconnected from host network or connected to host network".into(),
             ));
         }
+        let netns = self.run_dir(&rec.id).join("netns");
         if !netns.exists() {
-            return Err(Error::Endpoint(format!("container {} has no network namespace of its own", rec.name)));
+            // Made with `--network none` (its runtime's namespace, not
+            // pinned), as docker refuses: only one disconnected from its
+            // network (pinned) is `none` and connectable.
+            return Err(Error::Endpoint(match rec.config.network.as_str() {
+                "none" => "container cannot be connected to multiple networks with one of the networks in private \
+                           (none) mode"
+                    .into(),
+                _ => format!("container {} has no network namespace of its own", rec.name),
+            }));
         }
         if connected(&rec, &net.name) {
             return Err(Error::Endpoint(format!(

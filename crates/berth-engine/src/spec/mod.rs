@@ -130,8 +130,11 @@ pub struct Paths {
     pub hosts: Option<PathBuf>,
     pub resolv_conf: Option<PathBuf>,
     pub hostname_file: Option<PathBuf>,
-    /// The pinned network namespace; `None` with `--network host`.
-    pub netns: Option<PathBuf>,
+    /// The network namespace: a pinned one joined by path (a network's,
+    /// a pod's), the host's (`--network host`), or a new one the runtime
+    /// makes and brings lo up in (`--network none`: nothing to pin, no
+    /// mount on the host per container).
+    pub netns: NsMode,
     /// linux.cgroupsPath.
     pub cgroups_path: String,
     /// Resolved mounts (volumes already turned into host directories).
@@ -479,8 +482,10 @@ fn linux(flags: &RunFlags, paths: &Paths, seccomp: Option<LinuxSeccomp>) -> Resu
         }
     }
     namespaces.push(namespace(LinuxNamespaceType::Mount, None)?);
-    if let Some(ns) = &paths.netns {
-        namespaces.push(namespace(LinuxNamespaceType::Network, Some(ns))?);
+    match &paths.netns {
+        NsMode::Private => namespaces.push(namespace(LinuxNamespaceType::Network, None)?),
+        NsMode::Join(p) => namespaces.push(namespace(LinuxNamespaceType::Network, Some(p))?),
+        NsMode::Host => {}
     }
     if berth_cgroups::Layout::detect().is_ok_and(|l| l.kind == berth_cgroups::LayoutKind::V2) {
         // docker's default on cgroup v2: a private cgroup namespace.

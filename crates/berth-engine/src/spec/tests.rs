@@ -62,8 +62,8 @@ fn defaults_are_dockers() {
     let shm = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/dev/shm").unwrap();
     assert!(shm["options"].as_array().unwrap().contains(&json!("size=67108864")));
     assert!(
-        s["linux"]["namespaces"].as_array().unwrap().iter().all(|n| n["type"] != "network"),
-        "no netns path, no new netns"
+        s["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "network" && n.get("path").is_none()),
+        "a network namespace of its own, made by the runtime"
     );
 }
 
@@ -72,7 +72,7 @@ fn flags_override_and_add() {
     let r = rootfs();
     let paths = Paths {
         rootfs: r.path().into(),
-        netns: Some("/run/berth/netns/x".into()),
+        netns: NsMode::Join("/run/berth/netns/x".into()),
         hosts: Some("/run/berth/c/hosts".into()),
         mounts: vec![
             ResolvedMount::Bind { source: "/data".into(), target: "/data".into(), readonly: true, propagation: None },
@@ -164,7 +164,7 @@ fn a_pod_member_joins_shared_namespaces_and_the_hosts_uts_keeps_the_hosts_name()
     };
     let paths = Paths {
         rootfs: r.path().into(),
-        netns: Some("/run/x/netns".into()),
+        netns: NsMode::Join("/run/x/netns".into()),
         namespaces: Namespaces {
             pid: NsMode::Join("/proc/42/ns/pid".into()),
             ipc: NsMode::Join("/proc/42/ns/ipc".into()),
@@ -184,6 +184,7 @@ fn a_pod_member_joins_shared_namespaces_and_the_hosts_uts_keeps_the_hosts_name()
     let host = Paths {
         rootfs: r.path().into(),
         namespaces: Namespaces { pid: NsMode::Host, ipc: NsMode::Host, uts: NsMode::Host },
+        netns: NsMode::Host,
         ..Default::default()
     };
     let s = spec_json(&RunFlags::default(), &host);

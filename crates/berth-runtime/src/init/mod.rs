@@ -200,6 +200,9 @@ fn prepare_init(plan: &Plan, chan: &Channel) -> Result<Prepared> {
     // Device nodes and files get exactly the modes config.json gives.
     umask(Mode::empty());
     set_names(&plan.spec)?;
+    if plan.ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
+        crate::netdev::loopback_up()?;
+    }
     let state = if plan.ns.has(LinuxNamespaceType::Mount) {
         build_rootfs(plan, chan)?
     } else {
