@@ -302,17 +302,29 @@ fn enable_v2_controllers(dir: &Path) {
 /// A new v1 cpuset cgroup starts with empty cpus and mems, and no task can
 /// join it until they are set. Fill every empty level from its parent, top
 /// down, as runc does (cgroup.clone_children is off by default).
+///
+/// A level above the leaf that had to be filled is one some runtime made
+/// to hold containers: it gets cgroup.clone_children, so the kernel fills
+/// the cgroups made in it later at their mkdir. That saves each new
+/// container a write of cpuset.cpus, which the kernel checks against every
+/// sibling (validate_change): a cost that grew with the number running.
 fn init_cpuset(dir: &Path) -> Result<()> {
     let mut levels: Vec<&Path> = dir.ancestors().take_while(|p| p.join("cpuset.cpus").exists()).collect();
     levels.reverse();
     for pair in levels.windows(2) {
         let (parent, child) = (pair[0], pair[1]);
+        let mut filled = false;
         for file in ["cpuset.cpus", "cpuset.mems"] {
             let cur = std::fs::read_to_string(child.join(file)).map_err(io_err("read", child.join(file)))?;
             if cur.trim().is_empty() {
                 let from = std::fs::read_to_string(parent.join(file)).map_err(io_err("read", parent.join(file)))?;
                 std::fs::write(child.join(file), from.trim()).map_err(io_err("write", child.join(file)))?;
+                filled = true;
             }
+        }
+        if filled && child != dir {
+            // Only an optimisation: without it each child is filled as above.
+            let _ = std::fs::write(child.join("cgroup.clone_children"), "1");
         }
     }
     Ok(())
@@ -433,6 +445,10 @@ mod tests {
         init_cpuset(&leaf).unwrap();
         assert_eq!(std::fs::read_to_string(leaf.join("cpuset.cpus")).unwrap(), "0-1");
         assert_eq!(std::fs::read_to_string(leaf.join("cpuset.mems")).unwrap(), "0");
+        let clone_children = |d: &Path| std::fs::read_to_string(d.join("cgroup.clone_children")).ok();
+        assert_eq!(clone_children(&root.join("a")).as_deref(), Some("1"), "the level made to hold containers");
+        assert_eq!(clone_children(&root), None, "a level that was filled already is not ours to change");
+        assert_eq!(clone_children(&leaf), None, "nor the container's own");
     }
 
     #[test]
