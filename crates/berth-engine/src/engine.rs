@@ -124,7 +124,7 @@ impl Engine {
     /// [`crate::images::Images::create_container`], which pulls then).
     pub fn image(&self, key: &str) -> Result<Image, Error> {
         let store = self.store()?;
-        let all = store.meta.read_all()?;
+        let all = store.meta.read_images()?;
         let id = match berth_image::images::find(&all, key) {
             Ok(id) => id,
             Err(berth_image::Error::NotFound(_)) => return Err(Error::NoSuchImage(key.to_owned())),

@@ -295,7 +295,7 @@ impl Images {
         };
         let what = r.tag().map(String::from).unwrap_or_else(|| r.manifest_reference());
         on_event(ImageEvent::Pulling { what, repository: r.familiar_name() });
-        let before = berth_image::images::find(&store.meta.read_all()?, &r.to_string()).ok();
+        let before = berth_image::images::find(&store.meta.read_images()?, &r.to_string()).ok();
         let rec = block_on(berth_image::pull::pull(&store, &self.registry, &r, &opts))??;
         let pulled = Pulled {
             digest: rec.index.clone().unwrap_or_else(|| rec.manifest.clone()),

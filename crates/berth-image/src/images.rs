@@ -42,7 +42,7 @@ pub fn tag(store: &Store, source: &str, target: &Reference) -> Result<()> {
     let t = target.with_tag(target.tag().unwrap_or("latest"));
     // One transaction: a concurrent rmi cannot leave the tag naming nothing.
     store.meta.write(|tx| {
-        let id = find(&tx.read_all()?, source)?;
+        let id = find(&tx.read_images()?, source)?;
         tx.set_tag(&t.to_string(), &id)
     })
 }
@@ -96,7 +96,7 @@ pub fn holds(img: &ImageRecord) -> Vec<Resource> {
 /// after (it sees the holder), never in between.
 pub fn hold(store: &Store, key: &str, holder: &str) -> Result<ImageRecord> {
     store.meta.write(|tx| {
-        let s = tx.read_all()?;
+        let s = tx.read_images()?;
         let id = find(&s, key)?;
         let img = s.image(&id).cloned().ok_or_else(|| Error::NotFound(format!("image {key}")))?;
         tx.set_refs(holder, &holds(&img))?;

@@ -122,6 +122,10 @@ impl Tx<'_> {
     pub fn read_all(&self) -> Result<Snapshot> {
         load(self.tx, self.path)
     }
+    /// The images, tags and digests only (snapshots and refs left empty).
+    pub fn read_images(&self) -> Result<Snapshot> {
+        load_images(self.tx, self.path)
+    }
     pub fn put_image(&self, rec: &ImageRecord) -> Result<()> {
         let v = serde_json::to_vec(rec).map_err(crate::error::json_err("image record"))?;
         let mut t = self.tx.open_table(IMAGES).map_err(e!(self.path))?;
@@ -264,6 +268,13 @@ impl Meta {
         let rx = self.db.begin_read().map_err(e!(&self.path))?;
         load(&rx, &self.path)
     }
+
+    /// The images, tags and digests only (snapshots and refs left empty):
+    /// enough to find an image by name or ID.
+    pub fn read_images(&self) -> Result<Snapshot> {
+        let rx = self.db.begin_read().map_err(e!(&self.path))?;
+        load_images(&rx, &self.path)
+    }
 }
 
 /// The raw rows of a table, from a read or a write transaction.
@@ -316,6 +327,22 @@ impl Rows for redb::WriteTransaction {
 /// Everything in the database as one transaction sees it.
 fn load(tx: &impl Rows, p: &Path) -> Result<Snapshot> {
     let bad = |what: &str, k: &str| Error::Db { path: p.to_path_buf(), reason: format!("corrupt {what} entry {k}") };
+    let mut s = load_images(tx, p)?;
+    for (k, v) in tx.bytes(SNAPSHOTS).map_err(e!(p))? {
+        s.snapshots.push(serde_json::from_slice(&v).map_err(|_| bad("snapshot", &k))?);
+    }
+    for (k, v) in tx.bytes(REFS).map_err(e!(p))? {
+        let r: Vec<Resource> = serde_json::from_slice(&v).map_err(|_| bad("ref", &k))?;
+        s.refs.push((k, r));
+    }
+    Ok(s)
+}
+
+/// The images and their names only: what finding one by name or ID needs.
+/// Not the refs, one row per container (a create that read them all took
+/// longer the more containers there were), nor the snapshots.
+fn load_images(tx: &impl Rows, p: &Path) -> Result<Snapshot> {
+    let bad = |what: &str, k: &str| Error::Db { path: p.to_path_buf(), reason: format!("corrupt {what} entry {k}") };
     let mut s = Snapshot::default();
     for (k, v) in tx.bytes(IMAGES).map_err(e!(p))? {
         s.images.push(serde_json::from_slice(&v).map_err(|_| bad("image", &k))?);
@@ -327,13 +354,6 @@ fn load(tx: &impl Rows, p: &Path) -> Result<Snapshot> {
     for (k, v) in tx.strs(DIGESTS).map_err(e!(p))? {
         let id = v.parse().map_err(|_| bad("digest", &k))?;
         s.digests.push((k, id));
-    }
-    for (k, v) in tx.bytes(SNAPSHOTS).map_err(e!(p))? {
-        s.snapshots.push(serde_json::from_slice(&v).map_err(|_| bad("snapshot", &k))?);
-    }
-    for (k, v) in tx.bytes(REFS).map_err(e!(p))? {
-        let r: Vec<Resource> = serde_json::from_slice(&v).map_err(|_| bad("ref", &k))?;
-        s.refs.push((k, r));
     }
     Ok(s)
 }
