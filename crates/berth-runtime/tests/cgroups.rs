@@ -356,6 +356,44 @@ fn a_create_killed_after_making_the_cgroup_leaves_it_to_delete() {
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
 
+/// A `run --detach` killed right after it forked the init, which may be
+/// joining its cgroup (it moves itself) at that moment: the init finds its
+/// runtime gone at its next message and exits, the container reads as
+/// stopped, and `delete --force` leaves nothing (no process, no cgroup in
+/// any hierarchy, no state).
+#[test]
+fn a_create_killed_after_forking_the_init_leaves_nothing_to_delete() {
+    let rt = runtime();
+    let parent = CgParent::new();
+    for round in 0..5 {
+        let mut b = Bundle::busybox();
+        let id = unique_id(&format!("killed{round}"));
+        let marker = berth_testkit::unique_sleep();
+        with_resources(&mut b, &parent, &id, json!({ "pids": { "limit": 32 } }));
+        b.args(&["sleep", &marker]);
+        let mut c = rt.cmd();
+        c.args(["run", "--detach", "--bundle", b.path().to_str().unwrap(), &id])
+            .env("BERTH_KILL_AT", "runtime:init-spawned");
+        let out = berth_testkit::output_via_files(&mut c);
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(9), "killed at the hook");
+        assert!(parent.dir("pids", &id).exists(), "the kill came after the cgroup was made");
+        berth_testkit::eventually("the orphaned init to exit", || {
+            (rt.state(&id)["status"] == "stopped" && parent_procs(&parent, &id).is_empty()).then_some(())
+        });
+        rt.ok(&["delete", "--force", &id]);
+        leaks::assert_none(&id, b.path(), rt.root(), Some(&marker));
+    }
+}
+
+/// The processes in the container's pids cgroup.
+fn parent_procs(parent: &CgParent, id: &str) -> Vec<String> {
+    std::fs::read_to_string(parent.dir("pids", id).join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A private cgroup namespace is rooted at the container's own cgroup
 /// (made there once the init is in it): every hierarchy shows as "/" in
 /// the container's /proc/self/cgroup, and its files are the container's.

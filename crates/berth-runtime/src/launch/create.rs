@@ -138,6 +138,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         .step(|| "dup the network namespace's fd")?;
     let spawned = spawn(&plan, Role::Init)?;
     undo.pid = Some(spawned.pid);
+    kill_point("runtime:init-spawned");
     // The init now holds what it needs; ours can go.
     drop(plan);
     // Before any hook runs, so hooks and the program see the devices.
