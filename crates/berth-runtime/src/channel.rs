@@ -46,6 +46,11 @@ pub enum Msg {
     /// The reply to RunHooks: the state (JSON) hooks in the container get.
     HooksDone(String),
     Ready,
+    /// The runtime saved the container's state with the init's pid: the
+    /// init may wait for `start`. An init that reads the channel's end
+    /// instead was left by a runtime killed mid-create, which no state
+    /// names (it would wait for a start that never comes): it exits.
+    Committed,
     Error(String),
     /// The program could not be exec'd: runc's words and the errno, so the
     /// runtime's caller gets the cause typed (see `Error::Exec`).

@@ -177,6 +177,9 @@ fn init_main(plan: &Plan, chan: &Channel) -> ! {
             sys::exit_now(1)
         }
     };
+    if chan.expect(&Msg::Committed, "runtime").is_err() {
+        sys::exit_now(1)
+    }
     let Some(listener) = plan.start_listener.as_ref() else { sys::exit_now(1) };
     let mut conn = match wait_for_start(listener) {
         Ok(c) => c,

@@ -177,6 +177,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     if let Some(p) = &pid_file {
         write_pid_file(p, spawned.pid)?;
     }
+    spawned.chan.send(&Msg::Committed)?;
     undo.disarm();
     Ok(Created { container, spec: bundle.spec, pty_master })
 }
