@@ -66,7 +66,7 @@ stop_dockerd() {
 	# dockerd stops the containerd it started; make sure.
 	p=$(cat "$2/containerd/containerd.pid" 2>/dev/null)
 	[[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat "/proc/$p/comm") == containerd ]] && stop_pid "$p"
-	for p in $(shims_of "$2/containerd/containerd.sock"); do kill -KILL "$p" 2>/dev/null; done
+	reap_shims "$2/containerd/containerd.sock"
 	return 0
 }
 

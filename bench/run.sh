@@ -53,7 +53,7 @@ say() { printf 'run-bench: %s\n' "$*" >&2; }
 # every hierarchy.
 CG=berth-run-bench-$$
 
-# shims_of, reap_shims, stop_pid, busybox_oci
+# reap_shims, stop_pid, stop_dockerd, busybox_oci
 . "$repo/bench/lib.sh"
 
 cleanup() {
@@ -61,11 +61,7 @@ cleanup() {
 	if [[ -n $DOCKERD_PID ]]; then
 		ids=$(dk ps -aq 2>/dev/null)
 		[[ -n $ids ]] && dk rm -f $ids >/dev/null 2>&1
-		stop_pid "$DOCKERD_PID"
-		# dockerd stops the containerd it started; make sure.
-		p=$(cat "$W/docker/exec/containerd/containerd.pid" 2>/dev/null)
-		[[ -n $p ]] && kill -0 "$p" 2>/dev/null && [[ $(cat "/proc/$p/comm") == containerd ]] && stop_pid "$p"
-		reap_shims "$W/docker/exec/containerd/containerd.sock"
+		stop_dockerd "$DOCKERD_PID" "$W/docker/exec"
 	fi
 	if [[ -n $CTRD_PID ]]; then
 		for c in $(ct container ls -q 2>/dev/null); do
