@@ -364,8 +364,10 @@ impl Engine {
             "host" => NsMode::Host,
             // The runtime makes it and brings lo up, as for docker's
             // `none`: no pin, so no mount on the host per container (each
-            // one makes every later mount namespace copy slower).
-            "none" if userns.is_none() => NsMode::Private,
+            // one makes every later mount namespace copy slower). Not a
+            // pod's infra container: its pin is the pod's network
+            // namespace, which CNI attaches and the members join.
+            "none" if userns.is_none() && rec.namespace != crate::pod::K8S_NAMESPACE => NsMode::Private,
             mode => {
                 // NetNs::create brings up lo (docker's `none` has it too).
                 let ns = NetNs::create(&run.join("netns"))?;
