@@ -423,7 +423,7 @@ fn mark(engine: &Engine, id: &str, status: Status) -> Result<(), String> {
 /// (runc, crun and berth-runtime keep it in ROOT/ID).
 fn delete_runtime_state(engine: &Engine, id: &str) {
     if engine.runroot.join("runtime").join(id).exists() {
-        let _ = engine.oci_runtime().delete(id, true);
+        let _ = engine.oci_runtime_for(id).delete(id, true);
     }
 }
 

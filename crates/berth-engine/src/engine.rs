@@ -859,7 +859,7 @@ impl Engine {
         if !self.runroot.join("runtime").join(id).exists() {
             return None;
         }
-        self.oci_runtime().spawn_delete(id, true).ok()
+        self.oci_runtime_for(id).spawn_delete(id, true).ok()
     }
 
     fn cleanup_with(&self, rec: &ContainerRecord, runtime_delete: Option<berth_oci_cli::Pending>) -> Result<(), Error> {

@@ -42,6 +42,23 @@ impl engine::Engine {
     pub fn oci_runtime(&self) -> berth_oci_cli::Runtime {
         berth_oci_cli::Runtime::new(&self.runtime).root(self.runroot.join("runtime"))
     }
+
+    /// The runtime a container was made with (`--runtime`, a CRI runtime
+    /// handler), else the engine's: only it knows the container's state
+    /// (runc's, crun's and berth-runtime's state files differ).
+    pub fn oci_runtime_of(&self, rec: &store::ContainerRecord) -> berth_oci_cli::Runtime {
+        let bin = rec.config.runtime.as_deref().unwrap_or(&self.runtime);
+        berth_oci_cli::Runtime::new(bin).root(self.runroot.join("runtime"))
+    }
+
+    /// [`Self::oci_runtime_of`] the container `id` names (the engine's
+    /// runtime when there is no such record any more).
+    pub(crate) fn oci_runtime_for(&self, id: &str) -> berth_oci_cli::Runtime {
+        match self.containers().and_then(|s| s.get(id).map_err(Into::into)) {
+            Ok(rec) if rec.id == id => self.oci_runtime_of(&rec),
+            _ => self.oci_runtime(),
+        }
+    }
 }
 
 /// Sizes as docker prints them (go-units), for every front end: one

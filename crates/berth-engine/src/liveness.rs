@@ -39,7 +39,7 @@ impl Engine {
             self.container_event(rec, "die", &[("exitCode", LOST_EXIT_CODE.to_string())]);
             // Not --force: the runtime refuses to delete a container it
             // still sees running.
-            let _ = self.oci_runtime().delete(&rec.id, false);
+            let _ = self.oci_runtime_of(rec).delete(&rec.id, false);
             berth_shim::client::spawn_exit_command(&self.exit_command(rec));
         }
         berth_shim::client::exit_status(dir).unwrap_or_else(|| Exit {
@@ -58,7 +58,7 @@ impl Engine {
     pub(crate) fn delete_runtime_leftover(&self, id: &str) {
         // runc, crun and berth-runtime all keep their state in ROOT/ID.
         if self.runroot.join("runtime").join(id).exists() {
-            let _ = self.oci_runtime().delete(id, true);
+            let _ = self.oci_runtime_for(id).delete(id, true);
         }
     }
 
@@ -122,7 +122,7 @@ impl Engine {
     /// `sig` to the container: through the runtime, else (the runtime has
     /// lost it, or its state is gone) to the init itself.
     pub(crate) fn signal(&self, id: &str, init: Option<ProcessId>, sig: Signal) {
-        let through_runtime = self.oci_runtime().kill(id, sig.as_str(), false).is_ok();
+        let through_runtime = self.oci_runtime_for(id).kill(id, sig.as_str(), false).is_ok();
         if !through_runtime && let Some(p) = init.filter(ProcessId::is_alive) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), sig);
         }

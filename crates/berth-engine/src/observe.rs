@@ -117,7 +117,7 @@ impl Engine {
     pub fn top(&self, key: &str) -> Result<Vec<Process>, ObserveError> {
         let rec = self.running_container(key)?;
         let mut pids = self
-            .oci_runtime()
+            .oci_runtime_of(&rec)
             .ps(&rec.id)
             .map_err(|source| ObserveError::Runtime { what: format!("ps {}", rec.id), source })?;
         pids.sort_unstable();
@@ -134,7 +134,7 @@ impl Engine {
         if !s.running {
             return Ok(s);
         }
-        let data = match self.oci_runtime().stats(&rec.id) {
+        let data = match self.oci_runtime_of(&rec).stats(&rec.id) {
             Ok(event) => event.data,
             // crun has no `events`: the container's cgroup, read as
             // berth-runtime reads it for its own `events --stats`.

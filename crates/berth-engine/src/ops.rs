@@ -87,7 +87,7 @@ impl Engine {
         let rec = self.running(key)?;
         let args = self.exec_args(&rec, o, &[])?;
         if !self.shim_alive(&rec.id) {
-            return self.exec_unsupervised(&args, o.detach, stdin);
+            return self.exec_unsupervised(&rec, &args, o.detach, stdin);
         }
         let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
         let (i, out, err) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
@@ -160,7 +160,7 @@ impl Engine {
         let tty = ["--tty".to_owned(), "--console-socket".to_owned(), sock.to_string_lossy().into_owned()];
         let args = self.exec_args(&rec, o, &tty)?;
         if !self.shim_alive(&rec.id) {
-            return self.exec_tty_unsupervised(&args, o.detach, &listener, dir);
+            return self.exec_tty_unsupervised(&rec, &args, o.detach, &listener, dir);
         }
         let null = std::fs::File::open("/dev/null").map_err(io_err("open", "/dev/null"))?;
         let mut attach = self.attach(&rec)?;
@@ -180,7 +180,13 @@ impl Engine {
     /// one (`-d`) is reaped by whoever adopts it (the container's init or
     /// the host's) and its exit code is recorded nowhere. An attached one
     /// is waited for by the runtime, which gives its code.
-    fn exec_unsupervised(&self, args: &[String], detach: bool, stdin: bool) -> Result<i32, Error> {
+    fn exec_unsupervised(
+        &self,
+        rec: &ContainerRecord,
+        args: &[String],
+        detach: bool,
+        stdin: bool,
+    ) -> Result<i32, Error> {
         use std::process::Stdio;
         let log = tempfile::Builder::new()
             .prefix("berth-exec-")
@@ -188,7 +194,7 @@ impl Engine {
             .tempfile()
             .map_err(io_err("create a log file for", "the OCI runtime's exec"))?;
         // Its own errors go to the log: its stderr is the process's.
-        let runtime = self.oci_runtime().log(log.path()).log_format(berth_oci_cli::LogFormat::Json);
+        let runtime = self.oci_runtime_of(rec).log(log.path()).log_format(berth_oci_cli::LogFormat::Json);
         let io = if detach {
             berth_oci_cli::Io::default()
         } else {
@@ -215,6 +221,7 @@ impl Engine {
     /// process's), or `--detach`ed; see [`Engine::exec_unsupervised`].
     fn exec_tty_unsupervised(
         &self,
+        rec: &ContainerRecord,
         args: &[String],
         detach: bool,
         listener: &std::os::unix::net::UnixListener,
@@ -222,7 +229,7 @@ impl Engine {
     ) -> Result<TtyExec, Error> {
         use std::process::Stdio;
         let log = dir.path().join("runtime.log");
-        let runtime = self.oci_runtime().log(&log).log_format(berth_oci_cli::LogFormat::Json);
+        let runtime = self.oci_runtime_of(rec).log(&log).log_format(berth_oci_cli::LogFormat::Json);
         let rest: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
         let opts = berth_oci_cli::ExecOpts { detach, ..Default::default() };
         let io =
@@ -273,7 +280,7 @@ impl Engine {
     /// Sends `signal` (a name or number, as `kill -s` takes it).
     pub fn kill(&self, key: &str, signal: &str) -> Result<(), Error> {
         let rec = self.running(key)?;
-        self.oci_runtime().kill(&rec.id, signal, false)?;
+        self.oci_runtime_of(&rec).kill(&rec.id, signal, false)?;
         let number = signal_number(signal).map_or_else(|| signal.to_owned(), |n| n.to_string());
         self.container_event(&rec, "kill", &[("signal", number)]);
         Ok(())
@@ -282,7 +289,7 @@ impl Engine {
     /// `pause`: the runtime freezes the container's cgroup.
     pub fn pause(&self, key: &str) -> Result<ContainerRecord, Error> {
         let rec = self.running(key)?;
-        self.oci_runtime().pause(&rec.id)?;
+        self.oci_runtime_of(&rec).pause(&rec.id)?;
         self.container_event(&rec, "pause", &[]);
         Ok(self.containers()?.update(&rec.id, |r| r.status = Status::Paused)?)
     }
@@ -300,7 +307,7 @@ impl Engine {
 
     /// Thaws a paused container and records it running.
     pub(crate) fn resume(&self, id: &str) -> Result<(), Error> {
-        self.oci_runtime().resume(id)?;
+        self.oci_runtime_for(id).resume(id)?;
         self.containers()?.update(id, |r| r.status = Status::Running)?;
         Ok(())
     }

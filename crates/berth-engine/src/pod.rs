@@ -438,7 +438,7 @@ impl Engine {
             if let Some(o) = json.as_object_mut() {
                 o.remove("devices");
             }
-            self.oci_runtime().update(&rec.id, &json)?;
+            self.oci_runtime_of(&rec).update(&rec.id, &json)?;
         }
         Ok(())
     }

@@ -414,3 +414,35 @@ fn top_stats_and_cp_work_under_runc_and_crun() {
     }
     assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
 }
+
+/// The freezer state of the cgroup process `pid` is in (cgroup v1).
+fn freezer_state(pid: i64) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups.lines().find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_owned()));
+    let Some(path) = path else { return "no freezer hierarchy".into() };
+    std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state")).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_container_of_another_runtime_is_paused_listed_and_killed_through_that_runtime() {
+    // Only crun knows a container crun made (its state files are its own):
+    // pause, unpause, top and kill must go through it, not the engine's
+    // default runtime (which answered "container does not exist").
+    let b = berth();
+    let id = b.detached("other-rt", &["--runtime", "crun"], &["sleep", "1000"]);
+    let pid = b.inspect("other-rt")["State"]["Pid"].as_i64().unwrap();
+    b.ok(&["pause", "other-rt"]);
+    assert_eq!(b.inspect("other-rt")["State"]["Status"], "paused");
+    if std::path::Path::new("/sys/fs/cgroup/freezer").exists() {
+        assert_eq!(freezer_state(pid), "FROZEN");
+    }
+    b.ok(&["unpause", "other-rt"]);
+    assert_eq!(b.inspect("other-rt")["State"]["Status"], "running");
+    let top = b.ok(&["top", "other-rt"]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    b.ok(&["kill", "other-rt"]);
+    assert_eq!(b.ok(&["wait", "other-rt"]).trim(), "137", "SIGKILL, through crun");
+    b.ok(&["rm", "other-rt"]);
+    assert!(!b.dir.path().join("run/runtime").join(&id).exists(), "crun's state went with it");
+    assert!(leftovers(b.dir.path()).is_empty());
+}

@@ -227,6 +227,9 @@ pub fn create_container(engine: &Engine, config: &Config, r: RunArgs) -> Result<
         init,
         log: Some(log),
         aliases: r.network_alias,
+        // As podman: a container made with `--runtime X` stays X's (only X
+        // knows its state), whatever runtime later commands are given.
+        runtime: (engine.runtime != crate::sibling("berth-runtime")).then(|| engine.runtime.clone()),
         ..Default::default()
     };
     let policy: PullPolicy = r.pull.parse()?;
