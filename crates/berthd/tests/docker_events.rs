@@ -187,3 +187,38 @@ fn execs_leave_their_events_with_the_exit_code() {
 fn replay(n: &Node, cli: &str, since: &str, filter: &str, format: &str) -> String {
     n.docker_ok(cli, &["events", "--since", since, "--until", &now(), "--filter", filter, "--format", format])
 }
+
+#[test]
+fn docker_run_with_runtime_uses_that_handler_for_the_containers_whole_life() {
+    in_test_host(|| {
+        // A second runtime handler in berthd.toml, as dockerd's "runtimes".
+        let n = Node::start_with("[runtimes.crun]\npath = \"/usr/bin/crun\"");
+        let cli = newest();
+        n.docker_ok(cli, &["pull", &n.image]);
+        let runtimes = n.docker_ok(cli, &["info", "--format", "{{json .Runtimes}}"]);
+        assert!(runtimes.contains("\"crun\""), "docker info lists the handler: {runtimes}");
+        let id = n.docker_ok(cli, &["run", "-d", "--runtime", "crun", "--name", "by-crun", &n.image, "sleep", "300"]);
+        let id = id.trim();
+        // crun made it: crun's own state for it, under the engine's runtime root.
+        let state = std::process::Command::new("/usr/bin/crun")
+            .arg("--root")
+            .arg(n.d.dir.path().join("run/runtime"))
+            .args(["state", id])
+            .output()
+            .unwrap();
+        let state: Value = serde_json::from_slice(&state.stdout).unwrap_or_default();
+        assert_eq!(state["status"], "running", "crun knows it: {state}");
+        // And it stays crun's: pause and unpause go through crun.
+        n.docker_ok(cli, &["pause", "by-crun"]);
+        assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Status}}", "by-crun"]).trim(), "paused");
+        n.docker_ok(cli, &["unpause", "by-crun"]);
+        assert_eq!(n.docker_ok(cli, &["inspect", "-f", "{{.State.Status}}", "by-crun"]).trim(), "running");
+        n.docker_ok(cli, &["rm", "-f", "by-crun"]);
+        let unknown = n.docker(cli, &["run", "--rm", "--runtime", "nope", &n.image, "true"]);
+        assert!(
+            !unknown.status.success() && dockerkit::stderr(&unknown).contains("unknown or invalid runtime name: nope"),
+            "{}",
+            dockerkit::stderr(&unknown)
+        );
+    });
+}

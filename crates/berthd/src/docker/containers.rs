@@ -36,7 +36,9 @@ pub async fn create(c: Call) -> ApiResult {
     if let Some(p) = c.query.get("platform").filter(|p| !p.starts_with("linux")) {
         return Err(ApiError::bad(format!("platform {p:?}: berth runs linux containers only")));
     }
-    let req = super::create::parse(&body, name.as_deref())?;
+    let mut req = super::create::parse(&body, name.as_deref())?;
+    let own = c.api.engine.runtime.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    req.opts.runtime = super::create::runtime(&body, &c.api.daemon, &own)?;
     let engine = c.api.engine.clone();
     let rec = blocking(move || {
         // berthd's creates let go of their creating lock when they return

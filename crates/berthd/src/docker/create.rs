@@ -265,10 +265,24 @@ fn check_modes(host: &Map<String, Value>) -> Result<(), ApiError> {
             return Err(ApiError::bad(format!("HostConfig.{key} {v:?} is not supported by berth yet")));
         }
     }
-    if let Some(rt) = host.get("Runtime").and_then(Value::as_str).filter(|r| !r.is_empty() && *r != "runc") {
-        return Err(ApiError::bad(format!("HostConfig.Runtime {rt:?}: berthd runs its configured runtime only")));
-    }
     Ok(())
+}
+
+/// HostConfig.Runtime: one of berthd.toml's `[runtimes.NAME]` handlers
+/// (`docker run --runtime NAME`), whose binary the container is made and
+/// then handled with; `None` for the engine's own. "" and the default
+/// handler's name are the engine's, as are "runc" (docker's default, which
+/// clients may name) and the engine runtime's file name unless a handler
+/// has that name. Else docker's "unknown or invalid runtime name".
+pub fn runtime(body: &Value, daemon: &crate::runtime::Daemon, own: &str) -> Result<Option<PathBuf>, ApiError> {
+    let name = body.get("HostConfig").and_then(|h| h.get("Runtime")).and_then(Value::as_str).unwrap_or_default();
+    let default = daemon.config.default_runtime.as_str();
+    match daemon.handlers.iter().find(|h| h.name == name) {
+        _ if name.is_empty() || name == default => Ok(None),
+        Some(h) => Ok(Some(h.path.clone())),
+        None if name == "runc" || name == own => Ok(None),
+        None => Err(ApiError::bad(format!("unknown or invalid runtime name: {name}"))),
+    }
 }
 
 pub(super) fn restart_policy(v: &Value) -> Result<Option<String>, ApiError> {

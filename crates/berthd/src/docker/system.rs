@@ -33,6 +33,14 @@ pub async fn info(c: Call) -> ApiResult {
     let cgroup_parent = c.api.daemon.cgroup_parent.clone();
     let i = blocking(move || Ok(engine.info()?)).await?;
     let runtime = i.runtime_name.clone();
+    // The engine's own, and berthd.toml's other handlers by name (what
+    // `docker run --runtime NAME` takes).
+    let mut runtimes = serde_json::Map::new();
+    runtimes.insert(runtime.clone(), json!({ "path": i.runtime_path }));
+    let daemon = &c.api.daemon;
+    for h in daemon.handlers.iter().filter(|h| h.name != daemon.config.default_runtime) {
+        runtimes.insert(h.name.clone(), json!({ "path": h.path }));
+    }
     let v = json!({
         "ID": "berth",
         "Containers": i.containers,
@@ -85,7 +93,7 @@ pub async fn info(c: Call) -> ApiResult {
         "Labels": [],
         "ExperimentalBuild": false,
         "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "Runtimes": { runtime.clone(): { "path": i.runtime_path } },
+        "Runtimes": runtimes,
         "DefaultRuntime": runtime,
         "Swarm": { "NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null },
         "LiveRestoreEnabled": true,
