@@ -18,39 +18,31 @@ fn v2() -> bool {
     std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-/// A test's own cgroup parent, removed (when empty) on drop.
-struct CgParent(String);
+/// A test's own cgroup parent: berth-testkit's guard, which on drop kills
+/// what is still in it (a container a failed assertion left running) and
+/// removes it leaves first, in every hierarchy.
+struct CgParent(berth_testkit::cgroup::CgroupParent);
 
 impl CgParent {
     fn new() -> CgParent {
-        CgParent(unique_id("berth-cgtest"))
+        CgParent(berth_testkit::cgroup::CgroupParent::new("cgtest"))
     }
     /// An absolute cgroupsPath for container `id` under this parent.
     fn path_for(&self, id: &str) -> String {
-        format!("/{}/{id}", self.0)
+        format!("{}/{id}", self.0.path())
     }
     /// The directory holding `controller`'s files for container `id`.
     fn dir(&self, controller: &str, id: &str) -> PathBuf {
+        let name = &self.0.name;
         if v2() {
-            PathBuf::from(format!("/sys/fs/cgroup/{}/{id}", self.0))
+            PathBuf::from(format!("/sys/fs/cgroup/{name}/{id}"))
         } else {
-            PathBuf::from(format!("/sys/fs/cgroup/{controller}/{}/{id}", self.0))
+            PathBuf::from(format!("/sys/fs/cgroup/{controller}/{name}/{id}"))
         }
     }
     fn read(&self, controller: &str, id: &str, v1_file: &str, v2_file: &str) -> String {
         let f = self.dir(controller, id).join(if v2() { v2_file } else { v1_file });
         std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display())).trim().to_string()
-    }
-}
-
-impl Drop for CgParent {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{}", self.0));
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in rd.flatten() {
-                let _ = std::fs::remove_dir(h.path().join(&self.0));
-            }
-        }
     }
 }
 

@@ -322,6 +322,7 @@ fn net_devices_move_in_renamed_with_their_address_and_back_on_delete() {
     assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "ctr0"));
     assert!(host.has_link(&dev), "back after run: {}", host.links());
     assert!(!ctr.has_link("ctr0"), "{}", ctr.links());
+    leaks::assert_none(&id, b.path(), rt.root(), None);
 
     // A device the host lacks: create fails, naming it, and leaves nothing.
     b.edit(|c| c["linux"]["netDevices"] = json!({ "nosuchdev0": {} }));
