@@ -287,8 +287,8 @@ impl Checker<'_> {
         let mut missing = Vec::new();
         if !run.join("config.json").is_file() {
             missing.push(run.join("config.json"));
-        }
-        if !mounts.contains(&run.join("rootfs")) {
+        // Unless config.json has berth-runtime mount the overlay itself.
+        } else if !mounts.contains(&run.join("rootfs")) && self.engine.rootfs_overlay(&rec.id).is_none() {
             missing.push(run.join("rootfs"));
         }
         if missing.is_empty() {

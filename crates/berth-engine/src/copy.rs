@@ -19,7 +19,6 @@
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use berth_fs::copy::{self as walk, Owner};
@@ -30,6 +29,7 @@ use pathrs::flags::OpenFlags;
 
 use crate::Error;
 use crate::engine::Engine;
+use crate::rootview::View;
 use crate::store::{ContainerRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,41 +149,17 @@ impl Engine {
         copy(&source, &target, Owner::Keep, Path::new("/"))
     }
 
-    /// The container's overlay rootfs, which must be mounted (an empty
-    /// directory there is not the container's).
+    /// The container's overlay rootfs, without the mounts a running
+    /// container has over it.
     fn overlay_root(&self, rec: &ContainerRecord) -> Result<pathrs::Root, CopyError> {
-        let rootfs = self.run_dir(&rec.id).join("rootfs");
-        if !is_mountpoint(&rootfs) {
-            return Err(CopyError::NotMounted(rec.id.clone()));
-        }
-        let fd =
-            openat(nix::fcntl::AT_FDCWD, &rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(io("open the rootfs of", &rootfs))?;
-        Ok(pathrs::Root::from_fd(fd))
+        self.container_root(rec, false)?.map(View::into_root).ok_or_else(|| CopyError::NotMounted(rec.id.clone()))
     }
 
     /// The container's `/`: as its init process sees it while it runs
-    /// (with its volumes and tmpfs mounts), else its overlay rootfs, which
-    /// must be mounted (an empty directory there is not the container's).
+    /// (with its volumes and tmpfs mounts), else its overlay rootfs.
     fn copy_root(&self, rec: &ContainerRecord) -> Result<pathrs::Root, CopyError> {
-        let rootfs = self.run_dir(&rec.id).join("rootfs");
-        if !is_mountpoint(&rootfs) {
-            return Err(CopyError::NotMounted(rec.id.clone()));
-        }
-        let open = |p: &Path| {
-            openat(nix::fcntl::AT_FDCWD, p, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        };
-        if let Some(pid) = rec.pid.filter(|_| rec.status == Status::Running) {
-            // Only if it is the container's root: the pid may have ended
-            // and been reused by a host process since the record was read.
-            let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
-            if let (Ok(fd), Ok(overlay)) = (open(&proc_root), std::fs::metadata(&rootfs))
-                && fstat(&fd).is_ok_and(|st| st.st_dev == overlay.dev() && st.st_ino == overlay.ino())
-            {
-                return Ok(pathrs::Root::from_fd(fd));
-            }
-        }
-        self.overlay_root(rec)
+        let live = rec.status == Status::Running;
+        self.container_root(rec, live)?.map(View::into_root).ok_or_else(|| CopyError::NotMounted(rec.id.clone()))
     }
 }
 
@@ -217,14 +193,6 @@ fn link_target(link: &Path, target: &Path) -> String {
         }
     }
     out.display().to_string()
-}
-
-/// A mount's root has another device than its parent.
-fn is_mountpoint(p: &Path) -> bool {
-    match (std::fs::metadata(p), std::fs::metadata(p.join(".."))) {
-        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
-        _ => false,
-    }
 }
 
 /// `SRC/.` (or `/`) means what the directory holds.
@@ -359,6 +327,7 @@ fn copy(src: &Source, dst: &Target, owner: Owner, shown: &Path) -> Result<(), Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn source_in(root: &pathrs::Root, path: &str) -> Source {
         let rec = ContainerRecord::new(&"a".repeat(64), "c", "i", "sha256:0", "/b".into());

@@ -9,8 +9,8 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_fs::overlay::{ANNOTATION, Overlay};
 use berth_image::images::{Removed, Use};
-use berth_image::snapshot::overlay::{Upper, mount_overlay};
 use berth_image::store::Store;
 use berth_image::store::meta::ImageRecord;
 use berth_shim::config::{Config as ShimConfig, Restart};
@@ -339,7 +339,7 @@ impl Engine {
         let lowers: Vec<PathBuf> =
             image.record.layers.iter().rev().map(|l| store.snapshots.fs_path(&l.chain_id)).collect();
         let rootfs = run.join("rootfs");
-        let (upper, work) = (data.join("upper"), data.join("work"));
+        let (upper_dir, work_dir) = (data.join("upper"), data.join("work"));
         let pod = opts.pod.clone().unwrap_or_default();
         // A pod's user namespace (an infra container's pins it, and a
         // network namespace it owns) comes before the rootfs it idmaps.
@@ -347,12 +347,44 @@ impl Engine {
             Some(u) => Some((crate::userns::prepare(run, &self.runroot, u)?, u)),
             None => None,
         };
-        match &userns {
-            Some((ns, u)) => crate::userns::mount_rootfs(&lowers, &upper, &work, &rootfs, ns.fd.as_fd(), &u.mappings)?,
-            None => {
-                mount_overlay(&lowers, Some(Upper { upper: &upper, work: &work, volatile: opts.auto_remove }), &rootfs)?
+        let overlay = Overlay {
+            lower: lowers,
+            upper: Some(upper_dir.clone()),
+            work: Some(work_dir.clone()),
+            volatile: opts.auto_remove,
+        };
+        // berth-runtime mounts the overlay in the container's own mount
+        // namespace (see crate::rootview): none on the host. The engine
+        // reads the image's files (users, what fills a new volume) from a
+        // detached read-only view of the layers meanwhile.
+        let runtime_mounts = userns.is_none()
+            && Self::runtime_mounts_rootfs(rec.config.runtime.as_deref().map_or(&self.runtime, Path::new));
+        let image_view = match &userns {
+            Some((ns, u)) => {
+                crate::userns::mount_rootfs(
+                    &overlay.lower,
+                    &upper_dir,
+                    &work_dir,
+                    &rootfs,
+                    ns.fd.as_fd(),
+                    &u.mappings,
+                )?;
+                None
             }
-        }
+            None if runtime_mounts => {
+                let layers = Overlay { lower: overlay.lower.clone(), upper: None, work: None, volatile: false };
+                Some(crate::rootview::View::detached(&layers, &rootfs)?)
+            }
+            None => {
+                overlay.mount(&rootfs).map_err(|e| Error::Io {
+                    what: "mount the overlay at",
+                    path: rootfs.clone(),
+                    source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
+                })?;
+                None
+            }
+        };
+        let files = image_view.as_ref().map_or_else(|| rootfs.clone(), |v| v.path());
         kill_point("create:mounted");
 
         let hostname = flags.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
@@ -395,7 +427,8 @@ impl Engine {
             hostname_file: Some(hostname_file),
             netns,
             cgroups_path: format!("{}/{id}", cgroup_parent.trim_end_matches('/')),
-            mounts: self.resolve_mounts(rec, &opts.mounts, &rootfs)?,
+            files: Some(files.clone()),
+            mounts: self.resolve_mounts(rec, &opts.mounts, &files)?,
             init: opts.init.clone(),
             namespaces: pod.namespaces.clone(),
         };
@@ -403,6 +436,10 @@ impl Engine {
         pod.overrides.apply(&mut spec);
         if let Some((ns, u)) = &userns {
             crate::userns::apply(&mut spec, &ns.path, u);
+        }
+        if runtime_mounts {
+            let json = serde_json::to_string(&overlay).expect("paths serialize");
+            spec.annotations_mut().get_or_insert_default().insert(ANNOTATION.to_owned(), json);
         }
         let config = run.join("config.json");
         spec.save(&config).map_err(|e| io("write", &config)(std::io::Error::other(e.to_string())))?;

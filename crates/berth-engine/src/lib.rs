@@ -27,6 +27,7 @@ pub mod observe;
 pub mod ops;
 pub mod pod;
 pub mod prune;
+mod rootview;
 pub mod spec;
 pub mod store;
 pub mod system;

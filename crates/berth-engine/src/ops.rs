@@ -259,7 +259,9 @@ impl Engine {
         let mut a = Vec::new();
         if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
             // Names are looked up in the container's own /etc/passwd.
-            let id = user::resolve(&self.run_dir(&rec.id).join("rootfs"), u)?;
+            let view = self.container_root(rec, true)?;
+            let root = view.as_ref().map_or_else(|| self.run_dir(&rec.id).join("rootfs"), |v| v.path());
+            let id = user::resolve(&root, u)?;
             a.extend(["--user".to_owned(), format!("{}:{}", id.uid, id.gid)]);
             for g in id.additional_gids {
                 a.extend(["--additional-gids".to_owned(), g.to_string()]);

@@ -22,6 +22,7 @@ mod atomic;
 mod clean;
 pub mod copy;
 mod mount_attr;
+pub mod overlay;
 
 pub use mount_attr::{MOUNT_ATTR_IDMAP, mount_setattr};
 

@@ -387,3 +387,74 @@ fn idmap_unsupported(dir: &std::path::Path) -> Option<String> {
     ((major, minor) < (6, 3))
         .then(|| format!("{} is on tmpfs, which Linux {release} cannot idmap (6.3+)", dir.display()))
 }
+
+/// The engine's rootfs overlay (annotation org.berth.rootfs.overlay):
+/// mounted on root.path inside the container's mount namespace only, its
+/// writes in the upper directory; what is wrong with it is refused by
+/// name before anything is made.
+#[test]
+fn an_annotated_overlay_is_the_rootfs_and_never_a_host_mount() {
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    let dirs = tempfile::tempdir().unwrap();
+    let (layer, upper, work) = (dirs.path().join("layer"), dirs.path().join("upper"), dirs.path().join("work"));
+    for d in [&layer, &upper, &work] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(layer.join("from-layer"), "top layer\n").unwrap();
+    std::fs::create_dir(b.path().join("merged")).unwrap();
+    let overlay = json!({ "lower": [layer, b.rootfs()], "upper": upper, "work": work }).to_string();
+    b.edit(|c| {
+        c["root"] = json!({ "path": "merged", "readonly": false });
+        c["annotations"] = json!({ "org.berth.rootfs.overlay": overlay });
+    });
+    b.args(&["sleep", "1000"]);
+    let id = unique_id("ovl");
+    let bundle = b.path().display().to_string();
+    let on_host = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.contains(&bundle));
+    let out = rt.exec(&["run", "-d", "--bundle", &bundle, &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let guard = Deleted(&rt, id.clone());
+    assert!(!on_host(), "the overlay is mounted on the host");
+    let exec = |script: &str| rt.ok(&["exec", &id, "sh", "-c", script]);
+    assert_eq!(exec("cat /from-layer"), "top layer\n");
+    assert!(exec("grep ' / ' /proc/mounts").starts_with("overlay / overlay "));
+    exec("echo written > /new");
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "written\n");
+    assert!(!b.rootfs().join("new").exists() && !b.path().join("merged/new").exists());
+    drop(guard);
+    assert!(!on_host());
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+
+    // Refused, each naming the annotation, nothing made.
+    for (annotation, namespaces, says) in [
+        (json!({ "lower": ["relative"] }).to_string(), None, "relative is not an absolute path"),
+        ("{\"lower\": 7}".to_owned(), None, "invalid type"),
+        (
+            json!({ "lower": [layer] }).to_string(),
+            Some(json!([{ "type": "pid" }, { "type": "uts" }])),
+            "needs a new mount namespace",
+        ),
+    ] {
+        b.edit(|c| {
+            c["annotations"] = json!({ "org.berth.rootfs.overlay": annotation });
+            if let Some(ns) = &namespaces {
+                c["linux"]["namespaces"] = ns.clone();
+            }
+        });
+        b.write();
+        let id = unique_id("ovl-bad");
+        let err = rt.fails(&["run", "--bundle", &bundle, &id]);
+        assert!(err.contains("org.berth.rootfs.overlay") && err.contains(says), "{err}");
+        leaks::assert_none(&id, b.path(), rt.root(), None);
+    }
+}
+
+/// Deletes the container when the test ends, passed or not.
+struct Deleted<'a>(&'a Runtime, String);
+
+impl Drop for Deleted<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.exec(&["delete", "-f", &self.1]);
+    }
+}

@@ -446,3 +446,48 @@ fn a_container_of_another_runtime_is_paused_listed_and_killed_through_that_runti
     assert!(!b.dir.path().join("run/runtime").join(&id).exists(), "crun's state went with it");
     assert!(leftovers(b.dir.path()).is_empty());
 }
+
+/// The host's mount table lines that name `what`.
+fn host_mounts_naming(what: &str) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().filter(|l| l.contains(what)).map(str::to_owned).collect()
+}
+
+/// berth-runtime mounts the container's overlay in the container's own
+/// mount namespace: the host's table holds nothing of it, running or
+/// stopped, and the engine still reads and writes the container's files
+/// (cp both ways, exec --user's lookup in its live /etc/passwd).
+#[test]
+fn a_container_adds_no_mount_to_the_host_and_its_files_stay_reachable() {
+    let b = berth();
+    let id = b.detached("box", &[], &["sleep", "1000"]);
+    let root = b.dir.path().display().to_string();
+    assert_eq!(host_mounts_naming(&id), Vec::<String>::new(), "the running container's mounts on the host");
+    assert_eq!(host_mounts_naming(&root), Vec::<String>::new(), "mounts under the test's root");
+    let mounts = b.ok(&["exec", "box", "cat", "/proc/self/mountinfo"]);
+    let root_line = mounts.lines().find(|l| l.split(' ').nth(4) == Some("/")).expect("a mount at /");
+    assert!(root_line.contains(" - overlay ") && root_line.contains(&format!("{id}/upper")), "{root_line}");
+
+    // The engine's lookups see the container as it is now.
+    b.ok(&["exec", "box", "sh", "-c", "echo 'app:x:1234:4321::/:/bin/sh' >> /etc/passwd"]);
+    assert_eq!(b.ok(&["exec", "--user", "app", "box", "id", "-u"]), "1234\n");
+    let host = tempfile::tempdir().unwrap();
+    let file = host.path().join("f");
+    std::fs::write(&file, "in\n").unwrap();
+    b.ok(&["cp", &file.display().to_string(), "box:/f"]);
+    assert_eq!(b.ok(&["exec", "box", "cat", "/f"]), "in\n");
+
+    // Stopped: nothing mounted anywhere, and cp still goes both ways; the
+    // next start mounts the overlay again, with what cp put there.
+    b.ok(&["stop", "-t", "0", "box"]);
+    assert_eq!(host_mounts_naming(&root), Vec::<String>::new(), "mounts under the test's root once stopped");
+    b.ok(&["cp", "box:/etc/passwd", &host.path().join("passwd").display().to_string()]);
+    assert!(std::fs::read_to_string(host.path().join("passwd")).unwrap().contains("app:x:1234:4321"));
+    std::fs::write(&file, "while stopped\n").unwrap();
+    b.ok(&["cp", &file.display().to_string(), "box:/f"]);
+    b.ok(&["start", "box"]);
+    assert_eq!(b.ok(&["exec", "box", "cat", "/f"]), "while stopped\n");
+    assert_eq!(host_mounts_naming(&root), Vec::<String>::new(), "mounts under the test's root once restarted");
+    b.ok(&["rm", "-f", "box"]);
+    assert!(leftovers(b.dir.path()).is_empty(), "{:?}", leftovers(b.dir.path()));
+}

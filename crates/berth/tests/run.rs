@@ -56,10 +56,12 @@ fn run_rm_prints_the_output_and_passes_the_exit_code_and_leaves_nothing() {
 #[test]
 fn only_a_rm_containers_overlay_is_volatile() {
     let b = Berth::new();
+    // The container's root mount, as the container sees it (berth-runtime
+    // mounts it there, not on the host).
     let options = |id: &str| {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let line = mounts.lines().find(|l| l.contains(id) && l.contains(" overlay ")).map(str::to_owned);
-        line.unwrap_or_else(|| panic!("no overlay for {id}:\n{mounts}"))
+        let mounts = b.ok(&["exec", id, "cat", "/proc/self/mountinfo"]);
+        let root = mounts.lines().find(|l| l.split(' ').nth(4) == Some("/") && l.contains(" - overlay "));
+        root.map(str::to_owned).unwrap_or_else(|| panic!("no overlay at / in {id}:\n{mounts}"))
     };
     let kept = b.ok(&["run", "-d", "--network", "none", &b.image, "sleep", "60"]);
     let gone = b.ok(&["run", "-d", "--rm", "--network", "none", &b.image, "sleep", "60"]);

@@ -127,6 +127,10 @@ impl RunFlags {
 #[derive(Debug, Clone, Default)]
 pub struct Paths {
     pub rootfs: PathBuf,
+    /// Where the image's files are read (its users and groups), when not
+    /// at `rootfs` (berth-runtime mounts the rootfs itself; the engine
+    /// reads a detached view).
+    pub files: Option<PathBuf>,
     pub hosts: Option<PathBuf>,
     pub resolv_conf: Option<PathBuf>,
     pub hostname_file: Option<PathBuf>,
@@ -520,7 +524,7 @@ fn process(
     caps: &[String],
 ) -> Result<Process, SpecError> {
     let user_spec = flags.user.clone().unwrap_or_else(|| image.user.clone());
-    let ident = user::resolve(&paths.rootfs, &user_spec)?;
+    let ident = user::resolve(paths.files.as_deref().unwrap_or(&paths.rootfs), &user_spec)?;
     let user = UserBuilder::default().uid(ident.uid).gid(ident.gid).additional_gids(ident.additional_gids.clone());
     let caps: Capabilities = caps
         .iter()

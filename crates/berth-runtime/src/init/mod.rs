@@ -72,6 +72,9 @@ pub struct Plan {
     pub exec_state: Option<OciState>,
     /// Idmapped trees for config.json's mounts, by index (create only).
     pub idmapped: crate::launch::IdmappedTrees,
+    /// The engine's overlay to mount on the rootfs inside the container's
+    /// mount namespace (create only; see [`berth_fs::overlay::ANNOTATION`]).
+    pub rootfs_overlay: Option<berth_fs::overlay::Overlay>,
 }
 
 /// Which container process the intermediate forks.
@@ -226,7 +229,7 @@ fn build_rootfs(plan: &Plan, chan: &Channel) -> Result<OciState> {
     let spec = &plan.spec;
     let process = &plan.process;
     let linux = spec.linux().as_ref();
-    rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()))?;
+    rootfs::prepare(&plan.rootfs, linux.and_then(|l| l.rootfs_propagation().as_deref()), plan.rootfs_overlay.as_ref())?;
     let root = Rootfs::open(&plan.rootfs)?;
     let in_userns = plan.ns.has(LinuxNamespaceType::User);
     let env = mounts::MountEnv {

@@ -11,6 +11,7 @@ use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use berth_fs::overlay::Overlay;
 use nix::fcntl::{OFlag, open};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
@@ -214,7 +215,12 @@ pub fn errno_of(e: &pathrs::error::Error) -> Option<i32> {
 /// Before any mount: stop mount events from leaking out to the host
 /// (rslave, or what rootfsPropagation asks), and make the rootfs a mount
 /// point of its own, as pivot_root requires.
-pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
+///
+/// With the engine's `overlay`, the rootfs is that overlay, mounted here,
+/// in the container's namespace only: the host's mount table never holds
+/// it, and it goes with the namespace when the container's last process
+/// ends.
+pub fn prepare(rootfs: &Path, propagation: Option<&str>, overlay: Option<&Overlay>) -> Result<()> {
     let flags = initial_propagation(propagation)?;
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).step(|| "make / a slave mount (rootfsPropagation)")?;
     // After rslave or rprivate no mount here is shared (a shared one
@@ -224,6 +230,12 @@ pub fn prepare(rootfs: &Path, propagation: Option<&str>) -> Result<()> {
     // tree stays shared.
     if flags.contains(MsFlags::MS_SHARED) {
         make_parent_mount_private(rootfs)?;
+    }
+    if let Some(o) = overlay {
+        return o.mount(rootfs).map_err(|e| Error::Os {
+            step: format!("mount the rootfs overlay on '{}': {}", rootfs.display(), e.what),
+            source: e.source,
+        });
     }
     mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .step(|| format!("bind mount rootfs '{}' on itself", rootfs.display()))?;

@@ -64,6 +64,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
     let terminal = process.terminal().unwrap_or(false);
     check_console(terminal, console_socket.is_some(), o.foreground)?;
     let (keep_fds, extra_env) = inherited_fds(o.preserve_fds);
+    let rootfs_overlay = rootfs_overlay(&bundle.spec, &bundle.dir.join("config.json"))?;
 
     let dir = o.root.create_dir(o.id)?;
     let mut undo =
@@ -126,6 +127,7 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Created> {
         seccomp_listener,
         exec_state: None,
         idmapped: super::idmap::prepare(&bundle.spec)?,
+        rootfs_overlay,
     };
     let init_waits = crate::init::waits_for_runtime(&plan.spec, plan.seccomp_listener.is_some());
     // A network namespace given by path: the init joins it itself, maybe
@@ -352,4 +354,22 @@ impl Drop for Undo {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// The engine's rootfs overlay (berth_fs::overlay::ANNOTATION), checked
+/// before anything is made: it is mounted in the container's own mount
+/// namespace, so there must be one.
+fn rootfs_overlay(spec: &oci_spec::runtime::Spec, file: &Path) -> Result<Option<berth_fs::overlay::Overlay>> {
+    use berth_fs::overlay::{ANNOTATION, Overlay};
+    let Some(json) = spec.annotations().as_ref().and_then(|a| a.get(ANNOTATION)) else { return Ok(None) };
+    let what = |msg: String| Error::config(file, format!("annotations[{ANNOTATION:?}]: {msg}"));
+    let overlay: Overlay = serde_json::from_str(json).map_err(|e| what(e.to_string()))?;
+    overlay.validate().map_err(|e| what(e.to_string()))?;
+    let own_mount_ns = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
+        ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount && n.path().is_none())
+    });
+    if !own_mount_ns {
+        return Err(what("needs a new mount namespace (linux.namespaces: mount, without a path)".into()));
+    }
+    Ok(Some(overlay))
 }

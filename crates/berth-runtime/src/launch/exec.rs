@@ -73,6 +73,7 @@ pub fn exec(o: ExecOptions<'_>) -> Result<Execed> {
         seccomp_listener,
         exec_state: Some(exec_state),
         idmapped: Default::default(),
+        rootfs_overlay: None,
     };
     let spawned = spawn(&plan, Role::Exec)?;
     drop(plan);
