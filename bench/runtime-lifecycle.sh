@@ -9,6 +9,10 @@
 #   start   `RT start ID` (the process is `true`, so it then exits)
 #   delete  `RT delete ID`, once `RT state ID` reports "stopped" (that wait
 #           is polled between the measurements and is not part of any time)
+#   rss     peak RSS (KiB) of `RT run` of `true`: GNU time's %M, the
+#           largest of the runtime's processes (its re-executions and the
+#           container's init before it execs included: the kernel keeps a
+#           process's peak across exec); medians are of KiB, not ms
 #   podman  `podman --runtime RT run --rm IMG true`: a real client's whole
 #           start-up and teardown (conmon, storage, cleanup process), with
 #           the runtime swapped; shows the runtime's share of it. Measured
@@ -94,7 +98,7 @@ usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; }
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 CSV=${CSV:-}
-if command -v podman >/dev/null; then OPS=${OPS:-run lifecycle podman}; else OPS=${OPS:-run lifecycle}; fi
+if command -v podman >/dev/null; then OPS=${OPS:-run lifecycle rss podman}; else OPS=${OPS:-run lifecycle rss}; fi
 RUNTIMES=${RUNTIMES:-berth runc crun}
 KEEP_GOING=${KEEP_GOING:-0}
 SETTLE=${SETTLE:-0.05}
@@ -125,8 +129,8 @@ die() { printf 'runtime-lifecycle: error: %s\n' "$*" >&2; exit 1; }
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer, not '$WARMUP'"
 [[ $SETTLE =~ ^[0-9]*\.?[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
 for op in $OPS; do
-    [[ $op == run || $op == lifecycle || $op == podman ]] ||
-        die "OPS may hold 'run', 'lifecycle' and 'podman', not '$op'"
+    [[ $op == run || $op == lifecycle || $op == rss || $op == podman ]] ||
+        die "OPS may hold 'run', 'lifecycle', 'rss' and 'podman', not '$op'"
 done
 ((EUID == 0)) || die "run me as root (sudo $0)"
 ((BASH_VERSINFO[0] >= 5)) || die "bash 5 is needed (for \$EPOCHREALTIME)"
@@ -136,6 +140,10 @@ done
 if ! command -v jq >/dev/null; then
     say "jq is missing: apt-get install -y jq"
     apt-get install -y jq >/dev/null || die "could not install jq"
+fi
+if [[ " $OPS " == *" rss "* && ! -x /usr/bin/time ]]; then
+    say "GNU time is missing: apt-get install -y time"
+    apt-get install -y time >/dev/null || die "could not install time"
 fi
 [[ -x /bin/busybox ]] || die "/bin/busybox is missing (apt-get install busybox-static)"
 if [[ ! -x $BERTH ]]; then
@@ -415,6 +423,23 @@ measure_run() {
     unset "MADE[$rt $ID]"
 }
 
+measure_rss() {
+    local iter=$1 rt=$2 rc=0
+    [[ -z ${FAILED[$rt/rss]:-} ]] || return 0
+    new_id "$rt"
+    MADE[$rt $ID]=1
+    sleep "$SETTLE"
+    /usr/bin/time -f %M -o "$LOG.rss" "${BIN[$rt]}" --root "${ROOT[$rt]}" run --bundle "$BUNDLE" "$ID" \
+        </dev/null >"$LOG" 2>&1 || rc=$?
+    if ((rc != 0)); then
+        fail "$rt" rss "\`${BIN[$rt]##*/} run\` exited with status $rc"
+        return 0
+    fi
+    USEC=$(tail -n1 "$LOG.rss")
+    record "$iter" "$rt" rss
+    unset "MADE[$rt $ID]"
+}
+
 measure_lifecycle() {
     local iter=$1 rt=$2
     [[ -z ${FAILED[$rt/create]:-}${FAILED[$rt/start]:-}${FAILED[$rt/delete]:-} ]] || return 0
@@ -547,6 +572,7 @@ ops=()
 for op in $OPS; do
     case $op in
         run | podman) ops+=("$op") ;;
+        rss) ;;
         *) ops+=(create start delete) ;;
     esac
 done
@@ -599,6 +625,24 @@ say "$(printf '%s' "$line" | tr -c '\n' '-')"
 for op in "${ops[@]}"; do
     say "$(printf '%-8s' "$op"; for rt in "${RTS[@]}"; do printf ' %14s' "${SPREAD[$rt/$op]:--}"; done)"
 done
+
+if [[ " $OPS " == *" rss "* ]]; then
+    echo
+    say "peak RSS of \`run\` of true, KiB (median of $RUNS)"
+    line=$(printf '%-8s' ""; for rt in "${RTS[@]}"; do printf ' %10s' "$rt"; done)
+    for rt in "${others[@]}"; do line+=$(printf ' %12s' "berth/$rt"); done
+    say "$line"
+    line=$(printf '%-8s' rss; for rt in "${RTS[@]}"; do
+        read -r m _ < <(summary "$rt" rss) || true
+        printf ' %10s' "${m:--}"
+    done)
+    read -r b _ < <(summary berth rss) || true
+    for rt in "${others[@]}"; do
+        read -r o _ < <(summary "$rt" rss) || true
+        line+=$(printf ' %12s' "$(ratio "${b:-0}" "${o:-0}")")
+    done
+    say "$line"
+fi
 
 if [[ -n $CSV ]]; then
     { echo "iteration,runtime,op,usec"; cat "$SAMPLES"; } >"$CSV"
