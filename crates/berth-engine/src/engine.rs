@@ -373,17 +373,23 @@ impl Engine {
             }
             None if runtime_mounts => {
                 let layers = Overlay { lower: overlay.lower.clone(), upper: None, work: None, volatile: false };
-                Some(crate::rootview::View::detached(&layers, &rootfs)?)
+                // A kernel that cannot make it (before 6.8, layers whose
+                // paths pass fsconfig's 256 bytes) gets the rootfs mounted
+                // on the host, as for other runtimes.
+                crate::rootview::View::detached(&layers, &rootfs)
+                    .inspect_err(|e| tracing::debug!("no detached view of the image ({e}): the rootfs is mounted here"))
+                    .ok()
             }
-            None => {
-                overlay.mount(&rootfs).map_err(|e| Error::Io {
-                    what: "mount the overlay at",
-                    path: rootfs.clone(),
-                    source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
-                })?;
-                None
-            }
+            None => None,
         };
+        let runtime_mounts = runtime_mounts && image_view.is_some();
+        if userns.is_none() && !runtime_mounts {
+            overlay.mount(&rootfs).map_err(|e| Error::Io {
+                what: "mount the overlay at",
+                path: rootfs.clone(),
+                source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
+            })?;
+        }
         let files = image_view.as_ref().map_or_else(|| rootfs.clone(), |v| v.path());
         kill_point("create:mounted");
 

@@ -99,11 +99,12 @@ impl Engine {
         }
         let rootfs = self.run_dir(&rec.id).join("rootfs");
         if let Some(overlay) = self.rootfs_overlay(&rec.id) {
-            let running = self.live_root(rec).is_some();
+            let Some(live) = self.live_root(rec) else { return View::detached(&overlay, &rootfs).map(Some) };
             // A second writable instance over the upper a running container
-            // writes to is undefined; read it as one more layer.
-            let overlay = if running { read_only_with_upper(overlay) } else { overlay };
-            return View::detached(&overlay, &rootfs).map(Some);
+            // writes to is undefined; read it as one more layer. A kernel
+            // that cannot (before 6.8, with paths past fsconfig's 256
+            // bytes) gives the live root, its mounts included.
+            return Ok(Some(View::detached(&read_only_with_upper(overlay), &rootfs).unwrap_or(live)));
         }
         if is_mountpoint(&rootfs) {
             let fd = rustix::fs::open(

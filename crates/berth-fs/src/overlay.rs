@@ -126,6 +126,17 @@ impl Overlay {
         (data.len() <= MOUNT_DATA_MAX).then_some(data)
     }
 
+    /// The layers as one fsconfig `lowerdir` value, if that fits: the
+    /// kernel copies at most 256 bytes of a string parameter (with its NUL).
+    fn short_lowerdir(&self) -> Option<String> {
+        let bad = |p: &PathBuf| p.as_os_str().as_bytes().iter().any(|b| *b == b':' || *b == b',');
+        if self.lower.iter().any(bad) {
+            return None;
+        }
+        let lowerdir: Vec<String> = self.lower.iter().map(|p| p.display().to_string()).collect();
+        Some(lowerdir.join(":")).filter(|s| s.len() < 256)
+    }
+
     fn mount_plain(&self, data: &str, target: &Path) -> Result<(), OverlayError> {
         let flags = if self.writable() { MountFlags::empty() } else { MountFlags::RDONLY };
         let c = std::ffi::CString::new(data).map_err(|_| invalid("overlay options: NUL in a path"))?;
@@ -152,12 +163,21 @@ impl Overlay {
         self.detached_overlay()
     }
 
-    /// The new mount API: one `lowerdir+` per layer, no page limit.
+    /// The new mount API: the layers as one `lowerdir` where that string
+    /// is short enough for fsconfig (255 bytes: any kernel with the API),
+    /// else one `lowerdir+` per layer (Linux 6.8+: any number, any path).
     fn detached_overlay(&self) -> Result<OwnedFd, OverlayError> {
         let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("fsopen overlay"))?;
-        for l in &self.lower {
-            rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l)
-                .map_err(err(format!("lowerdir+ {} (needs Linux 6.8)", l.display())))?;
+        match self.short_lowerdir() {
+            Some(lowerdir) => {
+                rustix::mount::fsconfig_set_string(&fs, "lowerdir", lowerdir).map_err(err("lowerdir"))?;
+            }
+            None => {
+                for l in &self.lower {
+                    rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l)
+                        .map_err(err(format!("lowerdir+ {} (needs Linux 6.8)", l.display())))?;
+                }
+            }
         }
         if let (Some(u), Some(w)) = (&self.upper, &self.work) {
             rustix::mount::fsconfig_set_string(&fs, "upperdir", u).map_err(err("upperdir"))?;
@@ -211,5 +231,7 @@ mod tests {
         let mut o = overlay(&["/a", "/b"], Some("/u"), Some("/w"));
         o.volatile = true;
         assert_eq!(o.options().unwrap(), "lowerdir=/a:/b,upperdir=/u,workdir=/w,volatile");
+        assert_eq!(o.short_lowerdir().unwrap(), "/a:/b");
+        assert!(overlay(&refs[..4], None, None).short_lowerdir().is_none(), "over fsconfig's 256 bytes");
     }
 }
