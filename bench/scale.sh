@@ -31,6 +31,11 @@
 # cost per command that grows with N, absent from release builds): build
 # them with --config 'profile.dev.package.redb.debug-assertions=false'.
 #
+# PERF_DIR=DIR (berth only): also records `perf record -a -g` over 10
+# `berth run --rm` idle and at N, into DIR/idle.data and DIR/at-n.data
+# (compare with `perf report --no-children --sort sym -i ...`): where the
+# time a full node adds goes (the kernel's share included).
+#
 # Needs: busybox-static, podman and crun for the podman side. The bench
 # raises its own `ulimit -n` to the hard limit: 1000 shims hold ~10 fds
 # each in this shell's children, and podman's conmons more.
@@ -191,6 +196,15 @@ fill() {
 	done
 }
 
+# profile NAME: with PERF_DIR, a system-wide profile of 10 `run --rm`.
+profile() {
+	[[ -n ${PERF_DIR:-} ]] || return 0
+	mkdir -p "$PERF_DIR"
+	perf record -q -a -g -F 4000 -o "$PERF_DIR/$1.data" -- \
+		bash -c "for i in 1 2 3 4 5 6 7 8 9 10; do $BERTH run --rm --network none $IMG true; done" \
+		>/dev/null 2>&1 || say "perf record failed (PERF_DIR=$PERF_DIR)"
+}
+
 # at_n TOOL: what a full node costs: run --rm, ps, inspect, memory.
 at_n() {
 	local tool=$1 n=${R[$1/n]} k=20 shims procs
@@ -243,9 +257,11 @@ drain() {
 
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg); nproc $(nproc)"
 R[berth/rm0]=$(repeat 20 $BERTH run --rm --network none "$IMG" true | median || true)
+profile idle
 R[berth/free0]=$(free_used)
 RUNIMG=$IMG fill berth "$BERTH run -d --network none" $((N * 3600 * 1000000))
 at_n berth
+profile at-n
 drain berth
 BUDGET=${BUDGET:-$(awk -v s="${R[berth/fill]}" 'BEGIN { printf "%d", s + 0.999 }')}
 

@@ -1,6 +1,6 @@
 //! Loading and checking config.json.
 //!
-//! Parsing goes through `serde_path_to_error` so a malformed file gets an
+//! A malformed file is parsed again through `serde_path_to_error`, so it gets an
 //! error naming the field (`process.user.uid: invalid type: string "x",
 //! expected u32`). Checks that serde cannot express (a hostname without a
 //! UTS namespace, sysctls outside any namespace of the container, ...)
@@ -24,7 +24,21 @@ pub fn load_json<T: DeserializeOwned>(file: &Path) -> Result<T> {
 }
 
 /// Parses JSON text, naming the offending field on error.
+///
+/// A good file is parsed by plain serde_json; only a bad one is parsed
+/// again through serde_path_to_error for the field's name. Its wrapped
+/// visitors are a second, larger copy of every deserializer of the spec,
+/// which a start would otherwise page in (and run) each time.
 pub fn parse_json<T: DeserializeOwned>(file: &Path, bytes: &[u8]) -> Result<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(_) => parse_json_naming_the_field(file, bytes),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn parse_json_naming_the_field<T: DeserializeOwned>(file: &Path, bytes: &[u8]) -> Result<T> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
