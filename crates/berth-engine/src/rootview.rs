@@ -137,3 +137,49 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(dir: &Path) -> Engine {
+        Engine {
+            root: dir.join("root"),
+            runroot: dir.join("run"),
+            runtime: PathBuf::from("/bin/false"),
+            shim: PathBuf::from("/bin/false"),
+            cli: None,
+            cgroup_parent: "/berth-test".into(),
+        }
+    }
+
+    /// A recorded pid that is now some other process (the container
+    /// ended and the pid was reused) is not taken for the container's
+    /// root: its cgroup does not name the container. A pid that is gone
+    /// gives nothing either.
+    #[test]
+    fn a_pid_that_is_not_the_containers_gives_no_live_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path());
+        let mut sleeper = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let mut rec = ContainerRecord::new(&"c".repeat(64), "x", "img", "", e.run_dir(&"c".repeat(64)));
+        rec.pid = Some(sleeper.id() as i32);
+        assert!(e.live_root(&rec).is_none(), "a host process taken for the container");
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(e.live_root(&rec).is_none(), "an ended process taken for the container");
+        // The same process, once its cgroup is named for it, is (the pid
+        // check is what the first case refused, not something else).
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let last = own.lines().filter_map(|l| l.rsplit(':').next()?.rsplit('/').next()).find(|n| !n.is_empty());
+        if let Some(last) = last {
+            let mut me = ContainerRecord::new(last, "x", "img", "", e.run_dir(last));
+            me.pid = Some(std::process::id() as i32);
+            let view = e.live_root(&me).expect("this process's root");
+            let st = rustix::fs::fstat(&view.fd).unwrap();
+            let root = std::fs::metadata("/").unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((st.st_dev, st.st_ino), (root.dev(), root.ino()));
+        }
+    }
+}
