@@ -1125,19 +1125,25 @@ fn set_exited(r: &mut ContainerRecord, e: berth_shim::client::Exit) {
     r.oom_killed = e.oom_killed;
 }
 
+/// An engine over `dir` for unit tests (its runtime and shim never run).
+#[cfg(test)]
+pub(crate) fn test_engine(dir: &Path) -> Engine {
+    Engine {
+        root: dir.join("root"),
+        runroot: dir.join("run"),
+        runtime: PathBuf::from("/bin/false"),
+        shim: PathBuf::from("/bin/false"),
+        cli: None,
+        cgroup_parent: "/berth-test".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn engine(dir: &Path) -> Engine {
-        Engine {
-            root: dir.join("root"),
-            runroot: dir.join("run"),
-            runtime: PathBuf::from("/bin/false"),
-            shim: PathBuf::from("/bin/false"),
-            cli: None,
-            cgroup_parent: "/berth-test".into(),
-        }
+        test_engine(dir)
     }
 
     /// A remover (or starter) that read the record, then queued on the

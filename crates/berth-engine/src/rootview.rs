@@ -142,16 +142,7 @@ pub(crate) fn is_mountpoint(p: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn engine(dir: &Path) -> Engine {
-        Engine {
-            root: dir.join("root"),
-            runroot: dir.join("run"),
-            runtime: PathBuf::from("/bin/false"),
-            shim: PathBuf::from("/bin/false"),
-            cli: None,
-            cgroup_parent: "/berth-test".into(),
-        }
-    }
+    use crate::engine::test_engine as engine;
 
     /// A recorded pid that is now some other process (the container
     /// ended and the pid was reused) is not taken for the container's
