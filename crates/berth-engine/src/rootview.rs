@@ -23,7 +23,7 @@ use berth_fs::overlay::{ANNOTATION, Overlay};
 
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::store::ContainerRecord;
+use crate::store::{ContainerRecord, Status};
 
 /// A container's (or an image's) root directory, held by a descriptor.
 pub(crate) struct View {
@@ -99,12 +99,20 @@ impl Engine {
         }
         let rootfs = self.run_dir(&rec.id).join("rootfs");
         if let Some(overlay) = self.rootfs_overlay(&rec.id) {
-            let Some(live) = self.live_root(rec) else { return View::detached(&overlay, &rootfs).map(Some) };
+            let live = self.live_root(rec);
+            let running = live.is_some() || matches!(rec.status, Status::Running | Status::Paused | Status::Restarting);
+            if !running {
+                return View::detached(&overlay, &rootfs).map(Some);
+            }
             // A second writable instance over the upper a running container
             // writes to is undefined; read it as one more layer. A kernel
             // that cannot (before 6.8, with paths past fsconfig's 256
             // bytes) gives the live root, its mounts included.
-            return Ok(Some(View::detached(&read_only_with_upper(overlay), &rootfs).unwrap_or(live)));
+            return match (View::detached(&read_only_with_upper(overlay), &rootfs), live) {
+                (Ok(view), _) => Ok(Some(view)),
+                (Err(_), Some(live)) => Ok(Some(live)),
+                (Err(e), None) => Err(e),
+            };
         }
         if is_mountpoint(&rootfs) {
             let fd = rustix::fs::open(
