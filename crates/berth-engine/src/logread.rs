@@ -233,18 +233,39 @@ impl LogFollower {
         }
     }
 
+    /// [`Self::files`] as it was at one moment: a listing is a stat per
+    /// name, and a rotation (a rename per file) between two stats shows a
+    /// file twice or not at all, or a new live file after an old one; two
+    /// listings in a row that agree saw no rename.
+    fn files_settled(&self) -> Vec<(PathBuf, u64)> {
+        let mut last = self.files();
+        for _ in 0..8 {
+            let again = self.files();
+            if again == last {
+                break;
+            }
+            last = again;
+        }
+        last
+    }
+
     /// After the current file's end: opens the file that followed it if
     /// it was rotated away (false if it is still the live one).
     fn next_file(&mut self) -> bool {
-        let Some((_, ino)) = &self.file else { return false };
-        let files = self.files();
+        let Some((held, ino)) = &self.file else { return false };
+        let files = self.files_settled();
         if files.last().is_some_and(|(_, i)| i == ino) {
             return false;
         }
         let next = match files.iter().position(|(_, i)| i == ino) {
             Some(at) => files.get(at + 1),
-            // Rotated out of the kept files (or the log was removed): go on
-            // with the oldest one kept, if any.
+            // Still named, so still kept (a listing that raced a rotation
+            // anyway): the next pump looks again, rather than start over
+            // at the oldest file and repeat what was read.
+            None if held.get_ref().metadata().is_ok_and(|m| m.nlink() > 0) => return false,
+            // Rotated out of the kept files (the rename onto the oldest name
+            // unlinked it) or the log was removed: go on with the oldest
+            // one kept, if any.
             None => files.first(),
         };
         let Some((path, want)) = next else { return false };
@@ -429,5 +450,28 @@ mod tests {
         rotate(&p, 3);
         append(&p, 13..14);
         assert_eq!(pumped(&mut end), "12 13 ", "at_end: only what came after");
+    }
+
+    /// A listing that misses the file being read while it still has a
+    /// name (what a listing taken across a rotation's renames sees) is not
+    /// taken for "rotated out": the follower waits for the next look
+    /// instead of starting over at the oldest file (which repeated lines).
+    #[test]
+    fn a_file_missing_from_one_listing_but_still_named_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.log");
+        append(&p, 0..2);
+        rotate(&p, 3);
+        append(&p, 2..4);
+        let mut f = LogFollower::new(p.clone());
+        assert_eq!(pumped(&mut f), "0 1 2 3 ");
+        // The live file (being read, at its end) is rotated, and for this
+        // look its new name is not one a listing shows.
+        rotate(&p, 3);
+        std::fs::rename(format!("{}.1", p.display()), dir.path().join("mid-rename")).unwrap();
+        append(&p, 4..5);
+        assert_eq!(pumped(&mut f), "", "nothing repeated from l.log.2");
+        std::fs::rename(dir.path().join("mid-rename"), format!("{}.1", p.display())).unwrap();
+        assert_eq!(pumped(&mut f), "4 ", "then on into the next file");
     }
 }
