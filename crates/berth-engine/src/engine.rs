@@ -358,7 +358,7 @@ impl Engine {
         // reads the image's files (users, what fills a new volume) from a
         // detached read-only view of the layers meanwhile.
         let runtime_mounts = userns.is_none()
-            && Self::runtime_mounts_rootfs(rec.config.runtime.as_deref().map_or(&self.runtime, Path::new));
+            && crate::rootview::is_berth_runtime(rec.config.runtime.as_deref().map_or(&self.runtime, Path::new));
         let image_view = match &userns {
             Some((ns, u)) => {
                 crate::userns::mount_rootfs(
@@ -384,11 +384,7 @@ impl Engine {
         };
         let runtime_mounts = runtime_mounts && image_view.is_some();
         if userns.is_none() && !runtime_mounts {
-            overlay.mount(&rootfs).map_err(|e| Error::Io {
-                what: "mount the overlay at",
-                path: rootfs.clone(),
-                source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
-            })?;
+            overlay.mount(&rootfs).map_err(|e| crate::rootview::overlay_error("mount the overlay at", &rootfs, e))?;
         }
         let files = image_view.as_ref().map_or_else(|| rootfs.clone(), |v| v.path());
         kill_point("create:mounted");
@@ -1063,8 +1059,7 @@ fn claim(p: &Path) -> Result<(), Error> {
 /// berth_cgroups::prime_moves). berth-runtime's processes join their
 /// cgroup without that lock, so for it this would be a fork for nothing.
 fn prime_moves_for(runtime: &Path) {
-    let berth = runtime.file_name().is_some_and(|n| n.to_string_lossy().starts_with("berth-runtime"));
-    if !berth {
+    if !crate::rootview::is_berth_runtime(runtime) {
         berth_cgroups::prime_moves();
     }
 }

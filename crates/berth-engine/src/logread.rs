@@ -253,6 +253,11 @@ impl LogFollower {
     /// it was rotated away (false if it is still the live one).
     fn next_file(&mut self) -> bool {
         let Some((held, ino)) = &self.file else { return false };
+        // Still the live file (each look at the end of it asks): one stat,
+        // no listing.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == *ino) {
+            return false;
+        }
         let files = self.files_settled();
         if files.last().is_some_and(|(_, i)| i == ino) {
             return false;

@@ -44,22 +44,30 @@ impl View {
 
     /// A detached mount of `overlay` (or its only layer's directory).
     pub(crate) fn detached(overlay: &Overlay, at: &Path) -> Result<View, Error> {
-        let fd = overlay.detached().map_err(|e| Error::Io {
-            what: "mount a view of",
-            path: at.to_owned(),
-            source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
-        })?;
+        let fd = overlay.detached().map_err(|e| overlay_error("mount a view of", at, e))?;
         Ok(View { fd })
     }
 }
 
-impl Engine {
-    /// Whether `runtime` mounts the rootfs overlay itself (berth-runtime
-    /// does; runc and crun are given a mounted rootfs).
-    pub(crate) fn runtime_mounts_rootfs(runtime: &Path) -> bool {
-        runtime.file_name().is_some_and(|n| n.to_string_lossy().starts_with("berth-runtime"))
+/// An overlay mount's failure as the engine's error: what, where, and
+/// the step of the mount that failed with the kernel's reason.
+pub(crate) fn overlay_error(what: &'static str, at: &Path, e: berth_fs::overlay::OverlayError) -> Error {
+    Error::Io {
+        what,
+        path: at.to_owned(),
+        source: std::io::Error::new(e.source.kind(), format!("{}: {}", e.what, e.source)),
     }
+}
 
+/// Whether `runtime` is berth-runtime, which mounts the rootfs overlay
+/// itself and moves its processes into their cgroups itself (runc and
+/// crun are given a mounted rootfs, and wait for the kernel's migration
+/// lock).
+pub(crate) fn is_berth_runtime(runtime: &Path) -> bool {
+    runtime.file_name().is_some_and(|n| n.to_string_lossy().starts_with("berth-runtime"))
+}
+
+impl Engine {
     /// The overlay the container's config.json has its runtime mount;
     /// None when its rootfs is a host mount (or there is no config.json).
     pub(crate) fn rootfs_overlay(&self, id: &str) -> Option<Overlay> {
@@ -94,12 +102,13 @@ impl Engine {
     /// layers. None when there is none of these (a rootfs that was a host
     /// mount and is gone: the host rebooted).
     pub(crate) fn container_root(&self, rec: &ContainerRecord, live: bool) -> Result<Option<View>, Error> {
-        if live && let Some(v) = self.live_root(rec) {
-            return Ok(Some(v));
+        let live_view = self.live_root(rec);
+        if live && live_view.is_some() {
+            return Ok(live_view);
         }
         let rootfs = self.run_dir(&rec.id).join("rootfs");
         if let Some(overlay) = self.rootfs_overlay(&rec.id) {
-            let live = self.live_root(rec);
+            let live = live_view;
             let running = live.is_some() || matches!(rec.status, Status::Running | Status::Paused | Status::Restarting);
             if !running {
                 return View::detached(&overlay, &rootfs).map(Some);
