@@ -539,6 +539,18 @@ for rt in "${RTS[@]}"; do
     printf '  %-6s %s (%s)\n' "$rt" "${BIN[$rt]}" "$(version "$rt")"
 done
 say "  bundle $BUNDLE"
+# The hot-function order (crates/berth-runtime/hot-text.txt) only helps a
+# binary whose symbols it still names; say how many (needs nm).
+hot_list=$REPO/crates/berth-runtime/hot-text.txt
+if [[ -f $hot_list ]] && command -v nm >/dev/null; then
+    listed=$(grep -vc '^#' "$hot_list")
+    found=$(nm --defined-only "$BERTH" 2>/dev/null | awk 'NR == FNR { if ($0 !~ /^#/) want[$0] = 1; next }
+        ($3 in want) { n++ } END { print n + 0 }' "$hot_list" -)
+    say "  hot-text.txt: $found of $listed functions found in $BERTH"
+    if ((found * 10 < listed * 9)); then
+        say "  (stale for this build: its RSS and start-up suffer; regenerate with scripts/hot-text.py)"
+    fi
+fi
 
 for ((i = 1; i <= WARMUP; i++)); do
     iteration 0

@@ -152,3 +152,35 @@ fn preserve_fds_beyond_those_open_still_runs() {
     rt.ok(&["run", "--preserve-fds", "40", "--bundle", b.path().to_str().unwrap(), &id]);
     leaks::assert_none(&id, b.path(), rt.root(), None);
 }
+
+/// The runtime has its own entry point (see main.rs), so it does what
+/// std's start-up did: a standard fd it was started without is /dev/null,
+/// never a file the runtime opened that the container would then get as
+/// stdio; and the container's program starts with SIGPIPE at its default
+/// (the runtime ignores it, the init restores it).
+#[test]
+fn a_runtime_started_without_stdin_gives_the_container_dev_null_and_sigpipe_at_default() {
+    use std::os::unix::process::CommandExt;
+    let rt = runtime();
+    let mut b = Bundle::busybox();
+    b.sh("readlink /proc/self/fd/0; grep SigIgn /proc/self/status");
+    let id = unique_id("stdio");
+    let mut cmd = rt.cmd();
+    cmd.args(["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    // SAFETY: close(2) is async-signal-safe; fd 0 is the child's own.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(0);
+            Ok(())
+        });
+    }
+    let out = berth_testkit::output_via_files(&mut cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("/dev/null"), "the container's stdin: {stdout}");
+    let ignored = lines.next().and_then(|l| l.strip_prefix("SigIgn:")).map(str::trim).expect("SigIgn line");
+    let mask = u64::from_str_radix(ignored, 16).unwrap();
+    assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is ignored in the container: {stdout}");
+    leaks::assert_none(&id, b.path(), rt.root(), None);
+}

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use berth_runtime::container::{Container, StateRoot};
-use clap::{Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +32,15 @@ use clap::{Parser, Subcommand};
     disable_version_flag = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub top: Top,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The flags that come before the verb.
+#[derive(Args, Debug)]
+pub struct Top {
     #[command(flatten)]
     pub global: liboci_cli::GlobalOpts,
     /// Print the version
@@ -43,8 +52,44 @@ pub struct Cli {
     /// Accepted for runc compatibility (checkpointing is not supported)
     #[arg(long, value_name = "PATH", hide = true)]
     pub criu: Option<String>,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parses the process's arguments. The verbs a container engine runs
+    /// for every container go through a parser that knows only their own
+    /// flags: clap's derived parser builds all fifteen verbs' definitions on
+    /// every call, ~130 KiB of code the runtime would map for nothing (its
+    /// peak RSS) and time it would spend. Anything that parser does not
+    /// take (help, an error, another verb) goes to the full one, so what
+    /// users see is clap's, word for word.
+    pub fn parse_args() -> Cli {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        lean_parse(&args).unwrap_or_else(|| Cli::parse_from(args))
+    }
+}
+
+/// [`Cli`] for a command line whose verb is one of the lifecycle verbs,
+/// with only that verb's definition built; None for anything else.
+fn lean_parse(args: &[std::ffi::OsString]) -> Option<Cli> {
+    fn verb<T: Args>(name: &'static str) -> clap::Command {
+        T::augment_args(clap::Command::new(name))
+    }
+    let sub = match verb_of(args.iter().skip(1).cloned())?.as_str() {
+        "create" => verb::<liboci_cli::Create>("create"),
+        "start" => verb::<liboci_cli::Start>("start"),
+        "state" => verb::<liboci_cli::State>("state"),
+        "kill" => verb::<kill::Kill>("kill"),
+        "delete" => verb::<liboci_cli::Delete>("delete"),
+        "run" => verb::<liboci_cli::Run>("run"),
+        "exec" => verb::<liboci_cli::Exec>("exec"),
+        _ => return None,
+    };
+    let top = Top::augment_args(clap::Command::new("berth-runtime").disable_version_flag(true));
+    let mut matches = top.subcommand(sub).try_get_matches_from(args).ok()?;
+    Some(Cli {
+        top: Top::from_arg_matches_mut(&mut matches).ok()?,
+        command: Some(Command::from_arg_matches_mut(&mut matches).ok()?),
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,30 +186,39 @@ fn default_root_for(
 
 /// Whether the verb in `args` (the arguments after the program name) runs
 /// a process that enters a container: `create`, `run` or `exec`. A quick
-/// look for [`berth_runtime::seal`], before clap: the verb is the first
-/// argument that is neither a flag nor a global flag's value.
+/// look for [`berth_runtime::seal`], before clap.
 pub fn enters_container(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    verb_of(args).is_some_and(|v| matches!(v.as_str(), "create" | "run" | "exec"))
+}
+
+/// The verb in `args` (the arguments after the program name): the first
+/// argument that is neither a flag nor a global flag's value. None if
+/// there is none, or it is not UTF-8, or `--help`/`-h`/`--version`/`-v`
+/// comes first (clap answers those).
+fn verb_of(args: impl Iterator<Item = std::ffi::OsString>) -> Option<String> {
     const TAKE_VALUE: [&str; 5] = ["--root", "--log", "--log-format", "--rootless", "--criu"];
     let mut args = args;
     while let Some(arg) = args.next() {
-        let Some(arg) = arg.to_str() else { return false };
-        if TAKE_VALUE.contains(&arg) {
+        let arg = arg.into_string().ok()?;
+        if TAKE_VALUE.contains(&arg.as_str()) {
             args.next();
         } else if !arg.starts_with('-') {
-            return matches!(arg, "create" | "run" | "exec");
+            return Some(arg);
+        } else if matches!(arg.as_str(), "-h" | "--help" | "-v" | "--version") {
+            return None;
         }
     }
-    false
+    None
 }
 
 /// Runs the command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    if cli.version {
+    if cli.top.version {
         println!("berth-runtime version {}", env!("CARGO_PKG_VERSION"));
         println!("spec: {}", berth_runtime::template::OCI_VERSION);
         return Ok(0);
     }
-    let g = Globals::new(&cli.global);
+    let g = Globals::new(&cli.top.global);
     let Some(command) = cli.command else {
         bail!("no command given; see berth-runtime --help");
     };
@@ -211,6 +265,40 @@ mod tests {
         // Without XDG_RUNTIME_DIR: the system root.
         assert_eq!(default_root_for(false, || true, None, Some("alice")), system);
         assert_eq!(default_root_for(false, || true, Some("".into()), Some("alice")), system);
+    }
+
+    #[test]
+    fn the_lean_parser_reads_every_lifecycle_command_line_as_clap_does() {
+        let lines = [
+            "--root /r --log /l --log-format json create --bundle /b --pid-file /p --console-socket /s id",
+            "--systemd-cgroup create --bundle=/b --no-pivot --preserve-fds 2 id",
+            "start id",
+            "--root /r state id",
+            "kill id KILL",
+            "kill --all id 9",
+            "delete --force id",
+            "run -d --bundle /b --keep id",
+            "run --detach --no-new-keyring --bundle /b id",
+            "exec --tty --cwd /w -e A=1 --env B=2 --user 1:2 --process /p id",
+            "exec -d id sh -c 'echo hi'",
+            "--debug --rootless true --criu /c run --bundle /b id",
+        ];
+        for line in lines {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("berth-runtime").chain(line.split_whitespace()).map(Into::into).collect();
+            let lean = lean_parse(&args).unwrap_or_else(|| panic!("{line}: the lean parser refused it"));
+            let full = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(format!("{lean:?}"), format!("{full:?}"), "{line}");
+        }
+    }
+
+    #[test]
+    fn help_errors_and_other_verbs_go_to_the_full_parser() {
+        for line in ["create --help", "--help", "-v", "run", "create --bogus id", "list", "spec", "kill", ""] {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("berth-runtime").chain(line.split_whitespace()).map(Into::into).collect();
+            assert!(lean_parse(&args).is_none(), "{line:?} was taken by the lean parser");
+        }
     }
 
     fn check(args: &str) -> bool {
