@@ -540,12 +540,16 @@ for rt in "${RTS[@]}"; do
 done
 say "  bundle $BUNDLE"
 # The hot-function order (crates/berth-runtime/hot-text.txt) only helps a
-# binary whose symbols it still names; say how many (needs nm).
+# binary whose functions it still names (hashes aside, as build.rs matches
+# them); say how many (needs nm).
 hot_list=$REPO/crates/berth-runtime/hot-text.txt
 if [[ -f $hot_list ]] && command -v nm >/dev/null; then
     listed=$(grep -vc '^#' "$hot_list")
-    found=$(nm --defined-only "$BERTH" 2>/dev/null | awk 'NR == FNR { if ($0 !~ /^#/) want[$0] = 1; next }
-        ($3 in want) { n++ } END { print n + 0 }' "$hot_list" -)
+    found=$(nm --defined-only "$BERTH" 2>/dev/null | awk '
+        function bare(s) { gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", s); sub(/17h[0-9a-f]+E$/, "17h*E", s); return s }
+        NR == FNR { if ($0 !~ /^#/) want[bare($0)] = 1; next }
+        (bare($3) in want) { seen[bare($3)] = 1 }
+        END { n = 0; for (k in seen) n++; print n }' "$hot_list" -)
     say "  hot-text.txt: $found of $listed functions found in $BERTH"
     if ((found * 10 < listed * 9)); then
         say "  (stale for this build: its RSS and start-up suffer; regenerate with scripts/hot-text.py)"
