@@ -546,7 +546,7 @@ hot_list=$REPO/crates/berth-runtime/hot-text.txt
 if [[ -f $hot_list ]] && command -v nm >/dev/null; then
     listed=$(grep -vc '^#' "$hot_list")
     found=$(nm --defined-only "$BERTH" 2>/dev/null | awk '
-        function bare(s) { gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", s); sub(/17h[0-9a-f]+E$/, "17h*E", s); return s }
+        function bare(s) { gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", s); sub(/17h[0-9a-f]+E$/, "17h*E", s); sub(/\.[0-9]+$/, "", s); return s }
         NR == FNR { if ($0 !~ /^#/) want[bare($0)] = 1; next }
         (bare($3) in want) { seen[bare($3)] = 1 }
         END { n = 0; for (k in seen) n++; print n }' "$hot_list" -)

@@ -51,9 +51,14 @@ fn linker_script(names: &str) -> String {
             continue;
         }
         // LLVM puts a cold function (#[cold], e.g. std's slow paths) in
-        // `.text.unlikely.<symbol>`.
+        // `.text.unlikely.<symbol>`, and numbers local functions whose
+        // names collide (`<symbol>.1638`), differently from build to build.
         let name = without_hashes(name);
-        script.push_str(&format!("    *(.text.{name} .text.unlikely.{name})\n"));
+        let name = name
+            .rsplit_once('.')
+            .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(&*name, |(base, _)| base);
+        script.push_str(&format!("    *(.text.{name} .text.{name}.* .text.unlikely.{name} .text.unlikely.{name}.*)\n"));
     }
     script.push_str("  }\n}\nINSERT BEFORE .text;\n");
     script
