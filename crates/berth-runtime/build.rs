@@ -40,8 +40,7 @@ fn main() {
 
 /// An output section `.text.hot` before `.text`, holding the sections of
 /// the listed functions (rustc puts each function in a section of its
-/// own, named for its symbol), in
-/// the list's order. INSERT keeps the linker's default layout for the rest.
+/// own, named for its symbol), in the list's order. INSERT keeps the linker's default layout for the rest.
 fn linker_script(names: &str) -> String {
     let mut script = String::from("SECTIONS {\n  .text.hot : {\n");
     for name in names.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
@@ -56,7 +55,7 @@ fn linker_script(names: &str) -> String {
         let name = without_hashes(name);
         let name = name
             .rsplit_once('.')
-            .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .map_or(&*name, |(base, _)| base);
         script.push_str(&format!("    *(.text.{name} .text.{name}.* .text.unlikely.{name} .text.unlikely.{name}.*)\n"));
     }
@@ -98,8 +97,8 @@ fn without_hashes(name: &str) -> String {
 }
 
 /// Whether the final link is rustc's default for x86_64-unknown-linux-gnu
-/// (cc driving the bundled rust-lld), the one linker here known to take
-/// --symbol-ordering-file; GNU ld would refuse the option.
+/// (cc driving the bundled rust-lld), the one linker the hot-text script
+/// (INSERT BEFORE, globs on section names) has been tried with.
 fn links_with_rust_lld() -> bool {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
